@@ -1,0 +1,208 @@
+"""Keys: every config key llama-swap knows, and whether llamaswap implements it.
+
+The check walks the located tree before anything else. Three outcomes per key:
+- implemented: nothing to say;
+- known to llama-swap but not implemented by llamaswap (or ignored by llama-swap itself):
+  a warning (LS400/LS407) that says so, and the key has no effect;
+- unknown to everyone: an error (LS301) with a "did you mean" hint.
+
+Invariant: the schema below is data; adding a key is a one-line change.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.source import YMap, YNode, YSeq
+
+OK = "ok"
+UNIMPLEMENTED = "unimplemented"
+IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Key:
+    """A known key. `children` describes a mapping's fixed keys; `each` the value schema of
+    a mapping with user-chosen keys (models, groups, …); `items` a sequence's items."""
+
+    status: str = OK
+    note: str = ""
+    children: dict[str, "Key"] | None = None
+    each: "Key | None" = None
+    items: "Key | None" = None
+    free: bool = False  # any content (user data such as metadata or setParams)
+
+
+def _leaf(status: str = OK, note: str = "") -> Key:
+    return Key(status=status, note=note)
+
+
+def _map(children: dict[str, Key], status: str = OK, note: str = "") -> Key:
+    return Key(status=status, note=note, children=children)
+
+
+FREE = Key(free=True)
+
+_TIMEOUTS = _map(
+    {k: _leaf() for k in ("connect", "keepalive", "responseHeader", "tlsHandshake", "expectContinue", "idleConn")},
+    UNIMPLEMENTED,
+    "llamaswap uses its own upstream connection timeouts",
+)
+
+_ALIAS_OBJECT = _map({"id": _leaf(), "name": _leaf(), "description": _leaf(), "unlisted": _leaf()})
+
+MODEL = _map({
+    "cmd": _leaf(),
+    "cmdStop": _leaf(),
+    "proxy": _leaf(),
+    "aliases": Key(items=Key(children=_ALIAS_OBJECT.children, free=False)),
+    "env": _leaf(),
+    "checkEndpoint": _leaf(),
+    "ttl": _leaf(),
+    "unloadTimeout": _leaf(),
+    "unlisted": _leaf(),
+    "useModelName": _leaf(),
+    "name": _leaf(),
+    "description": _leaf(),
+    "concurrencyLimit": _leaf(),
+    "filters": _map({
+        "stripParams": _leaf(),
+        "strip_params": _leaf(note="legacy spelling of stripParams"),
+        "setParams": FREE,
+        "setParamsByID": FREE,
+    }),
+    "macros": FREE,
+    "metadata": FREE,
+    "sendLoadingState": _leaf(),
+    "timeouts": _TIMEOUTS,
+    "compat": _map({"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"),
+    "capabilities": _map(
+        {k: _leaf() for k in ("in", "out", "tools", "reranker", "context")},
+        UNIMPLEMENTED,
+        "capabilities are not rendered into /v1/models yet",
+    ),
+    "healthCheckTimeout": _leaf(IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"),
+})
+
+GROUP = _map({"swap": _leaf(), "exclusive": _leaf(), "persistent": _leaf(), "members": _leaf()})
+
+MATRIX = _map({"vars": FREE, "evict_costs": FREE, "sets": FREE})
+
+_PEER = _map({
+    "proxy": _leaf(), "models": _leaf(), "apiKey": _leaf(),
+    "filters": _map({"stripParams": _leaf(), "setParams": FREE}),
+    "timeouts": _map({k: _leaf() for k in _TIMEOUTS.children or {}}),
+})
+
+TOP = _map({
+    "healthCheckTimeout": _leaf(),
+    "logLevel": _leaf(),
+    "logTimeFormat": _leaf(UNIMPLEMENTED, "llamaswap's log lines use their own time format"),
+    "logToStdout": _leaf(UNIMPLEMENTED, "llamaswap logs the proxy to stderr; upstream output is at /logs"),
+    "logRequests": _leaf(IGNORED, "llama-swap parses it but never uses it"),
+    "metricsMaxInMemory": _leaf(UNIMPLEMENTED, "there is no activity store yet"),
+    "captureBuffer": _leaf(UNIMPLEMENTED, "request/response capture is not implemented"),
+    "store": _map({"path": _leaf()}, UNIMPLEMENTED, "there is no activity store yet"),
+    "ui": Key(status=UNIMPLEMENTED, note="there is no web UI", free=True),
+    "performance": _map({"disabled": _leaf(), "every": _leaf()}, UNIMPLEMENTED,
+                        "hardware monitoring is not implemented"),
+    "startPort": _leaf(),
+    "sendLoadingState": _leaf(),
+    "includeAliasesInList": _leaf(),
+    "globalTTL": _leaf(),
+    "unloadTimeout": _leaf(),
+    "macros": FREE,
+    "models": Key(each=MODEL),
+    "apiKeys": _leaf(),
+    "hooks": _map({"on_startup": _map({"preload": _leaf()})}),
+    "routing": _map({
+        "router": _map({
+            "use": _leaf(),
+            "settings": _map({"groups": Key(each=GROUP), "matrix": MATRIX}),
+        }),
+        "scheduler": _map({
+            "use": _leaf(),
+            "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf()})}),
+        }),
+    }),
+    "groups": Key(each=GROUP),
+    "matrix": MATRIX,
+    "peers": Key(each=_PEER, status=UNIMPLEMENTED, note="peers (remote servers) are not proxied yet"),
+    "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
+    "profiles": Key(status=UNIMPLEMENTED, note="profiles (model pins) are not implemented", free=True),
+    "selectors": Key(status=UNIMPLEMENTED, note="selectors (virtual models) are not implemented", free=True),
+})
+
+
+@dataclass
+class _Ctx:
+    file: str
+    diags: list[Diagnostic] = field(default_factory=list)
+
+
+def check_keys(root: YNode | None, file: str) -> list[Diagnostic]:
+    """Report unknown keys (errors) and known-but-inert keys (warnings) under `root`."""
+    ctx = _Ctx(file)
+    if isinstance(root, YMap):
+        _check_map(root, TOP, "", ctx)
+    return ctx.diags
+
+
+def _suggest(key: str, known: list[str]) -> str | None:
+    lower = {k.lower(): k for k in known}
+    if key.lower() in lower:
+        return lower[key.lower()]
+    stripped = key.replace("_", "").replace("-", "").lower()
+    for k in known:
+        if k.replace("_", "").lower() == stripped:
+            return k
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _check_map(node: YMap, schema: Key, path: str, ctx: _Ctx) -> None:
+    if schema.free:
+        return
+    if schema.each is not None:
+        for k, v in node.items:
+            _check_value(v, schema.each, f"{path}.{k.value}" if path else str(k.value), ctx)
+        return
+    children = schema.children or {}
+    known = list(children)
+    for k, v in node.items:
+        name = str(k.value)
+        child_path = f"{path}.{name}" if path else name
+        spec = children.get(name)
+        if spec is None:
+            hint_key = _suggest(name, known)
+            where = f"'{path}'" if path else "the top level"
+            hint = f"did you mean '{hint_key}'?" if hint_key else f"known keys here: {', '.join(known)}"
+            ctx.diags.append(Diagnostic(
+                Severity.ERROR, "LS301", f"unknown key '{name}' in {where}", ctx.file,
+                k.pos.line, k.pos.column, child_path, hint=hint, length=max(1, len(name)),
+            ))
+            continue
+        if spec.status in (UNIMPLEMENTED, IGNORED):
+            code = "LS400" if spec.status == UNIMPLEMENTED else "LS407"
+            what = ("llamaswap does not implement '{0}' yet; it has no effect" if spec.status == UNIMPLEMENTED
+                    else "'{0}' is ignored")
+            msg = what.format(name)
+            ctx.diags.append(Diagnostic(
+                Severity.WARNING, code, msg, ctx.file, k.pos.line, k.pos.column, child_path,
+                hint=spec.note or None, length=max(1, len(name)),
+            ))
+            continue
+        _check_value(v, spec, child_path, ctx)
+
+
+def _check_value(node: YNode, spec: Key, path: str, ctx: _Ctx) -> None:
+    if spec.free:
+        return
+    if isinstance(node, YMap) and (spec.children is not None or spec.each is not None):
+        _check_map(node, spec, path, ctx)
+    elif isinstance(node, YSeq) and spec.items is not None:
+        for i, item in enumerate(node.items):
+            if isinstance(item, YMap):
+                _check_map(item, spec.items, f"{path}[{i}]", ctx)

@@ -1,0 +1,133 @@
+"""Lints: warnings about configs that load but probably do not do what their author meant.
+
+- LS401 a model in no set while the matrix engine is active (it can only run alone);
+- LS402 a set whose every combination is contained in another set's (redundant);
+- LS403 a var never used;
+- LS404 an evict cost on a model that never shares a combination with another model;
+- LS405 two sets with exactly the same combinations.
+
+Redundancy and duplicates need the concrete combinations, so they skip symbolic sets;
+the other lints work on expressions and cover symbolic sets too.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
+from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.expand import SetEntry
+from llamaswap.compiler.resolve import Matrix
+from llamaswap.compiler.source import Pos, YMap
+
+
+def _warn(file: str, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
+          length: int = 1) -> Diagnostic:
+    return Diagnostic(Severity.WARNING, code, message, file, pos.line if pos else None,
+                      pos.column if pos else None, path, hint=hint, length=length)
+
+
+def sharing_models(table: Iterable[SetEntry]) -> set[str]:
+    """Models that appear in some combination together with another model."""
+    entries = {e.name: e for e in table}
+    memo: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def go(n: Node) -> tuple[frozenset[str], frozenset[str]]:
+        # (support, models that co-occur with another model inside n)
+        if isinstance(n, Leaf):
+            return frozenset((n.model,)), frozenset()
+        if isinstance(n, Ref):
+            if n.name not in memo:
+                memo[n.name] = go(entries[n.name].expr)
+            return memo[n.name]
+        parts = [go(c) for c in n.children]  # type: ignore[union-attr]
+        sup = frozenset().union(*(p[0] for p in parts))
+        shared = frozenset().union(*(p[1] for p in parts))
+        if isinstance(n, And):
+            # m (from child i) meets any model o != m from another child j: pick a
+            # combination of i holding m and one of j holding o.
+            for i, (si, _) in enumerate(parts):
+                others = frozenset().union(*(p[0] for j, p in enumerate(parts) if j != i))
+                shared |= {m for m in si if others - {m}}
+        return sup, shared
+
+    out: set[str] = set()
+    for e in entries.values():
+        if e.combinations is not None:
+            for combo in e.combinations:
+                if len(combo) > 1:
+                    out.update(combo)
+        else:
+            out |= go(e.expr)[1]
+    return out
+
+
+def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[SetEntry, ...],
+                models: dict[str, object], model_pos: dict[str, Pos]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+
+    in_sets: set[str] = set()
+    memo: dict[str, frozenset[str]] = {}
+    from llamaswap.compiler.resolve import support
+
+    by_name = {s.name: s for s in matrix.sets}
+    for s in matrix.sets:
+        in_sets |= support(s.expr, by_name, memo)
+    # Only meaningful when every set compiled: a broken set may well mention the model.
+    complete = _all_sets_compiled(block, matrix)
+    if complete:
+        for model_id in sorted(models):
+            if model_id not in in_sets:
+                out.append(_warn(file, "LS401", f"model {model_id!r} is in no set: it can only run alone and "
+                                                "stops every other model when requested",
+                                 model_pos.get(model_id), f"models.{model_id}",
+                                 hint=f"add it to a set (e.g. \"{model_id} & ...\") if it may share the GPUs, or add "
+                                      f"a set \"{model_id}\" to say it runs alone", length=len(model_id)))
+
+    for var in sorted(set(matrix.vars) - matrix.used_vars):
+        out.append(_warn(file, "LS403", f"var {var!r} is never used", matrix.var_pos.get(var), f"{path}.vars.{var}",
+                         hint="remove it, or use it in a set", length=len(var)))
+
+    shared = sharing_models(table)
+    if complete:
+        for model_id in sorted(matrix.evict_costs):
+            if model_id not in shared:
+                out.append(_warn(file, "LS404", f"evict cost for {model_id!r} never matters: it never shares a "
+                                                "combination with another model, so every request for another "
+                                                "model evicts it whatever it costs",
+                                 matrix.cost_pos.get(model_id), f"{path}.evict_costs",
+                                 hint="remove the cost, or put the model in a set with others"))
+
+    expanded = [e for e in table if e.combinations is not None]
+    seen: dict[frozenset[tuple[str, ...]], str] = {}
+    duplicate: set[str] = set()
+    for e in expanded:
+        key = frozenset(e.combinations or ())
+        if key in seen:
+            duplicate.add(e.name)
+            out.append(_warn(file, "LS405", f"set {e.name!r} has exactly the same combinations as set "
+                                            f"{seen[key]!r}", matrix.set_pos.get(e.name), f"{path}.sets.{e.name}",
+                             hint="remove one of them", length=len(e.name)))
+        else:
+            seen[key] = e.name
+    for e in expanded:
+        if e.name in duplicate or e.name in matrix.referenced_sets or not e.combinations:
+            continue
+        others = [o for o in table if o.name != e.name and o.name not in duplicate]
+        if any(o.combinations is None for o in others):
+            continue  # cannot tell without expanding the symbolic ones
+        pool = [frozenset(c) for o in others for c in (o.combinations or ())]
+        if pool and all(any(frozenset(c) <= p for p in pool) for c in e.combinations):
+            out.append(_warn(file, "LS402", f"set {e.name!r} is redundant: every combination it allows is "
+                                            "contained in another set's", matrix.set_pos.get(e.name),
+                             f"{path}.sets.{e.name}",
+                             hint="sets allow every subset of their combinations; this set adds nothing",
+                             length=len(e.name)))
+    return out
+
+
+def _all_sets_compiled(block: YMap, matrix: Matrix) -> bool:
+    sets = block.get("sets")
+    if not isinstance(sets, YMap):
+        return False
+    return len(sets.items) == len(matrix.sets)

@@ -1,0 +1,343 @@
+"""Macros: `${env.X}`, global and per-model macros, `${MODEL_ID}`, `${PORT}`, `${PID}`.
+
+Works in place on the located tree of one compile run (the tree is private to the run), so
+every substituted value keeps its position. llama-swap's rules (reference §2, §2.3):
+
+1. `${env.NAME}` is substituted everywhere first; an unset variable is an error, and so is a
+   value holding a newline, CR or NUL.
+2. Macro declarations are checked: name < 64 chars, `^[a-zA-Z0-9_-]+$`, scalar value, no
+   self-reference, not a reserved name (PID, PORT, MODEL_ID).
+3. `cmd`/`cmdStop` lose their `#` comment lines; the default proxy is inserted. Global macros
+   are applied to every top-level value except `models`; each model gets the merged list
+   [MODEL_ID, globals…, model macros (override in place or append)], substituted in reverse
+   declaration order, so a macro can use the ones declared before it.
+   A value that is exactly `${name}` keeps the macro's scalar type.
+4. `${PORT}`: models in sorted ID order; only a model whose cmd holds `${PORT}` takes a port,
+   counting up from startPort. `${PORT}` in proxy without it in cmd is an error.
+5. Nothing of the form `${…}` may remain, except `${PID}` in cmdStop.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, resolve_plain
+
+ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
+ANY_REF = re.compile(r"\$\{([^}]*)\}")
+MACRO_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+RESERVED = ("PID", "PORT", "MODEL_ID")
+DEFAULT_PROXY = "http://localhost:${PORT}"
+
+
+def go_format(value: Any) -> str:
+    """Format a scalar the way Go's %v does for YAML-decoded values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "+Inf" if value > 0 else "-Inf"
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    if value is None:
+        return "<nil>"
+    return str(value)
+
+
+@dataclass
+class MacroResult:
+    ports: dict[str, int]  # model ID -> allocated port
+    diagnostics: list[Diagnostic]
+
+
+class _Pass:
+    def __init__(self, file: str, root: YMap, env: Mapping[str, str]):
+        self.file = file
+        self.root = root
+        self.env = env
+        self.diags: list[Diagnostic] = []
+
+    # -- helpers -------------------------------------------------------------------------
+    def error(self, code: str, message: str, pos: Pos | None, path: str | None, hint: str | None = None,
+              length: int = 1) -> None:
+        self.diags.append(Diagnostic(
+            Severity.ERROR, code, message, self.file,
+            pos.line if pos else None, pos.column if pos else None, path, hint=hint, length=length,
+        ))
+
+    def scalars(self, node: YNode | None, path: str, keys: bool = False):
+        """Yield (path, scalar) for every scalar value below node (and keys if asked)."""
+        if node is None:
+            return
+        if isinstance(node, YScalar):
+            yield path, node
+        elif isinstance(node, YSeq):
+            for i, item in enumerate(node.items):
+                yield from self.scalars(item, f"{path}[{i}]", keys)
+        else:
+            for k, v in node.items:
+                child = f"{path}.{k.value}" if path else str(k.value)
+                if keys:
+                    yield child + " (key)", k
+                yield from self.scalars(v, child, keys)
+
+    # -- 1. environment ------------------------------------------------------------------
+    def substitute_env(self) -> None:
+        for path, s in self.scalars(self.root, "", keys=True):
+            if not isinstance(s.value, str) or "${env." not in s.value:
+                continue
+            text = s.value
+            out = []
+            last = 0
+            ok = True
+            for m in ENV_REF.finditer(text):
+                name = m.group(1)
+                value = self.env.get(name)
+                if value is None:
+                    self.error("LS305", f"environment variable '{name}' is not set",
+                               s.position_of(m.start()), path.removesuffix(" (key)"),
+                               hint=f"export {name}=... before running, or remove the reference",
+                               length=len(m.group(0)))
+                    ok = False
+                    continue
+                if any(c in value for c in "\n\r\0"):
+                    self.error("LS305",
+                               f"environment variable '{name}' contains a newline, carriage return or NUL",
+                               s.position_of(m.start()), path.removesuffix(" (key)"),
+                               length=len(m.group(0)))
+                    ok = False
+                    continue
+                out.append(text[last:m.start()])
+                out.append(value)
+                last = m.end()
+            if not ok:
+                continue
+            out.append(text[last:])
+            new = "".join(out)
+            if new != text:
+                whole = ENV_REF.fullmatch(text) is not None
+                s.value = resolve_plain(new) if (whole and s.style is None) else new
+                s.rewritten = True
+
+    # -- 2. declarations -----------------------------------------------------------------
+    def declared(self, node: YNode | None, path: str, prefix: str) -> list[tuple[str, Any]]:
+        """Validated (name, value) macro list, in declaration order."""
+        if node is None:
+            return []
+        if not isinstance(node, YMap):
+            self.error("LS306", f"{prefix}macros must be a mapping", node.pos, path)
+            return []
+        out: list[tuple[str, Any]] = []
+        for k, v in node.items:
+            name = str(k.value)
+            kpath = f"{path}.{name}"
+            bad = False
+            if len(name) >= 64:
+                self.error("LS306", f"{prefix}macro name '{name}' exceeds maximum length of 63 characters",
+                           k.pos, kpath, length=len(name))
+                bad = True
+            elif not MACRO_NAME.match(name):
+                self.error("LS306", f"{prefix}macro name '{name}' must match ^[a-zA-Z0-9_-]+$", k.pos, kpath,
+                           hint="use letters, digits, '_' or '-' only", length=max(1, len(name)))
+                bad = True
+            if name in RESERVED:
+                self.error("LS306", f"{prefix}macro name '{name}' is reserved", k.pos, kpath,
+                           hint="PID, PORT and MODEL_ID are provided by llamaswap", length=len(name))
+                bad = True
+            if not isinstance(v, YScalar) or v.value is None:
+                self.error("LS306", f"{prefix}macro '{name}' must be a string, number or boolean",
+                           v.pos, kpath)
+                bad = True
+            elif isinstance(v.value, str) and f"${{{name}}}" in v.value:
+                self.error("LS306", f"{prefix}macro '{name}' contains self-reference",
+                           v.position_of(v.value.index(f"${{{name}}}")), kpath, length=len(name) + 3)
+                bad = True
+            if not bad:
+                out.append((name, v.value))
+        return out
+
+    # -- 3. substitution -----------------------------------------------------------------
+    @staticmethod
+    def apply(s: YScalar, macros: list[tuple[str, Any]]) -> None:
+        """Substitute macros into one scalar, last declared first."""
+        if not isinstance(s.value, str) or "${" not in s.value:
+            return
+        value: Any = s.value
+        for name, mval in reversed(macros):
+            if not isinstance(value, str):
+                break
+            slug = f"${{{name}}}"
+            if slug not in value:
+                continue
+            if value == slug:
+                value = mval
+            else:
+                value = value.replace(slug, go_format(mval))
+        if value != s.value or type(value) is not type(s.value):
+            s.value = value
+            s.rewritten = True
+
+    @staticmethod
+    def strip_comments(s: YScalar) -> None:
+        if not isinstance(s.value, str):
+            return
+        lines = s.value.split("\n")
+        kept = [ln for ln in lines if not ln.lstrip().startswith("#")]
+        if len(kept) != len(lines):
+            s.value = "\n".join(kept)
+            s.rewritten = True
+
+    def run(self) -> dict[str, int]:
+        self.substitute_env()
+        sp = self.root.get("startPort")
+        start_port = sp.value if isinstance(sp, YScalar) and type(sp.value) is int and sp.value >= 1 else 5800
+        global_macros = self.declared(self.root.get("macros"), "macros", "")
+        models = self.root.get("models")
+
+        for k, v in self.root.items:
+            if k.value in ("models", "macros"):
+                continue
+            for _, s in self.scalars(v, str(k.value)):
+                self.apply(s, global_macros)
+
+        ports: dict[str, int] = {}
+        if not isinstance(models, YMap):
+            return ports
+        next_port = start_port
+        for mk, model in sorted(models.items, key=lambda kv: str(kv[0].value)):
+            model_id = str(mk.value)
+            mpath = f"models.{model_id}"
+            if not isinstance(model, YMap):
+                continue
+            prefix = f"model {model_id}: "
+            own = self.declared(model.get("macros"), f"{mpath}.macros", prefix)
+            merged: list[tuple[str, Any]] = [("MODEL_ID", model_id), *global_macros]
+            for name, value in own:
+                for i, (existing, _) in enumerate(merged):
+                    if existing == name:
+                        merged[i] = (name, value)
+                        break
+                else:
+                    merged.append((name, value))
+
+            for field_name in ("cmd", "cmdStop"):
+                s = model.get(field_name)
+                if isinstance(s, YScalar):
+                    self.strip_comments(s)
+            if model.get("proxy") is None:
+                key = YScalar("proxy", mk.pos, mk.end, None, rewritten=True)
+                model.items.append((key, YScalar(DEFAULT_PROXY, mk.pos, mk.end, None, rewritten=True)))
+
+            for k, v in model.items:
+                if k.value == "macros":
+                    continue
+                for _, s in self.scalars(v, f"{mpath}.{k.value}"):
+                    self.apply(s, merged)
+            self.rewrite_keys(model.get("filters"), merged)
+
+            cmd = model.get("cmd")
+            proxy = model.get("proxy")
+            cmd_has_port = isinstance(cmd, YScalar) and isinstance(cmd.value, str) and "${PORT}" in cmd.value
+            proxy_has_port = (isinstance(proxy, YScalar) and isinstance(proxy.value, str)
+                              and "${PORT}" in proxy.value)
+            if proxy_has_port and not cmd_has_port:
+                assert isinstance(proxy, YScalar)
+                explicit = not (proxy.rewritten and proxy.pos == mk.pos)
+                self.error(
+                    "LS308",
+                    f"model {model_id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available "
+                    "when used in cmd",
+                    proxy.pos if explicit else mk.pos, f"{mpath}.proxy",
+                    hint=("put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
+                          if explicit else
+                          "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
+                          "proxy to the server's URL"),
+                    length=len(model_id) if not explicit else 1,
+                )
+            elif cmd_has_port:
+                ports[model_id] = next_port
+                port_macro = [("PORT", next_port)]
+                for k, v in model.items:
+                    if k.value == "macros":
+                        continue
+                    for _, s in self.scalars(v, f"{mpath}.{k.value}"):
+                        self.apply(s, port_macro)
+                next_port += 1
+
+            known = [name for name, _ in merged] + ["PORT"]
+            for k, v in model.items:
+                if k.value == "macros":
+                    continue
+                for path, s in self.scalars(v, f"{mpath}.{k.value}"):
+                    if k.value == "proxy" and proxy_has_port and not cmd_has_port:
+                        continue  # already reported (LS308)
+                    self.leftovers(s, path, known, allow_pid=(k.value == "cmdStop"),
+                                   port_allocated=cmd_has_port)
+        # Leftovers outside models (global macros only).
+        known_global = [name for name, _ in global_macros]
+        for k, v in self.root.items:
+            if k.value in ("models", "macros"):
+                continue
+            for path, s in self.scalars(v, str(k.value)):
+                self.leftovers(s, path, known_global, allow_pid=False, model_scope=False)
+        return ports
+
+    def rewrite_keys(self, filters: YNode | None, merged: list[tuple[str, Any]]) -> None:
+        """setParamsByID keys may hold macros (`${MODEL_ID}:high`)."""
+        if not isinstance(filters, YMap):
+            return
+        by_id = filters.get("setParamsByID")
+        if not isinstance(by_id, YMap):
+            return
+        for k, _ in by_id.items:
+            self.apply(k, merged)
+            if not isinstance(k.value, str):
+                k.value = go_format(k.value)
+
+    def leftovers(self, s: YScalar, path: str, known: list[str], allow_pid: bool,
+                  model_scope: bool = True, port_allocated: bool = True) -> None:
+        if not isinstance(s.value, str) or "${" not in s.value:
+            return
+        for m in ANY_REF.finditer(s.value):
+            name = m.group(1)
+            if name == "PID" and allow_pid:
+                continue
+            pos = s.position_of(m.start())
+            where = path
+            if name == "PID":
+                self.error("LS307", f"macro '${{PID}}' is only available in cmdStop (found in {where})", pos,
+                           path, hint="${PID} is the upstream's process ID, known only when stopping it",
+                           length=len(m.group(0)))
+            elif name == "PORT" and model_scope and not port_allocated:
+                self.error("LS307", f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
+                           "${PORT}, so no port is allocated", pos, path,
+                           hint="a port is allocated only to models whose cmd contains ${PORT}",
+                           length=len(m.group(0)))
+            elif name in ("PORT", "MODEL_ID") and model_scope:
+                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, path,
+                           length=len(m.group(0)))
+            elif name in ("PORT", "MODEL_ID"):
+                self.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
+                           path, length=len(m.group(0)))
+            else:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = (f"did you mean '${{{close[0]}}}'?" if close
+                        else "declare it under 'macros' (globally or in the model) before using it")
+                if name.startswith("env."):
+                    hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
+                self.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, path, hint=hint,
+                           length=len(m.group(0)))
+
+
+def expand_macros(root: YMap, file: str, env: Mapping[str, str]) -> MacroResult:
+    """Run env substitution, macro expansion and port allocation over `root`, in place."""
+    p = _Pass(file, root, env)
+    ports = p.run()
+    return MacroResult(ports, p.diags)

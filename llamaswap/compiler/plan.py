@@ -1,0 +1,186 @@
+"""Plan: the immutable result of compiling a config, and `compile_text`, the one entry point.
+
+A Plan holds the typed config, the routing engine, the set table in solver order (with
+symbolic sets where expansion would exceed the budget), evict costs by real model ID, the
+groups, and every diagnostic. `plan.policy` gives the eviction policy (matrix or groups),
+built on first use, with its precomputed decision table.
+
+Invariants: a Plan is never mutated after `compile_text` returns; its JSON forms are
+deterministic (sorted keys, solver order, no timestamps, paths as given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Mapping
+
+from llamaswap.compiler.config import Config
+from llamaswap.compiler.diagnostics import Diagnostic, Severity, has_errors, sort_diagnostics
+from llamaswap.compiler.expand import DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
+from llamaswap.compiler.lints import lint_matrix
+from llamaswap.compiler.load import Group, load_config
+from llamaswap.compiler.source import Pos, YMap
+
+if TYPE_CHECKING:
+    from llamaswap.compiler.decision import EvictionPolicy
+
+PLAN_SCHEMA = "llamaswap.plan/1"
+DEFAULT_PRECOMPUTE_BUDGET = 250_000  # (running state, target) entries in the decision table
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    expand_budget: int = DEFAULT_EXPAND_BUDGET
+    precompute_budget: int = DEFAULT_PRECOMPUTE_BUDGET
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    file: str
+    engine: str  # "matrix" | "group"
+    models: tuple[str, ...]  # sorted real IDs
+    config: Config | None
+    aliases: Mapping[str, str]  # alias -> real ID
+    ports: Mapping[str, int]
+    sets: tuple[SetEntry, ...]  # solver order
+    evict_costs: Mapping[str, int]  # real ID -> cost (unlisted: 1)
+    groups: tuple[Group, ...]
+    preload: tuple[str, ...]
+    priority: Mapping[str, int]
+    diagnostics: tuple[Diagnostic, ...]
+    options: CompileOptions = field(default_factory=CompileOptions)
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+    def resolve_model(self, name: str) -> str | None:
+        """Real model ID for a model ID or alias; None when unknown."""
+        if name in self.models:
+            return name
+        return self.aliases.get(name)
+
+    def evict_cost(self, model: str) -> int:
+        return self.evict_costs.get(model, 1)
+
+    @cached_property
+    def policy(self) -> "EvictionPolicy":
+        """The eviction policy for this plan (matrix or groups); pure and thread-safe."""
+        from llamaswap.compiler.evict import build_policy
+
+        return build_policy(self)
+
+    # -- JSON ------------------------------------------------------------------------------
+    def compile_json(self) -> dict[str, Any]:
+        """The object `llamaswap compile --format json` prints (a stable, documented shape)."""
+        return {
+            "ok": self.ok,
+            "engine": self.engine,
+            "models": list(self.models),
+            "sets": [
+                {
+                    "name": s.name,
+                    "dsl": s.dsl,
+                    "combinations": None if s.combinations is None else [list(c) for c in s.combinations],
+                }
+                for s in self.sets
+            ],
+            "diagnostics": [d.to_json() for d in self.diagnostics],
+        }
+
+    def artifact_json(self) -> dict[str, Any]:
+        """The compiled plan written by `compile -o` (versioned schema)."""
+        c = self.config
+        models = []
+        for mid in self.models:
+            m = c.models[mid] if c else None
+            models.append({
+                "id": mid,
+                "aliases": sorted(a for a, real in self.aliases.items() if real == mid),
+                "port": self.ports.get(mid),
+                "proxy": m.proxy if m else None,
+                "evict_cost": self.evict_cost(mid),
+                "priority": self.priority.get(mid, 0),
+            })
+        out: dict[str, Any] = {
+            "schema": PLAN_SCHEMA,
+            "file": self.file,
+            "ok": self.ok,
+            "engine": self.engine,
+            "models": models,
+            "sets": self.compile_json()["sets"],
+            "groups": [
+                {"name": g.name, "swap": g.swap, "exclusive": g.exclusive, "persistent": g.persistent,
+                 "members": list(g.members)}
+                for g in self.groups
+            ],
+            "preload": list(self.preload),
+            "diagnostics": [d.to_json() for d in self.diagnostics],
+        }
+        if self.ok:
+            table = self.policy.table
+            out["decisions"] = None if table is None else [
+                d.to_json() for d in table.decisions()
+            ]
+        return out
+
+
+def compile_text(text: str, file: str, options: CompileOptions | None = None) -> Plan:
+    """Compile a config's text. Never raises on user input: problems are diagnostics."""
+    options = options or CompileOptions()
+    loaded = load_config(text, file, options.env)
+    diags: list[Diagnostic] = list(loaded.diagnostics)
+    config = loaded.config
+    models = tuple(sorted(config.models)) if config else ()
+    sets: tuple[SetEntry, ...] = ()
+    costs: dict[str, int] = {}
+    if loaded.engine == "matrix" and loaded.matrix_block is not None and config is not None:
+        from llamaswap.compiler.resolve import resolve_matrix
+
+        matrix, mdiags = resolve_matrix(file, loaded.matrix_block, loaded.matrix_path, config.models,
+                                        loaded.aliases)
+        diags.extend(mdiags)
+        sets = expand_sets(matrix.sets, options.expand_budget)
+        costs = dict(matrix.evict_costs)
+        for s in sets:
+            if s.combinations is None:
+                diags.append(Diagnostic(
+                    Severity.INFO, "LS450",
+                    f"set {s.name!r} has {s.count:,} combinations, more than the expansion budget "
+                    f"({options.expand_budget:,}); it is kept symbolic and decided by the symbolic solver",
+                    file, *_pos(matrix.set_pos.get(s.name)), f"{loaded.matrix_path}.sets.{s.name}",
+                    hint="raise the budget with --expand-budget to expand it", length=len(s.name),
+                ))
+        model_pos = _model_positions(loaded.doc.root)
+        diags.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets, config.models,
+                                 model_pos))
+    return Plan(
+        file=file,
+        engine=loaded.engine,
+        models=models,
+        config=config,
+        aliases=dict(sorted(loaded.aliases.items())),
+        ports=dict(sorted(loaded.ports.items())),
+        sets=sets,
+        evict_costs=dict(sorted(costs.items())),
+        groups=loaded.groups,
+        preload=loaded.preload,
+        priority=dict(sorted(loaded.priority.items())),
+        diagnostics=sort_diagnostics(diags),
+        options=options,
+    )
+
+
+def _pos(p: Pos | None) -> tuple[int | None, int | None]:
+    return (p.line, p.column) if p else (None, None)
+
+
+def _model_positions(root: object) -> dict[str, Pos]:
+    if not isinstance(root, YMap):
+        return {}
+    models = root.get("models")
+    if not isinstance(models, YMap):
+        return {}
+    return {str(k.value): k.pos for k, _ in models.items}

@@ -1,0 +1,369 @@
+"""Resolve: the matrix block -> linked sets (vars and model IDs resolved, refs checked,
+cycles found, solver order fixed).
+
+llama-swap's newest rules (reference §3.3, HEAD):
+- vars are optional; var keys match `^[A-Za-z0-9.-]{1,32}$`; a var's value must be a real
+  model ID (an alias is rejected with a hint naming the real ID);
+- `evict_costs` keys are vars or model IDs, values positive integers;
+- in a set, a name is a var key first, else an exact model ID; aliases are rejected; a quoted
+  name is always a model ID;
+- `+ref` must name a defined set; references form a networkx DiGraph and every cycle is an
+  error that shows the whole cycle (`a -> b -> a`);
+- solver order: depth-first over sets in definition order, dependencies first.
+
+Every problem becomes a located Diagnostic; resolution goes on past errors so one run finds
+them all. A set with an error (or depending on one) is left out of the solver order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref
+from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.parse import SyntaxProblem, parse_dsl
+from llamaswap.compiler.source import Pos, YMap, YScalar
+
+VAR_KEY = re.compile(r"^[A-Za-z0-9.-]{1,32}$")
+
+
+def suggest(name: str, pool: list[str]) -> str | None:
+    """The closest known name, for "did you mean" hints."""
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    low = name.lower()
+    prefixed = [p for p in pool if len(low) >= 3 and (
+        p.lower().startswith(low) or (len(p) >= 3 and low.startswith(p.lower())))]
+    if prefixed:
+        return min(prefixed, key=lambda p: (abs(len(p) - len(name)), p))
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+@dataclass(frozen=True)
+class SetDef:
+    """A set after resolution: its name, DSL text, resolved tree and direct references."""
+
+    name: str
+    dsl: str
+    expr: Node  # resolved: Leaf / Ref / And / Or
+    refs: tuple[str, ...]
+
+
+@dataclass
+class Matrix:
+    """The resolved matrix: sets in solver order and evict costs by real model ID."""
+
+    sets: tuple[SetDef, ...]  # solver (topological) order, only sets without errors
+    evict_costs: dict[str, int]
+    vars: dict[str, str]  # var key -> real model ID (valid ones)
+    used_vars: set[str] = field(default_factory=set)
+    referenced_sets: set[str] = field(default_factory=set)
+    # Positions for lints: model/var/set name -> where it is defined.
+    set_pos: dict[str, Pos] = field(default_factory=dict)
+    var_pos: dict[str, Pos] = field(default_factory=dict)
+    cost_pos: dict[str, Pos] = field(default_factory=dict)  # real model ID -> evict cost key position
+
+
+class _Resolver:
+    def __init__(self, file: str, block: YMap, path: str, models: Mapping[str, Any], aliases: Mapping[str, str]):
+        self.file = file
+        self.block = block
+        self.path = path
+        self.models = models
+        self.aliases = aliases
+        self.diags: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
+              length: int = 1, severity: Severity = Severity.ERROR) -> None:
+        self.diags.append(Diagnostic(severity, code, message, self.file,
+                                     pos.line if pos else None, pos.column if pos else None,
+                                     path, hint=hint, length=length))
+
+    def suggest(self, name: str, pool: list[str]) -> str | None:
+        return suggest(name, pool)
+
+    def unknown_hint(self, name: str, vars_: Mapping[str, str]) -> str:
+        guess = self.suggest(name, sorted(set(vars_) | set(self.models)))
+        if guess:
+            return f"did you mean '{guess}'?"
+        if vars_:
+            return "use a var key (under 'vars') or a model ID from 'models'"
+        return "use a model ID from 'models', or define a var for it under 'vars'"
+
+    # -- vars ----------------------------------------------------------------------------
+    def resolve_vars(self) -> tuple[dict[str, str], dict[str, Pos]]:
+        node = self.block.get("vars")
+        out: dict[str, str] = {}
+        where: dict[str, Pos] = {}
+        if node is None or (isinstance(node, YScalar) and node.value is None):
+            return out, where
+        if not isinstance(node, YMap):
+            self.error("LS302", "vars must be a mapping of short name to model ID", node.pos, f"{self.path}.vars")
+            return out, where
+        for k, v in node.items:
+            key = str(k.value)
+            kpath = f"{self.path}.vars.{key}"
+            ok = True
+            if not VAR_KEY.match(key):
+                self.error("LS205",
+                           f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
+                           "characters long", k.pos, kpath, length=max(1, len(key)),
+                           hint="'_' and other characters are not allowed in var keys")
+                ok = False
+            if not isinstance(v, YScalar) or not isinstance(v.value, (str, int, float)) or isinstance(v.value, bool):
+                self.error("LS302", f"var {key!r} must name a model ID", v.pos, kpath)
+                continue
+            target = str(v.value) if not isinstance(v.value, str) else v.value
+            if target not in self.models:
+                if target in self.aliases:
+                    self.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
+                               hint=f"{target!r} is an alias of {self.aliases[target]!r}; vars must name the real "
+                                    f"model ID", length=max(1, len(target)))
+                else:
+                    guess = self.suggest(target, sorted(self.models))
+                    self.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
+                               hint=f"did you mean '{guess}'?" if guess else "vars must name a model under 'models'",
+                               length=max(1, len(target)))
+                ok = False
+            if ok:
+                out[key] = target
+                where[key] = k.pos
+        return out, where
+
+    # -- evict costs ---------------------------------------------------------------------
+    def resolve_costs(self, vars_: Mapping[str, str], used: set[str]) -> tuple[dict[str, int], dict[str, Pos]]:
+        node = self.block.get("evict_costs")
+        out: dict[str, int] = {}
+        where: dict[str, Pos] = {}
+        if node is None or (isinstance(node, YScalar) and node.value is None):
+            return out, where
+        if not isinstance(node, YMap):
+            self.error("LS302", "evict_costs must be a mapping of var or model to a positive integer", node.pos,
+                       f"{self.path}.evict_costs")
+            return out, where
+        for k, v in node.items:
+            key = str(k.value)
+            kpath = f"{self.path}.evict_costs.{key}"
+            value = v.value if isinstance(v, YScalar) else None
+            if type(value) is not int or value <= 0:
+                shown = value if isinstance(v, YScalar) else "a collection"
+                self.error("LS207", f"evict_cost for {key!r} must be a positive integer, got {shown}", v.pos, kpath,
+                           hint="costs are whole numbers >= 1; unlisted models cost 1")
+                value = None
+            if key in vars_:
+                real = vars_[key]
+                used.add(key)
+            elif key in self.models:
+                real = key
+            elif key in self.aliases:
+                self.error("LS202", f"evict_costs: {key!r} is an alias, not a var or model", k.pos, kpath,
+                           hint=f"use the real model ID {self.aliases[key]!r}", length=max(1, len(key)))
+                continue
+            else:
+                self.error("LS208", f"evict_costs: unknown var or model {key!r}", k.pos, kpath,
+                           hint=self.unknown_hint(key, vars_), length=max(1, len(key)))
+                continue
+            if value is not None:
+                out[real] = value
+                where[real] = k.pos
+        return out, where
+
+    # -- sets ----------------------------------------------------------------------------
+    def resolve_sets(self, vars_: Mapping[str, str], used: set[str]) -> tuple[dict[str, SetDef], dict[str, Pos],
+                                                                               set[str], list[str]]:
+        node = self.block.get("sets")
+        defs: dict[str, SetDef] = {}
+        where: dict[str, Pos] = {}
+        broken: set[str] = set()
+        order: list[str] = []
+        if node is None or (isinstance(node, YScalar) and node.value is None) or (
+                isinstance(node, YMap) and not node.items):
+            pos = self.block.key_node("sets").pos if self.block.key_node("sets") else self.block.pos
+            self.error("LS200", "matrix must define at least one set", pos, f"{self.path}.sets",
+                       hint='add e.g. sets: {standard: "a & b"}')
+            return defs, where, broken, order
+        if not isinstance(node, YMap):
+            self.error("LS302", "sets must be a mapping", node.pos, f"{self.path}.sets",
+                       hint="write each set as `name: \"<dsl>\"`")
+            return defs, where, broken, order
+        names = [str(k.value) for k, _ in node.items]
+        for k, v in node.items:
+            name = str(k.value)
+            order.append(name)
+            where[name] = k.pos
+            spath = f"{self.path}.sets.{name}"
+            if not isinstance(v, YScalar) or v.value is None or isinstance(v.value, bool):
+                self.error("LS209", f"set {name!r}: the DSL must be a string", v.pos, spath,
+                           hint='quote the expression, e.g. "a & b"')
+                broken.add(name)
+                continue
+            dsl = v.value if isinstance(v.value, str) else (v.raw or str(v.value))
+            result = parse_dsl(dsl)
+            if isinstance(result, SyntaxProblem):
+                self.error(result.code, f"set {name!r}: {result.message}", v.position_of(result.offset), spath,
+                           hint=result.hint, length=result.length)
+                broken.add(name)
+                continue
+            resolved, refs, ok = self.resolve_expr(result, name, dsl, v, spath, vars_, used, names)
+            if not ok:
+                broken.add(name)
+                continue
+            defs[name] = SetDef(name, dsl, resolved, tuple(refs))
+        return defs, where, broken, order
+
+    def resolve_expr(self, node: Node, set_name: str, dsl: str, scalar: YScalar, spath: str,
+                     vars_: Mapping[str, str], used: set[str], set_names: list[str]) -> tuple[Node, list[str], bool]:
+        refs: list[str] = []
+        ok = True
+
+        def go(n: Node) -> Node:
+            nonlocal ok
+            if isinstance(n, Name):
+                pos = scalar.position_of(n.start)
+                length = n.end - n.start
+                if not n.quoted and n.text in vars_:
+                    used.add(n.text)
+                    return Leaf(vars_[n.text], n.start, n.end)
+                if n.text in self.models:
+                    return Leaf(n.text, n.start, n.end)
+                if n.text in self.aliases:
+                    self.error("LS202", f"set {set_name!r}: {n.text!r} is an alias; sets must use real model IDs",
+                               pos, spath, hint=f"write the real model ID {self.aliases[n.text]!r} "
+                                                f"(or a var naming it)", length=length)
+                elif n.quoted and n.text in vars_:
+                    self.error("LS201", f"set {set_name!r}: unknown model {n.text!r}", pos, spath,
+                               hint=f"{n.text!r} is a var: write it without quotes", length=length)
+                else:
+                    self.error("LS201", f"set {set_name!r}: unknown var or model {n.text!r}", pos, spath,
+                               hint=self.unknown_hint(n.text, vars_), length=length)
+                ok = False
+                return n
+            if isinstance(n, Ref):
+                if n.name not in set_names:
+                    guess = self.suggest(n.name, set_names)
+                    self.error("LS203", f"set {set_name!r} references undefined set {n.name!r}",
+                               scalar.position_of(n.start), spath,
+                               hint=f"did you mean '+{guess}'?" if guess else
+                               f"defined sets: {', '.join(set_names)}", length=n.end - n.start)
+                    ok = False
+                elif n.name not in refs:
+                    refs.append(n.name)
+                return n
+            if isinstance(n, And):
+                return And(tuple(go(c) for c in n.children), n.start, n.end)
+            if isinstance(n, Or):
+                return Or(tuple(go(c) for c in n.children), n.start, n.end)
+            return n
+
+        out = go(node)
+        return out, refs, ok
+
+
+def _ref_position(file_block: YMap, set_name: str, ref: str, defs: Mapping[str, SetDef]) -> tuple[Pos | None, int]:
+    sets = file_block.get("sets")
+    if not isinstance(sets, YMap):
+        return None, 1
+    scalar = sets.get(set_name)
+    if not isinstance(scalar, YScalar):
+        return None, 1
+    from llamaswap.compiler.ast import walk
+
+    for n in walk(defs[set_name].expr):
+        if isinstance(n, Ref) and n.name == ref:
+            return scalar.position_of(n.start), n.end - n.start
+    return scalar.pos, 1
+
+
+def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
+                   aliases: Mapping[str, str]) -> tuple[Matrix, list[Diagnostic]]:
+    """Resolve and link the matrix block at `path` (e.g. `matrix` or
+    `routing.router.settings.matrix`)."""
+    import networkx as nx
+
+    r = _Resolver(file, block, path, models, aliases)
+    used: set[str] = set()
+    vars_, var_pos = r.resolve_vars()
+    costs, cost_pos = r.resolve_costs(vars_, used)
+    defs, set_pos, broken, order = r.resolve_sets(vars_, used)
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(order)
+    referenced: set[str] = set()
+    for name, d in defs.items():
+        for ref in d.refs:
+            graph.add_edge(name, ref)
+            referenced.add(ref)
+
+    # Every cycle is an error showing the whole cycle, reported once per strongly connected
+    # component, at the first reference (in definition order) that closes it.
+    in_cycle: set[str] = set()
+    rank = {n: i for i, n in enumerate(order)}
+    for comp in nx.strongly_connected_components(graph):
+        if len(comp) == 1:
+            (only,) = comp
+            if not graph.has_edge(only, only):
+                continue
+        in_cycle |= comp
+        start = min(comp, key=rank.__getitem__)
+        cycle_edges = nx.find_cycle(graph.subgraph(comp), source=start)
+        names = [u for u, _ in cycle_edges] + [cycle_edges[-1][1]]
+        first, second = names[0], names[1]
+        pos, length = _ref_position(block, first, second, defs)
+        r.error("LS204", f"circular reference detected involving set {first!r}: {' -> '.join(names)}", pos,
+                f"{path}.sets.{first}", hint="a set cannot include itself, directly or through other sets",
+                length=length)
+
+    # Solver order: DFS over sets in definition order, dependencies first (post-order).
+    # Sets that are broken, in a cycle or depend on either are left out.
+    bad = set(broken) | in_cycle
+    for name in reversed(list(nx.topological_sort(graph.subgraph(set(order) - in_cycle)))):
+        if any(dep in bad for dep in graph.successors(name)):
+            bad.add(name)
+    solver: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or name in bad:
+            return
+        seen.add(name)
+        for dep in defs[name].refs:
+            visit(dep)
+        solver.append(name)
+
+    for name in order:
+        visit(name)
+
+    matrix = Matrix(
+        sets=tuple(defs[n] for n in solver),
+        evict_costs=costs,
+        vars=vars_,
+        used_vars=used,
+        referenced_sets=referenced,
+        set_pos=set_pos,
+        var_pos=var_pos,
+        cost_pos=cost_pos,
+    )
+    return matrix, r.diags
+
+
+def support(expr: Node, sets: Mapping[str, SetDef], memo: dict[str, frozenset[str]] | None = None) -> frozenset[str]:
+    """Every model that appears in some combination of `expr`."""
+    memo = {} if memo is None else memo
+    if isinstance(expr, Leaf):
+        return frozenset((expr.model,))
+    if isinstance(expr, Ref):
+        if expr.name not in memo:
+            memo[expr.name] = support(sets[expr.name].expr, sets, memo)
+        return memo[expr.name]
+    if isinstance(expr, (And, Or)):
+        out: frozenset[str] = frozenset()
+        for c in expr.children:
+            out |= support(c, sets, memo)
+        return out
+    return frozenset()
+

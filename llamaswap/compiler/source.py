@@ -1,0 +1,367 @@
+"""Source: YAML text -> a located tree (every key and value knows its line and column).
+
+PyYAML composes the node graph (with marks); we convert it to our own small node types so
+later passes can report `file:line:col` for any value, and even for a character inside a
+string (used to point at a token inside a set DSL).
+
+Invariants:
+- Scalars are resolved with the YAML 1.2 core schema (what llama-swap's yaml.v3 decoder
+  uses for untyped values): only true/false are booleans, `yes`/`on` stay strings, dates
+  stay strings.
+- Merge keys (`<<: *anchor`) are applied; duplicate keys are reported, the last one wins.
+- Nothing here raises on bad input: syntax errors come back as diagnostics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from llamaswap.compiler.diagnostics import Diagnostic, Severity
+
+_CORE_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_CORE_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_CORE_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+def resolve_plain(text: str) -> Any:
+    """Type a plain (unquoted) scalar the way YAML 1.2's core schema does."""
+    if _CORE_NULL.match(text):
+        return None
+    if _CORE_BOOL.match(text):
+        return text.lower() == "true"
+    if _CORE_INT.match(text):
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text[2:], 16)
+        return int(text, 10)
+    if _CORE_FLOAT.match(text):
+        low = text.lower()
+        if low.endswith("inf"):
+            return float("-inf") if low.startswith("-") else float("inf")
+        if low.endswith("nan"):
+            return float("nan")
+        return float(text)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Pos:
+    """1-based line and column."""
+
+    line: int
+    column: int
+
+
+@dataclass(slots=True)
+class YScalar:
+    value: Any
+    pos: Pos
+    end: Pos
+    style: str | None  # None = plain, "'" single, '"' double, "|" literal, ">" folded
+    tag: str | None = None
+    # Map from index in `value` (when it is a str) to a source position, built lazily.
+    _offsets: list[Pos] | None = None
+    # Set when macro/env substitution changed the text: offsets no longer map to source.
+    rewritten: bool = False
+    raw: str = ""
+
+    def position_of(self, index: int) -> Pos:
+        """Source position of character `index` of this scalar's string value."""
+        if self.rewritten or not isinstance(self.value, str):
+            return self.pos
+        if self._offsets is None:
+            self._offsets = _offset_map(self)
+        if not self._offsets:
+            return self.pos
+        if index < 0:
+            index = 0
+        if index >= len(self._offsets):
+            last = self._offsets[-1]
+            return Pos(last.line, last.column + (index - len(self._offsets) + 1))
+        return self._offsets[index]
+
+
+@dataclass(slots=True)
+class YSeq:
+    items: list["YNode"]
+    pos: Pos
+    end: Pos
+
+
+@dataclass(slots=True)
+class YMap:
+    # Ordered (key, value) pairs; keys are scalars. Duplicates already removed.
+    items: list[tuple[YScalar, "YNode"]]
+    pos: Pos
+    end: Pos
+
+    def get(self, key: str) -> "YNode | None":
+        for k, v in self.items:
+            if k.value == key:
+                return v
+        return None
+
+    def key_node(self, key: str) -> YScalar | None:
+        for k, _ in self.items:
+            if k.value == key:
+                return k
+        return None
+
+    def keys(self) -> list[str]:
+        return [str(k.value) for k, _ in self.items]
+
+
+YNode = YScalar | YSeq | YMap
+
+
+@dataclass
+class Document:
+    file: str
+    text: str
+    root: YNode | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def _mark_pos(mark: Any) -> Pos:
+    return Pos(mark.line + 1, mark.column + 1)
+
+
+def _offset_map(s: YScalar) -> list[Pos]:
+    """Best-effort map of each character of a one-line scalar back to its source column.
+
+    Handles plain, single-quoted ('' escapes) and double-quoted (backslash escapes) scalars
+    on one line. Block and multi-line scalars map every character to the scalar start.
+    """
+    value = s.value
+    raw = s.raw
+    if s.pos.line != s.end.line or "\n" in raw:
+        return []
+    line, col = s.pos.line, s.pos.column
+    if s.style is None:
+        if raw.startswith(value):
+            return [Pos(line, col + i) for i in range(len(value))]
+        return []
+    if s.style == "'":
+        out: list[Pos] = []
+        i = 1  # skip opening quote
+        while i < len(raw) - 1 and len(out) < len(value):
+            out.append(Pos(line, col + i))
+            i += 2 if raw[i] == "'" and i + 1 < len(raw) and raw[i + 1] == "'" else 1
+        return out if len(out) == len(value) else []
+    if s.style == '"':
+        out = []
+        i = 1
+        simple = {"0", "a", "b", "t", "\t", "n", "v", "f", "r", "e", " ", '"', "/", "\\", "N", "_", "L", "P"}
+        widths = {"x": 2, "u": 4, "U": 8}
+        while i < len(raw) - 1 and len(out) < len(value):
+            out.append(Pos(line, col + i))
+            if raw[i] == "\\" and i + 1 < len(raw):
+                nxt = raw[i + 1]
+                if nxt in widths:
+                    i += 2 + widths[nxt]
+                elif nxt in simple:
+                    i += 2
+                else:
+                    return []
+            else:
+                i += 1
+        return out if len(out) == len(value) else []
+    return []
+
+
+class _Composer(yaml.SafeLoader):
+    """SafeLoader whose scalars resolve with the YAML 1.2 core schema."""
+
+
+# Drop YAML 1.1 implicit resolvers (we type plain scalars ourselves with resolve_plain),
+# keeping only the merge key.
+_Composer.yaml_implicit_resolvers = {}
+_Composer.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+
+
+def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: int = 0) -> YNode:
+    pos, end = _mark_pos(node.start_mark), _mark_pos(node.end_mark)
+    if depth > 64:
+        diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file,
+                                pos.line, pos.column, path or None))
+        return YScalar(None, pos, end, None)
+    if isinstance(node, ScalarNode):
+        raw = ""
+        buf = getattr(node.start_mark, "buffer", None)
+        if buf is not None and node.end_mark.index >= node.start_mark.index:
+            raw = buf[node.start_mark.index:node.end_mark.index]
+        if node.style is None and node.tag in ("tag:yaml.org,2002:str", None) and not _explicit_tag(node):
+            value: Any = resolve_plain(node.value)
+        else:
+            value = _typed_scalar(node)
+        return YScalar(value, pos, end, node.style, node.tag, raw=raw)
+    if isinstance(node, SequenceNode):
+        items = [
+            _convert(child, file, diags, f"{path}[{i}]", depth + 1) for i, child in enumerate(node.value)
+        ]
+        return YSeq(items, pos, end)
+    if isinstance(node, MappingNode):
+        own_keys = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        try:
+            _FLATTENER.flatten_mapping(node)
+        except yaml.YAMLError as exc:
+            diags.append(Diagnostic(Severity.ERROR, "LS300", f"bad merge key: {exc}", file,
+                                    pos.line, pos.column, path or None))
+        merged = {id(k) for k, _ in node.value if id(k) not in own_keys}
+        items: list[tuple[YScalar, YNode]] = []
+        key_nodes: list[Node] = []
+        index: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = _convert(key_node, file, diags, path, depth + 1)
+            if not isinstance(key, YScalar):
+                diags.append(Diagnostic(Severity.ERROR, "LS302", "mapping keys must be scalars", file,
+                                        key.pos.line, key.pos.column, path or None))
+                continue
+            if key.value is None:
+                key.value = ""
+            elif not isinstance(key.value, str):
+                key.value = key.raw.strip("'\"") if key.raw else str(key.value)
+            child_path = f"{path}.{key.value}" if path else str(key.value)
+            value = _convert(value_node, file, diags, child_path, depth + 1)
+            if key.value in index:
+                first_key_node = key_nodes[index[key.value]]
+                # Keys brought in by a merge (`<<`) may be overridden, as YAML specifies.
+                if id(key_node) not in merged and id(first_key_node) not in merged:
+                    first = items[index[key.value]][0]
+                    diags.append(Diagnostic(
+                        Severity.ERROR, "LS304",
+                        f"duplicate key {key.value!r} (first defined on line {first.pos.line})",
+                        file, key.pos.line, key.pos.column, child_path,
+                        hint="remove one of them; llama-swap refuses duplicate keys too",
+                        length=max(1, len(str(key.value))),
+                    ))
+                items[index[key.value]] = (key, value)
+                key_nodes[index[key.value]] = key_node
+            else:
+                index[key.value] = len(items)
+                items.append((key, value))
+                key_nodes.append(key_node)
+        return YMap(items, pos, end)
+    return YScalar(None, pos, end, None)
+
+
+def _explicit_tag(node: ScalarNode) -> bool:
+    return node.tag not in (None, "tag:yaml.org,2002:str", "!")
+
+
+def _typed_scalar(node: ScalarNode) -> Any:
+    if node.style is not None:
+        return node.value  # quoted or block scalar: always a string
+    tag = node.tag
+    if tag == "tag:yaml.org,2002:int":
+        try:
+            return int(node.value, 0)
+        except ValueError:
+            return node.value
+    if tag == "tag:yaml.org,2002:float":
+        try:
+            return float(node.value)
+        except ValueError:
+            return node.value
+    if tag == "tag:yaml.org,2002:bool":
+        return node.value.lower() in ("true", "yes", "on")
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    return resolve_plain(node.value)
+
+
+class _Flattener(yaml.constructor.SafeConstructor):
+    """Only used for its flatten_mapping (merge-key handling)."""
+
+
+_FLATTENER = _Flattener()
+
+
+def load_document(text: str, file: str) -> Document:
+    """Parse YAML text into a located tree; syntax errors become LS300 diagnostics."""
+    diags: list[Diagnostic] = []
+    try:
+        node = yaml.compose(text, Loader=_Composer)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML syntax error: {problem}{context}", file,
+                                line, col, None, hint="check indentation and quoting around this point"))
+        return Document(file, text, None, diags)
+    except yaml.YAMLError as exc:
+        diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML error: {exc}", file, None, None, None))
+        return Document(file, text, None, diags)
+    except RecursionError:
+        diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file, None, None, None))
+        return Document(file, text, None, diags)
+    if node is None:
+        return Document(file, text, None, diags)
+    try:
+        root = _convert(node, file, diags, "")
+    except RecursionError:
+        diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file, None, None, None))
+        return Document(file, text, None, diags)
+    return Document(file, text, root, diags)
+
+
+def to_python(node: YNode | None, seq: type = tuple) -> Any:
+    """Plain data: dicts (ordered), sequences as `seq`, typed scalars."""
+    if node is None:
+        return None
+    if isinstance(node, YScalar):
+        return node.value
+    if isinstance(node, YSeq):
+        return seq(to_python(i, seq) for i in node.items)
+    return {str(k.value): to_python(v, seq) for k, v in node.items}
+
+
+def walk_scalars(node: YNode | None, path: str = "") -> Iterator[tuple[str, YScalar]]:
+    if node is None:
+        return
+    if isinstance(node, YScalar):
+        yield path, node
+    elif isinstance(node, YSeq):
+        for i, item in enumerate(node.items):
+            yield from walk_scalars(item, f"{path}[{i}]")
+    else:
+        for k, v in node.items:
+            yield from walk_scalars(v, f"{path}.{k.value}" if path else str(k.value))
+
+
+def node_at(root: YNode | None, loc: tuple[Any, ...]) -> tuple[YNode | None, YScalar | None]:
+    """Follow a pydantic-style loc through the tree: (deepest node reached, its key)."""
+    node = root
+    key: YScalar | None = None
+    for part in loc:
+        if isinstance(node, YMap) and isinstance(part, str):
+            k = node.key_node(part)
+            if k is None:
+                return node, key
+            key, node = k, node.get(part)
+        elif isinstance(node, YSeq) and isinstance(part, int) and 0 <= part < len(node.items):
+            node = node.items[part]
+        else:
+            return node, key
+    return node, key
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
