@@ -123,6 +123,203 @@ def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_
     sys.exit(EXIT_FAIL if failed else EXIT_OK)
 
 
+# -- plan --------------------------------------------------------------------------------------
+
+def compile_or_exit(path: str, expand_budget: int | None) -> "Plan":
+    """Compile; on errors print the diagnostics and exit 1."""
+    plan = compile_config(path, expand_budget)
+    if not plan.ok:
+        print_diagnostics(plan, "text", err=True)
+        click.echo(f"{path}: the config has errors; fix them first (llamaswap compile {path})", err=True)
+        sys.exit(EXIT_FAIL)
+    return plan
+
+
+def resolve_or_exit(plan: "Plan", name: str, what: str) -> str:
+    real = plan.resolve_model(name)
+    if real is None:
+        from llamaswap.compiler.resolve import suggest
+
+        guess = suggest(name, list(plan.models) + list(plan.aliases))
+        hint = f" (did you mean '{guess}'?)" if guess else ""
+        click.echo(f"error: unknown model {name!r} in {what}{hint}; known models: {', '.join(plan.models)}",
+                   err=True)
+        sys.exit(EXIT_FAIL)
+    return real
+
+
+def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ...]]:
+    """Every reachable running state (from the table, or enumerated on demand)."""
+    from llamaswap.compiler.precompute import group_states, matrix_states
+
+    table = plan.policy.table
+    if table is not None:
+        return list(table.states)
+    limit = 2_000_000
+    if plan.engine == "matrix":
+        symbolic = [s.name for s in plan.sets if s.combinations is None]
+        if symbolic:
+            click.echo(f"error: set(s) {', '.join(symbolic)} are symbolic (too large to expand), so the "
+                       "reachable states cannot be listed; raise --expand-budget to expand them", err=True)
+            sys.exit(EXIT_FAIL)
+        states = matrix_states(plan, limit)
+    else:
+        states = group_states(plan.policy, limit)  # type: ignore[arg-type]
+    if states is None:
+        click.echo(f"error: more than {limit:,} reachable running states; too many to list", err=True)
+        sys.exit(EXIT_FAIL)
+    return states
+
+
+def iter_decisions(plan: "Plan", states: list[tuple[str, ...]], show_progress: bool):
+    total = len(states) * len(plan.models)
+    policy = plan.policy
+    if show_progress and total > 20_000:
+        with click.progressbar(length=total, label="deciding", file=sys.stderr) as bar:
+            for state in states:
+                for target in plan.models:
+                    yield policy.decide(target, state)
+                bar.update(len(plan.models))
+    else:
+        for state in states:
+            for target in plan.models:
+                yield policy.decide(target, state)
+
+
+def decision_key(d) -> tuple:
+    return (d.evict, d.set, d.target_set)
+
+
+@cli.command("plan")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--running", default=None, metavar="A,B", help="Models running now (IDs or aliases, comma-separated).")
+@click.option("--request", default=None, metavar="MODEL", help="The model a request asks for (ID or alias).")
+@click.option("--explain", is_flag=True, help="Also list every candidate set, best first.")
+@click.option("--all", "all_", is_flag=True, help="Print every precomputed decision.")
+@click.option("--diff", "diff_with", type=click.Path(dir_okay=False), default=None, metavar="NEW",
+              help="Compare every decision of CONFIG with those of NEW.")
+@click.option("--exit-code", is_flag=True, help="With --diff: exit 1 when some decision differs.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Replay a request trace through the scheduler with a virtual clock.")
+@click.option("--load-time", "load_times", multiple=True, metavar="MODEL=SECONDS",
+              help="With --trace: a model's load time (repeatable).")
+@click.option("--default-load-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --trace: load time of models without --load-time.")
+@click.option("--max-wait", type=click.FloatRange(min=0), default=None,
+              help="With --trace: override routing.scheduler.settings.fifo.max_wait (0 turns it off).")
+@click.option("--verbose", is_flag=True, help="With --trace: add per-request details.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@expand_budget_option
+def plan_cmd(config: str, running: str | None, request: str | None, explain: bool, all_: bool,
+             diff_with: str | None, exit_code: bool, trace_file: str | None, load_times: tuple[str, ...],
+             default_load_time: float, max_wait: float | None, verbose: bool, fmt: str,
+             expand_budget: int | None) -> None:
+    """Dry-run swap decisions for CONFIG.
+
+    \b
+    llamaswap plan CONFIG --running a,b --request c [--explain]
+    llamaswap plan CONFIG --all
+    llamaswap plan OLD.yaml --diff NEW.yaml [--exit-code]
+    llamaswap plan CONFIG --trace FILE [--load-time M=S ...] [--max-wait S]
+    """
+    from llamaswap.compiler.diagnostics import dumps
+    from llamaswap.compiler.explain import explain as explain_text, explain_candidates, one_line
+
+    modes = [request is not None, all_, diff_with is not None, trace_file is not None]
+    if sum(modes) != 1:
+        raise click.UsageError("give exactly one of --request, --all, --diff NEW or --trace FILE")
+    if running is not None and request is None:
+        raise click.UsageError("--running goes with --request")
+    if exit_code and diff_with is None:
+        raise click.UsageError("--exit-code goes with --diff")
+    if trace_file is None and (load_times or max_wait is not None or verbose):
+        raise click.UsageError("--load-time, --max-wait and --verbose go with --trace")
+
+    plan = compile_or_exit(config, expand_budget)
+
+    if trace_file is not None:
+        run_trace(plan, trace_file, load_times, default_load_time, max_wait, verbose, fmt)
+        return
+
+    if request is not None:
+        target = resolve_or_exit(plan, request.strip(), "--request")
+        names = [n.strip() for n in (running or "").split(",") if n.strip()]
+        state = tuple(sorted({resolve_or_exit(plan, n, "--running") for n in names}))
+        d = plan.policy.decide(target, state, explain=explain)
+        if fmt == "json":
+            out = d.to_json(request=request.strip())
+            if not explain:
+                out.pop("candidates", None)
+            click.echo(dumps(out))
+        else:
+            click.echo(explain_text(d, plan.engine, request.strip()))
+            if explain:
+                if d.candidates:
+                    click.echo("candidates (best first):")
+                    for line in explain_candidates(d):
+                        click.echo(line)
+                else:
+                    click.echo("candidates: none (no set can hold it)" if plan.engine == "matrix"
+                               else "candidates: groups have no alternatives")
+        sys.exit(EXIT_OK)
+
+    if all_:
+        states = reachable_states(plan)
+        for d in iter_decisions(plan, states, show_progress=True):
+            if fmt == "json":
+                out = d.to_json()
+                out.pop("candidates", None)
+                click.echo(dumps(out))
+            else:
+                click.echo(one_line(d))
+        sys.exit(EXIT_OK)
+
+    assert diff_with is not None
+    new = compile_or_exit(diff_with, expand_budget)
+    states = sorted(set(reachable_states(plan)) | set(reachable_states(new)), key=lambda s: (len(s), s))
+    models = sorted(set(plan.models) | set(new.models))
+    differences = 0
+    for state in states:
+        for target in models:
+            old_d = plan.policy.decide(target, state) if target in plan.models else None
+            new_d = new.policy.decide(target, state) if target in new.models else None
+            if old_d is not None and new_d is not None and decision_key(old_d) == decision_key(new_d):
+                continue
+            differences += 1
+            if fmt == "json":
+                click.echo(dumps({
+                    "running": list(state), "request": target,
+                    "old": None if old_d is None else _diff_side(old_d),
+                    "new": None if new_d is None else _diff_side(new_d),
+                }))
+            else:
+                click.echo(f"[{', '.join(state)}] + {target}")
+                click.echo(f"  - old: {_diff_text(old_d)}")
+                click.echo(f"  + new: {_diff_text(new_d)}")
+    if fmt == "text":
+        click.echo(f"{differences} decision(s) differ" if differences else "no decision differs", err=True)
+    sys.exit(EXIT_FAIL if exit_code and differences else EXIT_OK)
+
+
+def _diff_side(d) -> dict:
+    out = d.to_json()
+    out.pop("candidates", None)
+    for k in ("request", "model", "running"):
+        out.pop(k, None)
+    return out
+
+
+def _diff_text(d) -> str:
+    if d is None:
+        return "unknown model (not in this config)"
+    return (f"evict [{', '.join(d.evict)}]; set {d.set or '-'} [{', '.join(d.target_set)}]; cost {d.cost}")
+
+
+def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], default_load_time: float,
+              max_wait: float | None, verbose: bool, fmt: str) -> None:
+    raise click.UsageError("--trace is not available yet")
+
+
 @cli.command("fake-upstream")
 @click.option("--port", type=int, required=True, help="Port to listen on (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

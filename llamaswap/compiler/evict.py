@@ -1,0 +1,182 @@
+"""Evict: the two eviction policies, pure functions `(target, running) -> Decision`.
+
+MatrixPolicy (reference §3.4):
+1. target already running -> evict nothing; the reported set is the first set (solver
+   order) with a combination holding all running models, or none;
+2. target in no set -> it runs alone: evict everything running (cost 0);
+3. otherwise every combination holding the target is a candidate, costing the sum of the
+   evict costs (default 1) of running models outside it; the lowest cost wins, ties go to the
+   first candidate in solver order (sets in topological order, combinations in expansion
+   order). `evict` keeps running order; `target_set` is the chosen combination, sorted.
+   Lookups hit the precomputed table when there is one (`precompute.py`); otherwise, and
+   for any state outside it, the symbolic solver answers (`solve.py`), memoised.
+
+GroupPolicy (reference §4): for target T in group TG, a running M in group OG is evicted when
+OG == TG and TG.swap, or OG != TG and TG.exclusive and not OG.persistent. Loading a member of
+a non-exclusive group never unloads other groups (llama-swap's one-way behaviour).
+
+Both are immutable after construction (the memo is a cache of pure results) and never log:
+speculative queries must stay silent; the runtime logs committed swaps.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from llamaswap.compiler.decision import Candidate, Decision
+from llamaswap.compiler.solve import SymbolicSolver
+
+if TYPE_CHECKING:
+    from llamaswap.compiler.load import Group
+    from llamaswap.compiler.plan import Plan
+    from llamaswap.compiler.precompute import DecisionTable
+
+RULE_RUNNING = "already running"
+RULE_ALONE = "in no set: runs alone"
+RULE_CHEAPEST = "cheapest combination"
+MEMO_SIZE = 4096
+
+
+class MatrixPolicy:
+    engine = "matrix"
+
+    def __init__(self, models: Sequence[str], sets: Sequence[tuple[str, str, object]],
+                 evict_costs: dict[str, int], table_budget: int = 0):
+        self.models = tuple(sorted(models))
+        self.solver = SymbolicSolver(self.models, sets)  # type: ignore[arg-type]
+        self.index = self.solver.index
+        self.evict_costs = dict(evict_costs)
+        self.costs = [evict_costs.get(m, 1) for m in self.models]
+        self.dsl = {cs.name: cs.dsl for cs in self.solver.sets}
+        self._memo: OrderedDict[tuple[str, tuple[str, ...]], Decision] = OrderedDict()
+        self.table: DecisionTable | None = None
+        self._in_some_set = 0
+        for cs in self.solver.sets:
+            self._in_some_set |= cs.support
+
+    def cost_of(self, model: str) -> int:
+        return self.evict_costs.get(model, 1)
+
+    def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
+        run = running if type(running) is tuple else tuple(sorted(set(running)))
+        if not explain:
+            table = self.table
+            if table is not None:
+                hit = table.get(target, run)
+                if hit is not None:
+                    return hit
+            key = (target, run)
+            memo = self._memo
+            hit = memo.get(key)
+            if hit is not None:
+                memo.move_to_end(key)
+                return hit
+            decision = self.solve(target, run, explain=False)
+            memo[key] = decision
+            if len(memo) > MEMO_SIZE:
+                memo.popitem(last=False)
+            return decision
+        return self.solve(target, run, explain=True)
+
+    def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
+        return self.decide(target, running).evict
+
+    def solve(self, target: str, run: tuple[str, ...], explain: bool) -> Decision:
+        """Decide with the symbolic solver (no table, no memo)."""
+        if target not in self.index:
+            raise KeyError(f"unknown model {target!r}")
+        index = self.index
+        running_mask = 0
+        unknown_cost = 0
+        for m in run:
+            i = index.get(m)
+            if i is None:
+                unknown_cost += 1
+            else:
+                running_mask |= 1 << i
+        tbit = 1 << index[target]
+        if target in run:
+            cs = self.solver.containing_all(running_mask) if unknown_cost == 0 else None
+            return Decision(target, run, (), cs.name if cs else None, cs.dsl if cs else None, run, 0,
+                            RULE_RUNNING, () if explain else None)
+        if not self._in_some_set & tbit:
+            return Decision(target, run, run, None, None, (target,), 0, RULE_ALONE, () if explain else None)
+        best, per_set = self.solver.best(tbit, running_mask, self.costs, explain)
+        assert best is not None  # the target is in some set's support
+        cost, cs, witness = best
+        evict = tuple(m for m in run if m not in index or not (witness >> index[m]) & 1)
+        candidates = None
+        if explain:
+            ranked = sorted(per_set, key=lambda t: (t[0], t[1].index))
+            candidates = tuple(Candidate(s.name, self.solver.names(w), c + unknown_cost) for c, s, w in ranked)
+        return Decision(target, run, evict, cs.name, cs.dsl, self.solver.names(witness), cost + unknown_cost,
+                        RULE_CHEAPEST, candidates)
+
+
+class GroupPolicy:
+    engine = "group"
+
+    def __init__(self, models: Sequence[str], groups: Sequence["Group"]):
+        self.models = tuple(sorted(models))
+        self.groups = {g.name: g for g in groups}
+        self.group_of: dict[str, "Group"] = {}
+        for g in groups:
+            for m in g.members:
+                self.group_of[m] = g
+        self.table: DecisionTable | None = None
+
+    def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
+        run = running if type(running) is tuple else tuple(sorted(set(running)))
+        if not explain and self.table is not None:
+            hit = self.table.get(target, run)
+            if hit is not None:
+                return hit
+        return self.solve(target, run, explain)
+
+    def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
+        return self.decide(target, running).evict
+
+    def solve(self, target: str, run: tuple[str, ...], explain: bool) -> Decision:
+        tg = self.group_of.get(target)
+        if tg is None:
+            raise KeyError(f"unknown model {target!r}")
+        evict: list[str] = []
+        reasons: list[str] = []
+        for m in run:
+            og = self.group_of.get(m)
+            if m == target:
+                continue
+            if og is None:
+                evict.append(m)
+                reasons.append(f"{m} is not a configured model")
+                continue
+            if og is tg:
+                if tg.swap:
+                    evict.append(m)
+                    reasons.append(f"{m} shares swap group {tg.name!r}")
+            elif tg.exclusive and not og.persistent:
+                evict.append(m)
+                reasons.append(f"group {tg.name!r} is exclusive")
+        kept = sorted(set(run) - set(evict) | {target})
+        if reasons:
+            rule = "; ".join(dict.fromkeys(reasons))
+        elif target in run:
+            rule = RULE_RUNNING
+        else:
+            rule = f"group {tg.name!r} may run beside the others"
+        return Decision(target, run, tuple(evict), tg.name, None, tuple(kept), len(evict), rule,
+                        () if explain else None)
+
+
+def build_policy(plan: "Plan") -> MatrixPolicy | GroupPolicy:
+    """The policy for a compiled plan, with its precomputed table when it fits the budget."""
+    from llamaswap.compiler.precompute import build_table
+
+    if plan.engine == "matrix":
+        policy: MatrixPolicy | GroupPolicy = MatrixPolicy(
+            plan.models, [(s.name, s.dsl, s.expr) for s in plan.sets], dict(plan.evict_costs))
+    else:
+        policy = GroupPolicy(plan.models, plan.groups)
+    policy.table = build_table(plan, policy)
+    return policy

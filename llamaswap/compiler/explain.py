@@ -1,0 +1,47 @@
+"""Explain: decisions in words, for `llamaswap plan` and the server's logs. Pure formatting.
+
+One or two sentences per decision: what starts, what stops, and the rule that chose it.
+"""
+
+from __future__ import annotations
+
+from llamaswap.compiler.decision import Decision
+from llamaswap.compiler.evict import RULE_ALONE, RULE_RUNNING
+
+
+def _names(items: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(items) if items else "nothing"
+
+
+def explain(d: Decision, engine: str, request: str | None = None) -> str:
+    """A sentence or two a user can read."""
+    asked = d.target if request in (None, d.target) else f"{request} (alias of {d.target})"
+    if d.rule == RULE_RUNNING and not d.evict:
+        where = f" The running models fit set '{d.set}'." if d.set and engine == "matrix" else ""
+        if engine == "matrix" and not d.set and len(d.running) > 1:
+            where = " (No set holds all the running models, but nothing is stopped for a model that runs.)"
+        return f"{asked} is already running: nothing is stopped.{where}"
+    stop = f"stop {_names(d.evict)}" if d.evict else "nothing needs to stop"
+    if d.rule == RULE_ALONE:
+        return (f"{asked} is in no set, so it runs alone: {stop}.")
+    if engine == "matrix":
+        cost = f" (eviction cost {d.cost})" if d.evict else ""
+        return (f"Start {asked} in set '{d.set}' ({d.dsl}), combination [{_names(d.target_set)}]: "
+                f"{stop}{cost}.")
+    because = f" — {d.rule}" if d.evict else ""
+    return f"Start {asked} (group '{d.set}'): {stop}{because}."
+
+
+def explain_candidates(d: Decision) -> list[str]:
+    """One line per candidate, best first."""
+    lines = []
+    for i, c in enumerate(d.candidates or ()):
+        mark = "*" if i == 0 else " "
+        lines.append(f" {mark} {c.set:<20} cost {c.cost:<4} [{_names(c.combination)}]")
+    return lines
+
+
+def one_line(d: Decision) -> str:
+    """Compact form for listings: `[running] + target -> evict ...; set S [target set]; cost N`."""
+    return (f"[{', '.join(d.running)}] + {d.target} -> evict [{', '.join(d.evict)}]; "
+            f"set {d.set or '-'} [{', '.join(d.target_set)}]; cost {d.cost}")
