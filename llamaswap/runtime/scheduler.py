@@ -1,0 +1,691 @@
+"""The scheduler: llama-swap's FIFO decision tree as a sans-IO state machine.
+
+Theory of operation
+===================
+
+The scheduler decides *when* things happen; the eviction policy decides *what* may run
+together; the runtime does the work. The scheduler owns no clock, no task and no socket.
+Every input is a method call that carries the current time; every output is a call on a
+small `Effects` object. One owner (the runtime's scheduler task, or the simulator behind
+`plan --trace`) feeds it events one at a time, so nothing here needs a lock. Effects must
+not call back into the scheduler: they record, resolve a future, or post an event.
+
+Inputs (facts the owner reports)       Outputs (`Effects`, imperatives)
+  request(req_id, model, now)            start_swap(model, decision, stop_timeout)
+  cancel(req_id, now)                    grant(req_id, model) -> bool
+  serve_done(req_id, now)                reject(req_id, status, message, headers)
+  swap_done(model, now, error)           queue_position(req_id, position)
+  stop_done(models, now)                 stop_processes(models, reason, timeout)
+  model_exited(model, now)
+  unload(models, now, timeout)
+  shutdown(now, timeout)
+  tick(now)
+
+Model states. The scheduler keeps its own view of every model, changed only by its inputs
+and its own effects (never by reading a process): the `_TRANSITIONS` table below. A model
+being evicted is STOPPING from the moment the swap starts until that swap's `swap_done`; a
+model stopped through `stop_processes` is STOPPING until `stop_done`. STOPPING counts as
+running for every decision, so a slow stop can never be overbooked. Each STOPPING model has
+exactly one owner (the evicting swap, or the stop call) whose completion makes it STOPPED.
+
+Requests. Each request gets exactly one outcome: `grant` (True means the caller took it and
+it is now in flight until `serve_done`; False means the caller had gone), `reject`, or the
+owner's own `cancel` while it was still waiting. Between admission and its outcome a request
+is either QUEUED (in the queue) or WAITING (a waiter of the swap for its model).
+
+Decision tree (`request`, and again for every queued request on each drain):
+  0. Shutting down -> 503. Unknown model -> 404. The model's reservations (queued + waiting +
+     in flight) at its concurrency limit -> 429 with Retry-After: 1. All three happen inside
+     `request()`, before it returns, so a caller knows before any loading stream starts.
+  1. A swap for the model is in progress -> join it (one swap serves every waiter).
+  2. The model is settling (STOPPING, or its old swap was abandoned by an unload and has not
+     reported yet) -> queue; its `stop_done` / `swap_done` drains the queue.
+  3. Ask the policy: decision = policy.decide(model, running), running = every model that is
+     not STOPPED (which includes the targets of the swaps in progress), sorted.
+  4. Fast path: the model is READY and nothing must be evicted -> grant now.
+  5. Collision with a swap S in progress -> queue. A collision is: S's target is in our
+     evict set; our model is in S's evict set; or the two evict sets overlap.
+  6. An evicted model is STOPPING or has requests in flight -> queue until it drains.
+  7. Otherwise start a swap (possibly in parallel with others that do not collide).
+A new arrival is not checked against earlier queued requests (llama-swap does this on
+purpose: it saves swaps), except against the one protected request of bounded waiting.
+
+Draining walks the queue in order and reruns steps 1-7; entries still blocked keep their
+order. It runs on swap_done, on serve_done when a model's in-flight count reaches 0, on
+stop_done, model_exited, unload, and cancel of a queued request. The queue is ordered by
+priority (higher first, arrival order among equals).
+
+Bounded waiting (`max_wait`). Once a queued request has waited `max_wait` seconds, the oldest
+such request becomes *protected*: it moves to the head of the queue and is tried first on
+every drain. While it is protected, other requests may not add work that would keep it
+waiting: no fast-path grant to a model it must evict, and no new swap unless that swap evicts
+nothing and leaves the protected request's evict set no larger. Joining a swap in progress
+is still allowed (its waiters are all granted when it ends, so joining adds no new end
+time). Protection is re-evaluated at the start and end of every input, including `tick`, so
+it starts exactly when `now >= arrived + max_wait`; `next_deadline()` says when that, or a
+TTL, is due. See docs/scheduler.md for the guarantee and its limits.
+
+TTL. A READY model with no request queued, waiting or in flight, idle since `last_used +
+ttl`, is stopped on `tick` (reason "ttl", its unload timeout). Never while requests use it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Hashable, Iterable, Mapping, Protocol
+
+from llamaswap.compiler.decision import Decision, EvictionPolicy
+
+__all__ = [
+    "DEFAULT_CONCURRENCY_LIMIT",
+    "DEFAULT_MAX_WAIT",
+    "DEFAULT_SWAP_STOP_TIMEOUT",
+    "DEFAULT_UNLOAD_TIMEOUT",
+    "Admission",
+    "Effects",
+    "ModelState",
+    "ReqId",
+    "Scheduler",
+    "SchedulerError",
+    "SchedulerSettings",
+]
+
+ReqId = Hashable
+
+DEFAULT_CONCURRENCY_LIMIT = 10  # llama-swap: concurrencyLimit 0 -> 10
+DEFAULT_MAX_WAIT = 60.0  # seconds; see docs/scheduler.md "Why 60 seconds"
+DEFAULT_SWAP_STOP_TIMEOUT = 120.0  # llama-swap: healthCheckTimeout
+DEFAULT_UNLOAD_TIMEOUT = 10.0  # llama-swap: unloadTimeout 0 -> 10
+
+NOT_FOUND_MESSAGE = "no local server found for requested model"
+TOO_MANY_MESSAGE = "Too many requests"
+RETRY_AFTER: Mapping[str, str] = MappingProxyType({"Retry-After": "1"})
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class SchedulerError(RuntimeError):
+    """The owner broke the input protocol (e.g. serve_done for a request not in flight)."""
+
+
+class ModelState(enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+class Admission(enum.Enum):
+    """What `request()` did, known before it returns."""
+
+    REJECTED = "rejected"  # reject() was called
+    GRANTED = "granted"  # grant() was called (its return value says if the caller took it)
+    WAITING = "waiting"  # joined or started a swap for the model
+    QUEUED = "queued"  # queue_position() was called
+
+
+_S = ModelState
+
+# (state, what happened) -> new state. Anything else is a protocol error.
+_TRANSITIONS: Mapping[tuple[ModelState, str], ModelState] = MappingProxyType(
+    {
+        (_S.STOPPED, "swap_started"): _S.STARTING,
+        # Groups can ask a READY target to evict others (the non-exclusive gotcha);
+        # the target keeps running during that swap.
+        (_S.READY, "swap_started"): _S.READY,
+        (_S.STARTING, "swap_succeeded"): _S.READY,
+        (_S.READY, "swap_succeeded"): _S.READY,
+        (_S.STOPPED, "swap_succeeded"): _S.READY,  # a READY target crashed mid-swap, restarted
+        (_S.STARTING, "swap_failed"): _S.STOPPED,
+        (_S.READY, "swap_failed"): _S.READY,
+        (_S.STOPPED, "swap_failed"): _S.STOPPED,
+        (_S.READY, "evicted"): _S.STOPPING,
+        (_S.STARTING, "stop_requested"): _S.STOPPING,  # aborts the start
+        (_S.READY, "stop_requested"): _S.STOPPING,
+        (_S.STOPPING, "stopped"): _S.STOPPED,
+        (_S.READY, "exited"): _S.STOPPED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """Per-model knobs, plain values built from the compiled config.
+
+    Mappings are keyed by real model ID; a missing key means the default.
+    """
+
+    models: tuple[str, ...]
+    concurrency_limit: Mapping[str, int] = field(default_factory=dict)  # <= 0 -> 10
+    priority: Mapping[str, int] = field(default_factory=dict)  # fifo.priority, default 0
+    ttl: Mapping[str, float] = field(default_factory=dict)  # seconds; 0 -> never
+    unload_timeout: Mapping[str, float] = field(default_factory=dict)  # <= 0 -> default
+    max_wait: float | None = DEFAULT_MAX_WAIT  # None: off (llama-swap's behaviour)
+    swap_stop_timeout: float = DEFAULT_SWAP_STOP_TIMEOUT  # graceful stop of evicted models
+    default_unload_timeout: float = DEFAULT_UNLOAD_TIMEOUT  # TTL/API unloads
+
+    def __post_init__(self) -> None:
+        models = tuple(self.models)
+        if len(set(models)) != len(models):
+            raise ValueError("SchedulerSettings.models has duplicates")
+        known = set(models)
+        for name in ("concurrency_limit", "priority", "ttl", "unload_timeout"):
+            table = dict(getattr(self, name))
+            unknown = sorted(set(table) - known)
+            if unknown:
+                raise ValueError(f"SchedulerSettings.{name} names unknown models: {unknown}")
+            if name == "ttl" and any(v < 0 for v in table.values()):
+                raise ValueError("SchedulerSettings.ttl must be >= 0")
+            object.__setattr__(self, name, MappingProxyType(table))
+        if self.max_wait is not None and self.max_wait < 0:
+            raise ValueError("SchedulerSettings.max_wait must be >= 0 or None")
+        object.__setattr__(self, "models", models)
+
+    def limit(self, model: str) -> int:
+        value = self.concurrency_limit.get(model, 0)
+        return value if value > 0 else DEFAULT_CONCURRENCY_LIMIT
+
+    def priority_of(self, model: str) -> int:
+        return self.priority.get(model, 0)
+
+    def ttl_of(self, model: str) -> float:
+        return self.ttl.get(model, 0)
+
+    def unload_timeout_of(self, model: str) -> float:
+        value = self.unload_timeout.get(model, 0)
+        return value if value > 0 else self.default_unload_timeout
+
+
+class Effects(Protocol):
+    """Everything the scheduler can do to the world. Calls must return promptly and must not
+    re-enter the scheduler."""
+
+    def start_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
+        """Stop `decision.evict` (graceful `stop_timeout`), then make `model` ready, then
+        report `swap_done(model, now, error)` exactly once, even if the model is unloaded or
+        everybody leaves meanwhile. `decision` is the committed one: log or record it here."""
+
+    def grant(self, req_id: ReqId, model: str) -> bool:
+        """Hand the request to `model`. True: the caller took it (report `serve_done` when the
+        response is finished). False: the caller had gone (no `serve_done` will follow)."""
+
+    def reject(
+        self, req_id: ReqId, status: int, message: str, headers: Mapping[str, str]
+    ) -> None:
+        """Fail the request with an HTTP status, a message and extra headers."""
+
+    def queue_position(self, req_id: ReqId, position: int) -> None:
+        """The queued request's 1-based position changed (latest value wins)."""
+
+    def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
+        """Stop these models (asynchronously), graceful `timeout` each, and report
+        `stop_done` for each once stopped. `reason`: "ttl", "unload" or "shutdown". Several
+        calls from one `unload` come smallest timeout first; run them in that order."""
+
+
+class _Phase(enum.Enum):
+    QUEUED = "queued"
+    WAITING = "waiting"
+    SERVING = "serving"
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    id: ReqId
+    model: str
+    arrived: float
+    seq: int
+    priority: int
+    phase: _Phase = _Phase.QUEUED
+
+
+@dataclass(slots=True, eq=False)
+class _Swap:
+    decision: Decision
+    started: float
+    waiters: list[_Request]
+    evict: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.evict = frozenset(self.decision.evict)
+
+    @property
+    def model(self) -> str:
+        return self.decision.target
+
+
+_STOP_CALL = "stop_processes"  # owner tag of a model stopped through stop_processes
+
+
+class Scheduler:
+    """llama-swap's FIFO scheduler plus bounded waiting, driven by method calls."""
+
+    def __init__(
+        self, policy: EvictionPolicy, settings: SchedulerSettings, effects: Effects
+    ) -> None:
+        self._policy = policy
+        self._settings = settings
+        self._effects = effects
+        self._name = getattr(policy, "engine", "scheduler")
+        self._models = settings.models
+        self._state: dict[str, ModelState] = {m: ModelState.STOPPED for m in self._models}
+        # Who will report a STOPPING model stopped: the evicting _Swap, or _STOP_CALL.
+        self._stopper: dict[str, object] = {}
+        self._in_flight: dict[str, int] = {m: 0 for m in self._models}
+        self._reserved: dict[str, int] = {m: 0 for m in self._models}
+        self._last_used: dict[str, float] = {}
+        self._requests: dict[ReqId, _Request] = {}
+        self._queue: list[_Request] = []
+        self._positions: dict[ReqId, int] = {}
+        self._active: dict[str, _Swap] = {}  # live swaps, by target, in start order
+        self._detached: dict[str, _Swap] = {}  # unloaded mid-swap, swap_done still due
+        self._protected: _Request | None = None
+        self._shutting_down = False
+        self._seq = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def request(self, req_id: ReqId, model: str, now: float) -> Admission:
+        """A request for `model` (a real model ID) arrived."""
+        if req_id in self._requests:
+            raise SchedulerError(f"request id {req_id!r} is already in use")
+        if self._shutting_down:
+            self._effects.reject(req_id, 503, self._shutdown_message(), NO_HEADERS)
+            return Admission.REJECTED
+        if model not in self._state:
+            self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
+            return Admission.REJECTED
+        if self._reserved[model] >= self._settings.limit(model):
+            self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
+            return Admission.REJECTED
+        self._refresh_protection(now)
+        req = _Request(req_id, model, now, self._seq, self._settings.priority_of(model))
+        self._seq += 1
+        self._requests[req_id] = req
+        self._reserved[model] += 1
+        if self._attempt(req, now):
+            outcome = Admission.WAITING if req.phase is _Phase.WAITING else Admission.GRANTED
+        else:
+            self._enqueue(req)
+            outcome = Admission.QUEUED
+        self._finish(now)
+        return outcome
+
+    def cancel(self, req_id: ReqId, now: float) -> bool:
+        """The client left before its grant. Prunes it from the queue or its swap's waiters
+        (the swap goes on) and releases its reservation. True if it was still waiting; a
+        no-op (False) once it was granted, rejected, or never known."""
+        req = self._requests.get(req_id)
+        if req is None or req.phase is _Phase.SERVING:
+            return False
+        self._refresh_protection(now)
+        self._forget(req)
+        if req.phase is _Phase.QUEUED:
+            self._queue.remove(req)
+            if req is self._protected:
+                self._protected = None
+            self._drain(now)
+        else:
+            for swap in (*self._active.values(), *self._detached.values()):
+                if req in swap.waiters:
+                    swap.waiters.remove(req)
+        self._finish(now)
+        return True
+
+    def serve_done(self, req_id: ReqId, now: float) -> None:
+        """A granted request finished (successfully or not)."""
+        req = self._requests.get(req_id)
+        if req is None or req.phase is not _Phase.SERVING:
+            raise SchedulerError(f"serve_done for {req_id!r}, which is not in flight")
+        self._refresh_protection(now)
+        self._forget(req)
+        model = req.model
+        self._in_flight[model] -= 1
+        self._last_used[model] = now
+        if self._in_flight[model] == 0:
+            self._drain(now)
+        self._finish(now)
+
+    def swap_done(self, model: str, now: float, error: str | None = None) -> None:
+        """The swap started for `model` has finished: its evicted models are stopped and the
+        model is ready, or `error` says why it is not."""
+        self._refresh_protection(now)
+        swap = self._active.pop(model, None)
+        if swap is None:
+            swap = self._detached.pop(model, None)
+            if swap is None:
+                raise SchedulerError(f"swap_done for {model!r}, which has no swap in progress")
+            self._settle_evicted(swap)  # the target's own stop is reported by stop_done
+            self._drain(now)
+            self._finish(now)
+            return
+        self._settle_evicted(swap)
+        if error is None:
+            self._transition(model, "swap_succeeded")
+            self._last_used[model] = now
+            for req in swap.waiters:
+                self._grant(req, now)
+        else:
+            self._transition(model, "swap_failed")
+            message = f"unspecific error: {error}"
+            for req in swap.waiters:
+                self._reject(req, 500, message)
+        self._drain(now)
+        self._finish(now)
+
+    def stop_done(self, models: Iterable[str], now: float) -> None:
+        """Models passed to stop_processes have stopped."""
+        self._refresh_protection(now)
+        for model in models:
+            if self._stopper.get(model) != _STOP_CALL:
+                raise SchedulerError(f"stop_done for {model!r}, which was not being stopped")
+            del self._stopper[model]
+            self._transition(model, "stopped")
+        self._drain(now)
+        self._finish(now)
+
+    def model_exited(self, model: str, now: float) -> None:
+        """A READY model's process died on its own. Requests in flight on it still report
+        serve_done. Ignored in any other state: a start reports through swap_done and a stop
+        through stop_done/swap_done."""
+        if self._state.get(model) is not ModelState.READY:
+            return
+        self._refresh_protection(now)
+        self._transition(model, "exited")
+        self._drain(now)
+        self._finish(now)
+
+    def unload(self, models: Iterable[str] | None, now: float, timeout: float | None = None) -> None:
+        """Unload `models` (None: all). Waiters of their swaps and their queued requests get
+        500 `<engine>: model unloaded`; the models are stopped (`timeout` if > 0, else each
+        model's unload timeout, smallest first); then the queue drains."""
+        if self._shutting_down:
+            return
+        self._refresh_protection(now)
+        if models is None:
+            targets = list(self._models)
+        else:
+            targets = [m for m in dict.fromkeys(models) if m in self._state]
+        chosen = set(targets)
+        message = f"unspecific error: {self._name}: model unloaded"
+        for model in targets:
+            swap = self._active.pop(model, None)
+            if swap is not None:
+                for req in swap.waiters:
+                    self._reject(req, 500, message)
+                swap.waiters.clear()
+                self._detached[model] = swap
+        for req in [r for r in self._queue if r.model in chosen]:
+            self._queue.remove(req)
+            if req is self._protected:
+                self._protected = None
+            self._reject(req, 500, message)
+        to_stop = self._mark_stopping(targets)
+        if timeout is not None and timeout > 0:
+            if to_stop:
+                self._effects.stop_processes(tuple(to_stop), "unload", timeout)
+        else:
+            buckets: dict[float, list[str]] = {}
+            for model in to_stop:
+                buckets.setdefault(self._settings.unload_timeout_of(model), []).append(model)
+            for bucket_timeout in sorted(buckets):
+                self._effects.stop_processes(tuple(buckets[bucket_timeout]), "unload", bucket_timeout)
+        self._drain(now)
+        self._finish(now)
+
+    def shutdown(self, now: float, timeout: float | None = None) -> None:
+        """Everyone waiting, and every later request, gets 503 `<engine> is shutting down`;
+        every model is stopped (`timeout` if > 0, else the swap stop timeout)."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        message = self._shutdown_message()
+        for model, swap in list(self._active.items()):
+            for req in swap.waiters:
+                self._reject(req, 503, message)
+            swap.waiters.clear()
+            self._detached[model] = swap
+        self._active.clear()
+        for req in self._queue:
+            self._reject(req, 503, message)
+        self._queue.clear()
+        self._protected = None
+        self._positions.clear()
+        to_stop = self._mark_stopping(self._models)
+        if to_stop:
+            stop_timeout = timeout if timeout is not None and timeout > 0 else self._settings.swap_stop_timeout
+            self._effects.stop_processes(tuple(to_stop), "shutdown", stop_timeout)
+
+    def tick(self, now: float) -> None:
+        """Time passed: start protecting a request that has waited max_wait, and stop
+        models whose TTL ran out. Call it at `next_deadline()` (calling more often is fine)."""
+        if self._shutting_down:
+            return
+        self._refresh_protection(now)
+        for model in self._models:
+            ttl = self._settings.ttl_of(model)
+            if ttl > 0 and self._idle(model) and now >= self._last_used[model] + ttl:
+                self._mark_stopping([model])
+                self._effects.stop_processes((model,), "ttl", self._settings.unload_timeout_of(model))
+        self._finish(now)
+
+    # ----------------------------------------------------------------- queries
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `tick` has work (a TTL runs out, or the oldest queued
+        request reaches max_wait), or None."""
+        if self._shutting_down:
+            return None
+        deadlines = []
+        for model in self._models:
+            ttl = self._settings.ttl_of(model)
+            if ttl > 0 and self._idle(model):
+                deadlines.append(self._last_used[model] + ttl)
+        max_wait = self._settings.max_wait
+        if max_wait is not None and self._protected is None and self._queue:
+            deadlines.append(min(r.arrived for r in self._queue) + max_wait)
+        return min(deadlines, default=None)
+
+    def state(self, model: str) -> ModelState:
+        return self._state[model]
+
+    def in_flight(self, model: str) -> int:
+        return self._in_flight[model]
+
+    def reserved(self, model: str) -> int:
+        """Admitted requests for `model` that are queued, waiting on a swap or in flight."""
+        return self._reserved[model]
+
+    def queued(self) -> tuple[ReqId, ...]:
+        return tuple(r.id for r in self._queue)
+
+    def waiting(self, model: str) -> tuple[ReqId, ...]:
+        """Waiters of the swap in progress for `model` (empty when there is none)."""
+        swap = self._active.get(model)
+        return () if swap is None else tuple(r.id for r in swap.waiters)
+
+    def swaps(self) -> tuple[str, ...]:
+        """Targets of the swaps in progress, in start order."""
+        return tuple(self._active)
+
+    @property
+    def protected(self) -> ReqId | None:
+        """The request bounded waiting currently protects (see max_wait)."""
+        return None if self._protected is None else self._protected.id
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    # ------------------------------------------------------------- decisions
+
+    def _attempt(self, req: _Request, now: float) -> bool:
+        """Run the decision tree for a pending request. True when it left the queue (granted,
+        or waiting on a swap); False when it must stay queued."""
+        model = req.model
+        swap = self._active.get(model)
+        if swap is not None:
+            swap.waiters.append(req)
+            req.phase = _Phase.WAITING
+            return True
+        if self._settling(model):
+            return False
+        running = self._running()
+        decision = self._policy.decide(model, running)
+        evict = decision.evict
+        guard = self._protected if self._protected is not req else None
+        # A READY model can't be in a live swap's evict set (those are STOPPING), so
+        # llama-swap's "nobody is evicting us" check is implied here.
+        if self._state[model] is ModelState.READY and not evict:
+            if guard is not None and model in self._victims(guard, running):
+                return False
+            self._grant(req, now)
+            return True
+        if self._blocked(model, evict):
+            return False
+        if guard is not None and self._interferes(model, evict, running, guard):
+            return False
+        self._start_swap(req, decision, now)
+        return True
+
+    def _blocked(self, model: str, evict: tuple[str, ...]) -> bool:
+        for swap in self._active.values():
+            if swap.model in evict or model in swap.evict or not swap.evict.isdisjoint(evict):
+                return True
+        return any(
+            self._state[m] is ModelState.STOPPING or self._in_flight[m] > 0 for m in evict
+        )
+
+    def _victims(self, guard: _Request, running: tuple[str, ...]) -> frozenset[str]:
+        return frozenset(self._policy.evict_for(guard.model, running))
+
+    def _interferes(
+        self,
+        model: str,
+        evict: tuple[str, ...],
+        running: tuple[str, ...],
+        guard: _Request,
+    ) -> bool:
+        """Would starting a swap for `model` keep the protected request waiting longer?"""
+        if evict:
+            # Even a disjoint eviction changes `running`, and a min-cost policy may then
+            # pick a different combination for the protected request.
+            return True
+        after = self._policy.evict_for(guard.model, tuple(sorted({*running, model})))
+        return model in after or not self._victims(guard, running).issuperset(after)
+
+    def _running(self) -> tuple[str, ...]:
+        return tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
+
+    def _settling(self, model: str) -> bool:
+        return self._state[model] is ModelState.STOPPING or model in self._detached
+
+    def _idle(self, model: str) -> bool:
+        return (
+            self._state[model] is ModelState.READY
+            and self._reserved[model] == 0
+            and model not in self._active
+        )
+
+    # --------------------------------------------------------------- actions
+
+    def _start_swap(self, req: _Request, decision: Decision, now: float) -> None:
+        swap = _Swap(decision, now, [req])
+        self._active[decision.target] = swap
+        req.phase = _Phase.WAITING
+        for victim in decision.evict:
+            self._transition(victim, "evicted")
+            self._stopper[victim] = swap
+        self._transition(decision.target, "swap_started")
+        self._effects.start_swap(decision.target, decision, self._settings.swap_stop_timeout)
+
+    def _settle_evicted(self, swap: _Swap) -> None:
+        for victim in swap.decision.evict:
+            if self._stopper.get(victim) is not swap:
+                raise SchedulerError(f"{victim!r} was not being stopped by the swap for {swap.model!r}")
+            del self._stopper[victim]
+            self._transition(victim, "stopped")
+
+    def _mark_stopping(self, models: Iterable[str]) -> list[str]:
+        """Mark the STARTING/READY ones among `models` as stopping by stop_processes."""
+        chosen = []
+        for model in models:
+            if self._state[model] in (ModelState.STARTING, ModelState.READY):
+                self._transition(model, "stop_requested")
+                self._stopper[model] = _STOP_CALL
+                chosen.append(model)
+        return chosen
+
+    def _grant(self, req: _Request, now: float) -> None:
+        if self._effects.grant(req.id, req.model):
+            req.phase = _Phase.SERVING
+            self._in_flight[req.model] += 1
+            self._last_used[req.model] = now
+        else:
+            self._forget(req)
+
+    def _reject(self, req: _Request, status: int, message: str) -> None:
+        self._forget(req)
+        self._effects.reject(req.id, status, message, NO_HEADERS)
+
+    def _forget(self, req: _Request) -> None:
+        del self._requests[req.id]
+        self._reserved[req.model] -= 1
+
+    def _transition(self, model: str, event: str) -> None:
+        try:
+            self._state[model] = _TRANSITIONS[self._state[model], event]
+        except KeyError:
+            raise SchedulerError(f"{model!r}: {event} is impossible in state {self._state[model].value}") from None
+
+    def _shutdown_message(self) -> str:
+        return f"{self._name} is shutting down"
+
+    # ---------------------------------------------------------------- queue
+
+    def _enqueue(self, req: _Request) -> None:
+        start = 1 if self._queue and self._queue[0] is self._protected else 0
+        index = len(self._queue)
+        for i in range(start, len(self._queue)):
+            if self._queue[i].priority < req.priority:
+                index = i
+                break
+        req.phase = _Phase.QUEUED
+        self._queue.insert(index, req)
+
+    def _drain(self, now: float) -> None:
+        if self._shutting_down:
+            return
+        # The protected request goes first, and whenever it leaves, the next one that has
+        # waited max_wait takes its place before anything else is tried.
+        while True:
+            self._refresh_protection(now)
+            guard = self._protected
+            if guard is None or not self._attempt(guard, now):
+                break
+            self._queue.remove(guard)
+            self._protected = None
+        remaining = []
+        for req in self._queue:
+            if req is self._protected or not self._attempt(req, now):
+                remaining.append(req)
+        self._queue = remaining
+
+    def _refresh_protection(self, now: float) -> None:
+        max_wait = self._settings.max_wait
+        if max_wait is None or self._protected is not None or not self._queue:
+            return
+        oldest = min(self._queue, key=lambda r: (r.arrived, r.seq))
+        if now >= oldest.arrived + max_wait:
+            self._queue.remove(oldest)
+            self._queue.insert(0, oldest)
+            self._protected = oldest
+
+    def _finish(self, now: float) -> None:
+        self._refresh_protection(now)
+        positions = {req.id: i for i, req in enumerate(self._queue, 1)}
+        for req_id, position in positions.items():
+            if self._positions.get(req_id) != position:
+                self._effects.queue_position(req_id, position)
+        self._positions = positions
