@@ -1,0 +1,765 @@
+"""The process supervisor: one upstream server per model, started, watched and stopped.
+
+Theory of operation
+-------------------
+Each `ModelProcess` has ONE owner task, the only code that changes its state. Public methods
+(`ensure_ready`, `stop`, `shutdown`) and the helper tasks (spawn, exit watcher, health poller)
+never touch the state: they post messages into the owner's inbox and, for public methods,
+await a future the owner resolves. Handlers run to completion without awaiting, so every
+transition sees a consistent state and callers never race on "is it running?".
+
+    stopped ──ensure_ready──▶ starting ──healthy──▶ ready
+       ▲                         │  │                 │
+       │      exited / spawn     │  │ stop, or        │ stop
+       ├──── failed (StartError)─┘  │ health timeout  ▼
+       │                            └──────────▶ stopping
+       ├──────── exited by itself (crash) ◀───── ready
+       └──────────────── exited ◀─────────────── stopping
+    stopped ──shutdown──▶ shutdown (terminal)
+
+Invariants:
+- Every upstream runs in its own session and process group; the group id is the PID.
+- Exit is detected on the leader's PID, not on its pipes, so a grandchild holding stdout
+  open cannot hide an exit. When the leader is gone, whatever is left of its group is
+  killed at once: no orphan survives its upstream.
+- Stopping = `cmdStop` (`${PID}` substituted) or SIGTERM to the group; SIGKILL to the group
+  once the graceful timeout passes; the state reaches `stopped` only when the leader is reaped.
+- A stop during `starting` aborts the start (`StartError`, kind "aborted"). A failed start
+  fails every waiter at once; the state returns to `stopped` once the process is gone.
+- `ensure_ready` during `stopping` waits the stop out, then starts a fresh process.
+- Output (stdout and stderr merged) goes to a bounded `LogBuffer`, one per model.
+- No TTL here: the scheduler decides when to call `stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import os
+import shlex
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+import aiohttp
+
+from llamaswap.compiler.commands import CommandError, split_command
+
+logger = logging.getLogger("llamaswap.process")
+
+# The first health poll comes this soon after the spawn, then one every POLL_INTERVAL, so a
+# swap completes at most one interval after the upstream turns healthy.
+FIRST_POLL_DELAY = 0.02
+POLL_INTERVAL = 0.1
+POLL_TIMEOUT = 5.0
+# Grace given to an upstream that failed its health check before it is killed.
+FAILED_START_GRACE = 5.0
+# How long to wait for the log pipe to drain after the leader exited (its group is killed
+# by then; only a process that left the group can still hold the pipe).
+LOG_DRAIN_TIMEOUT = 1.0
+START_ERROR_LINES = 10
+
+
+class ProcessState(enum.StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    SHUTDOWN = "shutdown"
+
+
+S = ProcessState
+TRANSITIONS: frozenset[tuple[ProcessState, ProcessState]] = frozenset({
+    (S.STOPPED, S.STARTING),
+    (S.STARTING, S.READY),
+    (S.STARTING, S.STOPPED),   # spawn failed, or exited before it was healthy
+    (S.STARTING, S.STOPPING),  # stop arrived (abort) or health check timed out
+    (S.READY, S.STOPPING),
+    (S.READY, S.STOPPED),      # crashed: exited by itself
+    (S.STOPPING, S.STOPPED),
+    (S.STOPPED, S.SHUTDOWN),
+})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessSpec:
+    """What to run for one model. Macros are expanded and `${PORT}` is substituted;
+    `cmd_stop` may still hold `${PID}`."""
+
+    model: str
+    cmd: str
+    proxy: str
+    cmd_stop: str = ""
+    env: tuple[str, ...] = ()
+    check_endpoint: str = "/health"
+    health_check_timeout: float = 120.0
+    unload_timeout: float = 10.0
+    log_lines: int = 1000
+    log_bytes: int = 256 * 1024
+
+    @property
+    def health_url(self) -> str | None:
+        """The readiness URL, or None when `checkEndpoint` is `none` or empty."""
+        endpoint = self.check_endpoint.strip()
+        if not endpoint or endpoint.lower() == "none":
+            return None
+        return self.proxy.rstrip("/") + "/" + endpoint.lstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """A transition, as listeners receive it. `at` is `time.monotonic()` at the transition.
+
+    `old=ready, new=stopped` happens only when the upstream exited by itself (a crash);
+    a requested stop always goes through `stopping`."""
+
+    model: str
+    old: ProcessState
+    new: ProcessState
+    at: float
+    pid: int | None
+    detail: str
+
+
+StateListener = Callable[[StateChanged], None]
+
+
+class StartError(Exception):
+    """`ensure_ready` failed. `kind` is stable: command, spawn, exited, health_timeout,
+    aborted, shutdown; the message is for people."""
+
+    def __init__(self, message: str, *, model: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+        self.kind = kind
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+class LogBuffer:
+    """A ring of log lines bounded in count and bytes, with listeners for new lines."""
+
+    def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024,
+                 max_line: int = 8192) -> None:
+        self.max_lines = max(1, max_lines)
+        self.max_bytes = max(1, max_bytes)
+        self.max_line = max_line
+        self._lines: collections.deque[tuple[int, str]] = collections.deque()
+        self._bytes = 0
+        self._next_seq = 0
+        self._listeners: list[Callable[[str], None]] = []
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next line will get (lines are numbered from 0, forever)."""
+        return self._next_seq
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def append(self, line: str) -> None:
+        if len(line) > self.max_line:
+            line = line[: self.max_line] + "…"
+        size = len(line.encode("utf-8", "replace")) + 1
+        self._lines.append((self._next_seq, line))
+        self._next_seq += 1
+        self._bytes += size
+        while len(self._lines) > 1 and (len(self._lines) > self.max_lines
+                                        or self._bytes > self.max_bytes):
+            _, old = self._lines.popleft()
+            self._bytes -= len(old.encode("utf-8", "replace")) + 1
+        for listener in tuple(self._listeners):
+            try:
+                listener(line)
+            except Exception:  # a broken listener must not break the upstream's log
+                logger.exception("log listener failed")
+
+    def history(self) -> list[str]:
+        return [line for _, line in self._lines]
+
+    def lines_since(self, seq: int) -> list[str]:
+        return [line for s, line in self._lines if s >= seq]
+
+    def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(line)` for every new line (in the event loop); returns unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def follow(self, history: bool = True, max_queue: int = 1000) -> AsyncIterator[str]:
+        """History (optionally), then new lines as they come. A slow reader loses the
+        oldest queued lines rather than growing memory."""
+        queue: asyncio.Queue[str] = asyncio.Queue(max_queue)
+
+        def push(line: str) -> None:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(line)
+
+        unsubscribe = self.subscribe(push)
+        snapshot = self.history() if history else []  # no await since subscribe: no gap
+        try:
+            for line in snapshot:
+                yield line
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
+
+
+class LogHub:
+    """The process-wide logs: `proxy` (llamaswap's own), one buffer per model, `upstream`
+    (every model's lines prefixed `[model] `) and `combined` (proxy and upstream)."""
+
+    def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024) -> None:
+        self._limits = (max_lines, max_bytes)
+        self.proxy = LogBuffer(*self._limits)
+        self.upstream = LogBuffer(*self._limits)
+        self.combined = LogBuffer(*self._limits)
+        self._models: dict[str, LogBuffer] = {}
+        self.proxy.subscribe(self.combined.append)
+        self.upstream.subscribe(self.combined.append)
+
+    def model(self, name: str) -> LogBuffer:
+        """The buffer of `name`, created on first use."""
+        buf = self._models.get(name)
+        if buf is None:
+            buf = self._models[name] = LogBuffer(*self._limits)
+            buf.subscribe(lambda line: self.upstream.append(f"[{name}] {line}"))
+        return buf
+
+    def models(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+
+class _LinePipe(asyncio.Protocol):
+    """Reads a child's output pipe and appends whole lines to a sink."""
+
+    def __init__(self, sink: Callable[[str], None], done: asyncio.Event, max_line: int) -> None:
+        self._sink = sink
+        self._done = done
+        self._max_line = max_line
+        self._partial = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._emit(line)
+        if len(self._partial) > self._max_line:
+            self._emit(self._partial)
+            self._partial = b""
+
+    def _emit(self, raw: bytes) -> None:
+        self._sink(raw.rstrip(b"\r").decode("utf-8", "replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = b""
+        self._done.set()
+
+
+# --- the supervisor ------------------------------------------------------------------------
+
+@dataclass(eq=False, slots=True)
+class _Run:
+    """One spawn attempt. Fields other than `exited`/`returncode` are set by the owner."""
+
+    number: int
+    first_log_seq: int
+    proc: asyncio.subprocess.Process | None = None
+    pid: int | None = None
+    spawned_at: float = 0.0
+    log_done: asyncio.Event | None = None
+    log_transport: asyncio.BaseTransport | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    returncode: int | None = None
+    stop_requested: bool = False
+    kill_at: float | None = None
+    kill_handle: asyncio.TimerHandle | None = None
+    health_task: asyncio.Task | None = None
+
+
+# Messages to the owner. Commands carry a future to resolve; facts come from helper tasks.
+@dataclass(slots=True)
+class _EnsureReady:
+    reply: asyncio.Future
+
+
+@dataclass(slots=True)
+class _Stop:
+    timeout: float
+    reason: str
+    reply: asyncio.Future
+    shutdown: bool = False
+
+
+@dataclass(slots=True)
+class _Spawned:
+    run: _Run
+    proc: asyncio.subprocess.Process
+    at: float
+    log_done: asyncio.Event
+    log_transport: asyncio.BaseTransport
+
+
+@dataclass(slots=True)
+class _SpawnFailed:
+    run: _Run
+    error: StartError
+
+
+@dataclass(slots=True)
+class _Healthy:
+    run: _Run
+
+
+@dataclass(slots=True)
+class _HealthTimedOut:
+    run: _Run
+
+
+@dataclass(slots=True)
+class _Exited:
+    run: _Run
+    returncode: int
+
+
+def _killpg(pgid: int | None, sig: int) -> bool:
+    """Signal a process group; False when it is already gone."""
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"exit code {returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            pass
+    return f"exit code {returncode}"
+
+
+class ModelProcess:
+    """Supervises the upstream of one model. See the module docstring for the rules."""
+
+    def __init__(self, spec: ProcessSpec, *, on_state_change: StateListener | None = None,
+                 session: aiohttp.ClientSession | None = None,
+                 log: LogBuffer | None = None) -> None:
+        self.spec = spec
+        self.log = log if log is not None else LogBuffer(spec.log_lines, spec.log_bytes)
+        self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
+        self._session = session
+        self._own_session = False
+        self._state = ProcessState.STOPPED
+        self._state_since = time.monotonic()
+        self._run: _Run | None = None
+        self._runs = 0
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._owner: asyncio.Task | None = None
+        self._helpers: set[asyncio.Task] = set()
+        self._start_waiters: list[asyncio.Future] = []
+        self._restart_waiters: list[asyncio.Future] = []  # ensure_ready during stopping
+        self._stop_waiters: list[asyncio.Future] = []
+        self._shutting_down = False
+
+    # -- read-only views (for /running, metrics, tests; never to decide a start or stop) --
+
+    @property
+    def state(self) -> ProcessState:
+        return self._state
+
+    @property
+    def state_since(self) -> float:
+        """`time.monotonic()` when the current state was entered."""
+        return self._state_since
+
+    @property
+    def pid(self) -> int | None:
+        run = self._run
+        return run.pid if run is not None and run.returncode is None else None
+
+    def log_history(self) -> list[str]:
+        return self.log.history()
+
+    def subscribe_log(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        return self.log.subscribe(listener)
+
+    def add_listener(self, listener: StateListener) -> Callable[[], None]:
+        """Call `listener(StateChanged)` synchronously on every transition (from the owner
+        task; keep it short and non-blocking). Returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def ensure_ready(self) -> None:
+        """Return once the upstream is ready, starting it if needed; raise StartError."""
+        await self._command(lambda fut: _EnsureReady(fut))
+
+    async def stop(self, timeout: float | None = None, reason: str = "stop") -> None:
+        """Stop gracefully, SIGKILL after `timeout` (default: the spec's unload timeout),
+        and return once the process is gone. A no-op when stopped."""
+        t = self.spec.unload_timeout if timeout is None else timeout
+        if self._state is ProcessState.SHUTDOWN:
+            return
+        await self._command(lambda fut: _Stop(t, reason, fut))
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop (as `stop`) and enter the terminal `shutdown` state."""
+        t = self.spec.unload_timeout if timeout is None else timeout
+        if self._state is not ProcessState.SHUTDOWN:
+            await self._command(lambda fut: _Stop(t, "shutdown", fut, shutdown=True))
+        if self._owner is not None:
+            await asyncio.shield(self._owner)
+
+    async def _command(self, make: Callable[[asyncio.Future], object]) -> None:
+        # SHUTDOWN is terminal, so reading it here cannot race with the owner.
+        if self._state is ProcessState.SHUTDOWN:
+            raise StartError("shutdown", model=self.spec.model, kind="shutdown")
+        loop = asyncio.get_running_loop()
+        if self._owner is None:
+            self._owner = loop.create_task(self._own(), name=f"process:{self.spec.model}")
+        fut = loop.create_future()
+        self._inbox.put_nowait(make(fut))
+        await fut
+
+    # -- the owner -----------------------------------------------------------------------
+
+    async def _own(self) -> None:
+        handlers = {
+            _EnsureReady: self._on_ensure_ready, _Stop: self._on_stop,
+            _Spawned: self._on_spawned, _SpawnFailed: self._on_spawn_failed,
+            _Healthy: self._on_healthy, _HealthTimedOut: self._on_health_timed_out,
+            _Exited: self._on_exited,
+        }
+        try:
+            while self._state is not ProcessState.SHUTDOWN:
+                msg = await self._inbox.get()
+                try:
+                    handlers[type(msg)](msg)
+                except Exception:  # a bug here must not leave every caller hanging
+                    logger.exception("%s: error handling %s", self.spec.model, msg)
+        finally:
+            # Normally the run is over by now; if the owner was cancelled instead (the loop
+            # torn down without shutdown), the upstream must not outlive us.
+            if self._run is not None and self._run.returncode is None:
+                _killpg(self._run.pid, signal.SIGKILL)
+            while not self._inbox.empty():
+                msg = self._inbox.get_nowait()
+                reply = getattr(msg, "reply", None)
+                if isinstance(msg, _EnsureReady):
+                    self._fail([reply], StartError("shutdown", model=self.spec.model,
+                                                   kind="shutdown"))
+                elif reply is not None and not reply.done():
+                    reply.set_result(None)
+            for task in tuple(self._helpers):
+                task.cancel()
+            if self._helpers:
+                await asyncio.gather(*self._helpers, return_exceptions=True)
+            if self._own_session and self._session is not None:
+                await self._session.close()
+
+    def _set_state(self, new: ProcessState, detail: str = "", pid: int | None = None) -> None:
+        old = self._state
+        assert (old, new) in TRANSITIONS, f"{self.spec.model}: {old} -> {new}"
+        self._state = new
+        self._state_since = time.monotonic()
+        event = StateChanged(self.spec.model, old, new, self._state_since,
+                             pid if pid is not None else self.pid, detail)
+        logger.debug("%s: %s -> %s %s", self.spec.model, old, new, detail)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("%s: state listener failed", self.spec.model)
+
+    @staticmethod
+    def _resolve(waiters: list[asyncio.Future]) -> None:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        waiters.clear()
+
+    @staticmethod
+    def _fail(waiters: list[asyncio.Future], error: StartError) -> None:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+        waiters.clear()
+
+    def _error(self, message: str, kind: str) -> StartError:
+        return StartError(message, model=self.spec.model, kind=kind)
+
+    def _helper(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+        return task
+
+    # commands
+
+    def _on_ensure_ready(self, msg: _EnsureReady) -> None:
+        state = self._state
+        if state is ProcessState.READY:
+            self._resolve([msg.reply])
+        elif state is ProcessState.STARTING:
+            self._start_waiters.append(msg.reply)
+        elif state is ProcessState.STOPPING:
+            if self._shutting_down:
+                self._fail([msg.reply], self._error("shutdown", "shutdown"))
+            else:
+                self._restart_waiters.append(msg.reply)
+        else:  # STOPPED
+            self._start_waiters.append(msg.reply)
+            self._begin_start()
+
+    def _on_stop(self, msg: _Stop) -> None:
+        if msg.shutdown and not self._shutting_down:
+            self._shutting_down = True
+            self._fail(self._restart_waiters, self._error("shutdown", "shutdown"))
+        state = self._state
+        if state is ProcessState.STOPPED:
+            if msg.shutdown:
+                self._set_state(ProcessState.SHUTDOWN)
+            self._resolve([msg.reply])
+            return
+        self._stop_waiters.append(msg.reply)
+        if state is ProcessState.STARTING:
+            kind = "shutdown" if msg.shutdown else "aborted"
+            self._fail(self._start_waiters, self._error(kind, kind))
+        self._begin_stop(msg.timeout, msg.reason)
+
+    # facts
+
+    def _on_spawned(self, msg: _Spawned) -> None:
+        run = msg.run
+        run.proc, run.pid, run.spawned_at = msg.proc, msg.proc.pid, msg.at
+        run.log_done, run.log_transport = msg.log_done, msg.log_transport
+        self._helper(self._watch(run))
+        if run is not self._run:  # cannot happen: a run ends only through its own exit
+            _killpg(run.pid, signal.SIGKILL)
+        elif run.stop_requested:  # a stop came while spawning
+            self._send_stop_signal(run)
+            self._schedule_kill(run)
+        elif self.spec.health_url is None:
+            self._become_ready(run)
+        else:
+            run.health_task = self._helper(self._check_health(run, self.spec.health_url))
+
+    def _on_spawn_failed(self, msg: _SpawnFailed) -> None:
+        if msg.run is not self._run:
+            return
+        logger.warning("%s: %s", self.spec.model, msg.error)
+        self._fail(self._start_waiters, msg.error)
+        self._enter_stopped(str(msg.error))
+
+    def _on_healthy(self, msg: _Healthy) -> None:
+        if msg.run is self._run and self._state is ProcessState.STARTING:
+            self._become_ready(msg.run)
+
+    def _on_health_timed_out(self, msg: _HealthTimedOut) -> None:
+        if msg.run is not self._run or self._state is not ProcessState.STARTING:
+            return
+        error = self._error(
+            f"health check timed out after {self.spec.health_check_timeout:g}s",
+            "health_timeout")
+        logger.warning("%s: %s", self.spec.model, error)
+        self._fail(self._start_waiters, error)
+        self._begin_stop(FAILED_START_GRACE, str(error))
+
+    def _on_exited(self, msg: _Exited) -> None:
+        run = msg.run
+        if run is not self._run:
+            return
+        how = describe_exit(msg.returncode)
+        if self._state is ProcessState.STARTING:
+            lines = self.log.lines_since(run.first_log_seq)[-START_ERROR_LINES:]
+            error = self._error(
+                f"upstream command exited prematurely ({how}): "
+                + ("\n".join(lines) if lines else "(no output)"), "exited")
+            logger.warning("%s: %s", self.spec.model, error)
+            self._fail(self._start_waiters, error)
+            self._enter_stopped(str(error))
+        elif self._state is ProcessState.READY:
+            logger.warning("%s: upstream process exited unexpectedly (%s)", self.spec.model, how)
+            self._enter_stopped(f"upstream process exited unexpectedly ({how})")
+        else:  # STOPPING
+            self._enter_stopped(f"stopped ({how})")
+
+    # transitions
+
+    def _begin_start(self) -> None:
+        try:
+            argv = split_command(self.spec.cmd)
+        except CommandError as exc:
+            self._fail(self._start_waiters, self._error(str(exc), "command"))
+            return
+        self._runs += 1
+        run = self._run = _Run(number=self._runs, first_log_seq=self.log.next_seq)
+        self._set_state(ProcessState.STARTING, shlex.join(argv))
+        self._helper(self._spawn_run(run, argv))
+
+    def _become_ready(self, run: _Run) -> None:
+        elapsed = asyncio.get_running_loop().time() - run.spawned_at
+        self._set_state(ProcessState.READY, f"ready after {elapsed:.2f}s")
+        self._resolve(self._start_waiters)
+
+    def _begin_stop(self, timeout: float, reason: str) -> None:
+        run = self._run
+        assert run is not None
+        first = not run.stop_requested
+        run.stop_requested = True
+        deadline = asyncio.get_running_loop().time() + max(0.0, timeout)
+        # A later stop with a shorter timeout (e.g. shutdown during an unload) tightens it.
+        if run.kill_at is None or deadline < run.kill_at:
+            run.kill_at = deadline
+            if run.proc is not None:
+                self._schedule_kill(run)
+        if first:
+            if run.health_task is not None:
+                run.health_task.cancel()
+            self._set_state(ProcessState.STOPPING, reason)
+            if run.proc is not None:
+                self._send_stop_signal(run)
+
+    def _enter_stopped(self, detail: str) -> None:
+        run, self._run = self._run, None
+        if run is not None:
+            if run.kill_handle is not None:
+                run.kill_handle.cancel()
+            if run.health_task is not None:
+                run.health_task.cancel()
+        self._set_state(ProcessState.STOPPED, detail, pid=run.pid if run else None)
+        self._resolve(self._stop_waiters)
+        if self._shutting_down:
+            self._set_state(ProcessState.SHUTDOWN)
+        elif self._restart_waiters:
+            self._start_waiters, self._restart_waiters = self._restart_waiters, []
+            self._begin_start()
+
+    def _schedule_kill(self, run: _Run) -> None:
+        if run.kill_handle is not None:
+            run.kill_handle.cancel()
+        assert run.kill_at is not None
+        run.kill_handle = asyncio.get_running_loop().call_at(run.kill_at, self._kill, run)
+
+    def _kill(self, run: _Run) -> None:
+        if run.returncode is None and _killpg(run.pid, signal.SIGKILL):
+            logger.warning("%s: graceful stop timed out, killed process group %s",
+                           self.spec.model, run.pid)
+
+    def _send_stop_signal(self, run: _Run) -> None:
+        if self.spec.cmd_stop.strip():
+            self._helper(self._run_cmd_stop(run))
+        else:
+            _killpg(run.pid, signal.SIGTERM)
+
+    # -- helper tasks: they do I/O and report facts, never touching state ----------------
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for entry in self.spec.env:
+            key, sep, value = entry.partition("=")
+            if sep and key:
+                env[key] = value
+            else:
+                logger.warning("%s: ignoring env entry %r (expected K=V)", self.spec.model, entry)
+        return env
+
+    async def _spawn(self, argv: list[str], env: dict[str, str]):
+        """Start `argv` in a new session with stdout+stderr feeding the model's log."""
+        loop = asyncio.get_running_loop()
+        # Our own pipe rather than asyncio's PIPE: asyncio's wait() (3.11) also waits for
+        # the pipes to close, which a grandchild can hold open forever.
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+                env=env, start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        done = asyncio.Event()
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: _LinePipe(self.log.append, done, self.log.max_line),
+                os.fdopen(read_fd, "rb", buffering=0))
+        except BaseException:
+            _killpg(proc.pid, signal.SIGKILL)
+            raise
+        return proc, done, transport
+
+    async def _spawn_run(self, run: _Run, argv: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            proc, done, transport = await self._spawn(argv, self._environment())
+        except OSError as exc:
+            self._inbox.put_nowait(_SpawnFailed(run, self._error(
+                f"unable to start upstream command: {exc}", "spawn")))
+            return
+        self._inbox.put_nowait(_Spawned(run, proc, loop.time(), done, transport))
+
+    async def _watch(self, run: _Run) -> None:
+        assert run.proc is not None and run.log_done is not None
+        returncode = await run.proc.wait()
+        run.returncode = returncode
+        run.exited.set()
+        _killpg(run.pid, signal.SIGKILL)  # whatever the leader left behind in its group
+        try:
+            await asyncio.wait_for(run.log_done.wait(), LOG_DRAIN_TIMEOUT)
+        except TimeoutError:
+            if run.log_transport is not None:
+                run.log_transport.close()
+        self._inbox.put_nowait(_Exited(run, returncode))
+
+    async def _check_health(self, run: _Run, url: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = run.spawned_at + self.spec.health_check_timeout
+        session = self._get_session()
+        await asyncio.sleep(FIRST_POLL_DELAY)
+        while not run.exited.is_set():
+            began = loop.time()
+            if began >= deadline:
+                self._inbox.put_nowait(_HealthTimedOut(run))
+                return
+            try:
+                timeout = aiohttp.ClientTimeout(total=min(deadline - began, POLL_TIMEOUT))
+                async with session.get(url, timeout=timeout, allow_redirects=False) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        self._inbox.put_nowait(_Healthy(run))
+                        return
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                pass
+            await asyncio.sleep(max(0.0, min(began + POLL_INTERVAL, deadline) - loop.time()))
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session
+
+    async def _run_cmd_stop(self, run: _Run) -> None:
+        command = self.spec.cmd_stop.replace("${PID}", str(run.pid))
+        try:
+            proc, _, _ = await self._spawn(split_command(command), self._environment())
+        except (CommandError, OSError) as exc:
+            logger.warning("%s: cmdStop failed (%s); sending SIGTERM", self.spec.model, exc)
+            _killpg(run.pid, signal.SIGTERM)
+            return
+        try:
+            await proc.wait()
+        except asyncio.CancelledError:  # only at shutdown: leave nothing behind
+            _killpg(proc.pid, signal.SIGKILL)
+            raise
