@@ -33,14 +33,20 @@ class SetEntry:
     dsl: str
     expr: Node
     combinations: tuple[Combination, ...] | None  # None = symbolic
-    count: int  # number of combinations before de-duplication (exact, may be huge)
+    count: int  # combinations before de-duplication (exact up to COUNT_CAP, which means "at least")
 
     @property
     def symbolic(self) -> bool:
         return self.combinations is None
 
 
+# Counts saturate here: references can square a count at every step (`t2: "+t1 & +t1"`),
+# and an exact count with billions of digits would exhaust memory for nothing.
+COUNT_CAP = 10**18
+
+
 def count_combinations(expr: Node, sets: Mapping[str, SetDef], memo: dict[str, int]) -> int:
+    """Number of combinations of `expr` before de-duplication, saturating at COUNT_CAP."""
     if isinstance(expr, Leaf):
         return 1
     if isinstance(expr, Ref):
@@ -48,11 +54,11 @@ def count_combinations(expr: Node, sets: Mapping[str, SetDef], memo: dict[str, i
             memo[expr.name] = count_combinations(sets[expr.name].expr, sets, memo)
         return memo[expr.name]
     if isinstance(expr, Or):
-        return sum(count_combinations(c, sets, memo) for c in expr.children)
+        return min(COUNT_CAP, sum(count_combinations(c, sets, memo) for c in expr.children))
     if isinstance(expr, And):
         total = 1
         for c in expr.children:
-            total *= count_combinations(c, sets, memo)
+            total = min(COUNT_CAP, total * count_combinations(c, sets, memo))
             if total == 0:
                 return 0
         return total

@@ -95,10 +95,15 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
                 out.append(_warn(file, "LS404", f"evict cost for {model_id!r} never matters: it never shares a "
                                                 "combination with another model, so every request for another "
                                                 "model evicts it whatever it costs",
-                                 matrix.cost_pos.get(model_id), f"{path}.evict_costs",
-                                 hint="remove the cost, or put the model in a set with others"))
+                                 matrix.cost_pos.get(model_id),
+                                 f"{path}.evict_costs.{matrix.cost_key.get(model_id, model_id)}",
+                                 hint="remove the cost, or put the model in a set with others",
+                                 length=len(matrix.cost_key.get(model_id, model_id))))
 
-    expanded = [e for e in table if e.combinations is not None]
+    # Duplicates and redundancy are judged in definition order: the later of two equal sets
+    # is the one reported, whatever the solver order.
+    rank = {name: i for i, name in enumerate(matrix.set_pos)}
+    expanded = sorted((e for e in table if e.combinations is not None), key=lambda e: rank.get(e.name, 0))
     seen: dict[frozenset[tuple[str, ...]], str] = {}
     duplicate: set[str] = set()
     for e in expanded:
@@ -110,14 +115,65 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
                              hint="remove one of them", length=len(e.name)))
         else:
             seen[key] = e.name
-    for e in expanded:
-        if e.name in duplicate or e.name in matrix.referenced_sets or not e.combinations:
+    out.extend(_redundant(file, path, matrix, table, expanded, duplicate))
+    return out
+
+
+# Upper bound on subset tests for the redundancy lint; past it the lint stays silent rather
+# than slow down a compile.
+REDUNDANCY_WORK = 2_000_000
+
+
+def _redundant(file: str, path: str, matrix: Matrix, table: tuple[SetEntry, ...], expanded: list[SetEntry],
+               duplicate: set[str]) -> list[Diagnostic]:
+    """LS402: a set every combination of which is contained in a combination of another set.
+
+    Sets are judged from the last defined to the first, and a set found redundant no longer
+    covers others: of two sets that allow the same thing, only the later one is reported.
+    Sets used through `+ref` are building blocks and never reported. Needs every other set
+    expanded, so it stays silent when some set is symbolic.
+    """
+    if any(e.combinations is None for e in table if e.name not in duplicate):
+        return []
+    live = [e for e in expanded if e.name not in duplicate]
+    combos: list[frozenset[str]] = []
+    owner: list[str] = []
+    by_model: dict[str, list[int]] = {}
+    exact: dict[frozenset[str], set[str]] = {}
+    for e in live:
+        for c in e.combinations or ():
+            fc = frozenset(c)
+            idx = len(combos)
+            combos.append(fc)
+            owner.append(e.name)
+            exact.setdefault(fc, set()).add(e.name)
+            for m in fc:
+                by_model.setdefault(m, []).append(idx)
+    dropped: set[str] = set()
+    work = 0
+    out: list[Diagnostic] = []
+    for e in reversed(live):
+        if e.name in matrix.referenced_sets or not e.combinations:
             continue
-        others = [o for o in table if o.name != e.name and o.name not in duplicate]
-        if any(o.combinations is None for o in others):
-            continue  # cannot tell without expanding the symbolic ones
-        pool = [frozenset(c) for o in others for c in (o.combinations or ())]
-        if pool and all(any(frozenset(c) <= p for p in pool) for c in e.combinations):
+        covered = True
+        for c in e.combinations:
+            fc = frozenset(c)
+            if exact.get(fc, set()) - dropped - {e.name}:
+                continue
+            smallest = min((by_model.get(m, []) for m in fc), key=len)
+            found = False
+            for idx in smallest:
+                work += 1
+                if owner[idx] != e.name and owner[idx] not in dropped and fc <= combos[idx]:
+                    found = True
+                    break
+            if work > REDUNDANCY_WORK:
+                return out
+            if not found:
+                covered = False
+                break
+        if covered:
+            dropped.add(e.name)
             out.append(_warn(file, "LS402", f"set {e.name!r} is redundant: every combination it allows is "
                                             "contained in another set's", matrix.set_pos.get(e.name),
                              f"{path}.sets.{e.name}",

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from llamaswap.compiler.commands import CommandError, split_command
 from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
-from llamaswap.compiler.keys import check_keys
+from llamaswap.compiler.keys import TOP, Key, check_keys
 from llamaswap.compiler.macros import expand_macros
 from llamaswap.compiler.source import Document, Pos, YMap, YNode, YScalar, format_path, load_document, node_at, to_python
 
@@ -146,7 +146,7 @@ def _validate(data: dict, ck: _Checker) -> Config:
                 hint = None
                 if kind == "bool_type" and isinstance(value, str):
                     hint = "write true or false (YAML 1.2: yes/no/on/off are strings)"
-                elif kind in ("int_type", "float_type") and isinstance(value, str):
+                elif kind in ("int_type", "float_type") and isinstance(value, str) and _numeric(value):
                     hint = "remove the quotes around the number"
                 elif kind == "string_type" and isinstance(value, (int, float, bool)):
                     hint = "quote the value to make it a string"
@@ -161,6 +161,34 @@ def _validate(data: dict, ck: _Checker) -> Config:
         return Config.model_validate({"models": {}})
     except ValidationError:  # pragma: no cover
         raise
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _drop_nulls(data: Any, schema: Key) -> Any:
+    """An empty YAML value (`aliases:`) means "not set", as in llama-swap's Go decoder: drop
+    null values of typed keys so their defaults apply. User data (free keys) keeps its nulls."""
+    if schema.free or not isinstance(data, dict):
+        return data
+    if schema.each is not None:
+        return {k: ({} if v is None else _drop_nulls(v, schema.each)) for k, v in data.items()}
+    children = schema.children or {}
+    out = {}
+    for k, v in data.items():
+        spec = children.get(k)
+        if spec is None:
+            out[k] = v  # unknown key: already reported, ignored by the model
+        elif v is None:
+            continue
+        else:
+            out[k] = _drop_nulls(v, spec)
+    return out
 
 
 def _delete(data: Any, loc: tuple[Any, ...]) -> bool:
@@ -210,7 +238,7 @@ def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
     loaded.ports = macro_result.ports
 
     ck = _Checker(file, root)
-    data = to_python(root)
+    data = _drop_nulls(to_python(root), TOP)
     config = _validate(data, ck)
     loaded.config = config
     _check_scalars(config, ck)
@@ -379,10 +407,7 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: _Checker) -> N
         node, _ = node_at(root, tuple(matrix_path.split(".")))
         if isinstance(node, YMap):
             loaded.matrix_block = node
-        else:
-            p = node.pos if node is not None else None
-            ck.add(Severity.ERROR, "LS302", f"{matrix_path} must be a mapping with vars, evict_costs and sets",
-                   tuple(matrix_path.split(".")), pos=p)
+        # Anything else was already reported by the schema check (LS302).
         return
     loaded.engine = "group"
     group_base = ("groups",) if has_top else ("routing", "router", "settings", "groups")
@@ -438,13 +463,18 @@ def _check_scheduler(c: Config, loaded: Loaded, ck: _Checker) -> None:
         ck.error("LS217", f"routing.scheduler.use: unknown scheduler {sched.use!r} (valid: fifo)",
                  ("routing", "scheduler", "use"), hint="fifo is the only scheduler")
     fifo = sched.settings.fifo
+    given_as: dict[str, str] = {}
     for model, prio in fifo.priority.items():
         loc = ("routing", "scheduler", "settings", "fifo", "priority", model)
-        if model in c.models:
-            loaded.priority[model] = prio
-        elif model in loaded.aliases:
+        if model in c.models or model in loaded.aliases:
             # llama-swap validates alias keys but then never matches them; we resolve them.
-            loaded.priority[loaded.aliases[model]] = prio
+            real = model if model in c.models else loaded.aliases[model]
+            if real in given_as:
+                ck.warn("LS313", f"routing.scheduler.settings.fifo.priority: {model!r} and {given_as[real]!r} "
+                                 f"both name model {real!r}; the priority given last ({prio}) wins", loc, key=True,
+                        hint="give each model one priority, under its real ID")
+            given_as[real] = model
+            loaded.priority[real] = prio
         else:
             ck.error("LS218", f"routing.scheduler.settings.fifo.priority references unknown model {model!r}", loc,
                      key=True, hint=_close(model, sorted(c.models)))

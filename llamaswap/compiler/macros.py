@@ -250,16 +250,17 @@ class _Pass:
             if proxy_has_port and not cmd_has_port:
                 assert isinstance(proxy, YScalar)
                 explicit = not (proxy.rewritten and proxy.pos == mk.pos)
+                at = proxy.position_of(proxy.value.index("${PORT}")) if explicit else mk.pos
                 self.error(
                     "LS308",
                     f"model {model_id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available "
                     "when used in cmd",
-                    proxy.pos if explicit else mk.pos, f"{mpath}.proxy",
+                    at, f"{mpath}.proxy",
                     hint=("put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
                           if explicit else
                           "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
                           "proxy to the server's URL"),
-                    length=len(model_id) if not explicit else 1,
+                    length=len(model_id) if not explicit else len("${PORT}"),
                 )
             elif cmd_has_port:
                 ports[model_id] = next_port
@@ -309,6 +310,8 @@ class _Pass:
             name = m.group(1)
             if name == "PID" and allow_pid:
                 continue
+            if ENV_REF.fullmatch(m.group(0)):
+                continue  # an unusable environment variable, already reported (LS305)
             pos = s.position_of(m.start())
             where = path
             if name == "PID":
@@ -326,6 +329,12 @@ class _Pass:
             elif name in ("PORT", "MODEL_ID"):
                 self.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
                            path, length=len(m.group(0)))
+            elif name in known:
+                # Declared, yet left over: macros are substituted last-declared first, so a
+                # macro can only use macros declared before it.
+                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, path,
+                           hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
+                                "declared above it, so move its declaration up", length=len(m.group(0)))
             else:
                 close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
                 hint = (f"did you mean '${{{close[0]}}}'?" if close

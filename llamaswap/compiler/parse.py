@@ -141,8 +141,8 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         if tok.type == "$END":
             pos = len(dsl.rstrip())
             if "RPAR" in accepts:
-                return SyntaxProblem("LS103", "parse: missing closing parenthesis", max(0, pos - 1),
-                                     hint="add ')' to close the group")
+                return SyntaxProblem("LS103", "parse: missing closing parenthesis", _unclosed_paren(dsl, pos),
+                                     hint="add ')' to close the group opened here")
             return SyntaxProblem("LS104", 'parse: unexpected token ""', max(0, pos - 1),
                                  hint=f"the expression ends too early; expected {expected}")
         start = tok.start_pos if tok.start_pos is not None else 0
@@ -175,6 +175,28 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
                 pos = r.start + 1 + i
                 return SyntaxProblem("LS101", f"tokenize: unexpected character {c!r} at position {pos}", pos)
     return node
+
+
+def _unclosed_paren(dsl: str, fallback: int) -> int:
+    """Offset of the innermost '(' still open at the end of `dsl` (quoted IDs skipped)."""
+    stack: list[int] = []
+    in_quote = False
+    i = 0
+    while i < len(dsl):
+        c = dsl[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "(":
+            stack.append(i)
+        elif c == ")" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else max(0, fallback - 1)
 
 
 def _names(node: Node):

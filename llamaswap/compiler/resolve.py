@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.parse import SyntaxProblem, parse_dsl
-from llamaswap.compiler.source import Pos, YMap, YScalar
+from llamaswap.compiler.source import Pos, YMap, YScalar, YSeq
 
 VAR_KEY = re.compile(r"^[A-Za-z0-9.-]{1,32}$")
 
@@ -67,6 +67,7 @@ class Matrix:
     set_pos: dict[str, Pos] = field(default_factory=dict)
     var_pos: dict[str, Pos] = field(default_factory=dict)
     cost_pos: dict[str, Pos] = field(default_factory=dict)  # real model ID -> evict cost key position
+    cost_key: dict[str, str] = field(default_factory=dict)  # real model ID -> evict cost key as written
 
 
 class _Resolver:
@@ -77,6 +78,7 @@ class _Resolver:
         self.models = models
         self.aliases = aliases
         self.diags: list[Diagnostic] = []
+        self.cost_key: dict[str, str] = {}
 
     def error(self, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
               length: int = 1, severity: Severity = Severity.ERROR) -> None:
@@ -103,8 +105,7 @@ class _Resolver:
         if node is None or (isinstance(node, YScalar) and node.value is None):
             return out, where
         if not isinstance(node, YMap):
-            self.error("LS302", "vars must be a mapping of short name to model ID", node.pos, f"{self.path}.vars")
-            return out, where
+            return out, where  # the schema check (LS302) already reported it
         for k, v in node.items:
             key = str(k.value)
             kpath = f"{self.path}.vars.{key}"
@@ -143,15 +144,22 @@ class _Resolver:
         if node is None or (isinstance(node, YScalar) and node.value is None):
             return out, where
         if not isinstance(node, YMap):
-            self.error("LS302", "evict_costs must be a mapping of var or model to a positive integer", node.pos,
-                       f"{self.path}.evict_costs")
-            return out, where
+            return out, where  # the schema check (LS302) already reported it
         for k, v in node.items:
             key = str(k.value)
             kpath = f"{self.path}.evict_costs.{key}"
             value = v.value if isinstance(v, YScalar) else None
             if type(value) is not int or value <= 0:
-                shown = value if isinstance(v, YScalar) else "a collection"
+                if not isinstance(v, YScalar):
+                    shown = "a list" if isinstance(v, YSeq) else "a mapping"
+                elif isinstance(value, str):
+                    shown = f"the string {value!r}"
+                elif value is None:
+                    shown = "nothing (null)"
+                elif isinstance(value, bool):
+                    shown = str(value).lower()
+                else:
+                    shown = str(value)
                 self.error("LS207", f"evict_cost for {key!r} must be a positive integer, got {shown}", v.pos, kpath,
                            hint="costs are whole numbers >= 1; unlisted models cost 1")
                 value = None
@@ -171,6 +179,7 @@ class _Resolver:
             if value is not None:
                 out[real] = value
                 where[real] = k.pos
+                self.cost_key[real] = key
         return out, where
 
     # -- sets ----------------------------------------------------------------------------
@@ -188,9 +197,7 @@ class _Resolver:
                        hint='add e.g. sets: {standard: "a & b"}')
             return defs, where, broken, order
         if not isinstance(node, YMap):
-            self.error("LS302", "sets must be a mapping", node.pos, f"{self.path}.sets",
-                       hint="write each set as `name: \"<dsl>\"`")
-            return defs, where, broken, order
+            return defs, where, broken, order  # the schema check (LS302) already reported it
         names = [str(k.value) for k, _ in node.items]
         for k, v in node.items:
             name = str(k.value)
@@ -327,16 +334,24 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
     solver: list[str] = []
     seen: set[str] = set()
 
-    def visit(name: str) -> None:
-        if name in seen or name in bad:
-            return
-        seen.add(name)
-        for dep in defs[name].refs:
-            visit(dep)
-        solver.append(name)
-
-    for name in order:
-        visit(name)
+    # Iterative, so a long chain of references cannot exhaust Python's recursion limit.
+    for root in order:
+        if root in seen or root in bad:
+            continue
+        seen.add(root)
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            name, i = stack[-1]
+            refs = defs[name].refs
+            if i < len(refs):
+                stack[-1] = (name, i + 1)
+                dep = refs[i]
+                if dep not in seen and dep not in bad:
+                    seen.add(dep)
+                    stack.append((dep, 0))
+            else:
+                stack.pop()
+                solver.append(name)
 
     matrix = Matrix(
         sets=tuple(defs[n] for n in solver),
@@ -347,6 +362,7 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         set_pos=set_pos,
         var_pos=var_pos,
         cost_pos=cost_pos,
+        cost_key=r.cost_key,
     )
     return matrix, r.diags
 

@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -139,12 +140,12 @@ def _offset_map(s: YScalar) -> list[Pos]:
     """Best-effort map of each character of a one-line scalar back to its source column.
 
     Handles plain, single-quoted ('' escapes) and double-quoted (backslash escapes) scalars
-    on one line. Block and multi-line scalars map every character to the scalar start.
+    on one line; multi-line ones go through `_offset_map_multiline`.
     """
     value = s.value
     raw = s.raw
     if s.pos.line != s.end.line or "\n" in raw:
-        return []
+        return _offset_map_multiline(s)
     line, col = s.pos.line, s.pos.column
     if s.style is None:
         if raw.startswith(value):
@@ -176,6 +177,51 @@ def _offset_map(s: YScalar) -> list[Pos]:
                 i += 1
         return out if len(out) == len(value) else []
     return []
+
+
+def _offset_map_multiline(s: YScalar) -> list[Pos]:
+    """Map a multi-line scalar (block `|`/`>`, or a folded plain/quoted one) back to source.
+
+    YAML folding only rewrites whitespace, so every non-blank character of the value is the
+    next occurrence of that character in the raw text. An escape sequence breaks the
+    correspondence; then nothing is mapped (every index points at the scalar start).
+    """
+    value, raw = s.value, s.raw
+    if not raw:
+        return []
+    j = 0
+    if s.style in ("|", ">"):
+        nl = raw.find("\n")
+        if nl < 0:
+            return []
+        j = nl + 1  # skip the block header (`|-`, `>2`, a comment …)
+    elif s.style in ("'", '"'):
+        j = 1
+    if s.style == '"' and "\\" in raw:
+        return []
+    raw_index: list[int] = []
+    for ch in value:
+        if ch.isspace():
+            raw_index.append(j)
+            continue
+        found = raw.find(ch, j)
+        if found < 0 or raw[j:found].strip():
+            return []
+        raw_index.append(found)
+        j = found + 1
+    # raw index -> (line, column)
+    line_starts = [0]
+    for i, ch in enumerate(raw):
+        if ch == "\n":
+            line_starts.append(i + 1)
+    out: list[Pos] = []
+    for idx in raw_index:
+        k = bisect.bisect_right(line_starts, idx) - 1
+        if k == 0:
+            out.append(Pos(s.pos.line, s.pos.column + idx))
+        else:
+            out.append(Pos(s.pos.line + k, idx - line_starts[k] + 1))
+    return out
 
 
 class _Composer(yaml.SafeLoader):
