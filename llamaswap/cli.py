@@ -320,6 +320,98 @@ def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], defaul
     raise click.UsageError("--trace is not available yet")
 
 
+# -- graph -------------------------------------------------------------------------------------
+
+GRAPH_FORMATS = ("dot", "mermaid", "json", "text", "svg", "png")
+GRAPH_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".json": "json",
+                  ".txt": "text", ".svg": "svg", ".png": "png"}
+
+
+@cli.command("graph")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--view", type=click.Choice(["coexist", "refs", "sets", "transitions"]), required=True,
+              help="coexist: which models may run together; refs: sets and their +refs (groups and members); "
+                   "sets: the maximal combinations; transitions: running states and the requests that move "
+                   "between them.")
+@click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS), default=None,
+              help="Output format (default: from the -o suffix, else text). svg and png need Graphviz's dot.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to FILE instead of standard output.")
+@click.option("--focus", default=None, metavar="MODEL",
+              help="Only the part of the view that involves MODEL (ID or alias).")
+@expand_budget_option
+def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus: str | None,
+              expand_budget: int | None) -> None:
+    """Draw CONFIG as a graph: one VIEW, in one FORMAT.
+
+    \b
+    llamaswap graph CONFIG --view coexist --format dot | dot -Tsvg > coexist.svg
+    llamaswap graph CONFIG --view transitions --focus MODEL -o transitions.png
+
+    Exit 1 when the config has errors, the view cannot be built, or the graph is too large to
+    draw (then --focus MODEL, --format text or --format json still work)."""
+    from llamaswap.compiler.graph import DRAW_MAX_NODES, GraphError, build_graph, too_large
+    from llamaswap.compiler.render import render, render_dot
+
+    if fmt is None:
+        fmt = GRAPH_SUFFIXES.get(Path(output).suffix.lower(), "text") if output else "text"
+    draws = fmt in ("dot", "mermaid", "svg", "png")
+    if fmt == "png" and output is None and sys.stdout.isatty():
+        raise click.UsageError("png is binary: write it to a file with -o FILE")
+    plan = compile_or_exit(config, expand_budget)
+    real_focus = resolve_or_exit(plan, focus.strip(), "--focus") if focus is not None else None
+    suggestion = "draw one model's part with --focus MODEL, or use --format text or json"
+
+    states = None
+    if view == "transitions":
+        states = reachable_states(plan)
+        if draws and real_focus is None and len(states) > DRAW_MAX_NODES:
+            click.echo(f"error: {len(states):,} reachable running states, too many to draw (limit "
+                       f"{DRAW_MAX_NODES:,} nodes); {suggestion}", err=True)
+            sys.exit(EXIT_FAIL)
+    try:
+        g = build_graph(plan, view, focus=real_focus, states=states)
+    except GraphError as exc:
+        click.echo(f"error: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""), err=True)
+        sys.exit(EXIT_FAIL)
+    if draws:
+        why = too_large(g)
+        if why is not None:
+            click.echo(f"error: {why}; {suggestion}", err=True)
+            sys.exit(EXIT_FAIL)
+
+    if fmt in ("svg", "png"):
+        from llamaswap.graphviz import GraphvizError, render as graphviz_render
+
+        try:
+            data = graphviz_render(render_dot(g), fmt)
+        except GraphvizError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAIL)
+        if output is None:
+            click.get_binary_stream("stdout").write(data)
+        else:
+            write_bytes_atomically(output, data)
+    else:
+        text = render(g, fmt)
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            write_atomically(output, text)
+    sys.exit(EXIT_OK)
+
+
+def write_bytes_atomically(path: str, data: bytes) -> None:
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise click.UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
 @cli.command("fake-upstream")
 @click.option("--port", type=int, required=True, help="Port to listen on (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

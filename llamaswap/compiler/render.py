@@ -1,0 +1,185 @@
+"""Render: graphs from `graph.py` as text — Graphviz DOT, Mermaid, node-link JSON, or a
+terminal listing. Pure string functions.
+
+They rely only on the conventions `graph.py` documents (string node IDs, `kind` and
+`label` on nodes, optional `label` on edges, insertion order = display order), so a graph
+loaded back from the JSON renders the same. Names are escaped for each format: a model ID
+may hold '/', ':', quotes, backslashes or any Unicode.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import networkx as nx
+
+FORMATS = ("dot", "mermaid", "json", "text")
+
+_DOT_SHAPES = {
+    "model": 'shape=ellipse',
+    "set": 'shape=box, style=rounded',
+    "symbolic_set": 'shape=box, style="rounded,dashed"',
+    "group": 'shape=tab',
+    "combination": 'shape=box',
+    "state": 'shape=box, style=rounded',
+    "others": 'shape=box, style="rounded,dashed"',
+}
+_DOT_EDGES = {"ref": 'style=bold', "may_hold": 'style=dashed'}
+_MERMAID_SHAPES = {
+    "model": ('(["', '"])'),
+    "set": ('["', '"]'),
+    "symbolic_set": ('{{"', '"}}'),
+    "group": ('[["', '"]]'),
+    "combination": ('["', '"]'),
+    "state": ('("', '")'),
+    "others": ('("', '")'),
+}
+
+
+def render(g: nx.Graph, fmt: str) -> str:
+    if fmt == "dot":
+        return render_dot(g)
+    if fmt == "mermaid":
+        return render_mermaid(g)
+    if fmt == "json":
+        return render_json(g)
+    if fmt == "text":
+        return render_text(g)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def title(g: nx.Graph) -> str:
+    a = g.graph
+    focus = f", focus {a['focus']}" if a.get("focus") else ""
+    return f"{a['view']} view of {a['config']} ({a['engine']} engine{focus})"
+
+
+def _dashed(d: dict) -> bool:
+    """Drawn dashed: models that run alone, symbolic sets, the "other states" of a focus."""
+    return bool(d.get("alone")) or d["kind"] in ("symbolic_set", "others")
+
+
+# -- DOT ---------------------------------------------------------------------------------------
+
+def dot_quote(text: str) -> str:
+    """A DOT double-quoted string. Only `\\"` is an escape in DOT itself, but labels give
+    backslashes meaning (`\\n`, `\\l`, `\\N`), so a backslash is doubled (shown as one)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "") + '"'
+
+
+def render_dot(g: nx.Graph) -> str:
+    directed = g.is_directed()
+    arrow = "->" if directed else "--"
+    lines = [f"{'digraph' if directed else 'graph'} {dot_quote(g.graph['view'])} {{",
+             f"  graph [label={dot_quote(title(g))}, labelloc=t, rankdir=LR];"]
+    for n, d in g.nodes(data=True):
+        attrs = [f"label={dot_quote(d['label'])}", _DOT_SHAPES.get(d["kind"], "shape=box")]
+        if d.get("alone"):
+            attrs.append("style=dashed")
+        lines.append(f"  {dot_quote(n)} [{', '.join(attrs)}];")
+    for u, v, d in g.edges(data=True):
+        attrs = []
+        if d.get("label"):
+            attrs.append(f"label={dot_quote(d['label'])}")
+        if d.get("kind") in _DOT_EDGES:
+            attrs.append(_DOT_EDGES[d["kind"]])
+        tail = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f"  {dot_quote(u)} {arrow} {dot_quote(v)}{tail};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# -- Mermaid -----------------------------------------------------------------------------------
+
+_MERMAID_ESCAPES = {c: f"#{ord(c)};" for c in '#"<>&`'}
+
+
+def mermaid_text(text: str) -> str:
+    """Text for a quoted Mermaid label: special characters as entity codes (`#34;`), lines
+    joined with `<br/>`."""
+    lines = ["".join(_MERMAID_ESCAPES.get(c, c) for c in line) for line in text.split("\n")]
+    return "<br/>".join(lines)
+
+
+def render_mermaid(g: nx.Graph) -> str:
+    ids = {n: f"n{i}" for i, n in enumerate(g.nodes)}
+    lines = [f"%% {title(g)}", "flowchart LR"]
+    dashed: list[str] = []
+    for n, d in g.nodes(data=True):
+        left, right = _MERMAID_SHAPES.get(d["kind"], ('["', '"]'))
+        lines.append(f"  {ids[n]}{left}{mermaid_text(d['label'])}{right}")
+        if _dashed(d):
+            dashed.append(ids[n])
+    arrow = "-->" if g.is_directed() else "---"
+    for u, v, d in g.edges(data=True):
+        label = f'|"{mermaid_text(d["label"])}"|' if d.get("label") else ""
+        lines.append(f"  {ids[u]} {arrow}{label} {ids[v]}")
+    if dashed:
+        lines.append("  classDef dashed stroke-dasharray: 5 5")
+        lines.append(f"  class {','.join(dashed)} dashed")
+    return "\n".join(lines) + "\n"
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+def node_link(g: nx.Graph) -> dict[str, Any]:
+    """networkx node-link data with the edge list under "edges"."""
+    try:
+        return nx.node_link_data(g, edges="edges")
+    except TypeError:  # networkx < 3.4 names the keyword `link`
+        return nx.node_link_data(g, link="edges")  # type: ignore[call-arg]
+
+
+def load_node_link(data: dict[str, Any]) -> nx.Graph:
+    """The inverse of `node_link`."""
+    try:
+        return nx.node_link_graph(data, edges="edges")
+    except TypeError:  # networkx < 3.4
+        return nx.node_link_graph(data, link="edges")  # type: ignore[call-arg]
+
+
+def render_json(g: nx.Graph) -> str:
+    return json.dumps(node_link(g), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+# -- text --------------------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", " · ")
+
+
+def _head(text: str) -> str:
+    return text.split("\n", 1)[0]
+
+
+def render_text(g: nx.Graph) -> str:
+    """Every node with its edges as a small tree; nodes without any edge listed last.
+    Directed graphs list each node's outgoing edges; undirected ones every neighbour."""
+    lines = [f"{title(g)}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges"]
+    lines += [f"note: {n}" for n in g.graph.get("notes", [])]
+    directed = g.is_directed()
+    apart: list[str] = []
+    for n, d in g.nodes(data=True):
+        out = list(g.out_edges(n, data=True)) if directed else list(g.edges(n, data=True))
+        if not out:
+            if g.degree(n) == 0:
+                apart.append(_one_line(d["label"]))
+            continue
+        lines.append("")
+        lines.append(_one_line(d["label"]))
+        for i, (_, v, e) in enumerate(out):
+            branch = "└── " if i == len(out) - 1 else "├── "
+            target = ("+" if e.get("kind") == "ref" else "") + _head(g.nodes[v]["label"])
+            label = _one_line(e.get("label") or "")
+            if not label:
+                lines.append(f"{branch}{target}")
+            elif directed:
+                lines.append(f"{branch}{label} → {target}")
+            else:
+                lines.append(f"{branch}{target} ({label})")
+    if apart:
+        lines.append("")
+        lines.append("standing apart (no edges):")
+        lines += [f"  {a}" for a in apart]
+    return "\n".join(lines) + "\n"
