@@ -84,7 +84,7 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
                                  hint=f"add it to a set (e.g. \"{model_id} & ...\") if it may share the GPUs, or add "
                                       f"a set \"{model_id}\" to say it runs alone", length=len(model_id)))
 
-    for var in sorted(set(matrix.vars) - matrix.used_vars):
+    for var in sorted(set(matrix.vars) - matrix.used_vars) if complete and matrix.sets else ():
         out.append(_warn(file, "LS403", f"var {var!r} is never used", matrix.var_pos.get(var), f"{path}.vars.{var}",
                          hint="remove it, or use it in a set", length=len(var)))
 

@@ -79,6 +79,8 @@ class _Resolver:
         self.aliases = aliases
         self.diags: list[Diagnostic] = []
         self.cost_key: dict[str, str] = {}
+        # Vars that are declared but invalid (already reported): using one is not a second error.
+        self.bad_vars: set[str] = set()
 
     def error(self, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
               length: int = 1, severity: Severity = Severity.ERROR) -> None:
@@ -118,8 +120,9 @@ class _Resolver:
                 ok = False
             if not isinstance(v, YScalar) or not isinstance(v.value, (str, int, float)) or isinstance(v.value, bool):
                 self.error("LS302", f"var {key!r} must name a model ID", v.pos, kpath)
+                self.bad_vars.add(key)
                 continue
-            target = str(v.value) if not isinstance(v.value, str) else v.value
+            target = v.value if isinstance(v.value, str) else (v.raw or str(v.value))
             if target not in self.models:
                 if target in self.aliases:
                     self.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
@@ -134,6 +137,8 @@ class _Resolver:
             if ok:
                 out[key] = target
                 where[key] = k.pos
+            else:
+                self.bad_vars.add(key)
         return out, where
 
     # -- evict costs ---------------------------------------------------------------------
@@ -168,6 +173,8 @@ class _Resolver:
                 used.add(key)
             elif key in self.models:
                 real = key
+            elif key in self.bad_vars:
+                continue
             elif key in self.aliases:
                 self.error("LS202", f"evict_costs: {key!r} is an alias, not a var or model", k.pos, kpath,
                            hint=f"use the real model ID {self.aliases[key]!r}", length=max(1, len(key)))
@@ -238,6 +245,9 @@ class _Resolver:
                     return Leaf(vars_[n.text], n.start, n.end)
                 if n.text in self.models:
                     return Leaf(n.text, n.start, n.end)
+                if not n.quoted and n.text in self.bad_vars:
+                    ok = False  # the var's own error says what is wrong
+                    return n
                 if n.text in self.aliases:
                     self.error("LS202", f"set {set_name!r}: {n.text!r} is an alias; sets must use real model IDs",
                                pos, spath, hint=f"write the real model ID {self.aliases[n.text]!r} "

@@ -342,7 +342,12 @@ def load_document(text: str, file: str) -> Document:
         line = mark.line + 1 if mark is not None else None
         col = mark.column + 1 if mark is not None else None
         problem = exc.problem or "invalid YAML"
-        context = f" ({exc.context})" if exc.context else ""
+        context = ""
+        if exc.context:
+            cm = exc.context_mark
+            started = (f" started at line {cm.line + 1}, column {cm.column + 1}"
+                       if cm is not None and mark is not None and cm.line != mark.line else "")
+            context = f" ({exc.context}{started})"
         diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML syntax error: {problem}{context}", file,
                                 line, col, None, hint="check indentation and quoting around this point"))
         return Document(file, text, None, diags)
