@@ -114,10 +114,14 @@ def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_
     else:
         print_diagnostics(plan, "text", err=False)
         if plan.ok:
+            def count(n: int, word: str) -> str:
+                return f"{n} {word}{'' if n == 1 else 's'}"
+
             n_sets = len(plan.sets) if plan.engine == "matrix" else len(plan.groups)
-            what = "sets" if plan.engine == "matrix" else "groups"
-            click.echo(f"{config}: ok — {len(plan.models)} models, {n_sets} {what} ({plan.engine} engine); "
-                       f"{summarize(plan.diagnostics)}")
+            what = "set" if plan.engine == "matrix" else "group"
+            status = "failed (--strict: warnings are errors)" if failed else "ok"
+            click.echo(f"{config}: {status} — {count(len(plan.models), 'model')}, {count(n_sets, what)} "
+                       f"({plan.engine} engine); {summarize(plan.diagnostics)}")
     if output is not None and plan.ok and not failed:
         write_atomically(output, dumps(plan.artifact_json()) + "\n")
     sys.exit(EXIT_FAIL if failed else EXIT_OK)

@@ -312,29 +312,35 @@ class _Pass:
                 continue
             if ENV_REF.fullmatch(m.group(0)):
                 continue  # an unusable environment variable, already reported (LS305)
-            pos = s.position_of(m.start())
+            length = len(m.group(0))
+            if not s.rewritten:
+                pos: Pos | None = s.position_of(m.start())
+            else:
+                pos = s.find_in_source(m.group(0))
+                if pos is None:  # produced by another macro's value: point at the scalar
+                    pos, length = s.pos, 1
             where = path
             if name == "PID":
                 self.error("LS307", f"macro '${{PID}}' is only available in cmdStop (found in {where})", pos,
                            path, hint="${PID} is the upstream's process ID, known only when stopping it",
-                           length=len(m.group(0)))
+                           length=length)
             elif name == "PORT" and model_scope and not port_allocated:
                 self.error("LS307", f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
                            "${PORT}, so no port is allocated", pos, path,
                            hint="a port is allocated only to models whose cmd contains ${PORT}",
-                           length=len(m.group(0)))
+                           length=length)
             elif name in ("PORT", "MODEL_ID") and model_scope:
                 self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, path,
-                           length=len(m.group(0)))
+                           length=length)
             elif name in ("PORT", "MODEL_ID"):
                 self.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
-                           path, length=len(m.group(0)))
+                           path, length=length)
             elif name in known:
                 # Declared, yet left over: macros are substituted last-declared first, so a
                 # macro can only use macros declared before it.
                 self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, path,
                            hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
-                                "declared above it, so move its declaration up", length=len(m.group(0)))
+                                "declared above it, so move its declaration up", length=length)
             else:
                 close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
                 hint = (f"did you mean '${{{close[0]}}}'?" if close
@@ -342,7 +348,7 @@ class _Pass:
                 if name.startswith("env."):
                     hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
                 self.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, path, hint=hint,
-                           length=len(m.group(0)))
+                           length=length)
 
 
 def expand_macros(root: YMap, file: str, env: Mapping[str, str]) -> MacroResult:

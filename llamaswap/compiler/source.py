@@ -90,6 +90,19 @@ class YScalar:
             return Pos(last.line, last.column + (index - len(self._offsets) + 1))
         return self._offsets[index]
 
+    def find_in_source(self, text: str) -> Pos | None:
+        """Where `text` first appears in this scalar's source, even after substitution
+        rewrote the value (so a leftover `${name}` can still be pointed at)."""
+        if not text or not self.raw:
+            return None
+        index = self.raw.find(text)
+        if index < 0:
+            return None
+        nl = self.raw.rfind("\n", 0, index)
+        if nl < 0:
+            return Pos(self.pos.line, self.pos.column + index)
+        return Pos(self.pos.line + self.raw.count("\n", 0, index), index - nl)
+
 
 @dataclass(slots=True)
 class YSeq:
