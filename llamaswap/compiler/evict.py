@@ -59,10 +59,16 @@ class MatrixPolicy:
         return self.evict_costs.get(model, 1)
 
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
-        run = running if type(running) is tuple else tuple(sorted(set(running)))
         if not explain:
             table = self.table
-            if table is not None:
+            if table is not None and type(running) is tuple:
+                # Table keys are sorted, duplicate-free tuples, so a hit implies the caller
+                # already passed the normal form.
+                hit = table.get(target, running)
+                if hit is not None:
+                    return hit
+            run = _normal(running)
+            if table is not None and run is not running:
                 hit = table.get(target, run)
                 if hit is not None:
                     return hit
@@ -77,7 +83,7 @@ class MatrixPolicy:
             if len(memo) > MEMO_SIZE:
                 memo.popitem(last=False)
             return decision
-        return self.solve(target, run, explain=True)
+        return self.solve(target, _normal(running), explain=True)
 
     def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
         return self.decide(target, running).evict
@@ -127,9 +133,14 @@ class GroupPolicy:
         self.table: DecisionTable | None = None
 
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
-        run = running if type(running) is tuple else tuple(sorted(set(running)))
-        if not explain and self.table is not None:
-            hit = self.table.get(target, run)
+        table = self.table
+        if not explain and table is not None and type(running) is tuple:
+            hit = table.get(target, running)
+            if hit is not None:
+                return hit
+        run = _normal(running)
+        if not explain and table is not None and run is not running:
+            hit = table.get(target, run)
             if hit is not None:
                 return hit
         return self.solve(target, run, explain)
@@ -167,6 +178,14 @@ class GroupPolicy:
             rule = f"group {tg.name!r} may run beside the others"
         return Decision(target, run, tuple(evict), tg.name, None, tuple(kept), len(evict), rule,
                         () if explain else None)
+
+
+def _normal(running: Iterable[str]) -> tuple[str, ...]:
+    """The running set as a Decision holds it: sorted, without duplicates."""
+    run = tuple(running)
+    if all(run[i] < run[i + 1] for i in range(len(run) - 1)):
+        return run
+    return tuple(sorted(set(run)))
 
 
 def build_policy(plan: "Plan") -> MatrixPolicy | GroupPolicy:
