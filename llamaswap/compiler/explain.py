@@ -22,6 +22,10 @@ def explain(d: Decision, engine: str, request: str | None = None) -> str:
             where = " (No set holds all the running models, but nothing is stopped for a model that runs.)"
         return f"{asked} is already running: nothing is stopped.{where}"
     stop = f"stop {_names(d.evict)}" if d.evict else "nothing needs to stop"
+    if d.target in d.running:
+        # Only the groups engine evicts for a model that runs (llama-swap asks the group
+        # rules on every request; the request is served once the others have stopped).
+        return f"{asked} is already running, but the group rules {stop} — {d.rule}."
     if d.rule == RULE_ALONE:
         return (f"{asked} is in no set, so it runs alone: {stop}.")
     if engine == "matrix":
