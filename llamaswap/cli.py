@@ -175,10 +175,13 @@ def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ..
     return states
 
 
+PLAN_PROGRESS_MIN = 20_000  # decisions; `plan --all` shows a progress bar (stderr) past this
+
+
 def iter_decisions(plan: "Plan", states: list[tuple[str, ...]], show_progress: bool):
     total = len(states) * len(plan.models)
     policy = plan.policy
-    if show_progress and total > 20_000:
+    if show_progress and total > PLAN_PROGRESS_MIN:
         with click.progressbar(length=total, label="deciding", file=sys.stderr) as bar:
             for state in states:
                 for target in plan.models:
@@ -393,7 +396,9 @@ def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_FAIL)
         if output is None:
-            click.get_binary_stream("stdout").write(data)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
         else:
             write_bytes_atomically(output, data)
     else:
@@ -414,6 +419,81 @@ def write_bytes_atomically(path: str, data: bytes) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise click.UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        number = int(port)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080") from None
+    if not 0 <= number <= 65535:
+        raise click.BadParameter(f"{value!r}: port must be between 0 and 65535")
+    return host, number
+
+
+@cli.command("serve")
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Address to listen on (port 0 picks a free one).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default=None,
+              help="Log level (default: the config's logLevel).")
+@expand_budget_option
+def serve_cmd(config: str | None, listen: str, log_level: str | None, expand_budget: int | None) -> None:
+    """Serve CONFIG (or the built-in demo) as an OpenAI-compatible proxy that starts and stops
+    upstream servers as requests need them."""
+    import logging
+
+    from llamaswap.compiler.plan import CompileOptions, compile_text
+    from llamaswap.runtime import loop as loops
+    from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
+
+    host, port = parse_listen(listen)
+    if config is None:
+        opts = {"env": dict(os.environ)}
+        if expand_budget is not None:
+            opts["expand_budget"] = expand_budget
+        plan = compile_text(demo_config_text(), DEMO_NAME, CompileOptions(**opts))
+    else:
+        plan = compile_config(config, expand_budget)
+    if not plan.ok:
+        print_diagnostics(plan, "text", err=True)
+        click.echo(f"{config}: the config has errors; not serving", err=True)
+        sys.exit(EXIT_FAIL)
+    level = (log_level or (plan.config.log_level if plan.config else "info")).upper()
+    logging.basicConfig(level={"WARN": "WARNING"}.get(level, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def announce(bound_host: str, bound_port: int) -> None:
+        shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+        url = f"http://{shown}:{bound_port}"
+        what = "the built-in demo config" if config is None else config
+        click.echo(f"llamaswap {__version__} serving {what} on {url} "
+                   f"({len(plan.models)} models, {plan.engine} engine, {loops.loop_name()})")
+        if bound_host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"note: listening on {bound_host}: reachable from other hosts", err=True)
+        example = "chat-small" if config is None else plan.models[0]
+        click.echo("try:")
+        click.echo(f"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
+                   f"-d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", "
+                   f"\"content\": \"hello\"}}]}}'")
+        click.echo(f"  curl -s {url}/v1/models")
+        click.echo("stop with Ctrl-C", err=True)
+        sys.stdout.flush()
+
+    try:
+        loops.run(lambda: serve(plan, host, port, announce))
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(EXIT_OK)
 
 
 @cli.command("fake-upstream")

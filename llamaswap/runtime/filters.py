@@ -1,0 +1,90 @@
+"""Filters: rewrite a JSON request body for the upstream. Pure.
+
+Order (llama-swap `internal/server/filters.go`): `useModelName` rewrites `model`; then
+`filters.stripParams` removes keys (sorted, de-duplicated); then `filters.setParams` sets keys
+(sorted); then `filters.setParamsByID[<requested name>]`. Keys are dotted paths (`a.b` is
+key `b` inside object `a`; `\\.` is a literal dot). `model` is protected from strip and set.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from llamaswap.compiler.config import ModelConfig
+
+PROTECTED = frozenset({"model"})
+
+
+def split_path(path: str) -> list[str]:
+    parts: list[str] = []
+    cur: list[str] = []
+    i = 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\" and i + 1 < len(path):
+            cur.append(path[i + 1])
+            i += 2
+            continue
+        if c == ".":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def delete_path(body: dict, path: str) -> None:
+    parts = split_path(path)
+    node: Any = body
+    for p in parts[:-1]:
+        if not isinstance(node, dict) or p not in node:
+            return
+        node = node[p]
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def set_path(body: dict, path: str, value: Any) -> None:
+    parts = split_path(path)
+    node: Any = body
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def needs_rewrite(model: ModelConfig, requested: str) -> bool:
+    f = model.filters
+    return bool(model.use_model_name or f.stripped_keys() or f.set_params or requested in f.set_params_by_id)
+
+
+def rewrite_body(body: dict, model: ModelConfig, requested: str) -> dict:
+    """The body to send upstream (a new dict; `body` is not changed)."""
+    out = dict(body)
+    if model.use_model_name:
+        out["model"] = model.use_model_name
+    f = model.filters
+    for key in f.stripped_keys():
+        if split_path(key)[0] not in PROTECTED:
+            delete_path(out, key)
+    _apply_set(out, f.set_params)
+    by_id: Mapping[str, Any] | None = f.set_params_by_id.get(requested)
+    if by_id:
+        _apply_set(out, by_id)
+    return out
+
+
+def _apply_set(out: dict, params: Mapping[str, Any]) -> None:
+    for key in sorted(params):
+        if split_path(key)[0] in PROTECTED:
+            continue
+        if split_path(key)[0] in out and isinstance(out[split_path(key)[0]], dict):
+            # Copy nested objects before writing into them: the caller's body stays intact.
+            out[split_path(key)[0]] = copy.deepcopy(out[split_path(key)[0]])
+        set_path(out, key, params[key])

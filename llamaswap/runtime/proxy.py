@@ -1,0 +1,133 @@
+"""Proxy: forward one HTTP request to an upstream and stream its answer back.
+
+Invariants:
+- Bodies are passed through byte for byte (the client session never decompresses), and
+  streamed responses are written chunk by chunk as they arrive: SSE is never buffered.
+- Hop-by-hop headers (RFC 9110 §7.6.1, plus any named in `Connection`) are dropped both ways.
+- A client that goes away cancels the handler (the app runs with handler cancellation);
+  leaving the `async with` closes the upstream connection, which cancels the upstream's work.
+- Before the response has started, an upstream failure becomes a 502 envelope; after it has
+  started, the connection is aborted (the status line is already gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from llamaswap.runtime.errors import envelope_bytes
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+# Never forwarded upstream: recomputed (length, host) or ours (auth is for llamaswap).
+_NOT_UPSTREAM = frozenset({"host", "content-length"})
+_NOT_DOWNSTREAM = frozenset({"content-length", "date", "server"})
+SMALL_BODY = 1 << 20
+
+
+def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", []) if hasattr(headers, "getall") else [headers.get("Connection", "")]:
+        for tok in value.split(","):
+            tok = tok.strip().lower()
+            if tok:
+                tokens.add(tok)
+    return tokens
+
+
+def upstream_headers(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict:
+    named = _connection_tokens(headers)
+    out: CIMultiDict = CIMultiDict()
+    for key, value in headers.items():
+        low = key.lower()
+        if low in HOP_BY_HOP or low in named or low in _NOT_UPSTREAM or low in drop:
+            continue
+        out.add(key, value)
+    return out
+
+
+def downstream_headers(headers: Mapping[str, str]) -> CIMultiDict:
+    named = _connection_tokens(headers)
+    out: CIMultiDict = CIMultiDict()
+    for key, value in headers.items():
+        low = key.lower()
+        if low in HOP_BY_HOP or low in named or low in _NOT_DOWNSTREAM:
+            continue
+        out.add(key, value)
+    return out
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    return headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/event-stream"
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or failed before answering."""
+
+
+async def forward(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
+                  *, drop_headers: frozenset[str] = frozenset(),
+                  extra_headers: Mapping[str, str] | None = None,
+                  response: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Send the request to `url` and relay the answer.
+
+    With `response` (an already prepared stream, e.g. after a loading-state preamble), only
+    the upstream body is written into it and its status/headers are not sent again.
+    """
+    headers = upstream_headers(request.headers, drop_headers)
+    data = body if body is not None else request.content
+    try:
+        up_cm = session.request(request.method, url, headers=headers, data=data, allow_redirects=False)
+        upstream = await up_cm.__aenter__()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise UpstreamError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+    started = response is not None
+    try:
+        if response is not None:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            return response
+        out_headers = downstream_headers(upstream.headers)
+        if extra_headers:
+            for k, v in extra_headers.items():
+                out_headers[k] = v
+        length = upstream.headers.get("Content-Length")
+        if (length is not None and length.isdigit() and int(length) <= SMALL_BODY
+                and not is_event_stream(upstream.headers)):
+            payload = await upstream.read()
+            return web.Response(status=upstream.status, reason=upstream.reason, body=payload,
+                                headers=out_headers)
+        if is_event_stream(upstream.headers):
+            out_headers["X-Accel-Buffering"] = "no"
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+        if length is not None and length.isdigit():
+            resp.content_length = int(length)
+        await resp.prepare(request)
+        started = True
+        async for chunk in upstream.content.iter_any():
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if not started:
+            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+        raise
+    finally:
+        await up_cm.__aexit__(None, None, None)
+
+
+def error_response(request: web.Request, status: int, message: str, code: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> web.Response:
+    """llama-swap's error envelope, or plain text when the client asks for text/plain."""
+    accept = request.headers.get("Accept", "")
+    hdrs = dict(headers or {})
+    if "text/plain" in accept and "application/json" not in accept:
+        return web.Response(status=status, text=f"llama-swap: {message}", headers=hdrs)
+    hdrs["Content-Type"] = "application/json"
+    return web.Response(status=status, body=envelope_bytes(status, message, code), headers=hdrs)

@@ -1,0 +1,429 @@
+"""Router: the one asyncio task that owns the Scheduler, and the Effects that carry out its
+decisions with the process supervisor.
+
+Theory of operation
+-------------------
+Everything that wants the scheduler posts an event into the router's inbox; the owner task
+takes events one at a time and calls the matching scheduler input with `now` from the loop
+clock. Nothing else ever touches the scheduler, so there are no locks. The scheduler answers
+through `_Effects`, which never re-enter it: they resolve a request's future, or start a
+task (a swap, a stop) that posts its completion back as a new event.
+
+A request is a `Ticket`: `submit()` posts it; `ticket.admission` resolves as soon as the
+scheduler has seen it (so a 429 is known before any loading stream starts); `ticket.outcome`
+resolves with `Granted` or `Rejected`. The holder of a granted ticket must call `release()`
+once the response is done; a holder that gives up before the grant calls `abandon()`.
+
+Swaps stop the evicted models (in parallel), then `ensure_ready` the target; the process's
+own task decides how (it waits out a stop in progress). The owner also ticks the scheduler at
+`next_deadline()` (TTL unloads, bounded waiting) and notices crashes: a process that leaves
+`ready` by itself is reported as `model_exited`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from llamaswap.compiler.decision import Decision, EvictionPolicy
+from llamaswap.runtime.processes import ModelProcess, ProcessState, StartError, StateChanged
+from llamaswap.runtime.scheduler import Admission, Scheduler, SchedulerSettings
+
+logger = logging.getLogger("llamaswap.router")
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    model: str
+    swap: "SwapRecord | None" = None  # the swap this request waited for, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    status: int
+    message: str
+    headers: Mapping[str, str]
+
+
+@dataclass
+class SwapRecord:
+    """A committed swap: what was decided and how it went (for logs, headers, /api)."""
+
+    id: int
+    model: str
+    decision: Decision
+    started_wall: float  # time.time()
+    started: float  # loop clock
+    requests_waited: list[float] = field(default_factory=list)
+    load_seconds: float | None = None
+    error: str | None = None
+    finished: float | None = None
+
+
+class Ticket:
+    """One request's passage through the scheduler."""
+
+    __slots__ = ("req_id", "model", "requested", "arrived", "admission", "outcome", "position",
+                 "_position_event", "granted_at", "released")
+
+    def __init__(self, req_id: int, model: str, requested: str, arrived: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.req_id = req_id
+        self.model = model
+        self.requested = requested
+        self.arrived = arrived
+        self.admission: asyncio.Future[Admission] = loop.create_future()
+        self.outcome: asyncio.Future[Granted | Rejected] = loop.create_future()
+        self.position: int | None = None
+        self._position_event = asyncio.Event()
+        self.granted_at: float | None = None
+        self.released = False
+
+    async def position_changed(self) -> None:
+        await self._position_event.wait()
+        self._position_event.clear()
+
+    def _set_position(self, position: int) -> None:
+        self.position = position
+        self._position_event.set()
+
+
+class _Effects:
+    def __init__(self, router: "Router") -> None:
+        self.router = router
+
+    def start_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
+        self.router._begin_swap(model, decision, stop_timeout)
+
+    def grant(self, req_id: Any, model: str) -> bool:
+        r = self.router
+        ticket = r._tickets.get(req_id)
+        if ticket is None or ticket.outcome.done():
+            r._tickets.pop(req_id, None)
+            return False
+        ticket.granted_at = r.now()
+        swap = r._waited_for.pop(req_id, None)
+        if swap is not None:
+            swap.requests_waited.append(ticket.granted_at - ticket.arrived)
+        ticket.outcome.set_result(Granted(model, swap))
+        return True
+
+    def reject(self, req_id: Any, status: int, message: str, headers: Mapping[str, str]) -> None:
+        r = self.router
+        ticket = r._tickets.pop(req_id, None)
+        r._waited_for.pop(req_id, None)
+        if ticket is not None:
+            if not ticket.admission.done():
+                ticket.admission.set_result(Admission.REJECTED)
+            if not ticket.outcome.done():
+                ticket.outcome.set_result(Rejected(status, message, dict(headers)))
+
+    def queue_position(self, req_id: Any, position: int) -> None:
+        ticket = self.router._tickets.get(req_id)
+        if ticket is not None:
+            ticket._set_position(position)
+
+    def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
+        self.router._begin_stop(models, reason, timeout)
+
+
+class Router:
+    """Owns the scheduler; the HTTP layer talks to it through tickets and a few commands."""
+
+    def __init__(self, policy: EvictionPolicy, settings: SchedulerSettings,
+                 processes: Mapping[str, ModelProcess], *,
+                 on_swap: Callable[[SwapRecord], None] | None = None,
+                 on_swap_done: Callable[[SwapRecord], None] | None = None) -> None:
+        self.policy = policy
+        self.settings = settings
+        self.processes = dict(processes)
+        self.scheduler = Scheduler(policy, settings, _Effects(self))
+        self._on_swap = on_swap
+        self._on_swap_done = on_swap_done
+        self._inbox: asyncio.Queue[tuple] = asyncio.Queue()
+        self._tickets: dict[int, Ticket] = {}
+        self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
+        self._swaps: dict[str, SwapRecord] = {}  # model -> swap in progress
+        self._ids = itertools.count(1)
+        self._swap_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+        self._collecting: list[asyncio.Task] | None = None  # stops started by an unload
+        self._stop_chain: asyncio.Task | None = None
+        self._owner: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        # Liveness, for /health: when the owner last finished handling something.
+        self.last_progress = time.monotonic()
+        self.events_handled = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for model, proc in self.processes.items():
+            self._unsubscribe.append(proc.add_listener(self._on_process_change))
+        self._owner = self._loop.create_task(self._own(), name="llamaswap:scheduler")
+
+    @property
+    def owner(self) -> asyncio.Task | None:
+        return self._owner
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Answer every waiting request with 503, stop every model, stop the owner."""
+        if self._owner is None or self._owner.done():
+            await self._shutdown_processes(timeout)
+            return
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        self.post(("shutdown", timeout, fut))
+        try:
+            await fut
+        finally:
+            await self._shutdown_processes(timeout)
+            self._owner.cancel()
+            try:
+                await self._owner
+            except (asyncio.CancelledError, Exception):
+                pass
+            for unsub in self._unsubscribe:
+                unsub()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _shutdown_processes(self, timeout: float | None) -> None:
+        t = self.settings.swap_stop_timeout if timeout is None or timeout <= 0 else timeout
+        await asyncio.gather(*(p.shutdown(t) for p in self.processes.values()), return_exceptions=True)
+
+    # -- the HTTP layer's side -----------------------------------------------------------
+    def post(self, event: tuple) -> None:
+        self._inbox.put_nowait(event)
+
+    def submit(self, model: str, requested: str | None = None) -> Ticket:
+        """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` or `abandon`."""
+        assert self._loop is not None
+        ticket = Ticket(next(self._ids), model, requested or model, self._loop.time(), self._loop)
+        self._tickets[ticket.req_id] = ticket
+        self.post(("request", ticket))
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        """The granted request's response is finished (or failed)."""
+        if ticket.released:
+            return
+        ticket.released = True
+        outcome = ticket.outcome
+        if outcome.done() and not outcome.cancelled() and isinstance(outcome.result(), Granted):
+            self.post(("serve_done", ticket.req_id))
+        elif not outcome.done() or outcome.cancelled():
+            self.post(("cancel", ticket.req_id))
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The client left: cancel a waiting ticket, or finish a granted one."""
+        if not ticket.outcome.done():
+            ticket.outcome.cancel()
+        self.release(ticket)
+
+    async def unload(self, models: Iterable[str] | None = None, timeout: float | None = None) -> None:
+        """Unload models (None: all) and return once they are stopped."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self.post(("unload", None if models is None else tuple(models), timeout, fut))
+        stops = await fut
+        if stops:
+            await asyncio.wait(stops)
+
+    async def call(self, fn: Callable[[Scheduler], Any]) -> Any:
+        """Run `fn(scheduler)` inside the owner task (a consistent read of its state)."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self.post(("call", fn, fut))
+        return await fut
+
+    def swap_in_progress(self, model: str) -> SwapRecord | None:
+        return self._swaps.get(model)
+
+    # -- the owner task ------------------------------------------------------------------
+    async def _own(self) -> None:
+        sched = self.scheduler
+        inbox = self._inbox
+        loop = self._loop
+        assert loop is not None
+        while True:
+            deadline = sched.next_deadline()
+            if deadline is None:
+                event = await inbox.get()
+            else:
+                delay = deadline - loop.time()
+                if delay <= 0:
+                    self._handle_tick()
+                    continue
+                try:
+                    async with asyncio.timeout(delay):
+                        event = await inbox.get()
+                except TimeoutError:
+                    self._handle_tick()
+                    continue
+            self._handle(event)
+            while not inbox.empty():
+                self._handle(inbox.get_nowait())
+
+    def _handle_tick(self) -> None:
+        self.scheduler.tick(self.now())
+        self.last_progress = time.monotonic()
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        sched = self.scheduler
+        now = self.now()
+        try:
+            if kind == "request":
+                ticket: Ticket = event[1]
+                if ticket.outcome.cancelled():
+                    self._tickets.pop(ticket.req_id, None)
+                    if not ticket.admission.done():
+                        ticket.admission.set_result(Admission.REJECTED)
+                else:
+                    admission = sched.request(ticket.req_id, ticket.model, now)
+                    if admission is Admission.WAITING:
+                        swap = self._swaps.get(ticket.model)
+                        if swap is not None:
+                            self._waited_for[ticket.req_id] = swap
+                    if not ticket.admission.done():
+                        ticket.admission.set_result(admission)
+            elif kind == "cancel":
+                self._tickets.pop(event[1], None)
+                self._waited_for.pop(event[1], None)
+                sched.cancel(event[1], now)
+            elif kind == "serve_done":
+                self._tickets.pop(event[1], None)
+                sched.serve_done(event[1], now)
+            elif kind == "swap_done":
+                _, model, error = event
+                sched.swap_done(model, now, error)
+            elif kind == "stop_done":
+                sched.stop_done(event[1], now)
+            elif kind == "exited":
+                sched.model_exited(event[1], now)
+            elif kind == "unload":
+                _, models, timeout, fut = event
+                self._collecting = []
+                try:
+                    sched.unload(models, now, timeout)
+                finally:
+                    stops, self._collecting = self._collecting, None
+                if not fut.done():
+                    fut.set_result(stops)
+            elif kind == "shutdown":
+                _, timeout, fut = event
+                sched.shutdown(now, timeout)
+                if not fut.done():
+                    fut.set_result(None)
+            elif kind == "call":
+                _, fn, fut = event
+                try:
+                    result = fn(sched)
+                except Exception as exc:  # a bad query must not kill the owner
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(result)
+            else:  # pragma: no cover - programming error
+                logger.error("router: unknown event %r", kind)
+        except Exception:
+            # The scheduler raised on a protocol error: log loudly and keep serving; the
+            # /health check reports the owner alive, and tests assert this never happens.
+            logger.exception("router: event %s failed", kind)
+        self.events_handled += 1
+        self.last_progress = time.monotonic()
+
+    # -- effects' work -------------------------------------------------------------------
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        assert self._loop is not None
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _begin_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
+        record = SwapRecord(next(self._swap_ids), model, decision, time.time(), self.now())
+        self._swaps[model] = record
+        if self._on_swap is not None:
+            try:
+                self._on_swap(record)
+            except Exception:
+                logger.exception("on_swap hook failed")
+        self._spawn(self._swap(record, stop_timeout), f"llamaswap:swap:{model}")
+
+    async def _swap(self, record: SwapRecord, stop_timeout: float) -> None:
+        model = record.model
+        error: str | None = None
+        try:
+            stops = [self.processes[m].stop(stop_timeout, "evicted") for m in record.decision.evict
+                     if m in self.processes]
+            if stops:
+                results = await asyncio.gather(*stops, return_exceptions=True)
+                for res in results:
+                    if isinstance(res, BaseException) and not isinstance(res, StartError):
+                        logger.error("stopping an evicted model failed: %r", res)
+            load_started = self.now()
+            await self.processes[model].ensure_ready()
+            record.load_seconds = self.now() - load_started
+        except StartError as exc:
+            error = str(exc)
+        except asyncio.CancelledError:
+            error = "cancelled"
+            raise
+        except Exception as exc:  # never let a swap die without reporting
+            logger.exception("swap for %s failed", model)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            record.error = error
+            record.finished = self.now()
+            if self._swaps.get(model) is record:
+                del self._swaps[model]
+            self.post(("swap_done", model, error))
+            if self._on_swap_done is not None:
+                try:
+                    self._on_swap_done(record)
+                except Exception:
+                    logger.exception("on_swap_done hook failed")
+
+    def _begin_stop(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
+        # Stops issued together (one unload's buckets) run in order, smallest timeout first.
+        previous = self._stop_chain if reason == "unload" else None
+        task = self._spawn(self._stop(models, reason, timeout, previous), f"llamaswap:stop:{','.join(models)}")
+        if reason == "unload":
+            self._stop_chain = task
+        if self._collecting is not None:
+            self._collecting.append(task)
+
+    async def _stop(self, models: tuple[str, ...], reason: str, timeout: float,
+                    previous: asyncio.Task | None) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            if reason == "ttl":
+                for m in models:
+                    logger.info("%s: unloading model, TTL of %ss reached", m, self.settings.ttl_of(m))
+            if reason == "shutdown":
+                await asyncio.gather(*(self.processes[m].shutdown(timeout) for m in models
+                                       if m in self.processes), return_exceptions=True)
+            else:
+                await asyncio.gather(*(self.processes[m].stop(timeout, reason) for m in models
+                                       if m in self.processes), return_exceptions=True)
+        finally:
+            self.post(("stop_done", models))
+
+    def _on_process_change(self, change: StateChanged) -> None:
+        if change.old is ProcessState.READY and change.new is ProcessState.STOPPED:
+            logger.warning("%s: upstream exited unexpectedly (%s)", change.model, change.detail or "no detail")
+            self.post(("exited", change.model))

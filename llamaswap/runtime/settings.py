@@ -1,0 +1,60 @@
+"""Settings: the scheduler's knobs, read off a compiled Plan. Pure (the simulator uses it too).
+
+- concurrency limit: `concurrencyLimit` (0 -> 10, applied by the scheduler);
+- priority: `routing.scheduler.settings.fifo.priority` (aliases resolved at compile time);
+- TTL: model `ttl`, where -1 means `globalTTL`; 0 = never;
+- unload timeout: model `unloadTimeout`, 0 -> the global one (0 -> 10 s);
+- max_wait: `routing.scheduler.settings.fifo.max_wait`; unset -> DEFAULT_MAX_WAIT, 0 -> off;
+- swap stop timeout: `healthCheckTimeout` (llama-swap uses it as the eviction grace).
+"""
+
+from __future__ import annotations
+
+from llamaswap.compiler.plan import Plan
+from llamaswap.runtime.scheduler import DEFAULT_MAX_WAIT, DEFAULT_UNLOAD_TIMEOUT, SchedulerSettings
+
+_UNSET = object()
+
+
+def effective_ttl(plan: Plan, model: str) -> float:
+    c = plan.config
+    assert c is not None
+    ttl = c.models[model].ttl
+    return float(c.global_ttl if ttl == -1 else max(0, ttl))
+
+
+def effective_unload_timeout(plan: Plan, model: str) -> float:
+    c = plan.config
+    assert c is not None
+    own = c.models[model].unload_timeout
+    glob = c.unload_timeout if c.unload_timeout > 0 else DEFAULT_UNLOAD_TIMEOUT
+    return float(own if own > 0 else glob)
+
+
+def health_check_timeout(plan: Plan) -> float:
+    """Seconds to wait for an upstream to become ready (at least 1)."""
+    c = plan.config
+    assert c is not None
+    return float(max(1, c.health_check_timeout))
+
+
+def scheduler_settings(plan: Plan, max_wait: object = _UNSET) -> SchedulerSettings:
+    """SchedulerSettings for a plan; `max_wait` (seconds, 0/None = off) overrides the config."""
+    c = plan.config
+    assert c is not None, "scheduler settings need a compiled config"
+    if max_wait is _UNSET:
+        configured = c.routing.scheduler.settings.fifo.max_wait
+        mw = DEFAULT_MAX_WAIT if configured is None else (None if configured == 0 else float(configured))
+    else:
+        mw = None if not max_wait else float(max_wait)  # type: ignore[arg-type]
+    glob_unload = c.unload_timeout if c.unload_timeout > 0 else DEFAULT_UNLOAD_TIMEOUT
+    return SchedulerSettings(
+        models=plan.models,
+        concurrency_limit={m: c.models[m].concurrency_limit for m in plan.models},
+        priority={m: p for m, p in plan.priority.items() if m in plan.models},
+        ttl={m: effective_ttl(plan, m) for m in plan.models},
+        unload_timeout={m: effective_unload_timeout(plan, m) for m in plan.models},
+        max_wait=mw,
+        swap_stop_timeout=health_check_timeout(plan),
+        default_unload_timeout=float(glob_unload),
+    )
