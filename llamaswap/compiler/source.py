@@ -237,17 +237,27 @@ def _offset_map_multiline(s: YScalar) -> list[Pos]:
     return out
 
 
-class _Composer(yaml.SafeLoader):
+class _PyComposer(yaml.SafeLoader):
     """SafeLoader whose scalars resolve with the YAML 1.2 core schema."""
 
 
+# libyaml's parser when PyYAML has it (several times faster); marks are character indices
+# into the text either way.
+_Composer: type = _PyComposer
+if getattr(yaml, "__with_libyaml__", False):
+    class _CComposer(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+        """CSafeLoader whose scalars resolve with the YAML 1.2 core schema."""
+
+    _Composer = _CComposer
+
 # Drop YAML 1.1 implicit resolvers (we type plain scalars ourselves with resolve_plain),
 # keeping only the merge key.
-_Composer.yaml_implicit_resolvers = {}
-_Composer.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+for _cls in {_PyComposer, _Composer}:
+    _cls.yaml_implicit_resolvers = {}
+    _cls.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
 
 
-def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: int = 0) -> YNode:
+def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: int = 0, text: str = "") -> YNode:
     pos, end = _mark_pos(node.start_mark), _mark_pos(node.end_mark)
     if depth > 64:
         diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file,
@@ -255,17 +265,16 @@ def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: i
         return YScalar(None, pos, end, None)
     if isinstance(node, ScalarNode):
         raw = ""
-        buf = getattr(node.start_mark, "buffer", None)
-        if buf is not None and node.end_mark.index >= node.start_mark.index:
-            raw = buf[node.start_mark.index:node.end_mark.index]
-        if node.style is None and node.tag in ("tag:yaml.org,2002:str", None) and not _explicit_tag(node):
+        if node.end_mark.index >= node.start_mark.index:
+            raw = text[node.start_mark.index:node.end_mark.index]
+        if not node.style and node.tag in ("tag:yaml.org,2002:str", None) and not _explicit_tag(node):
             value: Any = resolve_plain(node.value)
         else:
             value = _typed_scalar(node)
-        return YScalar(value, pos, end, node.style, node.tag, raw=raw)
+        return YScalar(value, pos, end, node.style or None, node.tag, raw=raw)
     if isinstance(node, SequenceNode):
         items = [
-            _convert(child, file, diags, f"{path}[{i}]", depth + 1) for i, child in enumerate(node.value)
+            _convert(child, file, diags, f"{path}[{i}]", depth + 1, text) for i, child in enumerate(node.value)
         ]
         return YSeq(items, pos, end)
     if isinstance(node, MappingNode):
@@ -280,7 +289,7 @@ def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: i
         key_nodes: list[Node] = []
         index: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = _convert(key_node, file, diags, path, depth + 1)
+            key = _convert(key_node, file, diags, path, depth + 1, text)
             if not isinstance(key, YScalar):
                 diags.append(Diagnostic(Severity.ERROR, "LS302", "mapping keys must be scalars", file,
                                         key.pos.line, key.pos.column, path or None))
@@ -290,7 +299,7 @@ def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: i
             elif not isinstance(key.value, str):
                 key.value = key.raw.strip("'\"") if key.raw else str(key.value)
             child_path = f"{path}.{key.value}" if path else str(key.value)
-            value = _convert(value_node, file, diags, child_path, depth + 1)
+            value = _convert(value_node, file, diags, child_path, depth + 1, text)
             if key.value in index:
                 first_key_node = key_nodes[index[key.value]]
                 # Keys brought in by a merge (`<<`) may be overridden, as YAML specifies.
@@ -318,7 +327,7 @@ def _explicit_tag(node: ScalarNode) -> bool:
 
 
 def _typed_scalar(node: ScalarNode) -> Any:
-    if node.style is not None:
+    if node.style:
         return node.value  # quoted or block scalar: always a string
     tag = node.tag
     if tag == "tag:yaml.org,2002:int":
@@ -345,11 +354,27 @@ class _Flattener(yaml.constructor.SafeConstructor):
 _FLATTENER = _Flattener()
 
 
+def _compose(text: str) -> Node | None:
+    """Compose with libyaml when available; on an error, compose again with the pure-Python
+    parser so the message (part of golden output) does not depend on the installation."""
+    if _Composer is _PyComposer:
+        return yaml.compose(text, Loader=_PyComposer)
+    try:
+        return yaml.compose(text, Loader=_Composer)
+    except yaml.YAMLError as fast_error:
+        try:
+            return yaml.compose(text, Loader=_PyComposer)
+        except yaml.YAMLError:
+            raise
+        except Exception:  # pragma: no cover - the pure parser should fail the same way
+            raise fast_error from None
+
+
 def load_document(text: str, file: str) -> Document:
     """Parse YAML text into a located tree; syntax errors become LS300 diagnostics."""
     diags: list[Diagnostic] = []
     try:
-        node = yaml.compose(text, Loader=_Composer)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -373,7 +398,7 @@ def load_document(text: str, file: str) -> Document:
     if node is None:
         return Document(file, text, None, diags)
     try:
-        root = _convert(node, file, diags, "")
+        root = _convert(node, file, diags, "", 0, text)
     except RecursionError:
         diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file, None, None, None))
         return Document(file, text, None, diags)
