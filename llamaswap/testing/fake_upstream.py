@@ -19,7 +19,8 @@ Contract a test can rely on:
   processes, so a test can compare them with its own.
 - SIGTERM/SIGINT: clean exit 0. `exit_after`: abrupt exit with CRASH_EXIT_CODE.
 
-Start-up time matters (tests spawn it often), so it imports only aiohttp and the stdlib.
+Start-up time matters (tests spawn it often), so it imports only aiohttp, the stdlib and
+the project's one loop chooser (`runtime/loop.py`: uvloop when importable).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+
+from llamaswap.runtime.loop import loop_factory
 
 CRASH_EXIT_CODE = 3
 # Grace given to in-flight handlers on SIGTERM before they are cancelled.
@@ -429,21 +432,13 @@ def _crash(state: _State) -> None:
     os._exit(CRASH_EXIT_CODE)
 
 
-def _loop_factory():
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def run(*, host: str = "127.0.0.1", port: int = 0, name: str = "fake",
         startup_delay: float = 0.0, fail_health: bool = False,
         exit_after: float | None = None, token_delay: float = 0.0) -> int:
     """Serve until SIGTERM/SIGINT (exit code 0) or `exit_after` (CRASH_EXIT_CODE)."""
     state = _State(name, startup_delay, fail_health, token_delay, exit_after)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(_serve(host, port, state))
     except OSError as exc:
         print(f"{name}: cannot listen on {host}:{port}: {exc}", file=sys.stderr, flush=True)
