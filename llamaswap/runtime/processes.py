@@ -268,7 +268,6 @@ class _LinePipe(asyncio.Protocol):
 class _Run:
     """One spawn attempt. Fields other than `exited`/`returncode` are set by the owner."""
 
-    number: int
     first_log_seq: int
     proc: asyncio.subprocess.Process | None = None
     pid: int | None = None
@@ -362,7 +361,6 @@ class ModelProcess:
         self._state = ProcessState.STOPPED
         self._state_since = time.monotonic()
         self._run: _Run | None = None
-        self._runs = 0
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._owner: asyncio.Task | None = None
         self._helpers: set[asyncio.Task] = set()
@@ -545,9 +543,8 @@ class ModelProcess:
         run.proc, run.pid, run.spawned_at = msg.proc, msg.proc.pid, msg.at
         run.log_done, run.log_transport = msg.log_done, msg.log_transport
         self._helper(self._watch(run))
-        if run is not self._run:  # cannot happen: a run ends only through its own exit
-            _killpg(run.pid, signal.SIGKILL)
-        elif run.stop_requested:  # a stop came while spawning
+        # The run is still current: a run ends only through its own exit or spawn failure.
+        if run.stop_requested:  # a stop came while spawning
             self._send_stop_signal(run)
             self._schedule_kill(run)
         elif self.spec.health_url is None:
@@ -603,8 +600,7 @@ class ModelProcess:
         except CommandError as exc:
             self._fail(self._start_waiters, self._error(str(exc), "command"))
             return
-        self._runs += 1
-        run = self._run = _Run(number=self._runs, first_log_seq=self.log.next_seq)
+        run = self._run = _Run(first_log_seq=self.log.next_seq)
         self._set_state(ProcessState.STARTING, shlex.join(argv))
         self._helper(self._spawn_run(run, argv))
 
