@@ -82,7 +82,8 @@ class ModelConfig(_Strict):
     description: str = ""
     concurrency_limit: int = Field(0, alias="concurrencyLimit")
     filters: Filters = Field(default_factory=Filters)
-    macros: dict[str, Scalar] = Field(default_factory=dict)
+    # Macro values are checked (and reported, LS306) by the macro pass.
+    macros: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     send_loading_state: bool | None = Field(None, alias="sendLoadingState")
     timeouts: Timeouts = Field(default_factory=Timeouts)
@@ -176,7 +177,7 @@ class Config(_Strict):
     include_aliases_in_list: bool = Field(False, alias="includeAliasesInList")
     global_ttl: int = Field(0, alias="globalTTL")
     unload_timeout: int = Field(10, alias="unloadTimeout")
-    macros: dict[str, Scalar] = Field(default_factory=dict)
+    macros: dict[str, Any] = Field(default_factory=dict)  # checked by the macro pass (LS306)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     api_keys: tuple[str, ...] = Field((), alias="apiKeys")
     hooks: Hooks = Field(default_factory=Hooks)

@@ -23,7 +23,7 @@ from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.keys import TOP, Key, check_keys
 from llamaswap.compiler.macros import expand_macros
-from llamaswap.compiler.source import Document, Pos, YMap, YNode, YScalar, format_path, load_document, node_at, to_python
+from llamaswap.compiler.source import Document, Pos, YMap, YNode, YScalar, YSeq, format_path, load_document, node_at, to_python
 
 DEFAULT_GROUP = "(default)"
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -122,6 +122,27 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+# pydantic adds the member type of a union to an error's loc ("str", "AliasEntry", …);
+# those parts are not in the user's data and are dropped from the reported path.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "AliasEntry"})
+
+
+def _user_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, (list, tuple)) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        elif isinstance(part, str) and part in _UNION_TAGS:
+            continue
+        else:
+            cur = None
+        out.append(part)
+    return tuple(out)
+
+
 def _validate(data: dict, ck: _Checker) -> Config:
     """pydantic validation that never gives up: each failing value is reported, dropped,
     and validation retried so the rest of the config is still checked."""
@@ -130,37 +151,53 @@ def _validate(data: dict, ck: _Checker) -> Config:
             return Config.model_validate(data)
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
-        removed = False
+        # One report per value: a union gives one error per member type.
+        by_loc: dict[tuple[Any, ...], list[dict]] = {}
         for err in errors:
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "AliasEntry")))
-            # pydantic reports union members as extra loc parts ("str", "AliasEntry"); keep
-            # the path to the user's value only.
-            kind = err["type"]
-            value = err.get("input")
-            want = _PYDANTIC_TYPE_WORDS.get(kind)
-            if want is None and kind.endswith("_type"):
-                want = kind[:-5].replace("_", " ")
-            if kind == "missing":
-                ck.error("LS302", f"'{format_path(loc)}' is required", loc[:-1])
-            elif want is not None:
-                hint = None
-                if kind == "bool_type" and isinstance(value, str):
-                    hint = "write true or false (YAML 1.2: yes/no/on/off are strings)"
-                elif kind in ("int_type", "float_type") and isinstance(value, str) and _numeric(value):
-                    hint = "remove the quotes around the number"
-                elif kind == "string_type" and isinstance(value, (int, float, bool)):
-                    hint = "quote the value to make it a string"
-                ck.error("LS302", f"'{format_path(loc)}' must be {want}, got {_describe(value)}", loc, hint=hint)
-            else:
-                ck.error("LS302", f"'{format_path(loc)}': {err['msg']}", loc)
+            by_loc.setdefault(_user_loc(data, tuple(err["loc"])), []).append(err)
+        # When one member of a union got further (`{name: x}` as an alias object missing
+        # its id), its deeper error is the useful one; drop the shallow "wrong type" ones.
+        for loc in [loc for loc in by_loc if any(len(o) > len(loc) and o[:len(loc)] == loc for o in by_loc)]:
+            del by_loc[loc]
+        for loc, errs in by_loc.items():
+            _report(loc, errs, ck)
+        removed = False
+        # Last first, so removing an item from a list does not shift the ones still to remove.
+        for loc in reversed(list(by_loc)):
             if _delete(data, loc):
                 removed = True
         if not removed:
             break
-    try:
-        return Config.model_validate({"models": {}})
-    except ValidationError:  # pragma: no cover
-        raise
+    return Config.model_validate({"models": {}})
+
+
+def _report(loc: tuple[Any, ...], errs: list[dict], ck: _Checker) -> None:
+    first = errs[0]
+    value = first.get("input")
+    if first["type"] == "missing":
+        ck.error("LS302", f"'{format_path(loc)}' is required", loc[:-1])
+        return
+    wants: list[str] = []
+    for err in errs:
+        kind = err["type"]
+        want = _PYDANTIC_TYPE_WORDS.get(kind)
+        if want is None and kind.endswith("_type"):
+            want = kind[:-5].replace("_", " ")
+        if want is None:
+            ck.error("LS302", f"'{format_path(loc)}': {err['msg']}", loc)
+            return
+        if want not in wants:
+            wants.append(want)
+    kinds = {e["type"] for e in errs}
+    hint = None
+    if "bool_type" in kinds and isinstance(value, str):
+        hint = "write true or false (YAML 1.2: yes/no/on/off are strings)"
+    elif kinds & {"int_type", "float_type"} and isinstance(value, str) and _numeric(value):
+        hint = "remove the quotes around the number"
+    elif kinds == {"string_type"} and isinstance(value, (int, float, bool)):
+        hint = "quote the value to make it a string"
+    want_text = " or ".join(wants)
+    ck.error("LS302", f"'{format_path(loc)}' must be {want_text}, got {_describe(value)}", loc, hint=hint)
 
 
 def _numeric(text: str) -> bool:
@@ -192,27 +229,39 @@ def _drop_nulls(data: Any, schema: Key) -> Any:
 
 
 def _delete(data: Any, loc: tuple[Any, ...]) -> bool:
-    """Remove the value at loc (or the deepest existing container entry on its way)."""
-    if not loc:
-        return False
-    parents = [data]
+    """Remove the value at loc; when the path stops early (a required field is missing),
+    remove the deepest value that exists on it. Lists (tuples) lose just that item."""
+    steps: list[tuple[Any, Any]] = []  # (container, key) along the path
     cur = data
-    for part in loc[:-1]:
+    for part in loc:
         if isinstance(cur, dict) and part in cur:
+            steps.append((cur, part))
             cur = cur[part]
         elif isinstance(cur, (list, tuple)) and isinstance(part, int) and 0 <= part < len(cur):
+            steps.append((cur, part))
             cur = cur[part]
         else:
             break
-        parents.append(cur)
-    # Walk back up to the nearest dict and delete the key leading to the bad value.
-    for depth in range(len(parents) - 1, -1, -1):
-        container = parents[depth]
-        key = loc[depth] if depth < len(loc) else None
-        if isinstance(container, dict) and key in container:
-            del container[key]
-            return True
-    return False
+    if not steps:
+        return False
+    _remove(steps, len(steps) - 1)
+    return True
+
+
+def _remove(steps: list[tuple[Any, Any]], depth: int) -> None:
+    container, key = steps[depth]
+    if isinstance(container, dict):
+        del container[key]
+    else:
+        _replace(steps, depth - 1, tuple(x for i, x in enumerate(container) if i != key))
+
+
+def _replace(steps: list[tuple[Any, Any]], depth: int, new: Any) -> None:
+    container, key = steps[depth]
+    if isinstance(container, dict):
+        container[key] = new
+    else:
+        _replace(steps, depth - 1, tuple(new if i == key else x for i, x in enumerate(container)))
 
 
 def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
@@ -331,9 +380,16 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: _Checker) -> None:
         if m.concurrency_limit < 0:
             ck.error("LS303", f"model {model_id}: concurrencyLimit must be >= 0", base + ("concurrencyLimit",),
                      hint="0 means the default of 10")
+        cmd_node, cmd_key = node_at(ck.root, base + ("cmd",))
+        if cmd_key is None or cmd_key.value != "cmd":
+            cmd_node = None
         if not m.cmd.strip():
-            ck.error("LS303", f"model {model_id}: cmd is required", base, key=True,
-                     hint="the command that starts this model's server, e.g. llama-server --port ${PORT} -m ...")
+            # A cmd of the wrong type was reported already (LS302) and dropped.
+            if not (isinstance(cmd_node, YScalar) and cmd_node.value is not None
+                    and not isinstance(cmd_node.value, str)) and not isinstance(cmd_node, (YMap, YSeq)):
+                ck.error("LS303", f"model {model_id}: cmd is required", base, key=True,
+                         hint="the command that starts this model's server, e.g. llama-server --port ${PORT} "
+                              "-m ...")
         else:
             try:
                 split_command(m.cmd)

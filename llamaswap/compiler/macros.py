@@ -129,7 +129,7 @@ class _Pass:
     # -- 2. declarations -----------------------------------------------------------------
     def declared(self, node: YNode | None, path: str, prefix: str) -> list[tuple[str, Any]]:
         """Validated (name, value) macro list, in declaration order."""
-        if node is None:
+        if node is None or (isinstance(node, YScalar) and node.value is None):
             return []
         if not isinstance(node, YMap):
             self.error("LS306", f"{prefix}macros must be a mapping", node.pos, path)
@@ -247,7 +247,9 @@ class _Pass:
             cmd_has_port = isinstance(cmd, YScalar) and isinstance(cmd.value, str) and "${PORT}" in cmd.value
             proxy_has_port = (isinstance(proxy, YScalar) and isinstance(proxy.value, str)
                               and "${PORT}" in proxy.value)
-            if proxy_has_port and not cmd_has_port:
+            # A cmd of the wrong type, or none at all, has its own error; ${PORT} is moot.
+            cmd_wrong_type = not isinstance(cmd, YScalar) or not isinstance(cmd.value, str) or not cmd.value.strip()
+            if proxy_has_port and not cmd_has_port and not cmd_wrong_type:
                 assert isinstance(proxy, YScalar)
                 explicit = not (proxy.rewritten and proxy.pos == mk.pos)
                 at = proxy.position_of(proxy.value.index("${PORT}")) if explicit else mk.pos

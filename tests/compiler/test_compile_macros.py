@@ -1,0 +1,282 @@
+"""Macros, `${env.X}`, `${MODEL_ID}`, `${PORT}` and `${PID}` (reference §2 steps 1-5, §2.3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from compiler_support import at, codes, compile_yaml, locate, one
+
+FAKE = "llamaswap fake-upstream"
+
+
+def test_global_and_model_macros_reverse_order_and_typed_values():
+    text = f"""\
+    macros:
+      server: {FAKE}
+      ctx: 4096
+      args: "-c ${{ctx}} --name ${{MODEL_ID}}"
+      flag: true
+    models:
+      m1:
+        macros:
+          ctx: 8192
+        cmd: ${{server}} --port ${{PORT}} ${{args}}
+        metadata:
+          ctx: ${{ctx}}
+          flag: ${{flag}}
+          text: "ctx=${{ctx}} flag=${{flag}}"
+          nested: ["${{ctx}}", {{deep: "${{MODEL_ID}}"}}]
+      m0:
+        cmd: ${{server}} --port ${{PORT}} ${{args}}
+        metadata: {{ctx: "${{ctx}}"}}
+    """
+    plan = compile_yaml(text)
+    assert plan.ok, plan.diagnostics
+    m1, m0 = plan.config.models["m1"], plan.config.models["m0"]
+    # The model macro overrides the global one in place, so `args` (declared after `ctx`)
+    # sees the model's value.
+    assert m1.cmd == f"{FAKE} --port 5801 -c 8192 --name m1"
+    assert m0.cmd == f"{FAKE} --port 5800 -c 4096 --name m0"
+    # A value that is exactly ${name} keeps the macro's type; interpolation gives strings.
+    assert m1.metadata == {"ctx": 8192, "flag": True, "text": "ctx=8192 flag=true",
+                           "nested": (8192, {"deep": "m1"})}
+    assert m0.metadata == {"ctx": 4096}
+
+
+def test_a_macro_can_only_use_macros_declared_before_it():
+    text = f"""\
+    macros:
+      early: "${{late}}"
+      late: x
+    models:
+      m:
+        cmd: {FAKE} --port ${{PORT}} ${{early}}
+    """
+    plan = compile_yaml(text)
+    d = one(plan, "LS307")
+    assert d.message == "macro '${late}' should have been substituted in models.m.cmd"
+    assert "declared" in (d.hint or "")
+    assert d.line == locate(text, "cmd:")[0]
+
+
+def test_macros_apply_to_top_level_values_but_not_model_ids():
+    text = f"""\
+    macros:
+      key: sk-secret
+    apiKeys: ["${{key}}"]
+    models:
+      m:
+        cmd: {FAKE} --port ${{PORT}}
+    """
+    plan = compile_yaml(text)
+    assert plan.ok and plan.config.api_keys == ("sk-secret",)
+
+
+def test_port_allocation_sorted_ids_from_start_port_only_for_cmd_users():
+    text = f"""\
+    startPort: 9000
+    models:
+      zeta: {{cmd: "{FAKE} --port ${{PORT}}"}}
+      beta:
+        cmd: {FAKE} --port 7000
+        proxy: http://127.0.0.1:7000
+      alpha: {{cmd: "{FAKE} --port ${{PORT}}"}}
+      gamma:
+        cmd: {FAKE} --port ${{PORT}}
+        proxy: http://127.0.0.1:${{PORT}}/v1
+        metadata: {{port: "${{PORT}}"}}
+    """
+    plan = compile_yaml(text)
+    assert plan.ok, plan.diagnostics
+    assert plan.ports == {"alpha": 9000, "gamma": 9001, "zeta": 9002}
+    assert plan.config.models["gamma"].proxy == "http://127.0.0.1:9001/v1"
+    assert plan.config.models["gamma"].metadata == {"port": 9001}
+    assert plan.config.models["alpha"].proxy == "http://localhost:9000"   # the default proxy
+    assert plan.config.models["beta"].proxy == "http://127.0.0.1:7000"
+
+
+def test_port_in_a_macro_value():
+    text = f"""\
+    macros:
+      listen: "--port ${{PORT}}"
+    models:
+      m: {{cmd: "{FAKE} ${{listen}}"}}
+    """
+    plan = compile_yaml(text)
+    assert plan.ok and plan.config.models["m"].cmd == f"{FAKE} --port 5800"
+
+
+def test_port_in_explicit_proxy_without_cmd_points_at_port():
+    text = f"""\
+    models:
+      m:
+        cmd: {FAKE} --port 9000
+        proxy: "http://127.0.0.1:${{PORT}}"
+    """
+    d = one(compile_yaml(text), "LS308")
+    assert d.message == ("model m: proxy uses ${PORT} but cmd does not - ${PORT} is only available when "
+                         "used in cmd")
+    assert at(d) == locate(text, "${PORT}\"")
+    assert d.path == "models.m.proxy"
+
+
+def test_default_proxy_without_port_in_cmd_is_an_error_at_the_model():
+    text = f"""\
+    models:
+      m:
+        cmd: {FAKE} --port 9000
+    """
+    d = one(compile_yaml(text), "LS308")
+    assert at(d) == locate(text, "m:")
+    assert "default proxy" in (d.hint or "")
+
+
+def test_pid_only_in_cmd_stop():
+    text = f"""\
+    models:
+      m:
+        cmd: {FAKE} --port ${{PORT}}
+        cmdStop: kill -TERM ${{PID}}
+        env: ["PARENT=${{PID}}"]
+    """
+    plan = compile_yaml(text)
+    d = one(plan, "LS307")
+    assert d.message == "macro '${PID}' is only available in cmdStop (found in models.m.env[0])"
+    assert at(d) == locate(text, "${PID}\"")
+    assert plan.config.models["m"].cmd_stop == "kill -TERM ${PID}"
+
+
+def test_unknown_macro_with_hint_and_position():
+    text = f"""\
+    macros:
+      context: 4096
+    models:
+      m:
+        cmd: {FAKE} --port ${{PORT}} -c ${{contxt}}
+    """
+    d = one(compile_yaml(text), "LS307")
+    assert d.message == "unknown macro '${contxt}' found in models.m.cmd"
+    assert d.hint == "did you mean '${context}'?"
+    assert at(d) == locate(text, "${contxt}")
+
+
+def test_model_id_outside_a_model():
+    text = f"""\
+    apiKeys: ["${{MODEL_ID}}"]
+    models:
+      m: {{cmd: "{FAKE} --port ${{PORT}}"}}
+    """
+    d = one(compile_yaml(text), "LS307")
+    assert "only available inside a model" in d.message
+
+
+def test_comment_lines_in_cmd_are_dropped_before_expansion():
+    text = f"""\
+    models:
+      m:
+        cmd: |
+          # ${{not_a_macro}} in a comment
+          {FAKE}
+          --port ${{PORT}}
+    """
+    plan = compile_yaml(text)
+    assert plan.ok, plan.diagnostics
+    assert "not_a_macro" not in plan.config.models["m"].cmd
+
+
+@pytest.mark.parametrize("name, message", [
+    ("PORT", "macro name 'PORT' is reserved"),
+    ("PID", "macro name 'PID' is reserved"),
+    ("MODEL_ID", "macro name 'MODEL_ID' is reserved"),
+    ("has space", "macro name 'has space' must match ^[a-zA-Z0-9_-]+$"),
+    ("x" * 64, f"macro name '{'x' * 64}' exceeds maximum length of 63 characters"),
+])
+def test_macro_declaration_rules(name, message):
+    text = f"""\
+    macros:
+      "{name}": 1
+    models:
+      m: {{cmd: "{FAKE} --port ${{PORT}}"}}
+    """
+    d = one(compile_yaml(text), "LS306")
+    assert d.message == message
+    assert at(d) == locate(text, f'"{name}"')
+
+
+def test_macro_self_reference_and_non_scalar_value():
+    text = f"""\
+    macros:
+      loop: "a ${{loop}}"
+      listy: [1, 2]
+    models:
+      m:
+        macros:
+          PID: 3
+        cmd: {FAKE} --port ${{PORT}}
+    """
+    plan = compile_yaml(text)
+    messages = [d.message for d in plan.diagnostics if d.code == "LS306"]
+    assert messages == ["macro 'loop' contains self-reference", "macro 'listy' must be a string, number or boolean",
+                        "model m: macro name 'PID' is reserved"]
+
+
+def test_env_substitution_everywhere_first():
+    text = f"""\
+    macros:
+      dir: "${{env.MODELS_DIR}}/gguf"
+    models:
+      m:
+        cmd: {FAKE} --port ${{PORT}} --name ${{dir}}
+        ttl: ${{env.TTL}}
+    """
+    plan = compile_yaml(text, env={"MODELS_DIR": "/srv/models", "TTL": "30"})
+    assert plan.ok, plan.diagnostics
+    assert plan.config.models["m"].cmd.endswith("--name /srv/models/gguf")
+    assert plan.config.models["m"].ttl == 30          # a whole-value env ref is typed like YAML
+
+
+def test_env_unset_is_one_located_error():
+    text = f"""\
+    models:
+      m:
+        cmd: {FAKE} --port ${{PORT}} --name ${{env.NOPE_NOT_SET}}
+    """
+    plan = compile_yaml(text, env={})
+    d = one(plan, "LS305")
+    assert d.message == "environment variable 'NOPE_NOT_SET' is not set"
+    assert at(d) == locate(text, "${env.NOPE_NOT_SET}")
+    assert codes(plan) == ["LS305"], "the leftover reference is not reported again"
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\0b"])
+def test_env_value_with_newline_cr_or_nul(value):
+    text = f"""\
+    models:
+      m: {{cmd: "{FAKE} --port ${{PORT}} ${{env.BAD}}"}}
+    """
+    d = one(compile_yaml(text, env={"BAD": value}), "LS305")
+    assert "newline" in d.message
+
+
+def test_env_in_keys_too():
+    text = f"""\
+    models:
+      ${{env.MODEL}}: {{cmd: "{FAKE} --port ${{PORT}}"}}
+    """
+    plan = compile_yaml(text, env={"MODEL": "from-env"})
+    assert plan.models == ("from-env",)
+
+
+def test_set_params_by_id_keys_expand_macros_and_become_aliases():
+    text = f"""\
+    models:
+      gpt:
+        cmd: {FAKE} --port ${{PORT}}
+        filters:
+          setParamsByID:
+            "${{MODEL_ID}}:high": {{reasoning: high}}
+            "${{MODEL_ID}}": {{reasoning: medium}}
+    """
+    plan = compile_yaml(text)
+    assert plan.ok, plan.diagnostics
+    assert plan.aliases == {"gpt:high": "gpt"}
