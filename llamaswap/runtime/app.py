@@ -9,8 +9,15 @@ Request path for a model-dispatched route:
   forward and stream -> release the ticket (serve_done), also when the client went away.
 
 Lifecycle (cleanup_ctx): one ClientSession; the process supervisors; the Router's owner
-task; preload hooks. On cleanup: the router shuts down (waiting requests get 503, every
-upstream process group is stopped), then the session closes.
+task; preload hooks. On shutdown, live log streams end (so they do not hold the exit up);
+on cleanup the router shuts down (waiting requests get 503, every upstream process group is
+stopped), then the session closes.
+
+Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds`;
+`GET /api/scheduler` is a consistent snapshot of the scheduler (per-model state, in-flight,
+reserved and waiting counts, the queue, swaps in progress), read inside its owner task;
+granted requests that waited for a swap get `X-Llamaswap-Swap: model=M; evicted=a,b; set=S;
+waited=1.234s`.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.filters import needs_rewrite, rewrite_body
 from llamaswap.runtime.processes import LogHub, ModelProcess, ProcessSpec, ProcessState
-from llamaswap.runtime.proxy import UpstreamError, error_response, forward
+from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.router import Granted, Rejected, Router, SwapRecord, Ticket
 from llamaswap.runtime.scheduler import Admission
 from llamaswap.runtime.settings import (effective_ttl, effective_unload_timeout, health_check_timeout,
@@ -45,6 +52,7 @@ PROCESSES = web.AppKey("processes", dict)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 LOGS = web.AppKey("logs", LogHub)
 STARTED = web.AppKey("started", float)
+LOG_STREAMS = web.AppKey("log_streams", set)
 
 # Routes whose JSON body names the model (POST).
 JSON_ROUTES = (
@@ -61,6 +69,10 @@ FORM_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
 QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 
 LOADING_TICK = 0.75
+
+
+class BadBody(Exception):
+    """The request body cannot be read for a model name (answered with 400)."""
 
 
 @dataclass
@@ -149,7 +161,7 @@ async def read_body(request: web.Request) -> Body:
             try:
                 parsed = json.loads(raw)
             except ValueError:
-                raise web.HTTPBadRequest(text="invalid JSON body") from None
+                raise BadBody("invalid JSON body") from None
             if isinstance(parsed, dict):
                 body.json = parsed
                 model = parsed.get("model")
@@ -188,12 +200,12 @@ def _loading_chunk(model: str, text: str) -> bytes:
 
 
 def swap_header(granted: Granted) -> dict[str, str]:
+    """`X-Llamaswap-Swap` for a request that waited for a swap; {} otherwise."""
     swap = granted.swap
     if swap is None:
         return {}
-    waited = swap.requests_waited[-1] if swap.requests_waited else 0.0
     return {"X-Llamaswap-Swap": f"model={swap.model}; evicted={','.join(swap.decision.evict)}; "
-                                f"set={swap.decision.set or ''}; waited={waited:.3f}s"}
+                                f"set={swap.decision.set or ''}; waited={granted.waited:.3f}s"}
 
 
 # -- the model-dispatched request path ---------------------------------------------------------
@@ -243,10 +255,15 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
                 await stream.write(_loading_chunk(requested, f"\nupstream error: {exc}\n"))
                 return stream
             return error_response(request, 502, f"upstream error ({model}): {exc}")
-    except asyncio.CancelledError:
-        router.abandon(ticket)
-        raise
+        except UpstreamBroke as exc:
+            logger.warning("%s: upstream failed mid-response (%s); aborting the client connection",
+                           model, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return exc.response
     finally:
+        # Also on cancellation (the client left) and on any error: a waiting ticket is
+        # cancelled, a granted one reports serve_done.
         router.release(ticket)
 
 
@@ -312,11 +329,12 @@ def _rewrite_form_model(request: web.Request, raw: bytes, new_model: str) -> byt
 
 
 async def model_route(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request)
+    try:
+        body = await read_body(request)
+    except BadBody as exc:
+        return error_response(request, 400, str(exc))
     if not body.model:
-        return error_response(request, 400 if body.json is None and request.method == "POST" and body.raw
-                              and request.content_type == "application/json" else 404,
-                              "no model id could be identified")
+        return error_response(request, 404, "no model id could be identified")
     path = request.path
     if path.startswith("/v/"):
         path = path[2:]
@@ -416,6 +434,30 @@ async def unload_one(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
+async def scheduler_state(request: web.Request) -> web.Response:
+    """A consistent snapshot of the scheduler, taken inside its owner task."""
+    router = request.app[ROUTER]
+    plan = request.app[PLAN]
+
+    def snapshot(sched) -> dict:
+        return {
+            "engine": plan.engine,
+            "shutting_down": sched.shutting_down,
+            "models": {m: {"state": sched.state(m).value, "in_flight": sched.in_flight(m),
+                           "reserved": sched.reserved(m), "waiting": len(sched.waiting(m))}
+                       for m in plan.models},
+            "queue": [{"id": rid, "model": router.ticket_model(rid)} for rid in sched.queued()],
+            "swaps": list(sched.swaps()),
+            "swaps_started": router.swaps_started,
+            "protected": sched.protected,
+        }
+
+    try:
+        return web.json_response(await router.call(snapshot))
+    except RuntimeError as exc:
+        return error_response(request, 503, str(exc))
+
+
 async def health(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
     owner = router.owner
@@ -447,9 +489,34 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "X-Accel-Buffering": "no",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    async for line in buf.follow(history="no-history" not in request.query):
-        await resp.write(line.encode("utf-8", "replace") + b"\n")
+    streams = request.app[LOG_STREAMS]
+    closing = asyncio.Event()
+    streams.add(closing)
+    lines = buf.follow(history="no-history" not in request.query)
+    ended = asyncio.ensure_future(closing.wait())
+    nxt: asyncio.Future | None = None
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(lines))
+            await asyncio.wait([nxt, ended], return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                break  # the server is shutting down
+            await resp.write(nxt.result().encode("utf-8", "replace") + b"\n")
+    finally:
+        streams.discard(closing)
+        ended.cancel()
+        if nxt is not None and not nxt.done():
+            nxt.cancel()  # ends the generator (its finally unsubscribes)
+            await asyncio.gather(nxt, return_exceptions=True)
+        else:
+            await lines.aclose()
+    await resp.write_eof()
     return resp
+
+
+async def _end_log_streams(app: web.Application) -> None:
+    for closing in list(app[LOG_STREAMS]):
+        closing.set()
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -528,6 +595,8 @@ def build_app(plan: Plan) -> web.Application:
     app[PLAN] = plan
     app[LOGS] = LogHub()
     app[STARTED] = time.time()
+    app[LOG_STREAMS] = set()
+    app.on_shutdown.append(_end_log_streams)
     app.cleanup_ctx.append(_lifecycle)
     r = app.router
     for path in JSON_ROUTES:
@@ -543,6 +612,7 @@ def build_app(plan: Plan) -> web.Application:
     r.add_post("/api/models/unload", unload_all)
     r.add_post("/api/models/unload/{model:.+}", unload_one)
     r.add_route("*", "/upstream/{tail:.+}", upstream_route)
+    r.add_get("/api/scheduler", scheduler_state)
     r.add_get("/health", health)
     r.add_get("/wol-health", health)
     r.add_get("/logs", logs)

@@ -65,8 +65,8 @@ def needs_rewrite(model: ModelConfig, requested: str) -> bool:
 
 
 def rewrite_body(body: dict, model: ModelConfig, requested: str) -> dict:
-    """The body to send upstream (a new dict; `body` is not changed)."""
-    out = dict(body)
+    """The body to send upstream (a new dict; `body` is not changed, nested objects neither)."""
+    out = copy.deepcopy(body)
     if model.use_model_name:
         out["model"] = model.use_model_name
     f = model.filters
@@ -84,7 +84,4 @@ def _apply_set(out: dict, params: Mapping[str, Any]) -> None:
     for key in sorted(params):
         if split_path(key)[0] in PROTECTED:
             continue
-        if split_path(key)[0] in out and isinstance(out[split_path(key)[0]], dict):
-            # Copy nested objects before writing into them: the caller's body stays intact.
-            out[split_path(key)[0]] = copy.deepcopy(out[split_path(key)[0]])
         set_path(out, key, params[key])

@@ -7,7 +7,8 @@ Invariants:
 - A client that goes away cancels the handler (the app runs with handler cancellation);
   leaving the `async with` closes the upstream connection, which cancels the upstream's work.
 - Before the response has started, an upstream failure becomes a 502 envelope; after it has
-  started, the connection is aborted (the status line is already gone).
+  started, the connection is aborted (`UpstreamBroke`): the status line is already gone, and
+  a clean end would pass a truncated answer off as complete.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ class UpstreamError(Exception):
     """The upstream could not be reached or failed before answering."""
 
 
+class UpstreamBroke(Exception):
+    """The upstream failed after the response had started; the client connection must be
+    aborted (a clean end would pass a truncated answer off as complete)."""
+
+    def __init__(self, message: str, response: web.StreamResponse) -> None:
+        super().__init__(message)
+        self.response = response
+
+
 async def forward(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
                   *, drop_headers: frozenset[str] = frozenset(),
                   extra_headers: Mapping[str, str] | None = None,
@@ -87,7 +97,7 @@ async def forward(request: web.Request, session: aiohttp.ClientSession, url: str
         upstream = await up_cm.__aenter__()
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise UpstreamError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
-    started = response is not None
+    started: web.StreamResponse | None = response
     try:
         if response is not None:
             async for chunk in upstream.content.iter_any():
@@ -109,14 +119,22 @@ async def forward(request: web.Request, session: aiohttp.ClientSession, url: str
         if length is not None and length.isdigit():
             resp.content_length = int(length)
         await resp.prepare(request)
-        started = True
+        started = resp
         async for chunk in upstream.content.iter_any():
             await resp.write(chunk)
         await resp.write_eof()
         return resp
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        if not started:
-            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:
+        # Client gone (cancelled), upstream broke, or anything else: close the upstream
+        # connection instead of returning it to the pool, so the upstream sees the
+        # disconnect and stops generating.
+        upstream.close()
+        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                            aiohttp.ClientOSError)):
+            message = f"{type(exc).__name__}: {exc}"
+            if started is None:
+                raise UpstreamError(message) from exc
+            raise UpstreamBroke(message, started) from exc
         raise
     finally:
         await up_cm.__aexit__(None, None, None)

@@ -11,8 +11,17 @@ task (a swap, a stop) that posts its completion back as a new event.
 
 A request is a `Ticket`: `submit()` posts it; `ticket.admission` resolves as soon as the
 scheduler has seen it (so a 429 is known before any loading stream starts); `ticket.outcome`
-resolves with `Granted` or `Rejected`. The holder of a granted ticket must call `release()`
-once the response is done; a holder that gives up before the grant calls `abandon()`.
+resolves with `Granted` or `Rejected`. The holder must call `release()` exactly when it is
+done with the ticket, whatever happened: after the response of a granted ticket, or when it
+gives up before the grant. Giving up cancels `ticket.outcome` at once (in the caller's
+task), so a grant that the owner decides later finds nobody there and returns False; that
+is what keeps a client that left from holding an in-flight slot.
+
+A grant carries the swap the request waited for, if any (it joined the swap, or was queued
+and granted when the swap for its model finished), and the request's own wait; the HTTP
+layer turns that into the `X-Llamaswap-Swap` header.
+
+After `shutdown()` has begun, `submit()` rejects at once with 503: the owner may be gone.
 
 Swaps stop the evicted models (in parallel), then `ensure_ready` the target; the process's
 own task decides how (it waits out a stop in progress). The owner also ticks the scheduler at
@@ -31,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.processes import ModelProcess, ProcessState, StartError, StateChanged
-from llamaswap.runtime.scheduler import Admission, Scheduler, SchedulerSettings
+from llamaswap.runtime.scheduler import Admission, ModelState, Scheduler, SchedulerSettings
 
 logger = logging.getLogger("llamaswap.router")
 
@@ -40,6 +49,7 @@ logger = logging.getLogger("llamaswap.router")
 class Granted:
     model: str
     swap: "SwapRecord | None" = None  # the swap this request waited for, if any
+    waited: float = 0.0  # seconds from submit() to the grant
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +116,13 @@ class _Effects:
             r._tickets.pop(req_id, None)
             return False
         ticket.granted_at = r.now()
+        waited = ticket.granted_at - ticket.arrived
         swap = r._waited_for.pop(req_id, None)
+        if swap is None and r._finishing is not None and r._finishing.model == model:
+            swap = r._finishing  # queued behind something, then served by this swap
         if swap is not None:
-            swap.requests_waited.append(ticket.granted_at - ticket.arrived)
-        ticket.outcome.set_result(Granted(model, swap))
+            swap.requests_waited.append(waited)
+        ticket.outcome.set_result(Granted(model, swap, waited))
         return True
 
     def reject(self, req_id: Any, status: int, message: str, headers: Mapping[str, str]) -> None:
@@ -148,6 +161,12 @@ class Router:
         self._tickets: dict[int, Ticket] = {}
         self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
         self._swaps: dict[str, SwapRecord] = {}  # model -> swap in progress
+        self._finishing: SwapRecord | None = None  # the swap whose swap_done is being handled
+        # Models whose process died after turning ready but before the owner heard that
+        # their swap succeeded: the crash is applied right after that swap_done.
+        self._exited_early: set[str] = set()
+        self._closing = False
+        self.swaps_started = 0
         self._ids = itertools.count(1)
         self._swap_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -175,8 +194,13 @@ class Router:
         assert self._loop is not None
         return self._loop.time()
 
+    @property
+    def shutdown_message(self) -> str:
+        return f"{getattr(self.policy, 'engine', 'scheduler')} is shutting down"
+
     async def shutdown(self, timeout: float | None = None) -> None:
         """Answer every waiting request with 503, stop every model, stop the owner."""
+        self._closing = True
         if self._owner is None or self._owner.done():
             await self._shutdown_processes(timeout)
             return
@@ -210,30 +234,41 @@ class Router:
         """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` or `abandon`."""
         assert self._loop is not None
         ticket = Ticket(next(self._ids), model, requested or model, self._loop.time(), self._loop)
+        if self._closing:
+            # The owner may already be gone; nobody would ever answer this ticket.
+            ticket.admission.set_result(Admission.REJECTED)
+            ticket.outcome.set_result(Rejected(503, self.shutdown_message, {}))
+            ticket.released = True
+            return ticket
         self._tickets[ticket.req_id] = ticket
         self.post(("request", ticket))
         return ticket
 
     def release(self, ticket: Ticket) -> None:
-        """The granted request's response is finished (or failed)."""
+        """The holder is done with the ticket: its granted response is finished (or failed),
+        or it gave up waiting. Idempotent."""
         if ticket.released:
             return
         ticket.released = True
         outcome = ticket.outcome
-        if outcome.done() and not outcome.cancelled() and isinstance(outcome.result(), Granted):
+        if not outcome.done():
+            # Cancel now, in this task: a grant decided later must see that nobody is
+            # waiting (grant() -> False), or the slot would stay in flight forever.
+            outcome.cancel()
+        if not outcome.cancelled() and isinstance(outcome.result(), Granted):
             self.post(("serve_done", ticket.req_id))
-        elif not outcome.done() or outcome.cancelled():
+        elif outcome.cancelled():
             self.post(("cancel", ticket.req_id))
 
     def abandon(self, ticket: Ticket) -> None:
-        """The client left: cancel a waiting ticket, or finish a granted one."""
-        if not ticket.outcome.done():
-            ticket.outcome.cancel()
+        """The client left (same as `release`; kept for callers that say why)."""
         self.release(ticket)
 
     async def unload(self, models: Iterable[str] | None = None, timeout: float | None = None) -> None:
         """Unload models (None: all) and return once they are stopped."""
         assert self._loop is not None
+        if self._closing:
+            return  # shutdown stops everything anyway
         fut = self._loop.create_future()
         self.post(("unload", None if models is None else tuple(models), timeout, fut))
         stops = await fut
@@ -243,12 +278,19 @@ class Router:
     async def call(self, fn: Callable[[Scheduler], Any]) -> Any:
         """Run `fn(scheduler)` inside the owner task (a consistent read of its state)."""
         assert self._loop is not None
+        if self._owner is None or self._owner.done():
+            raise RuntimeError("the scheduler task is not running")
         fut = self._loop.create_future()
         self.post(("call", fn, fut))
         return await fut
 
     def swap_in_progress(self, model: str) -> SwapRecord | None:
         return self._swaps.get(model)
+
+    def ticket_model(self, req_id: int) -> str | None:
+        """The model a live ticket asked for (None once it is forgotten)."""
+        ticket = self._tickets.get(req_id)
+        return None if ticket is None else ticket.model
 
     # -- the owner task ------------------------------------------------------------------
     async def _own(self) -> None:
@@ -306,12 +348,26 @@ class Router:
                 self._tickets.pop(event[1], None)
                 sched.serve_done(event[1], now)
             elif kind == "swap_done":
-                _, model, error = event
-                sched.swap_done(model, now, error)
+                _, model, error, record = event
+                self._finishing = record
+                try:
+                    sched.swap_done(model, now, error)
+                finally:
+                    self._finishing = None
+                if model in self._exited_early:
+                    self._exited_early.discard(model)
+                    if error is None:
+                        sched.model_exited(model, now)
             elif kind == "stop_done":
                 sched.stop_done(event[1], now)
             elif kind == "exited":
-                sched.model_exited(event[1], now)
+                model = event[1]
+                if sched.state(model) is ModelState.STARTING:
+                    # The process turned ready and died before its swap_done reached us
+                    # (both are on their way): apply the crash right after that swap_done.
+                    self._exited_early.add(model)
+                else:
+                    sched.model_exited(model, now)
             elif kind == "unload":
                 _, models, timeout, fut = event
                 self._collecting = []
@@ -356,6 +412,7 @@ class Router:
     def _begin_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
         record = SwapRecord(next(self._swap_ids), model, decision, time.time(), self.now())
         self._swaps[model] = record
+        self.swaps_started += 1
         if self._on_swap is not None:
             try:
                 self._on_swap(record)
@@ -390,7 +447,7 @@ class Router:
             record.finished = self.now()
             if self._swaps.get(model) is record:
                 del self._swaps[model]
-            self.post(("swap_done", model, error))
+            self.post(("swap_done", model, error, record))
             if self._on_swap_done is not None:
                 try:
                     self._on_swap_done(record)

@@ -8,7 +8,11 @@ the app's cleanup runs. No upstream process outlives this function.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import re
 import signal
+import socket
 import sys
 from importlib import resources
 from typing import Callable
@@ -18,41 +22,86 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.app import ROUTER, build_app
 
+logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
 
 
-def demo_config_text() -> str:
-    """The built-in demo config, wired to this interpreter's `llamaswap fake-upstream`."""
+DEMO_MODELS = 3
+DEMO_START_PORT = 5800
+
+
+def _ports_free(host: str, first: int, count: int) -> bool:
+    for port in range(first, first + count):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block(count: int, preferred: int = DEMO_START_PORT, host: str = "127.0.0.1") -> int:
+    """The first port of `count` consecutive ports that are free now: `preferred` if it can
+    be, else a random block below the usual ephemeral range."""
+    if _ports_free(host, preferred, count):
+        return preferred
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 32000 - count)
+        if _ports_free(host, first, count):
+            return first
+    return preferred  # let the upstreams report the clash
+
+
+def demo_config_text(start_port: int | None = None) -> str:
+    """The built-in demo config, wired to this interpreter's `llamaswap fake-upstream`, its
+    upstreams on free ports (several demos, or llama-swap itself, may run on one machine)."""
     text = resources.files("llamaswap.runtime").joinpath("demo.yaml").read_text(encoding="utf-8")
     python = sys.executable.replace("\\", "\\\\").replace('"', '\\"')
+    first = free_port_block(DEMO_MODELS) if start_port is None else start_port
+    text = re.sub(r"(?m)^startPort: \d+$", f"startPort: {first}", text)
     return text.replace("@PYTHON@", python)
 
 
 async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int], None],
                 stop: asyncio.Event | None = None) -> None:
-    app = build_app(plan)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    bound_port = sockets[0].getsockname()[1] if sockets else port
+    """Serve `plan` on host:port until `stop` is set or SIGINT/SIGTERM arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            logger.warning("%s: already shutting down", sig.name)
+        else:
+            logger.info("%s: shutting down", sig.name)
+        stop.set()
+
+    # Installed before the app starts (preload may spawn upstreams) and kept until every
+    # upstream is stopped: a signal must never kill llamaswap half-way and orphan them.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        on_ready(host, bound_port)
-        await stop.wait()
+        app = build_app(plan)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        try:
+            sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+            bound_port = sockets[0].getsockname()[1] if sockets else port
+            if not stop.is_set():
+                on_ready(host, bound_port)
+                await stop.wait()
+        finally:
+            await site.stop()  # stop accepting connections
+            router = app.get(ROUTER)
+            if router is not None:
+                await router.shutdown()  # waiting requests get 503; every upstream stops
+            await runner.cleanup()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await site.stop()
-        router = app.get(ROUTER)
-        if router is not None:
-            await router.shutdown()
-        await runner.cleanup()
