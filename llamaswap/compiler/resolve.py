@@ -81,6 +81,8 @@ class _Resolver:
         self.cost_key: dict[str, str] = {}
         # Vars that are declared but invalid (already reported): using one is not a second error.
         self.bad_vars: set[str] = set()
+        # Sets that parsed but failed to resolve, with their valid references.
+        self.partial: dict[str, SetDef] = {}
 
     def error(self, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
               length: int = 1, severity: Severity = Severity.ERROR) -> None:
@@ -226,6 +228,8 @@ class _Resolver:
             resolved, refs, ok = self.resolve_expr(result, name, dsl, v, spath, vars_, used, names)
             if not ok:
                 broken.add(name)
+                # Kept for the reference graph, so a cycle through a broken set is found too.
+                self.partial[name] = SetDef(name, dsl, resolved, tuple(refs))
                 continue
             defs[name] = SetDef(name, dsl, resolved, tuple(refs))
         return defs, where, broken, order
@@ -311,7 +315,8 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
     graph = nx.DiGraph()
     graph.add_nodes_from(order)
     referenced: set[str] = set()
-    for name, d in defs.items():
+    linked = {**r.partial, **defs}
+    for name, d in linked.items():
         for ref in d.refs:
             graph.add_edge(name, ref)
             referenced.add(ref)
@@ -330,7 +335,7 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         cycle_edges = nx.find_cycle(graph.subgraph(comp), source=start)
         names = [u for u, _ in cycle_edges] + [cycle_edges[-1][1]]
         first, second = names[0], names[1]
-        pos, length = _ref_position(block, first, second, defs)
+        pos, length = _ref_position(block, first, second, linked)
         r.error("LS204", f"circular reference detected involving set {first!r}: {' -> '.join(names)}", pos,
                 f"{path}.sets.{first}", hint="a set cannot include itself, directly or through other sets",
                 length=length)
