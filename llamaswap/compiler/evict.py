@@ -21,7 +21,6 @@ speculative queries must stay silent; the runtime logs committed swaps.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from llamaswap.compiler.decision import Candidate, Decision
@@ -46,11 +45,14 @@ class MatrixPolicy:
         self.models = tuple(sorted(models))
         self.solver = SymbolicSolver(self.models, sets)  # type: ignore[arg-type]
         self.index = self.solver.index
+        self._bits = {m: 1 << i for m, i in self.index.items()}
         self.evict_costs = dict(evict_costs)
         self.costs = [evict_costs.get(m, 1) for m in self.models]
         self.dsl = {cs.name: cs.dsl for cs in self.solver.sets}
-        self._memo: OrderedDict[tuple[str, tuple[str, ...]], Decision] = OrderedDict()
-        self.table: DecisionTable | None = None
+        # Bounded FIFO memo of symbolic answers (pure results, so eviction order only
+        # affects speed). A plain dict: a hit costs one lookup, no LRU bookkeeping.
+        self._memo: dict[tuple[str, tuple[str, ...]], Decision] = {}
+        self.table = None
         self._in_some_set = 0
         for cs in self.solver.sets:
             self._in_some_set |= cs.support
@@ -58,30 +60,46 @@ class MatrixPolicy:
     def cost_of(self, model: str) -> int:
         return self.evict_costs.get(model, 1)
 
+    @property
+    def table(self) -> "DecisionTable | None":
+        return self._table
+
+    @table.setter
+    def table(self, table: "DecisionTable | None") -> None:
+        self._table = table
+        self._rows = table.rows if table is not None else {}
+
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
         if not explain:
-            table = self.table
-            if table is not None and type(running) is tuple:
-                # Table keys are sorted, duplicate-free tuples, so a hit implies the caller
-                # already passed the normal form.
-                hit = table.get(target, running)
+            rows = self._rows
+            if type(running) is tuple:
+                # Table and memo keys hold sorted, duplicate-free tuples, so a hit on the
+                # caller's own tuple implies it already was in that normal form.
+                row = rows.get(target)
+                if row is not None:
+                    hit = row.get(running)
+                    if hit is not None:
+                        return hit
+                key = (target, running)
+                hit = self._memo.get(key)
                 if hit is not None:
                     return hit
             run = _normal(running)
-            if table is not None and run is not running:
-                hit = table.get(target, run)
+            if run is not running:
+                row = rows.get(target)
+                if row is not None:
+                    hit = row.get(run)
+                    if hit is not None:
+                        return hit
+                key = (target, run)
+                hit = self._memo.get(key)
                 if hit is not None:
                     return hit
-            key = (target, run)
-            memo = self._memo
-            hit = memo.get(key)
-            if hit is not None:
-                memo.move_to_end(key)
-                return hit
             decision = self.solve(target, run, explain=False)
+            memo = self._memo
             memo[key] = decision
             if len(memo) > MEMO_SIZE:
-                memo.popitem(last=False)
+                del memo[next(iter(memo))]  # oldest first (insertion order)
             return decision
         return self.solve(target, _normal(running), explain=True)
 
@@ -92,16 +110,16 @@ class MatrixPolicy:
         """Decide with the symbolic solver (no table, no memo)."""
         if target not in self.index:
             raise KeyError(f"unknown model {target!r}")
-        index = self.index
+        bits = self._bits
         running_mask = 0
         unknown_cost = 0
         for m in run:
-            i = index.get(m)
-            if i is None:
+            b = bits.get(m)
+            if b is None:
                 unknown_cost += 1
             else:
-                running_mask |= 1 << i
-        tbit = 1 << index[target]
+                running_mask |= b
+        tbit = bits[target]
         if target in run:
             cs = self.solver.containing_all(running_mask) if unknown_cost == 0 else None
             return Decision(target, run, (), cs.name if cs else None, cs.dsl if cs else None, run, 0,
@@ -111,7 +129,7 @@ class MatrixPolicy:
         best, per_set = self.solver.best(tbit, running_mask, self.costs, explain)
         assert best is not None  # the target is in some set's support
         cost, cs, witness = best
-        evict = tuple(m for m in run if m not in index or not (witness >> index[m]) & 1)
+        evict = tuple(m for m in run if not witness & bits.get(m, 0))
         candidates = None
         if explain:
             ranked = sorted(per_set, key=lambda t: (t[0], t[1].index))
@@ -130,20 +148,25 @@ class GroupPolicy:
         for g in groups:
             for m in g.members:
                 self.group_of[m] = g
-        self.table: DecisionTable | None = None
+        self.table = None
+
+    table = MatrixPolicy.table
 
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
-        table = self.table
-        if not explain and table is not None and type(running) is tuple:
-            hit = table.get(target, running)
-            if hit is not None:
-                return hit
-        run = _normal(running)
-        if not explain and table is not None and run is not running:
-            hit = table.get(target, run)
-            if hit is not None:
-                return hit
-        return self.solve(target, run, explain)
+        if not explain:
+            row = self._rows.get(target)
+            if row is not None:
+                if type(running) is tuple:
+                    hit = row.get(running)
+                    if hit is not None:
+                        return hit
+                run = _normal(running)
+                if run is not running:
+                    hit = row.get(run)
+                    if hit is not None:
+                        return hit
+                return self.solve(target, run, False)
+        return self.solve(target, _normal(running), explain)
 
     def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
         return self.decide(target, running).evict
@@ -183,9 +206,10 @@ class GroupPolicy:
 def _normal(running: Iterable[str]) -> tuple[str, ...]:
     """The running set as a Decision holds it: sorted, without duplicates."""
     run = tuple(running)
-    if all(run[i] < run[i + 1] for i in range(len(run) - 1)):
-        return run
-    return tuple(sorted(set(run)))
+    for i in range(1, len(run)):
+        if run[i - 1] >= run[i]:
+            return tuple(sorted(set(run)))
+    return run
 
 
 def build_policy(plan: "Plan") -> MatrixPolicy | GroupPolicy:

@@ -20,6 +20,14 @@ Result for a query: over sets in solver order whose support holds the target, th
 holding the target with the lowest cost (sum of evict costs of running models not in it);
 ties go to the first in (set order, expansion order). Identical, field for field, to scanning
 the expanded table (checked by property tests against a brute-force solver).
+
+Hot-path shortcuts, each keeping the lists exactly as the rules above define them:
+- an OR of leaves (the common "10 alternatives") visits only its relevant leaves, ordered by
+  first occurrence, behind the first child's empty state when that child is irrelevant;
+- an AND whose children have disjoint relevant supports takes the plain product: no union
+  can then contain an earlier one, so pruning would drop nothing;
+- each state carries the evict cost of the running models it keeps, so a candidate's cost is
+  one subtraction (the overlap of two parts is subtracted once when an AND is not disjoint).
 """
 
 from __future__ import annotations
@@ -33,19 +41,21 @@ from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
 class _N:
     """A compiled expression node."""
 
-    __slots__ = ("kind", "bit", "children", "support", "first", "ref")
+    __slots__ = ("kind", "bit", "children", "support", "first", "ref", "pos")
 
     def __init__(self, kind: int, bit: int = 0, children: tuple["_N", ...] = (), support: int = 0,
-                 first: int = 0, ref: int = -1):
+                 first: int = 0, ref: int = -1, pos: dict[int, int] | None = None):
         self.kind = kind
         self.bit = bit
         self.children = children
         self.support = support
         self.first = first
         self.ref = ref
+        self.pos = pos  # LEAF_OR: leaf bit -> position of its first occurrence
 
 
-LEAF, OR, AND, REF = 0, 1, 2, 3
+LEAF, OR, AND, REF, LEAF_OR = 0, 1, 2, 3, 4
+_S = tuple[int, int, int]  # (mask, witness, kept cost), see SymbolicSolver._eval
 
 
 @dataclass(frozen=True)
@@ -74,8 +84,9 @@ class SymbolicSolver:
 
     def _compile(self, n: Node, by_name: Mapping[str, int]) -> _N:
         if isinstance(n, Leaf):
-            bit = 1 << self.index[n.model]
-            return _N(LEAF, bit=bit, support=bit, first=bit)
+            i = self.index[n.model]
+            bit = 1 << i
+            return _N(LEAF, bit=bit, support=bit, first=bit, ref=i)  # a leaf's ref: its model index
         if isinstance(n, Ref):
             target = self.sets[by_name[n.name]]
             return _N(REF, support=target.support, first=target.root.first, ref=target.index)
@@ -84,6 +95,11 @@ class SymbolicSolver:
             support = 0
             for k in kids:
                 support |= k.support
+            if all(k.kind == LEAF for k in kids):
+                pos: dict[int, int] = {}
+                for i, k in enumerate(kids):
+                    pos.setdefault(k.bit, i)
+                return _N(LEAF_OR, children=kids, support=support, first=kids[0].first, pos=pos)
             return _N(OR, children=kids, support=support, first=kids[0].first)
         if isinstance(n, And):
             kids = tuple(self._compile(c, by_name) for c in n.children)
@@ -95,57 +111,97 @@ class SymbolicSolver:
         raise TypeError(f"unresolved node {n!r}")
 
     # -- evaluation ---------------------------------------------------------------------
-    def states(self, node: _N, relevant: int, memo: dict[int, list[tuple[int, int]]]) -> list[tuple[int, int]]:
-        """Projected states of `node` for the relevant-model mask, pruned, in order."""
+    # Internally a state is (mask, witness, kept): the relevant models present, the first
+    # concrete combination with that projection (a global mask), and the evict cost of the
+    # running models it keeps, carried along so a candidate's cost is `total - kept` with no
+    # per-state bit loop. A memo belongs to one (relevant, running) query.
+
+    def _eval(self, node: _N, relevant: int, running: int, costs: Sequence[int],
+              memo: dict[int, list[_S]]) -> list[_S]:
         if not node.support & relevant:
-            return [(0, node.first)]
+            return [(0, node.first, 0)]
         kind = node.kind
         if kind == LEAF:
-            return [(node.bit, node.bit)]
+            bit = node.bit
+            return [(bit, bit, costs[node.ref] if bit & running else 0)]
         if kind == REF:
             got = memo.get(node.ref)
             if got is None:
-                got = self.states(self.sets[node.ref].root, relevant, memo)
-                memo[node.ref] = got
+                got = memo[node.ref] = self._eval(self.sets[node.ref].root, relevant, running, costs, memo)
             return got
+        if kind == LEAF_OR:
+            # Only the relevant leaves survive, in order of first occurrence, after the
+            # first child's state when that child is irrelevant (every later irrelevant
+            # child projects to 0, which an earlier state always contains).
+            rel = node.support & relevant
+            bits: list[int]
+            if rel & (rel - 1):
+                bits = []
+                while rel:
+                    low = rel & -rel
+                    bits.append(low)
+                    rel ^= low
+                bits.sort(key=node.pos.__getitem__)  # type: ignore[union-attr]
+            else:
+                bits = [rel]
+            out = [(b, b, costs[b.bit_length() - 1] if b & running else 0) for b in bits]
+            if not node.first & relevant:
+                out.insert(0, (0, node.first, 0))
+            return out
         if kind == OR:
-            out: list[tuple[int, int]] = []
+            out = []
             for child in node.children:
                 # Leaves and irrelevant children inline: most children of a wide OR.
                 if not child.support & relevant:
-                    got = ((0, child.first),)
+                    got = [(0, child.first, 0)]
                 elif child.kind == LEAF:
-                    got = ((child.bit, child.bit),)
+                    b = child.bit
+                    got = [(b, b, costs[child.ref] if b & running else 0)]
                 else:
-                    got = self.states(child, relevant, memo)  # type: ignore[assignment]
+                    got = self._eval(child, relevant, running, costs, memo)
                 for st in got:
                     m = st[0]
-                    for em, _ in out:
-                        if em & m == m:
+                    for e in out:
+                        if e[0] & m == m:
                             break
                     else:
                         out.append(st)
             return out
-        acc: list[tuple[int, int]] = [(0, 0)]
+        acc: list[_S] = [(0, 0, 0)]
+        seen = 0  # relevant models the children so far can hold
         for child in node.children:
-            part = self.states(child, relevant, memo)
-            if len(part) == 1:
-                pm, pw = part[0]
-                acc = _pruned([(m | pm, w | pw) for m, w in acc])
+            part = self._eval(child, relevant, running, costs, memo)
+            csup = child.support & relevant
+            if not seen & csup:
+                # Disjoint relevant supports: a union contains another only if both of its
+                # parts do, and no list holds a state contained in an earlier one, so the
+                # left-major product needs no pruning (and kept costs simply add up).
+                acc = [(m | pm, w | pw, k + pk) for m, w, k in acc for pm, pw, pk in part]
             else:
-                nxt: list[tuple[int, int]] = []
-                for m, w in acc:
-                    for pm, pw in part:
-                        _push(nxt, (m | pm, w | pw))
+                nxt: list[_S] = []
+                for m, w, k in acc:
+                    for pm, pw, pk in part:
+                        both = m & pm & running
+                        _push(nxt, (m | pm, w | pw, k + pk - (_weight(both, costs) if both else 0)))
                 acc = nxt
+            seen |= csup
         return acc
 
-    def set_states(self, set_index: int, relevant: int, memo: dict[int, list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    def _set_eval(self, set_index: int, relevant: int, running: int, costs: Sequence[int],
+                  memo: dict[int, list[_S]]) -> list[_S]:
         got = memo.get(set_index)
         if got is None:
-            got = self.states(self.sets[set_index].root, relevant, memo)
-            memo[set_index] = got
+            got = memo[set_index] = self._eval(self.sets[set_index].root, relevant, running, costs, memo)
         return got
+
+    def states(self, node: _N, relevant: int, memo: dict[int, list[_S]]) -> list[tuple[int, int]]:
+        """Projected states (mask, witness) of `node` for the relevant-model mask, pruned,
+        in order. `memo` is reused across calls with the same `relevant` only."""
+        return [(m, w) for m, w, _ in self._eval(node, relevant, 0, (), memo)]
+
+    def set_states(self, set_index: int, relevant: int, memo: dict[int, list[_S]]) -> list[tuple[int, int]]:
+        """`states` of a set's root, memoised in `memo` (same `relevant` only)."""
+        return [(m, w) for m, w, _ in self._set_eval(set_index, relevant, 0, (), memo)]
 
     def names(self, mask: int) -> tuple[str, ...]:
         """Sorted model IDs of a mask (the index is sorted, so bit order is name order)."""
@@ -159,12 +215,12 @@ class SymbolicSolver:
 
     def containing_all(self, running_mask: int) -> CompiledSet | None:
         """First set (solver order) with a combination holding every model in the mask."""
-        memo: dict[int, list[tuple[int, int]]] = {}
+        memo: dict[int, list[_S]] = {}
         for cs in self.sets:
             if cs.support & running_mask != running_mask:
                 continue
-            for m, _ in self.set_states(cs.index, running_mask, memo):
-                if m == running_mask:
+            for st in self._set_eval(cs.index, running_mask, 0, (), memo):
+                if st[0] == running_mask:
                     return cs
         return None
 
@@ -172,7 +228,7 @@ class SymbolicSolver:
              ) -> tuple[tuple[int, CompiledSet, int] | None, list[tuple[int, CompiledSet, int]]]:
         """(best (cost, set, witness) or None, per-set bests when explaining)."""
         relevant = target_bit | running_mask
-        memo: dict[int, list[tuple[int, int]]] = {}
+        memo: dict[int, list[_S]] = {}
         total = _weight(running_mask, costs)
         best: tuple[int, CompiledSet, int] | None = None
         per_set: list[tuple[int, CompiledSet, int]] = []
@@ -181,10 +237,10 @@ class SymbolicSolver:
             hosts = self._hosts[target_bit] = tuple(cs for cs in self.sets if cs.support & target_bit)
         for cs in hosts:
             set_best: tuple[int, CompiledSet, int] | None = None
-            for m, w in self.set_states(cs.index, relevant, memo):
+            for m, w, kept in self._set_eval(cs.index, relevant, running_mask, costs, memo):
                 if not m & target_bit:
                     continue
-                cost = total - _weight(m & running_mask, costs)
+                cost = total - kept
                 if set_best is None or cost < set_best[0]:
                     set_best = (cost, cs, w)
                     if cost == 0 and not explain:
@@ -211,16 +267,9 @@ def _weight(mask: int, costs: Sequence[int]) -> int:
     return total
 
 
-def _push(out: list[tuple[int, int]], st: tuple[int, int]) -> None:
+def _push(out: list[_S], st: _S) -> None:
     m = st[0]
-    for em, _ in out:
-        if em & m == m:
+    for e in out:
+        if e[0] & m == m:
             return
     out.append(st)
-
-
-def _pruned(states: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for st in states:
-        _push(out, st)
-    return out
