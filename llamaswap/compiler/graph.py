@@ -15,10 +15,12 @@ Views (`build_graph(plan, view, focus=...)`):
   combinations, so it is one node (count, DSL) with an edge to each model it may hold, and
   an expanded combination that a symbolic set can hold is shown through that set. Groups:
   the maximal reachable running states.
-- `transitions` (directed): reachable running states, and for every precomputed decision
-  that changes the state an edge `running -> running - evict + target`, labelled with the
-  requested model and the evictions. Requests for a model that already runs change nothing
-  and are not drawn (they would be a self-loop on every state).
+- `transitions` (directed multigraph): reachable running states, and for every precomputed
+  decision that changes the state an edge `running -> running - evict + target`, keyed and
+  labelled by the requested model, and labelled with the evictions. A decision that leaves
+  the state as it is (the model already runs and nothing is evicted) is not drawn: it
+  would be a self-loop for every model on every state. (A group decision may evict beside
+  a model that already runs: that one is drawn.)
 
 Every view holds every model (so models in no set show up standing apart), except
 `transitions`. `focus` keeps one model's part of a view (`focus_graph`).
@@ -44,9 +46,10 @@ if TYPE_CHECKING:
     from llamaswap.compiler.plan import Plan
 
 VIEWS = ("coexist", "refs", "sets", "transitions")
-# Past these sizes a drawing (dot, mermaid, svg, png) is unreadable and slow to lay out.
+# Past these sizes a drawing (dot, mermaid, svg, png) is unreadable, and Graphviz takes
+# tens of seconds to lay it out (a 50-state, 600-edge transitions graph: about 20 s).
 DRAW_MAX_NODES = 200
-DRAW_MAX_EDGES = 1000
+DRAW_MAX_EDGES = 500
 # Reachable group states enumerated for the coexist weights and the sets view.
 STATE_LIMIT = 200_000
 
@@ -122,8 +125,8 @@ def build_graph(plan: "Plan", view: str, focus: str | None = None,
     return g
 
 
-def _new_graph(plan: "Plan", view: str, directed: bool, notes: list[str]) -> nx.Graph:
-    g = nx.DiGraph() if directed else nx.Graph()
+def _new_graph(plan: "Plan", view: str, directed: bool, notes: list[str], multi: bool = False) -> nx.Graph:
+    g = (nx.MultiDiGraph() if multi else nx.DiGraph()) if directed else nx.Graph()
     name = plan.file.replace("\\", "/").rsplit("/", 1)[-1]
     g.graph.update(view=view, engine=plan.engine, config=name, notes=notes)
     return g
@@ -445,7 +448,10 @@ def maximal(combos: Sequence[frozenset[str]]) -> list[frozenset[str]]:
 
 # -- transitions -------------------------------------------------------------------------------
 
-def transitions_graph(plan: "Plan", states: Sequence[State] | None = None) -> nx.DiGraph:
+def transitions_graph(plan: "Plan", states: Sequence[State] | None = None) -> nx.MultiDiGraph:
+    """States as nodes; an edge (keyed by the requested model) for every decision whose
+    new state `running - evict + target` differs from `running`. Two requests can lead to
+    the same state (groups: both a and b evict x from [a, b, x]), hence a multigraph."""
     policy = plan.policy
     if states is None:
         table = policy.table
@@ -458,20 +464,20 @@ def transitions_graph(plan: "Plan", states: Sequence[State] | None = None) -> nx
             raise GraphError("there is no precomputed decision table (too many running states)",
                              hint="pass the states to draw")
         states = table.states
-    g = _new_graph(plan, "transitions", directed=True,
-                   notes=["requests for a model that already runs change nothing and are not drawn"])
+    g = _new_graph(plan, "transitions", directed=True, multi=True,
+                   notes=["requests that leave the running state as it is are not drawn"])
     for st in states:
         g.add_node(state_id(st), kind="state", models=list(st), label=state_label(st))
     for st in states:
         for target in plan.models:
-            if target in st:
-                continue
             d = policy.decide(target, st)
             new = tuple(sorted(set(st) - set(d.evict) | {target}))
+            if new == st:
+                continue
             label = target + (f"\nevict {', '.join(d.evict)}" if d.evict else "")
             if state_id(new) not in g:  # never for reachable states: they are closed under decisions
                 g.add_node(state_id(new), kind="state", models=list(new), label=state_label(new))
-            g.add_edge(state_id(st), state_id(new), kind="request", request=target, evict=list(d.evict),
+            g.add_edge(state_id(st), state_id(new), key=target, kind="request", request=target, evict=list(d.evict),
                        set=d.set, cost=d.cost, label=label)
     return g
 
@@ -536,19 +542,19 @@ def focus_transitions(g: nx.DiGraph, model: str) -> nx.DiGraph:
     out.add_node(others, kind="others", models=None, label=f"{model} not running\n(any other state)")
     loads: dict[str, int] = {}
     unloads: dict[str, list[str]] = {}
-    for u, v, d in g.edges(data=True):
+    for u, v, k, d in g.edges(keys=True, data=True):
         if u in kept and v in kept:
-            out.add_edge(u, v, **d)
+            out.add_edge(u, v, key=k, **d)
         elif v in kept:
             loads[v] = loads.get(v, 0) + 1
         elif u in kept:
             unloads.setdefault(u, []).append(d["request"])
     for v in holding:
         if v in loads:
-            out.add_edge(others, v, kind="load", request=model, sources=loads[v],
+            out.add_edge(others, v, key="load", kind="load", request=model, sources=loads[v],
                          label=f"{model}\nfrom {loads[v]:,} state{'s' if loads[v] != 1 else ''}")
     for u in holding:
         if u in unloads:
-            out.add_edge(u, others, kind="unload", requests=unloads[u],
+            out.add_edge(u, others, key="unload", kind="unload", requests=unloads[u],
                          label=f"{', '.join(unloads[u])}\nevict {model}")
     return out
