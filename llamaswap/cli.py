@@ -440,11 +440,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 @cli.command("serve")
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              callback=lambda ctx, param, value: parse_listen(value),
               help="Address to listen on (port 0 picks a free one).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default=None,
               help="Log level (default: the config's logLevel).")
 @expand_budget_option
-def serve_cmd(config: str | None, listen: str, log_level: str | None, expand_budget: int | None) -> None:
+def serve_cmd(config: str | None, listen: tuple[str, int], log_level: str | None,
+              expand_budget: int | None) -> None:
     """Serve CONFIG (or the built-in demo) as an OpenAI-compatible proxy that starts and stops
     upstream servers as requests need them."""
     import logging
@@ -453,7 +455,7 @@ def serve_cmd(config: str | None, listen: str, log_level: str | None, expand_bud
     from llamaswap.runtime import loop as loops
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
-    host, port = parse_listen(listen)
+    host, port = listen
     if config is None:
         opts = {"env": dict(os.environ)}
         if expand_budget is not None:
