@@ -1,0 +1,146 @@
+"""Start-up and shut-down, end to end: preload hooks, the loading-state stream, and eviction
+and SIGTERM with requests waiting (503, exit 0, no process left behind, grandchildren
+included)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from conftest import envelope, model, shell_cmd, upstream_cmd
+from support.upstream import pid_alive
+
+
+def states(server) -> dict[str, str]:
+    return {m: e["state"] for m, e in server.running().items()}
+
+
+def grandchild_script(name: str, pidfile: Path) -> str:
+    """Leaves a child behind that ignores SIGTERM (as a careless wrapper script would): only a
+    SIGKILL to the process group gets rid of it."""
+    return f"(trap '' TERM; exec sleep 300) & echo $! > {pidfile}; "
+
+
+def test_eviction_and_sigterm_leave_no_process_and_answer_waiting_requests_503(serve, tmp_path):
+    gate = serve.gate()
+    k_pidfile, g_pidfile = tmp_path / "k.pid", tmp_path / "g.pid"
+    server = serve({
+        "healthCheckTimeout": 30,
+        "models": {
+            "k": model(shell_cmd(grandchild_script("k", k_pidfile) + f"exec {upstream_cmd('k')}")),
+            # g's wrapper starts its grandchild, then waits for the gate: it stays `starting`.
+            "g": model(shell_cmd(grandchild_script("g", g_pidfile)
+                                 + f"while [ ! -e {gate.path} ]; do sleep 0.02; done; "
+                                 + f"exec {upstream_cmd('g')}")),
+            "c": model(upstream_cmd("c")),
+        },
+    })  # no groups: one model at a time
+    assert server.chat("k").status == 200
+    k_child = int(k_pidfile.read_text())
+    assert pid_alive(k_child)
+    server.extra_pids.add(k_child)
+
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(server.chat, "g")  # evicts k, then waits for g (gate closed)
+        server.wait_state("g", "starting")
+        # Evicting k killed its whole process group, the grandchild included.
+        server.wait(lambda: not pid_alive(k_child), "the evicted model's grandchild to be gone")
+        server.wait(lambda: g_pidfile.exists() and g_pidfile.read_text().strip(), "g's grandchild")
+        g_child = int(g_pidfile.read_text())
+        server.extra_pids.add(g_child)
+        queued = pool.submit(server.chat, "c")  # collides with g's swap: queued
+        server.wait_queued("c")
+        # terminate() checks exit code 0 and that every process seen, and every descendant
+        # of llamaswap alive before the signal (g's grandchild too), is gone.
+        assert server.terminate(signal.SIGTERM) == 0
+        answers = [waiting.result(), queued.result()]
+    for resp in answers:
+        assert resp.status == 503
+        assert resp.json() == envelope("group is shutting down", "server_error", "service_unavailable")
+    assert not pid_alive(g_child)
+    assert "SIGTERM: shutting down" in server.log()
+
+
+def test_preload_loads_coexisting_models_in_parallel_and_survives_a_failure(serve):
+    gate = serve.gate()
+    server = serve({
+        "healthCheckTimeout": 30,
+        "models": {"a": model(gate.wrap(upstream_cmd("a"))),
+                   "b": model(gate.wrap(upstream_cmd("b")), aliases=["bee"]),
+                   "bad": model(shell_cmd("echo 'cannot load weights' >&2; exit 7") + " ${PORT}")},
+        "matrix": {"sets": {"all": "a & b & bad"}},
+        "hooks": {"on_startup": {"preload": ["a", "bee", "bad"]}},
+    })
+    # Both start before either can be ready: they load in parallel.
+    server.wait(lambda: states(server) == {"a": "starting", "b": "starting"}, "a and b starting")
+    server.wait(lambda: "PRELOAD FAILED for bad" in server.log(), "the failed preload to be logged")
+    assert re.search(r" ERROR llamaswap\.serve: PRELOAD FAILED for bad: unspecific error: upstream "
+                     r"command exited prematurely \(exit code 7\): cannot load weights", server.log())
+    gate.open()
+    server.wait(lambda: states(server) == {"a": "ready", "b": "ready"}, "a and b ready")
+    # Serving goes on, and the preloaded models answer without a swap.
+    for name in ("a", "b"):
+        resp = server.chat(name)
+        assert resp.status == 200 and "X-Llamaswap-Swap" not in resp.headers
+    assert server.scheduler()["swaps_started"] == 3
+
+
+def test_loading_state_streams_progress_then_the_upstream_answer(serve):
+    gate = serve.gate()
+    server = serve({
+        "healthCheckTimeout": 30,
+        "sendLoadingState": True,
+        "models": {"slow": model(gate.wrap(upstream_cmd("slow"))),
+                   "next": model(upstream_cmd("next")),
+                   "quiet": model(upstream_cmd("quiet"), sendLoadingState=False)},
+        "matrix": {"sets": {"s": "slow", "n": "next & quiet"}},
+    })
+
+    def reasoning(payload: str) -> str | None:
+        delta = json.loads(payload)["choices"][0]["delta"]
+        return delta.get("reasoning_content")
+
+    first = server.chat_call("slow", stream=True)
+    resp = first.response()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    events = first.events()
+    seen = ""
+    for payload in events:  # progress while the gate keeps the model loading
+        seen += reasoning(payload) or ""
+        if "loading model: slow" in seen and re.search(r" \d+s", seen):
+            break
+
+    second = server.chat_call("next", stream=True)  # must wait for slow's swap: queued
+    second_events = second.events()
+    seen2 = ""
+    for payload in second_events:
+        seen2 += reasoning(payload) or ""
+        if "Queue position: #1" in seen2:
+            break
+    assert "loading model: next" in seen2
+
+    gate.open()
+    rest = list(events)
+    assert rest[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in rest[:-1]]
+    text = "".join(reasoning(json.dumps(c)) or "" for c in chunks)
+    assert re.search(r"Done! \(\d+\.\d\ds\)", text)
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert content.startswith("[slow:") and content.endswith("You said: hello")
+
+    rest2 = list(second_events)
+    assert rest2[-1] == "[DONE]"
+    content2 = "".join(json.loads(p)["choices"][0]["delta"].get("content") or "" for p in rest2[:-1])
+    assert content2.startswith("[next:")
+
+    # No loading stream for a model that is ready, nor when the request does not stream,
+    # nor for a model that turns it off.
+    ready = server.chat_call("next", stream=True)
+    assert all(reasoning(p) is None for p in ready.events() if p != "[DONE]")
+    plain = server.chat("slow")  # evicts next and quiet... not streaming: plain JSON
+    assert plain.status == 200 and plain.json()["object"] == "chat.completion"
+    off = server.chat_call("quiet", stream=True)
+    assert all(reasoning(p) is None for p in off.events() if p != "[DONE]")
