@@ -287,6 +287,10 @@ def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
     loaded.ports = macro_result.ports
 
     ck = _Checker(file, root)
+    for model_id, port in loaded.ports.items():
+        if port > 65535:
+            ck.error("LS303", f"model {model_id}: ${{PORT}} would be {port}, above 65535", ("models", model_id),
+                     key=True, hint="lower startPort: ports are allocated one per model that uses ${PORT}")
     data = _drop_nulls(to_python(root), TOP)
     config = _validate(data, ck)
     loaded.config = config
@@ -447,6 +451,10 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: _Checker) -> N
                 return
             use_matrix = True
             matrix_path = "routing.router.settings.matrix"
+            if _present(root, ("routing", "router", "settings", "groups")):
+                ck.warn("LS407", "routing.router.settings.groups is ignored because routing.router.use is 'matrix'",
+                        ("routing", "router", "settings", "groups"), key=True,
+                        hint="remove the groups, or set routing.router.use: group to use them")
         elif use in ("group", ""):
             groups = rtr.settings.groups
             if _present(root, ("routing", "router", "settings", "matrix")):

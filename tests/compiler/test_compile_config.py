@@ -401,3 +401,12 @@ def test_preload_resolves_aliases_and_drops_unknown():
     assert plan.preload == ("b", "a")
     d = one(plan, "LS406")
     assert d.severity is Severity.WARNING and at(d) == locate(text, "ghost", dedent=False)
+
+
+def test_groups_under_matrix_router_are_ignored_with_a_warning():
+    text = M2 + ("routing:\n  router:\n    use: matrix\n    settings:\n      groups: {g: {members: [a]}}\n"
+                 "      matrix: {sets: {s: a & b}}\n")
+    plan = compile_yaml(text, dedent=False)
+    assert plan.engine == "matrix" and plan.ok
+    d = one(plan, "LS407")
+    assert at(d) == locate(text, "groups", dedent=False)
