@@ -286,6 +286,7 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) 
     started = time.monotonic()
     await resp.write(_loading_chunk(requested, f"━━━━━\nllamaswap loading model: {ticket.model}\n"))
     last_position: int | None = None
+    shown_seconds = 0
     while not ticket.outcome.done():
         waiter = asyncio.ensure_future(ticket.position_changed())
         try:
@@ -295,11 +296,15 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) 
             waiter.cancel()
         if ticket.outcome.done():
             break
+        seconds = int(time.monotonic() - started)
         if ticket.position is not None and ticket.position != last_position:
             last_position = ticket.position
             text = f"\nQueue position: #{ticket.position}\n"
+        elif seconds > shown_seconds:  # elapsed time, once per whole second
+            shown_seconds = seconds
+            text = f" {seconds}s"
         else:
-            text = f" {time.monotonic() - started:.0f}s" if int(time.monotonic() - started) % 5 == 0 else "."
+            text = "."
         await resp.write(_loading_chunk(requested, text))
     if isinstance(ticket.outcome.result(), Granted):
         await resp.write(_loading_chunk(requested, f"\nDone! ({time.monotonic() - started:.2f}s)\n━━━━━\n"))

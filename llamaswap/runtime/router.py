@@ -222,6 +222,11 @@ class Router:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def kill(self) -> None:
+        """Cut every graceful stop short: SIGKILL every upstream process group now."""
+        self._closing = True
+        await asyncio.gather(*(p.shutdown(0) for p in self.processes.values()), return_exceptions=True)
+
     async def _shutdown_processes(self, timeout: float | None) -> None:
         t = self.settings.swap_stop_timeout if timeout is None or timeout <= 0 else timeout
         await asyncio.gather(*(p.shutdown(t) for p in self.processes.values()), return_exceptions=True)

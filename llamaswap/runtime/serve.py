@@ -1,8 +1,10 @@
 """Serve: run the app on uvloop until SIGINT/SIGTERM, then shut down cleanly.
 
 Shutdown order: stop accepting connections; the router answers every waiting request with
-503 and stops every upstream process group; then the remaining connections are closed and
-the app's cleanup runs. No upstream process outlives this function.
+503 and stops every upstream process group (SIGTERM or cmdStop, SIGKILL after
+min(healthCheckTimeout, SHUTDOWN_GRACE), like llama-swap's shared 30 s deadline); then the
+remaining connections are closed and the app's cleanup runs. A second signal SIGKILLs every
+upstream group at once. No upstream process outlives this function.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
 
 
+SHUTDOWN_GRACE = 30.0
 DEMO_MODELS = 3
 DEMO_START_PORT = 5800
 
@@ -68,13 +71,20 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     """Serve `plan` on host:port until `stop` is set or SIGINT/SIGTERM arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    app: web.Application | None = None
+    killers: set[asyncio.Task] = set()
 
     def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set():
-            logger.warning("%s: already shutting down", sig.name)
-        else:
-            logger.info("%s: shutting down", sig.name)
-        stop.set()
+        if not stop.is_set():
+            logger.info("%s: shutting down (again to kill the upstreams at once)", sig.name)
+            stop.set()
+            return
+        router = app.get(ROUTER) if app is not None else None
+        logger.warning("%s: killing every upstream process group now", sig.name)
+        if router is not None:
+            task = loop.create_task(router.kill())
+            killers.add(task)
+            task.add_done_callback(killers.discard)
 
     # Installed before the app starts (preload may spawn upstreams) and kept until every
     # upstream is stopped: a signal must never kill llamaswap half-way and orphan them.
@@ -100,8 +110,11 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
             await site.stop()  # stop accepting connections
             router = app.get(ROUTER)
             if router is not None:
-                await router.shutdown()  # waiting requests get 503; every upstream stops
+                # Waiting requests get 503; every upstream stops.
+                await router.shutdown(min(router.settings.swap_stop_timeout, SHUTDOWN_GRACE))
             await runner.cleanup()
+            if killers:
+                await asyncio.gather(*killers, return_exceptions=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

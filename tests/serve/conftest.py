@@ -283,14 +283,20 @@ class Serve:
         return self.stderr_path.read_text(errors="replace")
 
     # lifecycle
-    def terminate(self, sig: int = signal.SIGTERM, timeout: float = DEADLINE) -> int:
-        """Signal the server, wait for it, and check that no upstream outlived it."""
+    def send(self, sig: int) -> None:
+        """Signal the server, remembering its live descendants for the orphan check."""
+        self.extra_pids |= descendants(self.proc.pid)
+        self.proc.send_signal(sig)
+
+    def terminate(self, sig: int | None = signal.SIGTERM, timeout: float = DEADLINE) -> int:
+        """Signal the server (unless it has exited, or `sig` is None: it was signalled
+        already), wait for it to exit, and check that no upstream outlived it."""
         if self.exit_code is not None:
             return self.exit_code
+        if sig is not None and self.proc.poll() is None:
+            self.send(sig)
         watched = set(self.pids) | set(self.extra_pids)
-        if self.proc.poll() is None:
-            watched |= descendants(self.proc.pid)
-            self.proc.send_signal(sig)
+        if self.proc.returncode is None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -302,8 +308,8 @@ class Serve:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                raise AssertionError(f"llamaswap serve did not exit within {timeout}s of "
-                                     f"{signal.Signals(sig).name}\n{self.log()}")
+                raise AssertionError(f"llamaswap serve did not exit within {timeout}s "
+                                     f"of its signal\n{self.log()}")
         self.exit_code = self.proc.returncode
         groups = set(self.pids)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -144,3 +145,24 @@ def test_loading_state_streams_progress_then_the_upstream_answer(serve):
     assert plain.status == 200 and plain.json()["object"] == "chat.completion"
     off = server.chat_call("quiet", stream=True)
     assert all(reasoning(p) is None for p in off.events() if p != "[DONE]")
+
+
+def test_a_second_signal_kills_an_upstream_that_ignores_sigterm(serve):
+    # The wrapper ignores SIGTERM and outlives its server: a graceful stop must wait for the
+    # SIGKILL deadline (30 s here), unless a second signal says not to.
+    script = f"trap '' TERM; {upstream_cmd('stubborn')}; exec sleep 300"
+    server = serve({"healthCheckTimeout": 120, "models": {"stubborn": model(shell_cmd(script))}})
+    resp = server.chat("stubborn")
+    assert resp.status == 200
+    python_pid = int(resp.headers["X-Upstream-Pid"])
+    leader = server.running()["stubborn"]["pid"]
+    assert leader != python_pid
+
+    first = time.monotonic()
+    server.send(signal.SIGTERM)
+    server.wait(lambda: not pid_alive(python_pid), "the upstream server to take its SIGTERM")
+    assert pid_alive(leader) and server.proc.poll() is None  # waiting for the wrapper
+    server.send(signal.SIGTERM)
+    assert server.terminate(None) == 0  # checks that the leader and its group are gone
+    assert time.monotonic() - first < 25  # well before the 30 s deadline
+    assert "SIGTERM: killing every upstream process group now" in server.log()
