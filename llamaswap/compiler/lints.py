@@ -7,7 +7,9 @@
 - LS405 two sets with exactly the same combinations.
 
 Redundancy and duplicates need the concrete combinations, so they skip symbolic sets;
-the other lints work on expressions and cover symbolic sets too.
+the other lints work on expressions and cover symbolic sets too. Of two sets that are
+duplicates or allow the same thing, the later-defined one is reported. Lints that a broken
+set could invalidate (LS401, LS403, LS404) stay silent until every set compiles.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
                                  hint=f"add it to a set (e.g. \"{model_id} & ...\") if it may share the GPUs, or add "
                                       f"a set \"{model_id}\" to say it runs alone", length=len(model_id)))
 
-    for var in sorted(set(matrix.vars) - matrix.used_vars) if complete and matrix.sets else ():
+    # A set that failed to parse may well use the var: only judge a complete matrix.
+    unused = sorted(set(matrix.vars) - matrix.used_vars) if complete and matrix.sets else []
+    for var in unused:
         out.append(_warn(file, "LS403", f"var {var!r} is never used", matrix.var_pos.get(var), f"{path}.vars.{var}",
                          hint="remove it, or use it in a set", length=len(var)))
 
