@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
+from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref, quote_id
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.expand import SetEntry
 from llamaswap.compiler.resolve import Matrix
@@ -83,8 +83,8 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
                 out.append(_warn(file, "LS401", f"model {model_id!r} is in no set: it can only run alone and "
                                                 "stops every other model when requested",
                                  model_pos.get(model_id), f"models.{model_id}",
-                                 hint=f"add it to a set (e.g. \"{model_id} & ...\") if it may share the GPUs, or add "
-                                      f"a set \"{model_id}\" to say it runs alone", length=len(model_id)))
+                                 hint=f"add it to a set (e.g. '{quote_id(model_id)} & ...') if it may share the GPUs, "
+                                      f"or add a set '{quote_id(model_id)}' to say it runs alone", length=len(model_id)))
 
     # A set that failed to parse may well use the var: only judge a complete matrix.
     unused = sorted(set(matrix.vars) - matrix.used_vars) if complete and matrix.sets else []
