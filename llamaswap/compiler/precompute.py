@@ -6,14 +6,15 @@ Reachable running states:
   (a decision only ever leaves the target's combination, or the target alone, running);
 - group engine: the closure of the empty set under the policy's own decisions.
 
-The matrix table is computed by scanning the expanded combinations directly (bitmasks, the
-tie-break by solver order made explicit) — deliberately not by calling the symbolic solver,
-so the two paths check each other. There is no table when a set is symbolic or when
+The matrix table is computed from the expanded combinations directly (bitmasks, the
+tie-break by solver order made explicit; see `build_matrix_table`) — deliberately not by
+calling the symbolic solver, so the two paths check each other. There is no table when a set is symbolic or when
 states x models exceeds the budget; the policy then asks the symbolic solver.
 """
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from llamaswap.compiler.decision import Decision
@@ -28,15 +29,13 @@ State = tuple[str, ...]
 class DecisionTable:
     """(target, running) -> Decision for every reachable running state."""
 
-    def __init__(self, states: Sequence[State], models: Sequence[str], entries: dict[tuple[str, State], Decision]):
+    def __init__(self, states: Sequence[State], models: Sequence[str], rows: dict[str, dict[State, Decision]]):
         self.states = tuple(states)
         self.models = tuple(models)
         # One dict per target, keyed by the running state: a lookup hashes only the state
         # (no key tuple to build), which is what keeps it well under a microsecond.
-        self.rows: dict[str, dict[State, Decision]] = {t: {} for t in self.models}
-        for (target, state), decision in entries.items():
-            self.rows[target][state] = decision
-        self._size = len(entries)
+        self.rows = rows
+        self._size = sum(len(r) for r in rows.values())
 
     def get(self, target: str, running: State) -> Decision | None:
         row = self.rows.get(target)
@@ -95,6 +94,13 @@ def group_states(policy: "GroupPolicy", limit: int) -> list[State] | None:
 
 
 def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[State]) -> DecisionTable:
+    """Every decision for the given states, from the expanded combinations.
+
+    `first[q]` is the earliest candidate (solver order) holding every model of the mask q.
+    For a state S and a target t, the earliest cheapest candidate c1 is `first[P | t]` for
+    P = S & c1: that entry holds t and P, so it costs no more than c1 and is no later, hence
+    is c1. So scanning `first[P | t]` over the sub-masks P of S, keeping the least (cost,
+    position), finds it: 2^|S| lookups instead of a scan of every candidate holding t."""
     from llamaswap.compiler.evict import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING
 
     models = policy.models
@@ -108,46 +114,77 @@ def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[St
             for m in combo:
                 mask |= 1 << index[m]
             cands.append((s.name, s.dsl, mask, combo))
-    by_target: dict[int, list[int]] = {}
+    first: dict[int, int] = {}
+    together = [0] * len(models)  # model index -> every model sharing a candidate with it
     for ci, (_, _, mask, _) in enumerate(cands):
-        for i in range(len(models)):
-            if mask >> i & 1:
-                by_target.setdefault(i, []).append(ci)
+        sub = mask
+        while sub:
+            if sub not in first:
+                first[sub] = ci
+            sub = (sub - 1) & mask
+        rest = mask
+        while rest:
+            low = rest & -rest
+            together[low.bit_length() - 1] |= mask
+            rest ^= low
 
     weight_memo: dict[int, int] = {}
 
     def weight(mask: int) -> int:
         got = weight_memo.get(mask)
         if got is None:
-            got = sum(costs[i] for i in range(len(models)) if mask >> i & 1)
+            got = 0
+            rest = mask
+            while rest:
+                low = rest & -rest
+                got += costs[low.bit_length() - 1]
+                rest ^= low
             weight_memo[mask] = got
         return got
 
-    entries: dict[tuple[str, State], Decision] = {}
+    rows: dict[str, dict[State, Decision]] = {t: {} for t in models}
+    # Per target: (model, bit, its row, its first candidate or None when it is in no set).
+    per_target = [(t, 1 << i, rows[t], first.get(1 << i)) for i, t in enumerate(models)]
     for state in states:
         smask = 0
+        near = 0  # targets that share a candidate with some running model
         for m in state:
-            smask |= 1 << index[m]
-        containing = next(((n, d) for n, d, mask, _ in cands if mask & smask == smask), (None, None))
-        for ti, target in enumerate(models):
-            if target in state:
+            i = index[m]
+            smask |= 1 << i
+            near |= together[i]
+        total = weight(smask)
+        subs = [smask]
+        sub = smask
+        while sub:
+            sub = (sub - 1) & smask
+            subs.append(sub)
+        holder = first.get(smask) if smask else None
+        containing = (cands[holder][0], cands[holder][1]) if holder is not None else (None, None)
+        for target, tb, row, tfirst in per_target:
+            if smask & tb:
                 decision = Decision(target, state, (), containing[0], containing[1], state, 0, RULE_RUNNING)
-            elif ti not in by_target:
+            elif tfirst is None:
                 decision = Decision(target, state, state, None, None, (target,), 0, RULE_ALONE)
+            elif not near & tb:
+                # No candidate holds the target and a running model: its first candidate
+                # wins and everything running is evicted.
+                name, dsl, _, combo = cands[tfirst]
+                decision = Decision(target, state, state, name, dsl, combo, total, RULE_CHEAPEST)
             else:
                 best_ci = -1
                 best_cost = 0
-                for ci in by_target[ti]:
-                    cost = weight(smask & ~cands[ci][2])
-                    if best_ci < 0 or cost < best_cost:
+                for p in subs:
+                    ci = first.get(p | tb)
+                    if ci is None:
+                        continue
+                    cost = total - weight(smask & cands[ci][2])
+                    if best_ci < 0 or cost < best_cost or (cost == best_cost and ci < best_ci):
                         best_ci, best_cost = ci, cost
-                        if cost == 0:
-                            break
                 name, dsl, mask, combo = cands[best_ci]
                 evict = tuple(m for m in state if not mask >> index[m] & 1)
                 decision = Decision(target, state, evict, name, dsl, combo, best_cost, RULE_CHEAPEST)
-            entries[(target, state)] = decision
-    return DecisionTable(states, models, entries)
+            row[state] = decision
+    return DecisionTable(states, models, rows)
 
 
 def build_table(plan: "Plan", policy: "MatrixPolicy | GroupPolicy") -> DecisionTable | None:
@@ -156,13 +193,20 @@ def build_table(plan: "Plan", policy: "MatrixPolicy | GroupPolicy") -> DecisionT
     limit = plan.options.precompute_budget // n_models
     if limit < 1 or not plan.ok or not plan.models:
         return None
-    if policy.engine == "matrix":
-        states = matrix_states(plan, limit)
+    # The table is many small acyclic objects: cyclic GC passes over it only cost time.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if policy.engine == "matrix":
+            states = matrix_states(plan, limit)
+            if states is None:
+                return None
+            return build_matrix_table(plan, policy, states)  # type: ignore[arg-type]
+        states = group_states(policy, limit)  # type: ignore[arg-type]
         if states is None:
             return None
-        return build_matrix_table(plan, policy, states)  # type: ignore[arg-type]
-    states = group_states(policy, limit)  # type: ignore[arg-type]
-    if states is None:
-        return None
-    entries = {(t, s): policy.solve(t, s, False) for s in states for t in policy.models}  # type: ignore[union-attr]
-    return DecisionTable(states, policy.models, entries)
+        rows = {t: {s: policy.solve(t, s, False) for s in states} for t in policy.models}  # type: ignore[union-attr]
+        return DecisionTable(states, policy.models, rows)
+    finally:
+        if was_enabled:
+            gc.enable()
