@@ -166,6 +166,7 @@ class Router:
         # their swap succeeded: the crash is applied right after that swap_done.
         self._exited_early: set[str] = set()
         self._closing = False
+        self._tick_not_before = 0.0
         self.swaps_started = 0
         self._ids = itertools.count(1)
         self._swap_ids = itertools.count(1)
@@ -305,6 +306,8 @@ class Router:
         assert loop is not None
         while True:
             deadline = sched.next_deadline()
+            if deadline is not None:
+                deadline = max(deadline, self._tick_not_before)
             if deadline is None:
                 event = await inbox.get()
             else:
@@ -323,7 +326,11 @@ class Router:
                 self._handle(inbox.get_nowait())
 
     def _handle_tick(self) -> None:
-        self.scheduler.tick(self.now())
+        try:
+            self.scheduler.tick(self.now())
+        except Exception:  # as in _handle: a protocol error must not kill the owner task
+            logger.exception("router: tick failed")
+            self._tick_not_before = self.now() + 1.0  # and must not spin on a stale deadline
         self.last_progress = time.monotonic()
 
     def _handle(self, event: tuple) -> None:

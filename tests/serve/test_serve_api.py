@@ -36,6 +36,16 @@ def test_health_is_open_and_everything_else_needs_a_key(api_server):
     for headers in ({"Authorization": f"Basic {basic}"}, {"Authorization": f"Bearer {API_KEY}"},
                     {"x-api-key": API_KEY}):
         assert http("GET", url + "/v1/models", headers=headers).status == 200, headers
+    # CORS preflight needs no key.
+    call = Call(url, "OPTIONS", "/v1/chat/completions",
+                headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST",
+                         "Access-Control-Request-Headers": "authorization, content-type"})
+    resp = call.response()
+    resp.read()
+    call.disconnect()
+    assert resp.status == 204
+    assert (resp.getheader("Access-Control-Allow-Origin"), resp.getheader("Access-Control-Max-Age")) == ("*", "86400")
+    assert resp.getheader("Access-Control-Allow-Headers") == "authorization, content-type"
     for headers in ({"Authorization": "Bearer wrong"}, {"x-api-key": "wrong"},
                     {"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:x".encode()).decode()}):
         assert http("GET", url + "/v1/models", headers=headers).status == 401, headers

@@ -54,10 +54,15 @@ def test_eviction_and_sigterm_leave_no_process_and_answer_waiting_requests_503(s
         server.extra_pids.add(g_child)
         queued = pool.submit(server.chat, "c")  # collides with g's swap: queued
         server.wait_queued("c")
+        logs = server.call("GET", "/logs/stream")  # a live log tail, open during shutdown
+        assert logs.response().status == 200
         # terminate() checks exit code 0 and that every process seen, and every descendant
         # of llamaswap alive before the signal (g's grandchild too), is gone.
         assert server.terminate(signal.SIGTERM) == 0
         answers = [waiting.result(), queued.result()]
+    # The log tail was ended cleanly (not cut off), and saw the shutdown happen.
+    tail = logs.response().read().decode()
+    assert "SIGTERM: shutting down" in tail
     for resp in answers:
         assert resp.status == 503
         assert resp.json() == envelope("group is shutting down", "server_error", "service_unavailable")
