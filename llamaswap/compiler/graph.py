@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import networkx as nx
 
 from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
+from llamaswap.compiler.expand import COUNT_CAP
 
 if TYPE_CHECKING:
     from llamaswap.compiler.plan import Plan
@@ -166,7 +167,7 @@ def coexist_graph(plan: "Plan") -> nx.Graph:
     rank = {m: i for i, m in enumerate(plan.models)}
     for (a, b) in sorted(pairs, key=lambda p: (rank[p[0]], rank[p[1]])):
         w = pairs[(a, b)]
-        attrs: dict = {"kind": "coexist", "weight": w, "label": "" if w is None else str(w)}
+        attrs: dict = {"kind": "coexist", "weight": w, "label": _count_text(w) if w is not None else ""}
         if plan.engine == "matrix":
             attrs["sets"] = sources[(a, b)]
         g.add_edge(model_id(a), model_id(b), **attrs)
@@ -189,34 +190,50 @@ def matrix_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int], dict[tuple[s
                     for b in combo[i + 1:]:
                         per[(a, b)] = per.get((a, b), 0) + 1
         else:
-            per = dict(count_pairs(s.expr, exprs, memo).pairs)
+            per = {key: q[0] for key, q in count_pairs(s.expr, exprs, memo).pairs.items()}
         for key, n in per.items():
             if n:
-                pairs[key] = pairs.get(key, 0) + n
+                pairs[key] = _cap(pairs.get(key, 0) + n)
                 sources.setdefault(key, []).append(s.name)
     return pairs, sources
 
 
 class _Counts:
-    """Counts over a family of combinations: all of them, those holding a model, those
-    holding both of a pair (a < b)."""
+    """Counts over a family of combinations, all saturating at COUNT_CAP: `total`; per model
+    m of the support, `held[m]` and `lacking[m]`; per pair a < b of the support, `pairs[(a, b)]`
+    = (both, a without b, b without a, neither)."""
 
-    __slots__ = ("total", "single", "pairs")
+    __slots__ = ("total", "held", "lacking", "pairs")
 
-    def __init__(self, total: int, single: dict[str, int], pairs: dict[tuple[str, str], int]):
+    def __init__(self, total: int, held: dict[str, int], lacking: dict[str, int],
+                 pairs: dict[tuple[str, str], tuple[int, int, int, int]]):
         self.total = total
-        self.single = single
+        self.held = held
+        self.lacking = lacking
         self.pairs = pairs
+
+    def pair(self, a: str, b: str) -> tuple[int, int, int, int]:
+        got = self.pairs.get((a, b))
+        if got is not None:
+            return got
+        ha, hb = self.held.get(a, 0), self.held.get(b, 0)
+        if ha:  # b is not in the support
+            return 0, ha, 0, self.lacking[a]
+        if hb:
+            return 0, 0, hb, self.lacking[b]
+        return 0, 0, 0, self.total
 
 
 def count_pairs(expr: Node, exprs: Mapping[str, Node], memo: dict[str, _Counts]) -> _Counts:
     """How many combinations of `expr` hold each model and each pair, without expanding.
 
-    OR adds its children's counts. AND picks one combination per child and unions them, so
-    count the picks that *miss* a model (or a pair's models) and subtract: picks missing m
-    = prod(N_c - C_c(m)); a pair is held by N - miss(a) - miss(b) + miss(a and b)."""
+    OR adds its children's counts. AND takes one combination per child and unions them;
+    folding two children x, y: x holds both, or a only and y holds b, or b only and y holds
+    a, or neither and y holds both. Only sums and products of counts: so they can saturate
+    at COUNT_CAP like `count_combinations` (refs can square a count at every step) and stay
+    exact below it, where an inclusion-exclusion would need exact huge numbers."""
     if isinstance(expr, Leaf):
-        return _Counts(1, {expr.model: 1}, {})
+        return _Counts(1, {expr.model: 1}, {expr.model: 0}, {})
     if isinstance(expr, Ref):
         got = memo.get(expr.name)
         if got is None:
@@ -224,38 +241,40 @@ def count_pairs(expr: Node, exprs: Mapping[str, Node], memo: dict[str, _Counts])
         return got
     kids = [count_pairs(c, exprs, memo) for c in expr.children]  # type: ignore[union-attr]
     if isinstance(expr, Or):
-        total = sum(k.total for k in kids)
-        single: dict[str, int] = {}
-        pairs: dict[tuple[str, str], int] = {}
-        for k in kids:
-            for m, n in k.single.items():
-                single[m] = single.get(m, 0) + n
-            for p, n in k.pairs.items():
-                pairs[p] = pairs.get(p, 0) + n
-        return _Counts(total, single, pairs)
+        support = sorted({m for k in kids for m in k.held})
+        return _Counts(
+            _cap(sum(k.total for k in kids)),
+            {m: _cap(sum(k.held.get(m, 0) for k in kids)) for m in support},
+            {m: _cap(sum(k.lacking.get(m, k.total) for k in kids)) for m in support},
+            {(a, b): tuple(_cap(sum(q)) for q in zip(*(k.pair(a, b) for k in kids)))  # type: ignore[misc]
+             for i, a in enumerate(support) for b in support[i + 1:]},
+        )
     assert isinstance(expr, And)
-    total = 1
-    for k in kids:
-        total *= k.total
-    models = sorted({m for k in kids for m in k.single})
+    acc = kids[0]
+    for y in kids[1:]:
+        x = acc
+        support = sorted(set(x.held) | set(y.held))
+        held = {m: _cap(x.held.get(m, 0) * y.total + x.lacking.get(m, x.total) * y.held.get(m, 0))
+                for m in support}
+        lacking = {m: _cap(x.lacking.get(m, x.total) * y.lacking.get(m, y.total)) for m in support}
+        pairs = {}
+        for i, a in enumerate(support):
+            for b in support[i + 1:]:
+                xb, xa, xo, xn = x.pair(a, b)  # both, a only, b only, neither
+                yb, ya, yo, yn = y.pair(a, b)
+                y_held_a, y_held_b = y.held.get(a, 0), y.held.get(b, 0)
+                pairs[(a, b)] = (
+                    _cap(xb * y.total + xa * y_held_b + xo * y_held_a + xn * yb),
+                    _cap(xa * y.lacking.get(b, y.total) + xn * ya),
+                    _cap(xo * y.lacking.get(a, y.total) + xn * yo),
+                    _cap(xn * yn),
+                )
+        acc = _Counts(_cap(x.total * y.total), held, lacking, pairs)
+    return acc
 
-    def miss(*ms: str) -> int:
-        out = 1
-        for k in kids:
-            held = sum(k.single.get(m, 0) for m in ms)
-            if len(ms) == 2:
-                held -= k.pairs.get((ms[0], ms[1]), 0)
-            out *= k.total - held
-        return out
 
-    single = {m: total - miss(m) for m in models}
-    pairs = {}
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            n = total - (total - single[a]) - (total - single[b]) + miss(a, b)
-            if n:
-                pairs[(a, b)] = n
-    return _Counts(total, single, pairs)
+def _cap(n: int) -> int:
+    return n if n < COUNT_CAP else COUNT_CAP
 
 
 def reachable_group_states(plan: "Plan") -> list[State] | None:
@@ -315,7 +334,7 @@ def refs_graph(plan: "Plan") -> nx.DiGraph:
 
 
 def _set_attrs(s) -> dict:
-    count = "symbolic, " if s.combinations is None else ""
+    symbolic = "symbolic, " if s.combinations is None else ""
     n = s.count if s.combinations is None else len(s.combinations)
     return {
         "kind": "symbolic_set" if s.combinations is None else "set",
@@ -323,8 +342,13 @@ def _set_attrs(s) -> dict:
         "dsl": s.dsl,
         "count": n,
         "symbolic": s.combinations is None,
-        "label": f"{s.name}\n{s.dsl}\n{count}{n:,} combination{'s' if n != 1 else ''}",
+        "label": f"{s.name}\n{s.dsl}\n{symbolic}{_count_text(n)} combination{'s' if n != 1 else ''}",
     }
+
+
+def _count_text(n: int) -> str:
+    """A count for a label; counts saturate at COUNT_CAP, which means "at least"."""
+    return f"{n:,}" if n < COUNT_CAP else f"at least {n:,}"
 
 
 def _direct(expr: Node, refs: list[str], named: list[str]) -> None:

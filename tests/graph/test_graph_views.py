@@ -217,3 +217,19 @@ def test_graph_modules_stay_pure():
             "print(sorted({'click', 'subprocess', 'asyncio', 'aiohttp'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_counts_saturate_like_the_set_table():
+    """`t{k+1}: +t{k} & +t{k}` squares the count at every step: exact counts would have
+    billions of digits; they stop at COUNT_CAP ("at least") and the view stays quick."""
+    from llamaswap.compiler.expand import COUNT_CAP
+
+    sets = {"t0": "a | b | c", **{f"t{k + 1}": f"+t{k} & +t{k} | d" for k in range(40)}}
+    text = "models:\n" + "".join(f"  {m}:\n    cmd: server --port ${{PORT}}\n" for m in "abcd")
+    text += "matrix:\n  sets:\n" + "".join(f"    {n}: \"{e}\"\n" for n, e in sets.items())
+    plan = compile_text(text, "chain.yaml", CompileOptions())
+    assert plan.ok
+    g = build_graph(plan, "coexist")
+    weights = _weights(g)
+    assert weights[("a", "b")] == COUNT_CAP
+    assert g.edges[model_id("a"), model_id("b")]["label"] == f"at least {COUNT_CAP:,}"
