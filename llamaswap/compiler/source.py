@@ -380,14 +380,19 @@ def load_document(text: str, file: str) -> Document:
         line = mark.line + 1 if mark is not None else None
         col = mark.column + 1 if mark is not None else None
         problem = exc.problem or "invalid YAML"
-        context = ""
+        message = problem
         if exc.context:
             cm = exc.context_mark
-            started = (f" started at line {cm.line + 1}, column {cm.column + 1}"
+            started = (f"started at line {cm.line + 1}, column {cm.column + 1}"
                        if cm is not None and mark is not None and cm.line != mark.line else "")
-            context = f" ({exc.context}{started})"
-        diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML syntax error: {problem}{context}", file,
-                                line, col, None, hint="check indentation and quoting around this point"))
+            if problem.startswith("but "):  # "expected a single document …, but found another"
+                message = f"{exc.context}, {problem}" + (f" ({started})" if started else "")
+            else:  # "… (while parsing a flow sequence started at …)"
+                message = f"{problem} ({exc.context}" + (f" {started}" if started else "") + ")"
+        hint = ("indent with spaces: YAML does not allow tabs in indentation" if "'\\t'" in problem
+                else "check indentation and quoting around this point")
+        diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML syntax error: {message}", file,
+                                line, col, None, hint=hint))
         return Document(file, text, None, diags)
     except yaml.YAMLError as exc:
         diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML error: {exc}", file, None, None, None))

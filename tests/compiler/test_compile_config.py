@@ -410,3 +410,14 @@ def test_groups_under_matrix_router_are_ignored_with_a_warning():
     assert plan.engine == "matrix" and plan.ok
     d = one(plan, "LS407")
     assert at(d) == locate(text, "groups", dedent=False)
+
+
+@pytest.mark.parametrize("text, message, hint", [
+    ("models:\n\ta: 1\n", "YAML syntax error: found character '\\t' that cannot start any token "
+                          "(while scanning for the next token)", "indent with spaces"),
+    ("models: {}\n---\nx: 1\n", "YAML syntax error: expected a single document in the stream, but found another "
+                                "document (started at line 1, column 1)", "check indentation"),
+])
+def test_yaml_error_messages_read_well(text, message, hint):
+    d = one(compile_yaml(text, dedent=False), "LS300")
+    assert d.message == message and (d.hint or "").startswith(hint)
