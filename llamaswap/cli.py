@@ -152,6 +152,9 @@ def resolve_or_exit(plan: "Plan", name: str, what: str) -> str:
     return real
 
 
+PLAN_ALL_MAX = 2_000_000  # decisions `plan --all` / `--diff` will list when there is no table
+
+
 def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ...]]:
     """Every reachable running state (from the table, or enumerated on demand)."""
     from llamaswap.compiler.precompute import group_states, matrix_states
@@ -159,7 +162,9 @@ def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ..
     table = plan.policy.table
     if table is not None:
         return list(table.states)
-    limit = 2_000_000
+    # Past the precompute budget every decision is a symbolic solve (tens of µs each):
+    # cap the listing at PLAN_ALL_MAX decisions rather than run for hours.
+    limit = max(1, PLAN_ALL_MAX // max(1, len(plan.models)))
     if plan.engine == "matrix":
         symbolic = [s.name for s in plan.sets if s.combinations is None]
         if symbolic:
@@ -170,7 +175,8 @@ def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ..
     else:
         states = group_states(plan.policy, limit)  # type: ignore[arg-type]
     if states is None:
-        click.echo(f"error: more than {limit:,} reachable running states; too many to list", err=True)
+        click.echo(f"error: more than {limit:,} reachable running states (x {len(plan.models)} models: over "
+                   f"{PLAN_ALL_MAX:,} decisions); too many to list", err=True)
         sys.exit(EXIT_FAIL)
     return states
 

@@ -261,3 +261,16 @@ def test_diff_with_a_model_only_in_one_config(write) -> None:
     assert r.exit_code == 1
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert any(row["request"] == "newbie" and row["old"] is None and row["new"] is not None for row in rows)
+
+
+def test_all_without_a_table_enumerates_states_and_asks_the_solver(write, monkeypatch) -> None:
+    path = write("m.yaml", MATRIX)
+    with_table = run(path, "--all", "--format", "json").stdout
+    import llamaswap.compiler.precompute as precompute
+
+    monkeypatch.setattr(precompute, "build_table", lambda plan, policy: None)
+    assert compile_text(MATRIX, path).policy.table is None
+    assert run(path, "--all", "--format", "json").stdout == with_table
+    monkeypatch.setattr(cli_module, "PLAN_ALL_MAX", 10)
+    r = run(path, "--all")
+    assert r.exit_code == 1 and "too many to list" in r.stderr and r.stdout == ""
