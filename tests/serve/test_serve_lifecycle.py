@@ -106,50 +106,54 @@ def test_loading_state_streams_progress_then_the_upstream_answer(serve):
     })
 
     def reasoning(payload: str) -> str | None:
-        delta = json.loads(payload)["choices"][0]["delta"]
-        return delta.get("reasoning_content")
+        return json.loads(payload)["choices"][0]["delta"].get("reasoning_content")
+
+    def content(payloads: list[str]) -> str:
+        return "".join(json.loads(p)["choices"][0]["delta"].get("content") or "" for p in payloads)
 
     first = server.chat_call("slow", stream=True)
-    resp = first.response()
+    resp = first.response()  # the 200 comes at once, before the model is ready
     assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
     events = first.events()
     seen = ""
     for payload in events:  # progress while the gate keeps the model loading
         seen += reasoning(payload) or ""
-        if "loading model: slow" in seen and re.search(r" \d+s", seen):
+        if re.search(r" \d+s", seen):
             break
+    assert "llamaswap loading model: slow" in seen
 
-    second = server.chat_call("next", stream=True)  # must wait for slow's swap: queued
-    second_events = second.events()
-    seen2 = ""
-    for payload in second_events:
-        seen2 += reasoning(payload) or ""
-        if "Queue position: #1" in seen2:
-            break
-    assert "loading model: next" in seen2
+    with ThreadPoolExecutor(1) as pool:
+        plain = pool.submit(server.chat, "slow")  # not streaming: no loading state
+        server.wait(lambda: server.scheduler()["models"]["slow"]["waiting"] == 2, "2 waiting for slow")
+        second = server.chat_call("next", stream=True)  # must wait for slow: queued
+        second_events = second.events()
+        seen2 = ""
+        for payload in second_events:
+            seen2 += reasoning(payload) or ""
+            if "Queue position: #1" in seen2:
+                break
+        assert "llamaswap loading model: next" in seen2
+        off = server.chat_call("quiet", stream=True)  # loading state turned off for quiet
+        server.wait_queued("quiet")
 
-    gate.open()
-    rest = list(events)
+        gate.open()
+        rest = list(events)
+        plain = plain.result()
     assert rest[-1] == "[DONE]"
-    chunks = [json.loads(p) for p in rest[:-1]]
-    text = "".join(reasoning(json.dumps(c)) or "" for c in chunks)
-    assert re.search(r"Done! \(\d+\.\d\ds\)", text)
-    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert content.startswith("[slow:") and content.endswith("You said: hello")
+    done = "".join(reasoning(p) or "" for p in rest[:-1])
+    assert re.search(r"Done! \(\d+\.\d\ds\)", done)
+    answer = content(rest[:-1])
+    assert answer.startswith("[slow:") and answer.endswith("You said: hello")
+    assert plain.status == 200 and plain.json()["object"] == "chat.completion"
 
     rest2 = list(second_events)
-    assert rest2[-1] == "[DONE]"
-    content2 = "".join(json.loads(p)["choices"][0]["delta"].get("content") or "" for p in rest2[:-1])
-    assert content2.startswith("[next:")
+    assert rest2[-1] == "[DONE]" and content(rest2[:-1]).startswith("[next:")
+    quiet = list(off.events())
+    assert all(reasoning(p) is None for p in quiet[:-1]) and content(quiet[:-1]).startswith("[quiet:")
 
-    # No loading stream for a model that is ready, nor when the request does not stream,
-    # nor for a model that turns it off.
-    ready = server.chat_call("next", stream=True)
-    assert all(reasoning(p) is None for p in ready.events() if p != "[DONE]")
-    plain = server.chat("slow")  # evicts next and quiet... not streaming: plain JSON
-    assert plain.status == 200 and plain.json()["object"] == "chat.completion"
-    off = server.chat_call("quiet", stream=True)
-    assert all(reasoning(p) is None for p in off.events() if p != "[DONE]")
+    # A model that is ready gets no loading state either.
+    ready = list(server.chat_call("next", stream=True).events())
+    assert all(reasoning(p) is None for p in ready[:-1]) and content(ready[:-1]).startswith("[next:")
 
 
 def test_a_second_signal_kills_an_upstream_that_ignores_sigterm(serve):
