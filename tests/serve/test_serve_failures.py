@@ -167,23 +167,28 @@ def test_ttl_unloads_idle_models_and_never_one_in_use(serve):
     server = serve({
         "healthCheckTimeout": 30,
         "globalTTL": 1,
-        "models": {"t": model(upstream_cmd("t")),  # ttl -1: globalTTL
+        "models": {"t": model(upstream_cmd("t"), ttl=1),
+                   "g": model(upstream_cmd("g")),  # ttl -1: globalTTL
                    "keep": model(upstream_cmd("keep"), ttl=0)},  # never
-        "matrix": {"sets": {"all": "t & keep"}},
+        "matrix": {"sets": {"all": "t & g & keep"}},
     })
-    assert server.chat("keep").status == 200
-    first = server.chat("t")
-    pid = first.headers["X-Upstream-Pid"]
+    with ThreadPoolExecutor(3) as pool:  # they may run together: load them in parallel
+        loaded = dict(zip(("keep", "g", "t"), pool.map(server.chat, ("keep", "g", "t"))))
+    assert all(r.status == 200 for r in loaded.values())
+    pid = loaded["t"].headers["X-Upstream-Pid"]
     # A request that lasts longer than the TTL keeps the model loaded throughout: same
     # process, and a 200 (an unload under it would have cut it off).
-    long = server.chat("t", delay=2.5)
+    long = server.chat("t", delay=2)
     done = time.monotonic()
     assert long.status == 200 and long.headers["X-Upstream-Pid"] == pid
-    server.wait(lambda: "t" not in server.running(), "t to be unloaded after its request")
-    # Not before a full TTL of idleness after the request finished.
+    server.wait(lambda: set(server.running()) == {"keep"}, "t and g to be unloaded")
+    # t not before a full TTL of idleness after its request finished.
     assert time.monotonic() - done >= 0.8
-    assert "t: unloading model, TTL of 1.0s reached" in server.get("/logs").body.decode()
-    # keep has been idle longer than t: with any TTL it would be gone too.
+    log = server.get("/logs").body.decode()
+    assert "t: unloading model, TTL of 1.0s reached" in log
+    assert "g: unloading model, TTL of 1.0s reached" in log
+    # keep has been idle at least as long as g, and longer than t: with any TTL it would be
+    # gone too.
     assert server.running()["keep"]["state"] == "ready"
     server.wait(lambda: consistent_and_idle(server.scheduler()), "an idle, consistent scheduler")
 
