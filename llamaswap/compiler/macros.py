@@ -63,6 +63,10 @@ class _Pass:
         self.root = root
         self.env = env
         self.diags: list[Diagnostic] = []
+        # Macro declarations in scope: name -> (config path, value scalar).
+        self.last_nodes: dict[str, tuple[str, YScalar]] = {}
+        self.origins: dict[str, tuple[str, YScalar]] = {}
+        self.reported_origins: set[tuple[str, str]] = set()
 
     # -- helpers -------------------------------------------------------------------------
     def error(self, code: str, message: str, pos: Pos | None, path: str | None, hint: str | None = None,
@@ -135,6 +139,7 @@ class _Pass:
             self.error("LS306", f"{prefix}macros must be a mapping", node.pos, path)
             return []
         out: list[tuple[str, Any]] = []
+        self.last_nodes = {}
         for k, v in node.items:
             name = str(k.value)
             kpath = f"{path}.{name}"
@@ -161,6 +166,8 @@ class _Pass:
                 bad = True
             if not bad:
                 out.append((name, v.value))
+                assert isinstance(v, YScalar)
+                self.last_nodes[name] = (kpath, v)
         return out
 
     # -- 3. substitution -----------------------------------------------------------------
@@ -199,6 +206,7 @@ class _Pass:
         sp = self.root.get("startPort")
         start_port = sp.value if isinstance(sp, YScalar) and type(sp.value) is int and sp.value >= 1 else 5800
         global_macros = self.declared(self.root.get("macros"), "macros", "")
+        global_nodes = dict(self.last_nodes)
         models = self.root.get("models")
 
         for k, v in self.root.items:
@@ -218,6 +226,7 @@ class _Pass:
                 continue
             prefix = f"model {model_id}: "
             own = self.declared(model.get("macros"), f"{mpath}.macros", prefix)
+            self.origins = {**global_nodes, **self.last_nodes}
             merged: list[tuple[str, Any]] = [("MODEL_ID", model_id), *global_macros]
             for name, value in own:
                 for i, (existing, _) in enumerate(merged):
@@ -285,6 +294,7 @@ class _Pass:
                                    port_allocated=cmd_has_port)
         # Leftovers outside models (global macros only).
         known_global = [name for name, _ in global_macros]
+        self.origins = global_nodes
         for k, v in self.root.items:
             if k.value in ("models", "macros"):
                 continue
@@ -315,32 +325,44 @@ class _Pass:
             if ENV_REF.fullmatch(m.group(0)):
                 continue  # an unusable environment variable, already reported (LS305)
             length = len(m.group(0))
+            where, at_path = path, path
             if not s.rewritten:
                 pos: Pos | None = s.position_of(m.start())
             else:
                 pos = s.find_in_source(m.group(0))
-                if pos is None:  # produced by another macro's value: point at the scalar
-                    pos, length = s.pos, 1
-            where = path
+                if pos is None:
+                    # Brought in by a macro's value: point at that declaration, once.
+                    origin = self.origin_of(m.group(0))
+                    if origin is None:
+                        pos, length = s.pos, 1
+                    else:
+                        macro, (decl_path, decl) = origin
+                        if (decl_path, m.group(0)) in self.reported_origins:
+                            continue
+                        self.reported_origins.add((decl_path, m.group(0)))
+                        found = decl.find_in_source(m.group(0)) if decl.rewritten else decl.position_of(
+                            str(decl.value).index(m.group(0)))
+                        pos = found or decl.pos
+                        where, at_path = f"{path} (through macro '{macro}')", decl_path
             if name == "PID":
                 self.error("LS307", f"macro '${{PID}}' is only available in cmdStop (found in {where})", pos,
-                           path, hint="${PID} is the upstream's process ID, known only when stopping it",
+                           at_path, hint="${PID} is the upstream's process ID, known only when stopping it",
                            length=length)
             elif name == "PORT" and model_scope and not port_allocated:
                 self.error("LS307", f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
-                           "${PORT}, so no port is allocated", pos, path,
+                           "${PORT}, so no port is allocated", pos, at_path,
                            hint="a port is allocated only to models whose cmd contains ${PORT}",
                            length=length)
             elif name in ("PORT", "MODEL_ID") and model_scope:
-                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, path,
+                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
                            length=length)
             elif name in ("PORT", "MODEL_ID"):
                 self.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
-                           path, length=length)
+                           at_path, length=length)
             elif name in known:
                 # Declared, yet left over: macros are substituted last-declared first, so a
                 # macro can only use macros declared before it.
-                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, path,
+                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
                            hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
                                 "declared above it, so move its declaration up", length=length)
             else:
@@ -349,8 +371,16 @@ class _Pass:
                         else "declare it under 'macros' (globally or in the model) before using it")
                 if name.startswith("env."):
                     hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
-                self.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, path, hint=hint,
+                self.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, at_path, hint=hint,
                            length=length)
+
+
+    def origin_of(self, text: str) -> tuple[str, tuple[str, YScalar]] | None:
+        """The macro declaration (in scope) whose value holds `text` literally."""
+        for name, (decl_path, decl) in reversed(list(self.origins.items())):
+            if isinstance(decl.value, str) and text in decl.value:
+                return name, (decl_path, decl)
+        return None
 
 
 def expand_macros(root: YMap, file: str, env: Mapping[str, str]) -> MacroResult:

@@ -54,9 +54,23 @@ def test_a_macro_can_only_use_macros_declared_before_it():
     """
     plan = compile_yaml(text)
     d = one(plan, "LS307")
-    assert d.message == "macro '${late}' should have been substituted in models.m.cmd"
+    assert d.message == "macro '${late}' should have been substituted in models.m.cmd (through macro 'early')"
     assert "declared" in (d.hint or "")
-    assert d.line == locate(text, "cmd:")[0]
+    assert at(d) == locate(text, "${late}")   # where the leftover is written
+    assert d.path == "macros.early"
+
+
+def test_a_leftover_from_a_macro_is_reported_once_at_its_declaration():
+    text = f"""\
+    macros:
+      args: "--x ${{undeclared}}"
+    models:
+      m1: {{cmd: "{FAKE} --port ${{PORT}} ${{args}}"}}
+      m2: {{cmd: "{FAKE} --port ${{PORT}} ${{args}}"}}
+    """
+    d = one(compile_yaml(text), "LS307")
+    assert d.message == "unknown macro '${undeclared}' found in models.m1.cmd (through macro 'args')"
+    assert at(d) == locate(text, "${undeclared}")
 
 
 def test_macros_apply_to_top_level_values_but_not_model_ids():
