@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import API_KEY, Call, envelope
+from serve_support import API_KEY, Call, envelope
 from support.upstream import http
 
 

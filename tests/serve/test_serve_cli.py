@@ -4,6 +4,7 @@ address problems."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, start_serve
+from serve_support import PY, start_serve
 from support.upstream import http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,6 @@ def test_readme_first_command_serves_the_demo_and_its_curl_works(tmp_path):
 
         code, out = run_curl(chat_curl)
         assert code == 0, out
-        import json
         answer = json.loads(out)
         assert answer["object"] == "chat.completion"
         assert answer["model"] == "chat-small"

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import envelope, model, shell_cmd, upstream_cmd
+from serve_support import envelope, model, shell_cmd, upstream_cmd
 from support.upstream import http, pid_alive
 
 

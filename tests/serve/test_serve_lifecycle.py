@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import envelope, model, shell_cmd, upstream_cmd
+from serve_support import envelope, model, shell_cmd, upstream_cmd
 from support.upstream import pid_alive
 
 

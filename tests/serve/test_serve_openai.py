@@ -7,7 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from conftest import API_KEY
+from serve_support import API_KEY
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import model, upstream_cmd
+from serve_support import model, upstream_cmd
 from support.upstream import pid_alive
 
 SWAP_HEADER = re.compile(
