@@ -28,15 +28,15 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from email.parser import BytesParser
-from email.policy import HTTP as HTTP_POLICY
 from typing import Any, AsyncIterator
+from urllib.parse import parse_qs, unquote
 
 import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime.filters import needs_rewrite, rewrite_body
+from llamaswap.runtime.filters import (multipart_boundary, multipart_field, needs_rewrite,
+                                       replace_multipart_field, rewrite_body)
 from llamaswap.runtime.processes import LogHub, ModelProcess, ProcessSpec, ProcessState
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.router import Granted, Rejected, Router, SwapRecord, Ticket
@@ -141,15 +141,9 @@ async def cors_middleware(request: web.Request, handler):
 
 def _form_model(content_type: str, raw: bytes) -> str | None:
     """The `model` field of a multipart/form-data body."""
-    msg = BytesParser(policy=HTTP_POLICY).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + raw)
-    if not msg.is_multipart():
-        return None
-    for part in msg.iter_parts():
-        if part.get_param("name", header="content-disposition") == "model":
-            payload = part.get_payload(decode=True) or b""
-            return payload.decode("utf-8", "replace").strip()
-    return None
+    boundary = multipart_boundary(content_type)
+    value = multipart_field(raw, boundary, "model") if boundary else None
+    return None if value is None else value.decode("utf-8", "replace").strip()
 
 
 async def read_body(request: web.Request) -> Body:
@@ -170,8 +164,6 @@ async def read_body(request: web.Request) -> Body:
     elif ctype == "multipart/form-data":
         body.model = _form_model(request.headers.get("Content-Type", ""), raw)
     elif ctype == "application/x-www-form-urlencoded":
-        from urllib.parse import parse_qs
-
         values = parse_qs(raw.decode("utf-8", "replace")).get("model")
         if values:
             body.model = values[0]
@@ -312,25 +304,9 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) 
 
 
 def _rewrite_form_model(request: web.Request, raw: bytes, new_model: str) -> bytes:
-    """Rebuild a multipart body with its `model` field replaced (rare: useModelName)."""
-    ctype = request.headers.get("Content-Type", "")
-    msg = BytesParser(policy=HTTP_POLICY).parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + raw)
-    boundary = msg.get_boundary()
-    if not boundary:
-        return raw
-    out = bytearray()
-    for part in msg.iter_parts():
-        out += b"--" + boundary.encode() + b"\r\n"
-        for k, v in part.items():
-            out += f"{k}: {v}\r\n".encode()
-        out += b"\r\n"
-        if part.get_param("name", header="content-disposition") == "model":
-            out += new_model.encode()
-        else:
-            out += part.get_payload(decode=True) or b""
-        out += b"\r\n"
-    out += b"--" + boundary.encode() + b"--\r\n"
-    return bytes(out)
+    """A multipart body with its `model` field replaced (useModelName)."""
+    boundary = multipart_boundary(request.headers.get("Content-Type", ""))
+    return replace_multipart_field(raw, boundary, "model", new_model.encode()) if boundary else raw
 
 
 async def model_route(request: web.Request) -> web.StreamResponse:
@@ -362,8 +338,19 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
                    else web.HTTPPermanentRedirect)(location)
         if rest.startswith(name + "/"):
             body = Body(await request.read())
-            return await dispatch(request, body, name, rest[len(name):], apply_filters=False)
+            return await dispatch(request, body, name, _raw_remainder(request, name, rest),
+                                  apply_filters=False)
     return error_response(request, 404, f"no model found in path /upstream/{rest}")
+
+
+def _raw_remainder(request: web.Request, name: str, rest: str) -> str:
+    """The path after `/upstream/<name>` as the client sent it (still percent-encoded, so
+    that e.g. `%2F` inside a segment stays one segment upstream)."""
+    raw_segments = request.rel_url.raw_path[len("/upstream/"):].split("/")
+    k = name.count("/") + 1
+    if unquote("/".join(raw_segments[:k])) == name:
+        return "/" + "/".join(raw_segments[k:])
+    return rest[len(name):]  # the name itself was sent encoded: fall back to the decoded path
 
 
 # -- llama-swap and operations endpoints -------------------------------------------------------

@@ -1,14 +1,19 @@
-"""Filters: rewrite a JSON request body for the upstream. Pure.
+"""Filters: rewrite a request body for the upstream. Pure.
 
-Order (llama-swap `internal/server/filters.go`): `useModelName` rewrites `model`; then
-`filters.stripParams` removes keys (sorted, de-duplicated); then `filters.setParams` sets keys
-(sorted); then `filters.setParamsByID[<requested name>]`. Keys are dotted paths (`a.b` is
+JSON bodies. Order (llama-swap `internal/server/filters.go`): `useModelName` rewrites `model`;
+then `filters.stripParams` removes keys (sorted, de-duplicated); then `filters.setParams` sets
+keys (sorted); then `filters.setParamsByID[<requested name>]`. Keys are dotted paths (`a.b` is
 key `b` inside object `a`; `\\.` is a literal dot). `model` is protected from strip and set.
+
+Multipart bodies (audio transcriptions, image edits): the `model` field is read, and with
+`useModelName` replaced, at the byte level: every other byte of the body (file parts
+included) reaches the upstream unchanged.
 """
 
 from __future__ import annotations
 
 import copy
+from email.message import Message
 from typing import Any, Mapping
 
 from llamaswap.compiler.config import ModelConfig
@@ -85,3 +90,51 @@ def _apply_set(out: dict, params: Mapping[str, Any]) -> None:
         if split_path(key)[0] in PROTECTED:
             continue
         set_path(out, key, params[key])
+
+
+# -- multipart/form-data ----------------------------------------------------------------------
+
+def multipart_boundary(content_type: str) -> bytes | None:
+    """The boundary of a `multipart/form-data` Content-Type header, or None."""
+    msg = Message()
+    msg["Content-Type"] = content_type
+    if msg.get_content_type() != "multipart/form-data":
+        return None
+    boundary = msg.get_param("boundary")
+    return boundary.encode("latin-1") if isinstance(boundary, str) and boundary else None
+
+
+def _field_name(head: bytes) -> str | None:
+    for line in head.split(b"\r\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == b"content-disposition":
+            msg = Message()
+            msg["Content-Disposition"] = value.strip().decode("latin-1")
+            name = msg.get_param("name", header="content-disposition")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def _parts(raw: bytes, boundary: bytes) -> list[bytes]:
+    # A multipart body is preamble, then parts each introduced by `--boundary`, then
+    # `--boundary--`; the boundary never occurs inside a part, so splitting on it is exact.
+    return raw.split(b"--" + boundary)
+
+
+def multipart_field(raw: bytes, boundary: bytes, name: str) -> bytes | None:
+    """The value of the first form field called `name`, or None."""
+    for part in _parts(raw, boundary)[1:-1]:
+        head, sep, body = part.partition(b"\r\n\r\n")
+        if sep and _field_name(head) == name:
+            return body[:-2] if body.endswith(b"\r\n") else body
+    return None
+
+
+def replace_multipart_field(raw: bytes, boundary: bytes, name: str, value: bytes) -> bytes:
+    """`raw` with the value of every form field called `name` replaced by `value`."""
+    parts = _parts(raw, boundary)
+    for i in range(1, len(parts) - 1):
+        head, sep, body = parts[i].partition(b"\r\n\r\n")
+        if sep and _field_name(head) == name:
+            parts[i] = head + sep + value + (b"\r\n" if body.endswith(b"\r\n") else b"")
+    return (b"--" + boundary).join(parts)

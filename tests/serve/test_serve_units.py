@@ -79,6 +79,42 @@ def test_no_filters_no_rewrite():
     assert not filters.needs_rewrite(cfg(), "asked")
 
 
+def multipart(boundary: str, fields: list[tuple[str, bytes, str | None]]) -> bytes:
+    out = b"preamble\r\n"
+    for name, value, filename in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if filename:
+            out += b"Content-Type: application/octet-stream\r\n"
+        out += b"\r\n" + value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+# Every byte value, and line breaks of every kind, in a file part.
+BINARY = bytes(range(256)) + b"\r\nx\ny\rz\r\n\r\n--not-the-boundary\r\n" + bytes(range(255, -1, -1))
+
+
+def test_multipart_model_field_is_read_and_replaced_byte_exactly():
+    ctype = 'multipart/form-data; boundary="b0undary"'
+    boundary = filters.multipart_boundary(ctype)
+    assert boundary == b"b0undary"
+    raw = multipart("b0undary", [("file", BINARY, "a.wav"), ("model", b"asked", None),
+                                 ("language", b"en", None)])
+    assert filters.multipart_field(raw, boundary, "model") == b"asked"
+    assert filters.multipart_field(raw, boundary, "file") == BINARY
+    assert filters.multipart_field(raw, boundary, "missing") is None
+    out = filters.replace_multipart_field(raw, boundary, "model", b"served-name")
+    assert out == raw.replace(b"\r\n\r\nasked\r\n", b"\r\n\r\nserved-name\r\n")
+    assert filters.multipart_field(out, boundary, "file") == BINARY
+
+
+def test_multipart_boundary_needs_form_data():
+    assert filters.multipart_boundary("multipart/form-data; boundary=abc") == b"abc"
+    assert filters.multipart_boundary("multipart/mixed; boundary=abc") is None
+    assert filters.multipart_boundary("multipart/form-data") is None
+    assert filters.multipart_boundary("application/json") is None
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("status, type_, code", [
