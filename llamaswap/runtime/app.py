@@ -403,7 +403,7 @@ async def running(request: web.Request) -> web.Response:
         m = c.models[mid]
         out.append({
             "model": mid, "state": proc.state.value, "cmd": m.cmd, "proxy": m.proxy,
-            "ttl": effective_ttl(plan, mid), "name": m.name, "description": m.description,
+            "ttl": int(effective_ttl(plan, mid)), "name": m.name, "description": m.description,
             "pid": proc.pid, "state_seconds": round(now - proc.state_since, 3),
         })
     return web.json_response({"running": out})

@@ -232,6 +232,7 @@ def test_running_lists_loaded_models(api_server):
     assert org["state"] == "ready"
     assert "fake-upstream" in org["cmd"] and org["proxy"].startswith("http://127.0.0.1:")
     assert (org["ttl"], org["name"], org["description"]) == (0, "", "")
+    assert isinstance(org["ttl"], int)  # seconds, as llama-swap shows them
     assert isinstance(org["pid"], int)
     assert [e["model"] for e in entry] == sorted(e["model"] for e in entry)
 
