@@ -293,13 +293,14 @@ class Scheduler:
         if self._shutting_down:
             self._effects.reject(req_id, 503, self._shutdown_message(), NO_HEADERS)
             return Admission.REJECTED
-        if model not in self._state:
-            self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
-            return Admission.REJECTED
-        if self._reserved[model] >= self._settings.limit(model):
-            self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
-            return Admission.REJECTED
         self._refresh_protection(now)
+        if model not in self._state or self._reserved[model] >= self._settings.limit(model):
+            if model not in self._state:
+                self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
+            else:
+                self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
+            self._finish(now)
+            return Admission.REJECTED
         req = _Request(req_id, model, now, self._seq, self._settings.priority_of(model))
         self._seq += 1
         self._requests[req_id] = req
@@ -316,10 +317,11 @@ class Scheduler:
         """The client left before its grant. Prunes it from the queue or its swap's waiters
         (the swap goes on) and releases its reservation. True if it was still waiting; a
         no-op (False) once it was granted, rejected, or never known."""
+        self._refresh_protection(now)
         req = self._requests.get(req_id)
         if req is None or req.phase is _Phase.SERVING:
+            self._finish(now)
             return False
-        self._refresh_protection(now)
         self._forget(req)
         if req.phase is _Phase.QUEUED:
             self._queue.remove(req)
@@ -389,11 +391,10 @@ class Scheduler:
         """A READY model's process died on its own. Requests in flight on it still report
         serve_done. Ignored in any other state: a start reports through swap_done and a stop
         through stop_done/swap_done."""
-        if self._state.get(model) is not ModelState.READY:
-            return
         self._refresh_protection(now)
-        self._transition(model, "exited")
-        self._drain(now)
+        if self._state.get(model) is ModelState.READY:
+            self._transition(model, "exited")
+            self._drain(now)
         self._finish(now)
 
     def unload(self, models: Iterable[str] | None, now: float, timeout: float | None = None) -> None:
@@ -550,6 +551,8 @@ class Scheduler:
         return True
 
     def _blocked(self, model: str, evict: tuple[str, ...]) -> bool:
+        # The overlap rule is implied by the STOPPING check below (a live swap's victims are
+        # STOPPING until it ends); it stays to mirror llama-swap's three collision rules.
         for swap in self._active.values():
             if swap.model in evict or model in swap.evict or not swap.evict.isdisjoint(evict):
                 return True

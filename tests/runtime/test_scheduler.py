@@ -558,6 +558,25 @@ def test_max_wait_blocks_a_swap_that_would_grow_the_protected_requests_evictions
     assert eff.of("start_swap") == [("start_swap", "b", ("a",))]
 
 
+def test_max_wait_blocks_a_swap_that_evicts_anything_while_a_request_is_protected():
+    # c fits next to a (evicting idle d) and b could live next to c, but c's eviction
+    # would change what is running under the protected b: c waits behind b.
+    policy = MatrixTestPolicy([("s", [["a", "d"], ["a", "c"], ["b", "c", "d"]])])
+    s, eff = make(policy, models=("a", "b", "c", "d"), max_wait=5)
+    s.request("a0", "a", 0)
+    s.request("d0", "d", 0)
+    s.swap_done("a", 0)
+    s.swap_done("d", 0)
+    s.serve_done("d0", 0)
+    s.request("b", "b", 0)  # must evict busy a
+    s.tick(5)
+    assert s.protected == "b"
+    assert policy.evict_for("c", ("a", "d")) == ("d",)
+    assert s.request("c", "c", 6) is Admission.QUEUED
+    s.serve_done("a0", 7)
+    assert eff.of("start_swap")[-1] == ("start_swap", "b", ("a",))
+
+
 def test_next_deadline_reports_the_oldest_queued_request_reaching_max_wait():
     s, eff = make(StubPolicy(EXCLUSIVE), max_wait=DEFAULT_MAX_WAIT)
     s.request(1, "a", 3)
