@@ -619,7 +619,7 @@ def test_test_policies_implement_the_protocol():
     assert isinstance(GroupTestPolicy(["a"], {}), EvictionPolicy)
 
 
-@pytest.mark.parametrize("module", ["scheduler.py"])
+@pytest.mark.parametrize("module", ["scheduler.py", "simulate.py"])
 def test_sans_io_modules_import_nothing_that_does_io(module):
     path = Path(__file__).resolve().parents[2] / "llamaswap" / "runtime" / module
     imported = set()
