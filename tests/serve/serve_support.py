@@ -262,9 +262,11 @@ class Serve:
         return wait_until(predicate, timeout=timeout, interval=0.05, message=message)
 
     def wait_state(self, model_id: str, state: str, timeout: float = DEADLINE) -> dict:
-        return self.wait(lambda: self.running().get(model_id, {"state": "stopped"})
-                         if self.state(model_id) == state else None,
-                         f"{model_id} to be {state} (now {self.state(model_id)})", timeout)
+        """Wait until /running shows the model in `state`; its entry then."""
+        def check():
+            entry = self.running().get(model_id, {"model": model_id, "state": "stopped"})
+            return entry if entry["state"] == state else None
+        return self.wait(check, f"{model_id} to be {state}", timeout)
 
     def wait_queued(self, model_id: str, count: int = 1) -> dict:
         def check():
