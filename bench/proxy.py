@@ -22,7 +22,12 @@ One `llamaswap serve` runs a config with two models in one non-swapping group:
    events sent.
 3. Memory (written to results/memory.json too): VmRSS of the `llamaswap serve` process itself
    (children such as nginx are not counted), idle after start, after the first request started
-   nginx, after the wrk runs ("after the proxy run", the target) and after the streaming runs.
+   nginx, after the wrk runs ("after the proxy run", the target) and after the streaming runs;
+   then, idle, of a second serve with the same models under the other routing engine.
+
+The two models may run together: by default one matrix set holds both (`--engine matrix`;
+the matrix engine is the heavier one: resolving its sets imports networkx); `--engine group`
+puts them in one non-swapping group instead.
 
 wrk, nginx, llamaswap and the client share the machine's cores in both the direct and the
 proxied runs; the result records the core count and the load average.
@@ -74,7 +79,22 @@ end
 """
 
 
-def write_files(tmp: Path, nginx: str, sse_token_delay: float) -> tuple[Path, int, int]:
+def routing(engine: str) -> str:
+    """The two models may run together: one matrix set holding both, or one non-swapping group."""
+    if engine == "matrix":
+        return f"""matrix:
+  sets:
+    bench: "{NGINX_MODEL} & {SSE_MODEL}"
+"""
+    return f"""groups:
+  bench:
+    swap: false
+    exclusive: false
+    members: [{NGINX_MODEL}, {SSE_MODEL}]
+"""
+
+
+def write_files(tmp: Path, nginx: str, sse_token_delay: float, engine: str) -> tuple[Path, int, int]:
     nginx_port, sse_port = common.free_port(), common.free_port()
     prefix = tmp / "nginx"
     prefix.mkdir()
@@ -95,12 +115,7 @@ models:
   {SSE_MODEL}:
     cmd: {common.llamaswap_exe()} fake-upstream --port {sse_port} --name {SSE_MODEL} --token-delay {sse_token_delay}
     proxy: http://127.0.0.1:{sse_port}
-groups:
-  bench:
-    swap: false
-    exclusive: false
-    members: [{NGINX_MODEL}, {SSE_MODEL}]
-""", encoding="utf-8")
+""" + routing(engine), encoding="utf-8")
     (tmp / "post.lua").write_text(WRK_LUA.replace("@BODY@", json.dumps(BODY, separators=(",", ":"))),
                                   encoding="utf-8")
     return config, nginx_port, sse_port
@@ -216,6 +231,8 @@ def main() -> int:
     ap.add_argument("--token-delay", type=float, default=0.01, help="seconds between SSE events (default 0.01)")
     ap.add_argument("--nice", type=int, default=-10 if common.os.geteuid() == 0 else 0,
                     help="nice value for the benchmark and everything it starts (default -10 as root, else 0)")
+    ap.add_argument("--engine", choices=("matrix", "group"), default="matrix",
+                    help="routing engine of the bench config (default matrix: it also loads networkx)")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
 
@@ -225,7 +242,7 @@ def main() -> int:
     memory: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="llamaswap-bench-proxy-") as tmpdir:
         tmp = Path(tmpdir)
-        config, nginx_port, sse_port = write_files(tmp, tools["nginx"], args.token_delay)
+        config, nginx_port, sse_port = write_files(tmp, tools["nginx"], args.token_delay, args.engine)
         lua = tmp / "post.lua"
         direct = f"http://127.0.0.1:{nginx_port}/v1/chat/completions"
         with common.Serve(config, stderr_path=tmp / "serve.log") as serve:
@@ -274,6 +291,13 @@ def main() -> int:
                                          args.streams, args.tokens, args.token_delay))
             memory["after_streaming"] = common.rss(serve.pid)
             serve_pid = serve.pid
+        # The other engine's idle footprint, from a second serve of the same models (not started).
+        other = "group" if args.engine == "matrix" else "matrix"
+        (tmp / other).mkdir()
+        other_config, _, _ = write_files(tmp / other, tools["nginx"], args.token_delay, other)
+        with common.Serve(other_config, stderr_path=tmp / "serve-other.log") as idle_serve:
+            time.sleep(0.5)
+            memory[f"idle, {other} engine (other serve)"] = common.rss(idle_serve.pid)
     load_after = common.machine()["loadavg"]
 
     # -- tables ---------------------------------------------------------------------------------
@@ -294,7 +318,7 @@ def main() -> int:
                          "—" if name == "direct" else f"{x['added_p50_us'] / 1000:+.3f} ms",
                          f"{x['p99_us'] / 1000:.3f} ms", f"{x['cpu_us_per_request']:.0f} us", x["errors"]])
         cases[c] = case
-    print(f"### proxy: direct nginx vs through llamaswap (wrk -t{args.threads}, {args.duration:g} s x "
+    print(f"### proxy: direct nginx vs through llamaswap ({args.engine} engine, wrk -t{args.threads}, {args.duration:g} s x "
           f"{args.rounds} rounds, median; {common.machine()['cpus']} cores, nice {nice}, "
           f"load {load_before[0]} -> {load_after[0]})\n")
     print(md_table(["conns", "path", "req/s", "share of direct", "p50", "added p50", "p99",
@@ -338,8 +362,8 @@ def main() -> int:
 
     mrows = [[k.replace("_", " "), f"{v['VmRSS']:.1f} MB", f"{v['VmHWM']:.1f} MB", f"{v.get('RssAnon', 0):.1f} MB",
               f"{v.get('RssFile', 0):.1f} MB"] for k, v in memory.items()]
-    print(f"\n### memory: the llamaswap serve process only (pid {serve_pid}; nginx and the fake upstream "
-          "are not counted)\n")
+    print(f"\n### memory: the llamaswap serve process only (pid {serve_pid}, {args.engine} engine; nginx and "
+          "the fake upstream are not counted)\n")
     print(md_table(["when", "VmRSS", "VmHWM (peak)", "RssAnon", "RssFile"], mrows))
     print(f"\n| target | measured | goal | llama-swap | result |\n| --- | ---: | ---: | ---: | --- |\n"
           f"| serve RSS after the proxy run | {mem_after:.1f} MB | <= {TARGET_RSS_MB:g} MB | 37 MB | "
