@@ -74,13 +74,22 @@ class SymbolicSolver:
         self.models = tuple(models)
         self.index = {m: i for i, m in enumerate(self.models)}
         self.sets: list[CompiledSet] = []
-        self._hosts: dict[int, tuple[CompiledSet, ...]] = {}  # target bit -> sets that can hold it
         by_name: dict[str, int] = {}
         for name, dsl, expr in sets:
             root = self._compile(expr, by_name)
             cs = CompiledSet(len(self.sets), name, dsl, root, root.support)
             by_name[name] = cs.index
             self.sets.append(cs)
+        # Target bit -> the sets (solver order) that can hold it; built here, not on demand,
+        # so nothing about a query is cached between queries.
+        hosts: dict[int, list[CompiledSet]] = {}
+        for cs in self.sets:
+            rest = cs.support
+            while rest:
+                low = rest & -rest
+                hosts.setdefault(low, []).append(cs)
+                rest ^= low
+        self.hosts: dict[int, tuple[CompiledSet, ...]] = {b: tuple(v) for b, v in hosts.items()}
 
     def _compile(self, n: Node, by_name: Mapping[str, int]) -> _N:
         if isinstance(n, Leaf):
@@ -232,9 +241,7 @@ class SymbolicSolver:
         total = _weight(running_mask, costs)
         best: tuple[int, CompiledSet, int] | None = None
         per_set: list[tuple[int, CompiledSet, int]] = []
-        hosts = self._hosts.get(target_bit)
-        if hosts is None:
-            hosts = self._hosts[target_bit] = tuple(cs for cs in self.sets if cs.support & target_bit)
+        hosts = self.hosts.get(target_bit, ())
         for cs in hosts:
             set_best: tuple[int, CompiledSet, int] | None = None
             for m, w, kept in self._set_eval(cs.index, relevant, running_mask, costs, memo):
