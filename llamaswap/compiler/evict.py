@@ -99,7 +99,10 @@ class MatrixPolicy:
             memo = self._memo
             memo[key] = decision
             if len(memo) > MEMO_SIZE:
-                del memo[next(iter(memo))]  # oldest first (insertion order)
+                try:  # oldest first (insertion order); tolerant of a concurrent eviction
+                    memo.pop(next(iter(memo)), None)
+                except (RuntimeError, StopIteration):
+                    pass
             return decision
         return self.solve(target, _normal(running), explain=True)
 

@@ -275,3 +275,20 @@ def test_matrix_rules_do_not_have_the_group_asymmetry() -> None:
     assert decide(text, "a", ("b",)).evict == ()
     assert decide(text, "b", ("a",)).evict == ()
     assert decide(text, "a", ("b",)).rule == RULE_CHEAPEST
+
+
+def test_the_memo_is_bounded_and_answers_stay_the_same() -> None:
+    import llamaswap.compiler.evict as evict
+
+    text = matrix(tuple(f"m{i}" for i in range(12)), 'all: "' + " | ".join(f"m{i}" for i in range(12)) + '"\n')
+    policy = compile_text(text, "memo.yaml", CompileOptions(precompute_budget=0)).policy
+    assert policy.table is None
+    models = [f"m{i}" for i in range(12)]
+    first = {}
+    for mask in range(1 << 9):  # 512 states x 12 targets > MEMO_SIZE
+        state = tuple(m for i, m in enumerate(models[:9]) if mask >> i & 1)
+        for t in models:
+            first[(t, state)] = policy.decide(t, state)
+    assert len(policy._memo) <= evict.MEMO_SIZE
+    for (t, state), d in list(first.items())[:200]:
+        assert policy.decide(t, state) == d == policy.solve(t, state, False)
