@@ -97,10 +97,13 @@ def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[St
     """Every decision for the given states, from the expanded combinations.
 
     `first[q]` is the earliest candidate (solver order) holding every model of the mask q.
-    For a state S and a target t, the earliest cheapest candidate c1 is `first[P | t]` for
-    P = S & c1: that entry holds t and P, so it costs no more than c1 and is no later, hence
-    is c1. So scanning `first[P | t]` over the sub-masks P of S, keeping the least (cost,
-    position), finds it: 2^|S| lookups instead of a scan of every candidate holding t."""
+    For a state S and a target t, let c1 be the earliest cheapest candidate and P1 = S & c1
+    (what it keeps). `first[P1 | t]` holds t and P1, so it keeps at least P1's weight and
+    comes no later than c1: it is c1. And a candidate `first[P | t]` keeps at least P's
+    weight, so no sub-mask heavier than P1 has an entry. Hence: walk the sub-masks of S by
+    weight, heaviest first; the first weight with any entry is P1's; among that weight's
+    entries the earliest is c1. A few dictionary lookups instead of a scan of every
+    candidate holding t."""
     from llamaswap.compiler.evict import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING
 
     models = policy.models
@@ -153,11 +156,16 @@ def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[St
             smask |= 1 << i
             near |= together[i]
         total = weight(smask)
-        subs = [smask]
+        # Sub-masks of the state grouped by weight, heaviest first: the first group with a
+        # candidate for the target holds the cheapest cost (see the docstring).
+        by_weight: dict[int, list[int]] = {}
         sub = smask
-        while sub:
+        while True:
+            by_weight.setdefault(weight(sub), []).append(sub)
+            if not sub:
+                break
             sub = (sub - 1) & smask
-            subs.append(sub)
+        groups = sorted(by_weight.items(), reverse=True)
         holder = first.get(smask) if smask else None
         containing = (cands[holder][0], cands[holder][1]) if holder is not None else (None, None)
         for target, tb, row, tfirst in per_target:
@@ -173,13 +181,14 @@ def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[St
             else:
                 best_ci = -1
                 best_cost = 0
-                for p in subs:
-                    ci = first.get(p | tb)
-                    if ci is None:
-                        continue
-                    cost = total - weight(smask & cands[ci][2])
-                    if best_ci < 0 or cost < best_cost or (cost == best_cost and ci < best_ci):
-                        best_ci, best_cost = ci, cost
+                for kept, group in groups:
+                    for p in group:
+                        ci = first.get(p | tb)
+                        if ci is not None and (best_ci < 0 or ci < best_ci):
+                            best_ci = ci
+                    if best_ci >= 0:
+                        best_cost = total - kept
+                        break
                 name, dsl, mask, combo = cands[best_ci]
                 evict = tuple(m for m in state if not mask >> index[m] & 1)
                 decision = Decision(target, state, evict, name, dsl, combo, best_cost, RULE_CHEAPEST)
