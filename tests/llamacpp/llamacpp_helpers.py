@@ -24,7 +24,6 @@ DEFAULT_SERVER_ARGS: tuple[str, ...] = (
     "--threads", "2",
     "--threads-batch", "2",
     "--parallel", "1",
-    "--n-gpu-layers", "0",
     "--no-webui",
     "--no-warmup",
 )
