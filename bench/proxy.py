@@ -233,8 +233,13 @@ def main() -> int:
                     help="nice value for the benchmark and everything it starts (default -10 as root, else 0)")
     ap.add_argument("--engine", choices=("matrix", "group"), default="matrix",
                     help="routing engine of the bench config (default matrix: it also loads networkx)")
+    ap.add_argument("--whatif-raw-client", action="store_true",
+                    help="what-if: serve's non-streaming requests go upstream through floor_proxy.RawPool "
+                         "(bench/whatif.py); results go to results/proxy-whatif-raw-client.json")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
+    launcher = ([common.python_exe(), str(common.BENCH / "whatif.py"), "serve", "--raw-client"]
+                if args.whatif_raw_client else None)
 
     tools = common.ensure_debian_tools({"nginx": "nginx-light", "wrk": "wrk"})
     nice = common.raise_priority(args.nice)
@@ -245,7 +250,7 @@ def main() -> int:
         config, nginx_port, sse_port = write_files(tmp, tools["nginx"], args.token_delay, args.engine)
         lua = tmp / "post.lua"
         direct = f"http://127.0.0.1:{nginx_port}/v1/chat/completions"
-        with common.Serve(config, stderr_path=tmp / "serve.log") as serve:
+        with common.Serve(config, stderr_path=tmp / "serve.log", launcher=launcher) as serve:
             proxied = f"{serve.url}/v1/chat/completions"
             time.sleep(0.5)
             memory["idle"] = common.rss(serve.pid)
@@ -318,6 +323,8 @@ def main() -> int:
                          "—" if name == "direct" else f"{x['added_p50_us'] / 1000:+.3f} ms",
                          f"{x['p99_us'] / 1000:.3f} ms", f"{x['cpu_us_per_request']:.0f} us", x["errors"]])
         cases[c] = case
+    if args.whatif_raw_client:
+        print("WHAT-IF: serve's non-streaming upstream requests go through a raw keep-alive client\n")
     print(f"### proxy: direct nginx vs through llamaswap ({args.engine} engine, wrk -t{args.threads}, {args.duration:g} s x "
           f"{args.rounds} rounds, median; {common.machine()['cpus']} cores, nice {nice}, "
           f"load {load_before[0]} -> {load_after[0]})\n")
@@ -369,6 +376,13 @@ def main() -> int:
           f"| serve RSS after the proxy run | {mem_after:.1f} MB | <= {TARGET_RSS_MB:g} MB | 37 MB | "
           f"{verdict(mem_after <= TARGET_RSS_MB)} |")
 
+    if args.whatif_raw_client:
+        common.write_result("proxy-whatif-raw-client", {
+            "variant": "raw-client", "settings": vars(args), "nice": nice, "load_before": load_before,
+            "load_after": load_after, "cases": {str(c): v for c, v in cases.items()}, "streaming": stream,
+            "memory": memory,
+        })
+        return 0
     common.write_result("proxy", {
         "settings": vars(args), "nice": nice, "load_before": load_before, "load_after": load_after,
         "cases": {str(c): v for c, v in cases.items()}, "streaming": stream, "added_ttfb_s": added_ttfb,
