@@ -243,7 +243,6 @@ class _Request:
 @dataclass(slots=True, eq=False)
 class _Swap:
     decision: Decision
-    started: float
     waiters: list[_Request]
     evict: frozenset[str] = frozenset()
 
@@ -294,22 +293,22 @@ class Scheduler:
             self._effects.reject(req_id, 503, self._shutdown_message(), NO_HEADERS)
             return Admission.REJECTED
         self._refresh_protection(now)
-        if model not in self._state or self._reserved[model] >= self._settings.limit(model):
-            if model not in self._state:
-                self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
-            else:
-                self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
-            self._finish(now)
-            return Admission.REJECTED
-        req = _Request(req_id, model, now, self._seq, self._settings.priority_of(model))
-        self._seq += 1
-        self._requests[req_id] = req
-        self._reserved[model] += 1
-        if self._attempt(req, now):
-            outcome = Admission.WAITING if req.phase is _Phase.WAITING else Admission.GRANTED
+        if model not in self._state:
+            self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
+            outcome = Admission.REJECTED
+        elif self._reserved[model] >= self._settings.limit(model):
+            self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
+            outcome = Admission.REJECTED
         else:
-            self._enqueue(req)
-            outcome = Admission.QUEUED
+            req = _Request(req_id, model, now, self._seq, self._settings.priority_of(model))
+            self._seq += 1
+            self._requests[req_id] = req
+            self._reserved[model] += 1
+            if self._attempt(req, now):
+                outcome = Admission.WAITING if req.phase is _Phase.WAITING else Admission.GRANTED
+            else:
+                self._enqueue(req)
+                outcome = Admission.QUEUED
         self._finish(now)
         return outcome
 
@@ -329,9 +328,7 @@ class Scheduler:
                 self._protected = None
             self._drain(now)
         else:
-            for swap in (*self._active.values(), *self._detached.values()):
-                if req in swap.waiters:
-                    swap.waiters.remove(req)
+            self._active[req.model].waiters.remove(req)
         self._finish(now)
         return True
 
@@ -354,21 +351,20 @@ class Scheduler:
         model is ready, or `error` says why it is not."""
         self._refresh_protection(now)
         swap = self._active.pop(model, None)
-        if swap is None:
+        live = swap is not None
+        if not live:
+            # Abandoned by unload/shutdown: only its evictions are news; the target's own
+            # stop is reported by stop_done.
             swap = self._detached.pop(model, None)
             if swap is None:
                 raise SchedulerError(f"swap_done for {model!r}, which has no swap in progress")
-            self._settle_evicted(swap)  # the target's own stop is reported by stop_done
-            self._drain(now)
-            self._finish(now)
-            return
         self._settle_evicted(swap)
-        if error is None:
+        if live and error is None:
             self._transition(model, "swap_succeeded")
             self._last_used[model] = now
             for req in swap.waiters:
                 self._grant(req, now)
-        else:
+        elif live:
             self._transition(model, "swap_failed")
             message = f"unspecific error: {error}"
             for req in swap.waiters:
@@ -547,7 +543,7 @@ class Scheduler:
             return False
         if guard is not None and self._interferes(model, evict, running, guard):
             return False
-        self._start_swap(req, decision, now)
+        self._start_swap(req, decision)
         return True
 
     def _blocked(self, model: str, evict: tuple[str, ...]) -> bool:
@@ -593,8 +589,8 @@ class Scheduler:
 
     # --------------------------------------------------------------- actions
 
-    def _start_swap(self, req: _Request, decision: Decision, now: float) -> None:
-        swap = _Swap(decision, now, [req])
+    def _start_swap(self, req: _Request, decision: Decision) -> None:
+        swap = _Swap(decision, [req])
         self._active[decision.target] = swap
         req.phase = _Phase.WAITING
         for victim in decision.evict:
