@@ -112,8 +112,10 @@ class MatrixConfig(_Strict):
 
 class FifoSettings(_Strict):
     priority: dict[str, int] = Field(default_factory=dict)
-    # llamaswap extension: bounded waiting (seconds). None = the documented default.
+    # llamaswap extensions: bounded waiting (seconds; None = the documented default), and the
+    # window after which /health reports a stalled scheduler (seconds; None = derived).
     max_wait: float | None = None
+    stall_timeout: float | None = None
 
 
 class SchedulerSettingsConfig(_Strict):

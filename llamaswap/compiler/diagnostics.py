@@ -66,7 +66,6 @@ CODES: dict[str, str] = {
     "LS309": "duplicate alias",
     "LS310": "invalid proxy URL",
     "LS311": "invalid API key",
-    "LS312": "config file unreadable",
     "LS313": "alias or model ID conflict",
     # LS4xx: lints, warnings, info
     "LS400": "key recognised but not implemented by llamaswap",
@@ -78,7 +77,6 @@ CODES: dict[str, str] = {
     "LS406": "preload entry dropped",
     "LS407": "deprecated or ignored key",
     "LS450": "set kept symbolic (too large to expand)",
-    "LS451": "decision table not precomputed (too large)",
 }
 
 

@@ -124,7 +124,7 @@ TOP = _map({
         }),
         "scheduler": _map({
             "use": _leaf(),
-            "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf()})}),
+            "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf(), "stall_timeout": _leaf()})}),
         }),
     }),
     "groups": Key(each=GROUP),

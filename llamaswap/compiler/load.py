@@ -542,6 +542,10 @@ def _check_scheduler(c: Config, loaded: Loaded, ck: _Checker) -> None:
         else:
             ck.error("LS218", f"routing.scheduler.settings.fifo.priority references unknown model {model!r}", loc,
                      key=True, hint=_close(model, sorted(c.models)))
+    if fifo.stall_timeout is not None and fifo.stall_timeout <= 0:
+        ck.error("LS303", "routing.scheduler.settings.fifo.stall_timeout must be > 0 seconds",
+                 ("routing", "scheduler", "settings", "fifo", "stall_timeout"),
+                 hint="how long requests may wait with no progress before /health reports 503")
     if fifo.max_wait is not None and fifo.max_wait < 0:
         ck.error("LS303", "routing.scheduler.settings.fifo.max_wait must be >= 0 seconds",
                  ("routing", "scheduler", "settings", "fifo", "max_wait"), hint="0 turns bounded waiting off")

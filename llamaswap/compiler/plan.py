@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from llamaswap.compiler.config import Config
 from llamaswap.compiler.diagnostics import Diagnostic, Severity, has_errors, sort_diagnostics
-from llamaswap.compiler.expand import DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
+from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
 from llamaswap.compiler.lints import lint_matrix
 from llamaswap.compiler.load import Group, load_config
 from llamaswap.compiler.source import Pos, YMap
@@ -148,7 +148,8 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
             if s.combinations is None:
                 diags.append(Diagnostic(
                     Severity.INFO, "LS450",
-                    f"set {s.name!r} has {s.count:,} combinations, more than the expansion budget "
+                    f"set {s.name!r} has {'at least ' if s.count >= COUNT_CAP else ''}{s.count:,} combinations, "
+                    f"more than the expansion budget "
                     f"({options.expand_budget:,}); it is kept symbolic and decided by the symbolic solver",
                     file, *_pos(matrix.set_pos.get(s.name)), f"{loaded.matrix_path}.sets.{s.name}",
                     hint="raise the budget with --expand-budget to expand it", length=len(s.name),

@@ -39,10 +39,11 @@ from llamaswap.runtime.filters import (multipart_boundary, multipart_field, need
                                        replace_multipart_field, rewrite_body)
 from llamaswap.runtime.processes import LogHub, ModelProcess, ProcessSpec, ProcessState
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
+from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics, health as health_check
 from llamaswap.runtime.router import Granted, Rejected, Router, SwapRecord, Ticket
 from llamaswap.runtime.scheduler import Admission
 from llamaswap.runtime.settings import (effective_ttl, effective_unload_timeout, health_check_timeout,
-                                        scheduler_settings)
+                                        scheduler_settings, stall_timeout)
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -52,6 +53,8 @@ PROCESSES = web.AppKey("processes", dict)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 LOGS = web.AppKey("logs", LogHub)
 STARTED = web.AppKey("started", float)
+DECISIONS = web.AppKey("decisions", DecisionLog)
+METRICS = web.AppKey("metrics", Metrics)
 LOG_STREAMS = web.AppKey("log_streams", set)
 
 # Routes whose JSON body names the model (POST).
@@ -204,6 +207,28 @@ def swap_header(granted: Granted) -> dict[str, str]:
 
 async def dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
                    apply_filters: bool) -> web.StreamResponse:
+    """The request path, counted in `llamaswap_requests_total{model, status}`."""
+    plan = request.app[PLAN]
+    model = plan.resolve_model(requested) or "(unknown)"
+    status = "cancelled"
+    try:
+        resp = await _dispatch(request, body, requested, upstream_path, apply_filters)
+        status = str(resp.status)
+        return resp
+    except web.HTTPException as exc:
+        status = str(exc.status)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        status = "500"
+        raise
+    finally:
+        request.app[METRICS].requests.labels(model, status).inc()
+
+
+async def _dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
+                    apply_filters: bool) -> web.StreamResponse:
     app = request.app
     plan = app[PLAN]
     router = app[ROUTER]
@@ -451,11 +476,53 @@ async def scheduler_state(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    owner = router.owner
-    if owner is None or owner.done():
-        return web.Response(status=503, text="scheduler task is not running")
-    return web.Response(text="OK")
+    """200 while the scheduler task is alive and making progress; 503 with the reason."""
+    ok, reason = health_check(request.app[ROUTER], stall_timeout(request.app[PLAN]))
+    if ok:
+        return web.Response(text="OK")
+    return web.Response(status=503, text=reason)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def decisions(request: web.Request) -> web.Response:
+    """The most recent committed swaps, newest first (`?limit=N`, default 50)."""
+    raw = request.query.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        return error_response(request, 400, f"limit must be a whole number, got {raw!r}")
+    if limit < 0:
+        return error_response(request, 400, "limit must be >= 0")
+    return web.json_response({"decisions": request.app[DECISIONS].recent(limit)})
+
+
+async def what_if(request: web.Request) -> web.Response:
+    """What would happen if `?model=X` were requested now, against the live running set."""
+    from llamaswap.runtime.scheduler import ModelState
+
+    plan = request.app[PLAN]
+    name = request.query.get("model", "").strip()
+    if not name:
+        return error_response(request, 400, "give the model to plan for: /api/plan?model=NAME")
+    real = plan.resolve_model(name)
+    if real is None:
+        return error_response(request, 404, f"no local server found for requested model {name!r}")
+
+    def running_now(sched) -> tuple[str, ...]:
+        live = {m for m in plan.models if sched.state(m) is not ModelState.STOPPED}
+        live.update(sched.swaps())
+        return tuple(sorted(live))
+
+    try:
+        running_set = await request.app[ROUTER].call(running_now)
+    except RuntimeError as exc:
+        return error_response(request, 503, str(exc))
+    decision = plan.policy.decide(real, running_set, explain=True)
+    return web.json_response(decision.to_json(request=name))
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
@@ -526,12 +593,6 @@ class _LogToHub(logging.Handler):
             self.handleError(record)
 
 
-def log_swap(record: SwapRecord) -> None:
-    d = record.decision
-    logger.info("swap #%d: model=%s evict=[%s] set=%s dsl=%r target=[%s] cost=%d rule=%s", record.id, d.target,
-                ",".join(d.evict), d.set or "-", d.dsl or "", ",".join(d.target_set), d.cost, d.rule)
-
-
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     plan = app[PLAN]
     hub = app[LOGS]
@@ -545,7 +606,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = session
     processes = {m: ModelProcess(spec, session=session, log=hub.model(m)) for m, spec in process_specs(plan).items()}
     app[PROCESSES] = processes
-    router = Router(plan.policy, scheduler_settings(plan), processes, on_swap=log_swap)
+    app[METRICS].bind(processes, None)  # type: ignore[arg-type]
+    observer = AppObserver(app[DECISIONS], app[METRICS])
+    router = Router(plan.policy, scheduler_settings(plan), processes, observer=observer)
+    app[METRICS].bind(processes, router)
     app[ROUTER] = router
     await router.start()
     preload = asyncio.create_task(_preload(app), name="llamaswap:preload") if plan.preload else None
@@ -587,6 +651,8 @@ def build_app(plan: Plan) -> web.Application:
     app[PLAN] = plan
     app[LOGS] = LogHub()
     app[STARTED] = time.time()
+    app[DECISIONS] = DecisionLog(plan.policy)
+    app[METRICS] = Metrics(plan.models)
     app[LOG_STREAMS] = set()
     app.on_shutdown.append(_end_log_streams)
     app.cleanup_ctx.append(_lifecycle)
@@ -606,6 +672,9 @@ def build_app(plan: Plan) -> web.Application:
     r.add_route("*", "/upstream/{tail:.+}", upstream_route)
     r.add_get("/api/scheduler", scheduler_state)
     r.add_get("/health", health)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/decisions", decisions)
+    r.add_get("/api/plan", what_if)
     r.add_get("/wol-health", health)
     r.add_get("/logs", logs)
     r.add_get("/logs/stream", logs_stream)

@@ -74,6 +74,21 @@ class SwapRecord:
     finished: float | None = None
 
 
+class Observer:
+    """What the router reports as it goes (metrics, decision records). Every method is called
+    from the owner task or a swap/stop task, must be quick, and must not raise."""
+
+    def swap_started(self, record: SwapRecord, requested: str) -> None: ...
+
+    def swap_finished(self, record: SwapRecord) -> None: ...
+
+    def granted(self, model: str, waited: float) -> None: ...
+
+    def evicted(self, model: str, reason: str) -> None: ...
+
+    def served(self, model: str) -> None: ...
+
+
 class Ticket:
     """One request's passage through the scheduler."""
 
@@ -123,10 +138,13 @@ class _Effects:
         if swap is not None:
             swap.requests_waited.append(waited)
         ticket.outcome.set_result(Granted(model, swap, waited))
+        r.last_advance = time.monotonic()
+        r._notify("granted", model, waited)
         return True
 
     def reject(self, req_id: Any, status: int, message: str, headers: Mapping[str, str]) -> None:
         r = self.router
+        r.last_advance = time.monotonic()
         ticket = r._tickets.pop(req_id, None)
         r._waited_for.pop(req_id, None)
         if ticket is not None:
@@ -150,13 +168,16 @@ class Router:
     def __init__(self, policy: EvictionPolicy, settings: SchedulerSettings,
                  processes: Mapping[str, ModelProcess], *,
                  on_swap: Callable[[SwapRecord], None] | None = None,
-                 on_swap_done: Callable[[SwapRecord], None] | None = None) -> None:
+                 on_swap_done: Callable[[SwapRecord], None] | None = None,
+                 observer: Observer | None = None) -> None:
         self.policy = policy
         self.settings = settings
         self.processes = dict(processes)
         self.scheduler = Scheduler(policy, settings, _Effects(self))
         self._on_swap = on_swap
         self._on_swap_done = on_swap_done
+        self._observer = observer
+        self._current: Ticket | None = None  # the ticket whose request() is being handled
         self._inbox: asyncio.Queue[tuple] = asyncio.Queue()
         self._tickets: dict[int, Ticket] = {}
         self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
@@ -179,6 +200,8 @@ class Router:
         # Liveness, for /health: when the owner last finished handling something.
         self.last_progress = time.monotonic()
         self.events_handled = 0
+        # When something last started, finished or was granted (for the stall check).
+        self.last_advance = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -290,6 +313,18 @@ class Router:
         self.post(("call", fn, fut))
         return await fut
 
+    def waiting_tickets(self) -> list[Ticket]:
+        """Tickets still waiting for their outcome (queued, or waiting on a swap)."""
+        return [t for t in self._tickets.values() if not t.outcome.done()]
+
+    def _notify(self, method: str, *args: Any) -> None:
+        if self._observer is None:
+            return
+        try:
+            getattr(self._observer, method)(*args)
+        except Exception:  # observation must never break routing
+            logger.exception("observer %s failed", method)
+
     def swap_in_progress(self, model: str) -> SwapRecord | None:
         return self._swaps.get(model)
 
@@ -345,7 +380,11 @@ class Router:
                     if not ticket.admission.done():
                         ticket.admission.set_result(Admission.REJECTED)
                 else:
-                    admission = sched.request(ticket.req_id, ticket.model, now)
+                    self._current = ticket
+                    try:
+                        admission = sched.request(ticket.req_id, ticket.model, now)
+                    finally:
+                        self._current = None
                     if admission is Admission.WAITING:
                         swap = self._swaps.get(ticket.model)
                         if swap is not None:
@@ -357,23 +396,31 @@ class Router:
                 self._waited_for.pop(event[1], None)
                 sched.cancel(event[1], now)
             elif kind == "serve_done":
-                self._tickets.pop(event[1], None)
+                done = self._tickets.pop(event[1], None)
+                self.last_advance = time.monotonic()
                 sched.serve_done(event[1], now)
+                if done is not None:
+                    self._notify("served", done.model)
             elif kind == "swap_done":
                 _, model, error, record = event
+                self.last_advance = time.monotonic()
                 self._finishing = record
                 try:
                     sched.swap_done(model, now, error)
                 finally:
                     self._finishing = None
+                # After the grants: the record now holds every waiter's wait.
+                self._notify("swap_finished", record)
                 if model in self._exited_early:
                     self._exited_early.discard(model)
                     if error is None:
                         sched.model_exited(model, now)
             elif kind == "stop_done":
+                self.last_advance = time.monotonic()
                 sched.stop_done(event[1], now)
             elif kind == "exited":
                 model = event[1]
+                self._notify("evicted", model, "crash")
                 if sched.state(model) is ModelState.STARTING:
                     # The process turned ready and died before its swap_done reached us
                     # (both are on their way): apply the crash right after that swap_done.
@@ -425,6 +472,12 @@ class Router:
         record = SwapRecord(next(self._swap_ids), model, decision, time.time(), self.now())
         self._swaps[model] = record
         self.swaps_started += 1
+        self.last_advance = time.monotonic()
+        current = self._current
+        requested = current.requested if current is not None and current.model == model else model
+        self._notify("swap_started", record, requested)
+        for evicted in decision.evict:
+            self._notify("evicted", evicted, "swap")
         if self._on_swap is not None:
             try:
                 self._on_swap(record)
@@ -467,6 +520,9 @@ class Router:
                     logger.exception("on_swap_done hook failed")
 
     def _begin_stop(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
+        self.last_advance = time.monotonic()
+        for model in models:
+            self._notify("evicted", model, reason)
         # Stops issued together (one unload's buckets) run in order, smallest timeout first.
         previous = self._stop_chain if reason == "unload" else None
         task = self._spawn(self._stop(models, reason, timeout, previous), f"llamaswap:stop:{','.join(models)}")

@@ -58,3 +58,15 @@ def scheduler_settings(plan: Plan, max_wait: object = _UNSET) -> SchedulerSettin
         swap_stop_timeout=health_check_timeout(plan),
         default_unload_timeout=float(glob_unload),
     )
+
+
+def stall_timeout(plan: Plan) -> float:
+    """Seconds requests may wait with nothing started, finished or granted before /health
+    says the scheduler is stalled: `fifo.stall_timeout`, else long enough for the slowest
+    legitimate swap (evicted models' graceful stop plus the target's health-check timeout)."""
+    c = plan.config
+    assert c is not None
+    configured = c.routing.scheduler.settings.fifo.stall_timeout
+    if configured is not None:
+        return float(configured)
+    return 2 * health_check_timeout(plan) + 30.0

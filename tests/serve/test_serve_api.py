@@ -241,7 +241,7 @@ def test_logs_and_log_streams(api_server):
     assert api_server.chat("org").status == 200
     text = api_server.get("/logs").body.decode()
     assert "[org] org: pid" in text  # an upstream's own output, prefixed with its model
-    assert "llamaswap.serve: swap #" in text  # llamaswap's own log
+    assert "llamaswap.swaps: swap {" in text  # llamaswap's own log: one JSON line per swap
 
     resp = api_server.get("/logs/stream/nope")
     assert (resp.status, resp.body) == (400, b"invalid logger. Use 'proxy', 'upstream' or a model's ID")

@@ -1,0 +1,231 @@
+"""Observe: decision records, Prometheus metrics, and a health check that means something.
+
+- `DecisionLog` keeps the most recent committed swaps (bounded memory). A record says what
+  was asked, what ran before, what was evicted, the chosen set (or group rule), its cost,
+  the runner-up candidates, how long the requests waited and how long the load took. It is
+  written once per committed swap — speculative what-if queries never produce one — and the
+  same fields go to the log as one JSON line when the swap ends.
+- `Metrics` owns a private Prometheus registry (so several apps can live in one process):
+  requests by model and status, in-flight requests, model state, swaps and evictions by
+  model and reason, load-duration and queue-wait histograms, queue depth and the age of the
+  oldest waiting request.
+- `health()` is 200 only while the scheduler's owner task is alive and making progress:
+  503 with a reason when the task died, or when requests have been waiting with nothing
+  started, finished or granted for longer than the stall window.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from llamaswap.compiler.decision import EvictionPolicy
+    from llamaswap.runtime.router import Router, SwapRecord
+
+logger = logging.getLogger("llamaswap.swaps")
+
+DEFAULT_RECORDS = 1000
+LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+def _iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class DecisionRecord:
+    swap: "SwapRecord"
+    requested: str
+    candidates: list[dict]
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.swap
+        d = s.decision
+        status = "loading" if s.finished is None else ("error" if s.error else "ok")
+        return {
+            "id": s.id,
+            "time": _iso(s.started_wall),
+            "model": s.model,
+            "requested": self.requested,
+            "running_before": list(d.running),
+            "evicted": list(d.evict),
+            "set": d.set,
+            "dsl": d.dsl,
+            "rule": d.rule,
+            "cost": d.cost,
+            "target_set": list(d.target_set),
+            "candidates": self.candidates,
+            "waited": [round(w, 6) for w in s.requests_waited],
+            "load_seconds": None if s.load_seconds is None else round(s.load_seconds, 6),
+            "status": status,
+            "error": s.error,
+        }
+
+
+class DecisionLog:
+    """The most recent committed swaps, newest last."""
+
+    def __init__(self, policy: "EvictionPolicy", maxlen: int = DEFAULT_RECORDS) -> None:
+        self.policy = policy
+        self._records: collections.deque[DecisionRecord] = collections.deque(maxlen=maxlen)
+        self._by_swap: dict[int, DecisionRecord] = {}
+
+    def committed(self, swap: "SwapRecord", requested: str | None = None) -> DecisionRecord:
+        """A swap was committed: keep its record (with the runner-up candidates)."""
+        d = swap.decision
+        try:
+            explained = self.policy.decide(d.target, d.running, explain=True)
+            ranked = [c.to_json() for c in (explained.candidates or ())]
+        except Exception:  # explaining must never break a swap
+            ranked = []
+        runner_ups = ranked[1:] if ranked and ranked[0]["set"] == d.set else ranked
+        record = DecisionRecord(swap, requested or d.target, runner_ups)
+        if len(self._records) == self._records.maxlen:
+            old = self._records[0]
+            self._by_swap.pop(old.swap.id, None)
+        self._records.append(record)
+        self._by_swap[swap.id] = record
+        return record
+
+    def finished(self, swap: "SwapRecord") -> None:
+        """The swap ended: one structured log line with the record's fields."""
+        record = self._by_swap.get(swap.id)
+        if record is None:
+            return
+        logger.info("swap %s", json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")))
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        items = list(self._records)[-limit:] if limit > 0 else []
+        return [r.to_json() for r in reversed(items)]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class Metrics:
+    """Prometheus metrics of one serve app."""
+
+    def __init__(self, models: Iterable[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.models = tuple(models)
+        self.requests = Counter("llamaswap_requests", "Model-dispatched requests by model and HTTP status.",
+                                ["model", "status"], registry=r)
+        self.in_flight = Gauge("llamaswap_requests_in_flight", "Requests being served, by model.", ["model"],
+                               registry=r)
+        self.swaps = Counter("llamaswap_swaps", "Committed swaps by target model and outcome.",
+                             ["model", "outcome"], registry=r)
+        self.evictions = Counter("llamaswap_evictions", "Models stopped, by model and reason "
+                                 "(swap, ttl, unload, shutdown, crash).", ["model", "reason"], registry=r)
+        self.load_duration = Histogram("llamaswap_load_duration_seconds",
+                                       "Time from a swap's start of loading to the upstream being ready.",
+                                       ["model"], buckets=LOAD_BUCKETS, registry=r)
+        self.queue_wait = Histogram("llamaswap_queue_wait_seconds",
+                                    "Time from a request's arrival to its grant.", ["model"],
+                                    buckets=WAIT_BUCKETS, registry=r)
+        for m in self.models:
+            self.in_flight.labels(m).set(0)
+        self._state_source: Any = None
+        self._queue_source: Any = None
+        r.register(_Live(self))
+
+    def bind(self, processes: dict, router: "Router") -> None:
+        """Read live values (model state, queue) from these at scrape time."""
+        self._state_source = processes
+        self._queue_source = router
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Live:
+    """Collector for values read at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        m = self.metrics
+        state = GaugeMetricFamily("llamaswap_model_state", "1 for each model's current process state.",
+                                  labels=["model", "state"])
+        procs = m._state_source or {}
+        for model in m.models:
+            proc = procs.get(model)
+            current = proc.state.value if proc is not None else "stopped"
+            for s in ("stopped", "starting", "ready", "stopping", "shutdown"):
+                state.add_metric([model, s], 1.0 if s == current else 0.0)
+        yield state
+        depth = GaugeMetricFamily("llamaswap_queue_depth", "Requests waiting for a grant (queued or "
+                                  "waiting on a swap).")
+        oldest = GaugeMetricFamily("llamaswap_oldest_waiting_seconds",
+                                   "Age of the oldest request waiting for a grant (0 when none).")
+        router = m._queue_source
+        waiting = router.waiting_tickets() if router is not None else []
+        depth.add_metric([], float(len(waiting)))
+        if waiting and router is not None:
+            now = router.now()
+            oldest.add_metric([], max(0.0, now - min(t.arrived for t in waiting)))
+        else:
+            oldest.add_metric([], 0.0)
+        yield depth
+        yield oldest
+
+
+def health(router: "Router", stall_timeout: float) -> tuple[bool, str]:
+    """(ok, reason). Not ok when the owner task is gone, or when work waits without progress."""
+    owner = router.owner
+    if owner is None:
+        return False, "scheduler task not started"
+    if owner.done():
+        if owner.cancelled():
+            return False, "scheduler task was cancelled"
+        exc = owner.exception()
+        return False, f"scheduler task died: {exc!r}" if exc else "scheduler task exited"
+    waiting = router.waiting_tickets()
+    if waiting:
+        idle = time.monotonic() - router.last_advance
+        if idle > stall_timeout:
+            return False, (f"scheduler stalled: {len(waiting)} request(s) waiting and nothing started, "
+                           f"finished or granted for {idle:.1f}s (window {stall_timeout:g}s)")
+    return True, "OK"
+
+
+class AppObserver:
+    """The router's observer in `serve`: decision records plus metrics."""
+
+    def __init__(self, decisions: DecisionLog, metrics: Metrics) -> None:
+        self.decisions = decisions
+        self.metrics = metrics
+
+    def swap_started(self, record: "SwapRecord", requested: str) -> None:
+        self.decisions.committed(record, requested)
+
+    def swap_finished(self, record: "SwapRecord") -> None:
+        outcome = "error" if record.error else "ok"
+        self.metrics.swaps.labels(record.model, outcome).inc()
+        if record.load_seconds is not None and not record.error:
+            self.metrics.load_duration.labels(record.model).observe(record.load_seconds)
+        self.decisions.finished(record)
+
+    def granted(self, model: str, waited: float) -> None:
+        self.metrics.queue_wait.labels(model).observe(max(0.0, waited))
+        self.metrics.in_flight.labels(model).inc()
+
+    def served(self, model: str) -> None:
+        self.metrics.in_flight.labels(model).dec()
+
+    def evicted(self, model: str, reason: str) -> None:
+        self.metrics.evictions.labels(model, reason).inc()
