@@ -67,7 +67,9 @@ def _seconds(value: Any) -> float | None:
 
 def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> list[TraceRequest]:
     """Parse trace lines, in file order. With `models`, unknown model names are errors too.
-    Raises TraceError listing every bad line."""
+    Raises TraceError listing every bad line. A single string is split into lines."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
     known = None if models is None else set(models)
     requests: list[TraceRequest] = []
     issues: list[TraceIssue] = []
@@ -185,6 +187,7 @@ def simulate(
     "rejected"} (+ "per_request" when verbose); waits are over granted requests, makespan
     runs from the first arrival to the last request finished.
     """
+    requests = list(requests)
     load_times = dict(load_times or {})
     issues = [TraceIssue(r.line, f"unknown model {r.model!r}") for r in requests if r.model not in settings.models]
     if issues:

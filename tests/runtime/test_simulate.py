@@ -153,6 +153,12 @@ def test_parse_trace_accepts_json_lines_bare_names_comments_and_blank_lines():
     ]
 
 
+def test_parse_trace_takes_a_whole_text_and_simulate_takes_any_iterable():
+    trace = parse_trace("a\nb\n")
+    assert [r.model for r in trace] == ["a", "b"]
+    assert simulate(ALONE, settings(), iter(trace))["requests"] == 2
+
+
 def test_parse_trace_reports_every_bad_line_with_its_number():
     lines = [
         "a",
