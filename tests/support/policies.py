@@ -1,18 +1,18 @@
 """Test doubles for the scheduler's collaborators: eviction policies and a recording Effects.
 
 `MatrixTestPolicy` and `GroupTestPolicy` implement the `EvictionPolicy` protocol by
-llama-swap's rules, written as plainly as possible so they double as brute-force references
-for the compiled policies:
+llama-swap's rules. They are the brute-force references of `support.brute_force` (written to
+be obviously right, and checked against the compiled policies by tests/plan), given
+constructors that suit hand-written scheduler tests:
 
-- matrix (behaviour reference §3.4): sets are explicit lists of combinations, in set order
-  (topological order is the caller's business). Target already running -> evict nothing.
-  Target in no combination -> runs alone, evicts everything. Otherwise the candidate with the
-  lowest sum of evict costs (default 1) of the running models it lacks; ties go to the
-  earliest candidate.
-- groups (§4): every model not in a group is in "(default)" {swap, exclusive}. A running
-  model M != T is evicted when it shares T's group and that group swaps, or when T's group
-  is exclusive and M's group is not persistent. Loading a non-exclusive member never evicts
-  other groups (the one-way gotcha).
+- matrix (behaviour reference §3.4): `MatrixTestPolicy([(set name, [combination, ...]), ...],
+  evict_costs)`, sets in solver order. Target already running -> evict nothing. Target in no
+  combination -> runs alone, evicts everything. Otherwise the candidate with the lowest sum
+  of evict costs (default 1) of the running models it lacks; ties go to the earliest.
+- groups (§4): `GroupTestPolicy(models, {name: Group(members, swap, exclusive, persistent)})`;
+  every model not in a group is in "(default)" {swap, exclusive}. A running model M != T is
+  evicted when it shares T's group and that group swaps, or when T's group is exclusive and
+  M's group is not persistent. Loading a non-exclusive member never evicts other groups.
 
 `StubPolicy` mirrors llama-swap's `stubPlanner`: a fixed evict list per target (kept to the
 models actually running, as a Decision requires).
@@ -23,70 +23,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Mapping, Sequence
 
-from llamaswap.compiler.decision import Candidate, Decision
+from llamaswap.compiler.decision import Decision
+from support.brute_force import BruteGroups, BruteMatrix
 
-DEFAULT_GROUP = "(default)"
 
-
-class MatrixTestPolicy:
-    engine = "matrix"
-
+class MatrixTestPolicy(BruteMatrix):
     def __init__(
         self,
         sets: Sequence[tuple[str, Sequence[Iterable[str]]]],
         evict_costs: Mapping[str, int] | None = None,
     ) -> None:
-        self.sets: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = tuple(
-            (name, tuple(tuple(sorted(set(combo))) for combo in combos)) for name, combos in sets
-        )
-        self.evict_costs = dict(evict_costs or {})
-
-    def cost(self, model: str) -> int:
-        return self.evict_costs.get(model, 1)
-
-    def dsl(self, set_name: str) -> str:
-        combos = dict(self.sets)[set_name]
-        return " | ".join(" & ".join(combo) for combo in combos)
+        explicit = []
+        for name, combos in sets:
+            combos = [sorted(set(combo)) for combo in combos]
+            explicit.append((name, " | ".join(" & ".join(c) for c in combos), combos))
+        super().__init__(explicit, evict_costs or {})
 
     def allows(self, models: Iterable[str]) -> bool:
         """Do these models fit in one combination (or is it a single model running alone)?"""
         wanted = set(models)
-        if len(wanted) <= 1:
-            return True
-        return any(wanted <= set(combo) for _, combos in self.sets for combo in combos)
-
-    def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
-        running = tuple(sorted(set(running)))
-        ranked: list[tuple[int, int, str, tuple[str, ...]]] = []
-        order = 0
-        for name, combos in self.sets:
-            for combo in combos:
-                if target in combo:
-                    cost = sum(self.cost(m) for m in running if m not in combo)
-                    ranked.append((cost, order, name, combo))
-                order += 1
-        ranked.sort()
-        candidates = (
-            tuple(Candidate(name, combo, cost) for cost, _, name, combo in ranked) if explain else None
-        )
-        if target in running:
-            name = next(
-                (n for n, combos in self.sets if any(set(running) <= set(c) for c in combos)), None
-            )
-            return Decision(
-                target, running, (), name, self.dsl(name) if name else None, running, 0,
-                "already running", candidates,
-            )
-        if not ranked:
-            return Decision(target, running, running, None, None, (target,), 0, "runs alone", candidates)
-        cost, _, name, combo = ranked[0]
-        evict = tuple(m for m in running if m not in combo)
-        return Decision(
-            target, running, evict, name, self.dsl(name), combo, cost, "cheapest combination", candidates
-        )
-
-    def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
-        return self.decide(target, running).evict
+        return len(wanted) <= 1 or any(wanted <= combo for _, _, combos in self.sets for combo in combos)
 
 
 @dataclass(frozen=True)
@@ -97,53 +53,11 @@ class Group:
     persistent: bool = False
 
 
-class GroupTestPolicy:
-    engine = "group"
-
+class GroupTestPolicy(BruteGroups):
     def __init__(self, models: Iterable[str], groups: Mapping[str, Group]) -> None:
-        self.groups = dict(groups)
-        self.group_of: dict[str, str] = {}
-        for gid, group in self.groups.items():
-            for member in group.members:
-                if member in self.group_of:
-                    raise ValueError(f"model member {member} is used in multiple groups")
-                self.group_of[member] = gid
-        unlisted = sorted(m for m in models if m not in self.group_of)
-        if unlisted:
-            self.groups.setdefault(DEFAULT_GROUP, Group(tuple(unlisted)))
-            for m in unlisted:
-                self.group_of[m] = DEFAULT_GROUP
-
-    def evicts(self, target: str, other: str) -> tuple[bool, str]:
-        """Does loading `target` evict a running `other`, and by which rule?"""
-        tg, og = self.group_of[target], self.group_of[other]
-        if tg == og:
-            return self.groups[tg].swap, "same group (swap)"
-        if self.groups[tg].exclusive and not self.groups[og].persistent:
-            return True, "exclusive group"
-        return False, ""
-
-    def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
-        if target not in self.group_of:
-            raise ValueError(f"unknown model {target!r}")
-        running = tuple(sorted(set(running)))
-        evict, rules = [], []
-        for m in running:
-            if m == target:
-                continue
-            hit, rule = self.evicts(target, m)
-            if hit:
-                evict.append(m)
-                rules.append(rule)
-        kept = tuple(sorted((set(running) - set(evict)) | {target}))
-        rule = ", ".join(dict.fromkeys(rules)) or "nothing to evict"
-        return Decision(
-            target, running, tuple(evict), self.group_of[target], None, kept, len(evict), rule,
-            () if explain else None,
+        super().__init__(
+            models, [(name, g.swap, g.exclusive, g.persistent, g.members) for name, g in groups.items()]
         )
-
-    def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
-        return self.decide(target, running).evict
 
 
 class StubPolicy:
