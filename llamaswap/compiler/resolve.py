@@ -304,22 +304,27 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
                    aliases: Mapping[str, str]) -> tuple[Matrix, list[Diagnostic]]:
     """Resolve and link the matrix block at `path` (e.g. `matrix` or
     `routing.router.settings.matrix`)."""
-    import networkx as nx
-
     r = _Resolver(file, block, path, models, aliases)
     used: set[str] = set()
     vars_, var_pos = r.resolve_vars()
     costs, cost_pos = r.resolve_costs(vars_, used)
     defs, set_pos, broken, order = r.resolve_sets(vars_, used)
 
+    linked = {**r.partial, **defs}
+    referenced: set[str] = {ref for d in linked.values() for ref in d.refs}
+    if not referenced:
+        # No `+ref` anywhere: no graph to build (and networkx, a slow import, stays unloaded).
+        # The solver order is the definition order.
+        solver = [name for name in order if name not in broken]
+        return _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos), r.diags
+
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_nodes_from(order)
-    referenced: set[str] = set()
-    linked = {**r.partial, **defs}
     for name, d in linked.items():
         for ref in d.refs:
             graph.add_edge(name, ref)
-            referenced.add(ref)
 
     # Every cycle is an error showing the whole cycle, reported once per strongly connected
     # component, at the first reference (in definition order) that closes it.
@@ -368,7 +373,13 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
                 stack.pop()
                 solver.append(name)
 
-    matrix = Matrix(
+    return _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos), r.diags
+
+
+def _matrix(r: _Resolver, defs: Mapping[str, SetDef], solver: list[str], costs: dict[str, int],
+            vars_: dict[str, str], used: set[str], referenced: set[str], set_pos: dict[str, Pos],
+            var_pos: dict[str, Pos], cost_pos: dict[str, Pos]) -> Matrix:
+    return Matrix(
         sets=tuple(defs[n] for n in solver),
         evict_costs=costs,
         vars=vars_,
@@ -379,7 +390,6 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         cost_pos=cost_pos,
         cost_key=r.cost_key,
     )
-    return matrix, r.diags
 
 
 def support(expr: Node, sets: Mapping[str, SetDef], memo: dict[str, frozenset[str]] | None = None) -> frozenset[str]:

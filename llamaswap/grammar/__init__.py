@@ -19,4 +19,7 @@ def sets_parser() -> Lark:
         lexer="contextual",
         propagate_positions=False,
         maybe_placeholders=False,
+        # Reuse the LALR tables between runs (a pickle in the temp dir, keyed by the
+        # grammar's hash): a short `llamaswap compile` does not rebuild them.
+        cache=True,
     )

@@ -40,6 +40,7 @@ from llamaswap.runtime.filters import (multipart_boundary, multipart_field, need
 from llamaswap.runtime.processes import LogHub, ModelProcess, ProcessSpec, ProcessState
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics, health as health_check
+from llamaswap.runtime.upstream import UpstreamClient
 from llamaswap.runtime.router import Granted, Rejected, Router, SwapRecord, Ticket
 from llamaswap.runtime.scheduler import Admission
 from llamaswap.runtime.settings import (effective_ttl, effective_unload_timeout, health_check_timeout,
@@ -51,8 +52,10 @@ PLAN = web.AppKey("plan", Plan)
 ROUTER = web.AppKey("router", Router)
 PROCESSES = web.AppKey("processes", dict)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+UPSTREAMS = web.AppKey("upstreams", UpstreamClient)
 LOGS = web.AppKey("logs", LogHub)
 STARTED = web.AppKey("started", float)
+API_KEYS = web.AppKey("api_keys", frozenset)
 DECISIONS = web.AppKey("decisions", DecisionLog)
 METRICS = web.AppKey("metrics", Metrics)
 LOG_STREAMS = web.AppKey("log_streams", set)
@@ -120,18 +123,9 @@ OPEN_PATHS = frozenset({"/health", "/wol-health", "/favicon.ico"})
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler):
-    plan = request.app[PLAN]
-    keys = plan.config.api_keys if plan.config else ()
-    if keys and request.path not in OPEN_PATHS and request.method != "OPTIONS":
-        if api_key_of(request) not in keys:
-            return error_response(request, 401, "unauthorized: invalid or missing API key",
-                                  headers={"WWW-Authenticate": 'Basic realm="llama-swap"'})
-    return await handler(request)
-
-
-@web.middleware
-async def cors_middleware(request: web.Request, handler):
+async def gate_middleware(request: web.Request, handler):
+    """CORS preflight (204), then apiKeys (401): one middleware layer, as cheap as possible
+    on the proxy's hot path."""
     if request.method == "OPTIONS":
         return web.Response(status=204, headers={
             "Access-Control-Allow-Origin": "*",
@@ -139,6 +133,10 @@ async def cors_middleware(request: web.Request, handler):
             "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
             "Access-Control-Max-Age": "86400",
         })
+    keys = request.app[API_KEYS]
+    if keys and request.path not in OPEN_PATHS and api_key_of(request) not in keys:
+        return error_response(request, 401, "unauthorized: invalid or missing API key",
+                              headers={"WWW-Authenticate": 'Basic realm="llama-swap"'})
     return await handler(request)
 
 
@@ -224,7 +222,7 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
         status = "500"
         raise
     finally:
-        request.app[METRICS].requests.labels(model, status).inc()
+        request.app[METRICS].count_request(model, status)
 
 
 async def _dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
@@ -265,7 +263,7 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
         if request.query_string:
             url += "?" + request.query_string
         try:
-            return await forward(request, app[SESSION], url, data, response=stream,
+            return await forward(request, app[UPSTREAMS], app[SESSION], url, data, response=stream,
                                  extra_headers=swap_header(outcome))
         except UpstreamError as exc:
             if stream is not None:
@@ -604,6 +602,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
     )
     app[SESSION] = session
+    app[UPSTREAMS] = UpstreamClient()
     processes = {m: ModelProcess(spec, session=session, log=hub.model(m)) for m, spec in process_specs(plan).items()}
     app[PROCESSES] = processes
     app[METRICS].bind(processes, None)  # type: ignore[arg-type]
@@ -619,6 +618,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if preload is not None and not preload.done():
             preload.cancel()
         await router.shutdown()
+        app[UPSTREAMS].close()
         await session.close()
         logging.getLogger("llamaswap").removeHandler(handler)
 
@@ -647,10 +647,11 @@ def build_app(plan: Plan) -> web.Application:
     """The serve application for a compiled, error-free plan."""
     if not plan.ok:
         raise ValueError("cannot serve a plan with errors")
-    app = web.Application(middlewares=[cors_middleware, auth_middleware], client_max_size=1 << 30)
+    app = web.Application(middlewares=[gate_middleware], client_max_size=1 << 30)
     app[PLAN] = plan
     app[LOGS] = LogHub()
     app[STARTED] = time.time()
+    app[API_KEYS] = frozenset(plan.config.api_keys if plan.config else ())
     app[DECISIONS] = DecisionLog(plan.policy)
     app[METRICS] = Metrics(plan.models)
     app[LOG_STREAMS] = set()

@@ -135,9 +135,20 @@ class Metrics:
                                     buckets=WAIT_BUCKETS, registry=r)
         for m in self.models:
             self.in_flight.labels(m).set(0)
+        self._children: dict[tuple, Any] = {}  # cached label children (the hot path)
         self._state_source: Any = None
         self._queue_source: Any = None
         r.register(_Live(self))
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = metric.labels(*labels)
+        return got
+
+    def count_request(self, model: str, status: str) -> None:
+        self.child(self.requests, model, status).inc()
 
     def bind(self, processes: dict, router: "Router") -> None:
         """Read live values (model state, queue) from these at scrape time."""
@@ -221,11 +232,13 @@ class AppObserver:
         self.decisions.finished(record)
 
     def granted(self, model: str, waited: float) -> None:
-        self.metrics.queue_wait.labels(model).observe(max(0.0, waited))
-        self.metrics.in_flight.labels(model).inc()
+        m = self.metrics
+        m.child(m.queue_wait, model).observe(max(0.0, waited))
+        m.child(m.in_flight, model).inc()
 
     def served(self, model: str) -> None:
-        self.metrics.in_flight.labels(model).dec()
+        m = self.metrics
+        m.child(m.in_flight, model).dec()
 
     def evicted(self, model: str, reason: str) -> None:
         self.metrics.evictions.labels(model, reason).inc()

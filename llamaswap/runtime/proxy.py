@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 from typing import Mapping
 
 import aiohttp
@@ -21,19 +22,23 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from llamaswap.runtime.errors import envelope_bytes
+from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-# Never forwarded upstream: recomputed (length, host) or ours (auth is for llamaswap).
-_NOT_UPSTREAM = frozenset({"host", "content-length"})
+# Never forwarded upstream: recomputed (length, host), or already handled (the body has been
+# read whole, so `Expect: 100-continue` is answered here, not by the upstream).
+_NOT_UPSTREAM = frozenset({"host", "content-length", "expect"})
 _NOT_DOWNSTREAM = frozenset({"content-length", "date", "server"})
 SMALL_BODY = 1 << 20
 
 
 def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
     tokens: set[str] = set()
+    if "Connection" not in headers:
+        return tokens
     for value in headers.getall("Connection", []) if hasattr(headers, "getall") else [headers.get("Connection", "")]:
         for tok in value.split(","):
             tok = tok.strip().lower()
@@ -81,15 +86,78 @@ class UpstreamBroke(Exception):
         self.response = response
 
 
-async def forward(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
-                  *, drop_headers: frozenset[str] = frozenset(),
+async def forward(request: web.Request, upstreams: UpstreamClient, session: aiohttp.ClientSession, url: str,
+                  body: bytes | None, *, drop_headers: frozenset[str] = frozenset(),
                   extra_headers: Mapping[str, str] | None = None,
                   response: web.StreamResponse | None = None) -> web.StreamResponse:
     """Send the request to `url` and relay the answer.
 
+    Plain-HTTP upstreams go through the lean pooled client (`upstream.py`); HTTPS upstreams,
+    HEAD requests and protocol upgrades through aiohttp's client.
+
     With `response` (an already prepared stream, e.g. after a loading-state preamble), only
     the upstream body is written into it and its status/headers are not sent again.
     """
+    parts = urlsplit(url)
+    if (parts.scheme != "http" or request.method == "HEAD" or "upgrade" in request.headers
+            or parts.hostname is None):
+        return await _forward_aiohttp(request, session, url, body, drop_headers=drop_headers,
+                                      extra_headers=extra_headers, response=response)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise UpstreamError(f"bad upstream URL {url!r}") from exc
+    headers = upstream_headers(request.headers, drop_headers)
+    data = body if body is not None else await request.read()
+    try:
+        upstream = await upstreams.pool(parts.hostname, port).request(request.method, target, headers.items(), data)
+    except (UpstreamConnectError, UpstreamClosed, OSError) as exc:
+        raise UpstreamError(str(exc) or type(exc).__name__) from exc
+    started: web.StreamResponse | None = response
+    try:
+        if response is not None:
+            async for chunk in upstream.iter_chunks():
+                await response.write(chunk)
+            return response
+        out_headers = downstream_headers(upstream.headers)
+        if extra_headers:
+            for k, v in extra_headers.items():
+                out_headers[k] = v
+        length = upstream.headers.get("Content-Length")
+        stream = is_event_stream(upstream.headers)
+        if length is not None and length.isdigit() and int(length) <= SMALL_BODY and not stream:
+            payload = await upstream.read()
+            return web.Response(status=upstream.status, reason=upstream.reason or None, body=payload,
+                                headers=out_headers)
+        if stream:
+            out_headers["X-Accel-Buffering"] = "no"
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason or None, headers=out_headers)
+        if length is not None and length.isdigit():
+            resp.content_length = int(length)
+        await resp.prepare(request)
+        started = resp
+        async for chunk in upstream.iter_chunks():
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    except BaseException as exc:
+        # Client gone (cancelled), upstream broke, or anything else: close the upstream
+        # connection instead of returning it to the pool, so the upstream sees the
+        # disconnect and stops generating.
+        upstream.close()
+        if isinstance(exc, (UpstreamClosed, ConnectionError)):
+            message = f"{type(exc).__name__}: {exc}"
+            if started is None:
+                raise UpstreamError(message) from exc
+            raise UpstreamBroke(message, started) from exc
+        raise
+
+
+async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
+                           *, drop_headers: frozenset[str] = frozenset(),
+                           extra_headers: Mapping[str, str] | None = None,
+                           response: web.StreamResponse | None = None) -> web.StreamResponse:
     headers = upstream_headers(request.headers, drop_headers)
     data = body if body is not None else request.content
     try:
