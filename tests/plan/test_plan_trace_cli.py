@@ -1,0 +1,87 @@
+"""`llamaswap plan CONFIG --trace FILE`: the JSON report's shape, collation, aliases, load
+times, `--max-wait` overriding the config, `--verbose`, and located errors for bad traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from llamaswap.cli import cli
+
+EXCLUSIVE = """\
+models:
+  a: {cmd: "server --port ${PORT}", aliases: [alpha]}
+  b: {cmd: "server --port ${PORT}"}
+  c: {cmd: "server --port ${PORT}"}
+"""
+
+REPORT_KEYS = {"requests", "swaps", "loads", "evictions", "served_order", "wait", "makespan"}
+
+
+def trace_run(tmp_path: Path, trace: str, *args: str, config: str = EXCLUSIVE):
+    (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "trace.jsonl").write_text(trace)
+    return CliRunner().invoke(cli, ["plan", str(tmp_path / "config.yaml"), "--trace",
+                                    str(tmp_path / "trace.jsonl"), *args])
+
+
+def test_abcabc_is_served_aabbcc_with_three_swaps(tmp_path):
+    result = trace_run(tmp_path, "a\nb\nc\nalpha\nb\nc\n", "--default-load-time", "10", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == REPORT_KEYS
+    assert report["served_order"] == ["a", "a", "b", "b", "c", "c"]
+    assert report["swaps"] == 3
+    assert report["loads"] == {"a": 1, "b": 1, "c": 1}
+    assert report["evictions"] == {"a": 1, "b": 1}
+    assert report["requests"] == 6
+    assert report["makespan"] == 33.0  # three 10 s loads, then 1 s of service each
+    assert set(report["wait"]) == {"mean", "p50", "p95", "max"}
+    assert report["wait"]["max"] == 32.0
+
+
+def test_load_times_verbose_and_text(tmp_path):
+    trace = '{"at": 0, "model": "a", "duration": 2}\n{"at": 1, "model": "b"}\n'
+    result = trace_run(tmp_path, trace, "--load-time", "alpha=3", "--load-time", "b=5", "--verbose",
+                       "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = report["per_request"]
+    assert [(r["model"], r["at"], r["granted_at"], r["finished_at"], r["wait"]) for r in rows] == [
+        ("a", 0.0, 3.0, 5.0, 3.0),  # a loads in 3 s, serves 2 s
+        ("b", 1.0, 10.0, 11.0, 9.0),  # b waits for a to finish, then loads in 5 s
+    ]
+    text = trace_run(tmp_path, trace, "--load-time", "a=3")
+    assert text.exit_code == 0
+    assert "2 requests, 2 swaps" in text.stdout and "served order: a b" in text.stdout
+
+
+def test_max_wait_override_bounds_a_starved_request(tmp_path):
+    # Model a gets overlapping traffic for 100 s; b is asked for once at t=1.
+    lines = [json.dumps({"at": t * 0.5, "model": "a", "duration": 1}) for t in range(200)]
+    lines.insert(3, json.dumps({"at": 1, "model": "b", "duration": 1}))
+    trace = "\n".join(lines) + "\n"
+    off = json.loads(trace_run(tmp_path, trace, "--max-wait", "0", "--verbose", "--format", "json").stdout)
+    on = json.loads(trace_run(tmp_path, trace, "--max-wait", "5", "--verbose", "--format", "json").stdout)
+
+    def wait_of_b(report):
+        return next(r["wait"] for r in report["per_request"] if r["model"] == "b")
+
+    assert wait_of_b(off) > 90  # waits until the traffic on a stops
+    assert wait_of_b(on) <= 5 + 1 + 1  # max_wait + a's remaining service + one load
+
+
+def test_bad_traces_are_located_errors_not_tracebacks(tmp_path):
+    result = trace_run(tmp_path, 'a\n{"at": -1, "model": "b"}\nnot-a-model\n')
+    assert result.exit_code == 1
+    assert ":2: error:" in result.stderr
+    assert "Traceback" not in result.output
+    result = trace_run(tmp_path, "a\nnot-a-model\n")
+    assert result.exit_code == 1
+    assert "trace.jsonl:2: error: unknown model 'not-a-model'" in result.stderr
+    usage = trace_run(tmp_path, "a\n", "--load-time", "a=fast")
+    assert usage.exit_code == 2
+    missing = CliRunner().invoke(cli, ["plan", str(tmp_path / "config.yaml"), "--trace", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
