@@ -421,19 +421,6 @@ def to_python(node: YNode | None, seq: type = tuple) -> Any:
     return {str(k.value): to_python(v, seq) for k, v in node.items}
 
 
-def walk_scalars(node: YNode | None, path: str = "") -> Iterator[tuple[str, YScalar]]:
-    if node is None:
-        return
-    if isinstance(node, YScalar):
-        yield path, node
-    elif isinstance(node, YSeq):
-        for i, item in enumerate(node.items):
-            yield from walk_scalars(item, f"{path}[{i}]")
-    else:
-        for k, v in node.items:
-            yield from walk_scalars(v, f"{path}.{k.value}" if path else str(k.value))
-
-
 def node_at(root: YNode | None, loc: tuple[Any, ...]) -> tuple[YNode | None, YScalar | None]:
     """Follow a pydantic-style loc through the tree: (deepest node reached, its key)."""
     node = root

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from urllib.parse import urlsplit
-from typing import Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -114,44 +114,8 @@ async def forward(request: web.Request, upstreams: UpstreamClient, session: aioh
         upstream = await upstreams.pool(parts.hostname, port).request(request.method, target, headers.items(), data)
     except (UpstreamConnectError, UpstreamClosed, OSError) as exc:
         raise UpstreamError(str(exc) or type(exc).__name__) from exc
-    started: web.StreamResponse | None = response
-    try:
-        if response is not None:
-            async for chunk in upstream.iter_chunks():
-                await response.write(chunk)
-            return response
-        out_headers = downstream_headers(upstream.headers)
-        if extra_headers:
-            for k, v in extra_headers.items():
-                out_headers[k] = v
-        length = upstream.headers.get("Content-Length")
-        stream = is_event_stream(upstream.headers)
-        if length is not None and length.isdigit() and int(length) <= SMALL_BODY and not stream:
-            payload = await upstream.read()
-            return web.Response(status=upstream.status, reason=upstream.reason or None, body=payload,
-                                headers=out_headers)
-        if stream:
-            out_headers["X-Accel-Buffering"] = "no"
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason or None, headers=out_headers)
-        if length is not None and length.isdigit():
-            resp.content_length = int(length)
-        await resp.prepare(request)
-        started = resp
-        async for chunk in upstream.iter_chunks():
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
-    except BaseException as exc:
-        # Client gone (cancelled), upstream broke, or anything else: close the upstream
-        # connection instead of returning it to the pool, so the upstream sees the
-        # disconnect and stops generating.
-        upstream.close()
-        if isinstance(exc, (UpstreamClosed, ConnectionError)):
-            message = f"{type(exc).__name__}: {exc}"
-            if started is None:
-                raise UpstreamError(message) from exc
-            raise UpstreamBroke(message, started) from exc
-        raise
+    return await _relay(request, upstream, upstream.iter_chunks, upstream.read, upstream.close,
+                        (UpstreamClosed, ConnectionError), extra_headers, response)
 
 
 async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
@@ -165,10 +129,23 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
         upstream = await up_cm.__aenter__()
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise UpstreamError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+    try:
+        return await _relay(request, upstream, upstream.content.iter_any, upstream.read, upstream.close,
+                            (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError),
+                            extra_headers, response)
+    finally:
+        await up_cm.__aexit__(None, None, None)
+
+
+async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], AsyncIterator[bytes]],
+                 read: Callable[[], Awaitable[bytes]], close: Callable[[], None],
+                 broken: tuple[type[BaseException], ...], extra_headers: Mapping[str, str] | None,
+                 response: web.StreamResponse | None) -> web.StreamResponse:
+    """Relay an upstream response (status, headers, body as it arrives) to the client."""
     started: web.StreamResponse | None = response
     try:
         if response is not None:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in chunks():
                 await response.write(chunk)
             return response
         out_headers = downstream_headers(upstream.headers)
@@ -176,19 +153,19 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
             for k, v in extra_headers.items():
                 out_headers[k] = v
         length = upstream.headers.get("Content-Length")
-        if (length is not None and length.isdigit() and int(length) <= SMALL_BODY
-                and not is_event_stream(upstream.headers)):
-            payload = await upstream.read()
-            return web.Response(status=upstream.status, reason=upstream.reason, body=payload,
+        stream = is_event_stream(upstream.headers)
+        if length is not None and length.isdigit() and int(length) <= SMALL_BODY and not stream:
+            payload = await read()
+            return web.Response(status=upstream.status, reason=upstream.reason or None, body=payload,
                                 headers=out_headers)
-        if is_event_stream(upstream.headers):
+        if stream:
             out_headers["X-Accel-Buffering"] = "no"
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason or None, headers=out_headers)
         if length is not None and length.isdigit():
             resp.content_length = int(length)
         await resp.prepare(request)
         started = resp
-        async for chunk in upstream.content.iter_any():
+        async for chunk in chunks():
             await resp.write(chunk)
         await resp.write_eof()
         return resp
@@ -196,16 +173,13 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
         # Client gone (cancelled), upstream broke, or anything else: close the upstream
         # connection instead of returning it to the pool, so the upstream sees the
         # disconnect and stops generating.
-        upstream.close()
-        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                            aiohttp.ClientOSError)):
+        close()
+        if isinstance(exc, broken):
             message = f"{type(exc).__name__}: {exc}"
             if started is None:
                 raise UpstreamError(message) from exc
             raise UpstreamBroke(message, started) from exc
         raise
-    finally:
-        await up_cm.__aexit__(None, None, None)
 
 
 def error_response(request: web.Request, status: int, message: str, code: str | None = None,
