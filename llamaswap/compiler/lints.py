@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref, quote_id
+from llamaswap.compiler.ast import And, Leaf, Node, Ref, quote_id
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.expand import SetEntry
 from llamaswap.compiler.resolve import Matrix

@@ -41,7 +41,7 @@ from llamaswap.runtime.processes import LogHub, ModelProcess, ProcessSpec, Proce
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics, health as health_check
 from llamaswap.runtime.upstream import UpstreamClient
-from llamaswap.runtime.router import Granted, Rejected, Router, SwapRecord, Ticket
+from llamaswap.runtime.router import Granted, Rejected, Router, Ticket
 from llamaswap.runtime.scheduler import Admission
 from llamaswap.runtime.settings import (effective_ttl, effective_unload_timeout, health_check_timeout,
                                         scheduler_settings, stall_timeout)

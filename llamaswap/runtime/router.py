@@ -206,7 +206,7 @@ class Router:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for model, proc in self.processes.items():
+        for proc in self.processes.values():
             self._unsubscribe.append(proc.add_listener(self._on_process_change))
         self._owner = self._loop.create_task(self._own(), name="llamaswap:scheduler")
 

@@ -14,7 +14,7 @@ import pytest
 from graph_cases import CASES, VIEWS, Run, dot_program, run_cli, run_graph
 from llamaswap.cli import compile_config, reachable_states
 from llamaswap.compiler.graph import build_graph
-from llamaswap.compiler.render import dot_quote, load_node_link, mermaid_text, render_dot, render_json, render_mermaid
+from llamaswap.compiler.render import dot_quote, load_node_link, mermaid_text, render_dot, render_json
 
 
 EXPECTED_FAILURES = ("are symbolic (too large to expand)", "too many to draw")
