@@ -305,7 +305,7 @@ def ms(seconds: float | None, digits: int = 2) -> str:
 
 # -- results ----------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -331,7 +331,7 @@ def machine() -> dict[str, Any]:
     """Where and under what load the benchmark ran (load average: 1, 5, 15 minutes)."""
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],

@@ -46,6 +46,9 @@ import random
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
           f"| {'PASS' if checks['lookup_table_wide_le_1us'] else 'MISS'} |")
     print(f"| cold symbolic solve <= 100 µs on multiset-32 (worse of cold / first solve) | {fmt(cold32)} "
           f"| {'PASS' if checks['cold_solve_multiset32_le_100us'] else 'MISS'} |")
-    print(f"\n{os.cpu_count()} CPUs, {_cpu_model()}; load average {load_before} before, {load_after} after")
+    print(f"\n{os.cpu_count()} CPUs, {common.cpu_model()}; load average {load_before} before, {load_after} after")
 
     out = {
         "benchmark": "decide",
         "unit": "ns per decision, wall clock: min over short batches (*_median: median batch)",
-        "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "cpu_model": common.cpu_model(), "python": platform.python_version(),
                     "implementation": platform.python_implementation(), "arch": platform.machine(),
                     "loadavg_before": load_before, "loadavg_after": load_after},
         "quick": args.quick,
@@ -262,17 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
