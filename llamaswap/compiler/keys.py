@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.source import YMap, YNode, YSeq
 
+# Top-level keys with this prefix are ignored (docker compose's convention for extension
+# fields), so a config can hold YAML anchors somewhere without tripping the unknown-key check.
+EXTENSION_PREFIX = "x-"
+
 OK = "ok"
 UNIMPLEMENTED = "unimplemented"
 IGNORED = "ignored"
@@ -175,6 +179,8 @@ def _check_map(node: YMap, schema: Key, path: str, ctx: _Ctx) -> None:
         name = str(k.value)
         child_path = f"{path}.{name}" if path else name
         spec = children.get(name)
+        if spec is None and not path and name.startswith(EXTENSION_PREFIX):
+            continue  # an extension field: a place to keep YAML anchors (`x-base: &base ...`)
         if spec is None:
             hint_key = _suggest(name, known)
             where = f"'{path}'" if path else "the top level"

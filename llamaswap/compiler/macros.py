@@ -210,7 +210,7 @@ class _Pass:
         models = self.root.get("models")
 
         for k, v in self.root.items:
-            if k.value in ("models", "macros"):
+            if k.value in ("models", "macros") or str(k.value).startswith("x-"):
                 continue
             for _, s in self.scalars(v, str(k.value)):
                 self.apply(s, global_macros)
@@ -296,7 +296,7 @@ class _Pass:
         known_global = [name for name, _ in global_macros]
         self.origins = global_nodes
         for k, v in self.root.items:
-            if k.value in ("models", "macros"):
+            if k.value in ("models", "macros") or str(k.value).startswith("x-"):
                 continue
             for path, s in self.scalars(v, str(k.value)):
                 self.leftovers(s, path, known_global, allow_pid=False, model_scope=False)

@@ -257,6 +257,33 @@ for _cls in {_PyComposer, _Composer}:
     _cls.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
 
 
+MAX_VALUES = 200_000  # values after expanding aliases; real configs have a few thousand
+
+
+def _expanded_size(node: Node, memo: dict[int, int], depth: int = 0) -> int:
+    """How many values the document holds once every alias is expanded (shared nodes are
+    counted once per use), computed without expanding anything."""
+    key = id(node)
+    got = memo.get(key)
+    if got is not None:
+        return got
+    if depth > 200:
+        return MAX_VALUES + 1
+    total = 1
+    if isinstance(node, SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, memo, depth + 1)
+            if total > MAX_VALUES:
+                break
+    elif isinstance(node, MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1)
+            if total > MAX_VALUES:
+                break
+    memo[key] = total
+    return total
+
+
 def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: int = 0, text: str = "") -> YNode:
     pos, end = _mark_pos(node.start_mark), _mark_pos(node.end_mark)
     if depth > 64:
@@ -401,6 +428,12 @@ def load_document(text: str, file: str) -> Document:
         diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file, None, None, None))
         return Document(file, text, None, diags)
     if node is None:
+        return Document(file, text, None, diags)
+    if _expanded_size(node, {}) > MAX_VALUES:
+        diags.append(Diagnostic(
+            Severity.ERROR, "LS300", f"the YAML expands to more than {MAX_VALUES:,} values once its aliases "
+            "(*name) are expanded", file, 1, 1, None,
+            hint="a config this large is almost certainly an alias bomb; use fewer nested aliases"))
         return Document(file, text, None, diags)
     try:
         root = _convert(node, file, diags, "", 0, text)
