@@ -32,6 +32,7 @@ own task decides how (it waits out a stop in progress). The owner also ticks the
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -104,17 +105,20 @@ class Ticket:
         self.admission: asyncio.Future[Admission] = loop.create_future()
         self.outcome: asyncio.Future[Granted | Rejected] = loop.create_future()
         self.position: int | None = None
-        self._position_event = asyncio.Event()
+        self._position_event: asyncio.Event | None = None  # made on first use (rare)
         self.granted_at: float | None = None
         self.released = False
 
     async def position_changed(self) -> None:
+        if self._position_event is None:
+            self._position_event = asyncio.Event()
         await self._position_event.wait()
         self._position_event.clear()
 
     def _set_position(self, position: int) -> None:
         self.position = position
-        self._position_event.set()
+        if self._position_event is not None:
+            self._position_event.set()
 
 
 class _Effects:
@@ -178,7 +182,10 @@ class Router:
         self._on_swap_done = on_swap_done
         self._observer = observer
         self._current: Ticket | None = None  # the ticket whose request() is being handled
-        self._inbox: asyncio.Queue[tuple] = asyncio.Queue()
+        # The owner's inbox: a deque plus one future to wake the owner when it is idle
+        # (cheaper than asyncio.Queue on the proxy's hot path: two events per request).
+        self._inbox: collections.deque[tuple] = collections.deque()
+        self._wakeup: asyncio.Future | None = None
         self._tickets: dict[int, Ticket] = {}
         self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
         self._swaps: dict[str, SwapRecord] = {}  # model -> swap in progress
@@ -257,7 +264,10 @@ class Router:
 
     # -- the HTTP layer's side -----------------------------------------------------------
     def post(self, event: tuple) -> None:
-        self._inbox.put_nowait(event)
+        self._inbox.append(event)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def submit(self, model: str, requested: str | None = None) -> Ticket:
         """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` or `abandon`."""
@@ -340,25 +350,25 @@ class Router:
         loop = self._loop
         assert loop is not None
         while True:
+            while inbox:
+                self._handle(inbox.popleft())
             deadline = sched.next_deadline()
             if deadline is not None:
                 deadline = max(deadline, self._tick_not_before)
-            if deadline is None:
-                event = await inbox.get()
-            else:
                 delay = deadline - loop.time()
                 if delay <= 0:
                     self._handle_tick()
                     continue
+            self._wakeup = wakeup = loop.create_future()
+            if deadline is None:
+                await wakeup
+            else:
                 try:
                     async with asyncio.timeout(delay):
-                        event = await inbox.get()
+                        await wakeup
                 except TimeoutError:
                     self._handle_tick()
-                    continue
-            self._handle(event)
-            while not inbox.empty():
-                self._handle(inbox.get_nowait())
+            self._wakeup = None
 
     def _handle_tick(self) -> None:
         try:
