@@ -24,7 +24,6 @@ from typing import Any, Mapping
 
 from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
-from llamaswap.compiler.parse import SyntaxProblem, parse_dsl
 from llamaswap.compiler.source import Pos, YMap, YScalar, YSeq
 
 VAR_KEY = re.compile(r"^[A-Za-z0-9.-]{1,32}$")
@@ -194,6 +193,9 @@ class _Resolver:
     # -- sets ----------------------------------------------------------------------------
     def resolve_sets(self, vars_: Mapping[str, str], used: set[str]) -> tuple[dict[str, SetDef], dict[str, Pos],
                                                                                set[str], list[str]]:
+        # Imported here: the parser pulls in Lark, which only matrix configs need.
+        from llamaswap.compiler.parse import SyntaxProblem, parse_dsl
+
         node = self.block.get("sets")
         defs: dict[str, SetDef] = {}
         where: dict[str, Pos] = {}
