@@ -69,42 +69,38 @@ class MatrixPolicy:
         self._table = table
         self._rows = table.rows if table is not None else {}
 
+    def _known(self, target: str, run: tuple[str, ...]) -> Decision | None:
+        """A decision already made for (target, run): from the table, else from the memo."""
+        row = self._rows.get(target)
+        if row is not None:
+            hit = row.get(run)
+            if hit is not None:
+                return hit
+        return self._memo.get((target, run))
+
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
-        if not explain:
-            rows = self._rows
-            if type(running) is tuple:
-                # Table and memo keys hold sorted, duplicate-free tuples, so a hit on the
-                # caller's own tuple implies it already was in that normal form.
-                row = rows.get(target)
-                if row is not None:
-                    hit = row.get(running)
-                    if hit is not None:
-                        return hit
-                key = (target, running)
-                hit = self._memo.get(key)
-                if hit is not None:
-                    return hit
-            run = _normal(running)
-            if run is not running:
-                row = rows.get(target)
-                if row is not None:
-                    hit = row.get(run)
-                    if hit is not None:
-                        return hit
-                key = (target, run)
-                hit = self._memo.get(key)
-                if hit is not None:
-                    return hit
-            decision = self.solve(target, run, explain=False)
-            memo = self._memo
-            memo[key] = decision
-            if len(memo) > MEMO_SIZE:
-                try:  # oldest first (insertion order); tolerant of a concurrent eviction
-                    memo.pop(next(iter(memo)), None)
-                except (RuntimeError, StopIteration):
-                    pass
-            return decision
-        return self.solve(target, _normal(running), explain=True)
+        if explain:
+            return self.solve(target, _normal(running), explain=True)
+        if type(running) is tuple:
+            # Table and memo keys hold sorted, duplicate-free tuples, so a hit on the caller's
+            # own tuple implies it already was in that normal form.
+            hit = self._known(target, running)
+            if hit is not None:
+                return hit
+        run = _normal(running)
+        if run is not running:
+            hit = self._known(target, run)
+            if hit is not None:
+                return hit
+        decision = self.solve(target, run, explain=False)
+        memo = self._memo
+        memo[(target, run)] = decision
+        if len(memo) > MEMO_SIZE:
+            try:  # oldest first (insertion order); tolerant of a concurrent eviction
+                memo.pop(next(iter(memo)), None)
+            except (RuntimeError, StopIteration):
+                pass
+        return decision
 
     def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
         return self.decide(target, running).evict

@@ -299,10 +299,6 @@ class Router:
         elif outcome.cancelled():
             self.post(("cancel", ticket.req_id))
 
-    def abandon(self, ticket: Ticket) -> None:
-        """The client left (same as `release`; kept for callers that say why)."""
-        self.release(ticket)
-
     async def unload(self, models: Iterable[str] | None = None, timeout: float | None = None) -> None:
         """Unload models (None: all) and return once they are stopped."""
         assert self._loop is not None
