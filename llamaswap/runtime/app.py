@@ -37,7 +37,8 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.filters import (multipart_boundary, multipart_field, needs_rewrite,
                                        replace_multipart_field, rewrite_body)
-from llamaswap.runtime.processes import LogHub, ModelProcess, ProcessSpec, ProcessState
+from llamaswap.runtime.logs import HubHandler, LogHub
+from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics, health as health_check
 from llamaswap.runtime.upstream import UpstreamClient
@@ -578,23 +579,10 @@ async def _end_log_streams(app: web.Application) -> None:
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
-class _LogToHub(logging.Handler):
-    def __init__(self, hub: LogHub) -> None:
-        super().__init__()
-        self.hub = hub
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.hub.proxy.append(self.format(record))
-        except Exception:  # pragma: no cover
-            self.handleError(record)
-
-
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     plan = app[PLAN]
     hub = app[LOGS]
-    handler = _LogToHub(hub)
+    handler = HubHandler(hub)
     logging.getLogger("llamaswap").addHandler(handler)
     session = aiohttp.ClientSession(
         auto_decompress=False,

@@ -18,9 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from llamaswap.runtime.logs import LogHub
 from llamaswap.runtime.processes import (
-    LogBuffer,
-    LogHub,
     ModelProcess,
     ProcessSpec,
     ProcessState,
@@ -485,52 +484,6 @@ def test_shutdown_leaves_no_process_alive(tmp_path: Path):
 
 
 # --- logs ----------------------------------------------------------------------------------
-
-def test_log_buffer_is_bounded_by_lines_and_bytes():
-    buf = LogBuffer(max_lines=10, max_bytes=10_000)
-    for i in range(100):
-        buf.append(f"line {i}")
-    assert buf.history() == [f"line {i}" for i in range(90, 100)]
-    assert buf.lines_since(95) == [f"line {i}" for i in range(95, 100)]
-
-    buf = LogBuffer(max_lines=1000, max_bytes=100, max_line=50)
-    for i in range(100):
-        buf.append(f"{i:03d}" + "x" * 26)  # 30 bytes with the newline
-    assert buf.size_bytes <= 100
-    assert buf.history() == [f"{i:03d}" + "x" * 26 for i in (97, 98, 99)]
-    buf.append("y" * 500)
-    assert buf.history()[-1] == "y" * 50 + "…"  # long lines are truncated
-    assert buf.size_bytes <= 100
-
-    buf = LogBuffer(max_lines=10, max_bytes=10)
-    buf.append("z" * 40)
-    assert buf.history() == ["z" * 40]  # the newest line stays even when over the bound
-
-
-def test_log_listeners_follow_and_hub():
-    async def scenario():
-        hub = LogHub(max_lines=100)
-        model = hub.model("m")
-        assert hub.model("m") is model and hub.models() == ("m",)
-        seen: list[str] = []
-        unsubscribe = model.subscribe(seen.append)
-        model.append("one")
-        unsubscribe()
-        model.append("two")
-        assert seen == ["one"]
-
-        follower = model.follow()
-        assert [await anext(follower), await anext(follower)] == ["one", "two"]
-        model.append("three")
-        assert await anext(follower) == "three"
-        await follower.aclose()
-
-        hub.proxy.append("proxy line")
-        assert hub.upstream.history() == ["[m] one", "[m] two", "[m] three"]
-        assert hub.combined.history() == hub.upstream.history() + ["proxy line"]
-
-    run(scenario())
-
 
 def test_process_output_fills_a_bounded_log():
     cmd = py("""
