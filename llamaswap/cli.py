@@ -171,7 +171,7 @@ def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ..
             click.echo(f"error: set(s) {', '.join(symbolic)} are symbolic (too large to expand), so the "
                        "reachable states cannot be listed; raise --expand-budget to expand them", err=True)
             sys.exit(EXIT_FAIL)
-        states = matrix_states(plan, limit)
+        states = matrix_states(plan.models, plan.sets, limit)
     else:
         states = group_states(plan.policy, limit)  # type: ignore[arg-type]
     if states is None:

@@ -10,6 +10,7 @@ Invariants: nodes are immutable; `Or`/`And` are n-ary with at least two children
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Union
 
@@ -81,8 +82,6 @@ def render(node: Node) -> str:
 
 
 def is_plain_ident(text: str) -> bool:
-    import unicodedata
-
     return bool(text) and all(
         c in "_-." or unicodedata.category(c).startswith("L") or unicodedata.category(c) == "Nd" for c in text
     )

@@ -1,8 +1,12 @@
-"""Decision: what an eviction policy answers, and the interface every policy implements.
+"""Decision: the eviction vocabulary — what a policy answers, the rules it names, the
+precomputed table it may hold, and the interface every policy implements.
 
 A policy is a pure function `(target, running) -> Decision`. The matrix policy and the
 groups policy implement the same `EvictionPolicy` protocol; `plan`, the scheduler, `serve`
 and the benchmarks only ever talk to this protocol.
+
+This module sits at the bottom of the compiler: it imports nothing else of it, so the
+policies (`evict`), the table builder (`precompute`) and their users all build on it.
 
 Invariants of a Decision:
 - `running` is the sorted tuple of real model IDs that were running when asked.
@@ -14,7 +18,14 @@ Invariants of a Decision:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
+
+# The rules a Decision names (`Decision.rule`); the groups engine words its own rules.
+RULE_RUNNING = "already running"
+RULE_ALONE = "in no set: runs alone"
+RULE_CHEAPEST = "cheapest combination"
+
+State = tuple[str, ...]  # a running set: sorted real model IDs, no duplicates
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +73,40 @@ class Decision:
         return out
 
 
+class DecisionTable:
+    """(target, running) -> Decision for every reachable running state (`precompute.py`)."""
+
+    def __init__(self, states: Sequence[State], models: Sequence[str], rows: dict[str, dict[State, Decision]]):
+        self.states = tuple(states)
+        self.models = tuple(models)
+        # One dict per target, keyed by the running state: a lookup hashes only the state
+        # (no key tuple to build), which is what keeps it well under a microsecond.
+        self.rows = rows
+        self._size = sum(len(r) for r in rows.values())
+
+    def get(self, target: str, running: State) -> Decision | None:
+        row = self.rows.get(target)
+        return None if row is None else row.get(running)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def decisions(self) -> Iterator[Decision]:
+        """Every decision: states in order (by size, then names), targets sorted."""
+        rows = self.rows
+        for state in self.states:
+            for target in self.models:
+                yield rows[target][state]
+
+
 @runtime_checkable
 class EvictionPolicy(Protocol):
     """What the scheduler and the CLI need from an eviction policy."""
 
     engine: str  # "matrix" or "group"
+    # The precomputed decisions, or None (too many states, a symbolic set, or a policy
+    # that computes every answer). The CLI lists and diffs plans from it.
+    table: DecisionTable | None
 
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
         """Decide what to evict so `target` can run next to `running` (real model IDs)."""

@@ -21,19 +21,12 @@ speculative queries must stay silent; the runtime logs committed swaps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from llamaswap.compiler.decision import Candidate, Decision
+from llamaswap.compiler.decision import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Candidate, Decision, DecisionTable
+from llamaswap.compiler.group import Group
 from llamaswap.compiler.solve import SymbolicSolver
 
-if TYPE_CHECKING:
-    from llamaswap.compiler.load import Group
-    from llamaswap.compiler.plan import Plan
-    from llamaswap.compiler.precompute import DecisionTable
-
-RULE_RUNNING = "already running"
-RULE_ALONE = "in no set: runs alone"
-RULE_CHEAPEST = "cheapest combination"
 MEMO_SIZE = 4096
 
 
@@ -61,11 +54,11 @@ class MatrixPolicy:
         return self.evict_costs.get(model, 1)
 
     @property
-    def table(self) -> "DecisionTable | None":
+    def table(self) -> DecisionTable | None:
         return self._table
 
     @table.setter
-    def table(self, table: "DecisionTable | None") -> None:
+    def table(self, table: DecisionTable | None) -> None:
         self._table = table
         self._rows = table.rows if table is not None else {}
 
@@ -140,10 +133,10 @@ class MatrixPolicy:
 class GroupPolicy:
     engine = "group"
 
-    def __init__(self, models: Sequence[str], groups: Sequence["Group"]):
+    def __init__(self, models: Sequence[str], groups: Sequence[Group]):
         self.models = tuple(sorted(models))
         self.groups = {g.name: g for g in groups}
-        self.group_of: dict[str, "Group"] = {}
+        self.group_of: dict[str, Group] = {}
         for g in groups:
             for m in g.members:
                 self.group_of[m] = g
@@ -210,15 +203,3 @@ def _normal(running: Iterable[str]) -> tuple[str, ...]:
             return tuple(sorted(set(run)))
     return run
 
-
-def build_policy(plan: "Plan") -> MatrixPolicy | GroupPolicy:
-    """The policy for a compiled plan, with its precomputed table when it fits the budget."""
-    from llamaswap.compiler.precompute import build_table
-
-    if plan.engine == "matrix":
-        policy: MatrixPolicy | GroupPolicy = MatrixPolicy(
-            plan.models, [(s.name, s.dsl, s.expr) for s in plan.sets], dict(plan.evict_costs))
-    else:
-        policy = GroupPolicy(plan.models, plan.groups)
-    policy.table = build_table(plan, policy)
-    return policy

@@ -5,8 +5,7 @@ One or two sentences per decision: what starts, what stops, and the rule that ch
 
 from __future__ import annotations
 
-from llamaswap.compiler.decision import Decision
-from llamaswap.compiler.evict import RULE_ALONE, RULE_RUNNING
+from llamaswap.compiler.decision import RULE_ALONE, RULE_RUNNING, Decision
 
 
 def _names(items: tuple[str, ...] | list[str]) -> str:

@@ -41,7 +41,11 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import networkx as nx
 
 from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
+from llamaswap.compiler.decision import State
 from llamaswap.compiler.expand import COUNT_CAP
+from llamaswap.compiler.precompute import group_states
+from llamaswap.compiler.resolve import SetDef, support
+from llamaswap.compiler.solve import SymbolicSolver
 
 if TYPE_CHECKING:
     from llamaswap.compiler.plan import Plan
@@ -54,7 +58,6 @@ DRAW_MAX_EDGES = 500
 # Reachable group states enumerated for the coexist weights and the sets view.
 STATE_LIMIT = 200_000
 
-State = tuple[str, ...]
 
 
 class GraphError(Exception):
@@ -280,8 +283,6 @@ def _cap(n: int) -> int:
 def reachable_group_states(plan: "Plan") -> list[State] | None:
     """Reachable running states of a group plan (the table's, else enumerated), or None
     when there are more than STATE_LIMIT."""
-    from llamaswap.compiler.precompute import group_states
-
     table = plan.policy.table
     if table is not None:
         return list(table.states)
@@ -395,9 +396,6 @@ def sets_graph(plan: "Plan") -> nx.DiGraph:
 
 
 def _matrix_sets_graph(plan: "Plan") -> nx.DiGraph:
-    from llamaswap.compiler.resolve import SetDef, support
-    from llamaswap.compiler.solve import SymbolicSolver
-
     symbolic = [s for s in plan.sets if s.combinations is None]
     notes = []
     if symbolic:

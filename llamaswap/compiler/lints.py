@@ -19,7 +19,7 @@ from typing import Iterable
 from llamaswap.compiler.ast import And, Leaf, Node, Ref, quote_id
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.expand import SetEntry
-from llamaswap.compiler.resolve import Matrix
+from llamaswap.compiler.resolve import Matrix, support
 from llamaswap.compiler.source import Pos, YMap
 
 
@@ -70,8 +70,6 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
 
     in_sets: set[str] = set()
     memo: dict[str, frozenset[str]] = {}
-    from llamaswap.compiler.resolve import support
-
     by_name = {s.name: s for s in matrix.sets}
     for s in matrix.sets:
         in_sets |= support(s.expr, by_name, memo)

@@ -21,22 +21,13 @@ from pydantic import ValidationError
 from llamaswap.compiler.commands import CommandError, split_command
 from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.group import DEFAULT_GROUP, Group
 from llamaswap.compiler.keys import TOP, Key, check_keys
 from llamaswap.compiler.macros import expand_macros
 from llamaswap.compiler.source import Document, Pos, YMap, YNode, YScalar, YSeq, format_path, load_document, node_at, to_python
 
-DEFAULT_GROUP = "(default)"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
-
-
-@dataclass(frozen=True)
-class Group:
-    name: str
-    swap: bool
-    exclusive: bool
-    persistent: bool
-    members: tuple[str, ...]
 
 
 @dataclass

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
+from llamaswap.compiler import precompute
 from llamaswap.compiler.config import Config
+from llamaswap.compiler.decision import EvictionPolicy
 from llamaswap.compiler.diagnostics import Diagnostic, Severity, has_errors, sort_diagnostics
+from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
 from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
+from llamaswap.compiler.group import Group
 from llamaswap.compiler.lints import lint_matrix
-from llamaswap.compiler.load import Group, load_config
+from llamaswap.compiler.load import load_config
+from llamaswap.compiler.resolve import resolve_matrix
 from llamaswap.compiler.source import Pos, YMap
-
-if TYPE_CHECKING:
-    from llamaswap.compiler.decision import EvictionPolicy
 
 PLAN_SCHEMA = "llamaswap.plan/1"
 DEFAULT_PRECOMPUTE_BUDGET = 250_000  # (running state, target) entries in the decision table
@@ -66,11 +68,18 @@ class Plan:
         return self.evict_costs.get(model, 1)
 
     @cached_property
-    def policy(self) -> "EvictionPolicy":
-        """The eviction policy for this plan (matrix or groups); pure and thread-safe."""
-        from llamaswap.compiler.evict import build_policy
-
-        return build_policy(self)
+    def policy(self) -> EvictionPolicy:
+        """The eviction policy for this plan (matrix or groups), with its precomputed
+        decision table when the plan is ok and the table fits the budget; pure and thread-safe."""
+        policy: MatrixPolicy | GroupPolicy
+        if self.engine == "matrix":
+            policy = MatrixPolicy(self.models, [(s.name, s.dsl, s.expr) for s in self.sets], dict(self.evict_costs))
+        else:
+            policy = GroupPolicy(self.models, self.groups)
+        if self.ok:
+            # Through the module, so a test can take the table away.
+            policy.table = precompute.build_table(policy, self.sets, self.options.precompute_budget)
+        return policy
 
     # -- JSON ------------------------------------------------------------------------------
     def compile_json(self) -> dict[str, Any]:
@@ -137,8 +146,6 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     sets: tuple[SetEntry, ...] = ()
     costs: dict[str, int] = {}
     if loaded.engine == "matrix" and loaded.matrix_block is not None and config is not None:
-        from llamaswap.compiler.resolve import resolve_matrix
-
         matrix, mdiags = resolve_matrix(file, loaded.matrix_block, loaded.matrix_path, config.models,
                                         loaded.aliases)
         diags.extend(mdiags)

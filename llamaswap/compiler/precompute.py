@@ -15,54 +15,25 @@ states x models exceeds the budget; the policy then asks the symbolic solver.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from llamaswap.compiler.decision import Decision
+from llamaswap.compiler.decision import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Decision, DecisionTable, State
+from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
 
 if TYPE_CHECKING:
-    from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
-    from llamaswap.compiler.plan import Plan
+    from llamaswap.compiler.expand import SetEntry
 
-State = tuple[str, ...]
-
-
-class DecisionTable:
-    """(target, running) -> Decision for every reachable running state."""
-
-    def __init__(self, states: Sequence[State], models: Sequence[str], rows: dict[str, dict[State, Decision]]):
-        self.states = tuple(states)
-        self.models = tuple(models)
-        # One dict per target, keyed by the running state: a lookup hashes only the state
-        # (no key tuple to build), which is what keeps it well under a microsecond.
-        self.rows = rows
-        self._size = sum(len(r) for r in rows.values())
-
-    def get(self, target: str, running: State) -> Decision | None:
-        row = self.rows.get(target)
-        return None if row is None else row.get(running)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def decisions(self) -> Iterator[Decision]:
-        """Every decision: states in order (by size, then names), targets sorted."""
-        rows = self.rows
-        for state in self.states:
-            for target in self.models:
-                yield rows[target][state]
-
-
-def matrix_states(plan: "Plan", limit: int) -> list[State] | None:
-    """Reachable running states of a fully expanded matrix, or None past `limit` states
-    (or when a set is symbolic)."""
-    if any(s.combinations is None for s in plan.sets):
+def matrix_states(models: Sequence[str], sets: Sequence["SetEntry"], limit: int) -> list[State] | None:
+    """Reachable running states of a fully expanded matrix (`sets` in solver order), or None
+    past `limit` states (or when a set is symbolic)."""
+    if any(s.combinations is None for s in sets):
         return None
     seen: set[State] = {()}
-    for m in plan.models:
+    for m in models:
         seen.add((m,))
         if len(seen) > limit:
             return None
-    for s in plan.sets:
+    for s in sets:
         for combo in s.combinations or ():
             n = len(combo)
             if (1 << n) > limit:
@@ -74,7 +45,7 @@ def matrix_states(plan: "Plan", limit: int) -> list[State] | None:
     return sorted(seen, key=lambda st: (len(st), st))
 
 
-def group_states(policy: "GroupPolicy", limit: int) -> list[State] | None:
+def group_states(policy: GroupPolicy, limit: int) -> list[State] | None:
     """Closure of the empty running set under the group policy's decisions."""
     seen: set[State] = {()}
     frontier: list[State] = [()]
@@ -93,7 +64,7 @@ def group_states(policy: "GroupPolicy", limit: int) -> list[State] | None:
     return sorted(seen, key=lambda st: (len(st), st))
 
 
-def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[State]) -> DecisionTable:
+def build_matrix_table(policy: MatrixPolicy, sets: Sequence["SetEntry"], states: Sequence[State]) -> DecisionTable:
     """Every decision for the given states, from the expanded combinations.
 
     `first[q]` is the earliest candidate (solver order) holding every model of the mask q.
@@ -104,14 +75,12 @@ def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[St
     weight, heaviest first; the first weight with any entry is P1's; among that weight's
     entries the earliest is c1. A few dictionary lookups instead of a scan of every
     candidate holding t."""
-    from llamaswap.compiler.evict import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING
-
     models = policy.models
     index = {m: i for i, m in enumerate(models)}
-    costs = [plan.evict_cost(m) for m in models]
+    costs = [policy.cost_of(m) for m in models]
     # Candidates in solver order: (set name, dsl, combination mask, sorted combination).
     cands: list[tuple[str, str, int, tuple[str, ...]]] = []
-    for s in plan.sets:
+    for s in sets:
         for combo in s.combinations or ():
             mask = 0
             for m in combo:
@@ -196,25 +165,26 @@ def build_matrix_table(plan: "Plan", policy: "MatrixPolicy", states: Sequence[St
     return DecisionTable(states, models, rows)
 
 
-def build_table(plan: "Plan", policy: "MatrixPolicy | GroupPolicy") -> DecisionTable | None:
-    """The precomputed table for a plan, or None when it would exceed the budget."""
-    n_models = max(1, len(plan.models))
-    limit = plan.options.precompute_budget // n_models
-    if limit < 1 or not plan.ok or not plan.models:
+def build_table(policy: MatrixPolicy | GroupPolicy, sets: Sequence["SetEntry"], budget: int) -> DecisionTable | None:
+    """The precomputed table for a policy (a matrix policy's `sets` in solver order; none for
+    groups), or None when states x models would exceed `budget` entries."""
+    n_models = max(1, len(policy.models))
+    limit = budget // n_models
+    if limit < 1 or not policy.models:
         return None
     # The table is many small acyclic objects: cyclic GC passes over it only cost time.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if policy.engine == "matrix":
-            states = matrix_states(plan, limit)
+        if isinstance(policy, MatrixPolicy):
+            states = matrix_states(policy.models, sets, limit)
             if states is None:
                 return None
-            return build_matrix_table(plan, policy, states)  # type: ignore[arg-type]
-        states = group_states(policy, limit)  # type: ignore[arg-type]
+            return build_matrix_table(policy, sets, states)
+        states = group_states(policy, limit)
         if states is None:
             return None
-        rows = {t: {s: policy.solve(t, s, False) for s in states} for t in policy.models}  # type: ignore[union-attr]
+        rows = {t: {s: policy.solve(t, s, False) for s in states} for t in policy.models}
         return DecisionTable(states, policy.models, rows)
     finally:
         if was_enabled:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref
+from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref, walk
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.source import Pos, YMap, YScalar, YSeq
 
@@ -294,8 +294,6 @@ def _ref_position(file_block: YMap, set_name: str, ref: str, defs: Mapping[str, 
     scalar = sets.get(set_name)
     if not isinstance(scalar, YScalar):
         return None, 1
-    from llamaswap.compiler.ast import walk
-
     for n in walk(defs[set_name].expr):
         if isinstance(n, Ref) and n.name == ref:
             return scalar.position_of(n.start), n.end - n.start
@@ -320,7 +318,7 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         solver = [name for name in order if name not in broken]
         return _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos), r.diags
 
-    import networkx as nx
+    import networkx as nx  # here, not at the top: a slow import only `+ref` configs need
 
     graph = nx.DiGraph()
     graph.add_nodes_from(order)

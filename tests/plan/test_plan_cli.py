@@ -268,7 +268,7 @@ def test_all_without_a_table_enumerates_states_and_asks_the_solver(write, monkey
     with_table = run(path, "--all", "--format", "json").stdout
     import llamaswap.compiler.precompute as precompute
 
-    monkeypatch.setattr(precompute, "build_table", lambda plan, policy: None)
+    monkeypatch.setattr(precompute, "build_table", lambda *args: None)
     assert compile_text(MATRIX, path).policy.table is None
     assert run(path, "--all", "--format", "json").stdout == with_table
     monkeypatch.setattr(cli_module, "PLAN_ALL_MAX", 10)

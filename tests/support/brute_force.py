@@ -183,6 +183,7 @@ class BruteMatrix:
     """§3.4 by enumeration. `sets`: (name, dsl, combinations) in solver order."""
 
     engine = "matrix"
+    table = None  # no precomputed decisions: every answer is computed
 
     def __init__(self, sets: Sequence[tuple[str, str, Sequence[Iterable[str]]]], evict_costs: Mapping[str, int]):
         self.sets = [(name, dsl, [frozenset(c) for c in combos]) for name, dsl, combos in sets]
@@ -289,6 +290,7 @@ class BruteGroups:
     """§4 literally, with llama-swap's (default) group for unlisted models."""
 
     engine = "group"
+    table = None  # no precomputed decisions: every answer is computed
 
     def __init__(self, models: Iterable[str], groups: Sequence[tuple[str, bool, bool, bool, Sequence[str]]]):
         self.flags: dict[str, tuple[bool, bool, bool]] = {}

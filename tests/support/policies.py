@@ -62,15 +62,16 @@ class GroupTestPolicy(BruteGroups):
 
 class StubPolicy:
     engine = "stub"
+    table = None  # no precomputed decisions
 
     def __init__(self, evict: Mapping[str, Iterable[str]] | None = None) -> None:
-        self.table = {target: frozenset(victims) for target, victims in (evict or {}).items()}
+        self.victims = {target: frozenset(victims) for target, victims in (evict or {}).items()}
         self.queries = 0
 
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
         self.queries += 1
         running = tuple(sorted(set(running)))
-        victims = self.table.get(target, frozenset())
+        victims = self.victims.get(target, frozenset())
         evict = tuple(m for m in running if m in victims and m != target)
         kept = tuple(sorted((set(running) - set(evict)) | {target}))
         return Decision(target, running, evict, None, None, kept, len(evict), "stub")
