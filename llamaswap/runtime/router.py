@@ -1,13 +1,22 @@
-"""Router: the one asyncio task that owns the Scheduler, and the Effects that carry out its
+"""Router: the one asyncio task that owns the Scheduler, and the work that carries out its
 decisions with the process supervisor.
 
 Theory of operation
 -------------------
-Everything that wants the scheduler posts an event into the router's inbox; the owner task
-takes events one at a time and calls the matching scheduler input with `now` from the loop
-clock. Nothing else ever touches the scheduler, so there are no locks. The scheduler answers
-through `_Effects`, which never re-enter it: they resolve a request's future, or start a
-task (a swap, a stop) that posts its completion back as a new event.
+Everything that wants the scheduler posts an event into the router's inbox: a frozen
+dataclass naming a fact (`RequestArrived`, `SwapFinished`, `ProcessExited`, ...). The owner
+task takes events one at a time, looks up the handler for the event's type in one table, and
+calls the matching scheduler input with `now` from the loop clock. Nothing else ever touches
+the scheduler, so there are no locks.
+
+The scheduler answers through `_Recorder`, its `Effects`: each output is written down as a
+command, and the handler carries the commands out once the scheduler call has returned,
+passing what it knows as arguments (the arriving ticket, whose `requested` name the decision
+record keeps; the swap that just finished, which its queued requests waited for). Carrying
+out a command resolves a request's future, or starts a task (a swap, a stop). Those tasks
+change no router state: they do their work with the processes and post what happened back
+as a new event (`SwapFinished`, `StopFinished`). So the owner task is the only writer of the
+scheduler, the tickets, the swap records and the table of swaps in progress.
 
 A request is a `Ticket`: `submit()` posts it; `ticket.admission` resolves as soon as the
 scheduler has seen it (so a 429 is known before any loading stream starts); `ticket.outcome`
@@ -37,7 +46,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.processes import ModelProcess, ProcessState, StartError, StateChanged
@@ -62,7 +71,8 @@ class Rejected:
 
 @dataclass
 class SwapRecord:
-    """A committed swap: what was decided and how it went (for logs, headers, /api)."""
+    """A committed swap: what was decided and how it went (for logs, headers, /api).
+    Written by the owner task only: at the start, at each grant, and when it finished."""
 
     id: int
     model: str
@@ -75,9 +85,9 @@ class SwapRecord:
     finished: float | None = None
 
 
-class Observer:
+class Observer(Protocol):
     """What the router reports as it goes (metrics, decision records). Every method is called
-    from the owner task or a swap/stop task, must be quick, and must not raise."""
+    from the owner task, must be quick, and must not raise (an exception is logged)."""
 
     def swap_started(self, record: SwapRecord, requested: str) -> None: ...
 
@@ -90,11 +100,30 @@ class Observer:
     def served(self, model: str) -> None: ...
 
 
+class _Unobserved:
+    """The observer when nobody observes."""
+
+    def swap_started(self, record: SwapRecord, requested: str) -> None:
+        pass
+
+    def swap_finished(self, record: SwapRecord) -> None:
+        pass
+
+    def granted(self, model: str, waited: float) -> None:
+        pass
+
+    def evicted(self, model: str, reason: str) -> None:
+        pass
+
+    def served(self, model: str) -> None:
+        pass
+
+
 class Ticket:
     """One request's passage through the scheduler."""
 
     __slots__ = ("req_id", "model", "requested", "arrived", "admission", "outcome", "position",
-                 "_position_event", "granted_at", "released")
+                 "_position_event", "released")
 
     def __init__(self, req_id: int, model: str, requested: str, arrived: float,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -106,7 +135,6 @@ class Ticket:
         self.outcome: asyncio.Future[Granted | Rejected] = loop.create_future()
         self.position: int | None = None
         self._position_event: asyncio.Event | None = None  # made on first use (rare)
-        self.granted_at: float | None = None
         self.released = False
 
     async def position_changed(self) -> None:
@@ -121,77 +149,177 @@ class Ticket:
             self._position_event.set()
 
 
-class _Effects:
-    def __init__(self, router: "Router") -> None:
-        self.router = router
+# -- events: the facts posted into the owner's inbox -----------------------------------------
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RequestArrived:
+    ticket: Ticket
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RequestCancelled:
+    """The holder gave up on its ticket before the grant."""
+    req_id: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ServeFinished:
+    """The response of a granted ticket is finished (or failed)."""
+    req_id: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SwapFinished:
+    """A swap task ended: the model is ready (`error` None) or it is not."""
+    record: SwapRecord
+    error: str | None
+    load_seconds: float | None  # set when the model turned ready
+    finished: float  # loop clock
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StopFinished:
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ProcessExited:
+    """A ready upstream exited by itself."""
+    model: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UnloadRequested:
+    models: tuple[str, ...] | None  # None: all
+    timeout: float | None
+    reply: asyncio.Future[list[asyncio.Task]]  # the stops the unload started
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ShutdownRequested:
+    timeout: float | None
+    reply: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class QueryAsked:
+    fn: Callable[[Scheduler], Any]
+    reply: asyncio.Future[Any]
+
+
+Event = (RequestArrived | RequestCancelled | ServeFinished | SwapFinished | StopFinished
+         | ProcessExited | UnloadRequested | ShutdownRequested | QueryAsked)
+
+
+# -- commands: the scheduler's outputs, carried out by the owner after each input ------------
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _StartSwap:
+    model: str
+    decision: Decision
+    stop_timeout: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Grant:
+    ticket: Ticket
+    model: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Reject:
+    req_id: int
+    status: int
+    message: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _QueuePosition:
+    req_id: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _StopProcesses:
+    models: tuple[str, ...]
+    reason: str
+    timeout: float
+
+
+_Command = _StartSwap | _Grant | _Reject | _QueuePosition | _StopProcesses
+
+
+class _Recorder:
+    """The scheduler's `Effects`: writes each output down for the owner to carry out.
+    `grant` answers at once whether anybody still holds the ticket (the scheduler needs the
+    answer); the grant itself is carried out with the others."""
+
+    __slots__ = ("tickets", "commands")
+
+    def __init__(self, tickets: dict[int, Ticket]) -> None:
+        self.tickets = tickets
+        self.commands: list[_Command] = []
 
     def start_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
-        self.router._begin_swap(model, decision, stop_timeout)
+        self.commands.append(_StartSwap(model, decision, stop_timeout))
 
     def grant(self, req_id: Any, model: str) -> bool:
-        r = self.router
-        ticket = r._tickets.get(req_id)
+        ticket = self.tickets.get(req_id)
         if ticket is None or ticket.outcome.done():
-            r._tickets.pop(req_id, None)
+            self.tickets.pop(req_id, None)
             return False
-        ticket.granted_at = r.now()
-        waited = ticket.granted_at - ticket.arrived
-        swap = r._waited_for.pop(req_id, None)
-        if swap is None and r._finishing is not None and r._finishing.model == model:
-            swap = r._finishing  # queued behind something, then served by this swap
-        if swap is not None:
-            swap.requests_waited.append(waited)
-        ticket.outcome.set_result(Granted(model, swap, waited))
-        r.last_advance = time.monotonic()
-        r._notify("granted", model, waited)
+        self.commands.append(_Grant(ticket, model))
         return True
 
     def reject(self, req_id: Any, status: int, message: str, headers: Mapping[str, str]) -> None:
-        r = self.router
-        r.last_advance = time.monotonic()
-        ticket = r._tickets.pop(req_id, None)
-        r._waited_for.pop(req_id, None)
-        if ticket is not None:
-            if not ticket.admission.done():
-                ticket.admission.set_result(Admission.REJECTED)
-            if not ticket.outcome.done():
-                ticket.outcome.set_result(Rejected(status, message, dict(headers)))
+        self.commands.append(_Reject(req_id, status, message, dict(headers)))
 
     def queue_position(self, req_id: Any, position: int) -> None:
-        ticket = self.router._tickets.get(req_id)
-        if ticket is not None:
-            ticket._set_position(position)
+        self.commands.append(_QueuePosition(req_id, position))
 
     def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
-        self.router._begin_stop(models, reason, timeout)
+        self.commands.append(_StopProcesses(models, reason, timeout))
+
+    def take(self) -> list[_Command]:
+        commands, self.commands = self.commands, []
+        return commands
+
+
+_Handler = Callable[[Any, float], None]
 
 
 class Router:
     """Owns the scheduler; the HTTP layer talks to it through tickets and a few commands."""
 
     def __init__(self, policy: EvictionPolicy, settings: SchedulerSettings,
-                 processes: Mapping[str, ModelProcess], *,
-                 on_swap: Callable[[SwapRecord], None] | None = None,
-                 on_swap_done: Callable[[SwapRecord], None] | None = None,
-                 observer: Observer | None = None) -> None:
+                 processes: Mapping[str, ModelProcess], *, observer: Observer | None = None) -> None:
         self.policy = policy
         self.settings = settings
         self.processes = dict(processes)
-        self.scheduler = Scheduler(policy, settings, _Effects(self))
-        self._on_swap = on_swap
-        self._on_swap_done = on_swap_done
-        self._observer = observer
-        self._current: Ticket | None = None  # the ticket whose request() is being handled
+        self._tickets: dict[int, Ticket] = {}
+        self._effects = _Recorder(self._tickets)
+        self.scheduler = Scheduler(policy, settings, self._effects)
+        self._observer: Observer = observer if observer is not None else _Unobserved()
         # The owner's inbox: a deque plus one future to wake the owner when it is idle
         # (cheaper than asyncio.Queue on the proxy's hot path: two events per request).
-        self._inbox: collections.deque[tuple] = collections.deque()
-        self._wakeup: asyncio.Future | None = None
-        self._tickets: dict[int, Ticket] = {}
+        self._inbox: collections.deque[Event] = collections.deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._handlers: dict[type, _Handler] = {
+            RequestArrived: self._on_request_arrived,
+            RequestCancelled: self._on_request_cancelled,
+            ServeFinished: self._on_serve_finished,
+            SwapFinished: self._on_swap_finished,
+            StopFinished: self._on_stop_finished,
+            ProcessExited: self._on_process_exited,
+            UnloadRequested: self._on_unload_requested,
+            ShutdownRequested: self._on_shutdown_requested,
+            QueryAsked: self._on_query_asked,
+        }
         self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
         self._swaps: dict[str, SwapRecord] = {}  # model -> swap in progress
-        self._finishing: SwapRecord | None = None  # the swap whose swap_done is being handled
         # Models whose process died after turning ready but before the owner heard that
-        # their swap succeeded: the crash is applied right after that swap_done.
+        # their swap succeeded: the crash is applied right after that SwapFinished.
         self._exited_early: set[str] = set()
         self._closing = False
         self._tick_not_before = 0.0
@@ -199,14 +327,10 @@ class Router:
         self._ids = itertools.count(1)
         self._swap_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
-        self._collecting: list[asyncio.Task] | None = None  # stops started by an unload
         self._stop_chain: asyncio.Task | None = None
         self._owner: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: list[Callable[[], None]] = []
-        # Liveness, for /health: when the owner last finished handling something.
-        self.last_progress = time.monotonic()
-        self.events_handled = 0
         # When something last started, finished or was granted (for the stall check).
         self.last_advance = time.monotonic()
 
@@ -225,8 +349,7 @@ class Router:
         assert self._loop is not None
         return self._loop.time()
 
-    @property
-    def shutdown_message(self) -> str:
+    def _shutdown_message(self) -> str:
         return f"{getattr(self.policy, 'engine', 'scheduler')} is shutting down"
 
     async def shutdown(self, timeout: float | None = None) -> None:
@@ -235,10 +358,11 @@ class Router:
         if self._owner is None or self._owner.done():
             await self._shutdown_processes(timeout)
             return
-        fut = self._loop.create_future()  # type: ignore[union-attr]
-        self.post(("shutdown", timeout, fut))
+        assert self._loop is not None
+        reply: asyncio.Future[None] = self._loop.create_future()
+        self._post(ShutdownRequested(timeout, reply))
         try:
-            await fut
+            await reply
         finally:
             await self._shutdown_processes(timeout)
             self._owner.cancel()
@@ -263,24 +387,24 @@ class Router:
         await asyncio.gather(*(p.shutdown(t) for p in self.processes.values()), return_exceptions=True)
 
     # -- the HTTP layer's side -----------------------------------------------------------
-    def post(self, event: tuple) -> None:
+    def _post(self, event: Event) -> None:
         self._inbox.append(event)
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
     def submit(self, model: str, requested: str | None = None) -> Ticket:
-        """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` or `abandon`."""
+        """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` it."""
         assert self._loop is not None
         ticket = Ticket(next(self._ids), model, requested or model, self._loop.time(), self._loop)
         if self._closing:
             # The owner may already be gone; nobody would ever answer this ticket.
             ticket.admission.set_result(Admission.REJECTED)
-            ticket.outcome.set_result(Rejected(503, self.shutdown_message, {}))
+            ticket.outcome.set_result(Rejected(503, self._shutdown_message(), {}))
             ticket.released = True
             return ticket
         self._tickets[ticket.req_id] = ticket
-        self.post(("request", ticket))
+        self._post(RequestArrived(ticket))
         return ticket
 
     def release(self, ticket: Ticket) -> None:
@@ -295,18 +419,18 @@ class Router:
             # waiting (grant() -> False), or the slot would stay in flight forever.
             outcome.cancel()
         if not outcome.cancelled() and isinstance(outcome.result(), Granted):
-            self.post(("serve_done", ticket.req_id))
+            self._post(ServeFinished(ticket.req_id))
         elif outcome.cancelled():
-            self.post(("cancel", ticket.req_id))
+            self._post(RequestCancelled(ticket.req_id))
 
     async def unload(self, models: Iterable[str] | None = None, timeout: float | None = None) -> None:
         """Unload models (None: all) and return once they are stopped."""
         assert self._loop is not None
         if self._closing:
             return  # shutdown stops everything anyway
-        fut = self._loop.create_future()
-        self.post(("unload", None if models is None else tuple(models), timeout, fut))
-        stops = await fut
+        reply: asyncio.Future[list[asyncio.Task]] = self._loop.create_future()
+        self._post(UnloadRequested(None if models is None else tuple(models), timeout, reply))
+        stops = await reply
         if stops:
             await asyncio.wait(stops)
 
@@ -315,21 +439,13 @@ class Router:
         assert self._loop is not None
         if self._owner is None or self._owner.done():
             raise RuntimeError("the scheduler task is not running")
-        fut = self._loop.create_future()
-        self.post(("call", fn, fut))
-        return await fut
+        reply: asyncio.Future[Any] = self._loop.create_future()
+        self._post(QueryAsked(fn, reply))
+        return await reply
 
     def waiting_tickets(self) -> list[Ticket]:
         """Tickets still waiting for their outcome (queued, or waiting on a swap)."""
         return [t for t in self._tickets.values() if not t.outcome.done()]
-
-    def _notify(self, method: str, *args: Any) -> None:
-        if self._observer is None:
-            return
-        try:
-            getattr(self._observer, method)(*args)
-        except Exception:  # observation must never break routing
-            logger.exception("observer %s failed", method)
 
     def swap_in_progress(self, model: str) -> SwapRecord | None:
         return self._swaps.get(model)
@@ -367,136 +483,192 @@ class Router:
             self._wakeup = None
 
     def _handle_tick(self) -> None:
+        now = self.now()
         try:
-            self.scheduler.tick(self.now())
+            self.scheduler.tick(now)
         except Exception:  # as in _handle: a protocol error must not kill the owner task
             logger.exception("router: tick failed")
             self._tick_not_before = self.now() + 1.0  # and must not spin on a stale deadline
-        self.last_progress = time.monotonic()
+        self._carry_out(now)
 
-    def _handle(self, event: tuple) -> None:
-        kind = event[0]
-        sched = self.scheduler
-        now = self.now()
+    def _handle(self, event: Event) -> None:
         try:
-            if kind == "request":
-                ticket: Ticket = event[1]
-                if ticket.outcome.cancelled():
-                    self._tickets.pop(ticket.req_id, None)
-                    if not ticket.admission.done():
-                        ticket.admission.set_result(Admission.REJECTED)
-                else:
-                    self._current = ticket
-                    try:
-                        admission = sched.request(ticket.req_id, ticket.model, now)
-                    finally:
-                        self._current = None
-                    if admission is Admission.WAITING:
-                        swap = self._swaps.get(ticket.model)
-                        if swap is not None:
-                            self._waited_for[ticket.req_id] = swap
-                    if not ticket.admission.done():
-                        ticket.admission.set_result(admission)
-            elif kind == "cancel":
-                self._tickets.pop(event[1], None)
-                self._waited_for.pop(event[1], None)
-                sched.cancel(event[1], now)
-            elif kind == "serve_done":
-                done = self._tickets.pop(event[1], None)
-                self.last_advance = time.monotonic()
-                sched.serve_done(event[1], now)
-                if done is not None:
-                    self._notify("served", done.model)
-            elif kind == "swap_done":
-                _, model, error, record = event
-                self.last_advance = time.monotonic()
-                self._finishing = record
-                try:
-                    sched.swap_done(model, now, error)
-                finally:
-                    self._finishing = None
-                # After the grants: the record now holds every waiter's wait.
-                self._notify("swap_finished", record)
-                if model in self._exited_early:
-                    self._exited_early.discard(model)
-                    if error is None:
-                        sched.model_exited(model, now)
-            elif kind == "stop_done":
-                self.last_advance = time.monotonic()
-                sched.stop_done(event[1], now)
-            elif kind == "exited":
-                model = event[1]
-                self._notify("evicted", model, "crash")
-                if sched.state(model) is ModelState.STARTING:
-                    # The process turned ready and died before its swap_done reached us
-                    # (both are on their way): apply the crash right after that swap_done.
-                    self._exited_early.add(model)
-                else:
-                    sched.model_exited(model, now)
-            elif kind == "unload":
-                _, models, timeout, fut = event
-                self._collecting = []
-                try:
-                    sched.unload(models, now, timeout)
-                finally:
-                    stops, self._collecting = self._collecting, None
-                if not fut.done():
-                    fut.set_result(stops)
-            elif kind == "shutdown":
-                _, timeout, fut = event
-                sched.shutdown(now, timeout)
-                if not fut.done():
-                    fut.set_result(None)
-            elif kind == "call":
-                _, fn, fut = event
-                try:
-                    result = fn(sched)
-                except Exception as exc:  # a bad query must not kill the owner
-                    if not fut.done():
-                        fut.set_exception(exc)
-                else:
-                    if not fut.done():
-                        fut.set_result(result)
-            else:  # pragma: no cover - programming error
-                logger.error("router: unknown event %r", kind)
-        except Exception:
+            self._handlers[type(event)](event, self.now())
+        except Exception as exc:
             # The scheduler raised on a protocol error: log loudly and keep serving; the
             # /health check reports the owner alive, and tests assert this never happens.
-            logger.exception("router: event %s failed", kind)
-        self.events_handled += 1
-        self.last_progress = time.monotonic()
+            logger.exception("router: %s failed", type(event).__name__)
+            self._carry_out(self.now())  # what the scheduler asked for before it raised
+            reply = getattr(event, "reply", None)
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
 
-    # -- effects' work -------------------------------------------------------------------
-    def _spawn(self, coro, name: str) -> asyncio.Task:
+    # -- handlers: one per event type, each the only place that feeds its scheduler input --
+    def _on_request_arrived(self, event: RequestArrived, now: float) -> None:
+        ticket = event.ticket
+        if ticket.outcome.cancelled():  # the holder left before the owner saw the ticket
+            self._tickets.pop(ticket.req_id, None)
+            if not ticket.admission.done():
+                ticket.admission.set_result(Admission.REJECTED)
+            return
+        admission = self.scheduler.request(ticket.req_id, ticket.model, now)
+        self._carry_out(now, arriving=ticket)
+        if admission is Admission.WAITING:
+            swap = self._swaps.get(ticket.model)
+            if swap is not None:
+                self._waited_for[ticket.req_id] = swap
+        if not ticket.admission.done():
+            ticket.admission.set_result(admission)
+
+    def _on_request_cancelled(self, event: RequestCancelled, now: float) -> None:
+        self._tickets.pop(event.req_id, None)
+        self._waited_for.pop(event.req_id, None)
+        self.scheduler.cancel(event.req_id, now)
+        self._carry_out(now)
+
+    def _on_serve_finished(self, event: ServeFinished, now: float) -> None:
+        done = self._tickets.pop(event.req_id, None)
+        self.last_advance = time.monotonic()
+        self.scheduler.serve_done(event.req_id, now)
+        self._carry_out(now)
+        if done is not None:
+            self._notify(self._observer.served, done.model)
+
+    def _on_swap_finished(self, event: SwapFinished, now: float) -> None:
+        record = event.record
+        model = record.model
+        record.error = event.error
+        record.load_seconds = event.load_seconds
+        record.finished = event.finished
+        if self._swaps.get(model) is record:  # not when an unload abandoned it and a new one began
+            del self._swaps[model]
+        self.last_advance = time.monotonic()
+        self.scheduler.swap_done(model, now, event.error)
+        self._carry_out(now, finishing=record)
+        # After the grants: the record now holds every waiter's wait.
+        self._notify(self._observer.swap_finished, record)
+        if model in self._exited_early:
+            self._exited_early.discard(model)
+            if event.error is None:
+                self.scheduler.model_exited(model, now)
+                self._carry_out(now)
+
+    def _on_stop_finished(self, event: StopFinished, now: float) -> None:
+        self.last_advance = time.monotonic()
+        self.scheduler.stop_done(event.models, now)
+        self._carry_out(now)
+
+    def _on_process_exited(self, event: ProcessExited, now: float) -> None:
+        model = event.model
+        self._notify(self._observer.evicted, model, "crash")
+        if self.scheduler.state(model) is ModelState.STARTING:
+            # The process turned ready and died before its SwapFinished reached us (both
+            # are on their way): apply the crash right after that SwapFinished.
+            self._exited_early.add(model)
+        else:
+            self.scheduler.model_exited(model, now)
+            self._carry_out(now)
+
+    def _on_unload_requested(self, event: UnloadRequested, now: float) -> None:
+        self.scheduler.unload(event.models, now, event.timeout)
+        stops = self._carry_out(now)
+        if not event.reply.done():
+            event.reply.set_result(stops)
+
+    def _on_shutdown_requested(self, event: ShutdownRequested, now: float) -> None:
+        self.scheduler.shutdown(now, event.timeout)
+        self._carry_out(now)
+        if not event.reply.done():
+            event.reply.set_result(None)
+
+    def _on_query_asked(self, event: QueryAsked, now: float) -> None:
+        try:
+            result = event.fn(self.scheduler)
+        except Exception as exc:  # a bad query must not kill the owner
+            if not event.reply.done():
+                event.reply.set_exception(exc)
+        else:
+            if not event.reply.done():
+                event.reply.set_result(result)
+
+    # -- carrying out the scheduler's commands -------------------------------------------
+    def _carry_out(self, now: float, *, arriving: Ticket | None = None,
+                   finishing: SwapRecord | None = None) -> list[asyncio.Task]:
+        """Carry out what the scheduler just asked for. `arriving`: the ticket whose request
+        was handled; `finishing`: the swap whose end was handled. Returns the stop tasks."""
+        stops: list[asyncio.Task] = []
+        for command in self._effects.take():
+            if type(command) is _Grant:
+                self._grant(command, finishing)
+            elif type(command) is _Reject:
+                self._reject(command)
+            elif type(command) is _StartSwap:
+                self._start_swap(command, arriving)
+            elif type(command) is _QueuePosition:
+                ticket = self._tickets.get(command.req_id)
+                if ticket is not None:
+                    ticket._set_position(command.position)
+            else:
+                assert type(command) is _StopProcesses
+                stops.append(self._start_stop(command))
+        return stops
+
+    def _grant(self, command: _Grant, finishing: SwapRecord | None) -> None:
+        ticket, model = command.ticket, command.model
+        waited = self.now() - ticket.arrived
+        swap = self._waited_for.pop(ticket.req_id, None)
+        if swap is None and finishing is not None and finishing.model == model:
+            swap = finishing  # queued behind something, then served by this swap
+        if swap is not None:
+            swap.requests_waited.append(waited)
+        ticket.outcome.set_result(Granted(model, swap, waited))
+        self.last_advance = time.monotonic()
+        self._notify(self._observer.granted, model, waited)
+
+    def _reject(self, command: _Reject) -> None:
+        self.last_advance = time.monotonic()
+        ticket = self._tickets.pop(command.req_id, None)
+        self._waited_for.pop(command.req_id, None)
+        if ticket is not None:
+            if not ticket.admission.done():
+                ticket.admission.set_result(Admission.REJECTED)
+            if not ticket.outcome.done():
+                ticket.outcome.set_result(Rejected(command.status, command.message, command.headers))
+
+    def _notify(self, report: Callable[..., None], *args: Any) -> None:
+        try:
+            report(*args)
+        except Exception:  # observation must never break routing
+            logger.exception("observer %s failed", getattr(report, "__name__", report))
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
         assert self._loop is not None
         task = self._loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _begin_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
+    def _start_swap(self, command: _StartSwap, arriving: Ticket | None) -> None:
+        model, decision = command.model, command.decision
         record = SwapRecord(next(self._swap_ids), model, decision, time.time(), self.now())
         self._swaps[model] = record
         self.swaps_started += 1
         self.last_advance = time.monotonic()
-        current = self._current
-        requested = current.requested if current is not None and current.model == model else model
-        self._notify("swap_started", record, requested)
+        requested = arriving.requested if arriving is not None and arriving.model == model else model
+        self._notify(self._observer.swap_started, record, requested)
         for evicted in decision.evict:
-            self._notify("evicted", evicted, "swap")
-        if self._on_swap is not None:
-            try:
-                self._on_swap(record)
-            except Exception:
-                logger.exception("on_swap hook failed")
-        self._spawn(self._swap(record, stop_timeout), f"llamaswap:swap:{model}")
+            self._notify(self._observer.evicted, evicted, "swap")
+        self._spawn(self._swap(model, decision.evict, command.stop_timeout, record),
+                    f"llamaswap:swap:{model}")
 
-    async def _swap(self, record: SwapRecord, stop_timeout: float) -> None:
-        model = record.model
+    async def _swap(self, model: str, evict: tuple[str, ...], stop_timeout: float,
+                    record: SwapRecord) -> None:
+        """Stop `evict`, make `model` ready, and report how it went; changes nothing itself
+        (`record` only travels back in the report)."""
         error: str | None = None
+        load_seconds: float | None = None
         try:
-            stops = [self.processes[m].stop(stop_timeout, "evicted") for m in record.decision.evict
-                     if m in self.processes]
+            stops = [self.processes[m].stop(stop_timeout, "evicted") for m in evict if m in self.processes]
             if stops:
                 results = await asyncio.gather(*stops, return_exceptions=True)
                 for res in results:
@@ -504,7 +676,7 @@ class Router:
                         logger.error("stopping an evicted model failed: %r", res)
             load_started = self.now()
             await self.processes[model].ensure_ready()
-            record.load_seconds = self.now() - load_started
+            load_seconds = self.now() - load_started
         except StartError as exc:
             error = str(exc)
         except asyncio.CancelledError:
@@ -514,28 +686,20 @@ class Router:
             logger.exception("swap for %s failed", model)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            record.error = error
-            record.finished = self.now()
-            if self._swaps.get(model) is record:
-                del self._swaps[model]
-            self.post(("swap_done", model, error, record))
-            if self._on_swap_done is not None:
-                try:
-                    self._on_swap_done(record)
-                except Exception:
-                    logger.exception("on_swap_done hook failed")
+            self._post(SwapFinished(record, error, load_seconds, self.now()))
 
-    def _begin_stop(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
+    def _start_stop(self, command: _StopProcesses) -> asyncio.Task:
+        models, reason = command.models, command.reason
         self.last_advance = time.monotonic()
         for model in models:
-            self._notify("evicted", model, reason)
+            self._notify(self._observer.evicted, model, reason)
         # Stops issued together (one unload's buckets) run in order, smallest timeout first.
         previous = self._stop_chain if reason == "unload" else None
-        task = self._spawn(self._stop(models, reason, timeout, previous), f"llamaswap:stop:{','.join(models)}")
+        task = self._spawn(self._stop(models, reason, command.timeout, previous),
+                           f"llamaswap:stop:{','.join(models)}")
         if reason == "unload":
             self._stop_chain = task
-        if self._collecting is not None:
-            self._collecting.append(task)
+        return task
 
     async def _stop(self, models: tuple[str, ...], reason: str, timeout: float,
                     previous: asyncio.Task | None) -> None:
@@ -552,9 +716,9 @@ class Router:
                 await asyncio.gather(*(self.processes[m].stop(timeout, reason) for m in models
                                        if m in self.processes), return_exceptions=True)
         finally:
-            self.post(("stop_done", models))
+            self._post(StopFinished(models))
 
     def _on_process_change(self, change: StateChanged) -> None:
         if change.old is ProcessState.READY and change.new is ProcessState.STOPPED:
             logger.warning("%s: upstream exited unexpectedly (%s)", change.model, change.detail or "no detail")
-            self.post(("exited", change.model))
+            self._post(ProcessExited(change.model))
