@@ -36,7 +36,7 @@ def cli() -> None:
 def expand_budget_option(f):
     return click.option(
         "--expand-budget", type=click.IntRange(min=0), default=None, metavar="N",
-        help="Expand sets into concrete combinations up to N in total; larger sets stay symbolic "
+        help="Expand sets into concrete combinations up to N distinct ones in total; larger sets stay symbolic "
              "(default 100000).",
     )(f)
 

@@ -155,8 +155,7 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
             if s.combinations is None:
                 diags.append(Diagnostic(
                     Severity.INFO, "LS450",
-                    f"set {s.name!r} has {'at least ' if s.count >= COUNT_CAP else ''}{s.count:,} combinations, "
-                    f"more than the expansion budget "
+                    f"set {s.name!r} has {_distinct_text(s)}, more than the expansion budget "
                     f"({options.expand_budget:,}); it is kept symbolic and decided by the symbolic solver",
                     file, *_pos(matrix.set_pos.get(s.name)), f"{loaded.matrix_path}.sets.{s.name}",
                     hint="raise the budget with --expand-budget to expand it", length=len(s.name),
@@ -179,6 +178,15 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         diagnostics=sort_diagnostics(diags),
         options=options,
     )
+
+
+def _distinct_text(s: SetEntry) -> str:
+    def n(v: int) -> str:
+        return f"{'at least ' if v >= COUNT_CAP else ''}{v:,}"
+
+    if s.distinct_exact:
+        return f"{n(s.distinct)} combinations"
+    return f"up to {n(s.distinct)} distinct combinations ({n(s.count)} before de-duplication)"
 
 
 def _pos(p: Pos | None) -> tuple[int | None, int | None]:

@@ -124,7 +124,21 @@ def test_counts_saturate_instead_of_exploding():
     plan = matrix(sets, models=MODELS)
     assert time.perf_counter() - start < 10
     last = next(s for s in plan.sets if s.name == "t79")
+    # The raw count saturates; over two models there are at most 3 distinct combinations,
+    # and since the budget counts distinct combinations the set expands.
+    assert last.count == COUNT_CAP and combos(plan, "t79") == [["a"], ["a", "b"], ["b"]]
+
+
+def test_counts_saturate_and_a_set_past_the_budget_stays_symbolic():
+    sets = {"t0": " | ".join(MODELS)}
+    for i in range(1, 80):
+        sets[f"t{i}"] = f"+t{i - 1} & +t{i - 1} | +t{i - 1} & +t{i - 1}"
+    start = time.perf_counter()
+    plan = matrix(sets, models=MODELS, budget=50)
+    assert time.perf_counter() - start < 10
+    last = next(s for s in plan.sets if s.name == "t79")
     assert last.symbolic and last.count == COUNT_CAP
+    assert last.distinct == 2**len(MODELS) - 1 and not last.distinct_exact
 
 
 def test_count_matches_expansion_before_dedup():
@@ -145,3 +159,56 @@ def test_expand_sets_directly():
 def test_broken_sets_are_left_out_of_the_table():
     plan = matrix({"ok": "a", "bad": "a & nope", "dep": "+bad & b", "fine": "+ok & b"}, models=MODELS)
     assert [s.name for s in plan.sets] == ["ok", "fine"]
+
+
+# -- the budget counts distinct combinations (expansion de-duplicates as it multiplies) -------
+
+BASE_OVER_FOUR = "a | b | c | d | a & b | a & c | a & d | b & c | b & d | c & d"  # 10 combinations
+
+
+def test_repeated_product_over_four_models_expands_to_its_distinct_combinations():
+    plan = matrix({"base": BASE_OVER_FOUR, "all": " & ".join(["+base"] * 6)})
+    s = next(s for s in plan.sets if s.name == "all")
+    assert s.count == 10**6, "the raw count is still reported"
+    assert not s.symbolic and s.distinct == 15 and len(s.combinations) == 15
+    assert "LS450" not in codes(plan)
+    # Every non-empty subset of four models, first occurrence first.
+    assert sorted(map(tuple, combos(plan, "all"))) == sorted(
+        tuple(m for m in "abcd" if mask >> "abcd".index(m) & 1) for mask in range(1, 16))
+
+
+def test_budget_charges_distinct_not_raw_combinations():
+    plan = matrix({"s": "(a | b) & (a | b)"}, models=MODELS, budget=3)  # 4 raw, 3 distinct
+    assert combos(plan, "s") == [["a"], ["a", "b"], ["b"]]
+    plan = matrix({"s": "(a | b) & (a | b)", "t": "c"}, models=MODELS, budget=3)
+    assert combos(plan, "t") is None, "the three distinct combinations used the whole budget"
+
+
+def test_exact_distinct_count_decides_without_expanding():
+    models, dsl = ten_by_ten()
+    plan = matrix({"big": dsl}, models=models)
+    big = plan.sets[0]
+    assert big.symbolic and big.distinct == 10**10 and big.distinct_exact
+
+
+def test_a_set_whose_distinct_count_is_past_the_budget_says_up_to():
+    models = tuple(f"m{i}" for i in range(20))
+    base = " | ".join(models)
+    plan = matrix({"s": " & ".join([f"({base})"] * 3)}, models=models, budget=500)
+    s = plan.sets[0]
+    assert s.symbolic and s.count == 8000 and not s.distinct_exact
+    d = one(plan, "LS450")
+    assert "up to 8,000 distinct combinations (8,000 before de-duplication)" in d.message
+
+
+def test_attempted_expansions_share_a_bounded_work_allowance():
+    # Each set has many raw combinations over a few models, but overlapping parts make the
+    # distinct bound inexact; the attempts draw on one allowance, so compile time stays bounded.
+    models = tuple(f"m{i}" for i in range(24))
+    wide = " | ".join(models)
+    pairs = " | ".join(f"{a} & {b}" for a, b in zip(models, models[1:]))
+    sets = {f"s{i}": f"({wide}) & ({pairs}) & ({wide}) & ({pairs})" for i in range(20)}
+    start = time.perf_counter()
+    plan = matrix(sets, models=models, budget=2000)
+    assert time.perf_counter() - start < 5
+    assert plan.ok and all(s.symbolic for s in plan.sets)

@@ -259,3 +259,34 @@ def reference_order(sets):
     for name, _, _ in sets:
         visit(name)
     return order
+
+
+@FAST
+@given(matrices(), st.integers(0, 40))
+def test_budget_counts_distinct_combinations(sets, budget):
+    """With any budget, an expanded set equals the reference, the budget is charged its distinct
+    combinations, a set is symbolic only when its distinct count does not fit what remains, and
+    the distinct bound of a symbolic set is an upper bound (exact when it says so)."""
+    source = "models:\n" + "".join(f"  {json.dumps(m)}: {{cmd: 'x --port ${{PORT}}'}}\n" for m in MODELS)
+    source += "matrix:\n  vars: {v1: a, v2: a}\n  sets:\n"
+    source += "".join(f"    {name}: {json.dumps(dsl)}\n" for name, _, dsl in sets)
+    plan = compile_text(source, "f.yaml", CompileOptions(expand_budget=budget))
+    families = {}
+    for name, tree, _ in reversed(sets):
+        families[name] = reference_family(tree, families)
+    remaining = budget
+    expanded = set()
+    trees_by_name = {name: tree for name, tree, _ in sets}
+    for s in plan.sets:
+        want = normalise(families[s.name])
+        refs_expanded = all(r in expanded for r in refs_of(trees_by_name[s.name], []))
+        if s.combinations is not None:
+            assert [list(c) for c in s.combinations] == want and s.distinct == len(want)
+            assert len(want) <= remaining
+            remaining -= len(want)
+            expanded.add(s.name)
+        else:
+            assert s.distinct >= len(want) and (not s.distinct_exact or s.distinct == len(want))
+            # Small inputs never exhaust the work allowance, so only the budget (or a symbolic
+            # reference) keeps a set symbolic.
+            assert len(want) > remaining or not refs_expanded

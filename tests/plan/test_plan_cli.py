@@ -274,3 +274,18 @@ def test_all_without_a_table_enumerates_states_and_asks_the_solver(write, monkey
     monkeypatch.setattr(cli_module, "PLAN_ALL_MAX", 10)
     r = run(path, "--all")
     assert r.exit_code == 1 and "too many to list" in r.stderr and r.stdout == ""
+
+
+def test_all_lists_a_repeated_product_by_its_distinct_combinations(write) -> None:
+    """`+base & ... & +base` (six times) over four models is 1,000,000 combinations before
+    de-duplication but at most 15 distinct ones: it expands, and `plan --all` lists it."""
+    base = "a | b | c | t | a & b | a & c | a & t | b & c | b & t | c & t"
+    text = ("models:\n" + "".join(f"  {m}: {{cmd: 'server --port ${{PORT}}'}}\n" for m in "abct")
+            + f"matrix:\n  sets:\n    base: '{base}'\n    all: '{' & '.join(['+base'] * 6)}'\n")
+    path = write("six.yaml", text)
+    plan = compile_text(text, path)
+    assert not any(s.symbolic for s in plan.sets) and plan.policy.table is not None
+    r = run(path, "--all", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    states = {tuple(json.loads(line)["running"]) for line in r.stdout.splitlines()}
+    assert len(states) == 16  # every subset of four models, the empty one included
