@@ -22,7 +22,8 @@ from typing import Callable
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime.app import ROUTER, build_app
+from llamaswap.runtime.app import build_app
+from llamaswap.runtime.keys import ROUTER
 
 logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"

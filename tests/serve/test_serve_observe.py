@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from llamaswap.compiler.plan import CompileOptions, compile_text
-from llamaswap.runtime.app import ROUTER, build_app
+from llamaswap.runtime.app import build_app
+from llamaswap.runtime.keys import ROUTER
 from serve_support import model, upstream_cmd
 
 PLAN_KEYS = {"request", "model", "running", "evict", "set", "dsl", "target_set", "cost", "candidates"}

@@ -15,7 +15,7 @@ from llamaswap.compiler.config import Filters, ModelConfig
 from llamaswap.compiler.decision import Decision
 from llamaswap.compiler.plan import compile_text
 from llamaswap.runtime import errors, filters, loop, proxy, settings
-from llamaswap.runtime.app import swap_header
+from llamaswap.runtime.dispatch import swap_header
 from llamaswap.runtime.router import Granted, SwapRecord
 from llamaswap.runtime.serve import demo_config_text
 

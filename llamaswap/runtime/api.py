@@ -1,0 +1,223 @@
+"""API: llama-swap's and llamaswap's own non-dispatched endpoints — the model list,
+`/running`, unloading, `/health`, `/metrics`, `/api/scheduler`, `/api/decisions`,
+`/api/plan` (what-if), and the logs (`/logs`, `/logs/stream[/<which>]`).
+
+They read process and scheduler state for people and probes, never to decide anything;
+a consistent scheduler view is read inside the router's owner task (`Router.call`).
+
+Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds`;
+`GET /api/scheduler` is a consistent snapshot of the scheduler (per-model state, in-flight,
+reserved and waiting counts, the queue, swaps in progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llamaswap.runtime.keys import DECISIONS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES, ROUTER, STARTED
+from llamaswap.runtime.observe import health as health_check
+from llamaswap.runtime.processes import ProcessState
+from llamaswap.runtime.proxy import error_response
+from llamaswap.runtime.scheduler import ModelState
+from llamaswap.runtime.settings import effective_ttl, stall_timeout
+
+
+async def list_models(request: web.Request) -> web.Response:
+    plan = request.app[PLAN]
+    c = plan.config
+    assert c is not None
+    procs = request.app[PROCESSES]
+    created = int(request.app[STARTED])
+    data = []
+    for mid in plan.models:
+        m = c.models[mid]
+        if m.unlisted:
+            continue
+        state = procs[mid].state
+        record: dict[str, Any] = {
+            "id": mid, "object": "model", "created": created, "owned_by": "llama-swap",
+            "meta": {"llamaswap": {**m.metadata, "type": "model",
+                                   "aliases": sorted(a for a, r in plan.aliases.items() if r == mid)}},
+            "status": {"value": "unloaded" if state is ProcessState.STOPPED else "loaded"},
+        }
+        if m.name:
+            record["name"] = m.name
+        if m.description:
+            record["description"] = m.description
+        data.append(record)
+        if c.include_aliases_in_list:
+            for alias in sorted(a for a, r in plan.aliases.items() if r == mid):
+                alias_record = dict(record, id=alias)
+                alias_record["meta"] = {"llamaswap": {**m.metadata, "type": "alias", "aliases": []}}
+                data.append(alias_record)
+    data.sort(key=lambda r: r["id"])
+    headers = {}
+    if "Origin" in request.headers:
+        headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
+    return web.json_response({"object": "list", "data": data}, headers=headers)
+
+
+async def running(request: web.Request) -> web.Response:
+    plan = request.app[PLAN]
+    c = plan.config
+    assert c is not None
+    now = time.monotonic()
+    out = []
+    for mid in plan.models:
+        proc = request.app[PROCESSES][mid]
+        if proc.state is ProcessState.STOPPED:
+            continue
+        m = c.models[mid]
+        out.append({
+            "model": mid, "state": proc.state.value, "cmd": m.cmd, "proxy": m.proxy,
+            "ttl": int(effective_ttl(plan, mid)), "name": m.name, "description": m.description,
+            "pid": proc.pid, "state_seconds": round(now - proc.state_since, 3),
+        })
+    return web.json_response({"running": out})
+
+
+async def unload_all(request: web.Request) -> web.Response:
+    await request.app[ROUTER].unload(None)
+    if request.method == "POST":
+        return web.json_response({"msg": "ok"})
+    return web.Response(text="OK")
+
+
+async def unload_one(request: web.Request) -> web.Response:
+    plan = request.app[PLAN]
+    name = request.match_info["model"]
+    real = plan.resolve_model(name)
+    if real is None:
+        return error_response(request, 404, "model not found")
+    await request.app[ROUTER].unload([real])
+    return web.Response(text="OK")
+
+
+async def scheduler_state(request: web.Request) -> web.Response:
+    """A consistent snapshot of the scheduler, taken inside its owner task."""
+    router = request.app[ROUTER]
+    plan = request.app[PLAN]
+
+    def snapshot(sched) -> dict:
+        return {
+            "engine": plan.engine,
+            "shutting_down": sched.shutting_down,
+            "models": {m: {"state": sched.state(m).value, "in_flight": sched.in_flight(m),
+                           "reserved": sched.reserved(m), "waiting": len(sched.waiting(m))}
+                       for m in plan.models},
+            "queue": [{"id": rid, "model": router.ticket_model(rid)} for rid in sched.queued()],
+            "swaps": list(sched.swaps()),
+            "swaps_started": router.swaps_started,
+            "protected": sched.protected,
+        }
+
+    try:
+        return web.json_response(await router.call(snapshot))
+    except RuntimeError as exc:
+        return error_response(request, 503, str(exc))
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 while the scheduler task is alive and making progress; 503 with the reason."""
+    ok, reason = health_check(request.app[ROUTER], stall_timeout(request.app[PLAN]))
+    if ok:
+        return web.Response(text="OK")
+    return web.Response(status=503, text=reason)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def decisions(request: web.Request) -> web.Response:
+    """The most recent committed swaps, newest first (`?limit=N`, default 50)."""
+    raw = request.query.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        return error_response(request, 400, f"limit must be a whole number, got {raw!r}")
+    if limit < 0:
+        return error_response(request, 400, "limit must be >= 0")
+    return web.json_response({"decisions": request.app[DECISIONS].recent(limit)})
+
+
+async def what_if(request: web.Request) -> web.Response:
+    """What would happen if `?model=X` were requested now, against the live running set."""
+    plan = request.app[PLAN]
+    name = request.query.get("model", "").strip()
+    if not name:
+        return error_response(request, 400, "give the model to plan for: /api/plan?model=NAME")
+    real = plan.resolve_model(name)
+    if real is None:
+        return error_response(request, 404, f"no local server found for requested model {name!r}")
+
+    def running_now(sched) -> tuple[str, ...]:
+        live = {m for m in plan.models if sched.state(m) is not ModelState.STOPPED}
+        live.update(sched.swaps())
+        return tuple(sorted(live))
+
+    try:
+        running_set = await request.app[ROUTER].call(running_now)
+    except RuntimeError as exc:
+        return error_response(request, 503, str(exc))
+    decision = plan.policy.decide(real, running_set, explain=True)
+    return web.json_response(decision.to_json(request=name))
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    if "text/html" in request.headers.get("Accept", ""):
+        pass  # no web UI: always plain text
+    return web.Response(text="\n".join(request.app[LOGS].combined.history()) + "\n")
+
+
+async def logs_stream(request: web.Request) -> web.StreamResponse:
+    hub = request.app[LOGS]
+    which = request.match_info.get("which", "")
+    if which in ("", "combined"):
+        buf = hub.combined
+    elif which == "proxy":
+        buf = hub.proxy
+    elif which == "upstream":
+        buf = hub.upstream
+    else:
+        real = request.app[PLAN].resolve_model(which)
+        if real is None:
+            return web.Response(status=400, text="invalid logger. Use 'proxy', 'upstream' or a model's ID")
+        buf = hub.model(real)
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "X-Accel-Buffering": "no",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    streams = request.app[LOG_STREAMS]
+    closing = asyncio.Event()
+    streams.add(closing)
+    lines = buf.follow(history="no-history" not in request.query)
+    ended = asyncio.ensure_future(closing.wait())
+    nxt: asyncio.Future | None = None
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(lines))
+            await asyncio.wait([nxt, ended], return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                break  # the server is shutting down
+            await resp.write(nxt.result().encode("utf-8", "replace") + b"\n")
+    finally:
+        streams.discard(closing)
+        ended.cancel()
+        if nxt is not None and not nxt.done():
+            nxt.cancel()  # ends the generator (its finally unsubscribes)
+            await asyncio.gather(nxt, return_exceptions=True)
+        else:
+            await lines.aclose()
+    await resp.write_eof()
+    return resp
+
+
+async def end_log_streams(app: web.Application) -> None:
+    """on_shutdown: end every live log stream, so none holds the exit up."""
+    for closing in list(app[LOG_STREAMS]):
+        closing.set()
