@@ -46,14 +46,15 @@ def _use_raw_client() -> None:
     from aiohttp import web
 
     from floor_proxy import RawPool
-    from llamaswap.runtime import app as app_module
+    from llamaswap.runtime import dispatch
 
-    original = app_module.forward
+    original = dispatch.forward
     pools: dict[str, RawPool] = {}
 
-    async def forward(request, session, url, body, *, response=None, extra_headers=None, **kw):
+    async def forward(request, upstreams, session, url, body, *, response=None, extra_headers=None, **kw):
         if response is not None or body is None or b'"stream": true' in body or b'"stream":true' in body:
-            return await original(request, session, url, body, response=response, extra_headers=extra_headers, **kw)
+            return await original(request, upstreams, session, url, body, response=response,
+                                  extra_headers=extra_headers, **kw)
         parts = urlsplit(url)
         base = f"{parts.scheme}://{parts.netloc}"
         pool = pools.get(base) or pools.setdefault(base, RawPool(base))
@@ -62,7 +63,7 @@ def _use_raw_client() -> None:
         headers = {"Content-Type": ctype, **(extra_headers or {})}
         return web.Response(status=status, body=payload, headers=headers)
 
-    app_module.forward = forward
+    dispatch.forward = forward
 
 
 def serve(argv: list[str]) -> None:
