@@ -5,8 +5,21 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from support.fuzz import OVERRIDE
 from support.upstream import FakeUpstream, start_fake_upstream
+
+# The suite's one Hypothesis profile (example counts are per property, see support/fuzz.py).
+# Derandomized so every run tries the same examples, unless a fuzzing session asks for more.
+settings.register_profile(
+    "llamaswap",
+    derandomize=not OVERRIDE,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.load_profile("llamaswap")
 
 
 @pytest.fixture

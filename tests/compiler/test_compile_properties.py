@@ -5,24 +5,22 @@ implementation written here."""
 from __future__ import annotations
 
 import json
-import os
 import string
 from itertools import product
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llamaswap.compiler.ast import quote_id
 from llamaswap.compiler.diagnostics import CODES, Severity
 from llamaswap.compiler.parse import SyntaxProblem, parse_dsl
 from llamaswap.compiler.plan import CompileOptions, Plan, compile_text
+from support.fuzz import examples
 
-# LLAMASWAP_HYPOTHESIS_EXAMPLES=5000 runs a longer fuzzing session locally.
-_EXAMPLES = int(os.environ.get("LLAMASWAP_HYPOTHESIS_EXAMPLES", "0"))
-FAST = settings(max_examples=_EXAMPLES or 150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=_EXAMPLES or 60, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# LLAMASWAP_HYPOTHESIS_EXAMPLES=5000 runs a longer fuzzing session locally (support/fuzz.py).
+FAST = settings(max_examples=examples(150))
+SLOW = settings(max_examples=examples(60))
 
 DSL_ALPHABET = st.sampled_from(list("ab_-.é模½ &|()+\"\\/:@,!\t\n") + ["\u3000", "x1", "+s", "(", ")"])
 dsl_noise = st.lists(DSL_ALPHABET, max_size=30).map("".join)

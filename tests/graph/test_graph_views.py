@@ -9,13 +9,14 @@ import sys
 import subprocess
 
 import networkx as nx
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from graph_cases import CASES, run_cli, run_graph
 from llamaswap.cli import compile_config
 from llamaswap.compiler.graph import (DRAW_MAX_EDGES, DRAW_MAX_NODES, GraphError, build_graph, maximal, model_id,
                                       reachable_group_states)
 from llamaswap.compiler.plan import CompileOptions, compile_text
+from support.fuzz import examples
 
 
 def _case(name):
@@ -66,7 +67,7 @@ def matrix_configs(draw):
     return text
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80))
 @given(matrix_configs())
 def test_symbolic_coexist_counts_match_the_expansion(text):
     expanded = compile_text(text, "x.yaml", CompileOptions())
@@ -114,7 +115,7 @@ def group_configs(draw):
     return text
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100))
 @given(group_configs())
 def test_group_coexist_matches_the_reachable_states(text):
     plan = compile_text(text, "g.yaml", CompileOptions())

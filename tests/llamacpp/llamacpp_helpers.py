@@ -1,6 +1,7 @@
-"""Helpers for the llama.cpp tier: ports, spawning llama-server, polling, HTTP, stopping.
+"""Helpers for the llama.cpp tier: spawning llama-server, polling, HTTP, stopping.
 
-Stdlib only, no sleeps without a deadline. Reused by every test in tests/llamacpp/.
+Stdlib and tests/support only (free ports and `pid_alive` live in support.upstream), no sleeps
+without a deadline. Reused by every test in tests/llamacpp/.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from support.upstream import free_port
 
 #: Flags that keep a tiny model's llama-server small and quick on a 2-core machine.
 #: (This llama-server version has no --no-mmap; mmap is fine for a file this small.)
@@ -27,13 +29,6 @@ DEFAULT_SERVER_ARGS: tuple[str, ...] = (
     "--no-webui",
     "--no-warmup",
 )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def llama_server_cmd(binary: str | os.PathLike[str], model: str | os.PathLike[str], *,
@@ -128,16 +123,6 @@ def wait_healthy(proc: subprocess.Popen[bytes], host: str, port: int, *,
             raise AssertionError(f"/health not OK after {timeout:.0f}s (last: {last})\n{tail}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM,

@@ -10,13 +10,13 @@ import pytest
 
 from llamacpp_helpers import (
     http_request,
-    pid_alive,
     post_json,
     running_llama_server,
     stop,
     stream_sse,
     wait_healthy,
 )
+from support.upstream import pid_alive
 
 HOST = "127.0.0.1"
 

@@ -20,7 +20,8 @@ from typing import Iterator
 
 import pytest
 
-from llamacpp_helpers import DEFAULT_SERVER_ARGS, http_request, pid_alive, post_json, stream_sse
+from llamacpp_helpers import DEFAULT_SERVER_ARGS, http_request, post_json, stream_sse
+from support.upstream import pid_alive
 
 DEADLINE = 120.0
 URL = re.compile(r"serving .* on http://(127\.0\.0\.1):(\d+) ")

@@ -21,18 +21,18 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from llamaswap.compiler.plan import CompileOptions, compile_text
 from plan_configs import UNKNOWN, group_specs, matrix_specs, running_states, tie_heavy_specs
 from support.brute_force import BruteMatrix, MatrixSpec, from_plan
+from support.fuzz import examples
 
 # Generous per-test timeouts: when a property fails, Hypothesis shrinks for a while and its
 # report (the minimal failing config) is worth the wait. Passing runs take seconds.
 pytestmark = pytest.mark.timeout(900)
 
-PROPS = settings(max_examples=120, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+PROPS = settings(max_examples=examples(120))
 MAX_STATES = 48
 
 
@@ -107,7 +107,7 @@ def test_tie_heavy_paths_agree_with_brute_force(spec: MatrixSpec, seed: int) -> 
     check_matrix(plan, spec.reference(), _states(plan, [], random.Random(seed)))
 
 
-@settings(PROPS, max_examples=60)
+@settings(max_examples=examples(60))
 @given(spec=matrix_specs(), seed=st.integers(0, 2**32), budget=st.integers(0, 200))
 def test_symbolic_sets_decide_like_expanded_ones(spec: MatrixSpec, seed: int, budget: int) -> None:
     expanded = _compile(spec)
@@ -126,7 +126,7 @@ def test_symbolic_sets_decide_like_expanded_ones(spec: MatrixSpec, seed: int, bu
             assert partly.policy.decide(target, state, explain=True) == want
 
 
-@settings(PROPS, max_examples=40)
+@settings(max_examples=examples(40))
 @given(spec=matrix_specs(), seed=st.integers(0, 2**32))
 def test_past_the_precompute_budget_the_solver_answers(spec: MatrixSpec, seed: int) -> None:
     plan = _compile(spec, precompute_budget=0)

@@ -16,15 +16,15 @@ the scheduler's effects and its own completions, and checks after every step tha
     a stop); and while it is protected nothing new is granted to its victims nor started in a
     way that grows what it must evict.
 
-Profiles: LLAMASWAP_HYPOTHESIS=ci (default; derandomized, bounded), dev, thorough.
+Hypothesis settings: the suite's profile (tests/conftest.py), 100 examples of 40 steps;
+LLAMASWAP_HYPOTHESIS_EXAMPLES=3000 runs a random, longer session (see tests/support/fuzz.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -35,14 +35,10 @@ from hypothesis.stateful import (
 )
 
 from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings
+from support.fuzz import examples
 from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("llamaswap-ci", max_examples=100, stateful_step_count=40, derandomize=True,
-                          database=None, **_COMMON)
-settings.register_profile("llamaswap-dev", max_examples=100, stateful_step_count=40, **_COMMON)
-settings.register_profile("llamaswap-thorough", max_examples=3000, stateful_step_count=80, **_COMMON)
-PROFILE = settings.get_profile("llamaswap-" + os.environ.get("LLAMASWAP_HYPOTHESIS", "ci"))
+SETTINGS = settings(max_examples=examples(100), stateful_step_count=40)
 
 POOL = ("a", "b", "c", "d")
 
@@ -337,5 +333,5 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert self.s.in_flight(m) == 0 and self.s.reserved(m) == 0, "(c)"
 
 
-SchedulerMachine.TestCase.settings = PROFILE
+SchedulerMachine.TestCase.settings = SETTINGS
 TestSchedulerInvariants = SchedulerMachine.TestCase

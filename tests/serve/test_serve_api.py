@@ -14,6 +14,8 @@ import pytest
 from serve_support import API_KEY, Call, envelope
 from support.upstream import http
 
+pytestmark = pytest.mark.e2e
+
 
 def last_upstream_request(server, model_id: str) -> dict:
     resp = http("GET", server.upstream_url(model_id) + "/debug/last-request")

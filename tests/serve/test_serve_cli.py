@@ -20,6 +20,8 @@ import pytest
 from serve_support import PY, start_serve
 from support.upstream import http
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,6 +15,8 @@ import pytest
 from serve_support import envelope, model, shell_cmd, upstream_cmd
 from support.upstream import http, pid_alive
 
+pytestmark = pytest.mark.e2e
+
 
 def upstream_inflight(server, model_id: str) -> dict:
     resp = http("GET", server.upstream_url(model_id) + "/debug/inflight")

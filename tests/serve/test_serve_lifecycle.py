@@ -11,8 +11,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from serve_support import envelope, model, shell_cmd, upstream_cmd
 from support.upstream import pid_alive
+
+pytestmark = pytest.mark.e2e
 
 
 def states(server) -> dict[str, str]:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,6 +16,8 @@ from llamaswap.compiler.plan import CompileOptions, compile_text
 from llamaswap.runtime.app import build_app
 from llamaswap.runtime.keys import ROUTER
 from serve_support import model, upstream_cmd
+
+pytestmark = pytest.mark.e2e
 
 PLAN_KEYS = {"request", "model", "running", "evict", "set", "dsl", "target_set", "cost", "candidates"}
 RECORD_KEYS = {"id", "time", "model", "requested", "running_before", "evicted", "set", "dsl", "rule", "cost",

@@ -9,6 +9,8 @@ import pytest
 
 from serve_support import API_KEY
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def client(api_server):

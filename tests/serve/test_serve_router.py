@@ -13,8 +13,12 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from serve_support import model, upstream_cmd
 from support.upstream import pid_alive
+
+pytestmark = pytest.mark.e2e
 
 SWAP_HEADER = re.compile(
     r"^model=(?P<model>[^;]*); evicted=(?P<evicted>[^;]*); set=(?P<set>[^;]*); "
