@@ -1,9 +1,12 @@
-"""The click CLI: the only module that prints, colours or exits.
+"""The click CLI: the only module that prints, colours or exits. It parses, prints and exits;
+what it prints is computed by the compiler and the runtime (pure functions).
 
 Exit codes are decided here and only here:
-  0  success (no errors; warnings allowed unless --strict)
-  1  the config has errors / the answer is "no" (unknown model, plan differs with --exit-code)
-  2  usage errors or an unreadable file
+  0  success (no errors; warnings allowed unless --strict): the command returns
+  1  the config has errors / the answer is "no" (unknown model, plan differs with --exit-code):
+     the command raises `Fail`
+  2  usage errors or an unreadable/unwritable file: `click.UsageError` / `click.BadParameter`,
+     or `Fail(..., code=EXIT_USAGE)`
 """
 
 from __future__ import annotations
@@ -17,12 +20,27 @@ import click
 
 from llamaswap import __version__
 
+# The compiler and the runtime are imported inside the commands that need them, on purpose:
+# start-up time (`llamaswap compile` never loads aiohttp, `--help` loads neither).
 if TYPE_CHECKING:
     from llamaswap.compiler.plan import Plan
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+
+
+class Fail(click.ClickException):
+    """End the command with `code` (EXIT_FAIL unless said otherwise), after printing `message`
+    (if any) as is on stderr. Whatever the command printed before stays printed."""
+
+    def __init__(self, message: str = "", code: int = EXIT_FAIL):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None) -> None:
+        if self.message:
+            click.echo(self.message, err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,12 +51,25 @@ def cli() -> None:
 
 # -- shared helpers ---------------------------------------------------------------------------
 
-def expand_budget_option(f):
-    return click.option(
-        "--expand-budget", type=click.IntRange(min=0), default=None, metavar="N",
-        help="Expand sets into concrete combinations up to N distinct ones in total; larger sets stay symbolic "
-             "(default 100000).",
-    )(f)
+# Options and arguments more than one command takes, defined once.
+config_argument = click.argument("config", type=click.Path(dir_okay=False))
+
+expand_budget_option = click.option(
+    "--expand-budget", type=click.IntRange(min=0), default=None, metavar="N",
+    help="Expand sets into concrete combinations up to N distinct ones in total; larger sets stay symbolic "
+         "(default 100000).",
+)
+
+
+def format_option(choices: tuple[str, ...] | list[str], default: str | None, help: str | None = None):
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default=default,
+                        show_default=default is not None, help=help)
+
+
+def output_option(help: str):
+    """`-o FILE`, written with `write_output` (atomically, never half a file)."""
+    return click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+                        help=help)
 
 
 def read_config(path: str) -> str:
@@ -56,12 +87,17 @@ def read_config(path: str) -> str:
 
 
 def compile_config(path: str, expand_budget: int | None = None) -> "Plan":
+    return compile_source(read_config(path), path, expand_budget)
+
+
+def compile_source(text: str, name: str, expand_budget: int | None = None) -> "Plan":
+    """Compile with the process environment (for `${env.X}`) and the --expand-budget."""
     from llamaswap.compiler.plan import CompileOptions, compile_text
 
-    opts = {"env": dict(os.environ)}
+    opts: dict = {"env": dict(os.environ)}
     if expand_budget is not None:
         opts["expand_budget"] = expand_budget
-    return compile_text(read_config(path), path, CompileOptions(**opts))
+    return compile_text(text, name, CompileOptions(**opts))
 
 
 def print_diagnostics(plan: "Plan", fmt: str = "text", err: bool = True) -> None:
@@ -79,11 +115,13 @@ def print_diagnostics(plan: "Plan", fmt: str = "text", err: bool = True) -> None
         click.echo(render_text(plan.diagnostics, sources), nl=False, err=err)
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_output(path: str, data: str | bytes) -> None:
+    """Write `-o FILE` atomically (a temporary file beside it, then a rename): a reader never
+    sees half a file, and a failed write leaves the old one. Text is UTF-8."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -93,12 +131,10 @@ def write_atomically(path: str, text: str) -> None:
 # -- compile -----------------------------------------------------------------------------------
 
 @cli.command("compile")
-@click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
-              show_default=True, help="Output format.")
+@config_argument
+@format_option(["text", "json", "github"], "text", help="Output format.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the compiled plan as JSON (only when there are no errors).")
+@output_option("Write the compiled plan as JSON (only when there are no errors).")
 @expand_budget_option
 def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_budget: int | None) -> None:
     """Check CONFIG: every problem at once, located, with hints. Exit 0 when it has no errors
@@ -122,9 +158,10 @@ def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_
             status = "failed (--strict: warnings are errors)" if failed else "ok"
             click.echo(f"{config}: {status} — {count(len(plan.models), 'model')}, {count(n_sets, what)} "
                        f"({plan.engine} engine); {summarize(plan.diagnostics)}")
-    if output is not None and plan.ok and not failed:
-        write_atomically(output, dumps(plan.artifact_json()) + "\n")
-    sys.exit(EXIT_FAIL if failed else EXIT_OK)
+    if failed:
+        raise Fail()
+    if output is not None:
+        write_output(output, dumps(plan.artifact_json()) + "\n")
 
 
 # -- plan --------------------------------------------------------------------------------------
@@ -134,8 +171,7 @@ def compile_or_exit(path: str, expand_budget: int | None) -> "Plan":
     plan = compile_config(path, expand_budget)
     if not plan.ok:
         print_diagnostics(plan, "text", err=True)
-        click.echo(f"{path}: the config has errors; fix them first (llamaswap compile {path})", err=True)
-        sys.exit(EXIT_FAIL)
+        raise Fail(f"{path}: the config has errors; fix them first (llamaswap compile {path})")
     return plan
 
 
@@ -146,39 +182,21 @@ def resolve_or_exit(plan: "Plan", name: str, what: str) -> str:
 
         guess = suggest(name, list(plan.models) + list(plan.aliases))
         hint = f" (did you mean '{guess}'?)" if guess else ""
-        click.echo(f"error: unknown model {name!r} in {what}{hint}; known models: {', '.join(plan.models)}",
-                   err=True)
-        sys.exit(EXIT_FAIL)
+        raise Fail(f"error: unknown model {name!r} in {what}{hint}; known models: {', '.join(plan.models)}")
     return real
 
 
-PLAN_ALL_MAX = 2_000_000  # decisions `plan --all` / `--diff` will list when there is no table
+PLAN_ALL_MAX = 2_000_000  # decisions `plan --all` / `--diff` / the transitions view will list
 
 
-def reachable_states(plan: "Plan", progress: bool = False) -> list[tuple[str, ...]]:
-    """Every reachable running state (from the table, or enumerated on demand)."""
-    from llamaswap.compiler.precompute import group_states, matrix_states
+def states_or_fail(plan: "Plan") -> list[tuple[str, ...]]:
+    """Every reachable running state, for a listing of every decision; else exit 1 saying why."""
+    from llamaswap.compiler.reachable import StatesError, reachable_states
 
-    table = plan.policy.table
-    if table is not None:
-        return list(table.states)
-    # Past the precompute budget every decision is a symbolic solve (tens of µs each):
-    # cap the listing at PLAN_ALL_MAX decisions rather than run for hours.
-    limit = max(1, PLAN_ALL_MAX // max(1, len(plan.models)))
-    if plan.engine == "matrix":
-        symbolic = [s.name for s in plan.sets if s.combinations is None]
-        if symbolic:
-            click.echo(f"error: set(s) {', '.join(symbolic)} are symbolic (too large to expand), so the "
-                       "reachable states cannot be listed; raise --expand-budget to expand them", err=True)
-            sys.exit(EXIT_FAIL)
-        states = matrix_states(plan.models, plan.sets, limit)
-    else:
-        states = group_states(plan.policy, limit)  # type: ignore[arg-type]
-    if states is None:
-        click.echo(f"error: more than {limit:,} reachable running states (x {len(plan.models)} models: over "
-                   f"{PLAN_ALL_MAX:,} decisions); too many to list", err=True)
-        sys.exit(EXIT_FAIL)
-    return states
+    try:
+        return reachable_states(plan, PLAN_ALL_MAX)
+    except StatesError as exc:
+        raise Fail(f"error: {exc.message}") from None
 
 
 PLAN_PROGRESS_MIN = 20_000  # decisions; `plan --all` shows a progress bar (stderr) past this
@@ -199,12 +217,8 @@ def iter_decisions(plan: "Plan", states: list[tuple[str, ...]], show_progress: b
                 yield policy.decide(target, state)
 
 
-def decision_key(d) -> tuple:
-    return (d.evict, d.set, d.target_set)
-
-
 @cli.command("plan")
-@click.argument("config", type=click.Path(dir_okay=False))
+@config_argument
 @click.option("--running", default=None, metavar="A,B", help="Models running now (IDs or aliases, comma-separated).")
 @click.option("--request", default=None, metavar="MODEL", help="The model a request asks for (ID or alias).")
 @click.option("--explain", is_flag=True, help="Also list every candidate set, best first.")
@@ -221,7 +235,7 @@ def decision_key(d) -> tuple:
 @click.option("--max-wait", type=click.FloatRange(min=0), default=None,
               help="With --trace: override routing.scheduler.settings.fifo.max_wait (0 turns it off).")
 @click.option("--verbose", is_flag=True, help="With --trace: add per-request details.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"], "text")
 @expand_budget_option
 def plan_cmd(config: str, running: str | None, request: str | None, explain: bool, all_: bool,
              diff_with: str | None, exit_code: bool, trace_file: str | None, load_times: tuple[str, ...],
@@ -274,10 +288,10 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
                 else:
                     click.echo("candidates: none (no set can hold it)" if plan.engine == "matrix"
                                else "candidates: groups have no alternatives")
-        sys.exit(EXIT_OK)
+        return
 
     if all_:
-        states = reachable_states(plan)
+        states = states_or_fail(plan)
         for d in iter_decisions(plan, states, show_progress=True):
             if fmt == "json":
                 out = d.to_json()
@@ -285,57 +299,37 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
                 click.echo(dumps(out))
             else:
                 click.echo(one_line(d))
-        sys.exit(EXIT_OK)
+        return
 
     assert diff_with is not None
+    from llamaswap.compiler.diff import diff_plans
+    from llamaswap.compiler.reachable import StatesError
+
     new = compile_or_exit(diff_with, expand_budget)
-    states = sorted(set(reachable_states(plan)) | set(reachable_states(new)), key=lambda s: (len(s), s))
-    models = sorted(set(plan.models) | set(new.models))
+    try:
+        changes = diff_plans(plan, new, PLAN_ALL_MAX)
+    except StatesError as exc:
+        raise Fail(f"error: {exc.message}") from None
     differences = 0
-    for state in states:
-        for target in models:
-            old_d = plan.policy.decide(target, state) if target in plan.models else None
-            new_d = new.policy.decide(target, state) if target in new.models else None
-            if old_d is not None and new_d is not None and decision_key(old_d) == decision_key(new_d):
-                continue
-            differences += 1
-            if fmt == "json":
-                click.echo(dumps({
-                    "running": list(state), "request": target,
-                    "old": None if old_d is None else _diff_side(old_d),
-                    "new": None if new_d is None else _diff_side(new_d),
-                }))
-            else:
-                click.echo(f"[{', '.join(state)}] + {target}")
-                click.echo(f"  - old: {_diff_text(old_d)}")
-                click.echo(f"  + new: {_diff_text(new_d)}")
+    for change in changes:
+        differences += 1
+        if fmt == "json":
+            click.echo(dumps(change.to_json()))
+        else:
+            for line in change.lines():
+                click.echo(line)
     if fmt == "text":
         click.echo(f"{differences} decision(s) differ" if differences else "no decision differs", err=True)
-    sys.exit(EXIT_FAIL if exit_code and differences else EXIT_OK)
-
-
-def _diff_side(d) -> dict:
-    out = d.to_json()
-    out.pop("candidates", None)
-    for k in ("request", "model", "running"):
-        out.pop(k, None)
-    return out
-
-
-def _diff_text(d) -> str:
-    if d is None:
-        return "unknown model (not in this config)"
-    return (f"evict [{', '.join(d.evict)}]; set {d.set or '-'} [{', '.join(d.target_set)}]; cost {d.cost}")
+    if exit_code and differences:
+        raise Fail()
 
 
 def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], default_load_time: float,
               max_wait: float | None, verbose: bool, fmt: str) -> None:
     """Replay a trace through the scheduler with a virtual clock (`plan --trace`)."""
-    from dataclasses import replace
-
     from llamaswap.compiler.diagnostics import dumps
     from llamaswap.runtime.settings import scheduler_settings
-    from llamaswap.runtime.simulate import KEEP, TraceError, TraceIssue, parse_trace, simulate
+    from llamaswap.runtime.simulate import KEEP, TraceError, parse_trace, resolve_trace, simulate
 
     loads: dict[str, float] = {}
     for item in load_times:
@@ -350,21 +344,9 @@ def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], defaul
         loads[resolve_or_exit(plan, name.strip(), "--load-time")] = seconds
     text = read_config(trace_file)
     try:
-        requests = parse_trace(text.splitlines())
-        issues = []
-        resolved = []
-        for r in requests:
-            real = plan.resolve_model(r.model)
-            if real is None:
-                issues.append(TraceIssue(r.line, f"unknown model {r.model!r}"))
-            else:
-                resolved.append(replace(r, model=real))
-        if issues:
-            raise TraceError(issues)
+        resolved = resolve_trace(parse_trace(text.splitlines()), plan.resolve_model)
     except TraceError as exc:
-        for issue in exc.issues:
-            click.echo(f"{trace_file}:{issue.line}: error: {issue.message}", err=True)
-        sys.exit(EXIT_FAIL)
+        raise Fail("\n".join(f"{trace_file}:{issue.line}: error: {issue.message}" for issue in exc.issues)) from None
     override = KEEP if max_wait is None else (None if max_wait == 0 else max_wait)
     result = simulate(plan.policy, scheduler_settings(plan), resolved, loads, default_load_time,
                       max_wait_override=override, verbose=verbose)
@@ -385,7 +367,6 @@ def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], defaul
         for row in result.get("per_request", []):
             click.echo(f"  {row['model']}: at {row['at']:g}s, granted {row['granted_at']}, "
                        f"finished {row['finished_at']}, waited {row['wait']}")
-    sys.exit(EXIT_OK)
 
 
 # -- graph -------------------------------------------------------------------------------------
@@ -396,15 +377,14 @@ GRAPH_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "m
 
 
 @cli.command("graph")
-@click.argument("config", type=click.Path(dir_okay=False))
+@config_argument
 @click.option("--view", type=click.Choice(["coexist", "refs", "sets", "transitions"]), required=True,
               help="coexist: which models may run together; refs: sets and their +refs (groups and members); "
                    "sets: the maximal combinations; transitions: running states and the requests that move "
                    "between them.")
-@click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS), default=None,
-              help="Output format (default: from the -o suffix, else text). svg and png need Graphviz's dot.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to FILE instead of standard output.")
+@format_option(GRAPH_FORMATS, None,
+               help="Output format (default: from the -o suffix, else text). svg and png need Graphviz's dot.")
+@output_option("Write to FILE instead of standard output.")
 @click.option("--focus", default=None, metavar="MODEL",
               help="Only the part of the view that involves MODEL (ID or alias).")
 @expand_budget_option
@@ -432,21 +412,18 @@ def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus
 
     states = None
     if view == "transitions":
-        states = reachable_states(plan)
+        states = states_or_fail(plan)
         if draws and real_focus is None and len(states) > DRAW_MAX_NODES:
-            click.echo(f"error: {len(states):,} reachable running states, too many to draw (limit "
-                       f"{DRAW_MAX_NODES:,} nodes); {suggestion}", err=True)
-            sys.exit(EXIT_FAIL)
+            raise Fail(f"error: {len(states):,} reachable running states, too many to draw (limit "
+                       f"{DRAW_MAX_NODES:,} nodes); {suggestion}")
     try:
         g = build_graph(plan, view, focus=real_focus, states=states)
     except GraphError as exc:
-        click.echo(f"error: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""), err=True)
-        sys.exit(EXIT_FAIL)
+        raise Fail(f"error: {exc.message}" + (f"; {exc.hint}" if exc.hint else "")) from None
     if draws:
         why = too_large(g)
         if why is not None:
-            click.echo(f"error: {why}; {suggestion}", err=True)
-            sys.exit(EXIT_FAIL)
+            raise Fail(f"error: {why}; {suggestion}")
 
     if fmt in ("svg", "png"):
         from llamaswap.graphviz import GraphvizError, render as graphviz_render
@@ -454,32 +431,19 @@ def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus
         try:
             data = graphviz_render(render_dot(g), fmt)
         except GraphvizError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_FAIL)
+            raise Fail(f"error: {exc}") from None
         if output is None:
             sys.stdout.flush()
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         else:
-            write_bytes_atomically(output, data)
+            write_output(output, data)
     else:
         text = render(g, fmt)
         if output is None:
             click.echo(text, nl=False)
         else:
-            write_atomically(output, text)
-    sys.exit(EXIT_OK)
-
-
-def write_bytes_atomically(path: str, data: bytes) -> None:
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise click.UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+            write_output(output, text)
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -499,7 +463,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 @cli.command("serve")
-@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.argument("config", type=click.Path(dir_okay=False), required=False)  # none: the demo
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               callback=lambda ctx, param, value: parse_listen(value),
               help="Address to listen on (port 0 picks a free one).")
@@ -512,22 +476,17 @@ def serve_cmd(config: str | None, listen: tuple[str, int], log_level: str | None
     upstream servers as requests need them."""
     import logging
 
-    from llamaswap.compiler.plan import CompileOptions, compile_text
     from llamaswap.runtime import loop as loops
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
     host, port = listen
     if config is None:
-        opts = {"env": dict(os.environ)}
-        if expand_budget is not None:
-            opts["expand_budget"] = expand_budget
-        plan = compile_text(demo_config_text(), DEMO_NAME, CompileOptions(**opts))
+        plan = compile_source(demo_config_text(), DEMO_NAME, expand_budget)
     else:
         plan = compile_config(config, expand_budget)
     if not plan.ok:
         print_diagnostics(plan, "text", err=True)
-        click.echo(f"{config}: the config has errors; not serving", err=True)
-        sys.exit(EXIT_FAIL)
+        raise Fail(f"{config}: the config has errors; not serving")
     level = (log_level or (plan.config.log_level if plan.config else "info")).upper()
     logging.basicConfig(level={"WARN": "WARNING"}.get(level, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -552,11 +511,9 @@ def serve_cmd(config: str | None, listen: tuple[str, int], log_level: str | None
     try:
         loops.run(lambda: serve(plan, host, port, announce))
     except OSError as exc:
-        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        raise Fail(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     except KeyboardInterrupt:
         pass
-    sys.exit(EXIT_OK)
 
 
 @cli.command("fake-upstream")

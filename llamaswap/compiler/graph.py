@@ -43,7 +43,7 @@ import networkx as nx
 from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
 from llamaswap.compiler.decision import State
 from llamaswap.compiler.expand import COUNT_CAP
-from llamaswap.compiler.precompute import group_states
+from llamaswap.compiler.reachable import enumerate_states
 from llamaswap.compiler.resolve import SetDef, support
 from llamaswap.compiler.solve import SymbolicSolver
 
@@ -283,10 +283,7 @@ def _cap(n: int) -> int:
 def reachable_group_states(plan: "Plan") -> list[State] | None:
     """Reachable running states of a group plan (the table's, else enumerated), or None
     when there are more than STATE_LIMIT."""
-    table = plan.policy.table
-    if table is not None:
-        return list(table.states)
-    return group_states(plan.policy, STATE_LIMIT)  # type: ignore[arg-type]
+    return enumerate_states(plan, STATE_LIMIT)
 
 
 def group_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int | None], list[str]]:

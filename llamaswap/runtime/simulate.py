@@ -22,12 +22,12 @@ import heapq
 import json
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings
 
-__all__ = ["KEEP", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "simulate"]
+__all__ = ["KEEP", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
 
 KEEP: Any = object()  # simulate(max_wait_override=KEEP): use the settings' max_wait
 _DIGITS = 6  # virtual times are rounded to microseconds in the output
@@ -112,6 +112,23 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
     if issues:
         raise TraceError(issues)
     return requests
+
+
+def resolve_trace(requests: Iterable[TraceRequest],
+                  resolve: Callable[[str], str | None]) -> list[TraceRequest]:
+    """The requests with each model name (an ID or an alias) replaced by the model's ID, e.g.
+    `resolve=plan.resolve_model`. Raises TraceError listing every line whose model is unknown."""
+    resolved: list[TraceRequest] = []
+    issues: list[TraceIssue] = []
+    for r in requests:
+        real = resolve(r.model)
+        if real is None:
+            issues.append(TraceIssue(r.line, f"unknown model {r.model!r}"))
+        else:
+            resolved.append(replace(r, model=real))
+    if issues:
+        raise TraceError(issues)
+    return resolved
 
 
 class _World:

@@ -12,8 +12,9 @@ import networkx as nx
 import pytest
 
 from graph_cases import CASES, VIEWS, Run, dot_program, run_cli, run_graph
-from llamaswap.cli import compile_config, reachable_states
+from llamaswap.cli import compile_config
 from llamaswap.compiler.graph import build_graph
+from llamaswap.compiler.reachable import reachable_states
 from llamaswap.compiler.render import dot_quote, load_node_link, mermaid_text, render_dot, render_json
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llamaswap.runtime.scheduler import SchedulerSettings
-from llamaswap.runtime.simulate import TraceError, TraceIssue, TraceRequest, parse_trace, simulate
+from llamaswap.runtime.simulate import TraceError, TraceIssue, TraceRequest, parse_trace, resolve_trace, simulate
 from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
 ALONE = MatrixTestPolicy([("a", [["a"]]), ("b", [["b"]]), ("c", [["c"]])])  # mutually exclusive
@@ -184,3 +184,13 @@ def test_parse_trace_reports_every_bad_line_with_its_number():
         (9, "unknown model 'zz'"),
     ]
     assert str(caught.value).splitlines()[0] == 'line 2: "at" must be a number of seconds >= 0'
+
+
+def test_resolve_trace_maps_aliases_to_ids_and_lists_every_unknown_model():
+    aliases = {"alpha": "a", "a": "a", "b": "b"}
+    trace = parse_trace(["alpha", "b", "ghost", '{"at": 2, "model": "alpha", "duration": 3}', "nope"])
+    with pytest.raises(TraceError) as exc:
+        resolve_trace(trace, aliases.get)
+    assert exc.value.issues == (TraceIssue(3, "unknown model 'ghost'"), TraceIssue(5, "unknown model 'nope'"))
+    resolved = resolve_trace(trace[:2] + trace[3:4], aliases.get)
+    assert resolved == [TraceRequest(0.0, "a", 1.0, 1), TraceRequest(0.0, "b", 1.0, 2), TraceRequest(2.0, "a", 3.0, 4)]
