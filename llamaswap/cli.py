@@ -178,10 +178,10 @@ def compile_or_exit(path: str, expand_budget: int | None) -> "Plan":
 def resolve_or_exit(plan: "Plan", name: str, what: str) -> str:
     real = plan.resolve_model(name)
     if real is None:
-        from llamaswap.compiler.resolve import suggest
+        from llamaswap.compiler.suggest import did_you_mean
 
-        guess = suggest(name, list(plan.models) + list(plan.aliases))
-        hint = f" (did you mean '{guess}'?)" if guess else ""
+        hint = did_you_mean(name, list(plan.models) + list(plan.aliases), partial=True)
+        hint = f" ({hint})" if hint else ""
         raise Fail(f"error: unknown model {name!r} in {what}{hint}; known models: {', '.join(plan.models)}")
     return real
 

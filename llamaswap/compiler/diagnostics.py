@@ -1,5 +1,8 @@
 """Diagnostics: every problem the compiler finds, as a located value with a stable code.
 
+Every pass reports through a `Reporter` (one per pass and file): it builds the located
+value and collects it, so there is one way to say a problem.
+
 Invariants:
 - A Diagnostic never carries a Python exception; passes turn every failure into one.
 - Codes are stable (tests and users' scripts match on them): LS1xx set-DSL syntax,
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 
 class Severity(str, Enum):
@@ -122,6 +125,45 @@ class Diagnostic:
             self.code,
             self.message,
         )
+
+
+class Located(Protocol):
+    """Where a problem starts: 1-based line and column (`source.Pos` is one)."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def column(self) -> int: ...
+
+
+class Reporter:
+    """Collects the diagnostics one pass finds in one file, in the order found."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.diagnostics: list[Diagnostic] = []
+
+    def add(self, severity: Severity, code: str, message: str, pos: Located | None = None,
+            path: str | None = None, hint: str | None = None, length: int = 1) -> None:
+        """A problem at `pos` (None when it has no place in the text), `path` being the
+        config path it concerns and `length` the width of the span to underline."""
+        self.diagnostics.append(Diagnostic(severity, code, message, self.file,
+                                           pos.line if pos is not None else None,
+                                           pos.column if pos is not None else None,
+                                           path, hint=hint, length=length))
+
+    def error(self, code: str, message: str, pos: Located | None = None, path: str | None = None,
+              hint: str | None = None, length: int = 1) -> None:
+        self.add(Severity.ERROR, code, message, pos, path, hint, length)
+
+    def warning(self, code: str, message: str, pos: Located | None = None, path: str | None = None,
+                hint: str | None = None, length: int = 1) -> None:
+        self.add(Severity.WARNING, code, message, pos, path, hint, length)
+
+    def info(self, code: str, message: str, pos: Located | None = None, path: str | None = None,
+             hint: str | None = None, length: int = 1) -> None:
+        self.add(Severity.INFO, code, message, pos, path, hint, length)
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

@@ -11,11 +11,11 @@ Invariant: the schema below is data; adding a key is a one-line change.
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.source import YMap, YNode, YSeq
+from llamaswap.compiler.suggest import did_you_mean
 
 # Top-level keys with this prefix are ignored (docker compose's convention for extension
 # fields), so a config can hold YAML anchors somewhere without tripping the unknown-key check.
@@ -140,38 +140,20 @@ TOP = _map({
 })
 
 
-@dataclass
-class _Ctx:
-    file: str
-    diags: list[Diagnostic] = field(default_factory=list)
-
-
 def check_keys(root: YNode | None, file: str) -> list[Diagnostic]:
     """Report unknown keys (errors) and known-but-inert keys (warnings) under `root`."""
-    ctx = _Ctx(file)
+    report = Reporter(file)
     if isinstance(root, YMap):
-        _check_map(root, TOP, "", ctx)
-    return ctx.diags
+        _check_map(root, TOP, "", report)
+    return report.diagnostics
 
 
-def _suggest(key: str, known: list[str]) -> str | None:
-    lower = {k.lower(): k for k in known}
-    if key.lower() in lower:
-        return lower[key.lower()]
-    stripped = key.replace("_", "").replace("-", "").lower()
-    for k in known:
-        if k.replace("_", "").lower() == stripped:
-            return k
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def _check_map(node: YMap, schema: Key, path: str, ctx: _Ctx) -> None:
+def _check_map(node: YMap, schema: Key, path: str, report: Reporter) -> None:
     if schema.free:
         return
     if schema.each is not None:
         for k, v in node.items:
-            _check_value(v, schema.each, f"{path}.{k.value}" if path else str(k.value), ctx)
+            _check_value(v, schema.each, f"{path}.{k.value}" if path else str(k.value), report)
         return
     children = schema.children or {}
     known = list(children)
@@ -182,33 +164,27 @@ def _check_map(node: YMap, schema: Key, path: str, ctx: _Ctx) -> None:
         if spec is None and not path and name.startswith(EXTENSION_PREFIX):
             continue  # an extension field: a place to keep YAML anchors (`x-base: &base ...`)
         if spec is None:
-            hint_key = _suggest(name, known)
             where = f"'{path}'" if path else "the top level"
-            hint = f"did you mean '{hint_key}'?" if hint_key else f"known keys here: {', '.join(known)}"
-            ctx.diags.append(Diagnostic(
-                Severity.ERROR, "LS301", f"unknown key '{name}' in {where}", ctx.file,
-                k.pos.line, k.pos.column, child_path, hint=hint, length=max(1, len(name)),
-            ))
+            hint = did_you_mean(name, known, fold=True) or f"known keys here: {', '.join(known)}"
+            report.error("LS301", f"unknown key '{name}' in {where}", k.pos, child_path, hint=hint,
+                         length=max(1, len(name)))
             continue
         if spec.status in (UNIMPLEMENTED, IGNORED):
             code = "LS400" if spec.status == UNIMPLEMENTED else "LS407"
             what = ("llamaswap does not implement '{0}' yet; it has no effect" if spec.status == UNIMPLEMENTED
                     else "'{0}' is ignored")
             msg = what.format(name)
-            ctx.diags.append(Diagnostic(
-                Severity.WARNING, code, msg, ctx.file, k.pos.line, k.pos.column, child_path,
-                hint=spec.note or None, length=max(1, len(name)),
-            ))
+            report.warning(code, msg, k.pos, child_path, hint=spec.note or None, length=max(1, len(name)))
             continue
-        _check_value(v, spec, child_path, ctx)
+        _check_value(v, spec, child_path, report)
 
 
-def _check_value(node: YNode, spec: Key, path: str, ctx: _Ctx) -> None:
+def _check_value(node: YNode, spec: Key, path: str, report: Reporter) -> None:
     if spec.free:
         return
     if isinstance(node, YMap) and (spec.children is not None or spec.each is not None):
-        _check_map(node, spec, path, ctx)
+        _check_map(node, spec, path, report)
     elif isinstance(node, YSeq) and spec.items is not None:
         for i, item in enumerate(node.items):
             if isinstance(item, YMap):
-                _check_map(item, spec.items, f"{path}[{i}]", ctx)
+                _check_map(item, spec.items, f"{path}[{i}]", report)

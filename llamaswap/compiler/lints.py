@@ -17,16 +17,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from llamaswap.compiler.ast import And, Leaf, Node, Ref, quote_id
-from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.expand import SetEntry
 from llamaswap.compiler.resolve import Matrix, support
 from llamaswap.compiler.source import Pos, YMap
-
-
-def _warn(file: str, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
-          length: int = 1) -> Diagnostic:
-    return Diagnostic(Severity.WARNING, code, message, file, pos.line if pos else None,
-                      pos.column if pos else None, path, hint=hint, length=length)
 
 
 def sharing_models(table: Iterable[SetEntry]) -> set[str]:
@@ -66,7 +60,7 @@ def sharing_models(table: Iterable[SetEntry]) -> set[str]:
 
 def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[SetEntry, ...],
                 models: dict[str, object], model_pos: dict[str, Pos]) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
+    report = Reporter(file)
 
     in_sets: set[str] = set()
     memo: dict[str, frozenset[str]] = {}
@@ -78,29 +72,29 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
     if complete:
         for model_id in sorted(models):
             if model_id not in in_sets:
-                out.append(_warn(file, "LS401", f"model {model_id!r} is in no set: it can only run alone and "
-                                                "stops every other model when requested",
-                                 model_pos.get(model_id), f"models.{model_id}",
-                                 hint=f"add it to a set (e.g. '{quote_id(model_id)} & ...') if it may share the GPUs, "
-                                      f"or add a set '{quote_id(model_id)}' to say it runs alone", length=len(model_id)))
+                report.warning("LS401", f"model {model_id!r} is in no set: it can only run alone and "
+                                        "stops every other model when requested",
+                               model_pos.get(model_id), f"models.{model_id}",
+                               hint=f"add it to a set (e.g. '{quote_id(model_id)} & ...') if it may share the GPUs, "
+                                    f"or add a set '{quote_id(model_id)}' to say it runs alone", length=len(model_id))
 
     # A set that failed to parse may well use the var: only judge a complete matrix.
     unused = sorted(set(matrix.vars) - matrix.used_vars) if complete and matrix.sets else []
     for var in unused:
-        out.append(_warn(file, "LS403", f"var {var!r} is never used", matrix.var_pos.get(var), f"{path}.vars.{var}",
-                         hint="remove it, or use it in a set", length=len(var)))
+        report.warning("LS403", f"var {var!r} is never used", matrix.var_pos.get(var), f"{path}.vars.{var}",
+                       hint="remove it, or use it in a set", length=len(var))
 
     shared = sharing_models(table)
     if complete:
         for model_id in sorted(matrix.evict_costs):
             if model_id not in shared:
-                out.append(_warn(file, "LS404", f"evict cost for {model_id!r} never matters: it never shares a "
-                                                "combination with another model, so every request for another "
-                                                "model evicts it whatever it costs",
-                                 matrix.cost_pos.get(model_id),
-                                 f"{path}.evict_costs.{matrix.cost_key.get(model_id, model_id)}",
-                                 hint="remove the cost, or put the model in a set with others",
-                                 length=len(matrix.cost_key.get(model_id, model_id))))
+                report.warning("LS404", f"evict cost for {model_id!r} never matters: it never shares a "
+                                        "combination with another model, so every request for another "
+                                        "model evicts it whatever it costs",
+                               matrix.cost_pos.get(model_id),
+                               f"{path}.evict_costs.{matrix.cost_key.get(model_id, model_id)}",
+                               hint="remove the cost, or put the model in a set with others",
+                               length=len(matrix.cost_key.get(model_id, model_id)))
 
     # Duplicates and redundancy are judged in definition order: the later of two equal sets
     # is the one reported, whatever the solver order.
@@ -112,13 +106,13 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
         key = frozenset(e.combinations or ())
         if key in seen:
             duplicate.add(e.name)
-            out.append(_warn(file, "LS405", f"set {e.name!r} has exactly the same combinations as set "
-                                            f"{seen[key]!r}", matrix.set_pos.get(e.name), f"{path}.sets.{e.name}",
-                             hint="remove one of them", length=len(e.name)))
+            report.warning("LS405", f"set {e.name!r} has exactly the same combinations as set "
+                                    f"{seen[key]!r}", matrix.set_pos.get(e.name), f"{path}.sets.{e.name}",
+                           hint="remove one of them", length=len(e.name))
         else:
             seen[key] = e.name
-    out.extend(_redundant(file, path, matrix, table, expanded, duplicate))
-    return out
+    _redundant(report, path, matrix, table, expanded, duplicate)
+    return report.diagnostics
 
 
 # Upper bound on subset tests for the redundancy lint; past it the lint stays silent rather
@@ -126,8 +120,8 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
 REDUNDANCY_WORK = 2_000_000
 
 
-def _redundant(file: str, path: str, matrix: Matrix, table: tuple[SetEntry, ...], expanded: list[SetEntry],
-               duplicate: set[str]) -> list[Diagnostic]:
+def _redundant(report: Reporter, path: str, matrix: Matrix, table: tuple[SetEntry, ...],
+               expanded: list[SetEntry], duplicate: set[str]) -> None:
     """LS402: a set every combination of which is contained in a combination of another set.
 
     Sets are judged from the last defined to the first, and a set found redundant no longer
@@ -136,7 +130,7 @@ def _redundant(file: str, path: str, matrix: Matrix, table: tuple[SetEntry, ...]
     expanded, so it stays silent when some set is symbolic.
     """
     if any(e.combinations is None for e in table if e.name not in duplicate):
-        return []
+        return
     live = [e for e in expanded if e.name not in duplicate]
     combos: list[frozenset[str]] = []
     owner: list[str] = []
@@ -153,7 +147,6 @@ def _redundant(file: str, path: str, matrix: Matrix, table: tuple[SetEntry, ...]
                 by_model.setdefault(m, []).append(idx)
     dropped: set[str] = set()
     work = 0
-    out: list[Diagnostic] = []
     for e in reversed(live):
         if e.name in matrix.referenced_sets or not e.combinations:
             continue
@@ -170,18 +163,17 @@ def _redundant(file: str, path: str, matrix: Matrix, table: tuple[SetEntry, ...]
                     found = True
                     break
             if work > REDUNDANCY_WORK:
-                return out
+                return
             if not found:
                 covered = False
                 break
         if covered:
             dropped.add(e.name)
-            out.append(_warn(file, "LS402", f"set {e.name!r} is redundant: every combination it allows is "
-                                            "contained in another set's", matrix.set_pos.get(e.name),
-                             f"{path}.sets.{e.name}",
-                             hint="sets allow every subset of their combinations; this set adds nothing",
-                             length=len(e.name)))
-    return out
+            report.warning("LS402", f"set {e.name!r} is redundant: every combination it allows is "
+                                    "contained in another set's", matrix.set_pos.get(e.name),
+                           f"{path}.sets.{e.name}",
+                           hint="sets allow every subset of their combinations; this set adds nothing",
+                           length=len(e.name))
 
 
 def _all_sets_compiled(block: YMap, matrix: Matrix) -> bool:

@@ -19,13 +19,13 @@ every substituted value keeps its position. llama-swap's rules (reference ยง2, ย
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, resolve_plain
+from llamaswap.compiler.suggest import did_you_mean
 
 ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
 ANY_REF = re.compile(r"\$\{([^}]*)\}")
@@ -62,20 +62,13 @@ class _Pass:
         self.file = file
         self.root = root
         self.env = env
-        self.diags: list[Diagnostic] = []
+        self.report = Reporter(file)
         # Macro declarations in scope: name -> (config path, value scalar).
         self.last_nodes: dict[str, tuple[str, YScalar]] = {}
         self.origins: dict[str, tuple[str, YScalar]] = {}
         self.reported_origins: set[tuple[str, str]] = set()
 
     # -- helpers -------------------------------------------------------------------------
-    def error(self, code: str, message: str, pos: Pos | None, path: str | None, hint: str | None = None,
-              length: int = 1) -> None:
-        self.diags.append(Diagnostic(
-            Severity.ERROR, code, message, self.file,
-            pos.line if pos else None, pos.column if pos else None, path, hint=hint, length=length,
-        ))
-
     def scalars(self, node: YNode | None, path: str, keys: bool = False):
         """Yield (path, scalar) for every scalar value below node (and keys if asked)."""
         if node is None:
@@ -105,17 +98,17 @@ class _Pass:
                 name = m.group(1)
                 value = self.env.get(name)
                 if value is None:
-                    self.error("LS305", f"environment variable '{name}' is not set",
-                               s.position_of(m.start()), path.removesuffix(" (key)"),
-                               hint=f"export {name}=... before running, or remove the reference",
-                               length=len(m.group(0)))
+                    self.report.error("LS305", f"environment variable '{name}' is not set",
+                                      s.position_of(m.start()), path.removesuffix(" (key)"),
+                                      hint=f"export {name}=... before running, or remove the reference",
+                                      length=len(m.group(0)))
                     ok = False
                     continue
                 if any(c in value for c in "\n\r\0"):
-                    self.error("LS305",
-                               f"environment variable '{name}' contains a newline, carriage return or NUL",
-                               s.position_of(m.start()), path.removesuffix(" (key)"),
-                               length=len(m.group(0)))
+                    self.report.error("LS305",
+                                      f"environment variable '{name}' contains a newline, carriage return or NUL",
+                                      s.position_of(m.start()), path.removesuffix(" (key)"),
+                                      length=len(m.group(0)))
                     ok = False
                     continue
                 out.append(text[last:m.start()])
@@ -136,7 +129,7 @@ class _Pass:
         if node is None or (isinstance(node, YScalar) and node.value is None):
             return []
         if not isinstance(node, YMap):
-            self.error("LS306", f"{prefix}macros must be a mapping", node.pos, path)
+            self.report.error("LS306", f"{prefix}macros must be a mapping", node.pos, path)
             return []
         out: list[tuple[str, Any]] = []
         self.last_nodes = {}
@@ -145,24 +138,24 @@ class _Pass:
             kpath = f"{path}.{name}"
             bad = False
             if len(name) >= 64:
-                self.error("LS306", f"{prefix}macro name '{name}' exceeds maximum length of 63 characters",
-                           k.pos, kpath, length=len(name))
+                self.report.error("LS306", f"{prefix}macro name '{name}' exceeds maximum length of 63 characters",
+                                  k.pos, kpath, length=len(name))
                 bad = True
             elif not MACRO_NAME.match(name):
-                self.error("LS306", f"{prefix}macro name '{name}' must match ^[a-zA-Z0-9_-]+$", k.pos, kpath,
-                           hint="use letters, digits, '_' or '-' only", length=max(1, len(name)))
+                self.report.error("LS306", f"{prefix}macro name '{name}' must match ^[a-zA-Z0-9_-]+$", k.pos, kpath,
+                                  hint="use letters, digits, '_' or '-' only", length=max(1, len(name)))
                 bad = True
             if name in RESERVED:
-                self.error("LS306", f"{prefix}macro name '{name}' is reserved", k.pos, kpath,
-                           hint="PID, PORT and MODEL_ID are provided by llamaswap", length=len(name))
+                self.report.error("LS306", f"{prefix}macro name '{name}' is reserved", k.pos, kpath,
+                                  hint="PID, PORT and MODEL_ID are provided by llamaswap", length=len(name))
                 bad = True
             if not isinstance(v, YScalar) or v.value is None:
-                self.error("LS306", f"{prefix}macro '{name}' must be a string, number or boolean",
-                           v.pos, kpath)
+                self.report.error("LS306", f"{prefix}macro '{name}' must be a string, number or boolean",
+                                  v.pos, kpath)
                 bad = True
             elif isinstance(v.value, str) and f"${{{name}}}" in v.value:
-                self.error("LS306", f"{prefix}macro '{name}' contains self-reference",
-                           v.position_of(v.value.index(f"${{{name}}}")), kpath, length=len(name) + 3)
+                self.report.error("LS306", f"{prefix}macro '{name}' contains self-reference",
+                                  v.position_of(v.value.index(f"${{{name}}}")), kpath, length=len(name) + 3)
                 bad = True
             if not bad:
                 out.append((name, v.value))
@@ -262,7 +255,7 @@ class _Pass:
                 assert isinstance(proxy, YScalar)
                 explicit = not (proxy.rewritten and proxy.pos == mk.pos)
                 at = proxy.position_of(proxy.value.index("${PORT}")) if explicit else mk.pos
-                self.error(
+                self.report.error(
                     "LS308",
                     f"model {model_id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available "
                     "when used in cmd",
@@ -345,34 +338,33 @@ class _Pass:
                         pos = found or decl.pos
                         where, at_path = f"{path} (through macro '{macro}')", decl_path
             if name == "PID":
-                self.error("LS307", f"macro '${{PID}}' is only available in cmdStop (found in {where})", pos,
-                           at_path, hint="${PID} is the upstream's process ID, known only when stopping it",
-                           length=length)
+                self.report.error("LS307", f"macro '${{PID}}' is only available in cmdStop (found in {where})", pos,
+                                  at_path, hint="${PID} is the upstream's process ID, known only when stopping it",
+                                  length=length)
             elif name == "PORT" and model_scope and not port_allocated:
-                self.error("LS307", f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
-                           "${PORT}, so no port is allocated", pos, at_path,
-                           hint="a port is allocated only to models whose cmd contains ${PORT}",
-                           length=length)
+                self.report.error("LS307", f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
+                                  "${PORT}, so no port is allocated", pos, at_path,
+                                  hint="a port is allocated only to models whose cmd contains ${PORT}",
+                                  length=length)
             elif name in ("PORT", "MODEL_ID") and model_scope:
-                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
-                           length=length)
+                self.report.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
+                                  length=length)
             elif name in ("PORT", "MODEL_ID"):
-                self.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
-                           at_path, length=length)
+                self.report.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
+                                  at_path, length=length)
             elif name in known:
                 # Declared, yet left over: macros are substituted last-declared first, so a
                 # macro can only use macros declared before it.
-                self.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
-                           hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
-                                "declared above it, so move its declaration up", length=length)
+                self.report.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
+                                  hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
+                                       "declared above it, so move its declaration up", length=length)
             else:
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-                hint = (f"did you mean '${{{close[0]}}}'?" if close
-                        else "declare it under 'macros' (globally or in the model) before using it")
+                hint = (did_you_mean(name, known, written="${{{}}}")
+                        or "declare it under 'macros' (globally or in the model) before using it")
                 if name.startswith("env."):
                     hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
-                self.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, at_path, hint=hint,
-                           length=length)
+                self.report.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, at_path, hint=hint,
+                                  length=length)
 
 
     def origin_of(self, text: str) -> tuple[str, tuple[str, YScalar]] | None:
@@ -387,4 +379,4 @@ def expand_macros(root: YMap, file: str, env: Mapping[str, str]) -> MacroResult:
     """Run env substitution, macro expansion and port allocation over `root`, in place."""
     p = _Pass(file, root, env)
     ports = p.run()
-    return MacroResult(ports, p.diags)
+    return MacroResult(ports, p.report.diagnostics)

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from llamaswap.compiler import precompute
 from llamaswap.compiler.config import Config
 from llamaswap.compiler.decision import EvictionPolicy
-from llamaswap.compiler.diagnostics import Diagnostic, Severity, has_errors, sort_diagnostics
+from llamaswap.compiler.diagnostics import Diagnostic, Reporter, has_errors, sort_diagnostics
 from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
 from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
 from llamaswap.compiler.group import Group
@@ -140,7 +140,8 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     """Compile a config's text. Never raises on user input: problems are diagnostics."""
     options = options or CompileOptions()
     loaded = load_config(text, file, options.env)
-    diags: list[Diagnostic] = list(loaded.diagnostics)
+    report = Reporter(file)
+    report.diagnostics.extend(loaded.diagnostics)
     config = loaded.config
     models = tuple(sorted(config.models)) if config else ()
     sets: tuple[SetEntry, ...] = ()
@@ -148,21 +149,21 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     if loaded.engine == "matrix" and loaded.matrix_block is not None and config is not None:
         matrix, mdiags = resolve_matrix(file, loaded.matrix_block, loaded.matrix_path, config.models,
                                         loaded.aliases)
-        diags.extend(mdiags)
+        report.diagnostics.extend(mdiags)
         sets = expand_sets(matrix.sets, options.expand_budget)
         costs = dict(matrix.evict_costs)
         for s in sets:
             if s.combinations is None:
-                diags.append(Diagnostic(
-                    Severity.INFO, "LS450",
+                report.info(
+                    "LS450",
                     f"set {s.name!r} has {_distinct_text(s)}, more than the expansion budget "
                     f"({options.expand_budget:,}); it is kept symbolic and decided by the symbolic solver",
-                    file, *_pos(matrix.set_pos.get(s.name)), f"{loaded.matrix_path}.sets.{s.name}",
+                    matrix.set_pos.get(s.name), f"{loaded.matrix_path}.sets.{s.name}",
                     hint="raise the budget with --expand-budget to expand it", length=len(s.name),
-                ))
+                )
         model_pos = _model_positions(loaded.doc.root)
-        diags.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets, config.models,
-                                 model_pos))
+        report.diagnostics.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets,
+                                              config.models, model_pos))
     return Plan(
         file=file,
         engine=loaded.engine,
@@ -175,7 +176,7 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         groups=loaded.groups,
         preload=loaded.preload,
         priority=dict(sorted(loaded.priority.items())),
-        diagnostics=sort_diagnostics(diags),
+        diagnostics=sort_diagnostics(report.diagnostics),
         options=options,
     )
 
@@ -187,10 +188,6 @@ def _distinct_text(s: SetEntry) -> str:
     if s.distinct_exact:
         return f"{n(s.distinct)} combinations"
     return f"up to {n(s.distinct)} distinct combinations ({n(s.count)} before de-duplication)"
-
-
-def _pos(p: Pos | None) -> tuple[int | None, int | None]:
-    return (p.line, p.column) if p else (None, None)
 
 
 def _model_positions(root: object) -> dict[str, Pos]:

@@ -17,30 +17,16 @@ them all. A set with an error (or depending on one) is left out of the solver or
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref, walk
-from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.source import Pos, YMap, YScalar, YSeq
+from llamaswap.compiler.suggest import did_you_mean
 
 VAR_KEY = re.compile(r"^[A-Za-z0-9.-]{1,32}$")
-
-
-def suggest(name: str, pool: list[str]) -> str | None:
-    """The closest known name, for "did you mean" hints."""
-    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    low = name.lower()
-    prefixed = [p for p in pool if len(low) >= 3 and (
-        p.lower().startswith(low) or (len(p) >= 3 and low.startswith(p.lower())))]
-    if prefixed:
-        return min(prefixed, key=lambda p: (abs(len(p) - len(name)), p))
-    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.5)
-    return close[0] if close else None
 
 
 @dataclass(frozen=True)
@@ -76,26 +62,17 @@ class _Resolver:
         self.path = path
         self.models = models
         self.aliases = aliases
-        self.diags: list[Diagnostic] = []
+        self.report = Reporter(file)
         self.cost_key: dict[str, str] = {}
         # Vars that are declared but invalid (already reported): using one is not a second error.
         self.bad_vars: set[str] = set()
         # Sets that parsed but failed to resolve, with their valid references.
         self.partial: dict[str, SetDef] = {}
 
-    def error(self, code: str, message: str, pos: Pos | None, path: str, hint: str | None = None,
-              length: int = 1, severity: Severity = Severity.ERROR) -> None:
-        self.diags.append(Diagnostic(severity, code, message, self.file,
-                                     pos.line if pos else None, pos.column if pos else None,
-                                     path, hint=hint, length=length))
-
-    def suggest(self, name: str, pool: list[str]) -> str | None:
-        return suggest(name, pool)
-
     def unknown_hint(self, name: str, vars_: Mapping[str, str]) -> str:
-        guess = self.suggest(name, sorted(set(vars_) | set(self.models)))
+        guess = did_you_mean(name, sorted(set(vars_) | set(self.models)), partial=True)
         if guess:
-            return f"did you mean '{guess}'?"
+            return guess
         if vars_:
             return "use a var key (under 'vars') or a model ID from 'models'"
         return "use a model ID from 'models', or define a var for it under 'vars'"
@@ -114,26 +91,26 @@ class _Resolver:
             kpath = f"{self.path}.vars.{key}"
             ok = True
             if not VAR_KEY.match(key):
-                self.error("LS205",
-                           f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
-                           "characters long", k.pos, kpath, length=max(1, len(key)),
-                           hint="'_' and other characters are not allowed in var keys")
+                self.report.error("LS205",
+                                  f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
+                                  "characters long", k.pos, kpath, length=max(1, len(key)),
+                                  hint="'_' and other characters are not allowed in var keys")
                 ok = False
             if not isinstance(v, YScalar) or not isinstance(v.value, (str, int, float)) or isinstance(v.value, bool):
-                self.error("LS302", f"var {key!r} must name a model ID", v.pos, kpath)
+                self.report.error("LS302", f"var {key!r} must name a model ID", v.pos, kpath)
                 self.bad_vars.add(key)
                 continue
             target = v.value if isinstance(v.value, str) else (v.raw or str(v.value))
             if target not in self.models:
                 if target in self.aliases:
-                    self.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
-                               hint=f"{target!r} is an alias of {self.aliases[target]!r}; vars must name the real "
-                                    f"model ID", length=max(1, len(target)))
+                    self.report.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
+                                      hint=f"{target!r} is an alias of {self.aliases[target]!r}; vars must name "
+                                           f"the real model ID", length=max(1, len(target)))
                 else:
-                    guess = self.suggest(target, sorted(self.models))
-                    self.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
-                               hint=f"did you mean '{guess}'?" if guess else "vars must name a model under 'models'",
-                               length=max(1, len(target)))
+                    self.report.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
+                                      hint=did_you_mean(target, sorted(self.models), partial=True)
+                                      or "vars must name a model under 'models'",
+                                      length=max(1, len(target)))
                 ok = False
             if ok:
                 out[key] = target
@@ -166,8 +143,8 @@ class _Resolver:
                     shown = str(value).lower()
                 else:
                     shown = str(value)
-                self.error("LS207", f"evict_cost for {key!r} must be a positive integer, got {shown}", v.pos, kpath,
-                           hint="costs are whole numbers >= 1; unlisted models cost 1")
+                self.report.error("LS207", f"evict_cost for {key!r} must be a positive integer, got {shown}",
+                                  v.pos, kpath, hint="costs are whole numbers >= 1; unlisted models cost 1")
                 value = None
             if key in vars_:
                 real = vars_[key]
@@ -177,12 +154,12 @@ class _Resolver:
             elif key in self.bad_vars:
                 continue
             elif key in self.aliases:
-                self.error("LS202", f"evict_costs: {key!r} is an alias, not a var or model", k.pos, kpath,
-                           hint=f"use the real model ID {self.aliases[key]!r}", length=max(1, len(key)))
+                self.report.error("LS202", f"evict_costs: {key!r} is an alias, not a var or model", k.pos, kpath,
+                                  hint=f"use the real model ID {self.aliases[key]!r}", length=max(1, len(key)))
                 continue
             else:
-                self.error("LS208", f"evict_costs: unknown var or model {key!r}", k.pos, kpath,
-                           hint=self.unknown_hint(key, vars_), length=max(1, len(key)))
+                self.report.error("LS208", f"evict_costs: unknown var or model {key!r}", k.pos, kpath,
+                                  hint=self.unknown_hint(key, vars_), length=max(1, len(key)))
                 continue
             if value is not None:
                 out[real] = value
@@ -204,8 +181,8 @@ class _Resolver:
         if node is None or (isinstance(node, YScalar) and node.value is None) or (
                 isinstance(node, YMap) and not node.items):
             pos = self.block.key_node("sets").pos if self.block.key_node("sets") else self.block.pos
-            self.error("LS200", "matrix must define at least one set", pos, f"{self.path}.sets",
-                       hint='add e.g. sets: {standard: "a & b"}')
+            self.report.error("LS200", "matrix must define at least one set", pos, f"{self.path}.sets",
+                              hint='add e.g. sets: {standard: "a & b"}')
             return defs, where, broken, order
         if not isinstance(node, YMap):
             return defs, where, broken, order  # the schema check (LS302) already reported it
@@ -216,15 +193,15 @@ class _Resolver:
             where[name] = k.pos
             spath = f"{self.path}.sets.{name}"
             if not isinstance(v, YScalar) or v.value is None or isinstance(v.value, bool):
-                self.error("LS209", f"set {name!r}: the DSL must be a string", v.pos, spath,
-                           hint='quote the expression, e.g. "a & b"')
+                self.report.error("LS209", f"set {name!r}: the DSL must be a string", v.pos, spath,
+                                  hint='quote the expression, e.g. "a & b"')
                 broken.add(name)
                 continue
             dsl = v.value if isinstance(v.value, str) else (v.raw or str(v.value))
             result = parse_dsl(dsl)
             if isinstance(result, SyntaxProblem):
-                self.error(result.code, f"set {name!r}: {result.message}", v.position_of(result.offset), spath,
-                           hint=result.hint, length=result.length)
+                self.report.error(result.code, f"set {name!r}: {result.message}", v.position_of(result.offset), spath,
+                                  hint=result.hint, length=result.length)
                 broken.add(name)
                 continue
             resolved, refs, ok = self.resolve_expr(result, name, dsl, v, spath, vars_, used, names)
@@ -255,24 +232,24 @@ class _Resolver:
                     ok = False  # the var's own error says what is wrong
                     return n
                 if n.text in self.aliases:
-                    self.error("LS202", f"set {set_name!r}: {n.text!r} is an alias; sets must use real model IDs",
-                               pos, spath, hint=f"write the real model ID {self.aliases[n.text]!r} "
-                                                f"(or a var naming it)", length=length)
+                    self.report.error("LS202",
+                                      f"set {set_name!r}: {n.text!r} is an alias; sets must use real model IDs",
+                                      pos, spath, hint=f"write the real model ID {self.aliases[n.text]!r} "
+                                                       f"(or a var naming it)", length=length)
                 elif n.quoted and n.text in vars_:
-                    self.error("LS201", f"set {set_name!r}: unknown model {n.text!r}", pos, spath,
-                               hint=f"{n.text!r} is a var: write it without quotes", length=length)
+                    self.report.error("LS201", f"set {set_name!r}: unknown model {n.text!r}", pos, spath,
+                                      hint=f"{n.text!r} is a var: write it without quotes", length=length)
                 else:
-                    self.error("LS201", f"set {set_name!r}: unknown var or model {n.text!r}", pos, spath,
-                               hint=self.unknown_hint(n.text, vars_), length=length)
+                    self.report.error("LS201", f"set {set_name!r}: unknown var or model {n.text!r}", pos, spath,
+                                      hint=self.unknown_hint(n.text, vars_), length=length)
                 ok = False
                 return n
             if isinstance(n, Ref):
                 if n.name not in set_names:
-                    guess = self.suggest(n.name, set_names)
-                    self.error("LS203", f"set {set_name!r} references undefined set {n.name!r}",
-                               scalar.position_of(n.start), spath,
-                               hint=f"did you mean '+{guess}'?" if guess else
-                               f"defined sets: {', '.join(set_names)}", length=n.end - n.start)
+                    self.report.error("LS203", f"set {set_name!r} references undefined set {n.name!r}",
+                                      scalar.position_of(n.start), spath,
+                                      hint=did_you_mean(n.name, set_names, written="+{}", partial=True)
+                                      or f"defined sets: {', '.join(set_names)}", length=n.end - n.start)
                     ok = False
                 elif n.name not in refs:
                     refs.append(n.name)
@@ -316,7 +293,8 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         # No `+ref` anywhere: no graph to build (and networkx, a slow import, stays unloaded).
         # The solver order is the definition order.
         solver = [name for name in order if name not in broken]
-        return _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos), r.diags
+        matrix = _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos)
+        return matrix, r.report.diagnostics
 
     import networkx as nx  # here, not at the top: a slow import only `+ref` configs need
 
@@ -341,9 +319,9 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         names = [u for u, _ in cycle_edges] + [cycle_edges[-1][1]]
         first, second = names[0], names[1]
         pos, length = _ref_position(block, first, second, linked)
-        r.error("LS204", f"circular reference detected involving set {first!r}: {' -> '.join(names)}", pos,
-                f"{path}.sets.{first}", hint="a set cannot include itself, directly or through other sets",
-                length=length)
+        r.report.error("LS204", f"circular reference detected involving set {first!r}: {' -> '.join(names)}", pos,
+                       f"{path}.sets.{first}", hint="a set cannot include itself, directly or through other sets",
+                       length=length)
 
     # Solver order: DFS over sets in definition order, dependencies first (post-order).
     # Sets that are broken, in a cycle or depend on either are left out.
@@ -373,7 +351,8 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
                 stack.pop()
                 solver.append(name)
 
-    return _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos), r.diags
+    matrix = _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos)
+    return matrix, r.report.diagnostics
 
 
 def _matrix(r: _Resolver, defs: Mapping[str, SetDef], solver: list[str], costs: dict[str, int],

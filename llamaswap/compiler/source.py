@@ -2,7 +2,8 @@
 
 PyYAML composes the node graph (with marks); we convert it to our own small node types so
 later passes can report `file:line:col` for any value, and even for a character inside a
-string (used to point at a token inside a set DSL).
+string (used to point at a token inside a set DSL). `PathReporter` reports a problem by its
+path in that tree.
 
 Invariants:
 - Scalars are resolved with the YAML 1.2 core schema (what llama-swap's yaml.v3 decoder
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.diagnostics import Diagnostic, Reporter, Severity
 
 _CORE_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _CORE_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
@@ -284,11 +285,10 @@ def _expanded_size(node: Node, memo: dict[int, int], depth: int = 0) -> int:
     return total
 
 
-def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: int = 0, text: str = "") -> YNode:
+def _convert(node: Node, report: Reporter, path: str, depth: int = 0, text: str = "") -> YNode:
     pos, end = _mark_pos(node.start_mark), _mark_pos(node.end_mark)
     if depth > 64:
-        diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file,
-                                pos.line, pos.column, path or None))
+        report.error("LS300", "YAML nesting is too deep", pos, path or None)
         return YScalar(None, pos, end, None)
     if isinstance(node, ScalarNode):
         raw = ""
@@ -301,7 +301,7 @@ def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: i
         return YScalar(value, pos, end, node.style or None, node.tag, raw=raw)
     if isinstance(node, SequenceNode):
         items = [
-            _convert(child, file, diags, f"{path}[{i}]", depth + 1, text) for i, child in enumerate(node.value)
+            _convert(child, report, f"{path}[{i}]", depth + 1, text) for i, child in enumerate(node.value)
         ]
         return YSeq(items, pos, end)
     if isinstance(node, MappingNode):
@@ -309,36 +309,30 @@ def _convert(node: Node, file: str, diags: list[Diagnostic], path: str, depth: i
         try:
             _FLATTENER.flatten_mapping(node)
         except yaml.YAMLError as exc:
-            diags.append(Diagnostic(Severity.ERROR, "LS300", f"bad merge key: {exc}", file,
-                                    pos.line, pos.column, path or None))
+            report.error("LS300", f"bad merge key: {exc}", pos, path or None)
         merged = {id(k) for k, _ in node.value if id(k) not in own_keys}
         items: list[tuple[YScalar, YNode]] = []
         key_nodes: list[Node] = []
         index: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = _convert(key_node, file, diags, path, depth + 1, text)
+            key = _convert(key_node, report, path, depth + 1, text)
             if not isinstance(key, YScalar):
-                diags.append(Diagnostic(Severity.ERROR, "LS302", "mapping keys must be scalars", file,
-                                        key.pos.line, key.pos.column, path or None))
+                report.error("LS302", "mapping keys must be scalars", key.pos, path or None)
                 continue
             if key.value is None:
                 key.value = ""
             elif not isinstance(key.value, str):
                 key.value = key.raw.strip("'\"") if key.raw else str(key.value)
             child_path = f"{path}.{key.value}" if path else str(key.value)
-            value = _convert(value_node, file, diags, child_path, depth + 1, text)
+            value = _convert(value_node, report, child_path, depth + 1, text)
             if key.value in index:
                 first_key_node = key_nodes[index[key.value]]
                 # Keys brought in by a merge (`<<`) may be overridden, as YAML specifies.
                 if id(key_node) not in merged and id(first_key_node) not in merged:
                     first = items[index[key.value]][0]
-                    diags.append(Diagnostic(
-                        Severity.ERROR, "LS304",
-                        f"duplicate key {key.value!r} (first defined on line {first.pos.line})",
-                        file, key.pos.line, key.pos.column, child_path,
-                        hint="remove one of them; llama-swap refuses duplicate keys too",
-                        length=max(1, len(str(key.value))),
-                    ))
+                    report.error("LS304", f"duplicate key {key.value!r} (first defined on line {first.pos.line})",
+                                 key.pos, child_path, hint="remove one of them; llama-swap refuses duplicate keys too",
+                                 length=max(1, len(str(key.value))))
                 items[index[key.value]] = (key, value)
                 key_nodes[index[key.value]] = key_node
             else:
@@ -399,13 +393,12 @@ def _compose(text: str) -> Node | None:
 
 def load_document(text: str, file: str) -> Document:
     """Parse YAML text into a located tree; syntax errors become LS300 diagnostics."""
-    diags: list[Diagnostic] = []
+    report = Reporter(file)
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
+        at = Pos(mark.line + 1, mark.column + 1) if mark is not None else None
         problem = exc.problem or "invalid YAML"
         message = problem
         if exc.context:
@@ -418,29 +411,27 @@ def load_document(text: str, file: str) -> Document:
                 message = f"{problem} ({exc.context}" + (f" {started}" if started else "") + ")"
         hint = ("indent with spaces: YAML does not allow tabs in indentation" if "'\\t'" in problem
                 else "check indentation and quoting around this point")
-        diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML syntax error: {message}", file,
-                                line, col, None, hint=hint))
-        return Document(file, text, None, diags)
+        report.error("LS300", f"YAML syntax error: {message}", at, hint=hint)
+        return Document(file, text, None, report.diagnostics)
     except yaml.YAMLError as exc:
-        diags.append(Diagnostic(Severity.ERROR, "LS300", f"YAML error: {exc}", file, None, None, None))
-        return Document(file, text, None, diags)
+        report.error("LS300", f"YAML error: {exc}")
+        return Document(file, text, None, report.diagnostics)
     except RecursionError:
-        diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file, None, None, None))
-        return Document(file, text, None, diags)
+        report.error("LS300", "YAML nesting is too deep")
+        return Document(file, text, None, report.diagnostics)
     if node is None:
-        return Document(file, text, None, diags)
+        return Document(file, text, None, report.diagnostics)
     if _expanded_size(node, {}) > MAX_VALUES:
-        diags.append(Diagnostic(
-            Severity.ERROR, "LS300", f"the YAML expands to more than {MAX_VALUES:,} values once its aliases "
-            "(*name) are expanded", file, 1, 1, None,
-            hint="a config this large is almost certainly an alias bomb; use fewer nested aliases"))
-        return Document(file, text, None, diags)
+        report.error("LS300", f"the YAML expands to more than {MAX_VALUES:,} values once its aliases "
+                     "(*name) are expanded", Pos(1, 1),
+                     hint="a config this large is almost certainly an alias bomb; use fewer nested aliases")
+        return Document(file, text, None, report.diagnostics)
     try:
-        root = _convert(node, file, diags, "", 0, text)
+        root = _convert(node, report, "", 0, text)
     except RecursionError:
-        diags.append(Diagnostic(Severity.ERROR, "LS300", "YAML nesting is too deep", file, None, None, None))
-        return Document(file, text, None, diags)
-    return Document(file, text, root, diags)
+        report.error("LS300", "YAML nesting is too deep")
+        return Document(file, text, None, report.diagnostics)
+    return Document(file, text, root, report.diagnostics)
 
 
 def to_python(node: YNode | None, seq: type = tuple) -> Any:
@@ -479,3 +470,38 @@ def format_path(loc: tuple[Any, ...]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+class PathReporter(Reporter):
+    """A Reporter that also places a problem by its path in the located tree, such as
+    `("models", "a", "cmd")`: at the value found there (or at its key), underlining the
+    value's source when it fits on one line. A path that stops early points at the deepest
+    node it reaches."""
+
+    def __init__(self, file: str, root: YNode | None) -> None:
+        super().__init__(file)
+        self.root = root
+
+    def locate(self, loc: tuple[Any, ...], key: bool = False) -> tuple[Pos | None, int]:
+        """Position of the value (or key) at loc, and the length of its first source line."""
+        node, key_node = node_at(self.root, loc)
+        if key and key_node is not None:
+            return key_node.pos, max(1, len(str(key_node.value)))
+        if node is None:
+            return None, 1
+        if isinstance(node, YScalar) and node.raw and node.pos.line == node.end.line:
+            return node.pos, max(1, len(node.raw))
+        return node.pos, 1
+
+    def add_at(self, severity: Severity, code: str, message: str, loc: tuple[Any, ...], hint: str | None = None,
+               key: bool = False, length: int = 1) -> None:
+        pos, width = self.locate(loc, key)
+        self.add(severity, code, message, pos, format_path(loc) or None, hint, max(length, width))
+
+    def error_at(self, code: str, message: str, loc: tuple[Any, ...], hint: str | None = None, key: bool = False,
+                 length: int = 1) -> None:
+        self.add_at(Severity.ERROR, code, message, loc, hint, key, length)
+
+    def warning_at(self, code: str, message: str, loc: tuple[Any, ...], hint: str | None = None,
+                   key: bool = False, length: int = 1) -> None:
+        self.add_at(Severity.WARNING, code, message, loc, hint, key, length)
