@@ -17,7 +17,8 @@ from __future__ import annotations
 import gc
 from typing import TYPE_CHECKING, Sequence
 
-from llamaswap.compiler.decision import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Decision, DecisionTable, State
+from llamaswap.compiler.decision import (RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Decision, DecisionTable,
+                                         EvictionPolicy, State)
 from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
 
 if TYPE_CHECKING:
@@ -45,15 +46,16 @@ def matrix_states(models: Sequence[str], sets: Sequence["SetEntry"], limit: int)
     return sorted(seen, key=lambda st: (len(st), st))
 
 
-def group_states(policy: GroupPolicy, limit: int) -> list[State] | None:
-    """Closure of the empty running set under the group policy's decisions."""
+def group_states(models: Sequence[str], policy: EvictionPolicy, limit: int) -> list[State] | None:
+    """Closure of the empty running set under a (group) policy's decisions for `models`, or
+    None past `limit` states."""
     seen: set[State] = {()}
     frontier: list[State] = [()]
     while frontier:
         nxt: list[State] = []
         for state in frontier:
-            for target in policy.models:
-                d = policy.solve(target, state, False)
+            for target in models:
+                d = policy.decide(target, state)
                 new = tuple(sorted(set(state) - set(d.evict) | {target}))
                 if new not in seen:
                     seen.add(new)
@@ -181,7 +183,7 @@ def build_table(policy: MatrixPolicy | GroupPolicy, sets: Sequence["SetEntry"], 
             if states is None:
                 return None
             return build_matrix_table(policy, sets, states)
-        states = group_states(policy, limit)
+        states = group_states(policy.models, policy, limit)
         if states is None:
             return None
         rows = {t: {s: policy.solve(t, s, False) for s in states} for t in policy.models}

@@ -37,7 +37,7 @@ def enumerate_states(plan: "Plan", limit: int) -> list[State] | None:
         return list(table.states)
     if plan.engine == "matrix":
         return matrix_states(plan.models, plan.sets, limit)
-    return group_states(plan.policy, limit)  # type: ignore[arg-type]
+    return group_states(plan.models, plan.policy, limit)
 
 
 def reachable_states(plan: "Plan", max_decisions: int = DECISIONS_MAX) -> list[State]:
