@@ -123,7 +123,7 @@ def _check_scalars(c: Config, ck: PathReporter) -> None:
         ck.error_at("LS303", "unloadTimeout must be >= 0", ("unloadTimeout",), hint="0 means the default, 10 s")
     if c.health_check_timeout < 0:
         ck.error_at("LS303", "healthCheckTimeout must be >= 0", ("healthCheckTimeout",),
-                    hint="values below 15 become 15")
+                    hint="seconds to wait for the health check; values below 1 become 1")
     for i, key in enumerate(c.api_keys):
         if key == "":
             ck.error_at("LS311", "empty api key found in apiKeys", ("apiKeys", i))

@@ -51,8 +51,8 @@ from llamaswap.runtime.logs import LinePipe, LogBuffer
 logger = logging.getLogger("llamaswap.process")
 
 # The first health poll comes this soon after the spawn, then one every FAST_POLL_INTERVAL for
-# FAST_POLL_WINDOW seconds, then one every POLL_INTERVAL, so a
-# swap completes at most one interval after the upstream turns healthy.
+# FAST_POLL_WINDOW seconds, then one every POLL_INTERVAL, so a swap completes at most one
+# interval after the upstream turns healthy.
 FIRST_POLL_DELAY = 0.01
 POLL_INTERVAL = 0.1
 # Poll faster while a fast upstream is likely to become ready: a swap then ends within
