@@ -90,6 +90,8 @@ __all__ = [
     "Scheduler",
     "SchedulerError",
     "SchedulerSettings",
+    "SchedulingPolicy",
+    "FifoPolicy",
 ]
 
 ReqId = Hashable
@@ -224,6 +226,74 @@ class Effects(Protocol):
         calls from one `unload` come smallest timeout first; run them in that order."""
 
 
+class SchedulingPolicy(Protocol):
+    """The scheduler's choices, as one small object (see docs/policies.md).
+
+    The decision tree is fixed; a scheduling policy answers the questions in it that have
+    more than one safe answer, and learns from what the scheduler saw. It is sans-IO like the
+    scheduler: every method gets the current time, none may block, sleep or call back into
+    the scheduler (it may read it through its public queries). `FifoPolicy` is llama-swap's
+    behaviour, and a convenient base class: it answers every question the FIFO way.
+
+    - `choose(eviction, decision, now) -> Decision`: which victims. `decision` is the eviction
+      policy's answer for (target, running); return it, or another decision for the same
+      target and running that the eviction policy allows. Only asked when `chooses_victims`
+      is True (FIFO: never).
+    - `hold(scheduler, target, decision, now) -> float | None`: a swap for `target` that
+      evicts `decision.evict` (all idle) could start now. Return a time > now to keep the
+      victims a little longer: the requests for `target` stay queued until then, and the
+      victims keep serving (their requests take the fast path). While a hold lasts the
+      scheduler asks again whenever it retries the target (the new answer replaces the
+      deadline; None releases); once a hold ends, the target is not held again until its
+      swap has started or its queue has emptied. Never asked for the request bounded
+      waiting protects, so `max_wait` bounds every hold. None (FIFO) starts the swap now.
+    - `on_request(model, now)`, `on_swap_started(decision, now)`,
+      `on_swap_done(model, started, now, ok)`, `on_serve_done(model, now)`: what happened,
+      for policies that learn (arrival patterns, load times).
+    """
+
+    name: str
+    chooses_victims: bool
+
+    def choose(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision: ...
+
+    def hold(self, scheduler: "Scheduler", target: str, decision: Decision, now: float) -> float | None: ...
+
+    def on_request(self, model: str, now: float) -> None: ...
+
+    def on_swap_started(self, decision: Decision, now: float) -> None: ...
+
+    def on_swap_done(self, model: str, started: float, now: float, ok: bool) -> None: ...
+
+    def on_serve_done(self, model: str, now: float) -> None: ...
+
+
+class FifoPolicy:
+    """llama-swap's FIFO choices: the eviction policy's victims, swaps start as soon as they
+    can, nothing to learn. The default, and a base class for other policies."""
+
+    name = "fifo"
+    chooses_victims = False
+
+    def choose(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision:
+        return decision
+
+    def hold(self, scheduler: "Scheduler", target: str, decision: Decision, now: float) -> float | None:
+        return None
+
+    def on_request(self, model: str, now: float) -> None:
+        pass
+
+    def on_swap_started(self, decision: Decision, now: float) -> None:
+        pass
+
+    def on_swap_done(self, model: str, started: float, now: float, ok: bool) -> None:
+        pass
+
+    def on_serve_done(self, model: str, now: float) -> None:
+        pass
+
+
 class _Phase(enum.Enum):
     QUEUED = "queued"
     WAITING = "waiting"
@@ -244,6 +314,7 @@ class _Request:
 class _Swap:
     decision: Decision
     waiters: list[_Request]
+    started: float = 0.0
     evict: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
@@ -261,9 +332,16 @@ class Scheduler:
     """llama-swap's FIFO scheduler plus bounded waiting, driven by method calls."""
 
     def __init__(
-        self, policy: EvictionPolicy, settings: SchedulerSettings, effects: Effects
+        self,
+        policy: EvictionPolicy,
+        settings: SchedulerSettings,
+        effects: Effects,
+        *,
+        scheduling: SchedulingPolicy | None = None,
     ) -> None:
         self._policy = policy
+        self._scheduling: SchedulingPolicy = FifoPolicy() if scheduling is None else scheduling
+        self._chooses = bool(getattr(self._scheduling, "chooses_victims", False))
         self._settings = settings
         self._effects = effects
         self._name = getattr(policy, "engine", "scheduler")
@@ -282,6 +360,10 @@ class Scheduler:
         self._protected: _Request | None = None
         self._shutting_down = False
         self._seq = 0
+        # Holds (SchedulingPolicy.hold): target -> until when its swap waits; targets whose
+        # hold ran out (asked once per target until its swap starts or its queue empties).
+        self._holds: dict[str, float] = {}
+        self._held: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -300,6 +382,7 @@ class Scheduler:
             self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
             outcome = Admission.REJECTED
         else:
+            self._scheduling.on_request(model, now)
             req = _Request(req_id, model, now, self._seq, self._settings.priority_of(model))
             self._seq += 1
             self._requests[req_id] = req
@@ -342,6 +425,7 @@ class Scheduler:
         model = req.model
         self._in_flight[model] -= 1
         self._last_used[model] = now
+        self._scheduling.on_serve_done(model, now)
         if self._in_flight[model] == 0:
             self._drain(now)
         self._finish(now)
@@ -359,6 +443,8 @@ class Scheduler:
             if swap is None:
                 raise SchedulerError(f"swap_done for {model!r}, which has no swap in progress")
         self._settle_evicted(swap)
+        if live:
+            self._scheduling.on_swap_done(model, swap.started, now, error is None)
         if live and error is None:
             self._transition(model, "swap_succeeded")
             self._last_used[model] = now
@@ -449,6 +535,8 @@ class Scheduler:
         self._queue.clear()
         self._protected = None
         self._positions.clear()
+        self._holds.clear()
+        self._held.clear()
         to_stop = self._mark_stopping(self._models)
         if to_stop:
             stop_timeout = timeout if timeout is not None and timeout > 0 else self._settings.swap_stop_timeout
@@ -465,6 +553,12 @@ class Scheduler:
             if ttl > 0 and self._idle(model) and now >= self._last_used[model] + ttl:
                 self._mark_stopping([model])
                 self._effects.stop_processes((model,), "ttl", self._settings.unload_timeout_of(model))
+        expired = [m for m, until in self._holds.items() if until <= now]
+        if expired:
+            for model in expired:
+                del self._holds[model]
+                self._held.add(model)
+            self._drain(now)
         self._finish(now)
 
     # ----------------------------------------------------------------- queries
@@ -482,6 +576,7 @@ class Scheduler:
         max_wait = self._settings.max_wait
         if max_wait is not None and self._protected is None and self._queue:
             deadlines.append(min(r.arrived for r in self._queue) + max_wait)
+        deadlines.extend(self._holds.values())
         return min(deadlines, default=None)
 
     def state(self, model: str) -> ModelState:
@@ -506,6 +601,14 @@ class Scheduler:
         """Targets of the swaps in progress, in start order."""
         return tuple(self._active)
 
+    def holds(self) -> Mapping[str, float]:
+        """Targets whose swap the scheduling policy holds back, and until when."""
+        return MappingProxyType(dict(self._holds))
+
+    @property
+    def scheduling(self) -> SchedulingPolicy:
+        return self._scheduling
+
     @property
     def protected(self) -> ReqId | None:
         """The request bounded waiting currently protects (see max_wait)."""
@@ -529,21 +632,51 @@ class Scheduler:
         if self._settling(model):
             return False
         running = self._running()
-        decision = self._policy.decide(model, running)
+        decision = self._decide(model, running, now)
         evict = decision.evict
         guard = self._protected if self._protected is not req else None
         # A READY model can't be in a live swap's evict set (those are STOPPING), so
         # llama-swap's "nobody is evicting us" check is implied here.
         if self._state[model] is ModelState.READY and not evict:
-            if guard is not None and model in self._victims(guard, running):
+            if guard is not None and model in self._victims(guard, running, now):
                 return False
             self._grant(req, now)
             return True
         if self._blocked(model, evict):
             return False
-        if guard is not None and self._interferes(model, evict, running, guard):
+        if guard is not None and self._interferes(model, evict, running, guard, now):
             return False
-        self._start_swap(req, decision)
+        if evict and req is not self._protected and self._holding(model, decision, now):
+            return False
+        self._start_swap(req, decision, now)
+        return True
+
+    def _decide(self, model: str, running: tuple[str, ...], now: float) -> Decision:
+        decision = self._policy.decide(model, running)
+        if self._chooses:
+            decision = self._scheduling.choose(self._policy, decision, now)
+        return decision
+
+    def _evict_for(self, model: str, running: tuple[str, ...], now: float) -> tuple[str, ...]:
+        if self._chooses:
+            return self._decide(model, running, now).evict
+        return self._policy.evict_for(model, running)
+
+    def _holding(self, model: str, decision: Decision, now: float) -> bool:
+        """Does the scheduling policy keep this swap's (idle) victims a little longer?"""
+        if model in self._held:
+            return False
+        until = self._holds.get(model)
+        if until is not None and now >= until:
+            answer = None
+        else:
+            answer = self._scheduling.hold(self, model, decision, now)
+        if answer is None or not answer > now:
+            if until is not None:
+                del self._holds[model]
+                self._held.add(model)
+            return False
+        self._holds[model] = answer
         return True
 
     def _blocked(self, model: str, evict: tuple[str, ...]) -> bool:
@@ -556,8 +689,8 @@ class Scheduler:
             self._state[m] is ModelState.STOPPING or self._in_flight[m] > 0 for m in evict
         )
 
-    def _victims(self, guard: _Request, running: tuple[str, ...]) -> frozenset[str]:
-        return frozenset(self._policy.evict_for(guard.model, running))
+    def _victims(self, guard: _Request, running: tuple[str, ...], now: float) -> frozenset[str]:
+        return frozenset(self._evict_for(guard.model, running, now))
 
     def _interferes(
         self,
@@ -565,14 +698,15 @@ class Scheduler:
         evict: tuple[str, ...],
         running: tuple[str, ...],
         guard: _Request,
+        now: float,
     ) -> bool:
         """Would starting a swap for `model` keep the protected request waiting longer?"""
         if evict:
             # Even a disjoint eviction changes `running`, and a min-cost policy may then
             # pick a different combination for the protected request.
             return True
-        after = self._policy.evict_for(guard.model, tuple(sorted({*running, model})))
-        return model in after or not self._victims(guard, running).issuperset(after)
+        after = self._evict_for(guard.model, tuple(sorted({*running, model})), now)
+        return model in after or not self._victims(guard, running, now).issuperset(after)
 
     def _running(self) -> tuple[str, ...]:
         return tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
@@ -589,15 +723,18 @@ class Scheduler:
 
     # --------------------------------------------------------------- actions
 
-    def _start_swap(self, req: _Request, decision: Decision) -> None:
-        swap = _Swap(decision, [req])
+    def _start_swap(self, req: _Request, decision: Decision, now: float) -> None:
+        swap = _Swap(decision, [req], now)
         self._active[decision.target] = swap
+        self._holds.pop(decision.target, None)
+        self._held.discard(decision.target)
         req.phase = _Phase.WAITING
         for victim in decision.evict:
             self._transition(victim, "evicted")
             self._stopper[victim] = swap
         self._transition(decision.target, "swap_started")
         self._effects.start_swap(decision.target, decision, self._settings.swap_stop_timeout)
+        self._scheduling.on_swap_started(decision, now)
 
     def _settle_evicted(self, swap: _Swap) -> None:
         for victim in swap.decision.evict:
@@ -683,6 +820,12 @@ class Scheduler:
 
     def _finish(self, now: float) -> None:
         self._refresh_protection(now)
+        if self._holds or self._held:
+            # A hold lasts while requests for its target are queued.
+            queued = {r.model for r in self._queue}
+            for model in [m for m in self._holds if m not in queued]:
+                del self._holds[model]
+            self._held &= queued
         positions = {req.id: i for i, req in enumerate(self._queue, 1)}
         for req_id, position in positions.items():
             if self._positions.get(req_id) != position:

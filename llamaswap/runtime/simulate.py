@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
-from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings
+from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings, SchedulingPolicy
 
 __all__ = ["KEEP", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
 
@@ -196,10 +196,13 @@ def simulate(
     max_wait_override: float | None = KEEP,
     stop_time: float = 0.0,
     verbose: bool = False,
+    scheduling: SchedulingPolicy | None = None,
 ) -> dict:
     """Run the trace through a fresh scheduler and summarise what happened.
 
     `max_wait_override`: KEEP (the settings' value), None (bounded waiting off) or seconds.
+    `scheduling`: the scheduling policy (None: FIFO). Pass a fresh one per run: policies
+    that learn keep what they saw.
     Returns {"requests", "swaps", "loads", "evictions", "served_order", "wait", "makespan",
     "rejected"} (+ "per_request" when verbose); waits are over granted requests, makespan
     runs from the first arrival to the last request finished.
@@ -220,7 +223,7 @@ def simulate(
     # Stable: same-time requests keep their trace order.
     ordered = sorted(requests, key=lambda r: r.at)
     world = _World(load_times, default_load_time, stop_time, ordered)
-    scheduler = Scheduler(policy, settings, world)
+    scheduler = Scheduler(policy, settings, world, scheduling=scheduling)
     for req_id, request in enumerate(ordered):
         world.schedule(request.at, "arrive", req_id)
 

@@ -1,0 +1,216 @@
+"""Scheduling policies: the shipped ones, and the registry that finds them by name.
+
+A scheduling policy (`scheduler.SchedulingPolicy`) answers the scheduler's open questions:
+which victims, and whether to hold idle victims a little longer before a swap evicts them.
+`routing.scheduler.policy` names one; its options come from the mapping form
+(`policy: {use: NAME, OPTION: VALUE, ...}`). Names are looked up among the built-in policies,
+then in the `llamaswap.policies` entry-point group (see docs/policies.md): an entry point's
+object is a factory called as `factory(**options)` that returns a fresh policy; it raises
+`PolicyOptionError` (or TypeError/ValueError) for bad options.
+
+The policies are sans-IO, like the scheduler: they see time only through their inputs, so
+`plan --trace` and the server make the same choices.
+
+`hold` (the better-than-FIFO policy): most of FIFO's extra swaps are eager evictions, a model
+evicted while it is still "hot" (in a burst of use) and asked for again moments later, which
+costs its whole load time and the swap back. `hold` keeps an idle victim while its next use
+is likely soon, measured on its own history, and for no longer than its reload is worth:
+
+- it learns, per model, the *return gaps* (from the model's last activity, an arrival or a
+  finished request, to its next arrival) and its load time (from the swaps it saw start and
+  finish; the `load_time` option before the first one);
+- a victim is *hot* while its idle time is below the `quantile` of its return gaps (at
+  least `min_history` of them; colder models are evicted at once, as FIFO does);
+- the hold ends when no victim is hot any more, or at `budget` x the victims' load time
+  divided by the number of requests queued for the target (waiting is paid by every queued
+  request, a reload once), whichever comes first.
+The scheduler never holds the request that bounded waiting protects, so `max_wait` still
+bounds every wait.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from llamaswap.compiler.decision import Decision
+from llamaswap.runtime.scheduler import FifoPolicy, SchedulingPolicy
+
+if TYPE_CHECKING:
+    from llamaswap.runtime.scheduler import Scheduler
+
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "HoldPolicy",
+    "PolicyError",
+    "PolicyOptionError",
+    "available",
+    "make_policy",
+    "validate_policy",
+]
+
+ENTRY_POINT_GROUP = "llamaswap.policies"
+
+
+class PolicyError(ValueError):
+    """A policy name that nothing provides, or a factory that failed."""
+
+    def __init__(self, message: str, option: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.hint = hint
+
+
+class PolicyOptionError(PolicyError):
+    """A policy option is unknown or has a bad value (`option` names it)."""
+
+
+def _number(name: str, value: Any, low: float, high: float | None = None, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise PolicyOptionError(f"option {name!r} must be {kind}, not {value!r}", name)
+    if value < low or (high is not None and value > high):
+        span = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise PolicyOptionError(f"option {name!r} must be {span}, not {value!r}", name)
+    return value
+
+
+class HoldPolicy(FifoPolicy):
+    """Keep a hot idle victim while its reload is worth more than the wait (module docstring)."""
+
+    name = "hold"
+    OPTIONS = ("budget", "quantile", "min_history", "history", "load_time")
+
+    def __init__(self, budget: float = 1.0, quantile: float = 0.75, min_history: int = 3,
+                 history: int = 64, load_time: float = 10.0) -> None:
+        self.budget = _number("budget", budget, 0.0)
+        self.quantile = _number("quantile", quantile, 0.0, 1.0)
+        self.min_history = int(_number("min_history", min_history, 1, integer=True))
+        self.history = int(_number("history", history, 1, integer=True))
+        self.load_time = _number("load_time", load_time, 0.0)
+        self._last_active: dict[str, float] = {}
+        self._gaps: dict[str, deque[float]] = {}
+        self._sorted: dict[str, list[float]] = {}
+        self._loads: dict[str, float] = {}
+        self._since: dict[str, float] = {}  # target -> when its current hold began
+
+    # -- learning ---------------------------------------------------------------------------
+    def on_request(self, model: str, now: float) -> None:
+        last = self._last_active.get(model)
+        if last is not None:
+            gaps = self._gaps.setdefault(model, deque())
+            if len(gaps) == self.history:
+                old = gaps.popleft()
+                ordered = self._sorted[model]
+                del ordered[bisect.bisect_left(ordered, old)]
+            gaps.append(now - last)
+            bisect.insort(self._sorted.setdefault(model, []), now - last)
+        self._last_active[model] = now
+
+    def on_serve_done(self, model: str, now: float) -> None:
+        self._last_active[model] = now
+
+    def on_swap_started(self, decision: Decision, now: float) -> None:
+        self._since.pop(decision.target, None)
+
+    def on_swap_done(self, model: str, started: float, now: float, ok: bool) -> None:
+        if ok:
+            took = now - started
+            old = self._loads.get(model)
+            self._loads[model] = took if old is None else 0.5 * old + 0.5 * took
+
+    def load_time_of(self, model: str) -> float:
+        return self._loads.get(model, self.load_time)
+
+    def hot_for(self, model: str, now: float) -> float:
+        """How much longer `model` stays hot if nothing happens (0: it is cold)."""
+        ordered = self._sorted.get(model)
+        last = self._last_active.get(model)
+        if not ordered or len(ordered) < self.min_history or last is None:
+            return 0.0
+        index = min(len(ordered) - 1, int(self.quantile * len(ordered)))
+        return max(0.0, ordered[index] - (now - last))
+
+    # -- the choice -------------------------------------------------------------------------
+    def hold(self, scheduler: "Scheduler", target: str, decision: Decision, now: float) -> float | None:
+        hot = [self.hot_for(v, now) for v in decision.evict]
+        if not any(hot):
+            self._since.pop(target, None)
+            return None
+        since = self._since.setdefault(target, now)
+        queued = max(1, scheduler.reserved(target) - scheduler.in_flight(target))
+        reload = sum(self.load_time_of(v) for v, h in zip(decision.evict, hot) if h > 0)
+        cap = since + self.budget * reload / queued
+        until = min(cap, now + max(hot))
+        if until <= now:
+            self._since.pop(target, None)
+            return None
+        return until
+
+
+# name -> factory(**options) -> SchedulingPolicy
+BUILTIN: Mapping[str, Callable[..., SchedulingPolicy]] = {"fifo": FifoPolicy, "hold": HoldPolicy}
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[str]:
+    """Every policy name: built-in ones, then entry points, sorted."""
+    return sorted(set(BUILTIN) | set(_entry_points()))
+
+
+def make_policy(name: str, options: Mapping[str, Any] | None = None) -> SchedulingPolicy:
+    """A fresh policy by name, with options. Raises PolicyError / PolicyOptionError."""
+    options = dict(options or {})
+    factory = BUILTIN.get(name)
+    if factory is None:
+        ep = _entry_points().get(name)
+        if ep is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, available(), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"built-in: {', '.join(sorted(BUILTIN))}; others install an entry point in the "
+                f"{ENTRY_POINT_GROUP!r} group")
+            raise PolicyError(f"unknown scheduling policy {name!r} (available: {', '.join(available())})",
+                              hint=hint)
+        try:
+            factory = ep.load()
+        except Exception as exc:  # a broken plugin is the user's to fix: say which and why
+            raise PolicyError(f"scheduling policy {name!r}: cannot load entry point {ep.value!r}: {exc}") from None
+    if factory is FifoPolicy and options:
+        key = sorted(options)[0]
+        raise PolicyOptionError(f"policy 'fifo' takes no options (got {key!r})", key,
+                                hint="FIFO's own knobs are routing.scheduler.settings.fifo")
+    known = getattr(factory, "OPTIONS", None)
+    if known is not None:
+        for key in sorted(options):
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(key, known, n=1)
+                raise PolicyOptionError(f"policy {name!r} has no option {key!r} (options: {', '.join(known)})", key,
+                                        hint=f"did you mean {close[0]!r}?" if close else None)
+    try:
+        policy = factory(**options)
+    except PolicyError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise PolicyOptionError(f"policy {name!r}: {exc}") from None
+    for method in ("hold", "choose", "on_request", "on_swap_started", "on_swap_done", "on_serve_done"):
+        if not callable(getattr(policy, method, None)):
+            raise PolicyError(f"scheduling policy {name!r} has no {method}() method",
+                              hint="subclass llamaswap.runtime.scheduler.FifoPolicy and override what you need")
+    return policy
+
+
+def validate_policy(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """Raise PolicyError when `name` with `options` cannot be made."""
+    make_policy(name, options)
+
