@@ -94,7 +94,9 @@ def compile_source(text: str, name: str, expand_budget: int | None = None) -> "P
     """Compile with the process environment (for `${env.X}`) and the --expand-budget."""
     from llamaswap.compiler.plan import CompileOptions, compile_text
 
-    opts: dict = {"env": dict(os.environ)}
+    from llamaswap.runtime.policies import check_policy
+
+    opts: dict = {"env": dict(os.environ), "policy_check": check_policy}
     if expand_budget is not None:
         opts["expand_budget"] = expand_budget
     return compile_text(text, name, CompileOptions(**opts))
@@ -235,11 +237,13 @@ def iter_decisions(plan: "Plan", states: list[tuple[str, ...]], show_progress: b
 @click.option("--max-wait", type=click.FloatRange(min=0), default=None,
               help="With --trace: override routing.scheduler.settings.fifo.max_wait (0 turns it off).")
 @click.option("--verbose", is_flag=True, help="With --trace: add per-request details.")
+@click.option("--compare", default=None, metavar="P1,P2,...",
+              help="With --trace: replay under each scheduling policy (e.g. fifo,hold) and print them side by side.")
 @format_option(["text", "json"], "text")
 @expand_budget_option
 def plan_cmd(config: str, running: str | None, request: str | None, explain: bool, all_: bool,
              diff_with: str | None, exit_code: bool, trace_file: str | None, load_times: tuple[str, ...],
-             default_load_time: float, max_wait: float | None, verbose: bool, fmt: str,
+             default_load_time: float, max_wait: float | None, verbose: bool, compare: str | None, fmt: str,
              expand_budget: int | None) -> None:
     """Dry-run swap decisions for CONFIG.
 
@@ -247,7 +251,7 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
     llamaswap plan CONFIG --running a,b --request c [--explain]
     llamaswap plan CONFIG --all
     llamaswap plan OLD.yaml --diff NEW.yaml [--exit-code]
-    llamaswap plan CONFIG --trace FILE [--load-time M=S ...] [--max-wait S]
+    llamaswap plan CONFIG --trace FILE [--load-time M=S ...] [--max-wait S] [--compare fifo,hold]
     """
     from llamaswap.compiler.diagnostics import dumps
     from llamaswap.compiler.explain import explain as explain_text, explain_candidates, one_line
@@ -259,13 +263,15 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
         raise click.UsageError("--running goes with --request")
     if exit_code and diff_with is None:
         raise click.UsageError("--exit-code goes with --diff")
-    if trace_file is None and (load_times or max_wait is not None or verbose):
-        raise click.UsageError("--load-time, --max-wait and --verbose go with --trace")
+    if trace_file is None and (load_times or max_wait is not None or verbose or compare is not None):
+        raise click.UsageError("--load-time, --max-wait, --verbose and --compare go with --trace")
+    if compare is not None and verbose:
+        raise click.UsageError("--verbose does not go with --compare")
 
     plan = compile_or_exit(config, expand_budget)
 
     if trace_file is not None:
-        run_trace(plan, trace_file, load_times, default_load_time, max_wait, verbose, fmt)
+        run_trace(plan, trace_file, load_times, default_load_time, max_wait, verbose, fmt, compare)
         return
 
     if request is not None:
@@ -325,11 +331,13 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
 
 
 def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], default_load_time: float,
-              max_wait: float | None, verbose: bool, fmt: str) -> None:
-    """Replay a trace through the scheduler with a virtual clock (`plan --trace`)."""
+              max_wait: float | None, verbose: bool, fmt: str, compare: str | None = None) -> None:
+    """Replay a trace through the scheduler with a virtual clock (`plan --trace`), under the
+    configured scheduling policy, or under each of `compare` side by side."""
     from llamaswap.compiler.diagnostics import dumps
-    from llamaswap.runtime.settings import scheduler_settings
-    from llamaswap.runtime.simulate import KEEP, TraceError, parse_trace, resolve_trace, simulate
+    from llamaswap.runtime.policies import PolicyError
+    from llamaswap.runtime.settings import scheduler_settings, scheduling_policy
+    from llamaswap.runtime.simulate import KEEP, TraceError, compare_table, parse_trace, resolve_trace, simulate
 
     loads: dict[str, float] = {}
     for item in load_times:
@@ -348,8 +356,40 @@ def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], defaul
     except TraceError as exc:
         raise Fail("\n".join(f"{trace_file}:{issue.line}: error: {issue.message}" for issue in exc.issues)) from None
     override = KEEP if max_wait is None else (None if max_wait == 0 else max_wait)
+    if compare is not None:
+        names = list(dict.fromkeys(n.strip() for n in compare.split(",") if n.strip()))
+        if not names:
+            raise click.BadParameter("expected policy names, e.g. fifo,hold", param_hint="--compare")
+        results = {}
+        for name in names:
+            try:
+                scheduling = scheduling_policy(plan, name)
+            except PolicyError as exc:
+                hint = f" ({exc.hint})" if exc.hint else ""
+                raise click.BadParameter(f"{exc}{hint}", param_hint="--compare") from None
+            results[name] = simulate(plan.policy, scheduler_settings(plan), resolved, loads, default_load_time,
+                                     max_wait_override=override, scheduling=scheduling)
+        rows = compare_table(results, loads, default_load_time)
+        if fmt == "json":
+            click.echo(dumps({"trace": trace_file, "policies": rows}))
+        else:
+            click.echo(f"{len(resolved)} requests in {trace_file}")
+            head = ("policy", "swaps", "load-s", "p50", "p95", "max", "mean", "makespan", "rejected")
+            table = [head] + [(name, str(r["swaps"]), f"{r['load_seconds']:g}", f"{r['wait']['p50']:g}",
+                               f"{r['wait']['p95']:g}", f"{r['wait']['max']:g}", f"{r['wait']['mean']:g}",
+                               f"{r['makespan']:g}", str(r["rejected"])) for name, r in rows.items()]
+            widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+            for row in table:
+                click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                     for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            click.echo("waits in seconds (p50/p95/max/mean over granted requests); load-s: seconds spent loading")
+        return
+    try:
+        scheduling = scheduling_policy(plan)
+    except PolicyError as exc:
+        raise Fail(f"error: {exc}") from None
     result = simulate(plan.policy, scheduler_settings(plan), resolved, loads, default_load_time,
-                      max_wait_override=override, verbose=verbose)
+                      max_wait_override=override, verbose=verbose, scheduling=scheduling)
     if not result.get("rejected"):
         result.pop("rejected", None)  # keep the documented shape unless something was rejected
     if fmt == "json":

@@ -124,7 +124,21 @@ class SchedulerSettingsConfig(_Strict):
 
 class SchedulerConfig(_Strict):
     use: str = "fifo"
+    # llamaswap: the scheduling policy, `NAME` or `{use: NAME, OPTION: VALUE, ...}` (checked
+    # by load.py; names resolve in runtime/policies.py).
+    policy: str | dict[str, Any] = "fifo"
     settings: SchedulerSettingsConfig = Field(default_factory=SchedulerSettingsConfig)
+
+    @property
+    def policy_name(self) -> str:
+        use = self.policy.get("use") if isinstance(self.policy, dict) else self.policy
+        return use.strip() if isinstance(use, str) else ""
+
+    @property
+    def policy_options(self) -> dict[str, Any]:
+        if isinstance(self.policy, dict):
+            return {k: v for k, v in self.policy.items() if k != "use"}
+        return {}
 
 
 class RouterSettings(_Strict):

@@ -56,6 +56,7 @@ CODES: dict[str, str] = {
     "LS216": "unknown router",
     "LS217": "unknown scheduler",
     "LS218": "scheduler priority references an unknown model",
+    "LS219": "unknown or invalid scheduling policy",
     # LS3xx: config schema
     "LS300": "YAML syntax error",
     "LS301": "unknown key",

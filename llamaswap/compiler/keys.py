@@ -128,6 +128,7 @@ TOP = _map({
         }),
         "scheduler": _map({
             "use": _leaf(),
+            "policy": FREE,  # a name, or {use: NAME, options...}: checked by load.py
             "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf(), "stall_timeout": _leaf()})}),
         }),
     }),

@@ -12,7 +12,7 @@ default so later checks still run and one run reports every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from llamaswap.compiler.commands import CommandError, split_command
@@ -346,6 +346,36 @@ def _check_scheduler(c: Config, loaded: Loaded, ck: PathReporter) -> None:
     if fifo.max_wait is not None and fifo.max_wait < 0:
         ck.error_at("LS303", "routing.scheduler.settings.fifo.max_wait must be >= 0 seconds",
                     ("routing", "scheduler", "settings", "fifo", "max_wait"), hint="0 turns bounded waiting off")
+
+
+PolicyCheck = Callable[[str, Mapping[str, Any]], "tuple[str | None, str, str | None] | None"]
+
+
+def check_scheduling_policy(loaded: Loaded, check: PolicyCheck | None) -> list[Diagnostic]:
+    """`routing.scheduler.policy`: a name, or a mapping with `use: NAME` and the policy's
+    options. The shape is checked here; the name and options by `check` (see
+    CompileOptions.policy_check), each problem located at the name or at the option."""
+    c = loaded.config
+    if c is None:
+        return []
+    ck = PathReporter(loaded.file, loaded.doc.root)
+    policy = c.routing.scheduler.policy
+    loc: tuple[Any, ...] = ("routing", "scheduler", "policy")
+    name_loc = loc + ("use",) if isinstance(policy, dict) else loc
+    name = c.routing.scheduler.policy_name
+    if not name:
+        what = "routing.scheduler.policy.use" if isinstance(policy, dict) else "routing.scheduler.policy"
+        ck.error_at("LS219", f"{what} must name a scheduling policy", name_loc if isinstance(policy, str)
+                    or "use" in policy else loc, hint="e.g. policy: hold, or {use: hold, budget: 1} (default: fifo)")
+        return ck.diagnostics
+    if check is not None:
+        problem = check(name, c.routing.scheduler.policy_options)
+        if problem is not None:
+            option, message, hint = problem
+            where, key = (loc + (option,), True) if option is not None and isinstance(policy, dict) \
+                and option in policy else (name_loc, False)
+            ck.error_at("LS219", f"routing.scheduler.policy: {message}", where, hint=hint, key=key)
+    return ck.diagnostics
 
 
 def _check_preload(c: Config, loaded: Loaded, ck: PathReporter) -> None:

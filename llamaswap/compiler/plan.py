@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from llamaswap.compiler import precompute
 from llamaswap.compiler.config import Config
@@ -23,7 +23,7 @@ from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
 from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
 from llamaswap.compiler.group import Group
 from llamaswap.compiler.lints import lint_matrix
-from llamaswap.compiler.load import load_config
+from llamaswap.compiler.load import check_scheduling_policy, load_config
 from llamaswap.compiler.resolve import resolve_matrix
 from llamaswap.compiler.source import Pos, YMap
 
@@ -36,6 +36,11 @@ class CompileOptions:
     expand_budget: int = DEFAULT_EXPAND_BUDGET
     precompute_budget: int = DEFAULT_PRECOMPUTE_BUDGET
     env: Mapping[str, str] = field(default_factory=dict)
+    # Checks `routing.scheduler.policy` (name, options) and returns None when the policy can
+    # be made, else (option or None, message, hint or None). The compiler cannot know the
+    # installed policies (entry points); the CLI passes runtime.policies.check_policy.
+    # None: only the shape is checked.
+    policy_check: Callable[[str, Mapping[str, Any]], tuple[str | None, str, str | None] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     loaded = load_config(text, file, options.env)
     report = Reporter(file)
     report.diagnostics.extend(loaded.diagnostics)
+    report.diagnostics.extend(check_scheduling_policy(loaded, options.policy_check))
     config = loaded.config
     models = tuple(sorted(config.models)) if config else ()
     sets: tuple[SetEntry, ...] = ()

@@ -30,7 +30,8 @@ from llamaswap.runtime.logs import HubHandler, LogHub
 from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
 from llamaswap.runtime.router import Rejected, Router
-from llamaswap.runtime.settings import effective_unload_timeout, health_check_timeout, scheduler_settings
+from llamaswap.runtime.settings import (effective_unload_timeout, health_check_timeout, scheduler_settings,
+                                        scheduling_policy)
 from llamaswap.runtime.upstream import UpstreamClient
 
 logger = logging.getLogger("llamaswap.serve")
@@ -99,7 +100,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[PROCESSES] = processes
     app[METRICS].bind(processes, None)  # type: ignore[arg-type]
     observer = AppObserver(app[DECISIONS], app[METRICS])
-    router = Router(plan.policy, scheduler_settings(plan), processes, observer=observer)
+    router = Router(plan.policy, scheduler_settings(plan), processes, observer=observer,
+                    scheduling=scheduling_policy(plan))
     app[METRICS].bind(processes, router)
     app[ROUTER] = router
     await router.start()

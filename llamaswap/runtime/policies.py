@@ -35,6 +35,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from llamaswap.compiler.decision import Decision
+from llamaswap.compiler.suggest import did_you_mean
 from llamaswap.runtime.scheduler import FifoPolicy, SchedulingPolicy
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ __all__ = [
     "PolicyOptionError",
     "available",
     "make_policy",
-    "validate_policy",
+    "check_policy",
 ]
 
 ENTRY_POINT_GROUP = "llamaswap.policies"
@@ -172,10 +173,7 @@ def make_policy(name: str, options: Mapping[str, Any] | None = None) -> Scheduli
     if factory is None:
         ep = _entry_points().get(name)
         if ep is None:
-            import difflib
-
-            close = difflib.get_close_matches(name, available(), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
+            hint = did_you_mean(name, available()) or (
                 f"built-in: {', '.join(sorted(BUILTIN))}; others install an entry point in the "
                 f"{ENTRY_POINT_GROUP!r} group")
             raise PolicyError(f"unknown scheduling policy {name!r} (available: {', '.join(available())})",
@@ -192,11 +190,8 @@ def make_policy(name: str, options: Mapping[str, Any] | None = None) -> Scheduli
     if known is not None:
         for key in sorted(options):
             if key not in known:
-                import difflib
-
-                close = difflib.get_close_matches(key, known, n=1)
                 raise PolicyOptionError(f"policy {name!r} has no option {key!r} (options: {', '.join(known)})", key,
-                                        hint=f"did you mean {close[0]!r}?" if close else None)
+                                        hint=did_you_mean(key, known, fold=True))
     try:
         policy = factory(**options)
     except PolicyError:
@@ -210,7 +205,12 @@ def make_policy(name: str, options: Mapping[str, Any] | None = None) -> Scheduli
     return policy
 
 
-def validate_policy(name: str, options: Mapping[str, Any] | None = None) -> None:
-    """Raise PolicyError when `name` with `options` cannot be made."""
-    make_policy(name, options)
+def check_policy(name: str, options: Mapping[str, Any]) -> tuple[str | None, str, str | None] | None:
+    """None when `name` with `options` can be made, else (option, message, hint): the
+    compiler's `CompileOptions.policy_check`, which locates the problem in the config."""
+    try:
+        make_policy(name, options)
+    except PolicyError as exc:
+        return exc.option, str(exc), exc.hint
+    return None
 

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.processes import ModelProcess, ProcessState, StartError, StateChanged
-from llamaswap.runtime.scheduler import Admission, ModelState, Scheduler, SchedulerSettings
+from llamaswap.runtime.scheduler import Admission, ModelState, Scheduler, SchedulerSettings, SchedulingPolicy
 
 logger = logging.getLogger("llamaswap.router")
 
@@ -293,13 +293,15 @@ class Router:
     """Owns the scheduler; the HTTP layer talks to it through tickets and a few commands."""
 
     def __init__(self, policy: EvictionPolicy, settings: SchedulerSettings,
-                 processes: Mapping[str, ModelProcess], *, observer: Observer | None = None) -> None:
+                 processes: Mapping[str, ModelProcess], *, observer: Observer | None = None,
+                 scheduling: SchedulingPolicy | None = None) -> None:
         self.policy = policy
         self.settings = settings
         self.processes = dict(processes)
         self._tickets: dict[int, Ticket] = {}
         self._effects = _Recorder(self._tickets)
-        self.scheduler = Scheduler(policy, settings, self._effects)
+        # The scheduling policy (FIFO when None): the same objects `plan --trace` runs.
+        self.scheduler = Scheduler(policy, settings, self._effects, scheduling=scheduling)
         self._observer: Observer = observer if observer is not None else _Unobserved()
         # The owner's inbox: a deque plus one future to wake the owner when it is idle
         # (cheaper than asyncio.Queue on the proxy's hot path: two events per request).

@@ -820,6 +820,13 @@ class Scheduler:
 
     def _finish(self, now: float) -> None:
         self._refresh_protection(now)
+        guard = self._protected
+        if guard is not None and guard.model in self._holds and not self._shutting_down:
+            # Bounded waiting overrides a hold: the protected request goes now if it can.
+            del self._holds[guard.model]
+            self._held.add(guard.model)
+            self._drain(now)
+            self._refresh_protection(now)
         if self._holds or self._held:
             # A hold lasts while requests for its target are queued.
             queued = {r.model for r in self._queue}

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime.scheduler import DEFAULT_MAX_WAIT, DEFAULT_UNLOAD_TIMEOUT, SchedulerSettings
+from llamaswap.runtime.scheduler import DEFAULT_MAX_WAIT, DEFAULT_UNLOAD_TIMEOUT, SchedulerSettings, SchedulingPolicy
 
 _UNSET = object()
 
@@ -70,3 +70,17 @@ def stall_timeout(plan: Plan) -> float:
     if configured is not None:
         return float(configured)
     return 2 * health_check_timeout(plan) + 30.0
+
+
+def scheduling_policy(plan: Plan, name: str | None = None) -> SchedulingPolicy:
+    """A fresh scheduling policy for a plan: `routing.scheduler.policy` (or `name`, with no
+    options). Raises runtime.policies.PolicyError when it cannot be made (the CLI's compile
+    already reported that as LS219)."""
+    from llamaswap.runtime.policies import make_policy
+
+    c = plan.config
+    assert c is not None
+    if name is not None:
+        return make_policy(name, c.routing.scheduler.policy_options if name == c.routing.scheduler.policy_name
+                           else {})
+    return make_policy(c.routing.scheduler.policy_name or "fifo", c.routing.scheduler.policy_options)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings, SchedulingPolicy
 
-__all__ = ["KEEP", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
+__all__ = ["KEEP", "compare_table", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
 
 KEEP: Any = object()  # simulate(max_wait_override=KEEP): use the settings' max_wait
 _DIGITS = 6  # virtual times are rounded to microseconds in the output
@@ -290,3 +290,16 @@ def _report(ordered: list[TraceRequest], world: _World, verbose: bool) -> dict:
             per_request.append(entry)
         out["per_request"] = per_request
     return out
+
+
+def compare_table(results: Mapping[str, dict], load_times: Mapping[str, float],
+                  default_load_time: float = 1.0) -> dict[str, dict]:
+    """The side-by-side summary of `plan --trace --compare`: per policy (in the given order)
+    swaps, load-seconds (each load at its load time), waits, makespan and rejections."""
+    rows = {}
+    for name, result in results.items():
+        load_seconds = sum(n * load_times.get(m, default_load_time) for m, n in result["loads"].items())
+        rows[name] = {"swaps": result["swaps"], "load_seconds": round(load_seconds, _DIGITS),
+                      "wait": dict(result["wait"]), "makespan": result["makespan"],
+                      "rejected": result.get("rejected", 0), "loads": dict(result["loads"])}
+    return rows

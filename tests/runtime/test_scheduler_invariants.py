@@ -23,6 +23,7 @@ LLAMASWAP_HYPOTHESIS_EXAMPLES=3000 runs a random, longer session (see tests/supp
 from __future__ import annotations
 
 from collections import Counter
+from typing import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -34,7 +35,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings
+from llamaswap.runtime.policies import BUILTIN, make_policy
+from llamaswap.runtime.scheduler import FifoPolicy, Scheduler, SchedulerSettings, SchedulingPolicy
 from support.fuzz import examples
 from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
@@ -74,6 +76,10 @@ def configs(draw):
 
 
 class SchedulerMachine(RuleBasedStateMachine):
+    # The scheduling policy under test: (name, options) for runtime.policies.make_policy, or
+    # a factory.
+    scheduling: tuple[str, dict] | Callable[[], SchedulingPolicy] = ("fifo", {})
+
     def __init__(self) -> None:
         super().__init__()
         self.ready_to_run = False
@@ -84,7 +90,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def setup(self, config):
         self.policy, self.settings = config
         self.models = self.settings.models
-        self.s = Scheduler(self.policy, self.settings, self)
+        self.s = Scheduler(self.policy, self.settings, self, scheduling=make_policy(*self.scheduling) if isinstance(self.scheduling, tuple) else self.scheduling())
         self.now = 0.0
         self.world = {m: "stopped" for m in self.models}
         self.swaps: dict[str, dict] = {}  # outstanding swaps: model -> {decision, detached}
@@ -324,6 +330,9 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self._finish_stop(sorted(self.stop_calls)[0])
             elif serving:
                 self._finish_serve(serving[0])
+            elif self.s.queued() and self.s.holds():  # a policy holds victims: let time run out
+                self.now = max(self.now, self.s.next_deadline())
+                self.call(self.s.tick, self.now)
             else:
                 break
         assert not self.pending, f"(b) requests without an outcome: {sorted(self.pending)}"
@@ -335,3 +344,28 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 SchedulerMachine.TestCase.settings = SETTINGS
 TestSchedulerInvariants = SchedulerMachine.TestCase
+
+
+# The same invariants for every shipped scheduling policy: with its defaults, and (for `hold`)
+# tuned to hold as often as the short random histories allow.
+class _HoldsEverything(FifoPolicy):
+    """Not shipped: holds every eviction 0.5-1.5 s (re-asked, it moves the deadline), so the
+    hold machinery (deadlines, re-asks, release, bounded waiting over holds) runs all the time."""
+
+    name = "holds-everything"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def hold(self, scheduler, target, decision, now):
+        self.asked += 1
+        return now + (0.5, 1.5, 1.0)[self.asked % 3]
+
+
+POLICIES: dict = {name: (name, {}) for name in BUILTIN if name != "fifo"}
+POLICIES["hold-eager"] = ("hold", {"min_history": 1, "quantile": 1.0, "budget": 3.0, "load_time": 2.0})
+POLICIES["holds-everything"] = _HoldsEverything
+for _label, _spec in POLICIES.items():
+    _machine = type(f"SchedulerMachine_{_label}", (SchedulerMachine,), {"scheduling": _spec})
+    _machine.TestCase.settings = SETTINGS
+    globals()[f"TestSchedulerInvariants_{_label.replace('-', '_')}"] = _machine.TestCase

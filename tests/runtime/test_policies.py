@@ -1,0 +1,354 @@
+"""Scheduling policies: the interface, holds, the config key, entry points and `--compare`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llamaswap.cli import cli
+from llamaswap.compiler.plan import CompileOptions, compile_text
+from llamaswap.runtime.policies import HoldPolicy, PolicyError, PolicyOptionError, check_policy, make_policy
+from llamaswap.runtime.scheduler import Admission, FifoPolicy, ModelState, Scheduler, SchedulerSettings
+from llamaswap.runtime.simulate import TraceRequest, simulate
+from support.policies import RecordingEffects, StubPolicy
+
+EXCLUSIVE = {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
+
+
+class FixedHold(FifoPolicy):
+    """Holds every eviction for `seconds`, and records what it is told."""
+
+    name = "fixed"
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self.seconds = seconds
+        self.seen: list[tuple] = []
+
+    def hold(self, scheduler, target, decision, now):
+        self.seen.append(("hold", target, decision.evict, now))
+        return self.seen_start(target, now) + self.seconds
+
+    def seen_start(self, target, now):
+        return next(e[3] for e in self.seen if e[0] == "hold" and e[1] == target)
+
+    def on_request(self, model, now):
+        self.seen.append(("request", model, now))
+
+    def on_swap_started(self, decision, now):
+        self.seen.append(("swap_started", decision.target, decision.evict, now))
+        self.seen = [e for e in self.seen if not (e[0] == "hold" and e[1] == decision.target)]
+
+    def on_swap_done(self, model, started, now, ok):
+        self.seen.append(("swap_done", model, started, now, ok))
+
+    def on_serve_done(self, model, now):
+        self.seen.append(("serve_done", model, now))
+
+
+def make(scheduling=None, **settings):
+    effects = RecordingEffects()
+    s = Scheduler(StubPolicy(EXCLUSIVE), SchedulerSettings(("a", "b", "c"), **settings), effects,
+                  scheduling=scheduling)
+    return s, effects
+
+
+def warm_a(s, eff):
+    s.request("w", "a", 0)
+    s.swap_done("a", 1)
+    s.serve_done("w", 2)
+    eff.clear()
+
+
+# --- the interface in the scheduler ---------------------------------------------------------
+
+
+def test_default_is_fifo_and_fifo_never_holds():
+    s, eff = make(max_wait=None)
+    assert s.scheduling.name == "fifo" and isinstance(s.scheduling, FifoPolicy)
+    warm_a(s, eff)
+    assert s.request(1, "b", 3) is Admission.WAITING
+    assert [c[0] for c in eff.calls] == ["start_swap"] and s.holds() == {}
+
+
+def test_a_hold_keeps_the_idle_victim_serving_until_its_deadline():
+    policy = FixedHold(5.0)
+    s, eff = make(policy, max_wait=None)
+    warm_a(s, eff)
+    assert s.request(1, "b", 3) is Admission.QUEUED  # held: a stays
+    assert s.holds() == {"b": 8.0} and s.next_deadline() == 8.0
+    assert s.state("a") is ModelState.READY
+    assert s.request(2, "a", 4) is Admission.GRANTED  # the victim still serves, fast path
+    s.serve_done(2, 6)
+    assert s.queued() == (1,)  # re-asked on the drain: still held (same deadline)
+    s.tick(7.9)
+    assert s.queued() == (1,) and not any(c[0] == "start_swap" for c in eff.calls)
+    s.tick(8.0)
+    assert s.queued() == () and s.swaps() == ("b",) and s.holds() == {}
+    assert [c for c in eff.calls if c[0] == "start_swap"][0][1] == "b"
+    s.swap_done("b", 10)
+    kinds = [e[0] for e in policy.seen]
+    assert kinds.count("request") == 3 and "serve_done" in kinds
+    assert ("swap_started", "b", ("a",), 8.0) in policy.seen
+    assert ("swap_done", "b", 8.0, 10, True) in policy.seen
+
+
+def test_a_spent_hold_is_not_renewed_while_the_target_waits():
+    class Always(FixedHold):
+        def hold(self, scheduler, target, decision, now):
+            self.seen.append(("hold", target, decision.evict, now))
+            return now + self.seconds  # would hold forever if asked again and again
+
+    s, eff = make(Always(2.0), max_wait=None)
+    warm_a(s, eff)
+    s.request(1, "b", 3)
+    s.request(2, "a", 4)  # a busy at the deadline
+    s.tick(5.0)  # ran out (re-asked only when b is retried, and it was not: a's grant was the fast path)
+    s.tick(6.0)
+    assert s.queued() == (1,) and s.holds() == {}  # spent; blocked by a's request in flight
+    s.serve_done(2, 7)
+    assert s.swaps() == ("b",)  # starts at once: not held again
+
+
+def test_the_protected_request_is_never_held():
+    s, eff = make(FixedHold(100.0), max_wait=2)
+    warm_a(s, eff)
+    assert s.request(1, "b", 3) is Admission.QUEUED
+    assert s.next_deadline() == 5.0  # max_wait comes first
+    s.tick(5.0)
+    assert s.protected is None and s.swaps() == ("b",)
+
+
+def test_holds_end_when_nothing_waits_for_the_target():
+    s, eff = make(FixedHold(5.0), max_wait=None)
+    warm_a(s, eff)
+    s.request(1, "b", 3)
+    assert s.cancel(1, 4)
+    assert s.holds() == {} and s.next_deadline() is None
+
+
+def test_a_policy_that_chooses_victims_is_asked():
+    class Chooser(FifoPolicy):
+        name = "chooser"
+        chooses_victims = True
+
+        def __init__(self):
+            self.asked = []
+
+        def choose(self, eviction, decision, now):
+            self.asked.append((decision.target, decision.evict, now))
+            return decision
+
+    policy = Chooser()
+    s, eff = make(policy, max_wait=None)
+    warm_a(s, eff)
+    s.request(1, "b", 3)
+    assert policy.asked == [("a", (), 0), ("b", ("a",), 3)]
+
+
+# --- the shipped policies ---------------------------------------------------------------------
+
+
+def test_make_policy_builtins_and_errors():
+    assert isinstance(make_policy("fifo"), FifoPolicy)
+    hold = make_policy("hold", {"budget": 0.5})
+    assert isinstance(hold, HoldPolicy) and hold.budget == 0.5
+    assert make_policy("hold") is not make_policy("hold")  # fresh objects: they learn
+    with pytest.raises(PolicyError, match="unknown scheduling policy 'hodl'") as exc:
+        make_policy("hodl")
+    assert exc.value.hint == "did you mean 'hold'?"
+    with pytest.raises(PolicyOptionError) as exc:
+        make_policy("hold", {"budgte": 1})
+    assert exc.value.option == "budgte" and exc.value.hint == "did you mean 'budget'?"
+    with pytest.raises(PolicyOptionError, match="'quantile' must be between 0 and 1"):
+        make_policy("hold", {"quantile": 2})
+    with pytest.raises(PolicyOptionError, match="takes no options"):
+        make_policy("fifo", {"x": 1})
+    assert check_policy("hold", {}) is None
+    assert check_policy("hold", {"budget": "x"}) == ("budget", "option 'budget' must be a number, not 'x'", None)
+
+
+def test_hold_learns_return_gaps_and_load_times():
+    p = HoldPolicy(quantile=0.5, min_history=2, load_time=7)
+    assert p.hot_for("a", 0) == 0.0 and p.load_time_of("a") == 7
+    for t in (0, 2, 4, 6):
+        p.on_request("a", t)
+    assert p.hot_for("a", 6) == 2.0 and p.hot_for("a", 7.5) == 0.5 and p.hot_for("a", 9) == 0.0
+    p.on_swap_done("a", 10, 14, True)
+    assert p.load_time_of("a") == 4
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+FAKE = "llamaswap fake-upstream --port ${PORT}"
+BASE = f"models:\n  a: {{cmd: \"{FAKE}\"}}\n  b: {{cmd: \"{FAKE}\"}}\n"
+
+
+def compiled(extra: str):
+    return compile_text(BASE + extra, "c.yaml", CompileOptions(policy_check=check_policy))
+
+
+def errors(plan):
+    return [(d.code, d.line, d.column, d.message, d.hint) for d in plan.diagnostics if d.severity.value == "error"]
+
+
+def test_config_names_a_policy_with_options():
+    plan = compiled("routing:\n  scheduler:\n    policy: {use: hold, budget: 0.5}\n")
+    assert plan.ok, plan.diagnostics
+    assert plan.config.routing.scheduler.policy_name == "hold"
+    assert plan.config.routing.scheduler.policy_options == {"budget": 0.5}
+    assert compiled("routing: {scheduler: {policy: hold}}\n").ok
+    assert compile_text(BASE, "c.yaml").config.routing.scheduler.policy_name == "fifo"
+
+
+def test_config_policy_errors_are_located():
+    assert errors(compiled("routing:\n  scheduler:\n    policy: hodl\n")) == [
+        ("LS219", 6, 13, "routing.scheduler.policy: unknown scheduling policy 'hodl' (available: fifo, hold)",
+         "did you mean 'hold'?")]
+    assert errors(compiled("routing:\n  scheduler:\n    policy:\n      use: hold\n      budgte: 2\n")) == [
+        ("LS219", 8, 7, "routing.scheduler.policy: policy 'hold' has no option 'budgte' (options: budget, "
+         "quantile, min_history, history, load_time)", "did you mean 'budget'?")]
+    assert errors(compiled("routing:\n  scheduler:\n    policy: {use: hold, budget: -1}\n"))[0][:3] == (
+        "LS219", 6, 25)
+    assert errors(compiled("routing:\n  scheduler:\n    policy: {budget: 1}\n"))[0][3] == (
+        "routing.scheduler.policy.use must name a scheduling policy")
+    # Without a checker (library use) only the shape is checked.
+    assert compile_text(BASE + "routing: {scheduler: {policy: hodl}}\n", "c.yaml").ok
+
+
+# --- plan --trace --compare -------------------------------------------------------------------
+
+CONFIG = BASE.replace("  b:", "  b:") + "groups:\n  g: {swap: true, exclusive: true, members: [a, b]}\n"
+
+
+def trace_lines():
+    # a's bursts, interrupted by a single b: FIFO evicts a, then loads it back.
+    lines = []
+    for burst in range(6):
+        t0 = burst * 100.0
+        for i in range(6):
+            lines.append({"at": t0 + 3 * i, "model": "a", "duration": 2})
+        lines.append({"at": t0 + 7.5, "model": "b", "duration": 1})
+    return [json.dumps(x) for x in lines]
+
+
+def write(tmp_path: Path, config: str = CONFIG) -> tuple[Path, Path]:
+    (tmp_path / "c.yaml").write_text(config)
+    (tmp_path / "t.jsonl").write_text("\n".join(trace_lines()) + "\n")
+    return tmp_path / "c.yaml", tmp_path / "t.jsonl"
+
+
+def test_compare_prints_the_policies_side_by_side(tmp_path):
+    c, t = write(tmp_path)
+    args = ["plan", str(c), "--trace", str(t), "--load-time", "a=10", "--load-time", "b=2",
+            "--compare", "fifo,hold"]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert first.output == again.output  # deterministic
+    lines = first.output.splitlines()
+    assert lines[0] == f"42 requests in {t}"
+    assert lines[1].split() == ["policy", "swaps", "load-s", "p50", "p95", "max", "mean", "makespan", "rejected"]
+    assert [line.split()[0] for line in lines[2:4]] == ["fifo", "hold"]
+    data = json.loads(CliRunner().invoke(cli, args + ["--format", "json"], catch_exceptions=False).output)
+    assert list(data["policies"]) == ["fifo", "hold"]
+    plain = json.loads(CliRunner().invoke(cli, args[:-2] + ["--format", "json"], catch_exceptions=False).output)
+    fifo = data["policies"]["fifo"]
+    assert fifo["swaps"] == plain["swaps"] and fifo["wait"] == plain["wait"]  # the same run as plan --trace
+    assert fifo["load_seconds"] == 10 * plain["loads"]["a"] + 2 * plain["loads"]["b"]
+    hold = data["policies"]["hold"]
+    assert hold["swaps"] < fifo["swaps"]  # here a is always back before b is even loaded
+
+
+def test_compare_rejects_unknown_policies(tmp_path):
+    c, t = write(tmp_path)
+    r = CliRunner().invoke(cli, ["plan", str(c), "--trace", str(t), "--compare", "fifo,hodl"])
+    assert r.exit_code == 2 and "unknown scheduling policy 'hodl'" in r.output and "did you mean 'hold'?" in r.output
+    r = CliRunner().invoke(cli, ["plan", str(c), "--all", "--compare", "fifo"])
+    assert r.exit_code == 2 and "go with --trace" in r.output
+
+
+def test_plan_trace_runs_the_configured_policy(tmp_path):
+    c, t = write(tmp_path, CONFIG + "routing: {scheduler: {policy: hold}}\n")
+    args = ["plan", str(c), "--trace", str(t), "--load-time", "a=10", "--load-time", "b=2", "--format", "json"]
+    configured = json.loads(CliRunner().invoke(cli, args, catch_exceptions=False).output)
+    compared = json.loads(CliRunner().invoke(cli, args + ["--compare", "hold"], catch_exceptions=False).output)
+    assert configured["swaps"] == compared["policies"]["hold"]["swaps"]
+
+
+def test_simulate_with_a_policy_object():
+    reqs = [TraceRequest(0, "a", 1), TraceRequest(2, "b", 1)]
+    out = simulate(StubPolicy(EXCLUSIVE), SchedulerSettings(("a", "b", "c")), reqs, {}, 1.0,
+                   scheduling=FixedHold(3.0))
+    assert out["wait"]["max"] == 4.0  # b held from 2 to 5, then loads for 1 s
+
+
+# --- an external policy through the entry point ------------------------------------------------
+
+PLUGIN = '''
+from llamaswap.runtime.scheduler import FifoPolicy
+
+
+class Patient(FifoPolicy):
+    """Waits `seconds` before every eviction."""
+
+    name = "patient"
+    OPTIONS = ("seconds",)
+
+    def __init__(self, seconds=1.0):
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self.seconds = seconds
+        self.since = {}
+
+    def hold(self, scheduler, target, decision, now):
+        return self.since.setdefault(target, now) + self.seconds
+
+    def on_swap_started(self, decision, now):
+        self.since.pop(decision.target, None)
+'''
+
+
+def install_plugin(root: Path) -> dict[str, str]:
+    """A distribution `patient-policy` (a module and its dist-info) in `root`, found through
+    PYTHONPATH: importlib.metadata sees its entry point, nothing is installed in the venv."""
+    (root / "patient_policy.py").write_text(PLUGIN)
+    info = root / "patient_policy-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: patient-policy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[llamaswap.policies]\npatient = patient_policy:Patient\n")
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
+def run(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "llamaswap", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_an_entry_point_policy_is_found_configured_and_run(tmp_path):
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    env = install_plugin(plugin)
+    c, t = write(tmp_path, CONFIG + "routing:\n  scheduler:\n    policy: {use: patient, seconds: 4}\n")
+    r = run(["compile", str(c)], env, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(["plan", str(c), "--trace", str(t), "--compare", "fifo,patient", "--format", "json"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["policies"]
+    assert list(rows) == ["fifo", "patient"]
+    # Every b waits 4 s of hold before its swap: the plugin really ran.
+    assert rows["patient"]["wait"]["max"] >= rows["fifo"]["wait"]["max"] + 4 - 1e-6
+    bad = c.with_name("bad.yaml")
+    bad.write_text(CONFIG + "routing:\n  scheduler:\n    policy: {use: patient, seconds: -1}\n")
+    r = run(["compile", str(bad)], env, tmp_path)
+    assert r.returncode == 1 and "bad.yaml:8:19" in r.stdout + r.stderr
+    assert "seconds must be >= 0" in r.stdout + r.stderr
+    # Without the plugin on the path the name is unknown, and said so at its place.
+    r = run(["compile", str(c)], {k: v for k, v in env.items() if k != "PYTHONPATH"}, tmp_path)
+    assert r.returncode == 1 and "unknown scheduling policy 'patient'" in r.stdout + r.stderr
