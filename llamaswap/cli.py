@@ -527,25 +527,21 @@ def serve_cmd(config: str | None, listen: tuple[str, int], log_level: str | None
     if not plan.ok:
         print_diagnostics(plan, "text", err=True)
         raise Fail(f"{config}: the config has errors; not serving")
-    level = (log_level or (plan.config.log_level if plan.config else "info")).upper()
+    # llama-swap reads an unknown logLevel as info (compile warns about it, LS412).
+    level = (log_level or (plan.config.log_level if plan.config else "info")).strip().upper()
+    if level not in ("DEBUG", "INFO", "WARN", "ERROR"):
+        level = "INFO"
     logging.basicConfig(level={"WARN": "WARNING"}.get(level, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def announce(bound_host: str, bound_port: int) -> None:
-        shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
-        url = f"http://{shown}:{bound_port}"
+        from llamaswap.runtime.banner import banner
+
         what = "the built-in demo config" if config is None else config
-        click.echo(f"llamaswap {__version__} serving {what} on {url} "
-                   f"({len(plan.models)} models, {plan.engine} engine, {loops.loop_name()})")
-        if bound_host not in ("127.0.0.1", "localhost", "::1"):
-            click.echo(f"note: listening on {bound_host}: reachable from other hosts", err=True)
-        example = "chat-small" if config is None else plan.models[0]
-        click.echo("try:")
-        click.echo(f"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
-                   f"-d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", "
-                   f"\"content\": \"hello\"}}]}}'")
-        click.echo(f"  curl -s {url}/v1/models")
-        click.echo("stop with Ctrl-C", err=True)
+        prefer = "chat-small" if config is None else None  # the demo's small chat model
+        for line, to_err in banner(plan, what, bound_host, bound_port, loops.loop_name(), __version__,
+                                   prefer=prefer):
+            click.echo(line, err=to_err)
         sys.stdout.flush()
 
     try:

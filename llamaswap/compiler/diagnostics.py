@@ -59,7 +59,7 @@ CODES: dict[str, str] = {
     "LS219": "unknown or invalid scheduling policy",
     # LS3xx: config schema
     "LS300": "YAML syntax error",
-    "LS301": "unknown key",
+    "LS301": "unknown key (no longer emitted: unknown keys are LS408 warnings)",
     "LS302": "wrong type",
     "LS303": "invalid value",
     "LS304": "duplicate key",
@@ -71,6 +71,9 @@ CODES: dict[str, str] = {
     "LS310": "invalid proxy URL",
     "LS311": "invalid API key",
     "LS313": "alias or model ID conflict",
+    "LS314": "invalid profile",
+    "LS315": "invalid selector",
+    "LS316": "invalid peer",
     # LS4xx: lints, warnings, info
     "LS400": "key recognised but not implemented by llamaswap",
     "LS401": "model in no set runs alone",
@@ -80,6 +83,11 @@ CODES: dict[str, str] = {
     "LS405": "duplicate sets",
     "LS406": "preload entry dropped",
     "LS407": "deprecated or ignored key",
+    "LS408": "unknown key (llama-swap ignores it)",
+    "LS409": "llama-swap key in the wrong place",
+    "LS410": "listen address in the config (a command-line flag)",
+    "LS411": "model that cannot start as written",
+    "LS412": "value llama-swap accepts but reads differently",
     "LS450": "set kept symbolic (too large to expand)",
 }
 

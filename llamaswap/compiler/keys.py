@@ -1,10 +1,13 @@
 """Keys: every config key llama-swap knows, and whether llamaswap implements it.
 
-The check walks the located tree before anything else. Three outcomes per key:
+The check walks the located tree before anything else. Outcomes per key:
 - implemented: nothing to say;
 - known to llama-swap but not implemented by llamaswap (or ignored by llama-swap itself):
   a warning (LS400/LS407) that says so, and the key has no effect;
-- unknown to everyone: an error (LS301) with a "did you mean" hint.
+- unknown here: llama-swap ignores it, so it is a warning, never an error (`compile --strict`
+  makes it one): LS408 with a "did you mean" hint, LS409 when it is a llama-swap key that
+  belongs somewhere else (top-level `ttl`, a model's `tools`), LS410 for the listen address
+  (`listen`, `host`, `port`), which is a command-line flag.
 
 Invariant: the schema below is data; adding a key is a one-line change.
 """
@@ -14,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
-from llamaswap.compiler.source import YMap, YNode, YSeq
-from llamaswap.compiler.suggest import did_you_mean
+from llamaswap.compiler.source import YMap, YNode, YScalar, YSeq
+from llamaswap.compiler.suggest import closest
 
 # Top-level keys with this prefix are ignored (docker compose's convention for extension
 # fields), so a config can hold YAML anchors somewhere without tripping the unknown-key check.
@@ -142,11 +145,115 @@ TOP = _map({
 
 
 def check_keys(root: YNode | None, file: str) -> list[Diagnostic]:
-    """Report unknown keys (errors) and known-but-inert keys (warnings) under `root`."""
+    """Report unknown, misplaced and known-but-inert keys under `root` (all warnings)."""
     report = Reporter(file)
     if isinstance(root, YMap):
         _check_map(root, TOP, "", report)
     return report.diagnostics
+
+
+# Keys people write at the top level for the listen address: command-line flags in
+# llama-swap (-listen) and llamaswap (--listen), ignored in a config file.
+LISTEN_KEYS = frozenset({"listen", "host", "port", "address", "bind", "listenAddress", "listen_address"})
+
+# Mistakes seen in real configs that similarity alone does not catch: (where, key) -> advice.
+ADVICE: dict[tuple[str, str], str] = {
+    ("group", "models"): "did you mean 'members'? A group lists its models under members",
+    ("group", "model"): "did you mean 'members'? A group lists its models under members",
+    ("top", "ttl"): "set ttl per model (models.<id>.ttl), or globalTTL for every model",
+    ("top", "defaultTTL"): "did you mean 'globalTTL'?",
+    ("model", "unload"): "llama-swap unloads after ttl seconds idle (models.<id>.ttl); unloadTimeout is the stop "
+                         "grace period",
+}
+
+
+def _walk(schema: Key, where: str, out: dict[str, list[str]]) -> None:
+    if schema.free:
+        return
+    if schema.each is not None:
+        _walk(schema.each, f"{where}.<id>" if where else "<id>", out)
+        return
+    if schema.items is not None:
+        _walk(schema.items, f"{where}[]", out)
+    for name, child in (schema.children or {}).items():
+        path = f"{where}.{name}" if where else name
+        out.setdefault(name, []).append(path)
+        _walk(child, path, out)
+
+
+_KNOWN_AT: dict[str, list[str]] = {}
+
+
+def known_at(name: str) -> list[str]:
+    """Every schema path where `name` is a key (`models.<id>.ttl`, ...)."""
+    if not _KNOWN_AT:
+        _walk(TOP, "", _KNOWN_AT)
+    return _KNOWN_AT.get(name, [])
+
+
+def _norm(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _kind(path: str) -> str:
+    """What kind of mapping `path` is: top, model, group or other."""
+    parts = path.split(".")
+    if not path:
+        return "top"
+    if len(parts) == 2 and parts[0] == "models":
+        return "model"
+    if (len(parts) == 2 and parts[0] == "groups") or (
+            len(parts) == 5 and parts[:4] == ["routing", "router", "settings", "groups"]):
+        return "group"
+    return "other"
+
+
+def _unknown_key(name: str, path: str, known: list[str], children: dict[str, Key], k: YScalar, v: YNode,
+                 report: Reporter) -> None:
+    """LS408/LS409/LS410: a key llama-swap ignores here, with the most useful hint."""
+    child_path = f"{path}.{name}" if path else name
+    where = f"'{path}'" if path else "the top level"
+    kind = _kind(path)
+    code = "LS408"
+    message = f"unknown key '{name}' in {where}; llama-swap ignores it"
+    advice = ADVICE.get((kind, name))
+    close = closest(name, known, fold=True)
+    known_at("")
+    elsewhere = [p for p in known_at(name) if p.rsplit(".", 1)[0] != path]
+    misplaced = (f"'{name}' is not a key of {where} (llama-swap knows it at {elsewhere[0]}); llama-swap "
+                 "ignores it here") if elsewhere else message
+    if kind == "top" and name in LISTEN_KEYS:
+        code = "LS410"
+        message = (f"'{name}' is not a config key: the listen address is a command-line flag, and llama-swap "
+                   "ignores it here")
+        hint = ("start with  llamaswap serve CONFIG --listen 0.0.0.0:8080  (llama-swap's form, -listen :8080, "
+                "works too)")
+    elif advice is not None:
+        if elsewhere and not advice.startswith("did you mean"):
+            code, message = "LS409", misplaced
+        hint = advice
+    elif close is not None and _norm(close) == _norm(name):
+        hint = f"did you mean '{close}'? (keys are case-sensitive)"
+        if close == "healthCheckTimeout" and kind == "model":
+            hint = ("did you mean 'healthCheckTimeout'? It is a top-level key: llama-swap uses one health check "
+                    "timeout for every model")
+    elif elsewhere:
+        code, message = "LS409", misplaced
+        hint = f"move it to {elsewhere[0]}"
+    elif close is not None:
+        hint = f"did you mean '{close}'?"
+    else:
+        folded = [p for n, ps in _KNOWN_AT.items() if _norm(n) == _norm(name) for p in ps]
+        if folded:
+            code, hint = "LS409", f"did you mean {folded[0]}?"
+        elif kind == "model":
+            hint = "to keep your own data with a model, put it under metadata (shown in /v1/models)"
+        elif kind == "top" and isinstance(v, (YMap, YSeq)):
+            hint = (f"if it only holds YAML anchors, name it 'x-{name}': llamaswap does not warn about x- keys; "
+                    f"known keys here: {', '.join(known)}")
+        else:
+            hint = f"known keys here: {', '.join(known)}"
+    report.warning(code, message, k.pos, child_path, hint=hint, length=max(1, len(name)))
 
 
 def _check_map(node: YMap, schema: Key, path: str, report: Reporter) -> None:
@@ -165,10 +272,7 @@ def _check_map(node: YMap, schema: Key, path: str, report: Reporter) -> None:
         if spec is None and not path and name.startswith(EXTENSION_PREFIX):
             continue  # an extension field: a place to keep YAML anchors (`x-base: &base ...`)
         if spec is None:
-            where = f"'{path}'" if path else "the top level"
-            hint = did_you_mean(name, known, fold=True) or f"known keys here: {', '.join(known)}"
-            report.error("LS301", f"unknown key '{name}' in {where}", k.pos, child_path, hint=hint,
-                         length=max(1, len(name)))
+            _unknown_key(name, path, known, children, k, v, report)
             continue
         if spec.status in (UNIMPLEMENTED, IGNORED):
             code = "LS400" if spec.status == UNIMPLEMENTED else "LS407"

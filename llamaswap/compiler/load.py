@@ -11,6 +11,7 @@ default so later checks still run and one run reports every problem.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -18,16 +19,23 @@ from urllib.parse import urlsplit
 from llamaswap.compiler.commands import CommandError, split_command
 from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
 from llamaswap.compiler.diagnostics import Diagnostic
+from llamaswap.compiler.goyaml import coerce
 from llamaswap.compiler.group import DEFAULT_GROUP, Group
 from llamaswap.compiler.keys import TOP, Key, check_keys
 from llamaswap.compiler.macros import expand_macros
-from llamaswap.compiler.source import (Document, PathReporter, Pos, YMap, YScalar, YSeq, load_document, node_at,
-                                       to_python)
+from llamaswap.compiler.source import (Document, PathReporter, Pos, YMap, YScalar, YSeq, format_path, load_document,
+                                       node_at, to_python)
 from llamaswap.compiler.suggest import LOOSE, did_you_mean
 from llamaswap.compiler.validate import validate_config
+from llamaswap.compiler.virtual import go_url_error
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
+# logTimeFormat names llama-swap knows (Go time layouts); anything else means no timestamp.
+LOG_TIME_FORMATS = ("ansic", "unixdate", "rubydate", "rfc822", "rfc822z", "rfc850", "rfc1123", "rfc1123z",
+                    "rfc3339", "rfc3339nano", "kitchen", "stamp", "stampmilli", "stampmicro", "stampnano")
+MODALITIES = ("text", "audio", "image")
+MIN_HEALTH_CHECK_TIMEOUT = 15
 
 
 @dataclass
@@ -76,7 +84,11 @@ def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
     ck.diagnostics.extend(doc.diagnostics)
     if root is None:
         if not doc.diagnostics:
-            ck.error("LS303", "the config is empty", Pos(1, 1), hint="define at least one model under 'models'")
+            # llama-swap starts on an empty file, with every default and no models.
+            ck.warning("LS303", "the config is empty: serving it lists no models", Pos(1, 1),
+                       hint="define models under 'models'")
+            loaded.config = Config.model_validate({})
+            loaded.groups = (Group(DEFAULT_GROUP, True, True, False, ()),)
         return loaded
     if not isinstance(root, YMap):
         ck.error("LS302", "the config must be a mapping of keys to values", root.pos)
@@ -89,9 +101,19 @@ def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
 
     for model_id, port in loaded.ports.items():
         if port > 65535:
-            ck.error_at("LS303", f"model {model_id}: ${{PORT}} would be {port}, above 65535", ("models", model_id),
-                        key=True, hint="lower startPort: ports are allocated one per model that uses ${PORT}")
+            ck.warning_at("LS411", f"model {model_id}: ${{PORT}} would be {port}, above 65535: it cannot start",
+                          ("models", model_id), key=True,
+                          hint="lower startPort: ports are allocated one per model that uses ${PORT}")
     data = _drop_nulls(to_python(root), TOP)
+    for model_id in _null_models(root):
+        # llama-swap decodes a model whose value is null as an empty model: no cmd, no proxy.
+        data["models"][model_id] = {"proxy": ""}
+        ck.warning_at("LS411", f"model {model_id} has no settings: it is listed, and requests for it fail "
+                               "(there is no cmd to start)", ("models", model_id), key=True,
+                      hint="give it a cmd (and a proxy if the server is not on ${PORT}), or remove it")
+    data, notes = coerce(data, Config)
+    for loc, note in notes:
+        ck.warning_at("LS412", f"'{format_path(loc)}': {note}", loc)
     config = validate_config(data, ck)
     loaded.config = config
     _check_scalars(config, ck)
@@ -106,24 +128,41 @@ def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
     return loaded
 
 
+def _null_models(root: YMap) -> list[str]:
+    models = root.get("models")
+    if not isinstance(models, YMap):
+        return []
+    return [str(k.value) for k, v in models.items if isinstance(v, YScalar) and v.value is None]
+
+
 def _check_scalars(c: Config, ck: PathReporter) -> None:
-    if c.log_level not in LOG_LEVELS:
-        ck.error_at("LS303", f"logLevel must be one of: {', '.join(LOG_LEVELS)}", ("logLevel",),
-                    hint=did_you_mean(c.log_level, LOG_LEVELS, cutoff=LOOSE))
+    if c.log_level.strip().lower() not in LOG_LEVELS:
+        ck.warning_at("LS412", f"logLevel {c.log_level!r} is not one of: {', '.join(LOG_LEVELS)}; it is read as "
+                               "info", ("logLevel",), hint=did_you_mean(c.log_level, LOG_LEVELS, cutoff=LOOSE))
+    if c.log_time_format and c.log_time_format.strip().lower() not in LOG_TIME_FORMATS:
+        ck.warning_at("LS412", f"logTimeFormat {c.log_time_format!r} is not a known format name; log lines get no "
+                               "timestamp", ("logTimeFormat",),
+                      hint=did_you_mean(c.log_time_format.lower(), LOG_TIME_FORMATS, cutoff=LOOSE)
+                      or f"use one of: {', '.join(LOG_TIME_FORMATS)} (names, not Go layouts)")
+    _check_blocks(c, ck)
     if c.log_to_stdout not in LOG_TO_STDOUT:
         ck.error_at("LS303", "logToStdout must be one of: proxy, upstream, both, none", ("logToStdout",),
                     hint=did_you_mean(c.log_to_stdout, LOG_TO_STDOUT, cutoff=LOOSE))
     if c.start_port < 1:
         ck.error_at("LS303", "startPort must be greater than 1", ("startPort",))
     if c.start_port > 65535:
-        ck.error_at("LS303", "startPort must be a TCP port (at most 65535)", ("startPort",))
+        ck.warning_at("LS411", "startPort is above 65535: every model that uses ${PORT} fails to start",
+                      ("startPort",), hint="ports are allocated one per model from startPort")
     if c.global_ttl < 0:
         ck.error_at("LS303", "globalTTL must be >= 0", ("globalTTL",), hint="0 means never unload")
     if c.unload_timeout < 0:
         ck.error_at("LS303", "unloadTimeout must be >= 0", ("unloadTimeout",), hint="0 means the default, 10 s")
-    if c.health_check_timeout < 0:
-        ck.error_at("LS303", "healthCheckTimeout must be >= 0", ("healthCheckTimeout",),
-                    hint="seconds to wait for the health check; values below 1 become 1")
+    if c.health_check_timeout < MIN_HEALTH_CHECK_TIMEOUT:
+        ck.warning_at("LS412", f"healthCheckTimeout {c.health_check_timeout}: llama-swap waits at least "
+                               f"{MIN_HEALTH_CHECK_TIMEOUT} s for a model to become ready; llamaswap waits "
+                               f"{max(1, c.health_check_timeout)} s", ("healthCheckTimeout",),
+                      hint="seconds to wait for the health check; values below 1 become 1 "
+                           f"(below {MIN_HEALTH_CHECK_TIMEOUT} in llama-swap)")
     for i, key in enumerate(c.api_keys):
         if key == "":
             ck.error_at("LS311", "empty api key found in apiKeys", ("apiKeys", i))
@@ -176,44 +215,60 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
             ck.error_at("LS303", f"model {model_id}: invalid unloadTimeout value {m.unload_timeout}",
                         base + ("unloadTimeout",))
         if m.concurrency_limit < 0:
-            ck.error_at("LS303", f"model {model_id}: concurrencyLimit must be >= 0", base + ("concurrencyLimit",),
-                        hint="0 means the default of 10")
+            ck.warning_at("LS412", f"model {model_id}: concurrencyLimit {m.concurrency_limit} is read as the "
+                                   "default, 10", base + ("concurrencyLimit",), hint="0 means the default of 10")
+        caps = m.capabilities
+        for side, values in (("in", caps.in_), ("out", caps.out)):
+            for i, modality in enumerate(values):
+                if modality not in MODALITIES:
+                    ck.error_at("LS303", f"model {model_id}: capabilities.{side}: invalid modality {modality!r}, "
+                                         "must be one of: text, audio, image", base + ("capabilities", side, i),
+                                hint=did_you_mean(modality, MODALITIES, cutoff=LOOSE))
+        if caps.context < 0:
+            ck.error_at("LS303", f"model {model_id}: capabilities.context: must be >= 0",
+                        base + ("capabilities", "context"), hint="the context length in tokens; 0 = not given")
+        model_node, _ = node_at(ck.root, base)
+        null_model = isinstance(model_node, YScalar) and model_node.value is None
         cmd_node, cmd_key = node_at(ck.root, base + ("cmd",))
         if cmd_key is None or cmd_key.value != "cmd":
             cmd_node = None
         if not m.cmd.strip():
-            # A cmd of the wrong type was reported already (LS302) and dropped.
-            if not (isinstance(cmd_node, YScalar) and cmd_node.value is not None
-                    and not isinstance(cmd_node.value, str)) and not isinstance(cmd_node, (YMap, YSeq)):
-                ck.error_at("LS303", f"model {model_id}: cmd is required", base, key=True,
-                            hint="the command that starts this model's server, e.g. llama-server --port ${PORT} "
-                                 "-m ...")
+            # A cmd of the wrong type was reported already (LS302) and dropped; a default proxy
+            # without a cmd for its ${PORT} too (LS308); a null model has its own warning.
+            wrong = (isinstance(cmd_node, YScalar) and cmd_node.value is not None
+                     and not isinstance(cmd_node.value, str)) or isinstance(cmd_node, (YMap, YSeq))
+            if not wrong and "${PORT}" not in m.proxy and not null_model:
+                ck.warning_at("LS411", f"model {model_id} has no cmd: it is listed, and requests for it fail (there "
+                                       "is nothing to start)", base, key=True,
+                              hint="llama-swap loads such a model too and fails when it is requested; give it the "
+                                   "command that starts its server, e.g. llama-server --port ${PORT} -m ...")
         else:
             try:
                 split_command(m.cmd)
             except CommandError as exc:
-                ck.error_at("LS303", f"model {model_id}: {exc}", base + ("cmd",),
-                            hint="cmd is split like a shell would; check the quotes")
+                ck.warning_at("LS411", f"model {model_id}: {exc}: requests for it fail when it starts",
+                              base + ("cmd",), hint="cmd is split like a shell would; check the quotes")
         if m.cmd_stop.strip():
             try:
                 split_command(m.cmd_stop)
             except CommandError as exc:
-                ck.error_at("LS303", f"model {model_id}: cmdStop: {exc}", base + ("cmdStop",))
-        if "${PORT}" not in m.proxy:
+                ck.warning_at("LS411", f"model {model_id}: cmdStop: {exc}: it is stopped with SIGTERM instead",
+                              base + ("cmdStop",))
+        if "${PORT}" not in m.proxy and m.proxy != "":
+            why = go_url_error(m.proxy)
             parts = urlsplit(m.proxy)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                ck.error_at("LS310", f"model {model_id}: invalid proxy URL: {m.proxy!r}", base + ("proxy",),
+            if why is not None:
+                ck.error_at("LS310", f"model {model_id}: invalid proxy URL: {why}", base + ("proxy",),
                             hint="write a base URL such as http://127.0.0.1:8080")
-            else:
-                try:
-                    parts.port
-                except ValueError:
-                    ck.error_at("LS310", f"model {model_id}: invalid proxy URL: bad port in {m.proxy!r}",
-                                base + ("proxy",))
+            elif parts.scheme not in ("http", "https") or not parts.netloc or not _port_ok(parts):
+                ck.warning_at("LS412", f"model {model_id}: proxy {m.proxy!r} is not an http(s)://host:port URL: "
+                                       "requests for it fail", base + ("proxy",),
+                              hint="write a base URL such as http://127.0.0.1:8080 (llama-swap accepts it too, and "
+                                   "fails the same way)")
         for i, entry in enumerate(m.env):
             if "=" not in entry or entry.startswith("="):
-                ck.error_at("LS303", f"model {model_id}: env entry {entry!r} must look like NAME=value",
-                            base + ("env", i))
+                ck.warning_at("LS412", f"model {model_id}: env entry {entry!r} is not NAME=value; it is passed as "
+                                       "is and sets nothing", base + ("env", i), hint="write NAME=value")
 
 
 def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) -> None:
@@ -397,3 +452,73 @@ def _check_preload(c: Config, loaded: Loaded, ck: PathReporter) -> None:
             out.append(real)
     loaded.preload = tuple(out)
 
+
+
+def _port_ok(parts: Any) -> bool:
+    try:
+        parts.port
+    except ValueError:
+        return False
+    return True
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def go_duration(text: str) -> float | None:
+    """Seconds for a Go duration string (`5s`, `1m30s`, `500ms`); None when Go refuses it."""
+    t = text.strip()
+    sign = -1.0 if t.startswith("-") else 1.0
+    t = t.lstrip("+-")
+    if t == "0":
+        return 0.0
+    if not t:
+        return None
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(t):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total if pos == len(t) else None
+
+
+def _check_blocks(c: Config, ck: PathReporter) -> None:
+    """performance, store and upstream: the checks llama-swap makes when it decodes them."""
+    every = c.performance.every
+    if isinstance(every, str):
+        seconds = go_duration(every)
+        if seconds is None:
+            ck.error_at("LS302", f"performance.every: {every!r} is not a duration", ("performance", "every"),
+                        hint="write it like 5s, 30s or 1m")
+        elif seconds < 5:
+            ck.error_at("LS303", f"performance: every must be at least 5s, got {every.strip()}",
+                        ("performance", "every"), hint="hardware is polled at most every 5 s")
+    elif every != 0:
+        ck.error_at("LS302", f"performance.every: the number {every} is not a duration", ("performance", "every"),
+                    hint=f"write the unit: {every}s")
+    if c.store is not None and c.store.path.strip() == "":
+        ck.error_at("LS303", "store.path must not be empty", ("store", "path"),
+                    hint="the SQLite file for the activity store, e.g. /var/lib/llama-swap/activity.db")
+    for i, pattern in enumerate(c.upstream.ignore_paths):
+        why = _regex_error(pattern)
+        if why is not None:
+            ck.error_at("LS303", f"upstream.ignorePaths: invalid regular expression {pattern!r}: {why}",
+                        ("upstream", "ignorePaths", i),
+                        hint="a regular expression (RE2 syntax) matched against the path")
+
+
+def _regex_error(pattern: str) -> str | None:
+    """Why Go's regexp (RE2) refuses `pattern` (approximated with Python's re, which is wider:
+    look-arounds and back-references are refused here as RE2 refuses them)."""
+    if re.search(r"\(\?(?:=|!|<=|<!)", pattern):
+        return "look-around is not supported (RE2 syntax)"
+    if re.search(r"\\[1-9]", pattern):
+        return "back-references are not supported (RE2 syntax)"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    return None

@@ -249,8 +249,10 @@ class _Pass:
             cmd_has_port = isinstance(cmd, YScalar) and isinstance(cmd.value, str) and "${PORT}" in cmd.value
             proxy_has_port = (isinstance(proxy, YScalar) and isinstance(proxy.value, str)
                               and "${PORT}" in proxy.value)
-            # A cmd of the wrong type, or none at all, has its own error; ${PORT} is moot.
-            cmd_wrong_type = not isinstance(cmd, YScalar) or not isinstance(cmd.value, str) or not cmd.value.strip()
+            # A cmd of the wrong type has its own error; ${PORT} is moot. No cmd at all is fine for
+            # llama-swap only with a proxy that needs no ${PORT} (the default proxy does).
+            cmd_wrong_type = cmd is not None and not (isinstance(cmd, YScalar) and (
+                cmd.value is None or isinstance(cmd.value, str)))
             if proxy_has_port and not cmd_has_port and not cmd_wrong_type:
                 assert isinstance(proxy, YScalar)
                 explicit = not (proxy.rewritten and proxy.pos == mk.pos)
@@ -262,6 +264,8 @@ class _Pass:
                     at, f"{mpath}.proxy",
                     hint=("put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
                           if explicit else
+                          "a model without cmd needs a proxy with its server's URL (e.g. http://192.168.1.10:8080)"
+                          if cmd is None or not str(cmd.value or "").strip() else
                           "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
                           "proxy to the server's URL"),
                     length=len(model_id) if not explicit else len("${PORT}"),

@@ -11,7 +11,7 @@ deterministic (sorted keys, solver order, no timestamps, paths as given).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Callable, Mapping
 
@@ -26,6 +26,7 @@ from llamaswap.compiler.lints import lint_matrix
 from llamaswap.compiler.load import check_scheduling_policy, load_config
 from llamaswap.compiler.resolve import resolve_matrix
 from llamaswap.compiler.source import Pos, YMap
+from llamaswap.compiler.virtual import Virtual, check_virtual
 
 PLAN_SCHEMA = "llamaswap.plan/1"
 DEFAULT_PRECOMPUTE_BUDGET = 250_000  # (running state, target) entries in the decision table
@@ -58,6 +59,7 @@ class Plan:
     priority: Mapping[str, int]
     diagnostics: tuple[Diagnostic, ...]
     options: CompileOptions = field(default_factory=CompileOptions)
+    virtual: Virtual = field(default_factory=Virtual)  # peers, selectors, profiles
 
     @property
     def ok(self) -> bool:
@@ -170,7 +172,7 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         model_pos = _model_positions(loaded.doc.root)
         report.diagnostics.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets,
                                               config.models, model_pos))
-    return Plan(
+    plan = Plan(
         file=file,
         engine=loaded.engine,
         models=models,
@@ -185,6 +187,33 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         diagnostics=sort_diagnostics(report.diagnostics),
         options=options,
     )
+    root = loaded.doc.root
+    if not isinstance(root, YMap) or config is None:
+        return plan
+    virtual, vdiags = check_virtual(root, file, config.models, loaded.aliases,
+                                    lambda targets: _why_apart(plan, targets))
+    if not vdiags and not virtual.peers and not virtual.selectors and not virtual.profiles:
+        return plan
+    return replace(plan, virtual=virtual, diagnostics=sort_diagnostics([*plan.diagnostics, *vdiags]))
+
+
+def _why_apart(plan: Plan, targets: tuple[str, ...]) -> str | None:
+    """Why spillover targets can never run together (llama-swap's rule), or None."""
+    if plan.engine == "matrix":
+        if not plan.ok:
+            return None  # the matrix has its own errors; judged once it compiles
+        policy = MatrixPolicy(plan.models, [(s.name, s.dsl, s.expr) for s in plan.sets], dict(plan.evict_costs))
+        d = policy.decide(targets[0], tuple(sorted(set(targets[1:]))))
+        return None if not d.evict else "targets must all appear together in one expanded matrix set"
+    group_of = {m: g for g in plan.groups for m in g.members}
+    first = group_of.get(targets[0])
+    if first is None:
+        return f"target {targets[0]!r} is not in a routing group"
+    if first.swap:
+        return "spillover targets must share a group with swap: false"
+    if any(group_of.get(t) is not first for t in targets[1:]):
+        return "spillover targets must share one routing group"
+    return None
 
 
 def _distinct_text(s: SetEntry) -> str:

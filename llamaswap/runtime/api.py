@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from llamaswap.runtime.keys import DECISIONS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES, ROUTER, STARTED
+from llamaswap.runtime.listing import model_records
 from llamaswap.runtime.observe import health as health_check
 from llamaswap.runtime.processes import ProcessState
 from llamaswap.runtime.proxy import error_response
@@ -28,33 +29,12 @@ from llamaswap.runtime.settings import effective_ttl, stall_timeout
 
 async def list_models(request: web.Request) -> web.Response:
     plan = request.app[PLAN]
-    c = plan.config
-    assert c is not None
     procs = request.app[PROCESSES]
-    created = int(request.app[STARTED])
-    data = []
-    for mid in plan.models:
-        m = c.models[mid]
-        if m.unlisted:
-            continue
-        state = procs[mid].state
-        record: dict[str, Any] = {
-            "id": mid, "object": "model", "created": created, "owned_by": "llama-swap",
-            "meta": {"llamaswap": {**m.metadata, "type": "model",
-                                   "aliases": sorted(a for a, r in plan.aliases.items() if r == mid)}},
-            "status": {"value": "unloaded" if state is ProcessState.STOPPED else "loaded"},
-        }
-        if m.name:
-            record["name"] = m.name
-        if m.description:
-            record["description"] = m.description
-        data.append(record)
-        if c.include_aliases_in_list:
-            for alias in sorted(a for a, r in plan.aliases.items() if r == mid):
-                alias_record = dict(record, id=alias)
-                alias_record["meta"] = {"llamaswap": {**m.metadata, "type": "alias", "aliases": []}}
-                data.append(alias_record)
-    data.sort(key=lambda r: r["id"])
+    data = model_records(
+        plan, int(request.app[STARTED]),
+        loaded=lambda m: procs[m].state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN),
+        active=lambda m: procs[m].state in (ProcessState.STARTING, ProcessState.READY),
+    )
     headers = {}
     if "Origin" in request.headers:
         headers["Access-Control-Allow-Origin"] = request.headers["Origin"]

@@ -478,7 +478,9 @@ class ModelProcess:
         try:
             argv = split_command(self.spec.cmd)
         except CommandError as exc:
-            self._fail(self._start_waiters, self._error(str(exc), "command"))
+            why = (f"model {self.spec.model} has no cmd: there is nothing to start" if str(exc) == "empty command"
+                   else f"model {self.spec.model}: {exc}")
+            self._fail(self._start_waiters, self._error(why, "command"))
             return
         run = self._run = _Run(first_log_seq=self.log.next_seq)
         self._set_state(ProcessState.STARTING, shlex.join(argv))

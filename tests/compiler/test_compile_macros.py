@@ -296,13 +296,13 @@ def test_set_params_by_id_keys_expand_macros_and_become_aliases():
     assert plan.aliases == {"gpt:high": "gpt"}
 
 
-def test_ports_past_65535_are_errors():
+def test_ports_past_65535_warn():
     text = f"""\
     startPort: 65535
     models:
       a: {{cmd: "{FAKE} --port ${{PORT}}"}}
       b: {{cmd: "{FAKE} --port ${{PORT}}"}}
     """
-    d = one(compile_yaml(text), "LS303")
-    assert d.message == "model b: ${PORT} would be 65536, above 65535"
+    d = one(compile_yaml(text), "LS411")
+    assert d.message == "model b: ${PORT} would be 65536, above 65535: it cannot start"
     assert at(d) == locate(text, "b:")

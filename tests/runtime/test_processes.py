@@ -233,7 +233,7 @@ def test_command_and_spawn_errors():
         empty = ModelProcess(make_spec("  # only a comment\n\n"), on_state_change=rec)
         with pytest.raises(StartError) as info:
             await empty.ensure_ready()
-        assert (info.value.kind, str(info.value)) == ("command", "empty command")
+        assert (info.value.kind, str(info.value)) == ("command", "model m has no cmd: there is nothing to start")
         assert rec.events == [] and empty.state is S.STOPPED
 
         missing = ModelProcess(make_spec("/nonexistent/llama-server --port 1"),
