@@ -18,7 +18,7 @@ Invariants of a Decision:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 # The rules a Decision names (`Decision.rule`); the groups engine words its own rules.
 RULE_RUNNING = "already running"
@@ -58,7 +58,7 @@ class Decision:
     candidates: tuple[Candidate, ...] | None = None
 
     def to_json(self, request: str | None = None) -> dict:
-        out = {
+        out: dict[str, Any] = {
             "request": request if request is not None else self.target,
             "model": self.target,
             "running": list(self.running),

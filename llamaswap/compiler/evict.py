@@ -23,14 +23,29 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from llamaswap.compiler.decision import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Candidate, Decision, DecisionTable
+from llamaswap.compiler.decision import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Candidate, Decision, DecisionTable, State
 from llamaswap.compiler.group import Group
 from llamaswap.compiler.solve import SymbolicSolver
 
 MEMO_SIZE = 4096
 
 
-class MatrixPolicy:
+class _Tabled:
+    """The precomputed-table slot both policies share: setting it refreshes the row index."""
+
+    _rows: dict[str, dict[State, Decision]]
+
+    @property
+    def table(self) -> DecisionTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: DecisionTable | None) -> None:
+        self._table = table
+        self._rows = table.rows if table is not None else {}
+
+
+class MatrixPolicy(_Tabled):
     engine = "matrix"
 
     def __init__(self, models: Sequence[str], sets: Sequence[tuple[str, str, object]],
@@ -52,15 +67,6 @@ class MatrixPolicy:
 
     def cost_of(self, model: str) -> int:
         return self.evict_costs.get(model, 1)
-
-    @property
-    def table(self) -> DecisionTable | None:
-        return self._table
-
-    @table.setter
-    def table(self, table: DecisionTable | None) -> None:
-        self._table = table
-        self._rows = table.rows if table is not None else {}
 
     def _known(self, target: str, run: tuple[str, ...]) -> Decision | None:
         """A decision already made for (target, run): from the table, else from the memo."""
@@ -130,7 +136,7 @@ class MatrixPolicy:
                         RULE_CHEAPEST, candidates)
 
 
-class GroupPolicy:
+class GroupPolicy(_Tabled):
     engine = "group"
 
     def __init__(self, models: Sequence[str], groups: Sequence[Group]):
@@ -141,8 +147,6 @@ class GroupPolicy:
             for m in g.members:
                 self.group_of[m] = g
         self.table = None
-
-    table = MatrixPolicy.table
 
     def decide(self, target: str, running: Iterable[str], explain: bool = False) -> Decision:
         if not explain:

@@ -36,7 +36,7 @@ by size then names), which is the order every renderer prints.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 
@@ -139,7 +139,7 @@ def _new_graph(plan: "Plan", view: str, directed: bool, notes: list[str], multi:
 def _add_models(g: nx.Graph, plan: "Plan") -> None:
     group_of = {m: grp.name for grp in plan.groups for m in grp.members}
     for m in plan.models:
-        attrs = {
+        attrs: dict[str, Any] = {
             "kind": "model",
             "model": m,
             "aliases": sorted(a for a, real in plan.aliases.items() if real == m),
@@ -401,8 +401,8 @@ def _matrix_sets_graph(plan: "Plan") -> nx.DiGraph:
     g = _new_graph(plan, "sets", directed=True, notes=notes)
     where: dict[frozenset[str], list[str]] = {}
     for s in plan.sets:
-        for combo in s.combinations or ():
-            names = where.setdefault(frozenset(combo), [])
+        for members in s.combinations or ():
+            names = where.setdefault(frozenset(members), [])
             if s.name not in names:
                 names.append(s.name)
     combos = maximal(list(where))

@@ -14,7 +14,7 @@ set could invalidate (LS401, LS403, LS404) stay silent until every set compiles.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from llamaswap.compiler.ast import And, Leaf, Node, Ref, quote_id
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
@@ -59,7 +59,7 @@ def sharing_models(table: Iterable[SetEntry]) -> set[str]:
 
 
 def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[SetEntry, ...],
-                models: dict[str, object], model_pos: dict[str, Pos]) -> list[Diagnostic]:
+                models: Mapping[str, object], model_pos: dict[str, Pos]) -> list[Diagnostic]:
     report = Reporter(file)
 
     in_sets: set[str] = set()

@@ -175,7 +175,7 @@ def _build_aliases(c: Config, ck: PathReporter) -> dict[str, str]:
     for model_id in sorted(c.models):
         m = c.models[model_id]
         for i, alias in enumerate(m.alias_ids()):
-            loc = ("models", model_id, "aliases", i)
+            loc: tuple[Any, ...] = ("models", model_id, "aliases", i)
             if alias in aliases:
                 ck.error_at("LS309", f"duplicate alias {alias} found in model: {model_id}", loc,
                             hint=f"'{alias}' is already an alias of '{aliases[alias]}'; aliases are unique across "

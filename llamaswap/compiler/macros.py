@@ -158,8 +158,8 @@ class _Pass:
                                   v.position_of(v.value.index(f"${{{name}}}")), kpath, length=len(name) + 3)
                 bad = True
             if not bad:
-                out.append((name, v.value))
                 assert isinstance(v, YScalar)
+                out.append((name, v.value))
                 self.last_nodes[name] = (kpath, v)
         return out
 

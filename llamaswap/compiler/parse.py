@@ -58,10 +58,15 @@ def _valid_ident_char(c: str) -> bool:
     return cat.startswith("L") or cat == "Nd"
 
 
+def _span(tok: Token) -> tuple[int, int]:
+    assert tok.start_pos is not None and tok.end_pos is not None  # lark's lexer always sets them
+    return tok.start_pos, tok.end_pos
+
+
 class _ToAst(Transformer):
     def name(self, items: list[Token]) -> Node:
         tok = items[0]
-        return Name(str(tok), False, tok.start_pos, tok.end_pos)
+        return Name(str(tok), False, *_span(tok))
 
     def quoted(self, items: list[Token]) -> Node:
         tok = items[0]
@@ -75,11 +80,11 @@ class _ToAst(Transformer):
             else:
                 text.append(raw[i])
                 i += 1
-        return Name("".join(text), True, tok.start_pos, tok.end_pos)
+        return Name("".join(text), True, *_span(tok))
 
     def ref(self, items: list[Token]) -> Node:
         tok = items[0]
-        return Ref(str(tok)[1:], tok.start_pos, tok.end_pos)
+        return Ref(str(tok)[1:], *_span(tok))
 
     def and_expr(self, items: list[Node]) -> Node:
         return And(tuple(items), items[0].start, items[-1].end)
@@ -120,6 +125,7 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         tree = sets_parser().parse(dsl)
     except UnexpectedCharacters as exc:
         pos = exc.pos_in_stream
+        assert pos is not None  # always set for UnexpectedCharacters
         ch = dsl[pos] if 0 <= pos < len(dsl) else ""
         if ch == "+":
             return SyntaxProblem("LS102", f"tokenize: expected set name after '+' at position {pos}", pos,

@@ -154,9 +154,9 @@ def build_matrix_table(policy: MatrixPolicy, sets: Sequence["SetEntry"], states:
                 best_cost = 0
                 for kept, group in groups:
                     for p in group:
-                        ci = first.get(p | tb)
-                        if ci is not None and (best_ci < 0 or ci < best_ci):
-                            best_ci = ci
+                        hit = first.get(p | tb)
+                        if hit is not None and (best_ci < 0 or hit < best_ci):
+                            best_ci = hit
                     if best_ci >= 0:
                         best_cost = total - kept
                         break

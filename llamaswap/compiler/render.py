@@ -136,7 +136,7 @@ def node_link(g: nx.Graph) -> dict[str, Any]:
     try:
         return nx.node_link_data(g, edges="edges")
     except TypeError:  # networkx < 3.4 names the keyword `link`
-        return nx.node_link_data(g, link="edges")  # type: ignore[call-arg]
+        return nx.node_link_data(g, link="edges")
 
 
 def load_node_link(data: dict[str, Any]) -> nx.Graph:
@@ -144,7 +144,7 @@ def load_node_link(data: dict[str, Any]) -> nx.Graph:
     try:
         return nx.node_link_graph(data, edges="edges")
     except TypeError:  # networkx < 3.4
-        return nx.node_link_graph(data, link="edges")  # type: ignore[call-arg]
+        return nx.node_link_graph(data, link="edges")
 
 
 def render_json(g: nx.Graph) -> str:

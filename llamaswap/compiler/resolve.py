@@ -180,7 +180,7 @@ class _Resolver:
         order: list[str] = []
         if node is None or (isinstance(node, YScalar) and node.value is None) or (
                 isinstance(node, YMap) and not node.items):
-            pos = self.block.key_node("sets").pos if self.block.key_node("sets") else self.block.pos
+            pos = key.pos if (key := self.block.key_node("sets")) else self.block.pos
             self.report.error("LS200", "matrix must define at least one set", pos, f"{self.path}.sets",
                               hint='add e.g. sets: {standard: "a & b"}')
             return defs, where, broken, order
@@ -329,7 +329,7 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
     for name in reversed(list(nx.topological_sort(graph.subgraph(set(order) - in_cycle)))):
         if any(dep in bad for dep in graph.successors(name)):
             bad.add(name)
-    solver: list[str] = []
+    solver = []
     seen: set[str] = set()
 
     # Iterative, so a long chain of references cannot exhaust Python's recursion limit.

@@ -150,7 +150,8 @@ class SymbolicSolver:
                     low = rel & -rel
                     bits.append(low)
                     rel ^= low
-                bits.sort(key=node.pos.__getitem__)  # type: ignore[union-attr]
+                assert node.pos is not None  # every LEAF_OR node carries pos
+                bits.sort(key=node.pos.__getitem__)
             else:
                 bits = [rel]
             out = [(b, b, costs[b.bit_length() - 1] if b & running else 0) for b in bits]

@@ -244,9 +244,9 @@ class _PyComposer(yaml.SafeLoader):
 
 # libyaml's parser when PyYAML has it (several times faster); marks are character indices
 # into the text either way.
-_Composer: type = _PyComposer
+_Composer: type[yaml.SafeLoader | yaml.CSafeLoader] = _PyComposer
 if getattr(yaml, "__with_libyaml__", False):
-    class _CComposer(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+    class _CComposer(yaml.CSafeLoader):
         """CSafeLoader whose scalars resolve with the YAML 1.2 core schema."""
 
     _Composer = _CComposer
@@ -300,10 +300,10 @@ def _convert(node: Node, report: Reporter, path: str, depth: int = 0, text: str 
             value = _typed_scalar(node)
         return YScalar(value, pos, end, node.style or None, node.tag, raw=raw)
     if isinstance(node, SequenceNode):
-        items = [
+        children = [
             _convert(child, report, f"{path}[{i}]", depth + 1, text) for i, child in enumerate(node.value)
         ]
-        return YSeq(items, pos, end)
+        return YSeq(children, pos, end)
     if isinstance(node, MappingNode):
         own_keys = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from llamaswap.compiler.config import Config
 from llamaswap.compiler.source import PathReporter, format_path
@@ -78,7 +79,7 @@ def validate_config(data: dict, report: PathReporter) -> Config:
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
         # One report per value: a union gives one error per member type.
-        by_loc: dict[tuple[Any, ...], list[dict]] = {}
+        by_loc: dict[tuple[Any, ...], list[ErrorDetails]] = {}
         for err in errors:
             by_loc.setdefault(_user_loc(data, tuple(err["loc"])), []).append(err)
         # When one member of a union got further (`{name: x}` as an alias object missing
@@ -97,7 +98,7 @@ def validate_config(data: dict, report: PathReporter) -> Config:
     return Config.model_validate({"models": {}})
 
 
-def _report(loc: tuple[Any, ...], errs: list[dict], report: PathReporter) -> None:
+def _report(loc: tuple[Any, ...], errs: list[ErrorDetails], report: PathReporter) -> None:
     first = errs[0]
     value = first.get("input")
     if first["type"] == "missing":
