@@ -36,7 +36,7 @@ class Fail(click.ClickException):
 
     def __init__(self, message: str = "", code: int = EXIT_FAIL):
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click's stubs make exit_code a ClassVar; ours is per instance
 
     def show(self, file=None) -> None:
         if self.message:

@@ -199,5 +199,5 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
 
 async def end_log_streams(app: web.Application) -> None:
     """on_shutdown: end every live log stream, so none holds the exit up."""
-    for closing in list(app[LOG_STREAMS]):
+    for closing in app[LOG_STREAMS].copy():
         closing.set()

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
@@ -207,7 +208,7 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) 
     last_position: int | None = None
     shown_seconds = 0
     while not ticket.outcome.done():
-        waiter = asyncio.ensure_future(ticket.position_changed())
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.position_changed())
         try:
             await asyncio.wait([ticket.outcome, waiter], timeout=LOADING_TICK,
                                return_when=asyncio.FIRST_COMPLETED)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import AsyncIterator, Callable
+from typing import AsyncGenerator, Callable
 
 # Listener failures are reported where they were before logs had a module of their own.
 logger = logging.getLogger("llamaswap.process")
@@ -69,7 +69,7 @@ class LogBuffer:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    async def follow(self, history: bool = True, max_queue: int = 1000) -> AsyncIterator[str]:
+    async def follow(self, history: bool = True, max_queue: int = 1000) -> AsyncGenerator[str, None]:
         """History (optionally), then new lines as they come. A slow reader loses the
         oldest queued lines rather than growing memory."""
         queue: asyncio.Queue[str] = asyncio.Queue(max_queue)

@@ -41,7 +41,7 @@ import shlex
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import aiohttp
 
@@ -313,7 +313,7 @@ class ModelProcess:
     # -- the owner -----------------------------------------------------------------------
 
     async def _own(self) -> None:
-        handlers = {
+        handlers: dict[type, Callable[[Any], None]] = {
             _EnsureReady: self._on_ensure_ready, _Stop: self._on_stop,
             _Spawned: self._on_spawned, _SpawnFailed: self._on_spawn_failed,
             _Healthy: self._on_healthy, _HealthTimedOut: self._on_health_timed_out,
@@ -335,7 +335,7 @@ class ModelProcess:
                 msg = self._inbox.get_nowait()
                 reply = getattr(msg, "reply", None)
                 if isinstance(msg, _EnsureReady):
-                    self._fail([reply], StartError("shutdown", model=self.spec.model,
+                    self._fail([msg.reply], StartError("shutdown", model=self.spec.model,
                                                    kind="shutdown"))
                 elif reply is not None and not reply.done():
                     reply.set_result(None)

@@ -436,7 +436,7 @@ class Scheduler:
         self._refresh_protection(now)
         swap = self._active.pop(model, None)
         live = swap is not None
-        if not live:
+        if swap is None:
             # Abandoned by unload/shutdown: only its evictions are news; the target's own
             # stop is reported by stop_done.
             swap = self._detached.pop(model, None)

@@ -102,7 +102,8 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
             await runner.cleanup()
             raise
         try:
-            sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+            # typeshed's AbstractServer lacks `sockets`; asyncio's and uvloop's servers have it.
+            sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
             bound_port = sockets[0].getsockname()[1] if sockets else port
             if not stop.is_set():
                 on_ready(host, bound_port)

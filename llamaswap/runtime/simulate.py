@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
-from llamaswap.runtime.scheduler import Scheduler, SchedulerSettings, SchedulingPolicy
+from llamaswap.runtime.scheduler import ReqId, Scheduler, SchedulerSettings, SchedulingPolicy
 
 __all__ = ["KEEP", "compare_table", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
 
@@ -99,6 +99,7 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
             if problems:
                 issues.extend(TraceIssue(number, p) for p in problems)
                 continue
+            assert at is not None and duration is not None and isinstance(model, str)  # no problems
             request = TraceRequest(at, model, duration, number)
         elif any(ch.isspace() for ch in text):
             issues.append(TraceIssue(number, f"a bare model name cannot contain spaces: {text!r}"))
@@ -164,17 +165,19 @@ class _World:
         took = (self.stop_time if decision.evict else 0.0) + self.load_times.get(model, self.default_load_time)
         self.schedule(self.now + took, "swap_done", model)
 
-    def grant(self, req_id: int, model: str) -> bool:
+    def grant(self, req_id: ReqId, model: str) -> bool:
+        assert isinstance(req_id, int)  # simulate() only issues int ids
         self.granted_at[req_id] = self.now
         self.served_order.append(model)
         self.schedule(self.now + self.requests[req_id].duration, "serve_done", req_id)
         return True
 
-    def reject(self, req_id: int, status: int, message: str, headers: Mapping[str, str]) -> None:
+    def reject(self, req_id: ReqId, status: int, message: str, headers: Mapping[str, str]) -> None:
+        assert isinstance(req_id, int)  # simulate() only issues int ids
         self.rejected[req_id] = (status, message)
         self.finished_at[req_id] = self.now
 
-    def queue_position(self, req_id: int, position: int) -> None:
+    def queue_position(self, req_id: ReqId, position: int) -> None:
         pass
 
     def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:

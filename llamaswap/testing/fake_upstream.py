@@ -311,7 +311,7 @@ async def embeddings(request: web.Request) -> web.Response:
         inputs = [inputs]
     if not isinstance(inputs, list):
         return _error(400, "input must be a string or a list")
-    dim = body.get("dimensions") if isinstance(body.get("dimensions"), int) else EMBEDDING_DIM
+    dim = dims if isinstance(dims := body.get("dimensions"), int) else EMBEDDING_DIM
     data = []
     for i, item in enumerate(inputs):
         vec = _embedding(item, dim)
