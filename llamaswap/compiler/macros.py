@@ -265,7 +265,7 @@ class _Pass:
                     hint=("put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
                           if explicit else
                           "a model without cmd needs a proxy with its server's URL (e.g. http://192.168.1.10:8080)"
-                          if cmd is None or not str(cmd.value or "").strip() else
+                          if not isinstance(cmd, YScalar) or not str(cmd.value or "").strip() else
                           "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
                           "proxy to the server's URL"),
                     length=len(model_id) if not explicit else len("${PORT}"),
