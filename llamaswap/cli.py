@@ -110,10 +110,12 @@ def print_diagnostics(plan: "Plan", fmt: str = "text", err: bool = True) -> None
     if fmt == "github":
         click.echo(render_github(plan.diagnostics), nl=False, err=err)
     else:
-        try:
-            sources = {plan.file: read_config(plan.file)}
-        except click.UsageError:
-            sources = {}
+        sources = {}
+        for file in dict.fromkeys([plan.file, *(d.file for d in plan.diagnostics)]):
+            try:
+                sources[file] = read_config(file)
+            except click.UsageError:
+                pass
         click.echo(render_text(plan.diagnostics, sources), nl=False, err=err)
 
 
@@ -502,31 +504,129 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, number
 
 
+def compile_sources(config: str | None, config_dir: str | None, expand_budget: int | None) -> "Plan":
+    """Compile `--config` and the `*.yml`/`*.yaml` files directly in `--config-dir` (sorted by
+    name), merged by llama-swap's rules; diagnostics point into the file each part came from."""
+    from dataclasses import replace
+
+    from llamaswap.compiler.diagnostics import sort_diagnostics
+    from llamaswap.compiler.merge import Source, merge_sources
+
+    if config_dir is None:
+        assert config is not None
+        return compile_config(config, expand_budget)
+    directory = Path(config_dir)
+    try:
+        names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name.endswith((".yml", ".yaml")))
+    except NotADirectoryError:
+        raise click.UsageError(f"-config-dir {config_dir}: not a directory") from None
+    except OSError as exc:
+        raise click.UsageError(f"-config-dir {config_dir}: {exc.strerror or exc}") from None
+    files = [str(directory / n) for n in names]
+    if config is not None:
+        mine = Path(config).resolve()
+        if any(Path(f).resolve() == mine for f in files):
+            raise click.UsageError(f"-config path {config} is also present in -config-dir {config_dir}; remove it "
+                                   "from one")
+        files.insert(0, config)
+    if not files:
+        raise click.UsageError(f"-config-dir {config_dir}: no *.yml or *.yaml files in it")
+    merged = merge_sources([Source(f, read_config(f)) for f in files])
+    label = files[0] if len(files) == 1 else f"{config_dir} ({len(files)} files merged)"
+    if merged.text is None:
+        from llamaswap.compiler.plan import Plan
+
+        return Plan(file=label, engine="group", models=(), config=None, aliases={}, ports={}, sets=(),
+                    evict_costs={}, groups=(), preload=(), priority={},
+                    diagnostics=sort_diagnostics(merged.diagnostics))
+    plan = compile_source(merged.text, label, expand_budget)
+    return replace(plan, diagnostics=sort_diagnostics([*merged.diagnostics,
+                                                       *(merged.locate(d) for d in plan.diagnostics)]))
+
+
+def version_line() -> str:
+    """llama-swap's `-version` line: `version: X (commit), built at DATE`."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    commit, date = "unknown", "unknown"
+    try:
+        out = subprocess.run(["git", "-C", str(here), "log", "-1", "--format=%h %cI"], capture_output=True,
+                             text=True, timeout=5, stdin=subprocess.DEVNULL)
+        if out.returncode == 0 and out.stdout.strip() and (here.parent / ".git").exists():
+            commit, date = out.stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"version: {__version__} ({commit}), built at {date}"
+
+
 @cli.command("serve")
-@click.argument("config", type=click.Path(dir_okay=False), required=False)  # none: the demo
-@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
-              callback=lambda ctx, param, value: parse_listen(value),
-              help="Address to listen on (port 0 picks a free one).")
+@click.argument("config_arg", metavar="[CONFIG]", type=click.Path(dir_okay=False), required=False)
+@click.option("--config", "config_opt", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The config file (llama-swap's -config; the same as CONFIG).")
+@click.option("--config-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also merge every *.yml/*.yaml file in DIR, in name order (llama-swap's -config-dir).")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              callback=lambda ctx, param, value: None if value is None else parse_listen(value),
+              help="Address to listen on; :PORT means every interface, port 0 picks a free one "
+                   "[default: 127.0.0.1:8080, 127.0.0.1:8443 with TLS].")
+@click.option("--tls-cert-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="TLS certificate (PEM); with --tls-key-file, serve HTTPS.")
+@click.option("--tls-key-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="TLS private key (PEM).")
+@click.option("--watch-config", is_flag=True, help="Reload when the config changes (accepted; not implemented "
+                                                    "yet: restart to reload).")
+@click.option("--version", "show_version", is_flag=True, help="Print the version and commit, and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default=None,
               help="Log level (default: the config's logLevel).")
 @expand_budget_option
-def serve_cmd(config: str | None, listen: tuple[str, int], log_level: str | None,
-              expand_budget: int | None) -> None:
+def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | None,
+              listen: tuple[str, int] | None,
+              tls_cert_file: str | None, tls_key_file: str | None, watch_config: bool, show_version: bool,
+              log_level: str | None, expand_budget: int | None) -> None:
     """Serve CONFIG (or the built-in demo) as an OpenAI-compatible proxy that starts and stops
-    upstream servers as requests need them."""
+    upstream servers as requests need them.
+
+    \b
+    llama-swap's command line works too:
+      llamaswap serve -config config.yaml -listen :8080
+      llamaswap -config config.yaml -config-dir conf.d -listen :8080"""
     import logging
 
     from llamaswap.runtime import loop as loops
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
-    host, port = listen
-    if config is None:
+    if show_version:
+        click.echo(version_line())
+        return
+    if config_arg is not None and config_opt is not None and config_arg != config_opt:
+        raise click.UsageError("give the config once: as CONFIG or with --config")
+    config = config_opt or config_arg
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise Fail("both -tls-cert-file and -tls-key-file must be provided for TLS")
+    tls = tls_cert_file is not None
+    host, port = listen if listen is not None else ("127.0.0.1", 8443 if tls else 8080)
+    if config is None and config_dir is None:
         plan = compile_source(demo_config_text(), DEMO_NAME, expand_budget)
     else:
-        plan = compile_config(config, expand_budget)
+        plan = compile_sources(config, config_dir, expand_budget)
+    what = "the built-in demo config" if config is None and config_dir is None else plan.file
     if not plan.ok:
         print_diagnostics(plan, "text", err=True)
-        raise Fail(f"{config}: the config has errors; not serving")
+        raise Fail(f"{what}: the config has errors; not serving")
+    ssl_context = None
+    if tls:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(tls_cert_file, tls_key_file)  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError) as exc:
+            raise Fail(f"error: cannot use the TLS certificate {tls_cert_file} and key {tls_key_file}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    if watch_config:
+        click.echo("note: -watch-config is accepted but not implemented yet: restart llamaswap (or send it "
+                   "SIGTERM and start it again) after changing the config", err=True)
     # llama-swap reads an unknown logLevel as info (compile warns about it, LS412).
     level = (log_level or (plan.config.log_level if plan.config else "info")).strip().upper()
     if level not in ("DEBUG", "INFO", "WARN", "ERROR"):
@@ -537,15 +637,14 @@ def serve_cmd(config: str | None, listen: tuple[str, int], log_level: str | None
     def announce(bound_host: str, bound_port: int) -> None:
         from llamaswap.runtime.banner import banner
 
-        what = "the built-in demo config" if config is None else config
-        prefer = "chat-small" if config is None else None  # the demo's small chat model
+        prefer = "chat-small" if what == "the built-in demo config" else None  # the demo's small chat model
         for line, to_err in banner(plan, what, bound_host, bound_port, loops.loop_name(), __version__,
-                                   prefer=prefer):
+                                   tls=tls, prefer=prefer):
             click.echo(line, err=to_err)
         sys.stdout.flush()
 
     try:
-        loops.run(lambda: serve(plan, host, port, announce))
+        loops.run(lambda: serve(plan, host, port, announce, ssl_context=ssl_context))
     except OSError as exc:
         raise Fail(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     except KeyboardInterrupt:
@@ -588,9 +687,12 @@ SHORT_LIVED = frozenset({"compile", "plan", "graph"})
 
 
 def main() -> None:
-    short = len(sys.argv) > 1 and sys.argv[1] in SHORT_LIVED
+    from llamaswap.argv import normalise
+
+    args = normalise(sys.argv[1:])
+    short = bool(args) and args[0] in SHORT_LIVED
     try:
-        cli(prog_name="llamaswap")
+        cli(args=args, prog_name="llamaswap")
     except SystemExit as exc:
         if not short:
             raise

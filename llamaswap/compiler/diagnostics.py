@@ -74,6 +74,7 @@ CODES: dict[str, str] = {
     "LS314": "invalid profile",
     "LS315": "invalid selector",
     "LS316": "invalid peer",
+    "LS317": "config sources conflict (-config-dir)",
     # LS4xx: lints, warnings, info
     "LS400": "key recognised but not implemented by llamaswap",
     "LS401": "model in no set runs alone",

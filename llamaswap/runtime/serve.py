@@ -15,6 +15,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import sys
 from importlib import resources
 from typing import Callable
@@ -68,8 +69,9 @@ def demo_config_text(start_port: int | None = None) -> str:
 
 
 async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int], None],
-                stop: asyncio.Event | None = None) -> None:
-    """Serve `plan` on host:port until `stop` is set or SIGINT/SIGTERM arrives."""
+                stop: asyncio.Event | None = None, ssl_context: "ssl.SSLContext | None" = None) -> None:
+    """Serve `plan` on host:port (HTTPS with `ssl_context`) until `stop` is set or SIGINT/SIGTERM
+    arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     app: web.Application | None = None
@@ -95,7 +97,7 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
         app = build_app(plan)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError:
