@@ -85,11 +85,7 @@ MODEL = _map({
     "sendLoadingState": _leaf(),
     "timeouts": _TIMEOUTS,
     "compat": _map({"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"),
-    "capabilities": _map(
-        {k: _leaf() for k in ("in", "out", "tools", "reranker", "context")},
-        UNIMPLEMENTED,
-        "capabilities are not rendered into /v1/models yet",
-    ),
+    "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
     "healthCheckTimeout": _leaf(IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"),
 })
 
@@ -137,10 +133,15 @@ TOP = _map({
     }),
     "groups": Key(each=GROUP),
     "matrix": MATRIX,
-    "peers": Key(each=_PEER, status=UNIMPLEMENTED, note="peers (remote servers) are not proxied yet"),
+    "peers": Key(each=_PEER, status=UNIMPLEMENTED,
+                 note="peers are checked and listed in /v1/models, but requests to them are not forwarded yet"),
     "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
-    "profiles": Key(status=UNIMPLEMENTED, note="profiles (model pins) are not implemented", free=True),
-    "selectors": Key(status=UNIMPLEMENTED, note="selectors (virtual models) are not implemented", free=True),
+    "profiles": Key(status=UNIMPLEMENTED, free=True,
+                    note="profiles are checked, but none can be activated yet (llama-swap starts with none active)"),
+    "selectors": Key(each=_map({
+        "strategy": _leaf(), "targets": _leaf(), "settings": _map({"spillover": _leaf()}), "name": _leaf(),
+        "description": _leaf(), "unlisted": _leaf(), "metadata": FREE,
+    })),
 })
 
 

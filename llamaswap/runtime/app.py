@@ -24,12 +24,13 @@ from llamaswap.compiler.plan import Plan
 from llamaswap.runtime import api
 from llamaswap.runtime.auth import refusal
 from llamaswap.runtime.dispatch import model_route, upstream_route
-from llamaswap.runtime.keys import (API_KEYS, DECISIONS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES,
+from llamaswap.runtime.keys import (API_KEYS, DECISIONS, SELECTORS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES,
                                     ROUTER, SESSION, STARTED, UPSTREAMS)
 from llamaswap.runtime.logs import HubHandler, LogHub
 from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
 from llamaswap.runtime.router import Rejected, Router
+from llamaswap.runtime.selectors import SelectorTracker
 from llamaswap.runtime.settings import (effective_unload_timeout, health_check_timeout, scheduler_settings,
                                         scheduling_policy)
 from llamaswap.runtime.upstream import UpstreamClient
@@ -147,6 +148,7 @@ def build_app(plan: Plan) -> web.Application:
     app[STARTED] = time.time()
     app[API_KEYS] = frozenset(plan.config.api_keys if plan.config else ())
     app[DECISIONS] = DecisionLog(plan.policy)
+    app[SELECTORS] = SelectorTracker(plan)
     app[METRICS] = Metrics(plan.models)
     app[LOG_STREAMS] = set()
     app.on_shutdown.append(api.end_log_streams)

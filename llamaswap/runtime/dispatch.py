@@ -26,7 +26,7 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.filters import (multipart_boundary, multipart_field, needs_rewrite,
                                        replace_multipart_field, rewrite_body)
-from llamaswap.runtime.keys import METRICS, PLAN, ROUTER, SESSION, UPSTREAMS
+from llamaswap.runtime.keys import METRICS, PLAN, PROCESSES, ROUTER, SELECTORS, SESSION, UPSTREAMS
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
@@ -110,8 +110,20 @@ def swap_header(granted: Granted) -> dict[str, str]:
 
 async def dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
                    apply_filters: bool) -> web.StreamResponse:
-    """The request path, counted in `llamaswap_requests_total{model, status}`."""
+    """The request path, counted in `llamaswap_requests_total{model, status}`. A selector ID
+    is first resolved to one of its targets (the body's model is rewritten to it)."""
     plan = request.app[PLAN]
+    selectors = request.app[SELECTORS]
+    selector = requested if requested in selectors.by_id else None
+    if selector is not None:
+        procs = request.app[PROCESSES]
+        target = selectors.choose(selector, lambda m: procs[m].state.value)
+        assert target is not None
+        logger.debug("selector: id=%s target=%s", selector, target)
+        if body.json is not None and body.json.get("model") == requested:
+            body.json["model"] = target
+            body.raw = json.dumps(body.json).encode()
+        requested = target
     model = plan.resolve_model(requested) or "(unknown)"
     status = "cancelled"
     try:
@@ -128,6 +140,8 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
         raise
     finally:
         request.app[METRICS].count_request(model, status)
+        if selector is not None:
+            selectors.release(selector, requested)
 
 
 async def _dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
@@ -137,6 +151,9 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
     router = app[ROUTER]
     model = plan.resolve_model(requested)
     if model is None:
+        if requested in plan.virtual.peer_fqns() or any(requested in p.models for p in plan.virtual.peers):
+            return error_response(request, 502, f"{requested} is a peer model: llamaswap does not forward to peers "
+                                                "yet")
         return error_response(request, 404, "no local server found for requested model")
     cfg = plan.config.models[model]  # type: ignore[union-attr]
     ticket = router.submit(model, requested)

@@ -17,6 +17,7 @@ from llamaswap.runtime.logs import LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess
 from llamaswap.runtime.router import Router
+from llamaswap.runtime.selectors import SelectorTracker
 from llamaswap.runtime.upstream import UpstreamClient
 
 PLAN = web.AppKey("plan", Plan)
@@ -28,5 +29,6 @@ LOGS = web.AppKey("logs", LogHub)
 STARTED = web.AppKey("started", float)  # time.time() when the app was built
 API_KEYS = web.AppKey("api_keys", frozenset[str])
 DECISIONS = web.AppKey("decisions", DecisionLog)
+SELECTORS = web.AppKey("selectors", SelectorTracker)
 METRICS = web.AppKey("metrics", Metrics)
 LOG_STREAMS = web.AppKey("log_streams", set[asyncio.Event])  # one per open /logs/stream

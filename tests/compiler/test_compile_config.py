@@ -116,11 +116,11 @@ def test_unknown_nested_keys_with_hints():
 
 
 def test_unimplemented_keys_warn_and_say_so():
-    text = M2 + "logToStdout: both\ncaptureBuffer: 10\npeers: {}\nselectors: {}\n"
+    text = M2 + "logToStdout: both\ncaptureBuffer: 10\npeers: {}\nprofiles: {}\nselectors: {}\n"
     plan = compile_yaml(text, dedent=False)
     assert plan.ok
     warned = [d for d in plan.diagnostics if d.code == "LS400"]
-    assert [d.path for d in warned] == ["logToStdout", "captureBuffer", "peers", "selectors"]
+    assert [d.path for d in warned] == ["logToStdout", "captureBuffer", "peers", "profiles"]
     assert all(d.severity is Severity.WARNING and "does not implement" in d.message for d in warned)
     assert at(warned[0]) == locate(text, "logToStdout", dedent=False)
 
