@@ -13,6 +13,8 @@ Contract a test can rely on:
 - Request fields (JSON body, or query string for `delay`): `delay` seconds before answering,
   `tokens` = exact number of generated tokens, `token_delay` per-request override, and the
   usual `max_tokens` / `max_completion_tokens` bound.
+- Chat completions report `usage` (words as tokens) and llama-server-style `timings`
+  measured on the fake (on the final chunk of a stream, as llama-server does).
 - `/debug/last-request`, `/debug/requests`, `/debug/inflight`, `/debug/info` never count as
   traffic and are never recorded; neither is `/health`.
 - Times in `/debug/info` are `time.monotonic()` values, which on Linux share one clock across
@@ -103,6 +105,7 @@ async def _observe(request: web.Request, handler):
         "json": parsed,
         "body": raw.decode("utf-8", "replace"),
     })
+    request["arrived"] = time.monotonic()
     st.total += 1
     st.inflight += 1
     try:
@@ -182,6 +185,23 @@ def _usage(prompt: str, completion: int) -> dict:
     return {"prompt_tokens": p, "completion_tokens": completion, "total_tokens": p + completion}
 
 
+def _timings(prompt: str, completion: int, arrived: float, first_token: float, done: float) -> dict:
+    """llama-server's `timings` object, measured on this fake: prompt time is from arrival
+    to the first token (any `delay` included), generation time from there to the end."""
+    p = len(prompt.split())
+    prompt_ms = max((first_token - arrived) * 1000.0, 0.001)
+    predicted_ms = max((done - first_token) * 1000.0, 0.001)
+    return {
+        "cache_n": 0,
+        "prompt_n": p, "prompt_ms": round(prompt_ms, 3),
+        "prompt_per_token_ms": round(prompt_ms / p, 3) if p else 0.0,
+        "prompt_per_second": round(p * 1000.0 / prompt_ms, 3),
+        "predicted_n": completion, "predicted_ms": round(predicted_ms, 3),
+        "predicted_per_token_ms": round(predicted_ms / completion, 3) if completion else 0.0,
+        "predicted_per_second": round(completion * 1000.0 / predicted_ms, 3),
+    }
+
+
 async def _stream(request: web.Request, body: dict, chunks) -> web.StreamResponse:
     """Send an SSE stream: one `data:` event per chunk, token_delay apart, then [DONE]."""
     st = request.app[STATE]
@@ -192,6 +212,8 @@ async def _stream(request: web.Request, body: dict, chunks) -> web.StreamRespons
     for i, chunk in enumerate(chunks):
         if i and token_delay > 0:
             await asyncio.sleep(token_delay)
+        if callable(chunk):  # made when it is sent (it reports timings)
+            chunk = chunk()
         await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
@@ -236,7 +258,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = body.get("model", st.name)
     cid, created = st.next_id("chatcmpl"), int(time.time())
 
+    arrived = request.get("arrived", time.monotonic())
     if not body.get("stream"):
+        now = time.monotonic()
         return web.json_response({
             "id": cid, "object": "chat.completion", "created": created, "model": model,
             "system_fingerprint": st.fingerprint,
@@ -244,7 +268,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                          "message": {"role": "assistant", "content": "".join(tokens),
                                      "refusal": None}}],
             "usage": _usage(prompt, len(tokens)),
+            "timings": _timings(prompt, len(tokens), arrived, now, now),
         })
+    first_token: list[float] = []
 
     def chunk(delta: dict, finish_reason: str | None, **extra) -> dict:
         return {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -252,12 +278,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
                              "finish_reason": finish_reason}], **extra}
 
+    def first(delta: dict) -> dict:
+        first_token.append(time.monotonic())
+        return chunk(delta, None)
+
+    def last() -> dict:
+        # llama-server puts `timings` on the final chunk of a stream.
+        start = first_token[0] if first_token else arrived
+        return chunk({}, finish, timings=_timings(prompt, len(tokens), arrived, start, time.monotonic()))
+
     def chunks():
         # The role rides on the first token so that there is exactly one chunk per token.
-        yield chunk({"role": "assistant", "content": tokens[0] if tokens else ""}, None)
+        yield lambda: first({"role": "assistant", "content": tokens[0] if tokens else ""})
         for tok in tokens[1:]:
             yield chunk({"content": tok}, None)
-        yield chunk({}, finish)
+        yield last
         if (body.get("stream_options") or {}).get("include_usage"):
             yield {**chunk({}, None), "choices": [], "usage": _usage(prompt, len(tokens))}
 

@@ -96,6 +96,24 @@ def test_chat_streaming_one_chunk_per_token(upstream: FakeUpstream):
     assert bounded[-1]["choices"][0]["finish_reason"] == "length"
 
 
+def test_chat_reports_llama_server_timings(upstream: FakeUpstream):
+    plain = upstream.post(CHAT, {"model": "m", "tokens": 4,
+                                 "messages": [{"role": "user", "content": "one two three"}]}).json()
+    t = plain["timings"]
+    assert (t["prompt_n"], t["predicted_n"]) == (3, 4)
+    assert t["predicted_per_second"] == pytest.approx(4000.0 / t["predicted_ms"], rel=1e-2)
+    chunks = stream_chunks(upstream.post(CHAT, {
+        "model": "m", "stream": True, "tokens": 5, "token_delay": 0.02,
+        "messages": [{"role": "user", "content": "hi"}]}).body)
+    final = chunks[-1]
+    assert final["choices"][0]["finish_reason"] == "stop"
+    assert final["timings"]["predicted_n"] == 5 and final["timings"]["prompt_n"] == 1
+    # four pauses of 20 ms between five tokens
+    assert final["timings"]["predicted_ms"] >= 80.0
+    assert 0 < final["timings"]["predicted_per_second"] <= 5 * 1000 / 80.0
+    assert all("timings" not in c for c in chunks[:-1])
+
+
 def test_streaming_paces_tokens(upstream: FakeUpstream):
     began = time.monotonic()
     resp = upstream.post(CHAT, {"model": "m", "stream": True, "tokens": 4,

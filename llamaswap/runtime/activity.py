@@ -1,0 +1,528 @@
+"""Activity: one record per model-dispatched request, kept in memory and in SQLite.
+
+What a record holds: when, which model (and the name asked for), path, status, content type,
+time waited for a grant, total duration, and the token counts and rates the upstream
+reported (`usage` of OpenAI-style bodies, llama-server's `timings`), read from the tail of
+the response by `ResponseTap` without holding the body.
+
+Invariants:
+- Recording never blocks or fails the request path: `ActivityStore.record` appends to the
+  in-memory window and puts the row on a bounded queue; one writer thread owns the SQLite
+  connection and writes in batches. A full queue drops the row from disk (not from memory)
+  with one warning.
+- The in-memory window holds the newest `max_in_memory` records (llama-swap's
+  `metricsMaxInMemory`); the API reads it. The database keeps at most `max_rows` rows and
+  at most `max_db_bytes` (SQLite's page cap); at startup the window is refilled from it, and
+  ids continue after the largest stored one, so activity survives a restart.
+- A database that cannot be opened or written (unwritable directory, full disk, corrupt
+  file) degrades the store to memory only, with exactly one warning. Serving goes on.
+- `path=None` (or ":memory:") keeps activity in memory only, on purpose: no warning.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+logger = logging.getLogger("llamaswap.activity")
+
+DEFAULT_MAX_IN_MEMORY = 1000
+DEFAULT_MAX_ROWS = 100_000
+DEFAULT_MAX_DB_BYTES = 256 << 20
+QUEUE_SIZE = 10_000
+BATCH = 256
+# The tail of a response kept for the usage/timings scan. llama-server's last SSE event
+# (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
+TAIL_BYTES = 64 << 10
+SCHEMA_VERSION = 1
+
+# API sort keys -> record fields (the same keys as llama-swap's activity table).
+SORT_KEYS: dict[str, Callable[["ActivityRecord"], Any]] = {
+    "id": lambda r: r.id,
+    "time": lambda r: r.timestamp,
+    "model": lambda r: r.model,
+    "req_path": lambda r: r.req_path,
+    "resp_status_code": lambda r: r.status,
+    "resp_content_type": lambda r: r.content_type,
+    "cached": lambda r: r.cache_tokens,
+    "prompt": lambda r: r.input_tokens,
+    "generated": lambda r: r.output_tokens,
+    "drafted": lambda r: r.draft_tokens,
+    "prompt_speed": lambda r: r.prompt_per_second,
+    "gen_speed": lambda r: r.tokens_per_second,
+    "duration": lambda r: r.duration_ms,
+    "wait": lambda r: r.wait_ms,
+}
+
+_COLUMNS = ("id", "ts", "model", "requested", "req_path", "status", "content_type", "wait_ms",
+            "duration_ms", "input_tokens", "output_tokens", "cache_tokens", "draft_tokens",
+            "draft_acc_tokens", "prompt_per_second", "tokens_per_second", "error")
+
+
+def default_path() -> Path:
+    """`$XDG_DATA_HOME/llamaswap/activity.sqlite3` (XDG default: ~/.local/share)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "llamaswap" / "activity.sqlite3"
+
+
+def iso(ts: float) -> str:
+    return (_dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 timestamp as epoch seconds; ValueError when it is not one."""
+    value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    return value.timestamp()
+
+
+# -- token counts from a response tail -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tokens:
+    """What the upstream reported; -1 where it reported nothing."""
+
+    input: int = 0
+    output: int = 0
+    cache: int = -1
+    draft: int = -1
+    draft_accepted: int = -1
+    prompt_per_second: float = -1.0
+    tokens_per_second: float = -1.0
+    upstream_ms: float = -1.0  # prompt_ms + predicted_ms from timings
+    reported: bool = False
+
+
+def _last_object(tail: bytes, key: bytes) -> dict | None:
+    """The last `"key": {...}` object in `tail` that decodes (a cut-off one is skipped)."""
+    decoder = json.JSONDecoder()
+    end = len(tail)
+    needle = b'"' + key + b'"'
+    while True:
+        at = tail.rfind(needle, 0, end)
+        if at < 0:
+            return None
+        end = at
+        colon = at + len(needle)
+        while colon < len(tail) and tail[colon] in b" \t\r\n":
+            colon += 1
+        if colon >= len(tail) or tail[colon] != ord(":"):
+            continue
+        try:
+            text = tail[colon + 1:colon + 1 + 16384].decode("utf-8", "replace").lstrip()
+            value, _ = decoder.raw_decode(text)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+
+
+def _num(obj: dict, key: str, default: float) -> float:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return float(value)
+
+
+def tokens_from_tail(tail: bytes) -> Tokens:
+    """Token counts from the end of a JSON or SSE response body. llama-server's `timings`
+    win over `usage` (they also give the rates), as in llama-swap."""
+    usage = _last_object(tail, b"usage")
+    timings = _last_object(tail, b"timings")
+    if usage is None and timings is None:
+        return Tokens()
+    inp = out = 0
+    cache = -1
+    if usage is not None:
+        inp = int(_num(usage, "prompt_tokens", _num(usage, "input_tokens", 0)))
+        out = int(_num(usage, "completion_tokens", _num(usage, "output_tokens", 0)))
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            cache = int(_num(details, "cached_tokens", -1))
+        elif "cache_read_input_tokens" in usage:
+            cache = int(_num(usage, "cache_read_input_tokens", -1))
+    if timings is None:
+        return Tokens(input=inp, output=out, cache=cache, reported=True)
+    return Tokens(
+        input=int(_num(timings, "prompt_n", inp)),
+        output=int(_num(timings, "predicted_n", out)),
+        cache=int(_num(timings, "cache_n", cache)),
+        draft=int(_num(timings, "draft_n", -1)),
+        draft_accepted=int(_num(timings, "draft_n_accepted", -1)),
+        prompt_per_second=_num(timings, "prompt_per_second", -1.0),
+        tokens_per_second=_num(timings, "predicted_per_second", -1.0),
+        upstream_ms=_num(timings, "prompt_ms", 0.0) + _num(timings, "predicted_ms", 0.0),
+        reported=True,
+    )
+
+
+class ResponseTap:
+    """Sees every chunk the proxy relays: keeps the last TAIL_BYTES and when the first and
+    last bytes went by. Cheap enough for the hot path (a bounded bytearray)."""
+
+    __slots__ = ("tail", "size", "first_at", "last_at", "_limit")
+
+    def __init__(self, limit: int = TAIL_BYTES) -> None:
+        self.tail = bytearray()
+        self.size = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self._limit = limit
+
+    def __call__(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        now = time.monotonic()
+        if self.first_at is None:
+            self.first_at = now
+        self.last_at = now
+        self.size += len(chunk)
+        tail = self.tail
+        tail += chunk
+        if len(tail) > 2 * self._limit:
+            del tail[:len(tail) - self._limit]
+
+    def tokens(self) -> Tokens:
+        return tokens_from_tail(bytes(self.tail[-self._limit:]))
+
+
+# -- records ---------------------------------------------------------------------------------
+
+@dataclass
+class ActivityRecord:
+    id: int
+    timestamp: float  # epoch seconds at arrival
+    model: str
+    requested: str
+    req_path: str
+    status: int
+    content_type: str
+    wait_ms: float
+    duration_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_tokens: int = -1
+    draft_tokens: int = -1
+    draft_acc_tokens: int = -1
+    prompt_per_second: float = -1.0
+    tokens_per_second: float = -1.0
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """llama-swap's ActivityLogEntry shape, plus `requested` and `wait_ms`."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "timestamp": iso(self.timestamp),
+            "model": self.model,
+            "requested": self.requested,
+            "req_path": self.req_path,
+            "resp_content_type": self.content_type,
+            "resp_status_code": self.status,
+            "tokens": {
+                "cache_tokens": self.cache_tokens,
+                "draft_tokens": self.draft_tokens,
+                "draft_acc_tokens": self.draft_acc_tokens,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "prompt_per_second": round(self.prompt_per_second, 3),
+                "tokens_per_second": round(self.tokens_per_second, 3),
+            },
+            "duration_ms": int(round(self.duration_ms)),
+            "wait_ms": int(round(self.wait_ms)),
+            "has_capture": False,
+        }
+        if self.error:
+            out["error_msg"] = self.error
+        return out
+
+    def row(self) -> tuple:
+        return tuple(getattr(self, "timestamp" if c == "ts" else c) for c in _COLUMNS)
+
+
+def make_record(*, model: str, requested: str, req_path: str, status: int, content_type: str,
+                arrived_wall: float, wait_s: float, duration_s: float, tap: ResponseTap | None,
+                error: str = "") -> ActivityRecord:
+    """A record (id 0 until stored) from what the request path measured."""
+    t = tap.tokens() if tap is not None else Tokens()
+    duration_ms = max(duration_s * 1000.0, t.upstream_ms)
+    tps = t.tokens_per_second
+    if tps < 0 and t.output > 0 and tap is not None and tap.first_at is not None:
+        # No llama-server timings: derive the rate from the time the body took to arrive
+        # (the whole upstream answer when it came in one piece).
+        span = (tap.last_at or tap.first_at) - tap.first_at
+        if span <= 0:
+            span = max(duration_s - wait_s, 0.0)
+        if span > 0:
+            tps = t.output / span
+    return ActivityRecord(
+        id=0, timestamp=arrived_wall, model=model, requested=requested, req_path=req_path,
+        status=status, content_type=content_type, wait_ms=wait_s * 1000.0, duration_ms=duration_ms,
+        input_tokens=t.input, output_tokens=t.output, cache_tokens=t.cache, draft_tokens=t.draft,
+        draft_acc_tokens=t.draft_accepted, prompt_per_second=t.prompt_per_second,
+        tokens_per_second=tps, error=error,
+    )
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks of an ascending list."""
+    if not ordered:
+        return 0.0
+    rank = p / 100.0 * (len(ordered) - 1)
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return ordered[lo] + (rank - lo) * (ordered[hi] - ordered[lo])
+
+
+def histogram(values: list[float]) -> dict[str, Any] | None:
+    """Bins (Sturges' rule, 5..20 of them), range and p50/p95/p99; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    lo, hi = ordered[0], ordered[-1]
+    out: dict[str, Any] = {"min": lo, "max": hi, "p50": percentile(ordered, 50),
+                           "p95": percentile(ordered, 95), "p99": percentile(ordered, 99)}
+    if lo == hi:
+        return {"bins": [len(ordered)], "binSize": 0, **out}
+    count = min(20, max(5, math.ceil(math.log2(len(ordered))) + 1))
+    size = (hi - lo) / count
+    bins = [0] * count
+    for v in ordered:
+        bins[min(int((v - lo) / size), count - 1)] += 1
+    return {"bins": bins, "binSize": size, **out}
+
+
+# -- the store -------------------------------------------------------------------------------
+
+_STOP = object()
+
+
+class ActivityStore:
+    """The activity window in memory, persisted to SQLite by a writer thread."""
+
+    def __init__(self, path: str | os.PathLike | None, *, max_in_memory: int = DEFAULT_MAX_IN_MEMORY,
+                 max_rows: int = DEFAULT_MAX_ROWS, max_db_bytes: int = DEFAULT_MAX_DB_BYTES,
+                 queue_size: int = QUEUE_SIZE) -> None:
+        self.path = None if path in (None, "", ":memory:") else Path(path)
+        self.max_in_memory = max(1, max_in_memory)
+        self.max_rows = max(self.max_in_memory, max_rows)
+        self.max_db_bytes = max_db_bytes
+        self._window: collections.deque[ActivityRecord] = collections.deque(maxlen=self.max_in_memory)
+        self._queue: queue.Queue = queue.Queue(queue_size)
+        self._listeners: list[Callable[[ActivityRecord], None]] = []
+        self._next_id = 1
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self.degraded: str | None = None  # why the store is in memory only
+        self._dropped = 0
+        self._warned_drop = False
+
+    # lifecycle (event-loop side) ------------------------------------------------------------
+    @property
+    def persistent(self) -> bool:
+        return self.path is not None and self.degraded is None
+
+    def open(self) -> None:
+        """Open the database and refill the window from it (startup; bounded work)."""
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            try:
+                self._prepare(db)
+                rows = db.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM activity ORDER BY id DESC LIMIT ?",
+                    (self.max_in_memory,)).fetchall()
+                top = db.execute("SELECT COALESCE(MAX(id), 0) FROM activity").fetchone()[0]
+            except BaseException:
+                db.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            self._degrade(f"cannot open {self.path}: {exc}")
+            return
+        for row in reversed(rows):
+            self._window.append(_from_row(row))
+        self._next_id = int(top) + 1
+        self._db = db
+        self._thread = threading.Thread(target=self._write_loop, name="llamaswap:activity", daemon=True)
+        self._thread.start()
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={max(16, self.max_db_bytes // page)}")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS activity ("
+            "id INTEGER PRIMARY KEY, ts REAL NOT NULL, model TEXT NOT NULL, requested TEXT NOT NULL, "
+            "req_path TEXT NOT NULL, status INTEGER NOT NULL, content_type TEXT NOT NULL, "
+            "wait_ms REAL NOT NULL, duration_ms REAL NOT NULL, input_tokens INTEGER NOT NULL, "
+            "output_tokens INTEGER NOT NULL, cache_tokens INTEGER NOT NULL, draft_tokens INTEGER NOT NULL, "
+            "draft_acc_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL, "
+            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL)")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (bounded by `timeout`), then close the database."""
+        thread = self._thread
+        if thread is not None:
+            try:
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                pass
+            thread.join(timeout)
+            self._thread = None
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every record queued so far is written (tests, shutdown)."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    # recording (event-loop side, the request path) -------------------------------------------
+    def record(self, rec: ActivityRecord) -> ActivityRecord:
+        rec.id = self._next_id
+        self._next_id += 1
+        self._window.append(rec)
+        if self._thread is not None and self.degraded is None:
+            try:
+                self._queue.put_nowait(rec)
+            except queue.Full:
+                self._dropped += 1
+                if not self._warned_drop:
+                    self._warned_drop = True
+                    logger.warning("activity store: the writer is behind; records are kept in "
+                                   "memory but not written to %s", self.path)
+        for listener in tuple(self._listeners):
+            try:
+                listener(rec)
+            except Exception:
+                logger.exception("activity listener failed")
+        return rec
+
+    def subscribe(self, listener: Callable[[ActivityRecord], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # reading ---------------------------------------------------------------------------------
+    def records(self) -> list[ActivityRecord]:
+        return list(self._window)
+
+    def models(self) -> list[str]:
+        return sorted({r.model for r in self._window})
+
+    def page(self, *, models: Iterable[str] = (), start: float | None = None, end: float | None = None,
+             min_id: int = 0, max_id: int = 0, limit: int = 25, page: int = 1, sort: str = "id",
+             order: str = "desc") -> dict[str, Any]:
+        """llama-swap's ActivityPage: {data, page, limit, total, total_pages}."""
+        rows = self._filtered(models, start, end, min_id, max_id)
+        key = SORT_KEYS[sort]
+        rows.sort(key=lambda r: (key(r), r.id), reverse=(order == "desc"))
+        total = len(rows)
+        first = (page - 1) * limit
+        return {"data": [r.to_json() for r in rows[first:first + limit]], "page": page, "limit": limit,
+                "total": total, "total_pages": math.ceil(total / limit) if total and limit else 0}
+
+    def stats(self, model: str = "") -> dict[str, Any]:
+        """llama-swap's ActivityStats, plus the store's state and a wait histogram."""
+        rows = self._filtered([model] if model else (), None, None, 0, 0)
+        return {
+            "total_requests": len(rows),
+            "total_input_tokens": sum(max(0, r.input_tokens) for r in rows),
+            "total_output_tokens": sum(max(0, r.output_tokens) for r in rows),
+            "total_cache_tokens": sum(max(0, r.cache_tokens) for r in rows),
+            "prompt_histogram": histogram([r.prompt_per_second for r in rows if r.prompt_per_second > 0]),
+            "gen_histogram": histogram([r.tokens_per_second for r in rows if r.tokens_per_second > 0]),
+            "wait_histogram": histogram([r.wait_ms for r in rows]),
+            "store": self.describe(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": None if self.path is None else str(self.path), "persistent": self.persistent,
+                "degraded": self.degraded, "in_memory": len(self._window),
+                "max_in_memory": self.max_in_memory, "max_rows": self.max_rows, "dropped": self._dropped}
+
+    def _filtered(self, models: Iterable[str], start: float | None, end: float | None,
+                  min_id: int, max_id: int) -> list[ActivityRecord]:
+        wanted = set(models)
+        return [r for r in self._window
+                if (not wanted or r.model in wanted)
+                and (start is None or r.timestamp >= start) and (end is None or r.timestamp <= end)
+                and (not min_id or r.id >= min_id) and (not max_id or r.id <= max_id)]
+
+    # the writer thread -------------------------------------------------------------------------
+    def _degrade(self, reason: str) -> None:
+        if self.degraded is None:
+            self.degraded = reason
+            logger.warning("activity store: %s; keeping activity in memory only", reason)
+
+    def _write_loop(self) -> None:
+        db = self._db
+        assert db is not None
+        stop = False
+        written = 0
+        while not stop:
+            item = self._queue.get()
+            batch: list[ActivityRecord] = []
+            flags: list[threading.Event] = []
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    flags.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch and self.degraded is None:
+                try:
+                    with db:
+                        db.execute("BEGIN")
+                        db.executemany(f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) "
+                                       f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                                       [r.row() for r in batch])
+                        written += len(batch)
+                        if written >= BATCH:
+                            written = 0
+                            db.execute("DELETE FROM activity WHERE id <= ?", (batch[-1].id - self.max_rows,))
+                except sqlite3.Error as exc:
+                    self._degrade(f"cannot write {self.path}: {exc}")
+            for flag in flags:
+                flag.set()
+        try:
+            if self.degraded is None:
+                db.execute("DELETE FROM activity WHERE id <= (SELECT MAX(id) FROM activity) - ?",
+                           (self.max_rows,))
+        except sqlite3.Error:
+            pass
+        db.close()
+        self._db = None
+
+
+def _from_row(row: tuple) -> ActivityRecord:
+    values = dict(zip(_COLUMNS, row))
+    values["timestamp"] = values.pop("ts")
+    return ActivityRecord(**values)

@@ -1,0 +1,183 @@
+"""The activity store on a real SQLite file: records, the window, restart, retention, the
+usage/timings scan of response tails, and degrading to memory on an unwritable or full disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+
+import pytest
+
+from llamaswap.runtime.activity import (ActivityRecord, ActivityStore, ResponseTap, default_path,
+                                        histogram, make_record, percentile, tokens_from_tail)
+
+
+def rec(model: str = "m", **kw) -> ActivityRecord:
+    base = dict(id=0, timestamp=1_700_000_000.0, model=model, requested=model, req_path="/v1/chat/completions",
+                status=200, content_type="application/json", wait_ms=1.0, duration_ms=10.0,
+                input_tokens=3, output_tokens=5, tokens_per_second=50.0)
+    base.update(kw)
+    return ActivityRecord(**base)
+
+
+def test_records_survive_a_restart_and_ids_continue(tmp_path):
+    path = tmp_path / "deep" / "activity.sqlite3"
+    store = ActivityStore(path)
+    store.open()
+    for i in range(3):
+        store.record(rec(output_tokens=i))
+    assert store.flush()
+    store.close()
+    again = ActivityStore(path)
+    again.open()
+    assert [r.output_tokens for r in again.records()] == [0, 1, 2]
+    assert [r.id for r in again.records()] == [1, 2, 3]
+    assert again.record(rec()).id == 4
+    again.close()
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM activity").fetchone()[0] == 4
+
+
+def test_window_is_bounded_and_the_database_keeps_at_most_max_rows(tmp_path):
+    path = tmp_path / "a.sqlite3"
+    store = ActivityStore(path, max_in_memory=5, max_rows=300)
+    store.open()
+    for _ in range(700):
+        store.record(rec())
+    store.close()
+    assert [r.id for r in store.records()] == [696, 697, 698, 699, 700]
+    ids = [row[0] for row in sqlite3.connect(path).execute("SELECT id FROM activity ORDER BY id")]
+    assert len(ids) == 300 and ids[-1] == 700
+    reopened = ActivityStore(path, max_in_memory=5, max_rows=300)
+    reopened.open()
+    assert [r.id for r in reopened.records()] == [696, 697, 698, 699, 700]
+    reopened.close()
+
+
+def test_unwritable_path_degrades_to_memory_with_one_warning(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = ActivityStore(blocker / "activity.sqlite3")
+    with caplog.at_level(logging.WARNING, logger="llamaswap.activity"):
+        store.open()
+        store.record(rec())
+        store.record(rec())
+    assert not store.persistent and "cannot open" in store.degraded
+    assert [r.id for r in store.records()] == [1, 2]
+    assert len([r for r in caplog.records if r.name == "llamaswap.activity"]) == 1
+    store.close()
+
+
+def test_a_full_database_degrades_to_memory_with_one_warning(tmp_path, caplog):
+    path = tmp_path / "small.sqlite3"
+    store = ActivityStore(path, max_db_bytes=64 << 10, max_rows=1_000_000, max_in_memory=10_000)
+    store.open()
+    with caplog.at_level(logging.WARNING, logger="llamaswap.activity"):
+        for _ in range(20):
+            for _ in range(300):
+                store.record(rec(error="x" * 200))
+            store.flush()
+    assert store.degraded is not None and "full" in store.degraded
+    assert len(store.records()) == 6000  # serving (and the window) went on
+    assert len([r for r in caplog.records if r.name == "llamaswap.activity"]) == 1
+    store.close()
+
+
+def test_in_memory_store_on_purpose_has_no_warning(caplog):
+    store = ActivityStore(None)
+    with caplog.at_level(logging.WARNING):
+        store.open()
+        store.record(rec())
+    assert store.describe()["persistent"] is False and store.degraded is None
+    assert not caplog.records
+
+
+def test_default_path_follows_xdg_data_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_path() == tmp_path / "llamaswap" / "activity.sqlite3"
+
+
+def test_page_filters_sorts_and_paginates():
+    store = ActivityStore(None)
+    for i in range(7):
+        store.record(rec("a" if i % 2 else "b", duration_ms=float(100 - i)))
+    page = store.page(models=["a"], limit=2, page=1)
+    assert [r["id"] for r in page["data"]] == [6, 4]
+    assert (page["total"], page["total_pages"], page["page"], page["limit"]) == (3, 2, 1, 2)
+    asc = store.page(sort="duration", order="asc", limit=3)
+    assert [r["duration_ms"] for r in asc["data"]] == [94, 95, 96]
+    first = store.page()["data"][0]
+    assert set(first) >= {"id", "timestamp", "model", "req_path", "resp_content_type", "resp_status_code",
+                          "tokens", "duration_ms", "has_capture", "wait_ms"}
+    assert set(first["tokens"]) == {"cache_tokens", "draft_tokens", "draft_acc_tokens", "input_tokens",
+                                    "output_tokens", "prompt_per_second", "tokens_per_second"}
+    assert first["timestamp"].endswith("Z")
+
+
+def test_stats_and_histograms():
+    store = ActivityStore(None)
+    for tps in (10.0, 20.0, 30.0, 40.0):
+        store.record(rec(tokens_per_second=tps, prompt_per_second=-1.0, cache_tokens=2))
+    stats = store.stats()
+    assert stats["total_requests"] == 4
+    assert (stats["total_input_tokens"], stats["total_output_tokens"], stats["total_cache_tokens"]) == (12, 20, 8)
+    assert stats["prompt_histogram"] is None
+    gen = stats["gen_histogram"]
+    assert sum(gen["bins"]) == 4 and gen["min"] == 10.0 and gen["max"] == 40.0 and gen["p50"] == 25.0
+    assert store.stats("other")["total_requests"] == 0
+    assert histogram([5.0, 5.0]) == {"bins": [2], "binSize": 0, "min": 5.0, "max": 5.0,
+                                     "p50": 5.0, "p95": 5.0, "p99": 5.0}
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+
+
+# -- the response-tail scan -------------------------------------------------------------------
+
+TIMINGS = {"cache_n": 1, "prompt_n": 4, "prompt_ms": 20.0, "prompt_per_second": 200.0,
+           "predicted_n": 9, "predicted_ms": 300.0, "predicted_per_second": 30.0}
+
+
+def sse(*events: dict) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def test_timings_from_a_streamed_response_win_over_usage():
+    body = sse({"choices": [{"delta": {"content": "hi"}}], "usage": None},
+               {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 8}},
+               {"choices": [{"delta": {}, "finish_reason": "stop"}], "timings": TIMINGS})
+    t = tokens_from_tail(body)
+    assert (t.input, t.output, t.cache, t.prompt_per_second, t.tokens_per_second, t.upstream_ms) == \
+        (4, 9, 1, 200.0, 30.0, 320.0)
+
+
+def test_usage_of_a_json_response_and_of_anthropic_style_bodies():
+    body = json.dumps({"choices": [{"message": {"content": "usage"}}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 8,
+                                 "prompt_tokens_details": {"cached_tokens": 2}}}).encode()
+    t = tokens_from_tail(body)
+    assert (t.input, t.output, t.cache, t.tokens_per_second) == (3, 8, 2, -1.0)
+    anthropic = tokens_from_tail(b'{"usage": {"input_tokens": 5, "output_tokens": 6}}')
+    assert (anthropic.input, anthropic.output) == (5, 6)
+    assert not tokens_from_tail(b'{"data": []}').reported
+
+
+def test_tap_keeps_a_bounded_tail_and_finds_usage_at_the_end():
+    tap = ResponseTap(limit=1024)
+    for _ in range(1000):
+        tap(b"data: " + json.dumps({"choices": [{"delta": {"content": "x" * 50}}]}).encode() + b"\n\n")
+    tap(sse({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1000}}))
+    assert len(tap.tail) <= 2048 and tap.size > 50_000
+    assert tap.tokens().output == 1000
+
+
+def test_a_cut_off_usage_object_is_skipped_for_an_earlier_whole_one():
+    body = sse({"usage": {"prompt_tokens": 1, "completion_tokens": 2}}) + b'data: {"usage": {"prompt_tok'
+    assert tokens_from_tail(body).output == 2
+
+
+def test_make_record_derives_a_rate_without_timings():
+    tap = ResponseTap()
+    tap(b'{"usage": {"prompt_tokens": 1, "completion_tokens": 10}}')
+    r = make_record(model="m", requested="alias", req_path="/v1/chat/completions", status=200,
+                    content_type="application/json", arrived_wall=1.0, wait_s=0.5, duration_s=1.5, tap=tap)
+    assert r.tokens_per_second == pytest.approx(10.0)
+    assert (r.wait_ms, r.duration_ms, r.requested) == (500.0, 1500.0, "alias")
