@@ -14,7 +14,8 @@ Contract a test can rely on:
   `tokens` = exact number of generated tokens, `token_delay` per-request override, and the
   usual `max_tokens` / `max_completion_tokens` bound.
 - Chat completions report `usage` (words as tokens) and llama-server-style `timings`
-  measured on the fake (on the final chunk of a stream, as llama-server does).
+  measured on the fake (on the final chunk of a stream, as llama-server does). A
+  non-streamed reply takes as long as its stream would (`token_delay` between tokens).
 - `/debug/last-request`, `/debug/requests`, `/debug/inflight`, `/debug/info` never count as
   traffic and are never recorded; neither is `/health`.
 - Times in `/debug/info` are `time.monotonic()` values, which on Linux share one clock across
@@ -260,6 +261,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     arrived = request.get("arrived", time.monotonic())
     if not body.get("stream"):
+        # As long as the stream would take: token_delay between tokens.
+        first_at = time.monotonic()
+        token_delay = _number(body.get("token_delay"), st.token_delay)
+        if token_delay > 0 and len(tokens) > 1:
+            await asyncio.sleep(token_delay * (len(tokens) - 1))
         now = time.monotonic()
         return web.json_response({
             "id": cid, "object": "chat.completion", "created": created, "model": model,
@@ -268,7 +274,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                          "message": {"role": "assistant", "content": "".join(tokens),
                                      "refusal": None}}],
             "usage": _usage(prompt, len(tokens)),
-            "timings": _timings(prompt, len(tokens), arrived, now, now),
+            "timings": _timings(prompt, len(tokens), arrived, first_at, now),
         })
     first_token: list[float] = []
 
