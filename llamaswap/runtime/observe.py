@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from llamaswap.compiler.explain import explain
+
 if TYPE_CHECKING:
     from llamaswap.compiler.decision import EvictionPolicy
     from llamaswap.runtime.router import Router, SwapRecord
@@ -47,6 +49,7 @@ class DecisionRecord:
     swap: "SwapRecord"
     requested: str
     candidates: list[dict]
+    engine: str = "matrix"
 
     def to_json(self) -> dict[str, Any]:
         s = self.swap
@@ -69,6 +72,7 @@ class DecisionRecord:
             "load_seconds": None if s.load_seconds is None else round(s.load_seconds, 6),
             "status": status,
             "error": s.error,
+            "explanation": explain(d, self.engine, self.requested),
         }
 
 
@@ -89,7 +93,7 @@ class DecisionLog:
         except Exception:  # explaining must never break a swap
             ranked = []
         runner_ups = ranked[1:] if ranked and ranked[0]["set"] == d.set else ranked
-        record = DecisionRecord(swap, requested or d.target, runner_ups)
+        record = DecisionRecord(swap, requested or d.target, runner_ups, self.policy.engine)
         if len(self._records) == self._records.maxlen:
             old = self._records[0]
             self._by_swap.pop(old.swap.id, None)
@@ -103,6 +107,21 @@ class DecisionLog:
         if record is None:
             return
         logger.info("swap %s", json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")))
+
+    def for_swap(self, swap_id: int) -> DecisionRecord | None:
+        return self._by_swap.get(swap_id)
+
+    def latest_by_model(self, models: Iterable[str]) -> dict[str, DecisionRecord]:
+        """The newest record of each of `models` that has one."""
+        wanted = set(models)
+        out: dict[str, DecisionRecord] = {}
+        for record in reversed(self._records):
+            m = record.swap.model
+            if m in wanted and m not in out:
+                out[m] = record
+                if len(out) == len(wanted):
+                    break
+        return out
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         items = list(self._records)[-limit:] if limit > 0 else []

@@ -19,9 +19,10 @@ from serve_support import model, upstream_cmd
 
 pytestmark = pytest.mark.e2e
 
-PLAN_KEYS = {"request", "model", "running", "evict", "set", "dsl", "target_set", "cost", "candidates"}
+PLAN_KEYS = {"request", "model", "running", "evict", "set", "dsl", "target_set", "cost", "candidates",
+             "explanation"}
 RECORD_KEYS = {"id", "time", "model", "requested", "running_before", "evicted", "set", "dsl", "rule", "cost",
-               "target_set", "candidates", "waited", "load_seconds", "status", "error"}
+               "target_set", "candidates", "waited", "load_seconds", "status", "error", "explanation"}
 
 
 def samples(server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,6 +64,7 @@ def test_records_header_plan_and_metrics_follow_the_swaps(serve):
     assert (body["request"], body["model"], body["running"], body["evict"]) == ("c", "c", ["a"], ["a"])
     assert (body["set"], body["dsl"], body["target_set"], body["cost"]) == ("alone", "c", ["c"], 1)
     assert body["candidates"] == [{"set": "alone", "combination": ["c"], "cost": 1}]
+    assert body["explanation"] == "Start c in set 'alone' (c), combination [c]: stop a (eviction cost 1)."
     # Asking is speculative: no record, no swap.
     assert len(server.get("/api/decisions").json()["decisions"]) == 1
     assert server.get("/api/plan?model=nope").status == 404
