@@ -89,7 +89,8 @@ class UpstreamBroke(Exception):
 async def forward(request: web.Request, upstreams: UpstreamClient, session: aiohttp.ClientSession, url: str,
                   body: bytes | None, *, drop_headers: frozenset[str] = frozenset(),
                   extra_headers: Mapping[str, str] | None = None,
-                  response: web.StreamResponse | None = None) -> web.StreamResponse:
+                  response: web.StreamResponse | None = None,
+                  tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
     """Send the request to `url` and relay the answer.
 
     Plain-HTTP upstreams go through the lean pooled client (`upstream.py`); HTTPS upstreams,
@@ -97,12 +98,13 @@ async def forward(request: web.Request, upstreams: UpstreamClient, session: aioh
 
     With `response` (an already prepared stream, e.g. after a loading-state preamble), only
     the upstream body is written into it and its status/headers are not sent again.
+    `tap` sees every body chunk relayed (the activity store reads usage from the tail).
     """
     parts = urlsplit(url)
     if (parts.scheme != "http" or request.method == "HEAD" or "upgrade" in request.headers
             or parts.hostname is None):
         return await _forward_aiohttp(request, session, url, body, drop_headers=drop_headers,
-                                      extra_headers=extra_headers, response=response)
+                                      extra_headers=extra_headers, response=response, tap=tap)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         port = parts.port or 80
@@ -115,13 +117,14 @@ async def forward(request: web.Request, upstreams: UpstreamClient, session: aioh
     except (UpstreamConnectError, UpstreamClosed, OSError) as exc:
         raise UpstreamError(str(exc) or type(exc).__name__) from exc
     return await _relay(request, upstream, upstream.iter_chunks, upstream.read, upstream.close,
-                        (UpstreamClosed, ConnectionError), extra_headers, response)
+                        (UpstreamClosed, ConnectionError), extra_headers, response, tap)
 
 
 async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
                            *, drop_headers: frozenset[str] = frozenset(),
                            extra_headers: Mapping[str, str] | None = None,
-                           response: web.StreamResponse | None = None) -> web.StreamResponse:
+                           response: web.StreamResponse | None = None,
+                           tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
     headers = upstream_headers(request.headers, drop_headers)
     data = body if body is not None else request.content
     try:
@@ -132,7 +135,7 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
     try:
         return await _relay(request, upstream, upstream.content.iter_any, upstream.read, upstream.close,
                             (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError),
-                            extra_headers, response)
+                            extra_headers, response, tap)
     finally:
         await up_cm.__aexit__(None, None, None)
 
@@ -140,12 +143,15 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
 async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], AsyncIterator[bytes]],
                  read: Callable[[], Awaitable[bytes]], close: Callable[[], None],
                  broken: tuple[type[BaseException], ...], extra_headers: Mapping[str, str] | None,
-                 response: web.StreamResponse | None) -> web.StreamResponse:
+                 response: web.StreamResponse | None,
+                 tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
     """Relay an upstream response (status, headers, body as it arrives) to the client."""
     started: web.StreamResponse | None = response
     try:
         if response is not None:
             async for chunk in chunks():
+                if tap is not None:
+                    tap(chunk)
                 await response.write(chunk)
             return response
         out_headers = downstream_headers(upstream.headers)
@@ -156,6 +162,8 @@ async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], Async
         stream = is_event_stream(upstream.headers)
         if length is not None and length.isdigit() and int(length) <= SMALL_BODY and not stream:
             payload = await read()
+            if tap is not None:
+                tap(payload)
             return web.Response(status=upstream.status, reason=upstream.reason or None, body=payload,
                                 headers=out_headers)
         if stream:
@@ -166,6 +174,8 @@ async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], Async
         await resp.prepare(request)
         started = resp
         async for chunk in chunks():
+            if tap is not None:
+                tap(chunk)
             await resp.write(chunk)
         await resp.write_eof()
         return resp
