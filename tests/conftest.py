@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator
 
 import pytest
@@ -36,3 +37,16 @@ def spawn_fake_upstream() -> Iterator[Callable[..., FakeUpstream]]:
     yield spawn
     for upstream in started:
         upstream.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers started by tests (in process or as subprocesses, which inherit this) keep
+    their activity store under a temporary XDG_DATA_HOME, never in the user's data dir."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old

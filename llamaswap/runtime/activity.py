@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from aiohttp import web
+
 logger = logging.getLogger("llamaswap.activity")
 
 DEFAULT_MAX_IN_MEMORY = 1000
@@ -526,3 +528,15 @@ def _from_row(row: tuple) -> ActivityRecord:
     values = dict(zip(_COLUMNS, row))
     values["timestamp"] = values.pop("ts")
     return ActivityRecord(**values)
+
+
+ACTIVITY = web.AppKey("activity", ActivityStore)
+
+
+def store_path(config: Any) -> Path | None:
+    """Where `serve` keeps activity: `store.path` (":memory:" = nowhere), else the default."""
+    store = getattr(config, "store", None)
+    raw = store.path.strip() if store is not None and store.path else ""
+    if raw == ":memory:":
+        return None
+    return Path(os.path.expanduser(raw)) if raw else default_path()

@@ -337,6 +337,9 @@ def start_serve(config_path: Path | None, *, cwd: Path, args: tuple[str, ...] = 
     argv = [*executable, "serve", *([str(config_path)] if config_path else []),
             "--listen", "127.0.0.1:0", *args]
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    # The activity store's default place: one per test directory (a restart in the same
+    # test finds its records; other tests do not see them).
+    env["XDG_DATA_HOME"] = str(cwd / "data")
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env=env)
