@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llamaswap.compiler.explain import explain
 from llamaswap.runtime.keys import DECISIONS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES, ROUTER, STARTED
 from llamaswap.runtime.listing import model_records
 from llamaswap.runtime.observe import health as health_check
@@ -146,12 +147,13 @@ async def what_if(request: web.Request) -> web.Response:
     except RuntimeError as exc:
         return error_response(request, 503, str(exc))
     decision = plan.policy.decide(real, running_set, explain=True)
-    return web.json_response(decision.to_json(request=name))
+    return web.json_response({**decision.to_json(request=name),
+                              "explanation": explain(decision, plan.engine, name)})
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     if "text/html" in request.headers.get("Accept", ""):
-        pass  # no web UI: always plain text
+        raise web.HTTPFound("/ui/logs")  # a browser: the web UI's log page
     return web.Response(text="\n".join(request.app[LOGS].combined.history()) + "\n")
 
 

@@ -1,13 +1,15 @@
 """App: the aiohttp application behind `llamaswap serve` — the route table, the gate
 middleware (CORS preflight, then auth), and the lifecycle.
 
-Lifecycle (cleanup_ctx): one ClientSession; the process supervisors; the Router's owner
-task; preload hooks. On shutdown, live log streams end (so they do not hold the exit up);
-on cleanup the router shuts down (waiting requests get 503, every upstream process group is
-stopped), then the session closes.
+Lifecycle (cleanup_ctx): one ClientSession; the process supervisors; the activity store;
+the Router's owner task (its observer feeds the UI's event hub); preload hooks. On
+shutdown, live log and event streams end (so they do not hold the exit up); on cleanup the
+router shuts down (waiting requests get 503, every upstream process group is stopped), the
+session closes, and the activity store writes what it still holds.
 
 The handlers live elsewhere: the model-dispatched path in dispatch.py, the operator
-endpoints in api.py; the app's state is the typed keys of keys.py.
+endpoints in api.py, the web UI's files, JSON and event feed in webui.py; the app's state is
+the typed keys of keys.py (and the activity/events modules' own keys).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import api
+from llamaswap.runtime import api, webui
+from llamaswap.runtime.activity import ACTIVITY, ActivityStore, store_path
 from llamaswap.runtime.auth import refusal
 from llamaswap.runtime.dispatch import model_route, upstream_route
+from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver, InflightTracker
 from llamaswap.runtime.keys import (API_KEYS, DECISIONS, SELECTORS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES,
                                     ROUTER, SESSION, STARTED, UPSTREAMS)
 from llamaswap.runtime.logs import HubHandler, LogHub
-from llamaswap.runtime.observe import AppObserver, DecisionLog, Metrics
+from llamaswap.runtime.observe import DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
 from llamaswap.runtime.router import Rejected, Router
 from llamaswap.runtime.selectors import SelectorTracker
@@ -100,11 +104,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     processes = {m: ModelProcess(spec, session=session, log=hub.model(m)) for m, spec in process_specs(plan).items()}
     app[PROCESSES] = processes
     app[METRICS].bind(processes, None)  # type: ignore[arg-type]
-    observer = AppObserver(app[DECISIONS], app[METRICS])
+    observer = EventsObserver(app[DECISIONS], app[METRICS], app[EVENTS])
     router = Router(plan.policy, scheduler_settings(plan), processes, observer=observer,
                     scheduling=scheduling_policy(plan))
     app[METRICS].bind(processes, router)
     app[ROUTER] = router
+    app[ACTIVITY].open()
+    webui.attach_sources(app)
     await router.start()
     preload = asyncio.create_task(_preload(app), name="llamaswap:preload") if plan.preload else None
     try:
@@ -115,6 +121,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await router.shutdown()
         app[UPSTREAMS].close()
         await session.close()
+        await asyncio.to_thread(app[ACTIVITY].close)
         logging.getLogger("llamaswap").removeHandler(handler)
 
 
@@ -151,7 +158,13 @@ def build_app(plan: Plan) -> web.Application:
     app[SELECTORS] = SelectorTracker(plan)
     app[METRICS] = Metrics(plan.models)
     app[LOG_STREAMS] = set()
+    app[EVENTS] = events = EventHub()
+    app[INFLIGHT] = InflightTracker(events)
+    app[ACTIVITY] = ActivityStore(store_path(plan.config),
+                                  max_in_memory=plan.config.metrics_max_in_memory if plan.config else 1000)
+    app[webui.UI_FILES] = webui.load_ui_files()
     app.on_shutdown.append(api.end_log_streams)
+    app.on_shutdown.append(webui.end_event_streams)
     app.cleanup_ctx.append(_lifecycle)
     r = app.router
     for path in JSON_ROUTES:
@@ -176,4 +189,18 @@ def build_app(plan: Plan) -> web.Application:
     r.add_get("/logs", api.logs)
     r.add_get("/logs/stream", api.logs_stream)
     r.add_get("/logs/stream/{which:.+}", api.logs_stream)
+    r.add_get("/api/metrics/activity", webui.activity)
+    r.add_get("/api/metrics/stats", webui.activity_stats)
+    r.add_get("/api/events", webui.events)
+    # The web UI: static files, the redirects to them, and the JSON its pages read.
+    r.add_get("/", webui.to_ui)
+    r.add_get("/upstream", webui.upstream_to_ui)
+    r.add_get("/ui", webui.ui_page)
+    r.add_get("/ui/{rest:.*}", webui.ui_page)
+    r.add_get("/favicon.ico", webui.favicon)
+    r.add_get("/api/models", webui.models_status)
+    r.add_post("/api/models/load/{model:.+}", webui.load_model)
+    r.add_get("/api/live", webui.live)
+    r.add_get("/api/graph", webui.graph)
+    r.add_get("/api/config", webui.config_summary)
     return app

@@ -1,7 +1,11 @@
 """Auth: the API key a request carries (Basic password, Bearer token or `x-api-key`) and the
 check against the config's `apiKeys`, which the app's gate middleware runs on every request.
 
-With no `apiKeys` every request passes; the open paths (health probes, favicon) always pass.
+With no `apiKeys` every request passes; the open paths (health probes, favicon) always pass,
+and so do the web UI's static files and the redirects to them: they hold no data, and the
+pages ask for the key and send it with every call. A 401 to one of the pages' own calls
+(`X-Requested-With: llamaswap-ui`) carries no Basic challenge, which would make the browser
+show its login prompt over the page's own.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from aiohttp import web
 from llamaswap.runtime.keys import API_KEYS
 from llamaswap.runtime.proxy import error_response
 
-OPEN_PATHS = frozenset({"/health", "/wol-health", "/favicon.ico"})
+OPEN_PATHS = frozenset({"/health", "/wol-health", "/favicon.ico", "/", "/ui", "/upstream"})
+UI_PREFIX = "/ui/"
+UI_CLIENT = "llamaswap-ui"
 
 
 def api_key_of(request: web.Request) -> str | None:
@@ -35,7 +41,11 @@ def api_key_of(request: web.Request) -> str | None:
 def refusal(request: web.Request) -> web.Response | None:
     """The 401 for a request without a valid API key; None when it may pass."""
     keys = request.app[API_KEYS]
-    if keys and request.path not in OPEN_PATHS and api_key_of(request) not in keys:
-        return error_response(request, 401, "unauthorized: invalid or missing API key",
-                              headers={"WWW-Authenticate": 'Basic realm="llama-swap"'})
-    return None
+    if not keys:
+        return None
+    path = request.path
+    if path in OPEN_PATHS or path.startswith(UI_PREFIX) or api_key_of(request) in keys:
+        return None
+    challenge = ({} if request.headers.get("X-Requested-With") == UI_CLIENT
+                 else {"WWW-Authenticate": 'Basic realm="llama-swap"'})
+    return error_response(request, 401, "unauthorized: invalid or missing API key", headers=challenge)

@@ -7,7 +7,9 @@ proxied response.
   -> grant -> rewrite the body (useModelName, stripParams, setParams, setParamsByID) ->
   forward and stream -> release the ticket (serve_done), also when the client went away.
 
-Every request is counted in `llamaswap_requests_total{model, status}`. A request that waited
+Every request is counted in `llamaswap_requests_total{model, status}`, is in the in-flight
+table (the UI's `inflight` events) while it runs, and leaves one activity record (status,
+wait, duration, the tokens the upstream reported in the tail of its answer). A request that waited
 for a swap gets `X-Llamaswap-Swap: model=M; evicted=a,b; set=S; waited=1.234s`.
 """
 
@@ -26,6 +28,8 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.filters import (multipart_boundary, multipart_field, needs_rewrite,
                                        replace_multipart_field, rewrite_body)
+from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
+from llamaswap.runtime.events import EVENTS, INFLIGHT
 from llamaswap.runtime.keys import METRICS, PLAN, PROCESSES, ROUTER, SELECTORS, SESSION, UPSTREAMS
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.router import Granted, Rejected, Ticket
@@ -108,6 +112,17 @@ def swap_header(granted: Granted) -> dict[str, str]:
                                 f"set={swap.decision.set or ''}; waited={granted.waited:.3f}s"}
 
 
+class Measure:
+    """What one request's path measures for its activity record."""
+
+    __slots__ = ("rid", "waited", "tap")
+
+    def __init__(self, rid: str) -> None:
+        self.rid = rid
+        self.waited = 0.0
+        self.tap = ResponseTap()
+
+
 async def dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
                    apply_filters: bool) -> web.StreamResponse:
     """The request path, counted in `llamaswap_requests_total{model, status}`. A selector ID
@@ -126,8 +141,13 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
         requested = target
     model = plan.resolve_model(requested) or "(unknown)"
     status = "cancelled"
+    app = request.app
+    arrived_wall, began = time.time(), time.monotonic()
+    tracker = app[INFLIGHT]
+    measure = Measure(tracker.begin(model, requested, request.method, request.path, request.remote))
+    resp: web.StreamResponse | None = None
     try:
-        resp = await _dispatch(request, body, requested, upstream_path, apply_filters)
+        resp = await _dispatch(request, body, requested, upstream_path, apply_filters, measure)
         status = str(resp.status)
         return resp
     except web.HTTPException as exc:
@@ -140,12 +160,27 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
         raise
     finally:
         request.app[METRICS].count_request(model, status)
+        tracker.end(measure.rid)
+        code = int(status) if status.isdigit() else 499
+        duration = time.monotonic() - began
+        ctype = resp.content_type if resp is not None else ""
+        asked = requested
+
+        def record() -> None:
+            app[ACTIVITY].record(make_record(
+                model=model, requested=asked, req_path=request.path, status=code, content_type=ctype,
+                arrived_wall=arrived_wall, wait_s=measure.waited, duration_s=duration, tap=measure.tap,
+                error="" if code != 499 else "the client went away"))
+
+        # After this handler returns (a small response is then already on its way out):
+        # reading the usage from the tail must not delay the answer.
+        asyncio.get_running_loop().call_soon(record)
         if selector is not None:
             selectors.release(selector, requested)
 
 
 async def _dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
-                    apply_filters: bool) -> web.StreamResponse:
+                    apply_filters: bool, measure: Measure) -> web.StreamResponse:
     app = request.app
     plan = app[PLAN]
     router = app[ROUTER]
@@ -157,6 +192,7 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
         return error_response(request, 404, "no local server found for requested model")
     cfg = plan.config.models[model]  # type: ignore[union-attr]
     ticket = router.submit(model, requested)
+    app[EVENTS].queue_changed()
     stream: web.StreamResponse | None = None
     try:
         admission = await ticket.admission
@@ -176,6 +212,8 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
             return error_response(request, outcome.status, outcome.message,
                                   code="concurrency_limit" if outcome.status == 429 else None,
                                   headers=outcome.headers)
+        measure.waited = outcome.waited
+        app[INFLIGHT].serving(measure.rid)
         data = body.raw
         if apply_filters and body.json is not None and needs_rewrite(cfg, requested):
             data = json.dumps(rewrite_body(body.json, cfg, requested)).encode()
@@ -186,7 +224,7 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
             url += "?" + request.query_string
         try:
             return await forward(request, app[UPSTREAMS], app[SESSION], url, data, response=stream,
-                                 extra_headers=swap_header(outcome))
+                                 extra_headers=swap_header(outcome), tap=measure.tap)
         except UpstreamError as exc:
             if stream is not None:
                 await stream.write(_loading_chunk(requested, f"\nupstream error: {exc}\n"))
@@ -202,6 +240,7 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
         # Also on cancellation (the client left) and on any error: a waiting ticket is
         # cancelled, a granted one reports serve_done.
         router.release(ticket)
+        app[EVENTS].queue_changed()
 
 
 def _wants_loading_state(plan: Plan, model: str, request: web.Request, body: Body) -> bool:

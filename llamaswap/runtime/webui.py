@@ -29,7 +29,6 @@ from llamaswap.runtime.router import Rejected
 from llamaswap.runtime.settings import effective_ttl
 
 UI_FILES = web.AppKey("ui_files", dict)
-UI_CLIENT = "llamaswap-ui"  # X-Requested-With of the pages' calls (a 401 then has no Basic challenge)
 PAGES = ("models", "live", "decisions", "activity", "logs", "playground", "config")
 _TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
@@ -52,11 +51,6 @@ def load_ui_files() -> dict[str, tuple[bytes, str]]:
 
     walk(resources.files("llamaswap.ui"), "")
     return out
-
-
-def is_public(path: str) -> bool:
-    """Paths the API-key gate lets through: the UI's static files and the redirects to them."""
-    return path == "/" or path == "/ui" or path.startswith("/ui/")
 
 
 # -- static files and redirects ----------------------------------------------------------------
@@ -328,20 +322,5 @@ def attach_sources(app: web.Application) -> None:
     hub.set_queue_source(lambda: live_snapshot(app))
 
 
-def add_routes(app: web.Application) -> None:
-    app[UI_FILES] = load_ui_files()
-    r = app.router
-    r.add_get("/", to_ui)
-    r.add_get("/ui", ui_page)
-    r.add_get("/ui/{rest:.*}", ui_page)
-    r.add_get("/favicon.ico", favicon)
-    r.add_get("/upstream", upstream_to_ui)
-    r.add_get("/api/models", models_status)
-    r.add_post("/api/models/load/{model:.+}", load_model)
-    r.add_get("/api/live", live)
-    r.add_get("/api/graph", graph)
-    r.add_get("/api/config", config_summary)
-    r.add_get("/api/metrics/activity", activity)
-    r.add_get("/api/metrics/stats", activity_stats)
-    r.add_get("/api/events", events)
-
+async def end_event_streams(app: web.Application) -> None:
+    app[EVENTS].close_all()
