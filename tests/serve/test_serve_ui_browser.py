@@ -2,8 +2,8 @@
 Python; no browser download), against a real `llamaswap serve` whose models are fake
 upstream subprocesses.
 
-Without chromium these tests skip locally; under CI (CI=true) they fail instead, so CI can
-never pass without having run them. Select them with `-m e2e`, leave them out with
+Without chromium these tests skip locally; under CI (CI=true, or LLAMASWAP_REQUIRE_BROWSER=1
+as `.ci/run` sets) they fail instead, so CI can never pass without having run them. Select them with `-m e2e`, leave them out with
 `-m 'not e2e'`.
 """
 
@@ -34,7 +34,7 @@ T = 20_000  # ms: generous deadline for things that involve starting an upstream
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get("LLAMASWAP_REQUIRE_BROWSER") == "1":
         pytest.fail(f"browser tests must run in CI: {reason}")
     pytest.skip(reason)
 
