@@ -58,6 +58,7 @@ function paint() {
   const state = new Map((models || []).map((m) => [m.id, m.state]));
   const loading = new Set((swaps || []).map((w) => w.model));
   const running = new Set([...state].filter(([, st]) => st === "ready").map(([m]) => m));
+  const stopping = new Set([...state].filter(([, st]) => st === "stopping").map(([m]) => m));
   for (const [m, st] of state) if (st === "starting") loading.add(m);
   const target = whatif ? whatif.model : null;
   const evict = new Set(whatif ? whatif.evict : []);
@@ -66,6 +67,7 @@ function paint() {
     const m = g.dataset.model;
     g.classList.toggle("running", running.has(m) && !loading.has(m));
     g.classList.toggle("loading", loading.has(m));
+    g.classList.toggle("stopping", stopping.has(m) && !loading.has(m));
     g.classList.toggle("target", m === target);
     g.classList.toggle("evict", evict.has(m));
   }
@@ -75,8 +77,11 @@ function paint() {
     line.classList.toggle("running", live(a) && live(b));
     line.classList.toggle("whatif", targetSet.has(a) && targetSet.has(b));
   }
-  const set = [...running].sort();
-  view.runningText.textContent = set.length ? `Running now: ${set.join(", ")}` : "Nothing is running.";
+  const set = [...running].filter((m) => !loading.has(m)).sort();
+  const parts = [set.length ? `Running now: ${set.join(", ")}` : "Nothing is running."];
+  if (loading.size) parts.push(`loading: ${[...loading].sort().join(", ")}`);
+  if (stopping.size) parts.push(`stopping: ${[...stopping].sort().join(", ")}`);
+  view.runningText.textContent = parts.join(" · ");
   view.svg.dataset.running = set.join(",");
 }
 
@@ -147,7 +152,8 @@ export default {
     root.append(h("h1", {}, "Live"), h("div", { class: "grid live" },
       h("div", { class: "panel" }, h("h2", {}, "What can run together"),
         h("div", { class: "legend" }, h("span", {}, h("i", { class: "running" }), "running"),
-          h("span", {}, h("i", { class: "loading" }), "loading"), h("span", {}, h("i", { class: "target" }), "what-if target"),
+          h("span", {}, h("i", { class: "loading" }), "loading"), h("span", {}, h("i", { class: "stopping" }), "stopping"),
+          h("span", {}, h("i", { class: "target" }), "what-if target"),
           h("span", {}, h("i", { class: "evict" }), "would stop")),
         view.runningText, view.svgBox, h("p", { class: "muted small", id: "graph-notes" })),
       h("div", { class: "stack" },
