@@ -15,12 +15,14 @@ Invariants:
   at most `max_db_bytes` (SQLite's page cap); at startup the window is refilled from it, and
   ids continue after the largest stored one, so activity survives a restart.
 - A database that cannot be opened or written (unwritable directory, full disk, corrupt
-  file) degrades the store to memory only, with exactly one warning. Serving goes on.
+  file) degrades the store to memory only, with exactly one warning (logged from the event
+  loop, whose log handlers are not thread-safe). Serving goes on.
 - `path=None` (or ":memory:") keeps activity in memory only, on purpose: no warning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as _dt
 import json
@@ -331,6 +333,7 @@ class ActivityStore:
         self.degraded: str | None = None  # why the store is in memory only
         self._dropped = 0
         self._warned_drop = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle (event-loop side) ------------------------------------------------------------
     @property
@@ -341,6 +344,10 @@ class ActivityStore:
         """Open the database and refill the window from it (startup; bounded work)."""
         if self.path is None:
             return
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
@@ -475,7 +482,13 @@ class ActivityStore:
     def _degrade(self, reason: str) -> None:
         if self.degraded is None:
             self.degraded = reason
-            logger.warning("activity store: %s; keeping activity in memory only", reason)
+            warn = (logger.warning, "activity store: %s; keeping activity in memory only", reason)
+            loop = self._loop
+            if loop is not None and threading.current_thread() is self._thread and not loop.is_closed():
+                # The log's handlers (the UI's log feed among them) belong to the event loop.
+                loop.call_soon_threadsafe(*warn)
+            else:
+                warn[0](*warn[1:])
 
     def _write_loop(self) -> None:
         db = self._db

@@ -3,9 +3,11 @@ usage/timings scan of response tails, and degrading to memory on an unwritable o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
+import threading
 
 import pytest
 
@@ -181,3 +183,29 @@ def test_make_record_derives_a_rate_without_timings():
                     content_type="application/json", arrived_wall=1.0, wait_s=0.5, duration_s=1.5, tap=tap)
     assert r.tokens_per_second == pytest.approx(10.0)
     assert (r.wait_ms, r.duration_ms, r.requested) == (500.0, 1500.0, "alias")
+
+
+def test_a_disk_full_warning_from_the_writer_is_logged_in_the_event_loop(tmp_path):
+    async def main() -> list[str]:
+        store = ActivityStore(tmp_path / "small.sqlite3", max_db_bytes=64 << 10, max_rows=1_000_000,
+                              max_in_memory=10_000)
+        store.open()
+        threads: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: threads.append(threading.current_thread().name)
+        logging.getLogger("llamaswap.activity").addHandler(handler)
+        try:
+            while store.degraded is None:
+                for _ in range(300):
+                    store.record(rec(error="x" * 200))
+                await asyncio.to_thread(store.flush)
+            for _ in range(100):
+                if threads:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            logging.getLogger("llamaswap.activity").removeHandler(handler)
+            await asyncio.to_thread(store.close)
+        return threads
+
+    assert asyncio.run(main()) == [threading.main_thread().name]  # once, in the loop's thread
