@@ -13,6 +13,8 @@ import pytest
 
 from serve_support import DEADLINE, model, upstream_cmd
 
+pytestmark = pytest.mark.e2e
+
 KEY = "ui-key"
 
 

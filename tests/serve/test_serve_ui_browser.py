@@ -39,8 +39,10 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    # Module scope: Playwright's sync API keeps an event loop running in this thread while
+    # it is open, and later tests' asyncio.run() must not find it.
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         _unavailable("no chromium on PATH (Debian: apt-get install chromium)")

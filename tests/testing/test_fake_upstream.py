@@ -97,10 +97,11 @@ def test_chat_streaming_one_chunk_per_token(upstream: FakeUpstream):
 
 
 def test_chat_reports_llama_server_timings(upstream: FakeUpstream):
-    plain = upstream.post(CHAT, {"model": "m", "tokens": 4,
+    plain = upstream.post(CHAT, {"model": "m", "tokens": 4, "token_delay": 0.01,
                                  "messages": [{"role": "user", "content": "one two three"}]}).json()
     t = plain["timings"]
     assert (t["prompt_n"], t["predicted_n"]) == (3, 4)
+    assert t["predicted_ms"] >= 30.0  # a non-streamed reply takes as long as its stream would
     assert t["predicted_per_second"] == pytest.approx(4000.0 / t["predicted_ms"], rel=1e-2)
     chunks = stream_chunks(upstream.post(CHAT, {
         "model": "m", "stream": True, "tokens": 5, "token_delay": 0.02,
