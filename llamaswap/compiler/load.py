@@ -74,8 +74,10 @@ def _drop_nulls(data: Any, schema: Key) -> Any:
     return out
 
 
-def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
-    """Load and check a llama-swap config. `env` is the environment for `${env.X}`."""
+def load_config(text: str, file: str, env: Mapping[str, str],
+                keep_ports: Mapping[str, int] | None = None, keep_start_port: int | None = None) -> Loaded:
+    """Load and check a llama-swap config. `env` is the environment for `${env.X}`;
+    `keep_ports` pins `${PORT}` allocations (hot reload, see macros.py)."""
     doc = load_document(text, file)
     root = doc.root
     ck = PathReporter(file, root)
@@ -95,7 +97,7 @@ def load_config(text: str, file: str, env: Mapping[str, str]) -> Loaded:
         return loaded
 
     ck.diagnostics.extend(check_keys(root, file))
-    macro_result = expand_macros(root, file, env)
+    macro_result = expand_macros(root, file, env, keep_ports, keep_start_port)
     ck.diagnostics.extend(macro_result.diagnostics)
     loaded.ports = macro_result.ports
 

@@ -13,7 +13,8 @@ every substituted value keeps its position. llama-swap's rules (reference §2, �
    declaration order, so a macro can use the ones declared before it.
    A value that is exactly `${name}` keeps the macro's scalar type.
 4. `${PORT}`: models in sorted ID order; only a model whose cmd holds `${PORT}` takes a port,
-   counting up from startPort. `${PORT}` in proxy without it in cmd is an error.
+   counting up from startPort. A hot reload pins ports (`keep_ports`, when startPort is the
+   one they were allocated from): a pinned model keeps its port, the others count up past them. `${PORT}` in proxy without it in cmd is an error.
 5. Nothing of the form `${…}` may remain, except `${PID}` in cmdStop.
 """
 
@@ -58,10 +59,13 @@ class MacroResult:
 
 
 class _Pass:
-    def __init__(self, file: str, root: YMap, env: Mapping[str, str]):
+    def __init__(self, file: str, root: YMap, env: Mapping[str, str],
+                 keep_ports: Mapping[str, int] | None = None, keep_start_port: int | None = None):
         self.file = file
         self.root = root
         self.env = env
+        self.keep_ports = dict(keep_ports or {})
+        self.keep_start_port = keep_start_port
         self.report = Reporter(file)
         # Macro declarations in scope: name -> (config path, value scalar).
         self.last_nodes: dict[str, tuple[str, YScalar]] = {}
@@ -212,6 +216,10 @@ class _Pass:
         if not isinstance(models, YMap):
             return ports
         next_port = start_port
+        present = {str(k.value) for k, _ in models.items}
+        pinned = ({m: p for m, p in self.keep_ports.items() if m in present}
+                  if self.keep_start_port == start_port else {})
+        taken = set(pinned.values())
         for mk, model in sorted(models.items, key=lambda kv: str(kv[0].value)):
             model_id = str(mk.value)
             mpath = f"models.{model_id}"
@@ -271,14 +279,19 @@ class _Pass:
                     length=len(model_id) if not explicit else len("${PORT}"),
                 )
             elif cmd_has_port:
-                ports[model_id] = next_port
-                port_macro = [("PORT", next_port)]
+                port = pinned.get(model_id)
+                if port is None:
+                    while next_port in taken:
+                        next_port += 1
+                    port = next_port
+                    next_port += 1
+                ports[model_id] = port
+                port_macro = [("PORT", port)]
                 for k, v in model.items:
                     if k.value == "macros":
                         continue
                     for _, s in self.scalars(v, f"{mpath}.{k.value}"):
                         self.apply(s, port_macro)
-                next_port += 1
 
             known = [name for name, _ in merged] + ["PORT"]
             for k, v in model.items:
@@ -379,8 +392,11 @@ class _Pass:
         return None
 
 
-def expand_macros(root: YMap, file: str, env: Mapping[str, str]) -> MacroResult:
-    """Run env substitution, macro expansion and port allocation over `root`, in place."""
-    p = _Pass(file, root, env)
+def expand_macros(root: YMap, file: str, env: Mapping[str, str],
+                  keep_ports: Mapping[str, int] | None = None,
+                  keep_start_port: int | None = None) -> MacroResult:
+    """Run env substitution, macro expansion and port allocation over `root`, in place.
+    `keep_ports` (model -> port, allocated from `keep_start_port`) pins ports on a reload."""
+    p = _Pass(file, root, env, keep_ports, keep_start_port)
     ports = p.run()
     return MacroResult(ports, p.report.diagnostics)

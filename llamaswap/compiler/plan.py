@@ -42,6 +42,10 @@ class CompileOptions:
     # installed policies (entry points); the CLI passes runtime.policies.check_policy.
     # None: only the shape is checked.
     policy_check: Callable[[str, Mapping[str, Any]], tuple[str | None, str, str | None] | None] | None = None
+    # Hot reload: the serving plan's ports (model -> port) and the startPort they came from;
+    # a model that still takes a ${PORT} keeps its port when startPort is unchanged.
+    keep_ports: Mapping[str, int] = field(default_factory=dict)
+    keep_start_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class Plan:
 def compile_text(text: str, file: str, options: CompileOptions | None = None) -> Plan:
     """Compile a config's text. Never raises on user input: problems are diagnostics."""
     options = options or CompileOptions()
-    loaded = load_config(text, file, options.env)
+    loaded = load_config(text, file, options.env, options.keep_ports, options.keep_start_port)
     report = Reporter(file)
     report.diagnostics.extend(loaded.diagnostics)
     report.diagnostics.extend(check_scheduling_policy(loaded, options.policy_check))
