@@ -18,6 +18,7 @@ Inputs (facts the owner reports)       Outputs (`Effects`, imperatives)
   stop_done(models, now)                 stop_processes(models, reason, timeout)
   model_exited(model, now)
   unload(models, now, timeout)
+  reconfigure(policy, settings, now, ...)
   shutdown(now, timeout)
   tick(now)
 
@@ -67,6 +68,18 @@ TTL, is due. See docs/scheduler.md for the guarantee and its limits.
 
 TTL. A READY model with no request queued, waiting or in flight, idle since `last_used +
 ttl`, is stopped on `tick` (reason "ttl", its unload timeout). Never while requests use it.
+
+Reconfigure (hot reload). `reconfigure` swaps in a new eviction policy and new settings.
+Added models start STOPPED. Models that must go are *retiring*, each with one reason:
+"restart" (its process spec changed), "evict" (the new policy does not allow what runs) or
+"removed". A retiring model is granted nothing new (requests for it queue; for a removed
+one they get 404) and is never cut mid-request: once it is idle (READY, nothing in flight,
+no swap) it is stopped (`stop_processes`, reason "reload"); once STOPPED it is done: a
+removed model is forgotten, a restarted one that the reload itself stopped is started again
+(a swap with no waiters) if that evicts nothing. While a removed model still runs, no swap
+starts (the new policy cannot account for it). Requests still waiting are re-resolved:
+`moves` names their new model (an alias that now points elsewhere) or None (gone: 404); the
+waiters of a retiring model's swap go back to the queue, to be served by the new process.
 """
 
 from __future__ import annotations
@@ -364,6 +377,11 @@ class Scheduler:
         # hold ran out (asked once per target until its swap starts or its queue empties).
         self._holds: dict[str, float] = {}
         self._held: set[str] = set()
+        # Hot reload: model -> why it must go ("restart", "evict", "removed"); the removed
+        # ones (unknown to the policy); the ones whose stop the reload itself issued.
+        self._retiring: dict[str, str] = {}
+        self._gone: set[str] = set()
+        self._reload_stopped: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -375,7 +393,7 @@ class Scheduler:
             self._effects.reject(req_id, 503, self._shutdown_message(), NO_HEADERS)
             return Admission.REJECTED
         self._refresh_protection(now)
-        if model not in self._state:
+        if model not in self._state or model in self._gone:
             self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
             outcome = Admission.REJECTED
         elif self._reserved[model] >= self._settings.limit(model):
@@ -517,6 +535,83 @@ class Scheduler:
         self._drain(now)
         self._finish(now)
 
+    def reconfigure(self, policy: EvictionPolicy, settings: SchedulerSettings, now: float, *,
+                    restart: Iterable[str] = (), evict: Iterable[str] = (),
+                    moves: Mapping[ReqId, str | None] | None = None,
+                    scheduling: SchedulingPolicy | None = None) -> None:
+        """A hot reload: from now on decide with `policy` and `settings` (and `scheduling`,
+        when the scheduling policy changed; None keeps the current one and what it learnt).
+        `restart`: models whose process must be restarted once idle; `evict`: running models
+        to stop once idle (the new policy does not allow them together); models missing from
+        `settings` are removed once idle. `moves`: waiting requests whose model is now
+        another one (None: none, 404). See "Reconfigure" above."""
+        if self._shutting_down:
+            return
+        self._refresh_protection(now)
+        known = set(settings.models)
+        strength = {"restart": 1, "evict": 2, "removed": 3}
+
+        def retire(model: str, reason: str) -> None:
+            current = self._retiring.get(model)
+            if current is None or strength[reason] > strength[current]:
+                self._retiring[model] = reason
+
+        for model in settings.models:
+            if model not in self._state:
+                self._state[model] = ModelState.STOPPED
+                self._in_flight[model] = 0
+                self._reserved[model] = 0
+            elif model in self._gone:  # removed by an earlier reload, back before it stopped
+                self._gone.discard(model)
+                self._retiring[model] = "restart"
+        for model in list(self._state):
+            if model not in known:
+                self._gone.add(model)
+                retire(model, "removed")
+        for model in restart:
+            if model in known and self._state[model] is not ModelState.STOPPED:
+                retire(model, "restart")
+        for model in evict:
+            if model in known and self._state[model] is not ModelState.STOPPED:
+                retire(model, "evict")
+        self._policy = policy
+        self._settings = settings
+        self._name = getattr(policy, "engine", "scheduler")
+        self._models = tuple(settings.models) + tuple(sorted(self._gone))
+        if scheduling is not None:
+            self._scheduling = scheduling
+            self._chooses = bool(getattr(scheduling, "chooses_victims", False))
+            self._holds.clear()
+            self._held.clear()
+        for model in self._gone:
+            self._holds.pop(model, None)
+            self._held.discard(model)
+        # Re-resolve what is still waiting.
+        moves = dict(moves or {})
+        for req in list(self._requests.values()):
+            if req.phase is _Phase.SERVING:
+                continue
+            if req.id in moves:
+                target = moves[req.id]
+            elif req.model in self._gone:
+                target = None
+            elif req.model in self._retiring:
+                target = req.model  # back to the queue: the new process serves it
+            else:
+                continue
+            self._unwait(req)
+            if target is None or target not in known:
+                self._reject(req, 404, NOT_FOUND_MESSAGE)
+                continue
+            if target != req.model:
+                self._reserved[req.model] -= 1
+                self._reserved[target] += 1
+                req.model = target
+                req.priority = self._settings.priority_of(target)
+            self._enqueue(req)
+        self._drain(now)
+        self._finish(now)
+
     def shutdown(self, now: float, timeout: float | None = None) -> None:
         """Everyone waiting, and every later request, gets 503 `<engine> is shutting down`;
         every model is stopped (`timeout` if > 0, else the swap stop timeout)."""
@@ -597,6 +692,14 @@ class Scheduler:
         swap = self._active.get(model)
         return () if swap is None else tuple(r.id for r in swap.waiters)
 
+    def retiring(self) -> Mapping[str, str]:
+        """Models a reload retires, and why ("restart", "evict", "removed")."""
+        return MappingProxyType(dict(self._retiring))
+
+    def knows(self, model: str) -> bool:
+        """True while the scheduler tracks `model` (a removed one until it has stopped)."""
+        return model in self._state
+
     def swaps(self) -> tuple[str, ...]:
         """Targets of the swaps in progress, in start order."""
         return tuple(self._active)
@@ -625,7 +728,7 @@ class Scheduler:
         or waiting on a swap); False when it must stay queued."""
         model = req.model
         swap = self._active.get(model)
-        if swap is not None:
+        if swap is not None and model not in self._retiring:  # not the old process of a reload
             swap.waiters.append(req)
             req.phase = _Phase.WAITING
             return True
@@ -644,6 +747,8 @@ class Scheduler:
             return True
         if self._blocked(model, evict):
             return False
+        if self._gone and self._removed_running():
+            return False  # the new policy cannot account for a removed model still running
         if guard is not None and self._interferes(model, evict, running, guard, now):
             return False
         if evict and req is not self._protected and self._holding(model, decision, now):
@@ -709,10 +814,18 @@ class Scheduler:
         return model in after or not self._victims(guard, running, now).issuperset(after)
 
     def _running(self) -> tuple[str, ...]:
+        if self._gone:  # removed models are unknown to the policy
+            gone = self._gone
+            return tuple(sorted(m for m, s in self._state.items()
+                                if s is not ModelState.STOPPED and m not in gone))
         return tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
 
+    def _removed_running(self) -> bool:
+        return any(self._state[m] is not ModelState.STOPPED for m in self._gone)
+
     def _settling(self, model: str) -> bool:
-        return self._state[model] is ModelState.STOPPING or model in self._detached
+        return (self._state[model] is ModelState.STOPPING or model in self._detached
+                or model in self._retiring)
 
     def _idle(self, model: str) -> bool:
         return (
@@ -735,6 +848,55 @@ class Scheduler:
         self._transition(decision.target, "swap_started")
         self._effects.start_swap(decision.target, decision, self._settings.swap_stop_timeout)
         self._scheduling.on_swap_started(decision, now)
+
+    def _unwait(self, req: _Request) -> None:
+        """Take a waiting request out of the queue or its swap's waiters."""
+        if req.phase is _Phase.QUEUED:
+            self._queue.remove(req)
+            if req is self._protected:
+                self._protected = None
+        elif req.phase is _Phase.WAITING:
+            self._active[req.model].waiters.remove(req)
+
+    def _advance_retiring(self) -> tuple[bool, list[str]]:
+        """Stop the retiring models that are idle; finish the ones that have stopped. Returns
+        whether one finished (the queue may now move) and the ones to start again."""
+        finished = False
+        restarts: list[str] = []
+        for model, reason in list(self._retiring.items()):
+            state = self._state[model]
+            if state is ModelState.READY and self._in_flight[model] == 0 and model not in self._active:
+                self._mark_stopping([model])
+                self._reload_stopped.add(model)
+                self._effects.stop_processes((model,), "reload", self._settings.unload_timeout_of(model))
+            elif (state is ModelState.STOPPED and model not in self._active and model not in self._detached
+                  and (reason != "removed" or self._reserved[model] == 0)):
+                del self._retiring[model]
+                if reason == "restart" and model in self._reload_stopped:
+                    restarts.append(model)
+                self._reload_stopped.discard(model)
+                if reason == "removed":
+                    self._gone.discard(model)
+                    for table in (self._state, self._in_flight, self._reserved, self._last_used):
+                        table.pop(model, None)  # type: ignore[attr-defined]
+                    self._models = tuple(m for m in self._models if m != model)
+                finished = True
+        return finished, restarts
+
+    def _restart(self, model: str, now: float) -> None:
+        """Start a reload-restarted model again when that evicts nothing (else it waits for
+        its next request)."""
+        if self._shutting_down or model in self._active or self._protected is not None:
+            return
+        if self._gone and self._removed_running():
+            return
+        decision = self._decide(model, self._running(), now)
+        if decision.evict or self._blocked(model, ()):
+            return
+        self._active[model] = _Swap(decision, [], now)
+        self._transition(model, "swap_started")
+        self._scheduling.on_swap_started(decision, now)
+        self._effects.start_swap(model, decision, self._settings.swap_stop_timeout)
 
     def _settle_evicted(self, swap: _Swap) -> None:
         for victim in swap.decision.evict:
@@ -819,6 +981,13 @@ class Scheduler:
             self._protected = oldest
 
     def _finish(self, now: float) -> None:
+        while self._retiring:
+            finished, restarts = self._advance_retiring()
+            if not finished:
+                break
+            self._drain(now)  # the queue first: a restart must not overtake a waiting request
+            for model in restarts:
+                self._restart(model, now)
         self._refresh_protection(now)
         guard = self._protected
         if guard is not None and guard.model in self._holds and not self._shutting_down:
