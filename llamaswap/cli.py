@@ -23,7 +23,10 @@ from llamaswap import __version__
 # The compiler and the runtime are imported inside the commands that need them, on purpose:
 # start-up time (`llamaswap compile` never loads aiohttp, `--help` loads neither).
 if TYPE_CHECKING:
-    from llamaswap.compiler.plan import Plan
+    from typing import Mapping
+
+    from llamaswap.compiler.plan import CompileOptions, Plan
+    from llamaswap.runtime.reload import ConfigSource
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -90,16 +93,22 @@ def compile_config(path: str, expand_budget: int | None = None) -> "Plan":
     return compile_source(read_config(path), path, expand_budget)
 
 
-def compile_source(text: str, name: str, expand_budget: int | None = None) -> "Plan":
-    """Compile with the process environment (for `${env.X}`) and the --expand-budget."""
-    from llamaswap.compiler.plan import CompileOptions, compile_text
-
+def compile_options(expand_budget: int | None = None) -> "CompileOptions":
+    """The process environment (for `${env.X}`), the installed policies, the --expand-budget."""
+    from llamaswap.compiler.plan import CompileOptions
     from llamaswap.runtime.policies import check_policy
 
     opts: dict = {"env": dict(os.environ), "policy_check": check_policy}
     if expand_budget is not None:
         opts["expand_budget"] = expand_budget
-    return compile_text(text, name, CompileOptions(**opts))
+    return CompileOptions(**opts)
+
+
+def compile_source(text: str, name: str, expand_budget: int | None = None) -> "Plan":
+    """Compile with the process environment (for `${env.X}`) and the --expand-budget."""
+    from llamaswap.compiler.plan import compile_text
+
+    return compile_text(text, name, compile_options(expand_budget))
 
 
 def print_diagnostics(plan: "Plan", fmt: str = "text", err: bool = True) -> None:
@@ -504,44 +513,68 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, number
 
 
-def compile_sources(config: str | None, config_dir: str | None, expand_budget: int | None) -> "Plan":
-    """Compile `--config` and the `*.yml`/`*.yaml` files directly in `--config-dir` (sorted by
-    name), merged by llama-swap's rules; diagnostics point into the file each part came from."""
+def config_source(config: str | None, config_dir: str | None, expand_budget: int | None) -> "ConfigSource":
+    """Where serve's config comes from, read again on every hot reload: `--config`, and the
+    `*.yml`/`*.yaml` files directly in `--config-dir` (sorted by name, listed anew each time),
+    merged by llama-swap's rules; diagnostics point into the file each part came from."""
     from dataclasses import replace
 
     from llamaswap.compiler.diagnostics import sort_diagnostics
     from llamaswap.compiler.merge import Source, merge_sources
+    from llamaswap.compiler.plan import Plan, compile_text
+    from llamaswap.runtime.reload import ConfigSource, SourceError, file_source, read_text_file
 
+    options = compile_options(expand_budget)
     if config_dir is None:
         assert config is not None
-        return compile_config(config, expand_budget)
+        return file_source(config, options)
     directory = Path(config_dir)
-    try:
-        names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name.endswith((".yml", ".yaml")))
-    except NotADirectoryError:
-        raise click.UsageError(f"-config-dir {config_dir}: not a directory") from None
-    except OSError as exc:
-        raise click.UsageError(f"-config-dir {config_dir}: {exc.strerror or exc}") from None
-    files = [str(directory / n) for n in names]
-    if config is not None:
-        mine = Path(config).resolve()
-        if any(Path(f).resolve() == mine for f in files):
-            raise click.UsageError(f"-config path {config} is also present in -config-dir {config_dir}; remove it "
-                                   "from one")
-        files.insert(0, config)
-    if not files:
-        raise click.UsageError(f"-config-dir {config_dir}: no *.yml or *.yaml files in it")
-    merged = merge_sources([Source(f, read_config(f)) for f in files])
-    label = files[0] if len(files) == 1 else f"{config_dir} ({len(files)} files merged)"
-    if merged.text is None:
-        from llamaswap.compiler.plan import Plan
 
-        return Plan(file=label, engine="group", models=(), config=None, aliases={}, ports={}, sets=(),
-                    evict_costs={}, groups=(), preload=(), priority={},
-                    diagnostics=sort_diagnostics(merged.diagnostics))
-    plan = compile_source(merged.text, label, expand_budget)
-    return replace(plan, diagnostics=sort_diagnostics([*merged.diagnostics,
-                                                       *(merged.locate(d) for d in plan.diagnostics)]))
+    def files() -> list[str]:
+        try:
+            names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name.endswith((".yml", ".yaml")))
+        except NotADirectoryError:
+            raise SourceError(f"-config-dir {config_dir}: not a directory") from None
+        except OSError as exc:
+            raise SourceError(f"-config-dir {config_dir}: {exc.strerror or exc}") from None
+        found = [str(directory / n) for n in names]
+        if config is not None:
+            mine = Path(config).resolve()
+            if any(Path(f).resolve() == mine for f in found):
+                raise SourceError(f"-config path {config} is also present in -config-dir {config_dir}; remove it "
+                                  "from one")
+            found.insert(0, config)
+        if not found:
+            raise SourceError(f"-config-dir {config_dir}: no *.yml or *.yaml files in it")
+        return found
+
+    def build(texts: "Mapping[str, str]", opts: "CompileOptions") -> Plan:
+        merged = merge_sources([Source(f, t) for f, t in texts.items()])
+        names = list(texts)
+        label = names[0] if len(names) == 1 else f"{config_dir} ({len(names)} files merged)"
+        if merged.text is None:
+            return Plan(file=label, engine="group", models=(), config=None, aliases={}, ports={}, sets=(),
+                        evict_costs={}, groups=(), preload=(), priority={},
+                        diagnostics=sort_diagnostics(merged.diagnostics))
+        plan = compile_text(merged.text, label, opts)
+        return replace(plan, diagnostics=sort_diagnostics([*merged.diagnostics,
+                                                           *(merged.locate(d) for d in plan.diagnostics)]))
+
+    paths = tuple(p for p in (config, config_dir) if p is not None)
+    return ConfigSource(config_dir, paths, lambda: {f: read_text_file(f) for f in files()}, build, options)
+
+
+def compile_sources(config: str | None, config_dir: str | None, expand_budget: int | None,
+                    source: "ConfigSource | None" = None) -> "Plan":
+    """Compile what `config_source` names; an unreadable part is a usage error (exit 2)."""
+    from llamaswap.runtime.reload import SourceError
+
+    source = source or config_source(config, config_dir, expand_budget)
+    try:
+        plan, _ = source.compile({}, None)
+    except SourceError as exc:
+        raise click.UsageError(str(exc)) from None
+    return plan
 
 
 def version_line() -> str:
@@ -574,8 +607,9 @@ def version_line() -> str:
               help="TLS certificate (PEM); with --tls-key-file, serve HTTPS.")
 @click.option("--tls-key-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="TLS private key (PEM).")
-@click.option("--watch-config", is_flag=True, help="Reload when the config changes (accepted; not implemented "
-                                                    "yet: restart to reload).")
+@click.option("--watch-config", is_flag=True,
+              help="Reload the config when the file (or --config-dir) changes, as SIGHUP and POST "
+                   "/api/config/reload do: only what changed restarts.")
 @click.option("--version", "show_version", is_flag=True, help="Print the version and commit, and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default=None,
               help="Log level (default: the config's logLevel).")
@@ -594,6 +628,7 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
     import logging
 
     from llamaswap.runtime import loop as loops
+    from llamaswap.runtime.reload import text_source
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
     if show_version:
@@ -607,9 +642,12 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
     tls = tls_cert_file is not None
     host, port = listen if listen is not None else ("127.0.0.1", 8443 if tls else 8080)
     if config is None and config_dir is None:
-        plan = compile_source(demo_config_text(), DEMO_NAME, expand_budget)
+        demo = demo_config_text()
+        plan = compile_source(demo, DEMO_NAME, expand_budget)
+        source = text_source(demo, DEMO_NAME, plan.options)
     else:
-        plan = compile_sources(config, config_dir, expand_budget)
+        source = config_source(config, config_dir, expand_budget)
+        plan = compile_sources(config, config_dir, expand_budget, source)
     what = "the built-in demo config" if config is None and config_dir is None else plan.file
     if not plan.ok:
         print_diagnostics(plan, "text", err=True)
@@ -624,9 +662,6 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
         except (OSError, ssl.SSLError) as exc:
             raise Fail(f"error: cannot use the TLS certificate {tls_cert_file} and key {tls_key_file}: "
                        f"{getattr(exc, 'strerror', None) or exc}") from None
-    if watch_config:
-        click.echo("note: -watch-config is accepted but not implemented yet: restart llamaswap (or send it "
-                   "SIGTERM and start it again) after changing the config", err=True)
     # llama-swap reads an unknown logLevel as info (compile warns about it, LS412).
     level = (log_level or (plan.config.log_level if plan.config else "info")).strip().upper()
     if level not in ("DEBUG", "INFO", "WARN", "ERROR"):
@@ -644,7 +679,8 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
         sys.stdout.flush()
 
     try:
-        loops.run(lambda: serve(plan, host, port, announce, ssl_context=ssl_context))
+        loops.run(lambda: serve(plan, host, port, announce, ssl_context=ssl_context, source=source,
+                                watch=watch_config))
     except OSError as exc:
         raise Fail(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     except KeyboardInterrupt:

@@ -19,22 +19,28 @@ from typing import Any
 from aiohttp import web
 
 from llamaswap.compiler.explain import explain
-from llamaswap.runtime.keys import DECISIONS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES, ROUTER, STARTED
+from llamaswap.runtime.keys import DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, ROUTER, STARTED
 from llamaswap.runtime.listing import model_records
 from llamaswap.runtime.observe import health as health_check
 from llamaswap.runtime.processes import ProcessState
 from llamaswap.runtime.proxy import error_response
+from llamaswap.runtime.reload import health_detail as reload_health
 from llamaswap.runtime.scheduler import ModelState
 from llamaswap.runtime.settings import effective_ttl, stall_timeout
 
 
 async def list_models(request: web.Request) -> web.Response:
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     procs = request.app[PROCESSES]
+
+    def state(m: str) -> ProcessState:  # a model a reload just added gets its process a moment later
+        proc = procs.get(m)
+        return proc.state if proc is not None else ProcessState.STOPPED
+
     data = model_records(
         plan, int(request.app[STARTED]),
-        loaded=lambda m: procs[m].state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN),
-        active=lambda m: procs[m].state in (ProcessState.STARTING, ProcessState.READY),
+        loaded=lambda m: state(m) not in (ProcessState.STOPPED, ProcessState.SHUTDOWN),
+        active=lambda m: state(m) in (ProcessState.STARTING, ProcessState.READY),
     )
     headers = {}
     if "Origin" in request.headers:
@@ -43,20 +49,22 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def running(request: web.Request) -> web.Response:
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     c = plan.config
     assert c is not None
     now = time.monotonic()
     out = []
-    for mid in plan.models:
-        proc = request.app[PROCESSES][mid]
+    procs = request.app[PROCESSES]
+    for mid, proc in sorted(procs.items()):
         if proc.state is ProcessState.STOPPED:
             continue
-        m = c.models[mid]
+        m = c.models.get(mid) if mid in plan.models else None  # None: a reload removed it
         out.append({
-            "model": mid, "state": proc.state.value, "cmd": m.cmd, "proxy": m.proxy,
-            "ttl": int(effective_ttl(plan, mid)), "name": m.name, "description": m.description,
+            "model": mid, "state": proc.state.value, "cmd": proc.spec.cmd, "proxy": proc.spec.proxy,
+            "ttl": int(effective_ttl(plan, mid)) if m is not None else 0,
+            "name": m.name if m is not None else "", "description": m.description if m is not None else "",
             "pid": proc.pid, "state_seconds": round(now - proc.state_since, 3),
+            **({} if m is not None else {"removed": True}),
         })
     return web.json_response({"running": out})
 
@@ -69,7 +77,7 @@ async def unload_all(request: web.Request) -> web.Response:
 
 
 async def unload_one(request: web.Request) -> web.Response:
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     name = request.match_info["model"]
     real = plan.resolve_model(name)
     if real is None:
@@ -81,7 +89,7 @@ async def unload_one(request: web.Request) -> web.Response:
 async def scheduler_state(request: web.Request) -> web.Response:
     """A consistent snapshot of the scheduler, taken inside its owner task."""
     router = request.app[ROUTER]
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
 
     def snapshot(sched) -> dict:
         return {
@@ -89,7 +97,8 @@ async def scheduler_state(request: web.Request) -> web.Response:
             "shutting_down": sched.shutting_down,
             "models": {m: {"state": sched.state(m).value, "in_flight": sched.in_flight(m),
                            "reserved": sched.reserved(m), "waiting": len(sched.waiting(m))}
-                       for m in plan.models},
+                       for m in plan.models if sched.knows(m)},
+            "retiring": dict(sched.retiring()),  # models a reload restarts, evicts or removes
             "queue": [{"id": rid, "model": router.ticket_model(rid)} for rid in sched.queued()],
             "swaps": list(sched.swaps()),
             "swaps_started": router.swaps_started,
@@ -104,9 +113,10 @@ async def scheduler_state(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """200 while the scheduler task is alive and making progress; 503 with the reason."""
-    ok, reason = health_check(request.app[ROUTER], stall_timeout(request.app[PLAN]))
+    ok, reason = health_check(request.app[ROUTER], stall_timeout(request.app[LIVE].plan))
     if ok:
-        return web.Response(text="OK")
+        detail = reload_health(request.app)  # a failed reload: still serving, but say so
+        return web.Response(text=f"OK ({detail})" if detail else "OK")
     return web.Response(status=503, text=reason)
 
 
@@ -129,7 +139,7 @@ async def decisions(request: web.Request) -> web.Response:
 
 async def what_if(request: web.Request) -> web.Response:
     """What would happen if `?model=X` were requested now, against the live running set."""
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     name = request.query.get("model", "").strip()
     if not name:
         return error_response(request, 400, "give the model to plan for: /api/plan?model=NAME")
@@ -138,7 +148,7 @@ async def what_if(request: web.Request) -> web.Response:
         return error_response(request, 404, f"no local server found for requested model {name!r}")
 
     def running_now(sched) -> tuple[str, ...]:
-        live = {m for m in plan.models if sched.state(m) is not ModelState.STOPPED}
+        live = {m for m in plan.models if sched.knows(m) and sched.state(m) is not ModelState.STOPPED}
         live.update(sched.swaps())
         return tuple(sorted(live))
 
@@ -167,7 +177,7 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
     elif which == "upstream":
         buf = hub.upstream
     else:
-        real = request.app[PLAN].resolve_model(which)
+        real = request.app[LIVE].plan.resolve_model(which)
         if real is None:
             return web.Response(status=400, text="invalid logger. Use 'proxy', 'upstream' or a model's ID")
         buf = hub.model(real)

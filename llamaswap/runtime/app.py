@@ -2,10 +2,11 @@
 middleware (CORS preflight, then auth), and the lifecycle.
 
 Lifecycle (cleanup_ctx): one ClientSession; the process supervisors; the activity store;
-the Router's owner task (its observer feeds the UI's event hub); preload hooks. On
-shutdown, live log and event streams end (so they do not hold the exit up); on cleanup the
-router shuts down (waiting requests get 503, every upstream process group is stopped), the
-session closes, and the activity store writes what it still holds.
+the Router's owner task (its observer feeds the UI's event hub); preload hooks; the config
+watcher (`--watch-config`). Hot reload (runtime/reload.py) swaps the live plan and hands the
+rest to the router. On shutdown, live log and event streams end (so they do not hold the
+exit up); on cleanup the router shuts down (waiting requests get 503, every upstream process
+group is stopped), the session closes, and the activity store writes what it still holds.
 
 The handlers live elsewhere: the model-dispatched path in dispatch.py, the operator
 endpoints in api.py, the web UI's files, JSON and event feed in webui.py; the app's state is
@@ -23,20 +24,20 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import api, webui
+from llamaswap.runtime import api, reload, webui
 from llamaswap.runtime.activity import ACTIVITY, ActivityStore, store_path
 from llamaswap.runtime.auth import refusal
 from llamaswap.runtime.dispatch import model_route, upstream_route
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver, InflightTracker
-from llamaswap.runtime.keys import (API_KEYS, DECISIONS, SELECTORS, LOG_STREAMS, LOGS, METRICS, PLAN, PROCESSES,
-                                    ROUTER, SESSION, STARTED, UPSTREAMS)
+from llamaswap.runtime.keys import (DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, ROUTER, SELECTORS,
+                                    SESSION, STARTED, UPSTREAMS, LiveConfig)
 from llamaswap.runtime.logs import HubHandler, LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
+from llamaswap.runtime.reload import RELOADER, ConfigSource, ConfigWatcher, Reloader, process_specs
 from llamaswap.runtime.router import Rejected, Router
 from llamaswap.runtime.selectors import SelectorTracker
-from llamaswap.runtime.settings import (effective_unload_timeout, health_check_timeout, scheduler_settings,
-                                        scheduling_policy)
+from llamaswap.runtime.settings import scheduler_settings, scheduling_policy
 from llamaswap.runtime.upstream import UpstreamClient
 
 logger = logging.getLogger("llamaswap.serve")
@@ -56,18 +57,16 @@ FORM_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
 QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 
 
-def process_specs(plan: Plan) -> dict[str, ProcessSpec]:
-    c = plan.config
-    assert c is not None
-    hct = health_check_timeout(plan)
-    return {
-        m: ProcessSpec(
-            model=m, cmd=c.models[m].cmd, proxy=c.models[m].proxy, cmd_stop=c.models[m].cmd_stop,
-            env=tuple(c.models[m].env), check_endpoint=c.models[m].check_endpoint,
-            health_check_timeout=hct, unload_timeout=effective_unload_timeout(plan, m),
-        )
-        for m in plan.models
-    }
+def make_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
+    """The supervisor of one model's upstream (at startup, and for a model a reload adds)."""
+    return ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model))
+
+
+def make_added_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
+    """The process of a model a reload added: watched by the UI's feed like the others."""
+    proc = make_process(app, spec)
+    webui.watch_process(app, proc)
+    return proc
 
 
 @web.middleware
@@ -90,7 +89,7 @@ async def gate_middleware(request: web.Request, handler):
 # -- lifecycle ---------------------------------------------------------------------------------
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    plan = app[PLAN]
+    plan = app[LIVE].plan
     hub = app[LOGS]
     handler = HubHandler(hub)
     logging.getLogger("llamaswap").addHandler(handler)
@@ -101,23 +100,32 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     app[SESSION] = session
     app[UPSTREAMS] = UpstreamClient()
-    processes = {m: ModelProcess(spec, session=session, log=hub.model(m)) for m, spec in process_specs(plan).items()}
-    app[PROCESSES] = processes
-    app[METRICS].bind(processes, None)  # type: ignore[arg-type]
+    processes = {m: make_process(app, spec) for m, spec in process_specs(plan).items()}
     observer = EventsObserver(app[DECISIONS], app[METRICS], app[EVENTS])
     router = Router(plan.policy, scheduler_settings(plan), processes, observer=observer,
                     scheduling=scheduling_policy(plan))
-    app[METRICS].bind(processes, router)
+    # The router's own table: a reload adds and removes processes there.
+    app[PROCESSES] = router.processes
+    app[METRICS].bind(router.processes, router)
     app[ROUTER] = router
     app[ACTIVITY].open()
     webui.attach_sources(app)
     await router.start()
     preload = asyncio.create_task(_preload(app), name="llamaswap:preload") if plan.preload else None
+    reloader = app[RELOADER]
+    watcher = None
+    if app[WATCH] and reloader.source is not None and reloader.source.paths:
+        watch = ConfigWatcher(reloader.source.paths, lambda: reloader.reload("watch"))
+        watcher = asyncio.create_task(watch.run(), name="llamaswap:watch-config")
+        logger.info("watching %s for changes", ", ".join(reloader.source.paths))
     try:
         yield
     finally:
         if preload is not None and not preload.done():
             preload.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        await reloader.close()
         await router.shutdown()
         app[UPSTREAMS].close()
         await session.close()
@@ -128,7 +136,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _preload(app: web.Application) -> None:
     """hooks.on_startup.preload: request every listed model at once; the scheduler lets the
     ones that may run together load in parallel."""
-    plan = app[PLAN]
+    plan = app[LIVE].plan
     router = app[ROUTER]
 
     async def one(model: str) -> None:
@@ -145,15 +153,21 @@ async def _preload(app: web.Application) -> None:
     await asyncio.gather(*(one(m) for m in plan.preload), return_exceptions=True)
 
 
-def build_app(plan: Plan) -> web.Application:
-    """The serve application for a compiled, error-free plan."""
+WATCH = web.AppKey("watch_config", bool)
+
+
+def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = False) -> web.Application:
+    """The serve application for a compiled, error-free plan. `source`: where the config
+    comes from, for hot reload (SIGHUP, `POST /api/config/reload`, and with `watch`, every
+    change on disk); None: nothing to reload."""
     if not plan.ok:
         raise ValueError("cannot serve a plan with errors")
     app = web.Application(middlewares=[gate_middleware], client_max_size=1 << 30)
-    app[PLAN] = plan
+    app[LIVE] = LiveConfig(plan)
     app[LOGS] = LogHub()
     app[STARTED] = time.time()
-    app[API_KEYS] = frozenset(plan.config.api_keys if plan.config else ())
+    app[RELOADER] = Reloader(app, source, make_added_process)
+    app[WATCH] = watch
     app[DECISIONS] = DecisionLog(plan.policy)
     app[SELECTORS] = SelectorTracker(plan)
     app[METRICS] = Metrics(plan.models)
@@ -185,6 +199,8 @@ def build_app(plan: Plan) -> web.Application:
     r.add_get("/metrics", api.metrics)
     r.add_get("/api/decisions", api.decisions)
     r.add_get("/api/plan", api.what_if)
+    r.add_post("/api/config/reload", reload.reload_now)
+    r.add_get("/api/reloads", reload.reloads_view)
     r.add_get("/wol-health", api.health)
     r.add_get("/logs", api.logs)
     r.add_get("/logs/stream", api.logs_stream)

@@ -14,7 +14,7 @@ import base64
 
 from aiohttp import web
 
-from llamaswap.runtime.keys import API_KEYS
+from llamaswap.runtime.keys import LIVE
 from llamaswap.runtime.proxy import error_response
 
 OPEN_PATHS = frozenset({"/health", "/wol-health", "/favicon.ico", "/", "/ui", "/upstream"})
@@ -40,7 +40,7 @@ def api_key_of(request: web.Request) -> str | None:
 
 def refusal(request: web.Request) -> web.Response | None:
     """The 401 for a request without a valid API key; None when it may pass."""
-    keys = request.app[API_KEYS]
+    keys = request.app[LIVE].api_keys
     if not keys:
         return None
     path = request.path

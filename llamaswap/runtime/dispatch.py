@@ -30,7 +30,7 @@ from llamaswap.runtime.filters import (multipart_boundary, multipart_field, need
                                        replace_multipart_field, rewrite_body)
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
 from llamaswap.runtime.events import EVENTS, INFLIGHT
-from llamaswap.runtime.keys import METRICS, PLAN, PROCESSES, ROUTER, SELECTORS, SESSION, UPSTREAMS
+from llamaswap.runtime.keys import LIVE, METRICS, PROCESSES, ROUTER, SELECTORS, SESSION, UPSTREAMS
 from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
@@ -127,12 +127,12 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
                    apply_filters: bool) -> web.StreamResponse:
     """The request path, counted in `llamaswap_requests_total{model, status}`. A selector ID
     is first resolved to one of its targets (the body's model is rewritten to it)."""
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     selectors = request.app[SELECTORS]
     selector = requested if requested in selectors.by_id else None
     if selector is not None:
         procs = request.app[PROCESSES]
-        target = selectors.choose(selector, lambda m: procs[m].state.value)
+        target = selectors.choose(selector, lambda m: procs[m].state.value if m in procs else "stopped")
         assert target is not None
         logger.debug("selector: id=%s target=%s", selector, target)
         if body.json is not None and body.json.get("model") == requested:
@@ -182,7 +182,7 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
 async def _dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
                     apply_filters: bool, measure: Measure) -> web.StreamResponse:
     app = request.app
-    plan = app[PLAN]
+    plan = app[LIVE].plan
     router = app[ROUTER]
     model = plan.resolve_model(requested)
     if model is None:
@@ -212,6 +212,12 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
             return error_response(request, outcome.status, outcome.message,
                                   code="concurrency_limit" if outcome.status == 429 else None,
                                   headers=outcome.headers)
+        current = app[LIVE].plan
+        if current is not plan or outcome.model != model:
+            # A reload came while it waited: it may be served by another model (its alias
+            # moved) or by a restarted process: use what the config says now.
+            model = outcome.model
+            cfg = _model_config(current, model) or _model_config(plan, model) or cfg
         measure.waited = outcome.waited
         app[INFLIGHT].serving(measure.rid)
         data = body.raw
@@ -241,6 +247,11 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
         # cancelled, a granted one reports serve_done.
         router.release(ticket)
         app[EVENTS].queue_changed()
+
+
+def _model_config(plan: Plan, model: str):
+    c = plan.config
+    return c.models.get(model) if c is not None else None
 
 
 def _wants_loading_state(plan: Plan, model: str, request: web.Request, body: Body) -> bool:
@@ -310,7 +321,7 @@ async def model_route(request: web.Request) -> web.StreamResponse:
 
 async def upstream_route(request: web.Request) -> web.StreamResponse:
     """/upstream/<model>/<path>: direct passthrough; the longest matching model prefix wins."""
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     rest = request.match_info["tail"]
     names = sorted(set(plan.models) | set(plan.aliases), key=len, reverse=True)
     for name in names:

@@ -1,7 +1,8 @@
 """The serve app's state: one typed `web.AppKey` per thing the application holds.
 
 `app.build_app` sets the plain values, its lifecycle the live ones (session, upstream client,
-processes, router); handlers only read them. Kept apart so that the app, the request path
+processes, router); handlers only read them. The plan is behind `LIVE` (a hot reload swaps
+it); the processes are the router's own table (a reload adds and removes entries). Kept apart so that the app, the request path
 and the operator API can share the keys without importing each other.
 """
 
@@ -20,14 +21,26 @@ from llamaswap.runtime.router import Router
 from llamaswap.runtime.selectors import SelectorTracker
 from llamaswap.runtime.upstream import UpstreamClient
 
-PLAN = web.AppKey("plan", Plan)
+
+
+class LiveConfig:
+    """What a hot reload replaces: the serving plan and the API keys it accepts. Handlers
+    read `app[LIVE].plan` once per request; only the reloader (runtime/reload.py) writes."""
+
+    __slots__ = ("plan", "api_keys")
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.api_keys: frozenset[str] = frozenset(plan.config.api_keys if plan.config else ())
+
+
+LIVE = web.AppKey("live", LiveConfig)
 ROUTER = web.AppKey("router", Router)
 PROCESSES = web.AppKey("processes", dict[str, ModelProcess])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAMS = web.AppKey("upstreams", UpstreamClient)
 LOGS = web.AppKey("logs", LogHub)
 STARTED = web.AppKey("started", float)  # time.time() when the app was built
-API_KEYS = web.AppKey("api_keys", frozenset[str])
 DECISIONS = web.AppKey("decisions", DecisionLog)
 SELECTORS = web.AppKey("selectors", SelectorTracker)
 METRICS = web.AppKey("metrics", Metrics)

@@ -7,8 +7,8 @@
   same fields go to the log as one JSON line when the swap ends.
 - `Metrics` owns a private Prometheus registry (so several apps can live in one process):
   requests by model and status, in-flight requests, model state, swaps and evictions by
-  model and reason, load-duration and queue-wait histograms, queue depth and the age of the
-  oldest waiting request.
+  model and reason, load-duration and queue-wait histograms, queue depth, the age of the
+  oldest waiting request, and config reloads by outcome.
 - `health()` is 200 only while the scheduler's owner task is alive and making progress:
   503 with a reason when the task died, or when requests have been waiting with nothing
   started, finished or granted for longer than the stall window.
@@ -152,6 +152,10 @@ class Metrics:
         self.queue_wait = Histogram("llamaswap_queue_wait_seconds",
                                     "Time from a request's arrival to its grant.", ["model"],
                                     buckets=WAIT_BUCKETS, registry=r)
+        self.reloads = Counter("llamaswap_reloads", "Config reloads by outcome (ok, failed).", ["outcome"],
+                               registry=r)
+        for outcome in ("ok", "failed"):
+            self.reloads.labels(outcome)
         for m in self.models:
             self.in_flight.labels(m).set(0)
         self._children: dict[tuple, Any] = {}  # cached label children (the hot path)
@@ -168,6 +172,14 @@ class Metrics:
 
     def count_request(self, model: str, status: str) -> None:
         self.child(self.requests, model, status).inc()
+
+    def set_models(self, models: Iterable[str]) -> None:
+        """A reload changed the models: new ones start at 0 in flight."""
+        models = tuple(models)
+        for m in models:
+            if m not in self.models:
+                self.in_flight.labels(m).set(0)
+        self.models = models
 
     def bind(self, processes: dict, router: "Router") -> None:
         """Read live values (model state, queue) from these at scrape time."""

@@ -29,6 +29,8 @@ Invariants:
 - `ensure_ready` during `stopping` waits the stop out, then starts a fresh process.
 - Output (stdout and stderr merged) goes to a bounded `LogBuffer` (runtime/logs.py), one per model.
 - No TTL here: the scheduler decides when to call `stop`.
+- A hot reload gives a process a new spec (`respec`): at once, or, when what runs changes,
+  once it is stopped (the running upstream is stopped with the spec it was started with).
 """
 
 from __future__ import annotations
@@ -177,6 +179,12 @@ class _Stop:
 
 
 @dataclass(slots=True)
+class _Respec:
+    spec: "ProcessSpec"
+    at_next_stop: bool
+
+
+@dataclass(slots=True)
 class _Spawned:
     run: _Run
     proc: asyncio.subprocess.Process
@@ -248,6 +256,7 @@ class ModelProcess:
         self._restart_waiters: list[asyncio.Future] = []  # ensure_ready during stopping
         self._stop_waiters: list[asyncio.Future] = []
         self._shutting_down = False
+        self._next_spec: ProcessSpec | None = None  # a reload's spec, taken at the next stop
 
     # -- read-only views (for /running, metrics, tests; never to decide a start or stop) --
 
@@ -299,6 +308,16 @@ class ModelProcess:
         if self._owner is not None:
             await asyncio.shield(self._owner)
 
+    def respec(self, spec: ProcessSpec, at_next_stop: bool = False) -> None:
+        """Use `spec` from now on (a hot reload). `at_next_stop`: what runs changes, so keep
+        the current spec until the process is stopped (now, if it is stopped)."""
+        if spec.model != self.spec.model:
+            raise ValueError(f"respec of {self.spec.model!r} with a spec for {spec.model!r}")
+        if self._owner is None:  # never started: nobody else reads the spec
+            self.spec = spec
+            return
+        self._inbox.put_nowait(_Respec(spec, at_next_stop))
+
     async def _command(self, make: Callable[[asyncio.Future], object]) -> None:
         # SHUTDOWN is terminal, so reading it here cannot race with the owner.
         if self._state is ProcessState.SHUTDOWN:
@@ -314,7 +333,7 @@ class ModelProcess:
 
     async def _own(self) -> None:
         handlers: dict[type, Callable[[Any], None]] = {
-            _EnsureReady: self._on_ensure_ready, _Stop: self._on_stop,
+            _EnsureReady: self._on_ensure_ready, _Stop: self._on_stop, _Respec: self._on_respec,
             _Spawned: self._on_spawned, _SpawnFailed: self._on_spawn_failed,
             _Healthy: self._on_healthy, _HealthTimedOut: self._on_health_timed_out,
             _Exited: self._on_exited,
@@ -416,6 +435,13 @@ class ModelProcess:
             self._fail(self._start_waiters, self._error(kind, kind))
         self._begin_stop(msg.timeout, msg.reason)
 
+    def _on_respec(self, msg: _Respec) -> None:
+        if msg.at_next_stop and self._state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN):
+            self._next_spec = msg.spec
+        else:
+            self.spec = msg.spec
+            self._next_spec = None
+
     # facts
 
     def _on_spawned(self, msg: _Spawned) -> None:
@@ -516,6 +542,8 @@ class ModelProcess:
                 run.kill_handle.cancel()
             if run.health_task is not None:
                 run.health_task.cancel()
+        if self._next_spec is not None:
+            self.spec, self._next_spec = self._next_spec, None
         self._set_state(ProcessState.STOPPED, detail, pid=run.pid if run else None)
         self._resolve(self._stop_waiters)
         if self._shutting_down:

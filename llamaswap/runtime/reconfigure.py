@@ -176,6 +176,18 @@ def minimal_eviction(policy: EvictionPolicy, running: Iterable[str],
     return tuple(sorted(chosen))
 
 
+def forced_eviction(policy: EvictionPolicy, running: Iterable[str],
+                    cost: Mapping[str, int] | None = None) -> tuple[tuple[str, ...], str]:
+    """(`minimal_eviction`, why in words; "" when nothing must go)."""
+    survivors = tuple(sorted(set(running)))
+    evict = minimal_eviction(policy, survivors, cost)
+    if not evict:
+        return (), ""
+    kept = sorted(set(survivors) - set(evict))
+    return evict, (f"the new config does not allow [{', '.join(survivors)}] together; "
+                   f"stopping the cheapest by evict cost keeps [{', '.join(kept)}]")
+
+
 def reload_plan(old: Plan, new: Plan, running: Iterable[str] = (),
                 diff_max: int = DIFF_DECISIONS_MAX) -> ReloadPlan:
     """What reloading from `old` to `new` changes while `running` models run."""
@@ -211,13 +223,7 @@ def reload_plan(old: Plan, new: Plan, running: Iterable[str] = (),
     except StatesError as exc:
         changed, note, examples = None, exc.message, []
 
-    survivors = tuple(sorted(set(running) & new_models))
-    evict = minimal_eviction(new.policy, survivors, new.evict_costs)
-    reason = ""
-    if evict:
-        kept = sorted(set(survivors) - set(evict))
-        reason = (f"the new config does not allow [{', '.join(survivors)}] together; "
-                  f"stopping the cheapest by evict cost keeps [{', '.join(kept)}]")
+    evict, reason = forced_eviction(new.policy, set(running) & new_models, new.evict_costs)
     return ReloadPlan(
         added=added, removed=removed, restarted=tuple(restarted), updated=tuple(updated),
         unchanged=tuple(unchanged), fields=fields, aliases=aliases, ports=ports,

@@ -36,6 +36,13 @@ Swaps stop the evicted models (in parallel), then `ensure_ready` the target; the
 own task decides how (it waits out a stop in progress). The owner also ticks the scheduler at
 `next_deadline()` (TTL unloads, bounded waiting) and notices crashes: a process that leaves
 `ready` by itself is reported as `model_exited`.
+
+A hot reload is one more event (`ReconfigureRequested`, posted by `reconfigure()`): the owner
+gives each kept model's process its new spec (at once, or at its next stop when it must be
+restarted), makes processes for added models, re-resolves the waiting tickets by the name
+they asked for, swaps in the new policy and settings, and hands the rest to
+`Scheduler.reconfigure`. A removed model's process is shut down and forgotten once the
+scheduler has forgotten the model (it stopped after its last request).
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
-from llamaswap.runtime.processes import ModelProcess, ProcessState, StartError, StateChanged
+from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState, StartError, StateChanged
+from llamaswap.runtime.reconfigure import forced_eviction
 from llamaswap.runtime.scheduler import Admission, ModelState, Scheduler, SchedulerSettings, SchedulingPolicy
 
 logger = logging.getLogger("llamaswap.router")
@@ -202,13 +210,30 @@ class ShutdownRequested:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class ReconfigureRequested:
+    """A hot reload: the new policy and settings, every model's new process spec, the
+    models to restart once idle, the evict costs (for what the new policy forbids), how a
+    requested name resolves now, and how to make the process of an added model. The reply
+    is the eviction applied, and why."""
+    policy: EvictionPolicy
+    settings: SchedulerSettings
+    specs: Mapping[str, ProcessSpec]
+    restart: tuple[str, ...]
+    evict_costs: Mapping[str, int]
+    resolve: Callable[[str], str | None]
+    make_process: Callable[[ProcessSpec], ModelProcess]
+    scheduling: SchedulingPolicy | None  # None: keep the current scheduling policy
+    reply: asyncio.Future[tuple[tuple[str, ...], str]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class QueryAsked:
     fn: Callable[[Scheduler], Any]
     reply: asyncio.Future[Any]
 
 
 Event = (RequestArrived | RequestCancelled | ServeFinished | SwapFinished | StopFinished
-         | ProcessExited | UnloadRequested | ShutdownRequested | QueryAsked)
+         | ProcessExited | UnloadRequested | ShutdownRequested | ReconfigureRequested | QueryAsked)
 
 
 # -- commands: the scheduler's outputs, carried out by the owner after each input ------------
@@ -316,6 +341,7 @@ class Router:
             ProcessExited: self._on_process_exited,
             UnloadRequested: self._on_unload_requested,
             ShutdownRequested: self._on_shutdown_requested,
+            ReconfigureRequested: self._on_reconfigure_requested,
             QueryAsked: self._on_query_asked,
         }
         self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
@@ -332,7 +358,8 @@ class Router:
         self._stop_chain: asyncio.Task | None = None
         self._owner: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._unsubscribe: list[Callable[[], None]] = []
+        self._unsubscribe: dict[str, Callable[[], None]] = {}  # model -> drop its listener
+        self._retired: set[str] = set()  # removed by a reload; process kept until it stopped
         # When something last started, finished or was granted (for the stall check).
         self.last_advance = time.monotonic()
 
@@ -340,7 +367,7 @@ class Router:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for proc in self.processes.values():
-            self._unsubscribe.append(proc.add_listener(self._on_process_change))
+            self._unsubscribe[proc.spec.model] = proc.add_listener(self._on_process_change)
         self._owner = self._loop.create_task(self._own(), name="llamaswap:scheduler")
 
     @property
@@ -372,7 +399,7 @@ class Router:
                 await self._owner
             except (asyncio.CancelledError, Exception):
                 pass
-            for unsub in self._unsubscribe:
+            for unsub in self._unsubscribe.values():
                 unsub()
             for task in list(self._tasks):
                 task.cancel()
@@ -436,6 +463,22 @@ class Router:
         if stops:
             await asyncio.wait(stops)
 
+    async def reconfigure(self, policy: EvictionPolicy, settings: SchedulerSettings,
+                          specs: Mapping[str, ProcessSpec], *, restart: Iterable[str] = (),
+                          evict_costs: Mapping[str, int] | None = None,
+                          resolve: Callable[[str], str | None],
+                          make_process: Callable[[ProcessSpec], ModelProcess],
+                          scheduling: SchedulingPolicy | None = None) -> tuple[tuple[str, ...], str]:
+        """Apply a hot reload (see the module docstring); returns once the owner applied it
+        (models still draining stop later), with the models the new policy evicts and why."""
+        assert self._loop is not None
+        if self._closing or self._owner is None or self._owner.done():
+            raise RuntimeError("the scheduler task is not running")
+        reply: asyncio.Future[tuple[tuple[str, ...], str]] = self._loop.create_future()
+        self._post(ReconfigureRequested(policy, settings, dict(specs), tuple(restart), dict(evict_costs or {}),
+                                        resolve, make_process, scheduling, reply))
+        return await reply
+
     async def call(self, fn: Callable[[Scheduler], Any]) -> Any:
         """Run `fn(scheduler)` inside the owner task (a consistent read of its state)."""
         assert self._loop is not None
@@ -496,6 +539,8 @@ class Router:
     def _handle(self, event: Event) -> None:
         try:
             self._handlers[type(event)](event, self.now())
+            if self._retired:
+                self._dispose_retired()
         except Exception as exc:
             # The scheduler raised on a protocol error: log loudly and keep serving; the
             # /health check reports the owner alive, and tests assert this never happens.
@@ -582,6 +627,60 @@ class Router:
         self._carry_out(now)
         if not event.reply.done():
             event.reply.set_result(None)
+
+    def _on_reconfigure_requested(self, event: ReconfigureRequested, now: float) -> None:
+        restart = set(event.restart)
+        for model, spec in event.specs.items():
+            proc = self.processes.get(model)
+            if proc is None:
+                proc = self.processes[model] = event.make_process(spec)
+                self._unsubscribe[model] = proc.add_listener(self._on_process_change)
+            else:
+                # Back before its removal finished: a restart, like a changed spec.
+                again = model in self._retired
+                self._retired.discard(model)
+                proc.respec(spec, at_next_stop=model in restart or again)
+                if again:
+                    restart.add(model)
+        self._retired.update(m for m in self.processes if m not in event.specs)
+        sched = self.scheduler
+        # What runs now, among the models the new config keeps: the new policy must allow it.
+        running = [m for m in event.settings.models
+                   if sched.knows(m) and sched.state(m) is not ModelState.STOPPED]
+        evict, why = forced_eviction(event.policy, running, event.evict_costs)
+        if evict:
+            logger.warning("reload: evicting %s: %s", ", ".join(evict), why)
+        moves: dict[int, str | None] = {}
+        leaving = restart | set(evict) | self._retired
+        for ticket in self._tickets.values():
+            if ticket.outcome.done():
+                continue
+            target = event.resolve(ticket.requested)
+            moved = target != ticket.model
+            if moved:
+                moves[ticket.req_id] = target
+                if target is not None:
+                    ticket.model = target
+            if moved or ticket.model in leaving:
+                self._waited_for.pop(ticket.req_id, None)  # it no longer waits for that swap
+        self.policy = event.policy
+        self.settings = event.settings
+        sched.reconfigure(event.policy, event.settings, now, restart=sorted(restart), evict=evict,
+                          moves=moves, scheduling=event.scheduling)
+        self._carry_out(now)
+        if not event.reply.done():
+            event.reply.set_result((evict, why))
+
+    def _dispose_retired(self) -> None:
+        """Forget the processes of removed models the scheduler has forgotten (stopped)."""
+        for model in [m for m in self._retired if not self.scheduler.knows(m)]:
+            self._retired.discard(model)
+            unsub = self._unsubscribe.pop(model, None)
+            if unsub is not None:
+                unsub()
+            proc = self.processes.pop(model, None)
+            if proc is not None:
+                self._spawn(proc.shutdown(0), f"llamaswap:retire:{model}")
 
     def _on_query_asked(self, event: QueryAsked, now: float) -> None:
         try:

@@ -27,6 +27,11 @@ class SelectorTracker:
         self.inflight: dict[tuple[str, str], int] = {}
         self.rr: dict[str, int] = {}
 
+    def replan(self, plan: Plan) -> None:
+        """A hot reload: the selectors of `plan` from now on (reservations in flight stay)."""
+        self.plan = plan
+        self.by_id = {s.id: s for s in plan.virtual.selectors}
+
     def choose(self, selector_id: str, state_of: Callable[[str], str]) -> str | None:
         """The target (as written) for one request to `selector_id`; None if it is not one.
         A spillover choice is reserved until `release`."""

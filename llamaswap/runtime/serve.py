@@ -5,6 +5,8 @@ Shutdown order: stop accepting connections; the router answers every waiting req
 min(healthCheckTimeout, SHUTDOWN_GRACE), like llama-swap's shared 30 s deadline); then the
 remaining connections are closed and the app's cleanup runs. A second signal SIGKILLs every
 upstream group at once. No upstream process outlives this function.
+
+SIGHUP reloads the config as a diff (runtime/reload.py): what did not change keeps running.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.app import build_app
 from llamaswap.runtime.keys import ROUTER
+from llamaswap.runtime.reload import RELOADER, ConfigSource
 
 logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
@@ -68,10 +71,22 @@ def demo_config_text(start_port: int | None = None) -> str:
     return text.replace("@PYTHON@", python)
 
 
+def reload_requested(app: web.Application | None) -> None:
+    """SIGHUP: reload the config (in the background; one reload at a time)."""
+    reloader = app.get(RELOADER) if app is not None else None
+    if reloader is None:
+        logger.warning("SIGHUP: not serving yet; nothing to reload")
+        return
+    logger.info("SIGHUP: reloading the config")
+    reloader.trigger("SIGHUP")
+
+
 async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int], None],
-                stop: asyncio.Event | None = None, ssl_context: "ssl.SSLContext | None" = None) -> None:
+                stop: asyncio.Event | None = None, ssl_context: "ssl.SSLContext | None" = None, *,
+                source: ConfigSource | None = None, watch: bool = False) -> None:
     """Serve `plan` on host:port (HTTPS with `ssl_context`) until `stop` is set or SIGINT/SIGTERM
-    arrives."""
+    arrives. `source`: where `plan` came from (for hot reload); `watch`: reload when it changes
+    on disk."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     app: web.Application | None = None
@@ -93,8 +108,9 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     # upstream is stopped: a signal must never kill llamaswap half-way and orphan them.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_requested(app))
     try:
-        app = build_app(plan)
+        app = build_app(plan, source, watch)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
@@ -120,5 +136,5 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
             if killers:
                 await asyncio.gather(*killers, return_exceptions=True)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -22,9 +22,10 @@ from aiohttp import web
 from llamaswap.compiler.graph import build_graph, model_id
 from llamaswap.runtime.activity import ACTIVITY, SORT_KEYS, iso, parse_time
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, stream
-from llamaswap.runtime.keys import API_KEYS, DECISIONS, LOGS, PLAN, PROCESSES, ROUTER, STARTED
-from llamaswap.runtime.processes import ProcessState
+from llamaswap.runtime.keys import DECISIONS, LIVE, LOGS, PROCESSES, ROUTER
+from llamaswap.runtime.processes import ModelProcess, ProcessState
 from llamaswap.runtime.proxy import error_response
+from llamaswap.runtime.reload import reload_state
 from llamaswap.runtime.router import Rejected
 from llamaswap.runtime.settings import effective_ttl
 
@@ -90,7 +91,7 @@ async def upstream_to_ui(request: web.Request) -> web.Response:
 def model_status(app: web.Application) -> list[dict[str, Any]]:
     """Every model with its process state: llama-swap's modelStatus entries, plus pid, TTL,
     since when the model is in its state, and the last decision that started it."""
-    plan = app[PLAN]
+    plan = app[LIVE].plan
     c = plan.config
     assert c is not None
     procs = app.get(PROCESSES, {})
@@ -122,7 +123,7 @@ async def models_status(request: web.Request) -> web.Response:
 
 async def load_model(request: web.Request) -> web.Response:
     """Start a model (as a request for it would) and answer when it is ready."""
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     name = request.match_info["model"]
     real = plan.resolve_model(name)
     if real is None:
@@ -140,12 +141,12 @@ async def load_model(request: web.Request) -> web.Response:
 
 async def live_snapshot(app: web.Application) -> dict[str, Any]:
     """The queue, per-model counts and swaps in progress, read inside the scheduler's task."""
-    plan = app[PLAN]
+    plan = app[LIVE].plan
     router = app[ROUTER]
 
     def read(sched) -> tuple:
         counts = {m: {"state": sched.state(m).value, "in_flight": sched.in_flight(m),
-                      "waiting": len(sched.waiting(m))} for m in plan.models}
+                      "waiting": len(sched.waiting(m))} for m in plan.models if sched.knows(m)}
         return counts, tuple(sched.queued()), tuple(sched.swaps())
 
     counts, queued, swaps = await router.call(read)
@@ -190,12 +191,12 @@ def graph_json(plan) -> dict[str, Any]:
 
 
 async def graph(request: web.Request) -> web.Response:
-    plan = request.app[PLAN]
+    plan = request.app[LIVE].plan
     cached = request.app.get(_GRAPH)
-    if cached is None:
-        cached = graph_json(plan)
+    if cached is None or cached["plan"] is not plan:  # a reload brings a new plan
+        cached = {"plan": plan, "json": graph_json(plan)}
         request.app[_GRAPH] = cached
-    return web.json_response(cached)
+    return web.json_response(cached["json"])
 
 
 _GRAPH = web.AppKey("ui_graph", dict)
@@ -203,7 +204,7 @@ _GRAPH = web.AppKey("ui_graph", dict)
 
 async def config_summary(request: web.Request) -> web.Response:
     app = request.app
-    plan = app[PLAN]
+    plan = app[LIVE].plan
     art = plan.artifact_json()
     c = plan.config
     assert c is not None
@@ -215,8 +216,7 @@ async def config_summary(request: web.Request) -> web.Response:
     return web.json_response({
         "file": plan.file, "engine": plan.engine, "models": models, "sets": art["sets"],
         "groups": art["groups"], "preload": art["preload"], "diagnostics": art["diagnostics"],
-        "api_keys": bool(app[API_KEYS]), "loaded_at": iso(app[STARTED]),
-        "last_reload": None, "reloads": [],
+        "api_keys": bool(app[LIVE].api_keys), **(await reload_state(app)),
         "store": store.describe() if store is not None else None,
     })
 
@@ -289,7 +289,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         ("logData", {"source": "proxy", "data": "".join(line + "\n" for line in logs.proxy.history())}),
         ("logData", {"source": "upstream", "data": "".join(line + "\n" for line in logs.upstream.history())}),
         ("modelStatus", model_status(app)),
-        ("uiConfig", app[PLAN].config.ui if app[PLAN].config else {}),
+        ("uiConfig", app[LIVE].plan.config.ui if app[LIVE].plan.config else {}),
         ("inflight", app[INFLIGHT].snapshot()),
     ]
     try:
@@ -297,6 +297,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     except RuntimeError:
         pass
     return await stream(request, hub, initial)
+
+
+_STATE_LISTENER = web.AppKey("ui_state_listener", object)
+
+
+def watch_process(app: web.Application, proc: ModelProcess) -> None:
+    """A process a reload added: its state changes feed the hub too."""
+    listener = app.get(_STATE_LISTENER)
+    if listener is not None:
+        proc.add_listener(listener)  # type: ignore[arg-type]
 
 
 def attach_sources(app: web.Application) -> None:
@@ -308,6 +318,7 @@ def attach_sources(app: web.Application) -> None:
         hub.publish_soon("modelStatus", lambda: model_status(app))
         hub.queue_changed()
 
+    app[_STATE_LISTENER] = state_changed
     for proc in app[PROCESSES].values():
         proc.add_listener(state_changed)
     logs = app[LOGS]

@@ -155,7 +155,7 @@ def test_version_and_tls_flag_errors(tmp_path: Path):
 
 @pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
-def test_tls_serves_https_and_watch_config_is_accepted_with_a_note(tmp_path: Path):
+def test_tls_serves_https_and_watch_config_watches_the_file(tmp_path: Path):
     main, _ = two_model_config(tmp_path)
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
@@ -168,7 +168,7 @@ def test_tls_serves_https_and_watch_config_is_accepted_with_a_note(tmp_path: Pat
         context = ssl.create_default_context(cafile=str(cert))
         models = get_json(server.url + "/v1/models", context)
         assert [m["id"] for m in models["data"]] == ["a"]
-        assert "-watch-config is accepted but not implemented yet" in server.log()
+        assert f"watching {main} for changes" in server.log()  # hot reload (tests/serve/test_serve_reload.py)
         with pytest.raises(urllib.error.URLError):
             get_json(server.url + "/v1/models", ssl.create_default_context())  # an untrusted certificate
     finally:
