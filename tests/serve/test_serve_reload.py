@@ -284,3 +284,21 @@ def test_fifty_reloads_under_traffic_leave_no_orphan_or_duplicate(serve: ServeFa
     assert not [p for p in seen_b if p not in live_b and pid_alive(p)]
     assert not in_groups({p for p in seen_b if p not in live_b})
     assert elapsed < 30, f"50 reloads took {elapsed:.1f}s"
+
+
+def test_a_config_dir_is_watched_and_a_new_file_adds_its_models(serve: ServeFactory, tmp_path: Path):
+    port = free_port_block(3)
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "b.yaml").write_text(yaml.safe_dump({"models": {"b": model(upstream_cmd("b"))}}))
+    server = serve(config({"a": model(upstream_cmd("a"))}, port),
+                   args=("--config-dir", str(conf_d), "--watch-config"))
+    assert server.chat("b").status == 200
+    write(conf_d / "c.yaml", {"models": {"c": model(upstream_cmd("c"))}})
+    record = server.wait(lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0],
+                         "the watcher to reload the directory")
+    assert record["ok"] and record["changes"]["added"] == ["c"], record
+    assert record["changes"]["unchanged"] == ["a", "b"]
+    assert server.chat("c").status == 200
+    view = server.get("/api/config").json()
+    assert sorted(Path(f).name for f in view["source"]) == ["b.yaml", "c.yaml", "config.yaml"]
