@@ -18,14 +18,24 @@ transition sees a consistent state and callers never race on "is it running?".
     stopped ──shutdown──▶ shutdown (terminal)
 
 Invariants:
-- Every upstream runs in its own session and process group; the group id is the PID.
+- Every upstream runs in its own session and process group; the group id is the PID. Its
+  leader gets SIGKILL from the kernel if llamaswap dies (parent-death signal); the rest of
+  the group is the `tracker`'s business (runtime/reaper.py: watchdog and state file).
+- Before a spawn, a local proxy port that something already listens on is a start error
+  naming the holder (kind "port_in_use"): readiness must never be answered by someone
+  else's process. A health answer counts only while our own leader is alive.
 - Exit is detected on the leader's PID, not on its pipes, so a grandchild holding stdout
   open cannot hide an exit. When the leader is gone, whatever is left of its group is
-  killed at once: no orphan survives its upstream.
+  SIGKILLed, and the exit is reported only once no live process is left in the group
+  (bounded by REAP_DEADLINE): no orphan survives its upstream, and "stopped" means gone.
 - Stopping = `cmdStop` (`${PID}` substituted) or SIGTERM to the group; SIGKILL to the group
-  once the graceful timeout passes; the state reaches `stopped` only when the leader is reaped.
+  once the graceful timeout passes; the state reaches `stopped` only when the group is gone.
 - A stop during `starting` aborts the start (`StartError`, kind "aborted"). A failed start
-  fails every waiter at once; the state returns to `stopped` once the process is gone.
+  (exited, health timeout) fails its waiters only once the state is back to `stopped`, so
+  whoever starts a model it may not run with next finds its process group gone.
+- A stop that finds the leader already dead (it exited by itself, and the exit was not
+  handled yet), or whose leader dies of a signal the stop did not send, ends a crash: the
+  `stopped` transition then carries `crashed=True`.
 - `ensure_ready` during `stopping` waits the stop out, then starts a fresh process.
 - Output (stdout and stderr merged) goes to a bounded `LogBuffer` (runtime/logs.py), one per model.
 - No TTL here: the scheduler decides when to call `stop`.
@@ -44,10 +54,12 @@ import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from llamaswap.compiler.commands import CommandError, split_command
+from llamaswap.runtime import reaper
 from llamaswap.runtime.logs import LinePipe, LogBuffer
 
 logger = logging.getLogger("llamaswap.process")
@@ -68,6 +80,8 @@ FAILED_START_GRACE = 5.0
 # by then; only a process that left the group can still hold the pipe).
 LOG_DRAIN_TIMEOUT = 1.0
 START_ERROR_LINES = 10
+# How long an exit waits for the rest of a SIGKILLed process group to be gone.
+REAP_DEADLINE = reaper.REAP_DEADLINE
 
 
 class ProcessState(enum.StrEnum):
@@ -121,7 +135,8 @@ class StateChanged:
     """A transition, as listeners receive it. `at` is `time.monotonic()` at the transition.
 
     `old=ready, new=stopped` happens only when the upstream exited by itself (a crash);
-    a requested stop always goes through `stopping`."""
+    a requested stop always goes through `stopping`. `crashed` is True on that transition
+    and on `stopping -> stopped` when the stop found the upstream already dead."""
 
     model: str
     old: ProcessState
@@ -129,6 +144,16 @@ class StateChanged:
     at: float
     pid: int | None
     detail: str
+    crashed: bool = False
+
+
+class ProcessTracker:
+    """Told about every upstream process group (runtime/reaper.py keeps the watchdog and
+    the state file). Called from the event loop; must be quick and must not raise."""
+
+    def spawned(self, model: str, pid: int, port: int | None) -> None: ...
+
+    def reaped(self, model: str, pid: int) -> None: ...
 
 
 StateListener = Callable[[StateChanged], None]
@@ -162,6 +187,8 @@ class _Run:
     kill_at: float | None = None
     kill_handle: asyncio.TimerHandle | None = None
     health_task: asyncio.Task | None = None
+    crashed: bool = False  # the leader was already dead when the stop came
+    killed: bool = False  # we sent the group SIGKILL (graceful stop timed out)
 
 
 # Messages to the owner. Commands carry a future to resolve; facts come from helper tasks.
@@ -215,6 +242,32 @@ class _Exited:
     returncode: int
 
 
+def _leader_exited(run: _Run) -> bool:
+    """Whether the leader has exited, even if the exit watcher has not reported it yet
+    (a zombie counts: waitid with WNOWAIT looks without reaping)."""
+    if run.returncode is not None:
+        return True
+    if run.pid is None:
+        return False
+    try:
+        return os.waitid(os.P_PID, run.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # already reaped
+    except OSError:
+        return False
+
+
+def _port_of(proxy: str) -> tuple[str, int | None]:
+    try:
+        parts = urlsplit(proxy)
+        port = parts.port
+    except ValueError:
+        return "", None
+    if port is None:
+        port = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.hostname or "", port
+
+
 def _killpg(pgid: int | None, sig: int) -> bool:
     """Signal a process group; False when it is already gone."""
     if pgid is None:
@@ -240,8 +293,10 @@ class ModelProcess:
 
     def __init__(self, spec: ProcessSpec, *, on_state_change: StateListener | None = None,
                  session: aiohttp.ClientSession | None = None,
-                 log: LogBuffer | None = None) -> None:
+                 log: LogBuffer | None = None,
+                 tracker: ProcessTracker | None = None) -> None:
         self.spec = spec
+        self._tracker = tracker
         self.log = log if log is not None else LogBuffer(spec.log_lines, spec.log_bytes)
         self._listeners: list[StateListener] = [on_state_change] if on_state_change else []
         self._session = session
@@ -255,6 +310,7 @@ class ModelProcess:
         self._start_waiters: list[asyncio.Future] = []
         self._restart_waiters: list[asyncio.Future] = []  # ensure_ready during stopping
         self._stop_waiters: list[asyncio.Future] = []
+        self._failed_start: StartError | None = None  # given to the start waiters once stopped
         self._shutting_down = False
         self._next_spec: ProcessSpec | None = None  # a reload's spec, taken at the next stop
 
@@ -365,13 +421,14 @@ class ModelProcess:
             if self._own_session and self._session is not None:
                 await self._session.close()
 
-    def _set_state(self, new: ProcessState, detail: str = "", pid: int | None = None) -> None:
+    def _set_state(self, new: ProcessState, detail: str = "", pid: int | None = None,
+                   crashed: bool = False) -> None:
         old = self._state
         assert (old, new) in TRANSITIONS, f"{self.spec.model}: {old} -> {new}"
         self._state = new
         self._state_since = time.monotonic()
         event = StateChanged(self.spec.model, old, new, self._state_since,
-                             pid if pid is not None else self.pid, detail)
+                             pid if pid is not None else self.pid, detail, crashed)
         logger.debug("%s: %s -> %s %s", self.spec.model, old, new, detail)
         for listener in tuple(self._listeners):
             try:
@@ -466,7 +523,10 @@ class ModelProcess:
         self._enter_stopped(str(msg.error))
 
     def _on_healthy(self, msg: _Healthy) -> None:
-        if msg.run is self._run and self._state is ProcessState.STARTING:
+        # Our own leader must still be alive: an answer from a process that took the port
+        # after ours died is no readiness (its exit is on the way and fails the start).
+        if (msg.run is self._run and self._state is ProcessState.STARTING
+                and not _leader_exited(msg.run)):
             self._become_ready(msg.run)
 
     def _on_health_timed_out(self, msg: _HealthTimedOut) -> None:
@@ -476,7 +536,8 @@ class ModelProcess:
             f"health check timed out after {self.spec.health_check_timeout:g}s",
             "health_timeout")
         logger.warning("%s: %s", self.spec.model, error)
-        self._fail(self._start_waiters, error)
+        # The waiters hear of it once the process group is gone (see _enter_stopped).
+        self._failed_start = error
         self._begin_stop(FAILED_START_GRACE, str(error))
 
     def _on_exited(self, msg: _Exited) -> None:
@@ -494,9 +555,21 @@ class ModelProcess:
             self._enter_stopped(str(error))
         elif self._state is ProcessState.READY:
             logger.warning("%s: upstream process exited unexpectedly (%s)", self.spec.model, how)
-            self._enter_stopped(f"upstream process exited unexpectedly ({how})")
+            self._enter_stopped(f"upstream process exited unexpectedly ({how})", crashed=True)
+        elif run.crashed or self._died_of_its_own(run, msg.returncode):  # STOPPING
+            logger.warning("%s: upstream process exited unexpectedly (%s) before its stop",
+                           self.spec.model, how)
+            self._enter_stopped(f"upstream process exited unexpectedly ({how})", crashed=True)
         else:  # STOPPING
             self._enter_stopped(f"stopped ({how})")
+
+    def _died_of_its_own(self, run: _Run, returncode: int) -> bool:
+        """During a stop: killed by a signal that the stop did not send (SIGKILL from the
+        OOM killer, SIGSEGV, …). Unknowable with a cmdStop, which may send anything."""
+        if returncode >= 0 or self.spec.cmd_stop.strip():
+            return False
+        sig = -returncode
+        return sig != signal.SIGTERM and not (sig == signal.SIGKILL and run.killed)
 
     # transitions
 
@@ -531,11 +604,12 @@ class ModelProcess:
         if first:
             if run.health_task is not None:
                 run.health_task.cancel()
+            run.crashed = self._state is ProcessState.READY and _leader_exited(run)
             self._set_state(ProcessState.STOPPING, reason)
             if run.proc is not None:
                 self._send_stop_signal(run)
 
-    def _enter_stopped(self, detail: str) -> None:
+    def _enter_stopped(self, detail: str, crashed: bool = False) -> None:
         run, self._run = self._run, None
         if run is not None:
             if run.kill_handle is not None:
@@ -544,7 +618,11 @@ class ModelProcess:
                 run.health_task.cancel()
         if self._next_spec is not None:
             self.spec, self._next_spec = self._next_spec, None
-        self._set_state(ProcessState.STOPPED, detail, pid=run.pid if run else None)
+        self._set_state(ProcessState.STOPPED, detail, pid=run.pid if run else None,
+                        crashed=crashed)
+        failed, self._failed_start = self._failed_start, None
+        if failed is not None:
+            self._fail(self._start_waiters, failed)
         self._resolve(self._stop_waiters)
         if self._shutting_down:
             self._set_state(ProcessState.SHUTDOWN)
@@ -559,6 +637,7 @@ class ModelProcess:
         run.kill_handle = asyncio.get_running_loop().call_at(run.kill_at, self._kill, run)
 
     def _kill(self, run: _Run) -> None:
+        run.killed = True
         if run.returncode is None and _killpg(run.pid, signal.SIGKILL):
             logger.warning("%s: graceful stop timed out, killed process group %s",
                            self.spec.model, run.pid)
@@ -590,7 +669,7 @@ class ModelProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                env=env, start_new_session=True)
+                env=env, start_new_session=True, preexec_fn=reaper.pdeathsig_preexec())
         except BaseException:
             os.close(read_fd)
             raise
@@ -608,12 +687,23 @@ class ModelProcess:
 
     async def _spawn_run(self, run: _Run, argv: list[str]) -> None:
         loop = asyncio.get_running_loop()
+        host, port = _port_of(self.spec.proxy)
+        holder = reaper.port_holder(host, port) if port is not None else None
+        if holder is not None:
+            self._inbox.put_nowait(_SpawnFailed(run, self._error(
+                f"cannot start upstream: {holder.describe()}", "port_in_use")))
+            return
         try:
             proc, done, transport = await self._spawn(argv, self._environment())
         except OSError as exc:
             self._inbox.put_nowait(_SpawnFailed(run, self._error(
                 f"unable to start upstream command: {exc}", "spawn")))
             return
+        if self._tracker is not None:
+            try:
+                self._tracker.spawned(self.spec.model, proc.pid, port)
+            except Exception:
+                logger.exception("%s: process tracker failed", self.spec.model)
         self._inbox.put_nowait(_Spawned(run, proc, loop.time(), done, transport))
 
     async def _watch(self, run: _Run) -> None:
@@ -621,13 +711,35 @@ class ModelProcess:
         returncode = await run.proc.wait()
         run.returncode = returncode
         run.exited.set()
-        _killpg(run.pid, signal.SIGKILL)  # whatever the leader left behind in its group
+        await self._reap_group(run)
         try:
             await asyncio.wait_for(run.log_done.wait(), LOG_DRAIN_TIMEOUT)
         except TimeoutError:
             if run.log_transport is not None:
                 run.log_transport.close()
         self._inbox.put_nowait(_Exited(run, returncode))
+
+    async def _reap_group(self, run: _Run) -> None:
+        """SIGKILL whatever the leader left behind in its group, and wait until none of it
+        is alive (re-sending SIGKILL), at most REAP_DEADLINE."""
+        pgid = run.pid
+        assert pgid is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REAP_DEADLINE
+        delay = 0.002
+        while _killpg(pgid, signal.SIGKILL) and reaper.group_alive(pgid):
+            if loop.time() >= deadline:
+                logger.error("%s: process group %s still has live members %s %.0fs after "
+                             "SIGKILL; reporting the exit anyway", self.spec.model, pgid,
+                             reaper.group_members(pgid), REAP_DEADLINE)
+                return  # still tracked: the watchdog tries again when llamaswap exits
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if self._tracker is not None:
+            try:
+                self._tracker.reaped(self.spec.model, pgid)
+            except Exception:
+                logger.exception("%s: process tracker failed", self.spec.model)
 
     async def _check_health(self, run: _Run, url: str) -> None:
         loop = asyncio.get_running_loop()
