@@ -177,6 +177,13 @@ class UpstreamConfig(_Strict):
     ignore_paths: tuple[str, ...] = Field((), alias="ignorePaths")
 
 
+class LlamaswapSettings(_Strict):
+    """llamaswap's own settings (no llama-swap equivalent), under the `llamaswap` key."""
+
+    shutdown_timeout: float = Field(30.0, alias="shutdownTimeout")  # drain deadline, seconds
+    runtime_dir: str = Field("", alias="runtimeDir")  # state files; "" = $XDG_RUNTIME_DIR/llamaswap
+
+
 class Config(_Strict):
     health_check_timeout: int = Field(120, alias="healthCheckTimeout")
     log_level: str = Field("info", alias="logLevel")
@@ -204,3 +211,4 @@ class Config(_Strict):
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     profiles: dict[str, Any] = Field(default_factory=dict)
     selectors: dict[str, Any] = Field(default_factory=dict)
+    llamaswap: LlamaswapSettings = Field(default_factory=LlamaswapSettings)

@@ -159,6 +159,9 @@ def _check_scalars(c: Config, ck: PathReporter) -> None:
         ck.error_at("LS303", "globalTTL must be >= 0", ("globalTTL",), hint="0 means never unload")
     if c.unload_timeout < 0:
         ck.error_at("LS303", "unloadTimeout must be >= 0", ("unloadTimeout",), hint="0 means the default, 10 s")
+    if c.llamaswap.shutdown_timeout < 0:
+        ck.error_at("LS303", "llamaswap.shutdownTimeout must be >= 0", ("llamaswap", "shutdownTimeout"),
+                    hint="seconds in-flight requests may take to finish at shutdown; 0 = stop at once")
     if c.health_check_timeout < MIN_HEALTH_CHECK_TIMEOUT:
         ck.warning_at("LS412", f"healthCheckTimeout {c.health_check_timeout}: llama-swap waits at least "
                                f"{MIN_HEALTH_CHECK_TIMEOUT} s for a model to become ready; llamaswap waits "
