@@ -204,6 +204,11 @@ class UnloadRequested:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class CloseRequested:
+    """Graceful shutdown begins: admit nothing more; requests in flight go on."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class ShutdownRequested:
     timeout: float | None
     reply: asyncio.Future[None]
@@ -233,7 +238,8 @@ class QueryAsked:
 
 
 Event = (RequestArrived | RequestCancelled | ServeFinished | SwapFinished | StopFinished
-         | ProcessExited | UnloadRequested | ShutdownRequested | ReconfigureRequested | QueryAsked)
+         | ProcessExited | UnloadRequested | CloseRequested | ShutdownRequested | ReconfigureRequested
+         | QueryAsked)
 
 
 # -- commands: the scheduler's outputs, carried out by the owner after each input ------------
@@ -340,6 +346,7 @@ class Router:
             StopFinished: self._on_stop_finished,
             ProcessExited: self._on_process_exited,
             UnloadRequested: self._on_unload_requested,
+            CloseRequested: self._on_close_requested,
             ShutdownRequested: self._on_shutdown_requested,
             ReconfigureRequested: self._on_reconfigure_requested,
             QueryAsked: self._on_query_asked,
@@ -350,6 +357,7 @@ class Router:
         # their swap succeeded: the crash is applied right after that SwapFinished.
         self._exited_early: set[str] = set()
         self._closing = False
+        self._drained: asyncio.Event | None = None  # set once drain() sees nothing in flight
         self._tick_not_before = 0.0
         self.swaps_started = 0
         self._ids = itertools.count(1)
@@ -405,6 +413,23 @@ class Router:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Graceful shutdown, first half: every waiting and every later request gets 503;
+        requests in flight go on. True once none is left in flight, False after `timeout`
+        seconds. `shutdown()` does the rest."""
+        self._closing = True
+        if self._owner is None or self._owner.done():
+            return True
+        if self._drained is None:
+            self._drained = asyncio.Event()
+            self._post(CloseRequested())
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def kill(self) -> None:
         """Cut every graceful stop short: SIGKILL every upstream process group now."""
@@ -549,6 +574,9 @@ class Router:
             reply = getattr(event, "reply", None)
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
+        drained = self._drained
+        if drained is not None and not drained.is_set() and self.scheduler.in_flight_total() == 0:
+            drained.set()
 
     # -- handlers: one per event type, each the only place that feeds its scheduler input --
     def _on_request_arrived(self, event: RequestArrived, now: float) -> None:
@@ -621,6 +649,10 @@ class Router:
         stops = self._carry_out(now)
         if not event.reply.done():
             event.reply.set_result(stops)
+
+    def _on_close_requested(self, event: CloseRequested, now: float) -> None:
+        self.scheduler.close(now)
+        self._carry_out(now)
 
     def _on_shutdown_requested(self, event: ShutdownRequested, now: float) -> None:
         self.scheduler.shutdown(now, event.timeout)
@@ -823,3 +855,7 @@ class Router:
         if change.old is ProcessState.READY and change.new is ProcessState.STOPPED:
             logger.warning("%s: upstream exited unexpectedly (%s)", change.model, change.detail or "no detail")
             self._post(ProcessExited(change.model))
+        elif change.crashed:
+            # It died by itself just as it was being stopped (e.g. evicted by a queued
+            # request): the stop's owner reports the stop; the crash still counts as one.
+            self._notify(self._observer.evicted, change.model, "crash")

@@ -19,6 +19,7 @@ Inputs (facts the owner reports)       Outputs (`Effects`, imperatives)
   model_exited(model, now)
   unload(models, now, timeout)
   reconfigure(policy, settings, now, ...)
+  close(now)
   shutdown(now, timeout)
   tick(now)
 
@@ -372,6 +373,7 @@ class Scheduler:
         self._detached: dict[str, _Swap] = {}  # unloaded mid-swap, swap_done still due
         self._protected: _Request | None = None
         self._shutting_down = False
+        self._closed = False  # close(): no admission, in-flight requests go on
         self._seq = 0
         # Holds (SchedulingPolicy.hold): target -> until when its swap waits; targets whose
         # hold ran out (asked once per target until its swap starts or its queue empties).
@@ -389,7 +391,7 @@ class Scheduler:
         """A request for `model` (a real model ID) arrived."""
         if req_id in self._requests:
             raise SchedulerError(f"request id {req_id!r} is already in use")
-        if self._shutting_down:
+        if self._shutting_down or self._closed:
             self._effects.reject(req_id, 503, self._shutdown_message(), NO_HEADERS)
             return Admission.REJECTED
         self._refresh_protection(now)
@@ -612,6 +614,26 @@ class Scheduler:
         self._drain(now)
         self._finish(now)
 
+    def close(self, now: float) -> None:
+        """The first half of a graceful shutdown: everyone waiting (queued, or waiting on a
+        swap), and every later request, gets 503 `<engine> is shutting down`. Requests in
+        flight go on, models keep running, and a swap in progress finishes (with nobody
+        left to grant); `shutdown` stops them."""
+        if self._closed or self._shutting_down:
+            return
+        self._closed = True
+        message = self._shutdown_message()
+        for swap in self._active.values():
+            for req in swap.waiters:
+                self._reject(req, 503, message)
+            swap.waiters.clear()
+        for req in self._queue:
+            self._reject(req, 503, message)
+        self._queue.clear()
+        self._protected = None
+        self._positions.clear()
+        self._finish(now)
+
     def shutdown(self, now: float, timeout: float | None = None) -> None:
         """Everyone waiting, and every later request, gets 503 `<engine> is shutting down`;
         every model is stopped (`timeout` if > 0, else the swap stop timeout)."""
@@ -720,6 +742,14 @@ class Scheduler:
     @property
     def shutting_down(self) -> bool:
         return self._shutting_down
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` or `shutdown` has been called (nothing is admitted)."""
+        return self._closed or self._shutting_down
+
+    def in_flight_total(self) -> int:
+        return sum(self._in_flight.values())
 
     # ------------------------------------------------------------- decisions
 
