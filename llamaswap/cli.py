@@ -613,11 +613,14 @@ def version_line() -> str:
 @click.option("--version", "show_version", is_flag=True, help="Print the version and commit, and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default=None,
               help="Log level (default: the config's logLevel).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="On SIGTERM/SIGINT, how long requests in flight may take to finish before "
+                   "the upstreams stop (default: the config's llamaswap.shutdownTimeout, 30).")
 @expand_budget_option
 def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | None,
               listen: tuple[str, int] | None,
               tls_cert_file: str | None, tls_key_file: str | None, watch_config: bool, show_version: bool,
-              log_level: str | None, expand_budget: int | None) -> None:
+              log_level: str | None, shutdown_timeout: float | None, expand_budget: int | None) -> None:
     """Serve CONFIG (or the built-in demo) as an OpenAI-compatible proxy that starts and stops
     upstream servers as requests need them.
 
@@ -628,6 +631,7 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
     import logging
 
     from llamaswap.runtime import loop as loops
+    from llamaswap.runtime.reaper import AlreadyServing
     from llamaswap.runtime.reload import text_source
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
@@ -680,7 +684,9 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
 
     try:
         loops.run(lambda: serve(plan, host, port, announce, ssl_context=ssl_context, source=source,
-                                watch=watch_config))
+                                watch=watch_config, shutdown_timeout=shutdown_timeout))
+    except AlreadyServing as exc:
+        raise Fail(f"error: {what}: {exc}", code=EXIT_USAGE) from None
     except OSError as exc:
         raise Fail(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     except KeyboardInterrupt:

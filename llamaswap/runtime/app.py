@@ -30,10 +30,10 @@ from llamaswap.runtime.auth import refusal
 from llamaswap.runtime.dispatch import model_route, upstream_route
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver, InflightTracker
 from llamaswap.runtime.keys import (DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, ROUTER, SELECTORS,
-                                    SESSION, STARTED, UPSTREAMS, LiveConfig)
+                                    SESSION, STARTED, TRACKER, UPSTREAMS, LiveConfig)
 from llamaswap.runtime.logs import HubHandler, LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
-from llamaswap.runtime.processes import ModelProcess, ProcessSpec
+from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessTracker
 from llamaswap.runtime.reload import RELOADER, ConfigSource, ConfigWatcher, Reloader, process_specs
 from llamaswap.runtime.router import Rejected, Router
 from llamaswap.runtime.selectors import SelectorTracker
@@ -59,7 +59,8 @@ QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 
 def make_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
     """The supervisor of one model's upstream (at startup, and for a model a reload adds)."""
-    return ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model))
+    return ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model),
+                        tracker=app.get(TRACKER))
 
 
 def make_added_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
@@ -156,14 +157,18 @@ async def _preload(app: web.Application) -> None:
 WATCH = web.AppKey("watch_config", bool)
 
 
-def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = False) -> web.Application:
+def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = False, *,
+              tracker: ProcessTracker | None = None) -> web.Application:
     """The serve application for a compiled, error-free plan. `source`: where the config
     comes from, for hot reload (SIGHUP, `POST /api/config/reload`, and with `watch`, every
-    change on disk); None: nothing to reload."""
+    change on disk); None: nothing to reload. `tracker` is told about every upstream
+    process group (serve's reaper)."""
     if not plan.ok:
         raise ValueError("cannot serve a plan with errors")
     app = web.Application(middlewares=[gate_middleware], client_max_size=1 << 30)
     app[LIVE] = LiveConfig(plan)
+    if tracker is not None:
+        app[TRACKER] = tracker
     app[LOGS] = LogHub()
     app[STARTED] = time.time()
     app[RELOADER] = Reloader(app, source, make_added_process)

@@ -16,7 +16,7 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.logs import LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
-from llamaswap.runtime.processes import ModelProcess
+from llamaswap.runtime.processes import ModelProcess, ProcessTracker
 from llamaswap.runtime.router import Router
 from llamaswap.runtime.selectors import SelectorTracker
 from llamaswap.runtime.upstream import UpstreamClient
@@ -45,3 +45,4 @@ DECISIONS = web.AppKey("decisions", DecisionLog)
 SELECTORS = web.AppKey("selectors", SelectorTracker)
 METRICS = web.AppKey("metrics", Metrics)
 LOG_STREAMS = web.AppKey("log_streams", set[asyncio.Event])  # one per open /logs/stream
+TRACKER = web.AppKey("tracker", ProcessTracker)  # told about every upstream group (optional)

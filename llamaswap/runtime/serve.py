@@ -1,12 +1,19 @@
-"""Serve: run the app on uvloop until SIGINT/SIGTERM, then shut down cleanly.
+"""Serve: run the app on uvloop until SIGINT/SIGTERM, then drain and shut down cleanly.
 
-Shutdown order: stop accepting connections; the router answers every waiting request with
-503 and stops every upstream process group (SIGTERM or cmdStop, SIGKILL after
-min(healthCheckTimeout, SHUTDOWN_GRACE), like llama-swap's shared 30 s deadline); then the
-remaining connections are closed and the app's cleanup runs. A second signal SIGKILLs every
-upstream group at once. No upstream process outlives this function.
+Before anything is spawned: the supervision (runtime/reaper.py) takes this config's state
+file, stops the leftovers of an earlier llamaswap of the same config, and starts the
+watchdog that kills every upstream process group if llamaswap itself is killed.
+
+Shutdown order (first SIGINT/SIGTERM): stop accepting connections and close idle ones; the
+router answers every waiting request, and every later one, with 503; requests in flight and
+their streams go on until none is left or the shutdown timeout passes (`llamaswap.
+shutdownTimeout`, `serve --shutdown-timeout`, default 30 s); then every upstream process
+group stops (SIGTERM or cmdStop, SIGKILL after min(healthCheckTimeout, SHUTDOWN_GRACE)),
+the remaining connections are closed and the app's cleanup runs. A second signal ends the
+drain and SIGKILLs every upstream group at once. No upstream process outlives this function.
 
 SIGHUP reloads the config as a diff (runtime/reload.py): what did not change keeps running.
+Closing the terminal sends SIGHUP too: it reloads, it never stops anything or orphans it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Callable
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
+from llamaswap.runtime import reaper
 from llamaswap.runtime.app import build_app
 from llamaswap.runtime.keys import ROUTER
 from llamaswap.runtime.reload import RELOADER, ConfigSource
@@ -34,6 +42,7 @@ DEMO_NAME = "<built-in demo>"
 
 
 SHUTDOWN_GRACE = 30.0
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 DEMO_MODELS = 3
 DEMO_START_PORT = 5800
 
@@ -83,20 +92,29 @@ def reload_requested(app: web.Application | None) -> None:
 
 async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int], None],
                 stop: asyncio.Event | None = None, ssl_context: "ssl.SSLContext | None" = None, *,
-                source: ConfigSource | None = None, watch: bool = False) -> None:
+                source: ConfigSource | None = None, watch: bool = False,
+                shutdown_timeout: float | None = None) -> None:
     """Serve `plan` on host:port (HTTPS with `ssl_context`) until `stop` is set or SIGINT/SIGTERM
     arrives. `source`: where `plan` came from (for hot reload); `watch`: reload when it changes
-    on disk."""
+    on disk; `shutdown_timeout` (seconds) overrides the config's `llamaswap.shutdownTimeout`.
+    Raises reaper.AlreadyServing when another llamaswap serves the same config file."""
     stop = stop or asyncio.Event()
+    kill = asyncio.Event()
     loop = asyncio.get_running_loop()
     app: web.Application | None = None
     killers: set[asyncio.Task] = set()
+    settings = plan.config.llamaswap if plan.config is not None else None
+    drain_timeout = (shutdown_timeout if shutdown_timeout is not None
+                     else settings.shutdown_timeout if settings is not None
+                     else DEFAULT_SHUTDOWN_TIMEOUT)
 
     def on_signal(sig: signal.Signals) -> None:
         if not stop.is_set():
-            logger.info("%s: shutting down (again to kill the upstreams at once)", sig.name)
+            logger.info("%s: shutting down: requests in flight may finish within %gs "
+                        "(again to stop at once)", sig.name, drain_timeout)
             stop.set()
             return
+        kill.set()
         router = app.get(ROUTER) if app is not None else None
         logger.warning("%s: killing every upstream process group now", sig.name)
         if router is not None:
@@ -104,13 +122,17 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
             killers.add(task)
             task.add_done_callback(killers.discard)
 
+    supervision = reaper.Supervision.begin(
+        None if plan.file == DEMO_NAME else plan.file,
+        settings.runtime_dir if settings is not None else "",
+        log=lambda line: logger.warning("%s", line))
     # Installed before the app starts (preload may spawn upstreams) and kept until every
     # upstream is stopped: a signal must never kill llamaswap half-way and orphan them.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_requested(app))
     try:
-        app = build_app(plan, source, watch)
+        app = build_app(plan, source, watch, tracker=supervision)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
@@ -128,9 +150,13 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
                 await stop.wait()
         finally:
             await site.stop()  # stop accepting connections
+            if runner.server is not None:
+                runner.server.pre_shutdown()  # idle keep-alive connections close now
             router = app.get(ROUTER)
             if router is not None:
-                # Waiting requests get 503; every upstream stops.
+                if not kill.is_set():
+                    # Waiting and later requests get 503; in-flight ones may finish.
+                    await _drain(router, drain_timeout, kill)
                 await router.shutdown(min(router.settings.swap_stop_timeout, SHUTDOWN_GRACE))
             await runner.cleanup()
             if killers:
@@ -138,3 +164,20 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        supervision.close()
+
+
+async def _drain(router, timeout: float, kill: asyncio.Event) -> None:
+    drained = asyncio.ensure_future(router.drain(timeout))
+    killed = asyncio.ensure_future(kill.wait())
+    try:
+        await asyncio.wait((drained, killed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        killed.cancel()
+    if drained.done() and not drained.cancelled() and drained.result():
+        logger.info("every request in flight has finished")
+    elif not kill.is_set():
+        logger.warning("shutdown timeout (%gs) reached with requests still in flight; "
+                       "stopping the upstreams", timeout)
+    if not drained.done():
+        drained.cancel()
