@@ -331,8 +331,9 @@ class Serve:
 
 def start_serve(config_path: Path | None, *, cwd: Path, args: tuple[str, ...] = (),
                 executable: tuple[str, ...] = (PY, "-m", "llamaswap"),
-                timeout: float = DEADLINE) -> Serve:
-    """Run `llamaswap serve [CONFIG] --listen 127.0.0.1:0` and wait for its URL."""
+                timeout: float = DEADLINE, **popen: Any) -> Serve:
+    """Run `llamaswap serve [CONFIG] --listen 127.0.0.1:0` and wait for its URL (`popen`:
+    extra subprocess.Popen arguments, e.g. a controlling terminal)."""
     stderr_path = cwd / f"serve-{time.monotonic_ns()}.stderr"
     argv = [*executable, "serve", *([str(config_path)] if config_path else []),
             "--listen", "127.0.0.1:0", *args]
@@ -341,8 +342,8 @@ def start_serve(config_path: Path | None, *, cwd: Path, args: tuple[str, ...] = 
     # test finds its records; other tests do not see them).
     env["XDG_DATA_HOME"] = str(cwd / "data")
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=env)
+        popen.setdefault("stdin", subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, cwd=cwd, env=env, **popen)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     out = b""
@@ -388,8 +389,8 @@ class ServeFactory:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def __call__(self, config: dict, *, args: tuple[str, ...] = ()) -> Serve:
-        server = start_serve(self.write_config(config), cwd=self.tmp_path, args=args)
+    def __call__(self, config: dict, *, args: tuple[str, ...] = (), **popen: Any) -> Serve:
+        server = start_serve(self.write_config(config), cwd=self.tmp_path, args=args, **popen)
         self.started.append(server)
         return server
 
