@@ -85,8 +85,7 @@ def test_sigkill_of_llamaswap_takes_every_upstream_process_with_it(serve, tmp_pa
     assert server.post("/v1/chat/completions", {"model": "m"}).status == 200
     leader, grandchild = pids_in(leader_file)[0], pids_in(child_file)[0]
     assert pid_alive(leader) and pid_alive(grandchild)
-    watchdog = watchdogs_of(server.proc.pid)
-    assert len(watchdog) == 1, "one watchdog per llamaswap"
+    watchdogs = watchdogs_of(server.proc.pid)
     everything = descendants(server.proc.pid) | {leader, grandchild}
 
     serve.started.remove(server)  # it dies by SIGKILL: the clean-exit checks do not apply
@@ -98,12 +97,16 @@ def test_sigkill_of_llamaswap_takes_every_upstream_process_with_it(serve, tmp_pa
                message=f"every process of the killed llamaswap to be gone: "
                        f"{sorted(p for p in everything if pid_alive(p))}")
     assert not in_groups({leader})
+    assert len(watchdogs) == 1, "one watchdog per llamaswap"
 
 
-def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path):
-    rundir = tmp_path / "run"
+def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path, monkeypatch):
+    xdg = tmp_path / "xdg"  # not the cwd itself: a `llamaswap` dir there would shadow the package
+    xdg.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))  # the default runtime dir is under it
+    rundir = xdg / "llamaswap"
     leader_file, child_file = tmp_path / "leader", tmp_path / "child"
-    config = {"llamaswap": {"runtimeDir": str(rundir)}, "healthCheckTimeout": 30, "models": {
+    config = {"healthCheckTimeout": 30, "models": {
         "m": model(stubborn_cmd(pidfile=leader_file, fork=child_file))}}
     first = serve(config)
     assert first.post("/v1/chat/completions", {"model": "m"}).status == 200
@@ -120,9 +123,10 @@ def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path):
     # Kill the first llamaswap so that nothing of it can clean up but the parent-death
     # signal (as when its whole cgroup is OOM-killed): freeze it, kill its watchdog, kill it.
     serve.started.remove(first)
-    (watchdog,) = watchdogs_of(first.proc.pid)
+    watchdogs = watchdogs_of(first.proc.pid)
     os.kill(first.proc.pid, signal.SIGSTOP)
-    os.kill(watchdog, signal.SIGKILL)
+    for watchdog in watchdogs:
+        os.kill(watchdog, signal.SIGKILL)
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait(DEADLINE)
     wait_until(lambda: not pid_alive(leader), timeout=DEADLINE, message="the leader's parent-death signal")
