@@ -10,12 +10,18 @@ Contract a test can rely on:
 - Every response carries `X-Upstream-Name` and `X-Upstream-Pid`; JSON bodies carry
   `"system_fingerprint": "NAME:PID"`; assistant text starts with `[NAME:PID]`.
 - `model` is echoed back as received.
-- Request fields (JSON body, or query string for `delay`): `delay` seconds before answering,
-  `tokens` = exact number of generated tokens, `token_delay` per-request override, and the
-  usual `max_tokens` / `max_completion_tokens` bound.
+- Request fields (JSON body, or query string for `delay`): `delay` seconds before answering
+  (so a large one hangs before the response head), `tokens` = exact number of generated
+  tokens, `token_delay` per-request override, `stall_after` = send that many stream chunks,
+  then stall (never end) until the client goes away, and the usual `max_tokens` /
+  `max_completion_tokens` bound.
 - Chat completions report `usage` (words as tokens) and llama-server-style `timings`
   measured on the fake (on the final chunk of a stream, as llama-server does). A
   non-streamed reply takes as long as its stream would (`token_delay` between tokens).
+- Every request is recorded with its raw target (`raw_path`: path and query exactly as
+  received, still percent-encoded) and headers. Bodies are read as a stream, so uploads of
+  any size work with bounded memory: bodies up to RECORD_BODY bytes are kept (`body`,
+  `json`); every body is counted (`body_length`) and hashed (`body_sha256`).
 - `/debug/last-request`, `/debug/requests`, `/debug/inflight`, `/debug/info` never count as
   traffic and are never recorded; neither is `/health`.
 - Times in `/debug/info` are `time.monotonic()` values, which on Linux share one clock across
@@ -50,6 +56,7 @@ CRASH_EXIT_CODE = 3
 # Grace given to in-flight handlers on SIGTERM before they are cancelled.
 SHUTDOWN_GRACE = 0.25
 REQUEST_HISTORY = 100
+RECORD_BODY = 1 << 20  # bodies up to this size are kept whole (handlers and the record)
 EMBEDDING_DIM = 8
 
 _NOT_RECORDED = ("/health", "/debug/")
@@ -83,6 +90,7 @@ class _State:
 
 
 STATE = web.AppKey("state", _State)
+RAW_BODY = "fake_upstream.body"  # request key: the body, when it was small enough to keep
 
 
 # --- recording and counting ----------------------------------------------------------------
@@ -92,7 +100,8 @@ async def _observe(request: web.Request, handler):
     st = request.app[STATE]
     if request.path.startswith(_NOT_RECORDED):
         return await handler(request)
-    raw = await request.read()
+    raw, length, digest = await _read_streaming(request)
+    request[RAW_BODY] = raw
     try:
         parsed = json.loads(raw) if raw else None
     except ValueError:
@@ -100,11 +109,14 @@ async def _observe(request: web.Request, handler):
     st.requests.append({
         "method": request.method,
         "path": request.path,
+        "raw_path": request.raw_path,
         "query": dict(request.query),
         # Lower-cased names so a test can check hop-by-hop removal without caring about case.
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "json": parsed,
         "body": raw.decode("utf-8", "replace"),
+        "body_length": length,
+        "body_sha256": digest,
     })
     request["arrived"] = time.monotonic()
     st.total += 1
@@ -116,6 +128,22 @@ async def _observe(request: web.Request, handler):
         raise
     finally:
         st.inflight -= 1
+
+
+async def _read_streaming(request: web.Request) -> tuple[bytes, int, str]:
+    """(the body if at most RECORD_BODY bytes else b"", its length, its sha256), read chunk
+    by chunk so that a large upload never sits in memory whole."""
+    sha = hashlib.sha256()
+    kept: list[bytes] = []
+    length = 0
+    async for chunk in request.content.iter_any():
+        sha.update(chunk)
+        length += len(chunk)
+        if length <= RECORD_BODY:
+            kept.append(chunk)
+        else:
+            kept.clear()
+    return (b"".join(kept) if length <= RECORD_BODY else b""), length, sha.hexdigest()
 
 
 async def _name_response(request: web.Request, response: web.StreamResponse) -> None:
@@ -133,7 +161,7 @@ def _error(status: int, message: str, type_: str = "invalid_request_error") -> w
 async def _body(request: web.Request) -> dict:
     """The JSON object of a POST, or a 400 raised as an exception."""
     try:
-        body = json.loads(await request.read() or b"{}")
+        body = json.loads(request.get(RAW_BODY, b"") or b"{}")
     except ValueError:
         raise web.HTTPBadRequest(text=json.dumps({"error": {
             "message": "invalid JSON body", "type": "invalid_request_error",
@@ -207,10 +235,13 @@ async def _stream(request: web.Request, body: dict, chunks) -> web.StreamRespons
     """Send an SSE stream: one `data:` event per chunk, token_delay apart, then [DONE]."""
     st = request.app[STATE]
     token_delay = _number(body.get("token_delay"), st.token_delay)
+    stall_after = body.get("stall_after")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
     for i, chunk in enumerate(chunks):
+        if isinstance(stall_after, int) and i >= stall_after:
+            await asyncio.Event().wait()  # until the client goes away (cancelled)
         if i and token_delay > 0:
             await asyncio.sleep(token_delay)
         if callable(chunk):  # made when it is sent (it reports timings)
