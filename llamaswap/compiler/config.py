@@ -38,12 +38,17 @@ class Filters(_Strict):
 
 
 class Timeouts(_Strict):
+    """Upstream timeouts in seconds (llama-swap's keys; 0 disables one). `responseHeader`
+    unset means llamaswap's default (runtime/limits.py), where llama-swap waits forever;
+    `streamIdle` is a llamaswap extension."""
+
     connect: int = 30
     keepalive: int = 30
-    response_header: int = Field(0, alias="responseHeader")
+    response_header: int | None = Field(None, alias="responseHeader")
     tls_handshake: int = Field(10, alias="tlsHandshake")
     expect_continue: int = Field(1, alias="expectContinue")
     idle_conn: int = Field(90, alias="idleConn")
+    stream_idle: int | None = Field(None, alias="streamIdle")
 
 
 class Compat(_Strict):
@@ -87,6 +92,9 @@ class ModelConfig(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     send_loading_state: bool | None = Field(None, alias="sendLoadingState")
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    # llamaswap extension: the key sent upstream (Authorization: Bearer, x-api-key) instead
+    # of the client's, like a llama-swap peer's apiKey.
+    api_key: str = Field("", alias="apiKey")
     compat: Compat = Field(default_factory=Compat)
     capabilities: Capabilities = Field(default_factory=Capabilities)
     health_check_timeout: int | None = Field(None, alias="healthCheckTimeout")
@@ -116,6 +124,9 @@ class FifoSettings(_Strict):
     # window after which /health reports a stalled scheduler (seconds; None = derived).
     max_wait: float | None = None
     stall_timeout: float | None = None
+    # llamaswap extension: seconds a request may wait for its grant before it gets 503
+    # (None = the documented default, 0 = off).
+    queue_timeout: float | None = None
 
 
 class SchedulerSettingsConfig(_Strict):
@@ -184,6 +195,20 @@ class LlamaswapSettings(_Strict):
     runtime_dir: str = Field("", alias="runtimeDir")  # state files; "" = $XDG_RUNTIME_DIR/llamaswap
 
 
+class ServerConfig(_Strict):
+    """llamaswap extension: limits of the HTTP server itself (None = the documented default
+    in runtime/limits.py)."""
+
+    max_body_bytes: int | None = Field(None, alias="maxBodyBytes")
+    max_multipart_bytes: int | None = Field(None, alias="maxMultipartBytes")
+    header_timeout: float | None = Field(None, alias="headerTimeout")
+    body_timeout: float | None = Field(None, alias="bodyTimeout")
+    keepalive_timeout: float | None = Field(None, alias="keepaliveTimeout")
+    max_connections: int | None = Field(None, alias="maxConnections")
+    allowed_hosts: tuple[str, ...] = Field((), alias="allowedHosts")
+    allowed_origins: tuple[str, ...] = Field((), alias="allowedOrigins")
+
+
 class Config(_Strict):
     health_check_timeout: int = Field(120, alias="healthCheckTimeout")
     log_level: str = Field("info", alias="logLevel")
@@ -209,6 +234,7 @@ class Config(_Strict):
     matrix: MatrixConfig | None = None
     peers: dict[str, Any] = Field(default_factory=dict)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     profiles: dict[str, Any] = Field(default_factory=dict)
     selectors: dict[str, Any] = Field(default_factory=dict)
     llamaswap: LlamaswapSettings = Field(default_factory=LlamaswapSettings)

@@ -52,11 +52,12 @@ def _map(children: dict[str, Key], status: str = OK, note: str = "") -> Key:
 
 FREE = Key(free=True)
 
-_TIMEOUTS = _map(
-    {k: _leaf() for k in ("connect", "keepalive", "responseHeader", "tlsHandshake", "expectContinue", "idleConn")},
-    UNIMPLEMENTED,
-    "llamaswap uses its own upstream connection timeouts",
-)
+_TIMEOUTS = _map({
+    "connect": _leaf(), "keepalive": _leaf(), "responseHeader": _leaf(), "idleConn": _leaf(),
+    "streamIdle": _leaf(),  # llamaswap extension
+    "tlsHandshake": _leaf(IGNORED, "llamaswap bounds the whole connect, TLS included, by timeouts.connect"),
+    "expectContinue": _leaf(IGNORED, "llamaswap answers Expect: 100-continue itself"),
+})
 
 _ALIAS_OBJECT = _map({"id": _leaf(), "name": _leaf(), "description": _leaf(), "unlisted": _leaf()})
 
@@ -84,6 +85,7 @@ MODEL = _map({
     "metadata": FREE,
     "sendLoadingState": _leaf(),
     "timeouts": _TIMEOUTS,
+    "apiKey": _leaf(),  # llamaswap extension: the key sent upstream
     "compat": _map({"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"),
     "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
     "healthCheckTimeout": _leaf(IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"),
@@ -96,7 +98,7 @@ MATRIX = _map({"vars": FREE, "evict_costs": FREE, "sets": FREE})
 _PEER = _map({
     "proxy": _leaf(), "models": _leaf(), "apiKey": _leaf(),
     "filters": _map({"stripParams": _leaf(), "setParams": FREE}),
-    "timeouts": _map({k: _leaf() for k in _TIMEOUTS.children or {}}),
+    "timeouts": _map({k: _leaf() for k in _TIMEOUTS.children or {} if k != "streamIdle"}),
 })
 
 TOP = _map({
@@ -129,7 +131,8 @@ TOP = _map({
         "scheduler": _map({
             "use": _leaf(),
             "policy": FREE,  # a name, or {use: NAME, options...}: checked by load.py
-            "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf(), "stall_timeout": _leaf()})}),
+            "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf(), "stall_timeout": _leaf(),
+                                             "queue_timeout": _leaf()})}),
         }),
     }),
     "groups": Key(each=GROUP),
@@ -137,6 +140,9 @@ TOP = _map({
     "peers": Key(each=_PEER, status=UNIMPLEMENTED,
                  note="peers are checked and listed in /v1/models, but requests to them are not forwarded yet"),
     "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
+    "server": _map({  # llamaswap extension: limits of the HTTP server (docs/guarantees.md)
+        k: _leaf() for k in ("maxBodyBytes", "maxMultipartBytes", "headerTimeout", "bodyTimeout",
+                             "keepaliveTimeout", "maxConnections", "allowedHosts", "allowedOrigins")}),
     "profiles": Key(status=UNIMPLEMENTED, free=True,
                     note="profiles are checked, but none can be activated yet (llama-swap starts with none active)"),
     "selectors": Key(each=_map({

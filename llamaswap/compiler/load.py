@@ -123,6 +123,7 @@ def load_config(text: str, file: str, env: Mapping[str, str],
     _check_models(config, loaded.aliases, ck)
     _normalise_routing(config, root, loaded, ck)
     _check_scheduler(config, loaded, ck)
+    _check_limits(config, ck)
     _check_preload(config, loaded, ck)
     if not config.models:
         ck.warning_at("LS303", "the config defines no models", ("models",), hint="add models under 'models'",
@@ -436,6 +437,23 @@ def check_scheduling_policy(loaded: Loaded, check: PolicyCheck | None) -> list[D
                 and option in policy else (name_loc, False)
             ck.error_at("LS219", f"routing.scheduler.policy: {message}", where, hint=hint, key=key)
     return ck.diagnostics
+
+
+def _check_limits(c: Config, ck: PathReporter) -> None:
+    """Limits and timeouts (llamaswap's `server` block, `fifo.queue_timeout`, model
+    `timeouts`): numbers >= 0, where 0 turns the limit off."""
+    fifo = c.routing.scheduler.settings.fifo
+    if fifo.queue_timeout is not None and fifo.queue_timeout < 0:
+        ck.error_at("LS303", "routing.scheduler.settings.fifo.queue_timeout must be >= 0 seconds",
+                    ("routing", "scheduler", "settings", "fifo", "queue_timeout"), hint="0 turns the queue deadline off")
+    for key, value in c.server.model_dump(by_alias=True).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            ck.error_at("LS303", f"server.{key} must be >= 0", ("server", key), hint="0 turns the limit off")
+    for mid, m in c.models.items():
+        for key, value in m.timeouts.model_dump(by_alias=True).items():
+            if value is not None and value < 0:
+                ck.error_at("LS303", f"models.{mid}.timeouts.{key} must be >= 0 seconds",
+                            ("models", mid, "timeouts", key), hint="0 turns the timeout off")
 
 
 def _check_preload(c: Config, loaded: Loaded, ck: PathReporter) -> None:
