@@ -12,6 +12,12 @@ Invariants:
 - Reading pauses when the consumer falls behind (bounded memory per response).
 - A request sent on a reused connection that dies before any response byte is retried once
   on a new connection (the server closed an idle keep-alive connection under our feet).
+  A streamed request body cannot be replayed, so it always goes on a new connection.
+- Every wait is bounded when the caller says so: connect, the response head (counted from
+  the end of the request), the gap between two body chunks (`UpstreamTimeout`); idle pooled
+  connections older than `idle_conn` are closed instead of reused.
+- A streamed request body is written with the transport's flow control (never more than
+  its write buffer ahead of the upstream), and sending stops as soon as the upstream answers.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from typing import AsyncIterator, Iterable
+import string
+import time
+from typing import AsyncIterable, AsyncIterator, Iterable
+from urllib.parse import quote
 
 import httptools
 from multidict import CIMultiDict
@@ -36,12 +45,50 @@ class UpstreamClosed(ConnectionError):
     """The upstream closed the connection or sent a malformed response."""
 
 
+class UpstreamTimeout(Exception):
+    """A bounded wait on the upstream ran out: `phase` is "connect", "header" or "idle"."""
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+def request_target(target: str) -> bytes:
+    """The request target as bytes: as given when ASCII (percent-encoding kept exactly),
+    else with only the non-ASCII characters percent-encoded."""
+    if not target.isascii():
+        target = quote(target, safe=string.punctuation)
+    return target.encode("ascii")
+
+
+def set_keepalive(sock: socket.socket, idle: float) -> None:
+    """TCP keep-alive probes after `idle` seconds of silence (Go's Dialer.KeepAlive)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(idle)))
+    except OSError:
+        pass
+
+
+class _PoolDefault:
+    """The type of POOL_DEFAULT: "use the pool's connect timeout"."""
+
+
+POOL_DEFAULT = _PoolDefault()
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self, pool: "UpstreamPool") -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used = 0
+        self.idle_since = 0.0
+        self.write_paused = False
+        self.drained: asyncio.Future | None = None
+        self.no_reuse = False
         self._reset()
 
     def _reset(self) -> None:
@@ -80,8 +127,24 @@ class _Conn(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+            self.drained = None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
         self.pool._forget(self)
         if not self.complete:
             if self.error is None and self._ends_with_close():
@@ -147,8 +210,9 @@ class _Conn(asyncio.Protocol):
 class UpstreamResponse:
     """A response whose head has arrived; the body follows through `read`/`iter_chunks`."""
 
-    def __init__(self, conn: _Conn, method: str) -> None:
+    def __init__(self, conn: _Conn, method: str, idle_timeout: float | None = None) -> None:
         self._conn = conn
+        self.idle_timeout = idle_timeout
         parser = conn.parser
         self.status: int = parser.get_status_code()
         self.reason: str = conn.status_text.decode("latin-1", "replace")
@@ -178,7 +242,14 @@ class UpstreamResponse:
                 if conn.error is not None:
                     raise conn.error
                 conn.wakeup = loop.create_future()
-                await conn.wakeup
+                if self.idle_timeout is None:
+                    await conn.wakeup
+                else:
+                    try:
+                        async with asyncio.timeout(self.idle_timeout):
+                            await conn.wakeup
+                    except TimeoutError:
+                        raise UpstreamTimeout(f"no data for {self.idle_timeout:g}s", "idle") from None
                 conn.wakeup = None
         except BaseException:
             self._abort()
@@ -196,7 +267,8 @@ class UpstreamResponse:
         conn = self._conn
         # A bodyless response the parser did not see end (HEAD: llhttp cannot know it has no
         # body) leaves the connection in an unknown state: never reuse it.
-        conn.pool._release(conn, reuse=conn.complete and conn.keep_alive and conn.error is None)
+        conn.pool._release(conn, reuse=conn.complete and conn.keep_alive and conn.error is None
+                           and not conn.no_reuse)
 
     def _abort(self) -> None:
         if not self._done:
@@ -212,21 +284,28 @@ class UpstreamResponse:
 class UpstreamPool:
     """Kept-alive connections to one upstream (host, port)."""
 
-    def __init__(self, host: str, port: int, connect_timeout: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, connect_timeout: float | None = 30.0) -> None:
         self.host = host
         self.port = port
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout  # when a request does not give its own
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
         self._host_header = f"{host}:{port}".encode("latin-1") if ":" not in host else f"[{host}]:{port}".encode()
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self, timeout: float | None, keepalive: float | None) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-        except (OSError, TimeoutError) as exc:
+            async with asyncio.timeout(timeout):
+                transport, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        except TimeoutError:
+            raise UpstreamTimeout(f"cannot connect to {self.host}:{self.port} within {timeout:g}s",
+                                  "connect") from None
+        except OSError as exc:
             raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+        if keepalive:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                set_keepalive(sock, keepalive)
         self._all.add(conn)
         return conn
 
@@ -239,39 +318,74 @@ class UpstreamPool:
         if reuse and not conn.closed and len(self._idle) < MAX_IDLE and conn.transport is not None \
                 and not conn.transport.is_closing():
             conn._reset()
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         elif conn.transport is not None and not conn.transport.is_closing():
             conn.closed = True
             conn.transport.close()
 
+    def _take_idle(self, idle_conn: float | None) -> _Conn | None:
+        """The most recently used idle connection still worth using; older ones past
+        `idle_conn` seconds are closed on the way."""
+        now = time.monotonic()
+        while self._idle:
+            candidate = self._idle.pop()
+            if candidate.closed or candidate.transport is None or candidate.transport.is_closing():
+                continue
+            if idle_conn is not None and now - candidate.idle_since > idle_conn:
+                candidate.closed = True
+                candidate.transport.close()
+                continue
+            return candidate
+        return None
+
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
-                      body: bytes | None) -> UpstreamResponse:
-        """Send a request; return once the response head has arrived."""
-        head = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
+                      body: bytes | AsyncIterable[bytes] | None, *, length: int | None = None,
+                      connect_timeout: float | None | _PoolDefault = POOL_DEFAULT, header_timeout: float | None = None,
+                      idle_timeout: float | None = None, idle_conn: float | None = None,
+                      keepalive: float | None = None) -> UpstreamResponse:
+        """Send a request; return once the response head has arrived.
+
+        `body` is bytes, or an async iterable of chunks sent as they come (with
+        `Content-Length: length`, or chunked when `length` is None)."""
+        streamed = body is not None and not isinstance(body, (bytes, bytearray))
+        head = [method.encode("latin-1"), b" ", request_target(target), b" HTTP/1.1\r\n"]
         head.append(b"Host: " + self._host_header + b"\r\n")
         for name, value in headers:
             head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        if body is not None and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS")):
+        if streamed:
+            head.append(b"Content-Length: %d\r\n" % length if length is not None
+                        else b"Transfer-Encoding: chunked\r\n")
+        elif body is not None and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS")):
             head.append(b"Content-Length: %d\r\n" % len(body))
         head.append(b"\r\n")
-        payload = b"".join(head) + (body or b"")
+        payload = b"".join(head)
+        if not streamed:
+            payload += bytes(body or b"")
         for attempt in (0, 1):
-            conn = None
-            while self._idle:
-                candidate = self._idle.pop()
-                if not candidate.closed and candidate.transport is not None and not candidate.transport.is_closing():
-                    conn = candidate
-                    break
+            conn = None if streamed else self._take_idle(idle_conn)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect()
+                conn = await self._connect(
+                    self.connect_timeout if isinstance(connect_timeout, _PoolDefault) else connect_timeout,
+                    keepalive)
             conn.used += 1
             loop = asyncio.get_running_loop()
             conn.head = loop.create_future()
             assert conn.transport is not None
             conn.transport.write(payload)
             try:
-                await conn.head
+                if streamed:
+                    await self._send_body(conn, body, chunked=length is None)  # type: ignore[arg-type]
+                if header_timeout is None:
+                    await conn.head
+                else:
+                    try:
+                        async with asyncio.timeout(header_timeout):
+                            await conn.head
+                    except TimeoutError:
+                        raise UpstreamTimeout(f"no response header within {header_timeout:g}s",
+                                              "header") from None
             except UpstreamClosed:
                 if reused and attempt == 0 and not conn.got_bytes:
                     continue  # a stale keep-alive connection: try once more on a new one
@@ -279,8 +393,28 @@ class UpstreamPool:
             except BaseException:
                 self._release(conn, reuse=False)
                 raise
-            return UpstreamResponse(conn, method)
+            return UpstreamResponse(conn, method, idle_timeout)
         raise UpstreamClosed("upstream closed the connection")  # pragma: no cover
+
+    @staticmethod
+    async def _send_body(conn: _Conn, body: AsyncIterable[bytes], chunked: bool) -> None:
+        """Write the body as it comes, at the pace the upstream reads it; stop early (and
+        never reuse the connection) if the upstream answers or goes away first."""
+        transport = conn.transport
+        assert transport is not None
+        async for chunk in body:
+            if conn.closed or conn.error is not None or (conn.head is not None and conn.head.done()):
+                conn.no_reuse = True
+                return
+            if not chunk:
+                continue
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            await conn.drain()
+        if chunked and not conn.closed:
+            transport.write(b"0\r\n\r\n")
 
     def close(self) -> None:
         for conn in list(self._all):
@@ -293,7 +427,7 @@ class UpstreamPool:
 class UpstreamClient:
     """One pool per upstream base URL."""
 
-    def __init__(self, connect_timeout: float = 30.0) -> None:
+    def __init__(self, connect_timeout: float | None = 30.0) -> None:
         self.connect_timeout = connect_timeout
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
 
