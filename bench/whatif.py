@@ -52,7 +52,8 @@ def _use_raw_client() -> None:
     pools: dict[str, RawPool] = {}
 
     async def forward(request, upstreams, session, url, body, *, response=None, extra_headers=None, **kw):
-        if response is not None or body is None or b'"stream": true' in body or b'"stream":true' in body:
+        if (response is not None or not isinstance(body, bytes)
+                or b'"stream": true' in body or b'"stream":true' in body):
             return await original(request, upstreams, session, url, body, response=response,
                                   extra_headers=extra_headers, **kw)
         parts = urlsplit(url)

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from llamaswap.compiler.explain import explain
-from llamaswap.runtime.keys import DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, ROUTER, STARTED
+from llamaswap.runtime.keys import DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, REDACT, ROUTER, STARTED
 from llamaswap.runtime.listing import model_records
 from llamaswap.runtime.observe import health as health_check
 from llamaswap.runtime.processes import ProcessState
@@ -59,8 +59,9 @@ async def running(request: web.Request) -> web.Response:
         if proc.state is ProcessState.STOPPED:
             continue
         m = c.models.get(mid) if mid in plan.models else None  # None: a reload removed it
+        redact = request.app[REDACT].of(plan)
         out.append({
-            "model": mid, "state": proc.state.value, "cmd": proc.spec.cmd, "proxy": proc.spec.proxy,
+            "model": mid, "state": proc.state.value, "cmd": redact(proc.spec.cmd), "proxy": redact(proc.spec.proxy),
             "ttl": int(effective_ttl(plan, mid)) if m is not None else 0,
             "name": m.name if m is not None else "", "description": m.description if m is not None else "",
             "pid": proc.pid, "state_seconds": round(now - proc.state_since, 3),

@@ -1,5 +1,6 @@
 """App: the aiohttp application behind `llamaswap serve` — the route table, the gate
-middleware (CORS preflight, then auth), and the lifecycle.
+middleware (CORS preflight; without apiKeys the Host and cross-site checks of crosssite.py;
+then auth), and the lifecycle.
 
 Lifecycle (cleanup_ctx): one ClientSession; the process supervisors; the activity store;
 the Router's owner task (its observer feeds the UI's event hub); preload hooks; the config
@@ -26,14 +27,17 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime import api, reload, webui
 from llamaswap.runtime.activity import ACTIVITY, ActivityStore, store_path
-from llamaswap.runtime.auth import refusal
+from llamaswap.runtime.auth import OPEN_PATHS, refusal
+from llamaswap.runtime.crosssite import host_refusal, origin_refusal
 from llamaswap.runtime.dispatch import model_route, upstream_route
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver, InflightTracker
-from llamaswap.runtime.keys import (DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, ROUTER, SELECTORS,
-                                    SESSION, STARTED, TRACKER, UPSTREAMS, LiveConfig)
+from llamaswap.runtime.keys import (DECISIONS, LIMITS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, REDACT, ROUTER,
+                                    SELECTORS, SESSION, STARTED, TRACKER, UPSTREAM_TIMEOUTS, UPSTREAMS, LiveConfig)
+from llamaswap.runtime.limits import PlanMemo, all_upstream_timeouts, server_limits
 from llamaswap.runtime.logs import HubHandler, LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessTracker
+from llamaswap.runtime.redact import RedactFilter, Redactor
 from llamaswap.runtime.reload import RELOADER, ConfigSource, ConfigWatcher, Reloader, process_specs
 from llamaswap.runtime.router import Rejected, Router
 from llamaswap.runtime.selectors import SelectorTracker
@@ -81,10 +85,22 @@ async def gate_middleware(request: web.Request, handler):
             "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
             "Access-Control-Max-Age": "86400",
         })
-    refused = refusal(request)
+    app = request.app
+    live = app[LIVE]
+    if not live.api_keys and request.path not in OPEN_PATHS:
+        limits = app[LIMITS].of(live.plan)
+        refused = host_refusal(request, limits.allowed_hosts)
+        if refused is None and request.match_info.handler in STATE_CHANGING:
+            refused = origin_refusal(request, limits.allowed_origins)
+    else:
+        refused = refusal(request)
     if refused is not None:
         return refused
     return await handler(request)
+
+
+# Handlers that can change the server's state (start or stop models): cross-site checked.
+STATE_CHANGING = frozenset({model_route, upstream_route, api.unload_all, api.unload_one, webui.load_model})
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -94,6 +110,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[LOGS]
     handler = HubHandler(hub)
     logging.getLogger("llamaswap").addHandler(handler)
+    redacting = [h for h in (handler, *logging.getLogger().handlers)]
+    redact_filter = RedactFilter(lambda text: app[REDACT].of(app[LIVE].plan)(text))
+    for h in redacting:
+        h.addFilter(redact_filter)
     session = aiohttp.ClientSession(
         auto_decompress=False,
         timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30),
@@ -132,6 +152,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await session.close()
         await asyncio.to_thread(app[ACTIVITY].close)
         logging.getLogger("llamaswap").removeHandler(handler)
+        for h in redacting:
+            h.removeFilter(redact_filter)
 
 
 async def _preload(app: web.Application) -> None:
@@ -165,11 +187,18 @@ def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = Fals
     process group (serve's reaper)."""
     if not plan.ok:
         raise ValueError("cannot serve a plan with errors")
-    app = web.Application(middlewares=[gate_middleware], client_max_size=1 << 30)
+    limits = PlanMemo(server_limits)
+    # Model-dispatched bodies are read under their own limits (body.py); this bounds the
+    # few other handlers that read one.
+    app = web.Application(middlewares=[gate_middleware],
+                          client_max_size=limits.of(plan).max_body or 1 << 30)
     app[LIVE] = LiveConfig(plan)
+    app[LIMITS] = limits
+    app[UPSTREAM_TIMEOUTS] = PlanMemo(all_upstream_timeouts)
+    app[REDACT] = PlanMemo(Redactor.for_plan)
     if tracker is not None:
         app[TRACKER] = tracker
-    app[LOGS] = LogHub()
+    app[LOGS] = LogHub(redact=lambda line: app[REDACT].of(app[LIVE].plan)(line))
     app[STARTED] = time.time()
     app[RELOADER] = Reloader(app, source, make_added_process)
     app[WATCH] = watch

@@ -5,7 +5,12 @@ With no `apiKeys` every request passes; the open paths (health probes, favicon) 
 and so do the web UI's static files and the redirects to them: they hold no data, and the
 pages ask for the key and send it with every call. A 401 to one of the pages' own calls
 (`X-Requested-With: llamaswap-ui`) carries no Basic challenge, which would make the browser
-show its login prompt over the page's own.
+show its login prompt over the page's own. Auth schemes are case-insensitive (RFC 9110
+§11.1: `bearer` is `Bearer`).
+
+llamaswap's own key never goes upstream: a header that carries one of the `apiKeys` is
+dropped from the forwarded request, and a model's own `apiKey`, where configured, is sent
+instead (`Authorization: Bearer <key>` and `x-api-key`, like a llama-swap peer's apiKey).
 """
 
 from __future__ import annotations
@@ -22,20 +27,45 @@ UI_PREFIX = "/ui/"
 UI_CLIENT = "llamaswap-ui"
 
 
-def api_key_of(request: web.Request) -> str | None:
-    """The key a request carries: the Basic password, the Bearer token, or `x-api-key`."""
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Basic "):
+def _authorization_key(value: str) -> str | None:
+    """The key in an Authorization header value: a Basic password or a Bearer token."""
+    scheme, _, rest = value.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "basic":
         try:
-            decoded = base64.b64decode(auth[6:].strip()).decode("utf-8", "replace")
+            decoded = base64.b64decode(rest.strip()).decode("utf-8", "replace")
         except (ValueError, UnicodeDecodeError):
             decoded = ""
         if ":" in decoded:
             return decoded.split(":", 1)[1]
-    if auth.startswith("Bearer "):
-        return auth[7:].strip()
+    elif scheme == "bearer":
+        return rest.strip()
+    return None
+
+
+def api_key_of(request: web.Request) -> str | None:
+    """The key a request carries: the Basic password, the Bearer token, or `x-api-key`."""
+    key = _authorization_key(request.headers.get("Authorization", ""))
+    if key is not None:
+        return key
     key = request.headers.get("x-api-key")
     return key.strip() if key else None
+
+
+def upstream_auth(request: web.Request, model_key: str) -> tuple[frozenset[str], dict[str, str]]:
+    """(headers not to forward, headers to send instead) for the upstream request."""
+    if model_key:
+        return (frozenset({"authorization", "x-api-key"}),
+                {"Authorization": f"Bearer {model_key}", "x-api-key": model_key})
+    keys = request.app[LIVE].api_keys
+    if not keys:
+        return frozenset(), {}
+    drop = set()
+    if _authorization_key(request.headers.get("Authorization", "")) in keys:
+        drop.add("authorization")
+    if (request.headers.get("x-api-key") or "").strip() in keys:
+        drop.add("x-api-key")
+    return frozenset(drop), {}
 
 
 def refusal(request: web.Request) -> web.Response | None:

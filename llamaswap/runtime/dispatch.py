@@ -18,20 +18,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime.filters import (multipart_boundary, multipart_field, needs_rewrite,
-                                       replace_multipart_field, rewrite_body)
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
+from llamaswap.runtime.auth import upstream_auth
+from llamaswap.runtime.body import (BodyError, BodyLimits, StreamBody, check_declared, read_all,
+                                    read_multipart_head, stream)
 from llamaswap.runtime.events import EVENTS, INFLIGHT
-from llamaswap.runtime.keys import LIVE, METRICS, PROCESSES, ROUTER, SELECTORS, SESSION, UPSTREAMS
-from llamaswap.runtime.proxy import UpstreamBroke, UpstreamError, error_response, forward
+from llamaswap.runtime.filters import (multipart_boundary, needs_rewrite, replace_multipart_head_model,
+                                       rewrite_body)
+from llamaswap.runtime.keys import (LIMITS, LIVE, METRICS, PROCESSES, REDACT, ROUTER, SELECTORS, SESSION,
+                                    UPSTREAM_TIMEOUTS, UPSTREAMS)
+from llamaswap.runtime.proxy import (UpstreamBroke, UpstreamError, UpstreamTimedOut, error_response, forward,
+                                     sse_error)
+from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
+from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
 
@@ -46,42 +54,76 @@ class BadBody(Exception):
 
 @dataclass
 class Body:
-    raw: bytes
+    """What was read of a request body before routing it.
+
+    Parsed bodies (JSON, urlencoded) are read whole (`raw`). Others are not: a multipart
+    body is read up to the end of its `model` field (`head`, the field's part ending at
+    `model_end`), any other body not at all; `rest` says that more is still to be streamed."""
+
+    raw: bytes | None = None
     json: dict | None = None
     model: str | None = None
+    head: bytes = b""
+    model_end: int | None = None
+    rest: bool = False
 
 
-def _form_model(content_type: str, raw: bytes) -> str | None:
-    """The `model` field of a multipart/form-data body."""
-    boundary = multipart_boundary(content_type)
-    value = multipart_field(raw, boundary, "model") if boundary else None
-    return None if value is None else value.decode("utf-8", "replace").strip()
+def body_limits(request: web.Request) -> tuple[BodyLimits, str]:
+    limits = request.app[LIMITS].of(request.app[LIVE].plan)
+    size, key = limits.body_limit(request.content_type)
+    return BodyLimits(size, limits.body_timeout), key
+
+
+def _parse_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BadBody("invalid JSON body: nested too deeply") from None
+    except ValueError:
+        raise BadBody("invalid JSON body") from None
 
 
 async def read_body(request: web.Request) -> Body:
-    raw = await request.read()
-    body = Body(raw)
+    """Read as much of the body as routing needs (see Body)."""
+    limits, key = body_limits(request)
+    check_declared(request, limits, key)
     ctype = request.content_type
-    if ctype == "application/json" or (raw[:1] in (b"{",) and ctype in ("", "application/octet-stream")):
-        if raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                raise BadBody("invalid JSON body") from None
-            if isinstance(parsed, dict):
-                body.json = parsed
-                model = parsed.get("model")
-                if isinstance(model, str):
-                    body.model = model
-    elif ctype == "multipart/form-data":
-        body.model = _form_model(request.headers.get("Content-Type", ""), raw)
-    elif ctype == "application/x-www-form-urlencoded":
-        values = parse_qs(raw.decode("utf-8", "replace")).get("model")
-        if values:
-            body.model = values[0]
+    body = Body()
+    if not request.body_exists:
+        body.raw = b""
+    elif ctype in ("application/json", "application/x-www-form-urlencoded", "", "application/octet-stream"):
+        raw = body.raw = await read_all(request, limits, key)
+        if ctype == "application/json" or (raw[:1] == b"{" and ctype != "application/x-www-form-urlencoded"):
+            if raw.strip():
+                parsed = _parse_json(raw)
+                if isinstance(parsed, dict):
+                    body.json = parsed
+                    model = parsed.get("model")
+                    if isinstance(model, str):
+                        body.model = model
+        elif ctype == "application/x-www-form-urlencoded":
+            values = parse_qs(raw.decode("utf-8", "replace")).get("model")
+            if values:
+                body.model = values[0]
+    elif ctype == "multipart/form-data" and (boundary := multipart_boundary(request.headers.get("Content-Type", ""))):
+        body.head, body.model, body.model_end, ended = await read_multipart_head(request, limits, key, boundary)
+        body.rest = not ended
+    else:
+        body.rest = True
     if body.model is None and request.query.get("model"):
         body.model = request.query["model"]
     return body
+
+
+def upstream_body(request: web.Request, body: Body, head: bytes) -> bytes | StreamBody:
+    """The body to send upstream: `head` (what was read, maybe rewritten), then the rest as
+    it arrives."""
+    if not body.rest:
+        return head
+    limits, key = body_limits(request)
+    declared = request.content_length
+    length = None if declared is None else declared - len(body.head) + len(head)
+    return StreamBody(stream(request, limits, key, prefix=head, already=len(body.head)), length)
 
 
 def _is_streaming(request: web.Request, body: Body) -> bool:
@@ -123,10 +165,11 @@ class Measure:
         self.tap = ResponseTap()
 
 
-async def dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
+async def dispatch(request: web.Request, body: Body, requested: str, upstream_target: str,
                    apply_filters: bool) -> web.StreamResponse:
     """The request path, counted in `llamaswap_requests_total{model, status}`. A selector ID
-    is first resolved to one of its targets (the body's model is rewritten to it)."""
+    is first resolved to one of its targets (the body's model is rewritten to it).
+    `upstream_target` is the path and query to send upstream, still percent-encoded."""
     plan = request.app[LIVE].plan
     selectors = request.app[SELECTORS]
     selector = requested if requested in selectors.by_id else None
@@ -147,7 +190,7 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
     measure = Measure(tracker.begin(model, requested, request.method, request.path, request.remote))
     resp: web.StreamResponse | None = None
     try:
-        resp = await _dispatch(request, body, requested, upstream_path, apply_filters, measure)
+        resp = await _dispatch(request, body, requested, upstream_target, apply_filters, measure)
         status = str(resp.status)
         return resp
     except web.HTTPException as exc:
@@ -179,7 +222,7 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_pa
             selectors.release(selector, requested)
 
 
-async def _dispatch(request: web.Request, body: Body, requested: str, upstream_path: str,
+async def _dispatch(request: web.Request, body: Body, requested: str, upstream_target: str,
                     apply_filters: bool, measure: Measure) -> web.StreamResponse:
     app = request.app
     plan = app[LIVE].plan
@@ -191,8 +234,11 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
                                                 "yet")
         return error_response(request, 404, "no local server found for requested model")
     cfg = plan.config.models[model]  # type: ignore[union-attr]
+    queue_timeout = app[LIMITS].of(plan).queue_timeout
+    redact = app[REDACT].of(plan)
     ticket = router.submit(model, requested)
     app[EVENTS].queue_changed()
+    deadline = None if queue_timeout is None else time.monotonic() + queue_timeout
     stream: web.StreamResponse | None = None
     try:
         admission = await ticket.admission
@@ -200,16 +246,30 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
         loading = (outcome is None and admission in (Admission.WAITING, Admission.QUEUED)
                    and _wants_loading_state(plan, model, request, body))
         if loading:
-            stream = await _loading_stream(request, ticket, requested)
-            outcome = ticket.outcome.result()
+            stream = await _loading_stream(request, ticket, requested, deadline)
         elif outcome is None:
-            outcome = await ticket.outcome
-        if isinstance(outcome, Rejected):
+            try:
+                async with asyncio.timeout_at(None if deadline is None else _loop_time(deadline)):
+                    await asyncio.shield(ticket.outcome)
+            except TimeoutError:
+                pass
+        outcome = ticket.outcome.result() if ticket.outcome.done() else None
+        if outcome is None:  # the queue deadline passed first; `finally` cancels the ticket
+            message = (f"request for {requested!r} waited {queue_timeout:g}s without being served "
+                       "(routing.scheduler.settings.fifo.queue_timeout); try again later")
+            logger.warning("%s: %s", model, message)
             if stream is not None:
-                await stream.write(_loading_chunk(requested, f"\nerror: {outcome.message}\n"))
+                await stream.write(_loading_chunk(requested, f"\nerror: {message}\n"))
                 await stream.write(b"data: [DONE]\n\n")
                 return stream
-            return error_response(request, outcome.status, outcome.message,
+            return error_response(request, 503, message, headers={"Retry-After": "1"})
+        if isinstance(outcome, Rejected):
+            if stream is not None:
+                await stream.write(_loading_chunk(
+                    requested, f"\nerror: {client_message(redact, outcome.message)}\n"))
+                await stream.write(b"data: [DONE]\n\n")
+                return stream
+            return error_response(request, outcome.status, client_message(redact, outcome.message),
                                   code="concurrency_limit" if outcome.status == 429 else None,
                                   headers=outcome.headers)
         current = app[LIVE].plan
@@ -220,17 +280,38 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
             cfg = _model_config(current, model) or _model_config(plan, model) or cfg
         measure.waited = outcome.waited
         app[INFLIGHT].serving(measure.rid)
-        data = body.raw
-        if apply_filters and body.json is not None and needs_rewrite(cfg, requested):
-            data = json.dumps(rewrite_body(body.json, cfg, requested)).encode()
-        elif apply_filters and cfg.use_model_name and request.content_type == "multipart/form-data":
-            data = _rewrite_form_model(request, body.raw, cfg.use_model_name)
-        url = cfg.proxy.rstrip("/") + upstream_path
-        if request.query_string:
-            url += "?" + request.query_string
+        if body.raw is not None:
+            data: bytes | StreamBody = body.raw
+            if apply_filters and body.json is not None and needs_rewrite(cfg, requested):
+                try:
+                    data = json.dumps(rewrite_body(body.json, cfg, requested)).encode()
+                except RecursionError:
+                    return error_response(request, 400, "invalid JSON body: nested too deeply")
+        else:
+            head = body.head
+            if apply_filters and cfg.use_model_name and body.model_end is not None:
+                boundary = multipart_boundary(request.headers.get("Content-Type", ""))
+                assert boundary is not None
+                head = replace_multipart_head_model(head, boundary, body.model_end, cfg.use_model_name.encode())
+            data = upstream_body(request, body, head)
+        url = cfg.proxy.rstrip("/") + upstream_target
+        drop, add = upstream_auth(request, cfg.api_key)
         try:
             return await forward(request, app[UPSTREAMS], app[SESSION], url, data, response=stream,
-                                 extra_headers=swap_header(outcome), tap=measure.tap)
+                                 extra_headers=swap_header(outcome), drop_headers=drop, add_headers=add,
+                                 timeouts=_timeouts(app, current, plan, model), tap=measure.tap)
+        except BodyError as exc:
+            if stream is not None:
+                await stream.write(_loading_chunk(requested, f"\nerror: {exc}\n"))
+                return stream
+            return await body_error_response(request, exc)
+        except UpstreamTimedOut as exc:
+            message = f"upstream timeout ({model}): {exc}"
+            logger.warning("%s", message)
+            if stream is not None:
+                await stream.write(sse_error(504, message))
+                return stream
+            return error_response(request, 504, message)
         except UpstreamError as exc:
             if stream is not None:
                 await stream.write(_loading_chunk(requested, f"\nupstream error: {exc}\n"))
@@ -249,9 +330,48 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_p
         app[EVENTS].queue_changed()
 
 
+def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:
+    """The model's upstream timeouts under the live plan (or, if a reload removed it, the
+    plan the request was admitted under)."""
+    found = app[UPSTREAM_TIMEOUTS].of(current).get(model)
+    if found is None and model in plan.models:
+        found = upstream_timeouts(plan, model)
+    return found
+
+
 def _model_config(plan: Plan, model: str):
     c = plan.config
     return c.models.get(model) if c is not None else None
+
+
+# A failed start's message carries the upstream's last output lines (for the logs); the
+# client gets the reason only (the format is processes.py's `_on_exited`).
+_START_OUTPUT = re.compile(r"(upstream command exited prematurely \([^)]*\)): .*", re.DOTALL)
+
+
+def client_message(redact: Redactor, message: str) -> str:
+    """A rejection's message as the client may see it: no upstream output, no secrets."""
+    message = _START_OUTPUT.sub(r"\1; its output is in /logs", message)
+    return redact(message)
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+async def body_error_response(request: web.Request, exc: BodyError) -> web.StreamResponse:
+    """413/408 for a body that cannot be taken; the connection is closed after it. After a
+    413 the rest of the body is read and dropped for a moment (so that the client sees the
+    answer); after a 408 (the client is too slow) the connection closes at once."""
+    resp = error_response(request, exc.status, str(exc))
+    resp.force_close()
+    if exc.status == 408:
+        await resp.prepare(request)
+        await resp.write_eof()
+        if request.protocol is not None:
+            request.protocol.force_close()
+    return resp
 
 
 def _wants_loading_state(plan: Plan, model: str, request: web.Request, body: Body) -> bool:
@@ -265,8 +385,10 @@ def _wants_loading_state(plan: Plan, model: str, request: web.Request, body: Bod
         path.startswith("/v1/chat/completions") or path.startswith("/v/chat/completions"))
 
 
-async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) -> web.StreamResponse:
-    """Open the SSE response and report progress until the ticket has its outcome."""
+async def _loading_stream(request: web.Request, ticket: Ticket, requested: str,
+                         deadline: float | None) -> web.StreamResponse:
+    """Open the SSE response and report progress until the ticket has its outcome or the
+    queue deadline (time.monotonic()) passes."""
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
@@ -275,9 +397,12 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) 
     last_position: int | None = None
     shown_seconds = 0
     while not ticket.outcome.done():
+        if deadline is not None and time.monotonic() >= deadline:
+            return resp
+        tick = LOADING_TICK if deadline is None else max(0.0, min(LOADING_TICK, deadline - time.monotonic()))
         waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.position_changed())
         try:
-            await asyncio.wait([ticket.outcome, waiter], timeout=LOADING_TICK,
+            await asyncio.wait([ticket.outcome, waiter], timeout=tick,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
@@ -298,10 +423,10 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str) 
     return resp
 
 
-def _rewrite_form_model(request: web.Request, raw: bytes, new_model: str) -> bytes:
-    """A multipart body with its `model` field replaced (useModelName)."""
-    boundary = multipart_boundary(request.headers.get("Content-Type", ""))
-    return replace_multipart_field(raw, boundary, "model", new_model.encode()) if boundary else raw
+def _raw_target(request: web.Request) -> tuple[str, str]:
+    """(path, "?query" or "") exactly as the client sent them, still percent-encoded."""
+    path, sep, query = request.raw_path.partition("?")
+    return path, sep + query
 
 
 async def model_route(request: web.Request) -> web.StreamResponse:
@@ -309,31 +434,38 @@ async def model_route(request: web.Request) -> web.StreamResponse:
         body = await read_body(request)
     except BadBody as exc:
         return error_response(request, 400, str(exc))
+    except BodyError as exc:
+        return await body_error_response(request, exc)
     if not body.model:
-        return error_response(request, 404, "no model id could be identified")
-    path = request.path
+        return error_response(request, 400, "no model id could be identified")
+    path, query = _raw_target(request)
     if path.startswith("/v/"):
         path = path[2:]
     elif path.startswith("/audioapi/"):
         path = path[len("/audioapi"):]
-    return await dispatch(request, body, body.model, path, apply_filters=True)
+    return await dispatch(request, body, body.model, path + query, apply_filters=True)
 
 
 async def upstream_route(request: web.Request) -> web.StreamResponse:
-    """/upstream/<model>/<path>: direct passthrough; the longest matching model prefix wins."""
+    """/upstream/<model>/<path>: direct passthrough; the longest matching model prefix wins.
+    The body is never parsed: it streams through."""
     plan = request.app[LIVE].plan
     rest = request.match_info["tail"]
     names = sorted(set(plan.models) | set(plan.aliases), key=len, reverse=True)
+    _, query = _raw_target(request)
     for name in names:
         if rest == name:
-            location = f"/upstream/{name}/"
-            if request.query_string:
-                location += "?" + request.query_string
+            location = f"/upstream/{name}/" + query
             raise (web.HTTPMovedPermanently if request.method in ("GET", "HEAD")
                    else web.HTTPPermanentRedirect)(location)
         if rest.startswith(name + "/"):
-            body = Body(await request.read())
-            return await dispatch(request, body, name, _raw_remainder(request, name, rest),
+            limits, key = body_limits(request)
+            try:
+                check_declared(request, limits, key)
+            except BodyError as exc:
+                return await body_error_response(request, exc)
+            body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
+            return await dispatch(request, body, name, _raw_remainder(request, name, rest) + query,
                                   apply_filters=False)
     return error_response(request, 404, f"no model found in path /upstream/{rest}")
 
@@ -341,8 +473,9 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
 def _raw_remainder(request: web.Request, name: str, rest: str) -> str:
     """The path after `/upstream/<name>` as the client sent it (still percent-encoded, so
     that e.g. `%2F` inside a segment stays one segment upstream)."""
-    raw_segments = request.rel_url.raw_path[len("/upstream/"):].split("/")
+    raw_path, _ = _raw_target(request)
+    raw_segments = raw_path[len("/upstream/"):].split("/")
     k = name.count("/") + 1
     if unquote("/".join(raw_segments[:k])) == name:
         return "/" + "/".join(raw_segments[k:])
-    return rest[len(name):]  # the name itself was sent encoded: fall back to the decoded path
+    return quote(rest[len(name):])  # the name itself was sent encoded: re-encode the decoded rest

@@ -138,3 +138,47 @@ def replace_multipart_field(raw: bytes, boundary: bytes, name: str, value: bytes
         if sep and _field_name(head) == name:
             parts[i] = head + sep + value + (b"\r\n" if body.endswith(b"\r\n") else b"")
     return (b"--" + boundary).join(parts)
+
+
+class MultipartModelScanner:
+    """Finds the `model` field of a multipart body that arrives piece by piece, so that a
+    request can be routed (and its model field rewritten) without reading the whole body.
+
+    Feed it the bytes read so far (always the same growing buffer); it remembers how far it
+    has looked, so each byte is searched about once."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.delim = b"--" + boundary
+        self._part: int | None = None  # start of the delimiter opening the current part
+        self._search = 0
+
+    def feed(self, buf: bytes | bytearray) -> tuple[str, int] | None:
+        """(the model, the index where its part ends: the next delimiter) once the whole
+        model field has been read; None until then (or if there is none)."""
+        d = self.delim
+        while True:
+            if self._part is None:
+                i = buf.find(d, self._search)
+                if i == -1:
+                    self._search = max(0, len(buf) - len(d) + 1)
+                    return None
+                self._part, self._search = i, i + len(d)
+            j = buf.find(d, self._search)
+            if j == -1:
+                self._search = max(self._part + len(d), len(buf) - len(d) + 1)
+                return None
+            start = self._part + len(d)
+            k = buf.find(b"\r\n\r\n", start, j)
+            if k != -1 and _field_name(bytes(buf[start:k])) == "model":
+                value = bytes(buf[k + 4:j])
+                if value.endswith(b"\r\n"):
+                    value = value[:-2]
+                return value.decode("utf-8", "replace").strip(), j
+            self._part, self._search = j, j + len(d)
+
+
+def replace_multipart_head_model(head: bytes, boundary: bytes, end: int, value: bytes) -> bytes:
+    """`head` (the start of a multipart body) with the `model` field that ends at `end`
+    replaced; the bytes from `end` on are untouched."""
+    delim = b"--" + boundary
+    return replace_multipart_field(head[:end] + delim, boundary, "model", value)[:-len(delim)] + head[end:]

@@ -14,9 +14,11 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
+from llamaswap.runtime.limits import PlanMemo, ServerLimits, UpstreamTimeouts
 from llamaswap.runtime.logs import LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessTracker
+from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Router
 from llamaswap.runtime.selectors import SelectorTracker
 from llamaswap.runtime.upstream import UpstreamClient
@@ -46,3 +48,8 @@ SELECTORS = web.AppKey("selectors", SelectorTracker)
 METRICS = web.AppKey("metrics", Metrics)
 LOG_STREAMS = web.AppKey("log_streams", set[asyncio.Event])  # one per open /logs/stream
 TRACKER = web.AppKey("tracker", ProcessTracker)  # told about every upstream group (optional)
+# Derived from the live plan (a reload makes them again): body, connection and queue limits;
+# per-model upstream timeouts; the redactor that hides ${env.X} values.
+LIMITS = web.AppKey("limits", PlanMemo[ServerLimits])
+UPSTREAM_TIMEOUTS = web.AppKey("upstream_timeouts", PlanMemo[dict[str, UpstreamTimeouts]])
+REDACT = web.AppKey("redact", PlanMemo[Redactor])

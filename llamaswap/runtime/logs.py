@@ -23,7 +23,8 @@ class LogBuffer:
     """A ring of log lines bounded in count and bytes, with listeners for new lines."""
 
     def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024,
-                 max_line: int = 8192) -> None:
+                 max_line: int = 8192, redact: Callable[[str], str] | None = None) -> None:
+        self.redact = redact  # applied to every line before it is kept or passed on
         self.max_lines = max(1, max_lines)
         self.max_bytes = max(1, max_bytes)
         self.max_line = max_line
@@ -42,6 +43,8 @@ class LogBuffer:
         return self._bytes
 
     def append(self, line: str) -> None:
+        if self.redact is not None:
+            line = self.redact(line)
         if len(line) > self.max_line:
             line = line[: self.max_line] + "…"
         size = len(line.encode("utf-8", "replace")) + 1
@@ -94,9 +97,11 @@ class LogHub:
     """The process-wide logs: `proxy` (llamaswap's own), one buffer per model, `upstream`
     (every model's lines prefixed `[model] `) and `combined` (proxy and upstream)."""
 
-    def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024,
+                 redact: Callable[[str], str] | None = None) -> None:
         self._limits = (max_lines, max_bytes)
-        self.proxy = LogBuffer(*self._limits)
+        self._redact = redact  # at the sources (proxy, models); the joined buffers get their lines
+        self.proxy = LogBuffer(*self._limits, redact=redact)
         self.upstream = LogBuffer(*self._limits)
         self.combined = LogBuffer(*self._limits)
         self._models: dict[str, LogBuffer] = {}
@@ -107,7 +112,7 @@ class LogHub:
         """The buffer of `name`, created on first use."""
         buf = self._models.get(name)
         if buf is None:
-            buf = self._models[name] = LogBuffer(*self._limits)
+            buf = self._models[name] = LogBuffer(*self._limits, redact=self._redact)
             buf.subscribe(lambda line: self.upstream.append(f"[{name}] {line}"))
         return buf
 

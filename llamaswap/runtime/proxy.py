@@ -9,6 +9,11 @@ Invariants:
 - Before the response has started, an upstream failure becomes a 502 envelope; after it has
   started, the connection is aborted (`UpstreamBroke`): the status line is already gone, and
   a clean end would pass a truncated answer off as complete.
+- Every wait on the upstream is bounded by the model's timeouts: connect, the response head
+  (`UpstreamTimedOut` -> 504 before anything is sent) and the gap between two body chunks
+  (before the response started: 504; after: an SSE error event for event streams, then the
+  connection is aborted).
+- The request target goes upstream exactly as the client sent it (still percent-encoded).
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from urllib.parse import urlsplit
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
+import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
+from llamaswap.runtime.body import StreamBody
 from llamaswap.runtime.errors import envelope_bytes
-from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError
+from llamaswap.runtime.limits import UpstreamTimeouts
+from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError, UpstreamTimeout
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -77,6 +85,22 @@ class UpstreamError(Exception):
     """The upstream could not be reached or failed before answering."""
 
 
+class UpstreamTimedOut(Exception):
+    """A bounded wait on the upstream ran out before the response started (answered 504)."""
+
+
+def sse_error(status: int, message: str) -> bytes:
+    """An SSE event carrying llama-swap's error envelope (for streams already under way)."""
+    return b"data: " + envelope_bytes(status, message) + b"\n\n"
+
+
+_KEYS = {"connect": "timeouts.connect", "header": "timeouts.responseHeader", "idle": "timeouts.streamIdle"}
+
+
+def _timeout_message(exc: UpstreamTimeout) -> str:
+    return f"{exc} ({_KEYS[exc.phase]})"
+
+
 class UpstreamBroke(Exception):
     """The upstream failed after the response had started; the client connection must be
     aborted (a clean end would pass a truncated answer off as complete)."""
@@ -87,14 +111,18 @@ class UpstreamBroke(Exception):
 
 
 async def forward(request: web.Request, upstreams: UpstreamClient, session: aiohttp.ClientSession, url: str,
-                  body: bytes | None, *, drop_headers: frozenset[str] = frozenset(),
+                  body: bytes | StreamBody | None, *, drop_headers: frozenset[str] = frozenset(),
+                  add_headers: Mapping[str, str] | None = None,
                   extra_headers: Mapping[str, str] | None = None,
                   response: web.StreamResponse | None = None,
+                  timeouts: UpstreamTimeouts | None = None,
                   tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
     """Send the request to `url` and relay the answer.
 
     Plain-HTTP upstreams go through the lean pooled client (`upstream.py`); HTTPS upstreams,
-    HEAD requests and protocol upgrades through aiohttp's client.
+    HEAD requests and protocol upgrades through aiohttp's client. `body` is bytes, a
+    StreamBody (forwarded as it arrives), or None (the request's own body, read whole).
+    `drop_headers` are not sent upstream, `add_headers` are sent in their place.
 
     With `response` (an already prepared stream, e.g. after a loading-state preamble), only
     the upstream body is written into it and its status/headers are not sent again.
@@ -104,36 +132,86 @@ async def forward(request: web.Request, upstreams: UpstreamClient, session: aioh
     if (parts.scheme != "http" or request.method == "HEAD" or "upgrade" in request.headers
             or parts.hostname is None):
         return await _forward_aiohttp(request, session, url, body, drop_headers=drop_headers,
-                                      extra_headers=extra_headers, response=response, tap=tap)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                                      add_headers=add_headers, extra_headers=extra_headers,
+                                      response=response, timeouts=timeouts, tap=tap)
+    # Everything after the authority, untouched: urlsplit would drop a `#` and re-join parts.
+    target = url[url.index(parts.netloc, len(parts.scheme)) + len(parts.netloc):] or "/"
+    if not target.startswith("/"):
+        target = "/" + target
     try:
         port = parts.port or 80
     except ValueError as exc:
         raise UpstreamError(f"bad upstream URL {url!r}") from exc
     headers = upstream_headers(request.headers, drop_headers)
-    data = body if body is not None else await request.read()
+    if add_headers:
+        headers.extend(add_headers)
+    t = timeouts
+    if body is None:
+        body = await request.read()
+    data, length = (body.chunks, body.length) if isinstance(body, StreamBody) else (body, None)
     try:
-        upstream = await upstreams.pool(parts.hostname, port).request(request.method, target, headers.items(), data)
+        upstream = await upstreams.pool(parts.hostname, port).request(
+            request.method, target, headers.items(), data, length=length,
+            **({} if t is None else {"connect_timeout": t.connect, "header_timeout": t.response_header,
+                                     "idle_timeout": t.stream_idle, "idle_conn": t.idle_conn,
+                                     "keepalive": t.keepalive}))
+    except UpstreamTimeout as exc:
+        raise UpstreamTimedOut(_timeout_message(exc)) from exc
     except (UpstreamConnectError, UpstreamClosed, OSError) as exc:
         raise UpstreamError(str(exc) or type(exc).__name__) from exc
     return await _relay(request, upstream, upstream.iter_chunks, upstream.read, upstream.close,
                         (UpstreamClosed, ConnectionError), extra_headers, response, tap)
 
 
-async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes | None,
-                           *, drop_headers: frozenset[str] = frozenset(),
+async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession, url: str,
+                           body: bytes | StreamBody | None, *, drop_headers: frozenset[str] = frozenset(),
+                           add_headers: Mapping[str, str] | None = None,
                            extra_headers: Mapping[str, str] | None = None,
                            response: web.StreamResponse | None = None,
+                           timeouts: UpstreamTimeouts | None = None,
                            tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
     headers = upstream_headers(request.headers, drop_headers)
-    data = body if body is not None else request.content
+    if add_headers:
+        headers.extend(add_headers)
+    data: Any
+    if isinstance(body, StreamBody):
+        data = body.chunks
+        if body.length is not None:
+            headers["Content-Length"] = str(body.length)
+    else:
+        data = body if body is not None else request.content
+    header_timeout = timeouts.response_header if timeouts is not None else None
+    idle = timeouts.stream_idle if timeouts is not None else None
     try:
-        up_cm = session.request(request.method, url, headers=headers, data=data, allow_redirects=False)
-        upstream = await up_cm.__aenter__()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        up_cm = session.request(
+            request.method, yarl.URL(url, encoded=True), headers=headers, data=data, allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect if timeouts else 30,
+                                          sock_connect=timeouts.connect if timeouts else 30))
+        async with asyncio.timeout(header_timeout):
+            upstream = await up_cm.__aenter__()
+    except TimeoutError as exc:
+        raise UpstreamTimedOut(f"no response header within {header_timeout:g}s (timeouts.responseHeader)"
+                               if header_timeout is not None else "connect timeout (timeouts.connect)") from exc
+    except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+
+    async def chunks() -> AsyncIterator[bytes]:
+        it = upstream.content.iter_any().__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UpstreamTimeout(f"no data for {idle:g}s", "idle") from None
+            yield chunk
+
+    async def read() -> bytes:
+        return b"".join([c async for c in chunks()])
+
     try:
-        return await _relay(request, upstream, upstream.content.iter_any, upstream.read, upstream.close,
+        return await _relay(request, upstream, chunks, read, upstream.close,
                             (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError),
                             extra_headers, response, tap)
     finally:
@@ -184,6 +262,17 @@ async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], Async
         # connection instead of returning it to the pool, so the upstream sees the
         # disconnect and stops generating.
         close()
+        if isinstance(exc, UpstreamTimeout):
+            message = _timeout_message(exc)
+            if started is None:
+                raise UpstreamTimedOut(message) from exc
+            if is_event_stream(started.headers) and request.transport is not None \
+                    and not request.transport.is_closing():
+                try:
+                    await started.write(sse_error(504, f"upstream timeout: {message}"))
+                except (ConnectionError, RuntimeError):
+                    pass
+            raise UpstreamBroke(f"upstream timeout: {message}", started) from exc
         if isinstance(exc, broken):
             message = f"{type(exc).__name__}: {exc}"
             if started is None:

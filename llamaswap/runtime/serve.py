@@ -34,7 +34,8 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime import reaper
 from llamaswap.runtime.app import build_app
-from llamaswap.runtime.keys import ROUTER
+from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
+from llamaswap.runtime.keys import LIMITS, ROUTER
 from llamaswap.runtime.reload import RELOADER, ConfigSource
 
 logger = logging.getLogger("llamaswap.serve")
@@ -133,7 +134,9 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_requested(app))
     try:
         app = build_app(plan, source, watch, tracker=supervision)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+        raise_open_files_limit()
+        runner = GuardedRunner(app, app[LIMITS].of(plan), handler_cancellation=True, access_log=None,
+                               shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:

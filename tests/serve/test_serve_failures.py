@@ -137,9 +137,11 @@ def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
                    args=("--log-level", "debug"))  # the flag wins over the config's logLevel
     first = server.chat("f")
     assert first.status == 500
+    # The client gets the reason; the upstream's own output stays in the logs.
     assert first.json() == envelope(
-        "unspecific error: upstream command exited prematurely (exit code 3): no GPU today",
+        "unspecific error: upstream command exited prematurely (exit code 3); its output is in /logs",
         "server_error", "internal_error")
+    assert "no GPU today" in server.get("/logs").body.decode()
     assert server.state("f") == "stopped"
     second = server.chat("f")
     assert second.status == 200
