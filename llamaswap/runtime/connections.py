@@ -62,7 +62,7 @@ def _response(status: int, reason: str, message: str, extra: str = "") -> bytes:
 class _Refuse(asyncio.Protocol):
     """Answers 503 at once, closes its side, and lets the client read the answer."""
 
-    def __init__(self, guard: "ConnectionGuard") -> None:
+    def __init__(self, guard: ConnectionGuard) -> None:
         self.guard = guard
         self.timer: asyncio.TimerHandle | None = None
 

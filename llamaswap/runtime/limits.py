@@ -46,7 +46,7 @@ DEFAULT_STREAM_IDLE_TIMEOUT = 300.0
 DEFAULT_QUEUE_TIMEOUT = 600.0
 
 
-def _bound(value: float | int | None, default: float | int) -> float | None:
+def _bound(value: float | None, default: float) -> float | None:
     """Unset -> default; 0 -> None (off); otherwise the value."""
     if value is None:
         return float(default)

@@ -10,8 +10,8 @@ from ordinary text (a port, a flag) and replacing them would garble every line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from llamaswap.compiler.macros import ENV_REF
 from llamaswap.compiler.plan import Plan
@@ -22,7 +22,7 @@ MIN_SECRET = 4
 class Redactor:
     def __init__(self, values: Mapping[str, str]) -> None:
         """`values`: variable name -> value."""
-        pairs = [(v, "${env.%s}" % k) for k, v in values.items() if len(v) >= MIN_SECRET]
+        pairs = [(v, f"${{env.{k}}}") for k, v in values.items() if len(v) >= MIN_SECRET]
         self._pairs = tuple(sorted(pairs, key=lambda p: -len(p[0])))
 
     def __bool__(self) -> bool:
@@ -35,7 +35,7 @@ class Redactor:
         return text
 
     @classmethod
-    def for_plan(cls, plan: Plan, text: str | None = None) -> "Redactor":
+    def for_plan(cls, plan: Plan, text: str | None = None) -> Redactor:
         """The redactor for a plan compiled from `text` (read from `plan.file` if not given)."""
         if text is None:
             try:

@@ -348,7 +348,8 @@ class UpstreamPool:
 
         `body` is bytes, or an async iterable of chunks sent as they come (with
         `Content-Length: length`, or chunked when `length` is None)."""
-        streamed = body is not None and not isinstance(body, (bytes, bytearray))
+        fixed = body if isinstance(body, (bytes, bytearray)) else None
+        streamed = body is not None and fixed is None
         head = [method.encode("latin-1"), b" ", request_target(target), b" HTTP/1.1\r\n"]
         head.append(b"Host: " + self._host_header + b"\r\n")
         for name, value in headers:
@@ -356,12 +357,12 @@ class UpstreamPool:
         if streamed:
             head.append(b"Content-Length: %d\r\n" % length if length is not None
                         else b"Transfer-Encoding: chunked\r\n")
-        elif body is not None and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS")):
-            head.append(b"Content-Length: %d\r\n" % len(body))
+        elif fixed is not None and (fixed or method not in ("GET", "HEAD", "DELETE", "OPTIONS")):
+            head.append(b"Content-Length: %d\r\n" % len(fixed))
         head.append(b"\r\n")
         payload = b"".join(head)
-        if not streamed:
-            payload += bytes(body or b"")
+        if fixed:
+            payload += bytes(fixed)
         for attempt in (0, 1):
             conn = None if streamed else self._take_idle(idle_conn)
             reused = conn is not None
