@@ -12,15 +12,18 @@ so intermediate families hold distinct combinations only. Keeping the first occu
 every step gives exactly the order of expanding everything and de-duplicating at the end: the
 first copy of a combination in the full product is always built from first copies of its parts.
 
-The budget counts distinct combinations. There is no fixed cap. Before expanding, two cheap
-numbers are computed without expanding: `count`, the combinations before de-duplication, and
-an upper bound on the distinct ones (at most 2^k - 1 over k models, and exact when the parts of
-every OR and AND use disjoint models). A set whose distinct bound fits the remaining budget, or
-whose bound is not exact, is tried; one whose raw count fits always expands (its work is
-bounded by that count, as before). Any other set expands only while every intermediate family stays within the remaining budget
-and the unions computed stay within a work allowance shared by the whole table
-(WORK_FACTOR x budget, at least WORK_FACTOR x WORK_FLOOR), so compile time stays bounded. A set that does not fit stays symbolic
-(`combinations is None`) and every later stage works on its expression instead.
+The budget counts distinct combinations. There is no fixed cap. Before expanding, two numbers
+are computed without expanding the set: `count`, its combinations before de-duplication, and
+a bound on its distinct ones — exact when the parts of each OR and AND use disjoint models
+(they add and multiply exactly) or when overlapping parts are small enough to count by
+expanding just them; otherwise an upper bound (at most 2^k - 1 over k models). A set whose
+exact distinct count exceeds the remaining budget stays symbolic at once. Any other set is
+expanded: freely when its raw count fits (the work is bounded by that count, as before), and
+otherwise within a work allowance of unions shared by the whole table (WORK_FACTOR x budget,
+at least WORK_FACTOR x WORK_FLOOR), which also bounds every intermediate family, so compile
+time and memory stay bounded. Its distinct combinations must fit the remaining budget. A set
+that does not fit stays symbolic (`combinations is None`) and every later stage works on its
+expression instead.
 """
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ class _TooLarge(Exception):
 
 
 class _Allowance:
-    """Limits for one attempted expansion: `cap` distinct combinations in any intermediate
-    family, and a pool of unions (`work`, None = unlimited)."""
+    """Limits for one attempted expansion: at most `cap` distinct combinations in the result,
+    and a pool of unions (`work`, None = unlimited) that also bounds every intermediate family."""
 
     def __init__(self, cap: int, work: int | None) -> None:
         self.cap = cap
@@ -112,31 +115,23 @@ class _Allowance:
                 raise _TooLarge
 
 
-def _dedup(items, allowance: _Allowance) -> list[frozenset[str]]:
+def _dedup(items) -> list[frozenset[str]]:
     seen: set[frozenset[str]] = set()
     out: list[frozenset[str]] = []
     for combo in items:
         if combo not in seen:
             seen.add(combo)
             out.append(combo)
-    if len(out) > allowance.cap:
-        raise _TooLarge
     return out
 
 
 def _product(parts, allowance: _Allowance) -> list[frozenset[str]]:
     """Left-major product of families (each a zero-argument callable, built on demand)."""
     acc: list[frozenset[str]] = [frozenset()]
-    acc_models: frozenset[str] = frozenset()
     for make in parts:
         part = make()
-        part_models = frozenset().union(*part)
-        # Parts over disjoint models multiply exactly: past the cap, stop before building.
-        if len(acc) * len(part) > allowance.cap and acc_models.isdisjoint(part_models):
-            raise _TooLarge
         allowance.spend(len(acc) * len(part))
-        acc = _dedup((a | b for a in acc for b in part), allowance)
-        acc_models |= part_models
+        acc = _dedup(a | b for a in acc for b in part)
     return acc
 
 
@@ -151,7 +146,7 @@ def _family(expr: Node, table: Mapping[str, tuple[frozenset[str], ...]],
     if isinstance(expr, Or):
         fams = [_family(c, table, allowance) for c in expr.children]
         allowance.spend(sum(len(f) for f in fams))
-        return _dedup((combo for f in fams for combo in f), allowance)
+        return _dedup(combo for f in fams for combo in f)
     if isinstance(expr, And):
         return _product([lambda c=c: _family(c, table, allowance) for c in expr.children], allowance)
     raise TypeError(f"unresolved node {expr!r}")
@@ -173,7 +168,8 @@ class _Expander:
         """Run `compute(allowance)`; None when it does not fit `cap` or the work left."""
         allowance = _Allowance(cap, self.work if limited else None)
         try:
-            return compute(allowance)
+            fam = compute(allowance)
+            return fam if len(fam) <= cap else None
         except _TooLarge:
             return None
         finally:
@@ -211,7 +207,7 @@ class _Expander:
                 if isinstance(expr, Or):
                     raw = min(COUNT_CAP, sum(parts[i].distinct for i in group))
                     fam = self.attempt(lambda a: _dedup(
-                        (c for ch in children for c in _family(ch, self.families, a)), a), self.budget, True)
+                        c for ch in children for c in _family(ch, self.families, a)), self.budget, True)
                 else:
                     raw = 1
                     for i in group:
