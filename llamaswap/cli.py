@@ -290,10 +290,16 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
         names = [n.strip() for n in (running or "").split(",") if n.strip()]
         state = tuple(sorted({resolve_or_exit(plan, n, "--running") for n in names}))
         d = plan.policy.decide(target, state, explain=explain)
+        after = tuple(sorted({*(m for m in state if m not in d.evict), target}))
         if fmt == "json":
             out = d.to_json(request=request.strip())
             if not explain:
                 out.pop("candidates", None)
+            elif plan.resources is not None:
+                from llamaswap.compiler.resources import device_use
+
+                out["devices"] = {"before": device_use(plan.resources, state),
+                                  "after": device_use(plan.resources, after)}
             click.echo(dumps(out))
         else:
             click.echo(explain_text(d, plan.engine, request.strip()))
@@ -305,6 +311,11 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
                 else:
                     click.echo("candidates: none (no set can hold it)" if plan.engine == "matrix"
                                else "candidates: groups have no alternatives")
+                if plan.resources is not None:
+                    from llamaswap.compiler.resources import explain_devices
+
+                    for line in explain_devices(plan.resources, state, after):
+                        click.echo(line)
         return
 
     if all_:

@@ -57,6 +57,9 @@ CODES: dict[str, str] = {
     "LS217": "unknown scheduler",
     "LS218": "scheduler priority references an unknown model",
     "LS219": "unknown or invalid scheduling policy",
+    "LS220": "a set's combination does not fit the devices",
+    "LS221": "sets: auto without resources",
+    "LS222": "sets: auto derives too many combinations",
     # LS3xx: config schema
     "LS300": "YAML syntax error",
     "LS301": "unknown key (no longer emitted: unknown keys are LS408 warnings)",
@@ -75,6 +78,10 @@ CODES: dict[str, str] = {
     "LS315": "invalid selector",
     "LS316": "invalid peer",
     "LS317": "config sources conflict (-config-dir)",
+    "LS318": "invalid resource size or budget",
+    "LS319": "unknown device, or resources without devices",
+    "LS320": "model cannot fit even alone",
+    "LS321": "invalid model placement (split/devices)",
     # LS4xx: lints, warnings, info
     "LS400": "key recognised but not implemented by llamaswap",
     "LS401": "model in no set runs alone",
@@ -89,7 +96,10 @@ CODES: dict[str, str] = {
     "LS410": "listen address in the config (a command-line flag)",
     "LS411": "model that cannot start as written",
     "LS412": "value llama-swap accepts but reads differently",
+    "LS413": "model declares no resources",
+    "LS414": "resources ignored by the groups engine",
     "LS450": "set kept symbolic (too large to expand)",
+    "LS452": "symbolic set not checked against the resources",
 }
 
 

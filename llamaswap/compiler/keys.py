@@ -89,6 +89,7 @@ MODEL = _map({
     "compat": _map({"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"),
     "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
     "healthCheckTimeout": _leaf(IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"),
+    "resources": FREE,  # llamaswap extension, checked by resources.py
 })
 
 GROUP = _map({"swap": _leaf(), "exclusive": _leaf(), "persistent": _leaf(), "members": _leaf()})
@@ -149,6 +150,7 @@ TOP = _map({
         "strategy": _leaf(), "targets": _leaf(), "settings": _map({"spillover": _leaf()}), "name": _leaf(),
         "description": _leaf(), "unlisted": _leaf(), "metadata": FREE,
     })),
+    "resources": FREE,  # llamaswap extension: devices and budgets, checked by resources.py
 })
 
 

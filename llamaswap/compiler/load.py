@@ -113,6 +113,7 @@ def load_config(text: str, file: str, env: Mapping[str, str],
         ck.warning_at("LS411", f"model {model_id} has no settings: it is listed, and requests for it fail "
                                "(there is no cmd to start)", ("models", model_id), key=True,
                       hint="give it a cmd (and a proxy if the server is not on ${PORT}), or remove it")
+    _type_auto_sets(data)
     data, notes = coerce(data, Config)
     for loc, note in notes:
         ck.warning_at("LS412", f"'{format_path(loc)}': {note}", loc)
@@ -129,6 +130,17 @@ def load_config(text: str, file: str, env: Mapping[str, str],
         ck.warning_at("LS303", "the config defines no models", ("models",), hint="add models under 'models'",
                             key=True)
     return loaded
+
+
+def _type_auto_sets(data: dict) -> None:
+    """`sets: auto` (a llamaswap extension, see resources.py) is read by the matrix passes from
+    the located tree; the typed config holds no sets for it."""
+    def sub(d: Any, key: str) -> Any:
+        return d.get(key) if isinstance(d, dict) else None
+
+    for block in (sub(data, "matrix"), sub(sub(sub(sub(data, "routing"), "router"), "settings"), "matrix")):
+        if isinstance(block, dict) and block.get("sets") == "auto":
+            block["sets"] = {}
 
 
 def _null_models(root: YMap) -> list[str]:

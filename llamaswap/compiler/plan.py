@@ -25,6 +25,7 @@ from llamaswap.compiler.group import Group
 from llamaswap.compiler.lints import lint_matrix
 from llamaswap.compiler.load import check_scheduling_policy, load_config
 from llamaswap.compiler.resolve import resolve_matrix
+from llamaswap.compiler.resources import Resources, check_sets, derive_sets, load_resources
 from llamaswap.compiler.source import Pos, YMap
 from llamaswap.compiler.virtual import Virtual, check_virtual
 
@@ -64,6 +65,7 @@ class Plan:
     diagnostics: tuple[Diagnostic, ...]
     options: CompileOptions = field(default_factory=CompileOptions)
     virtual: Virtual = field(default_factory=Virtual)  # peers, selectors, profiles
+    resources: Resources | None = None  # devices and needs (llamaswap extension), when declared
 
     @property
     def ok(self) -> bool:
@@ -108,7 +110,27 @@ class Plan:
                 for s in self.sets
             ],
             "diagnostics": [d.to_json() for d in self.diagnostics],
+            **({"resources": self.resources_json()} if self.resources is not None else {}),
         }
+
+    def resources_json(self) -> dict[str, Any]:
+        """Devices, needs and, per set combination, its placement and per-device use."""
+        assert self.resources is not None
+        res = self.resources
+        out = res.to_json()
+        placements = []
+        for s in self.sets:
+            for combo in s.combinations or ():
+                placement = res.placement(combo)
+                placements.append({
+                    "set": s.name,
+                    "combination": list(combo),
+                    "fits": placement is not None,
+                    "placement": None if placement is None else {m: list(d) for m, d in placement.items()},
+                    "use": None if placement is None else res.usage(placement),
+                })
+        out["placements"] = placements
+        return out
 
     def artifact_json(self) -> dict[str, Any]:
         """The compiled plan written by `compile -o` (versioned schema)."""
@@ -139,6 +161,8 @@ class Plan:
             "preload": list(self.preload),
             "diagnostics": [d.to_json() for d in self.diagnostics],
         }
+        if self.resources is not None:
+            out["resources"] = self.resources_json()
         if self.ok:
             table = self.policy.table
             out["decisions"] = None if table is None else [
@@ -158,13 +182,27 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     models = tuple(sorted(config.models)) if config else ()
     sets: tuple[SetEntry, ...] = ()
     costs: dict[str, int] = {}
+    res = None
+    if config is not None and _declares_resources(loaded.doc.root):
+        res, rdiags = load_resources(loaded.doc.root, file)
+        report.diagnostics.extend(rdiags)
+        if res is not None and loaded.engine != "matrix":
+            report.warning("LS414", "resources are only checked against matrix sets; the groups engine ignores "
+                                    "them", _key_pos(loaded.doc.root, "resources"), "resources",
+                           hint="use a matrix (sets: auto derives the sets from the resources)",
+                           length=len("resources"))
     if loaded.engine == "matrix" and loaded.matrix_block is not None and config is not None:
         matrix, mdiags = resolve_matrix(file, loaded.matrix_block, loaded.matrix_path, config.models,
                                         loaded.aliases)
         report.diagnostics.extend(mdiags)
-        sets = expand_sets(matrix.sets, options.expand_budget)
         costs = dict(matrix.evict_costs)
-        for s in sets:
+        if matrix.auto:
+            sets = _derive(loaded, res, report, options)
+        else:
+            sets = expand_sets(matrix.sets, options.expand_budget)
+            if res is not None:
+                report.diagnostics.extend(check_sets(res, sets, file, loaded.matrix_path, matrix.set_pos))
+        for s in sets if not matrix.auto else ():
             if s.combinations is None:
                 report.info(
                     "LS450",
@@ -173,9 +211,10 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
                     matrix.set_pos.get(s.name), f"{loaded.matrix_path}.sets.{s.name}",
                     hint="raise the budget with --expand-budget to expand it", length=len(s.name),
                 )
-        model_pos = _model_positions(loaded.doc.root)
-        report.diagnostics.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets,
-                                              config.models, model_pos))
+        if not matrix.auto:  # derived sets are distinct, maximal and hold every model that fits
+            model_pos = _model_positions(loaded.doc.root)
+            report.diagnostics.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets,
+                                                  config.models, model_pos))
     plan = Plan(
         file=file,
         engine=loaded.engine,
@@ -190,6 +229,7 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         priority=dict(sorted(loaded.priority.items())),
         diagnostics=sort_diagnostics(report.diagnostics),
         options=options,
+        resources=res,
     )
     root = loaded.doc.root
     if not isinstance(root, YMap) or config is None:
@@ -199,6 +239,37 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     if not vdiags and not virtual.peers and not virtual.selectors and not virtual.profiles:
         return plan
     return replace(plan, virtual=virtual, diagnostics=sort_diagnostics([*plan.diagnostics, *vdiags]))
+
+
+def _derive(loaded: Any, res: Resources | None, report: Reporter, options: CompileOptions) -> tuple[SetEntry, ...]:
+    """`sets: auto`: the sets derived from the resources (an error without them)."""
+    assert loaded.matrix_block is not None
+    value = loaded.matrix_block.get("sets")
+    where = value.pos if value is not None else None
+    if res is None:
+        report.error("LS221", "sets: auto derives the sets from the resources, but the config declares none",
+                     where, f"{loaded.matrix_path}.sets", length=4,
+                     hint="declare devices (resources: {gpu0: {vram: 24GiB}}) and each model's resources")
+        return ()
+    sets, diags = derive_sets(res, loaded.file, loaded.matrix_path, where, options.expand_budget)
+    report.diagnostics.extend(diags)
+    return sets
+
+
+def _declares_resources(root: object) -> bool:
+    """Whether the config uses the resources extension at all (top level or any model)."""
+    if not isinstance(root, YMap):
+        return False
+    if root.key_node("resources") is not None:
+        return True
+    models = root.get("models")
+    return isinstance(models, YMap) and any(
+        isinstance(v, YMap) and v.key_node("resources") is not None for _, v in models.items)
+
+
+def _key_pos(root: object, key: str) -> Pos | None:
+    k = root.key_node(key) if isinstance(root, YMap) else None
+    return k.pos if k is not None else None
 
 
 def _why_apart(plan: Plan, targets: tuple[str, ...]) -> str | None:

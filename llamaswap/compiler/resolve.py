@@ -53,6 +53,7 @@ class Matrix:
     var_pos: dict[str, Pos] = field(default_factory=dict)
     cost_pos: dict[str, Pos] = field(default_factory=dict)  # real model ID -> evict cost key position
     cost_key: dict[str, str] = field(default_factory=dict)  # real model ID -> evict cost key as written
+    auto: bool = False  # `sets: auto`: the sets are derived from the resources (resources.py)
 
 
 class _Resolver:
@@ -68,6 +69,7 @@ class _Resolver:
         self.bad_vars: set[str] = set()
         # Sets that parsed but failed to resolve, with their valid references.
         self.partial: dict[str, SetDef] = {}
+        self.auto = False
 
     def unknown_hint(self, name: str, vars_: Mapping[str, str]) -> str:
         guess = did_you_mean(name, sorted(set(vars_) | set(self.models)), partial=True)
@@ -178,6 +180,9 @@ class _Resolver:
         where: dict[str, Pos] = {}
         broken: set[str] = set()
         order: list[str] = []
+        if isinstance(node, YScalar) and node.value == "auto":
+            self.auto = True
+            return defs, where, broken, order
         if node is None or (isinstance(node, YScalar) and node.value is None) or (
                 isinstance(node, YMap) and not node.items):
             pos = key.pos if (key := self.block.key_node("sets")) else self.block.pos
@@ -368,6 +373,7 @@ def _matrix(r: _Resolver, defs: Mapping[str, SetDef], solver: list[str], costs: 
         var_pos=var_pos,
         cost_pos=cost_pos,
         cost_key=r.cost_key,
+        auto=r.auto,
     )
 
 

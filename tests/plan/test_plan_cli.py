@@ -289,3 +289,21 @@ def test_all_lists_a_repeated_product_by_its_distinct_combinations(write) -> Non
     assert r.exit_code == 0, r.stderr
     states = {tuple(json.loads(line)["running"]) for line in r.stdout.splitlines()}
     assert len(states) == 16  # every subset of four models, the empty one included
+
+
+def test_explain_shows_each_device_before_and_after(write) -> None:
+    path = str(Path(__file__).resolve().parents[2] / "samples" / "valid" / "resources-two-gpus.yaml")
+    r = run(path, "--running", "qwen-32b,embed", "--request", "llama-70b", "--explain")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = lines.index("devices (before -> after):")
+    assert lines[at + 1] == "  gpu0  vram 20 GiB/24 GiB [qwen-32b] -> vram 20 GiB/24 GiB [llama-70b]"
+    assert lines[at + 2] == ("  gpu1  vram 1.5 GiB/24 GiB [embed] -> vram 21.5 GiB/24 GiB [llama-70b, embed]")
+    r = run(path, "--running", "qwen-32b,embed", "--request", "llama-70b", "--explain", "--format", "json")
+    out = json.loads(r.stdout)
+    assert [d["models"] for d in out["devices"]["before"]] == [["qwen-32b"], ["embed"]]
+    assert [d["models"] for d in out["devices"]["after"]] == [["llama-70b"], ["llama-70b", "embed"]]
+    assert out["devices"]["after"][1]["use"]["vram"] == {"used": 43 * 2**29, "budget": 24 * 2**30}
+    # Without --explain (or without resources) there is no devices key.
+    r = run(path, "--running", "qwen-32b,embed", "--request", "llama-70b", "--format", "json")
+    assert "devices" not in json.loads(r.stdout)
