@@ -55,7 +55,9 @@ def test_json_golden(sample: Path, monkeypatch: pytest.MonkeyPatch):
     assert code == (0 if sample in VALID else 1)
     assert out.endswith("\n") and out.count("\n") == 1, "json output is exactly one line"
     obj = json.loads(out)
-    assert set(obj) == {"ok", "engine", "models", "sets", "diagnostics"}
+    # `resources` (devices, needs, placements) only where the config declares resources.
+    assert set(obj) - {"resources"} == {"ok", "engine", "models", "sets", "diagnostics"}
+    assert ("resources" in obj) == sample.stem.startswith("resources-")
     assert obj["ok"] is (sample in VALID)
     assert all(d["code"] in CODES for d in obj["diagnostics"])
     assert all(not Path(d["file"]).is_absolute() for d in obj["diagnostics"])
