@@ -223,21 +223,21 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
         p.error("LS318", "resources must map device names to their budgets", pos, "resources",
                 hint="e.g. resources: {gpu0: {vram: 24GiB}, gpu1: {vram: 24GiB}}")
     else:
-        for k, v in block.items:
+        for k, dv in block.items:
             name = str(k.value)
             path = f"resources.{name}"
             budgets: dict[str, int] = {}
-            if isinstance(v, YScalar) and v.value is None:
+            if isinstance(dv, YScalar) and dv.value is None:
                 pass  # a device that holds nothing
-            elif not isinstance(v, YMap):
-                pos, length = _span(v)
-                hint = (f"write {name}: {{vram: {v.value}}}" if isinstance(v, YScalar) else
+            elif not isinstance(dv, YMap):
+                pos, length = _span(dv)
+                hint = (f"write {name}: {{vram: {dv.value}}}" if isinstance(dv, YScalar) else
                         f"e.g. {name}: {{vram: 24GiB}}")
                 p.error("LS318", f"device {name}: expected a mapping of resource names to sizes, got "
-                                 f"{_shown(v.value if isinstance(v, YScalar) else v)}", pos, path,
+                                 f"{_shown(dv.value if isinstance(dv, YScalar) else dv)}", pos, path,
                         hint=hint, length=length)
             else:
-                for rk, rv in v.items:
+                for rk, rv in dv.items:
                     amount = _size(p, rv, f"{path}.{rk.value}", f"device {name}: {rk.value}", round_up=False)
                     if amount is not None:
                         budgets[str(rk.value)] = amount
@@ -276,8 +276,8 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
         p.error("LS320", f"model {model} cannot fit even alone: {_overflow_text(res, (model,), 'short')}",
                 need.pos, f"models.{model}.resources", length=len("resources"),
                 hint=_alone_hint(res, need))
-    for k, v in model_items:
-        if isinstance(v, YMap) and v.key_node("resources") is None:
+    for k, mv in model_items:
+        if isinstance(mv, YMap) and mv.key_node("resources") is None:
             p.warning("LS413", f"model {k.value} declares no resources, so it fits anywhere",
                       k.pos, f"models.{k.value}", length=len(str(k.value)),
                       hint="add resources: {vram: ...}, or resources: {} if it really needs none")
