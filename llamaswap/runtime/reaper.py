@@ -312,17 +312,24 @@ class StateFile:
         """Take the lock, stop an earlier instance's leftovers, write a fresh file. Returns
         what was cleaned up (one line each, for the log). Raises AlreadyServing or OSError."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                previous = self._read()
+                who = f" (pid {previous.get('pid')})" if previous else ""
+                raise AlreadyServing(f"another llamaswap{who} is serving this config "
+                                     f"(state in {self.path}); stop it first") from None
+            try:  # a watchdog may have removed the file between our open and our lock
+                if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            previous = self._read()
-            who = f" (pid {previous.get('pid')})" if previous else ""
-            raise AlreadyServing(f"another llamaswap{who} is serving this config "
-                                 f"(state in {self.path}); stop it first") from None
         self._lock_fd = fd
         cleaned = self._clean(self._read())
         self.write()
@@ -541,11 +548,25 @@ def _remove_state_of(parent: int, path: Path) -> None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    if isinstance(data, dict) and data.get("pid") == parent:
-        try:
-            path.unlink()
-        except OSError:
-            pass
+    if not isinstance(data, dict) or data.get("pid") != parent:
+        return
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    # The lock file too, unless a new llamaswap holds it already (then it is its lock).
+    lock_path = path.with_suffix(".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock_path.unlink()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def main(argv: list[str]) -> int:

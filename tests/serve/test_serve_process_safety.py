@@ -120,6 +120,28 @@ def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path, 
     assert entry["start_time"] == int(Path(f"/proc/{leader}/stat").read_bytes()
                                       .rsplit(b")", 1)[1].split()[19])
 
+    try:
+        second = leftover_scenario(serve, config, first, leader, grandchild, state_file)
+    finally:
+        if pid_alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+    assert second.terminate() == 0
+    assert not state_file.exists(), "a clean exit removes its state file"
+    assert not state_file.with_suffix(".lock").exists()
+
+
+def test_the_watchdog_removes_the_state_of_a_killed_llamaswap(serve, tmp_path):
+    rundir = tmp_path / "run"
+    server = serve({"llamaswap": {"runtimeDir": str(rundir)}, "models": {"m": model(upstream_cmd("m"))}})
+    assert server.chat("m").status == 200
+    assert sorted(p.suffix for p in rundir.iterdir()) == [".json", ".lock"]
+    serve.started.remove(server)
+    server.proc.kill()
+    server.proc.wait(DEADLINE)
+    server.wait(lambda: not any(rundir.iterdir()), "the watchdog to remove the state file and lock")
+
+
+def leftover_scenario(serve, config, first, leader, grandchild, state_file):
     # Kill the first llamaswap so that nothing of it can clean up but the parent-death
     # signal (as when its whole cgroup is OOM-killed): freeze it, kill its watchdog, kill it.
     serve.started.remove(first)
@@ -133,18 +155,13 @@ def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path, 
     assert pid_alive(grandchild), "the leftover this test is about"
 
     second = serve(config)  # the same config file: it finds the state file
-    try:
-        # Cleaned up before the URL was printed: nothing to wait for.
-        assert not pid_alive(grandchild)
-        assert f"stopping leftover upstream of an earlier llamaswap (pid {first.proc.pid}): " \
-               f"model 'm', process group {leader}" in second.log()
-        assert json.loads(state_file.read_text())["pid"] == second.proc.pid
-        assert second.post("/v1/chat/completions", {"model": "m"}).status == 200
-    finally:
-        if pid_alive(grandchild):
-            os.kill(grandchild, signal.SIGKILL)
-    assert second.terminate() == 0
-    assert not state_file.exists(), "a clean exit removes its state file"
+    # Cleaned up before the URL was printed: nothing to wait for.
+    assert not pid_alive(grandchild)
+    assert f"stopping leftover upstream of an earlier llamaswap (pid {first.proc.pid}): " \
+           f"model 'm', process group {leader}" in second.log()
+    assert json.loads(state_file.read_text())["pid"] == second.proc.pid
+    assert second.post("/v1/chat/completions", {"model": "m"}).status == 200
+    return second
 
 
 def test_a_second_llamaswap_of_the_same_config_is_refused(serve, tmp_path):
