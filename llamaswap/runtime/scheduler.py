@@ -77,8 +77,9 @@ Added models start STOPPED. Models that must go are *retiring*, each with one re
 one they get 404) and is never cut mid-request: once it is idle (READY, nothing in flight,
 no swap) it is stopped (`stop_processes`, reason "reload"); once STOPPED it is done: a
 removed model is forgotten, a restarted one that the reload itself stopped is started again
-(a swap with no waiters) if that evicts nothing. While a removed model still runs, no swap
-starts (the new policy cannot account for it). Requests still waiting are re-resolved:
+(a swap with no waiters) if that evicts nothing. Added models are available at once: a
+removed model still finishing its requests is outside the new policy, so it neither blocks
+nor is evicted by a load. Requests still waiting are re-resolved:
 `moves` names their new model (an alias that now points elsewhere) or None (gone: 404); the
 waiters of a retiring model's swap go back to the queue, to be served by the new process.
 """
@@ -777,8 +778,6 @@ class Scheduler:
             return True
         if self._blocked(model, evict):
             return False
-        if self._gone and self._removed_running():
-            return False  # the new policy cannot account for a removed model still running
         if guard is not None and self._interferes(model, evict, running, guard, now):
             return False
         if evict and req is not self._protected and self._holding(model, decision, now):
@@ -850,9 +849,6 @@ class Scheduler:
                                 if s is not ModelState.STOPPED and m not in gone))
         return tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
 
-    def _removed_running(self) -> bool:
-        return any(self._state[m] is not ModelState.STOPPED for m in self._gone)
-
     def _settling(self, model: str) -> bool:
         return (self._state[model] is ModelState.STOPPING or model in self._detached
                 or model in self._retiring)
@@ -917,8 +913,6 @@ class Scheduler:
         """Start a reload-restarted model again when that evicts nothing (else it waits for
         its next request)."""
         if self._shutting_down or model in self._active or self._protected is not None:
-            return
-        if self._gone and self._removed_running():
             return
         decision = self._decide(model, self._running(), now)
         if decision.evict or self._blocked(model, ()):

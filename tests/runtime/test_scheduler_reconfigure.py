@@ -98,10 +98,9 @@ def test_a_removed_model_finishes_its_stream_then_stops_and_is_forgotten():
     assert s.request(2, "b", 3) is Admission.REJECTED
     assert eff.rejected(404) == [2]
     assert eff.stops() == []
-    # While the removed model runs, nothing new is loaded...
-    assert s.request(3, "c", 4) is Admission.QUEUED
-    # ...but what is loaded still serves.
+    # What is loaded still serves, and an added model loads at once.
     assert s.request(4, "a", 4) is Admission.GRANTED
+    assert s.request(3, "c", 4) is Admission.WAITING
     s.serve_done(1, 5)
     assert eff.stops() == [(("b",), "reload", 10.0)]
     s.stop_done(("b",), 6)
