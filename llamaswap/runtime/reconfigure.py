@@ -22,14 +22,18 @@ models running now (not stopped, in the scheduler's view):
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from llamaswap.compiler.decision import EvictionPolicy
 from llamaswap.compiler.diff import diff_plans
 from llamaswap.compiler.plan import Plan
 from llamaswap.compiler.reachable import StatesError
-from llamaswap.runtime.settings import effective_ttl, effective_unload_timeout, health_check_timeout
+from llamaswap.runtime.settings import (
+    effective_ttl,
+    effective_unload_timeout,
+    health_check_timeout,
+)
 
 # ModelConfig fields the upstream process depends on: a change restarts the model.
 RESTART_FIELDS = ("cmd", "cmd_stop", "env", "proxy", "check_endpoint")

@@ -27,9 +27,10 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -39,8 +40,12 @@ from llamaswap.runtime.keys import DECISIONS, LIVE, METRICS, ROUTER, SELECTORS
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
 from llamaswap.runtime.reconfigure import ReloadPlan, reload_plan
 from llamaswap.runtime.scheduler import ModelState
-from llamaswap.runtime.settings import (effective_unload_timeout, health_check_timeout, scheduler_settings,
-                                        scheduling_policy)
+from llamaswap.runtime.settings import (
+    effective_unload_timeout,
+    health_check_timeout,
+    scheduler_settings,
+    scheduling_policy,
+)
 
 logger = logging.getLogger("llamaswap.reload")
 
@@ -80,7 +85,7 @@ class ConfigSource:
     paths: tuple[str, ...]
     read: Callable[[], dict[str, str]]  # file -> text; raises SourceError
     build: Callable[[Mapping[str, str], CompileOptions], Plan]
-    options: CompileOptions = CompileOptions()
+    options: CompileOptions = field(default_factory=CompileOptions)
 
     def compile(self, keep_ports: Mapping[str, int], keep_start_port: int | None) -> tuple[Plan, dict[str, str]]:
         texts = self.read()
@@ -117,7 +122,7 @@ def text_source(text: str, name: str, options: CompileOptions) -> ConfigSource:
 
 def _iso(ts: float) -> str:
     import datetime as _dt
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)

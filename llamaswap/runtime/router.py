@@ -53,7 +53,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState, StartError, StateChanged
@@ -682,7 +682,7 @@ class Router:
         evict, why = forced_eviction(event.policy, running, event.evict_costs)
         if evict:
             logger.warning("reload: evicting %s: %s", ", ".join(evict), why)
-        moves: dict[int, str | None] = {}
+        moves: dict[Hashable, str | None] = {}
         leaving = restart | set(evict) | self._retired
         for ticket in self._tickets.values():
             if ticket.outcome.done():

@@ -904,7 +904,7 @@ class Scheduler:
                 if reason == "removed":
                     self._gone.discard(model)
                     for table in (self._state, self._in_flight, self._reserved, self._last_used):
-                        table.pop(model, None)  # type: ignore[attr-defined]
+                        table.pop(model, None)
                     self._models = tuple(m for m in self._models if m != model)
                 finished = True
         return finished, restarts

@@ -289,7 +289,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         ("logData", {"source": "proxy", "data": "".join(line + "\n" for line in logs.proxy.history())}),
         ("logData", {"source": "upstream", "data": "".join(line + "\n" for line in logs.upstream.history())}),
         ("modelStatus", model_status(app)),
-        ("uiConfig", app[LIVE].plan.config.ui if app[LIVE].plan.config else {}),
+        ("uiConfig", config.ui if (config := app[LIVE].plan.config) is not None else {}),
         ("inflight", app[INFLIGHT].snapshot()),
     ]
     try:

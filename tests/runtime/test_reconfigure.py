@@ -10,8 +10,13 @@ import pytest
 
 from llamaswap.compiler.plan import CompileOptions, Plan, compile_text
 from llamaswap.runtime.processes import ProcessSpec
-from llamaswap.runtime.reconfigure import (LIVE_SPEC_FIELDS, RESTART_FIELDS, allowed, minimal_eviction,
-                                           reload_plan)
+from llamaswap.runtime.reconfigure import (
+    LIVE_SPEC_FIELDS,
+    RESTART_FIELDS,
+    allowed,
+    minimal_eviction,
+    reload_plan,
+)
 
 
 def plan_of(text: str, old: Plan | None = None) -> Plan:

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import asyncio
 
+from support.policies import StubPolicy
+from support.upstream import (
+    fake_upstream_cmd,
+    free_port,
+    pid_alive,
+    run_async,
+    wait_until_async,
+)
+
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState
 from llamaswap.runtime.router import Granted, Rejected, Router
 from llamaswap.runtime.scheduler import SchedulerSettings
-from support.policies import StubPolicy
-from support.upstream import fake_upstream_cmd, free_port, pid_alive, run_async, wait_until_async
 
 TIMEOUT = 10.0
 EXCLUSIVE = {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}

@@ -3,8 +3,14 @@ each test calls the inputs with explicit times and asserts on a RecordingEffects
 
 from __future__ import annotations
 
-from llamaswap.runtime.scheduler import Admission, ModelState, Scheduler, SchedulerSettings
 from support.policies import RecordingEffects, StubPolicy
+
+from llamaswap.runtime.scheduler import (
+    Admission,
+    ModelState,
+    Scheduler,
+    SchedulerSettings,
+)
 
 EXCLUSIVE = {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
 

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from serve_support import Serve, ServeFactory, descendants, free_port_block, in_groups, model, upstream_cmd
+from serve_support import (
+    Serve,
+    ServeFactory,
+    descendants,
+    free_port_block,
+    in_groups,
+    model,
+    upstream_cmd,
+)
 from support.upstream import pid_alive
 
 pytestmark = pytest.mark.e2e
