@@ -612,6 +612,8 @@ class Scheduler:
                 req.model = target
                 req.priority = self._settings.priority_of(target)
             self._enqueue(req)
+        # Requests back in the queue may be older than the protected one: choose again.
+        self._protected = None
         self._drain(now)
         self._finish(now)
 

@@ -14,7 +14,9 @@ the scheduler's effects and its own completions, and checks after every step tha
 (f) bounded waiting: the protected request is the oldest one that has waited max_wait; it is
     only ever blocked by work already committed (a swap in progress, requests on its victims,
     a stop); and while it is protected nothing new is granted to its victims nor started in a
-    way that grows what it must evict.
+    way that grows what it must evict;
+(g) hot reload (`reconfigure` with random restarts, evictions and moved requests): a reload
+    never stops a model with requests in flight, and every request still gets one outcome.
 
 Hypothesis settings: the suite's profile (tests/conftest.py), 100 examples of 40 steps;
 LLAMASWAP_HYPOTHESIS_EXAMPLES=3000 runs a random, longer session (see tests/support/fuzz.py).
@@ -175,11 +177,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert req_id in self.pending and position >= 1
 
     def stop_processes(self, models, reason, timeout):
-        assert reason in ("ttl", "unload", "shutdown") and timeout > 0 and models
+        assert reason in ("ttl", "unload", "shutdown", "reload") and timeout > 0 and models
         for m in models:
             assert self.world[m] in ("starting", "ready"), f"stopping {m} in {self.world[m]}"
             if reason == "ttl":
                 assert not self.in_flight[m], "TTL stopped a model with requests in flight"
+            if reason == "reload":
+                assert not self.in_flight[m], "(g) a reload stopped a model with requests in flight"
             self.world[m] = "stopping"
             self.stop_calls.add(m)
             if m in self.swaps:
@@ -274,6 +278,24 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.world[model] = "stopped"
         self.call(self.s.model_exited, model, self.now)
 
+    @precondition(lambda self: self.inputs % 4 == 3)
+    @rule(data=st.data())
+    def reload(self, data):
+        """A hot reload with the same models and policy: some running models restart or are
+        evicted once idle, some waiting requests now resolve to another model or to none."""
+        running = sorted(m for m, st_ in self.world.items() if st_ != "stopped")
+        restart = data.draw(st.sets(st.sampled_from(running)) if running else st.just(set()))
+        evict = data.draw(st.sets(st.sampled_from(running)) if running else st.just(set()))
+        waiting = sorted(set(self.s.queued()) | {r for m in self.models for r in self.s.waiting(m)})
+        moves = {}
+        for rid in data.draw(st.sets(st.sampled_from(waiting)) if waiting else st.just(set())):
+            target = data.draw(st.sampled_from([*self.models, None]))
+            moves[rid] = target
+            if target is not None:
+                self.pending[rid] = (target, self.pending[rid][1])
+        self.call(self.s.reconfigure, self.policy, self.settings, self.now, restart=sorted(restart),
+                  evict=sorted(evict), moves=moves)
+
     @precondition(lambda self: self.next_id > 40 and not self.s.shutting_down)
     @rule()
     def shutdown(self):
@@ -306,6 +328,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert guard == min(starved, key=lambda r: (self.pending[r][1], r)), "(f) not the oldest"
         assert queued[0] == guard
         model = self.pending[guard][0]
+        if model in self.s.retiring():
+            return  # a reload retires it: it waits for the old process to drain and stop
         assert model not in self.live_swaps(), "(f) protected request should have joined"
         if self.world[model] == "stopping" or model in self.swaps:
             return  # settling: its stop or abandoned swap will report
