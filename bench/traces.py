@@ -50,10 +50,14 @@ class World:
         return tuple(sorted(self.load_times))
 
     def config(self) -> str:
-        """A llama-swap config: every model in one swapping, exclusive group."""
+        """A llama-swap config: every model in one swapping, exclusive group (one model runs
+        at a time, which is what bench/lowerbound.py's bound assumes)."""
         lines = ["models:"]
         for m in self.models:
-            lines += [f"  {m}:", f"    cmd: llamaswap fake-upstream --port ${{PORT}} --model {m}"]
+            # concurrencyLimit 100: the worlds' bursts (re-indexing, batches) would otherwise
+            # meet llama-swap's default of 10 and turn into 429s, which count in no wait.
+            lines += [f"  {m}:", f"    cmd: llamaswap fake-upstream --port ${{PORT}} --model {m}",
+                      "    concurrencyLimit: 100"]
         lines += ["groups:", "  gpu:", "    swap: true", "    exclusive: true", "    members:"]
         lines += [f"      - {m}" for m in self.models]
         return "\n".join(lines) + "\n"
