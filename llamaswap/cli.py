@@ -604,6 +604,86 @@ def version_line() -> str:
     return f"version: {__version__} ({commit}), built at {date}"
 
 
+# -- trace -------------------------------------------------------------------------------------
+
+
+@cli.group("trace")
+def trace_group() -> None:
+    """Request traces for `plan --trace`: export recorded traffic."""
+
+
+@trace_group.command("export")
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.option("--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="The activity database (default: the one CONFIG's serve writes, store.path).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the trace to FILE instead of standard output.")
+@click.option("--since", default=None, metavar="TIME", help="Only requests that arrived at or after TIME (RFC 3339).")
+@click.option("--until", default=None, metavar="TIME", help="Only requests that arrived before TIME (RFC 3339).")
+@click.option("--model", "models", multiple=True, metavar="MODEL", help="Only these models (repeatable).")
+@expand_budget_option
+def trace_export_cmd(config: str | None, db: str | None, output: str | None, since: str | None,
+                     until: str | None, models: tuple[str, ...], expand_budget: int | None) -> None:
+    """Turn the activity store's recorded requests into a trace file.
+
+    \b
+    llamaswap trace export CONFIG -o last-week.jsonl --since 2026-11-24T00:00:00Z
+    llamaswap plan CONFIG --trace last-week.jsonl --compare fifo,hold
+
+    Each recorded request becomes {"at", "model", "duration"}: seconds after the first one,
+    the real model ID it was served by, and the time the model spent on it (total minus the
+    wait for a grant). Requests for unknown models are left out."""
+    import sqlite3
+
+    from llamaswap.runtime.activity import parse_time, store_path
+    from llamaswap.runtime.simulate import format_trace, trace_from_activity
+
+    if db is None:
+        if config is None:
+            raise click.UsageError("give CONFIG (its store.path) or --db PATH")
+        plan = compile_or_exit(config, expand_budget)
+        path = store_path(plan.config)
+        if path is None:
+            raise Fail(f"{config}: store.path is ':memory:', so no activity was kept on disk")
+        db = str(path)
+    bounds = []
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(None if value is None else parse_time(value))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an RFC 3339 time (e.g. 2026-11-24T09:00:00Z)",
+                                     param_hint=name) from None
+    if not os.path.isfile(db):
+        raise Fail(f"{db}: no activity database there (llamaswap serve writes it as it serves)")
+    query = "SELECT ts, model, wait_ms, duration_ms FROM activity WHERE model != '(unknown)'"
+    args: list = []
+    if bounds[0] is not None:
+        query += " AND ts >= ?"
+        args.append(bounds[0])
+    if bounds[1] is not None:
+        query += " AND ts < ?"
+        args.append(bounds[1])
+    if models:
+        query += f" AND model IN ({', '.join('?' for _ in models)})"
+        args.extend(models)
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = con.execute(query + " ORDER BY ts, id", args).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise Fail(f"{db}: cannot read the activity table: {exc}") from None
+    requests = trace_from_activity(rows)
+    lines = [f"# {len(requests)} requests exported from {db}"] + format_trace(requests)
+    text = "\n".join(lines) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {len(requests)} requests to {output}", err=True)
+
+
 @cli.command("serve")
 @click.argument("config_arg", metavar="[CONFIG]", type=click.Path(dir_okay=False), required=False)
 @click.option("--config", "config_opt", type=click.Path(dir_okay=False), default=None, metavar="FILE",

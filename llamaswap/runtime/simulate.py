@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.scheduler import ReqId, Scheduler, SchedulerSettings, SchedulingPolicy
 
-__all__ = ["KEEP", "compare_table", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
+__all__ = ["KEEP", "compare_table", "format_trace", "trace_from_activity", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
 
 KEEP: Any = object()  # simulate(max_wait_override=KEEP): use the settings' max_wait
 _DIGITS = 6  # virtual times are rounded to microseconds in the output
@@ -306,3 +306,23 @@ def compare_table(results: Mapping[str, dict], load_times: Mapping[str, float],
                       "wait": dict(result["wait"]), "makespan": result["makespan"],
                       "rejected": result.get("rejected", 0), "loads": dict(result["loads"])}
     return rows
+
+
+def trace_from_activity(rows: Iterable[tuple[float, str, float, float]]) -> list[TraceRequest]:
+    """Recorded requests as a trace: rows of (arrival epoch seconds, model, wait ms, total ms)
+    in recorded order (the activity store's `ts`, `model`, `wait_ms`, `duration_ms`). `at` is
+    relative to the first arrival; `duration` is the time the model served the request (total
+    minus wait, never negative). Arrival order is kept, ties included."""
+    rows = list(rows)
+    if not rows:
+        return []
+    t0 = min(row[0] for row in rows)
+    out = []
+    for ts, model, wait_ms, duration_ms in sorted(rows, key=lambda row: row[0]):
+        out.append(TraceRequest(round(ts - t0, _DIGITS), model, round(max(0.0, duration_ms - wait_ms) / 1000.0, _DIGITS)))
+    return out
+
+
+def format_trace(requests: Iterable[TraceRequest]) -> list[str]:
+    """Trace lines (JSON, one request each) that `parse_trace` reads back unchanged."""
+    return [json.dumps({"at": r.at, "model": r.model, "duration": r.duration}) for r in requests]
