@@ -11,7 +11,8 @@ object is a factory called as `factory(**options)` that returns a fresh policy; 
 The policies are sans-IO, like the scheduler: they see time only through their inputs, so
 `plan --trace` and the server make the same choices.
 
-`hold` (the better-than-FIFO policy): most of FIFO's extra swaps are eager evictions, a model
+`hold` (fewer swaps than FIFO, paid in wait; see docs/policies.md "Measured"): many of FIFO's
+swaps are eager evictions, a model
 evicted while it is still "hot" (in a burst of use) and asked for again moments later, which
 costs its whole load time and the swap back. `hold` keeps an idle victim while its next use
 is likely soon, measured on its own history, and for no longer than its reload is worth:
