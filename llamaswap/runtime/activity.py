@@ -482,13 +482,13 @@ class ActivityStore:
     def _degrade(self, reason: str) -> None:
         if self.degraded is None:
             self.degraded = reason
-            warn = (logger.warning, "activity store: %s; keeping activity in memory only", reason)
+            warn = "activity store: %s; keeping activity in memory only"
             loop = self._loop
             if loop is not None and threading.current_thread() is self._thread and not loop.is_closed():
                 # The log's handlers (the UI's log feed among them) belong to the event loop.
-                loop.call_soon_threadsafe(*warn)
+                loop.call_soon_threadsafe(logger.warning, warn, reason)
             else:
-                warn[0](*warn[1:])
+                logger.warning(warn, reason)
 
     def _write_loop(self) -> None:
         db = self._db

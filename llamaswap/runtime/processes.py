@@ -53,7 +53,7 @@ import shlex
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -147,7 +147,7 @@ class StateChanged:
     crashed: bool = False
 
 
-class ProcessTracker:
+class ProcessTracker(Protocol):
     """Told about every upstream process group (runtime/reaper.py keeps the watchdog and
     the state file). Called from the event loop; must be quick and must not raise."""
 

@@ -78,7 +78,7 @@ def is_process(pid: int, started: int | None) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is `pgid`."""
-    members = []
+    members: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -210,7 +210,7 @@ def _listening_inodes(port: int) -> list[int]:
                 continue
             raw = bytes.fromhex(addr)
             if len(raw) == 4:
-                ip = ipaddress.IPv4Address(raw[::-1])
+                ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(raw[::-1])
             else:  # four little-endian 32-bit words
                 ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
                 if ip.ipv4_mapped is not None:
@@ -523,8 +523,8 @@ def watch(parent: int, state_path: str | None, fd: int = 0) -> int:
             text = line.decode("ascii", "replace").strip()
             try:
                 if text.startswith("+"):
-                    pgid, _, started = text[1:].partition(" ")
-                    groups[int(pgid)] = None if started in ("", "-") else int(started)
+                    announced, _, started = text[1:].partition(" ")
+                    groups[int(announced)] = None if started in ("", "-") else int(started)
                 elif text.startswith("-"):
                     groups.pop(int(text[1:]), None)
             except ValueError:
