@@ -110,9 +110,14 @@ class Tokens:
     reported: bool = False
 
 
-def _last_object(tail: bytes, key: bytes) -> dict | None:
+_DECODER = json.JSONDecoder()
+# How much text after a key is decoded: usage and timings objects are a few hundred bytes.
+_OBJECT_WINDOW = 4096
+
+
+def _last_object(tail: bytes | bytearray, key: bytes) -> dict | None:
     """The last `"key": {...}` object in `tail` that decodes (a cut-off one is skipped)."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     end = len(tail)
     needle = b'"' + key + b'"'
     while True:
@@ -126,7 +131,7 @@ def _last_object(tail: bytes, key: bytes) -> dict | None:
         if colon >= len(tail) or tail[colon] != ord(":"):
             continue
         try:
-            text = tail[colon + 1:colon + 1 + 16384].decode("utf-8", "replace").lstrip()
+            text = tail[colon + 1:colon + 1 + _OBJECT_WINDOW].decode("utf-8", "replace").lstrip()
             value, _ = decoder.raw_decode(text)
         except ValueError:
             continue
@@ -141,7 +146,7 @@ def _num(obj: dict, key: str, default: float) -> float:
     return float(value)
 
 
-def tokens_from_tail(tail: bytes) -> Tokens:
+def tokens_from_tail(tail: bytes | bytearray) -> Tokens:
     """Token counts from the end of a JSON or SSE response body. llama-server's `timings`
     win over `usage` (they also give the rates), as in llama-swap."""
     usage = _last_object(tail, b"usage")
@@ -200,7 +205,8 @@ class ResponseTap:
             del tail[:len(tail) - self._limit]
 
     def tokens(self) -> Tokens:
-        return tokens_from_tail(bytes(self.tail[-self._limit:]))
+        tail = self.tail
+        return tokens_from_tail(tail if len(tail) <= self._limit else tail[-self._limit:])
 
 
 # -- records ---------------------------------------------------------------------------------

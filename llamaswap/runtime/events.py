@@ -168,7 +168,7 @@ class InflightTracker:
 
     def begin(self, model: str, requested: str, method: str, path: str, remote: str | None) -> str:
         rid = str(next(self._ids))
-        entry = {"id": rid, "timestamp": iso(time.time()), "model": model, "requested": requested,
+        entry = {"id": rid, "_wall": time.time(), "model": model, "requested": requested,
                  "req_path": path, "method": method, "remote_ip": remote or "", "state": "waiting",
                  "_started": time.monotonic()}
         self._entries[rid] = entry
@@ -191,6 +191,7 @@ class InflightTracker:
 
     def _public(self, entry: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in entry.items() if not k.startswith("_")}
+        out["timestamp"] = iso(entry["_wall"])  # formatted only when someone looks
         out["elapsed_ms"] = int((time.monotonic() - entry["_started"]) * 1000)
         return out
 
