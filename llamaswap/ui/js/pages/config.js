@@ -30,7 +30,9 @@ export default {
         h("dt", {}, "API keys"), h("dd", {}, c.api_keys ? "required" : "not required"),
         h("dt", {}, "activity store"), h("dd", { class: "small" }, c.store.persistent ? c.store.path : c.store.degraded ? `memory only (${c.store.degraded})` : "memory only"),
         h("dt", {}, "loaded"), h("dd", {}, fmtDateTime(c.loaded_at)),
-        h("dt", {}, "last reload"), h("dd", { id: "last-reload" }, c.last_reload ? `${fmtDateTime(c.last_reload.time)}: ${c.last_reload.outcome}` : "none since start"))),
+        h("dt", {}, "last reload"), h("dd", { id: "last-reload" }, c.last_reload ? `${fmtDateTime(c.last_reload.time)}: ${c.last_reload.outcome}`
+          + (c.last_reload.summary ? ` (${c.last_reload.summary})` : "") + (c.last_reload.error ? ` — ${c.last_reload.error}` : "")
+          : "none since start"))),
       h("div", { class: "panel" }, h("h2", {}, "Diagnostics"), diag)),
     h("div", { class: "panel", style: "margin-top:14px" }, h("h2", {}, c.engine === "matrix" ? "Sets" : "Groups"), sets),
     h("div", { class: "panel", style: "margin-top:14px" }, h("h2", {}, "Models"), h("table", {},
