@@ -19,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from llamaswap.compiler.graph import build_graph, model_id
+from llamaswap.compiler.graph import build_graph
 from llamaswap.runtime.activity import ACTIVITY, SORT_KEYS, iso, parse_time
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, stream
 from llamaswap.runtime.keys import DECISIONS, LIVE, LOGS, PROCESSES, ROUTER
-from llamaswap.runtime.processes import ModelProcess, ProcessState
+from llamaswap.runtime.processes import ModelProcess
 from llamaswap.runtime.proxy import error_response
 from llamaswap.runtime.reload import reload_state
 from llamaswap.runtime.router import Rejected
