@@ -707,11 +707,14 @@ def trace_export_cmd(config: str | None, db: str | None, output: str | None, sin
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="On SIGTERM/SIGINT, how long requests in flight may take to finish before "
                    "the upstreams stop (default: the config's llamaswap.shutdownTimeout, 30).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines as text, or as one JSON object per line.")
 @expand_budget_option
 def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | None,
               listen: tuple[str, int] | None,
               tls_cert_file: str | None, tls_key_file: str | None, watch_config: bool, show_version: bool,
-              log_level: str | None, shutdown_timeout: float | None, expand_budget: int | None) -> None:
+              log_level: str | None, shutdown_timeout: float | None, log_format: str,
+              expand_budget: int | None) -> None:
     """Serve CONFIG (or the built-in demo) as an OpenAI-compatible proxy that starts and stops
     upstream servers as requests need them.
 
@@ -724,6 +727,7 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
     from llamaswap.runtime import loop as loops
     from llamaswap.runtime.reaper import AlreadyServing
     from llamaswap.runtime.reload import text_source
+    from llamaswap.runtime.logs import configure as configure_logs
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
     if show_version:
@@ -758,11 +762,9 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
             raise Fail(f"error: cannot use the TLS certificate {tls_cert_file} and key {tls_key_file}: "
                        f"{getattr(exc, 'strerror', None) or exc}") from None
     # llama-swap reads an unknown logLevel as info (compile warns about it, LS412).
-    level = (log_level or (plan.config.log_level if plan.config else "info")).strip().upper()
-    if level not in ("DEBUG", "INFO", "WARN", "ERROR"):
-        level = "INFO"
-    logging.basicConfig(level={"WARN": "WARNING"}.get(level, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    c = plan.config
+    configure_logs(log_level or (c.log_level if c else "info"), c.log_to_stdout if c else "proxy",
+                   c.log_time_format if c else "", log_format)
 
     def announce(bound_host: str, bound_port: int) -> None:
         from llamaswap.runtime.banner import banner
@@ -770,7 +772,11 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
         prefer = "chat-small" if what == "the built-in demo config" else None  # the demo's small chat model
         for line, to_err in banner(plan, what, bound_host, bound_port, loops.loop_name(), __version__,
                                    tls=tls, prefer=prefer):
-            click.echo(line, err=to_err)
+            if to_err and log_format == "json":  # stderr is the log: keep it one JSON object per line
+                logging.getLogger("llamaswap.serve").warning(line) if line.startswith("note:") else \
+                    logging.getLogger("llamaswap.serve").info(line)
+            else:
+                click.echo(line, err=to_err)
         sys.stdout.flush()
 
     try:

@@ -105,8 +105,8 @@ _PEER = _map({
 TOP = _map({
     "healthCheckTimeout": _leaf(),
     "logLevel": _leaf(),
-    "logTimeFormat": _leaf(UNIMPLEMENTED, "llamaswap's log lines use their own time format"),
-    "logToStdout": _leaf(UNIMPLEMENTED, "llamaswap logs the proxy to stderr; upstream output is at /logs"),
+    "logTimeFormat": _leaf(),
+    "logToStdout": _leaf(),
     "logRequests": _leaf(IGNORED, "llama-swap parses it but never uses it"),
     "metricsMaxInMemory": _leaf(UNIMPLEMENTED, "there is no activity store yet"),
     "captureBuffer": _leaf(UNIMPLEMENTED, "request/response capture is not implemented"),

@@ -34,7 +34,7 @@ from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver,
 from llamaswap.runtime.keys import (DECISIONS, LIMITS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, REDACT, ROUTER,
                                     SELECTORS, SESSION, STARTED, TRACKER, UPSTREAM_TIMEOUTS, UPSTREAMS, LiveConfig)
 from llamaswap.runtime.limits import PlanMemo, all_upstream_timeouts, server_limits
-from llamaswap.runtime.logs import HubHandler, LogHub
+from llamaswap.runtime.logs import UPSTREAM, HubHandler, LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessTracker
 from llamaswap.runtime.redact import RedactFilter, Redactor
@@ -110,7 +110,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[LOGS]
     handler = HubHandler(hub)
     logging.getLogger("llamaswap").addHandler(handler)
-    redacting = [h for h in (handler, *logging.getLogger().handlers)]
+    unsubscribe = None
+    if plan.config is not None and plan.config.log_to_stdout in ("upstream", "both"):
+        upstream_log = logging.getLogger(UPSTREAM)
+
+        def to_terminal(line: str) -> None:
+            model, _, text = line[1:].partition("] ") if line.startswith("[") else ("", "", line)
+            upstream_log.info("%s", line, extra={"model": model, "line": text})
+
+        unsubscribe = hub.upstream.subscribe(to_terminal)
+    # The terminal's handlers too (runtime/logs.configure: on `llamaswap` and UPSTREAM, not propagated).
+    redacting = [h for h in dict.fromkeys((handler, *logging.getLogger().handlers,
+                                           *logging.getLogger("llamaswap").handlers,
+                                           *logging.getLogger(UPSTREAM).handlers))]
     redact_filter = RedactFilter(lambda text: app[REDACT].of(app[LIVE].plan)(text))
     for h in redacting:
         h.addFilter(redact_filter)
@@ -154,6 +166,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         logging.getLogger("llamaswap").removeHandler(handler)
         for h in redacting:
             h.removeFilter(redact_filter)
+        if unsubscribe is not None:
+            unsubscribe()
 
 
 async def _preload(app: web.Application) -> None:

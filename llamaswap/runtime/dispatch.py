@@ -183,6 +183,7 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_ta
             body.raw = json.dumps(body.json).encode()
         requested = target
     model = plan.resolve_model(requested) or "(unknown)"
+    request["llamaswap.model"] = requested if model == "(unknown)" else model  # for the access line
     status = "cancelled"
     app = request.app
     arrived_wall, began = time.time(), time.monotonic()

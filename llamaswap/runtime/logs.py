@@ -15,6 +15,8 @@ import collections
 import logging
 from typing import AsyncGenerator, Callable
 
+from aiohttp.abc import AbstractAccessLogger
+
 # Listener failures are reported where they were before logs had a module of their own.
 logger = logging.getLogger("llamaswap.process")
 
@@ -160,3 +162,123 @@ class HubHandler(logging.Handler):
             self.hub.proxy.append(self.format(record))
         except Exception:  # pragma: no cover
             self.handleError(record)
+
+
+# -- what reaches the terminal -----------------------------------------------------------------
+# llama-swap's logToStdout, logTimeFormat and logLevel, and llamaswap's --log-format. The
+# proxy's own records go through the `llamaswap` loggers; upstream output through UPSTREAM.
+
+UPSTREAM = "llamaswap-upstream"  # outside the `llamaswap` tree: not fed back into the proxy log
+
+
+def go_time(name: str, when: float) -> str:
+    """`when` in the Go layout llama-swap's logTimeFormat names ("" for an unknown name)."""
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(when).astimezone()
+    zone = t.strftime("%Z")
+    offset = t.strftime("%z")
+    colon = offset[:3] + ":" + offset[3:] if offset else "Z"
+    frac = when - int(when)
+    layouts: dict[str, Callable[[], str]] = {
+        "ansic": lambda: t.strftime("%a %b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S %Y"),
+        "unixdate": lambda: t.strftime("%a %b ") + f"{t.day:>2}" + t.strftime(f" %H:%M:%S {zone} %Y"),
+        "rubydate": lambda: t.strftime("%a %b %d %H:%M:%S %z %Y"),
+        "rfc822": lambda: t.strftime(f"%d %b %y %H:%M {zone}"),
+        "rfc822z": lambda: t.strftime("%d %b %y %H:%M %z"),
+        "rfc850": lambda: t.strftime(f"%A, %d-%b-%y %H:%M:%S {zone}"),
+        "rfc1123": lambda: t.strftime(f"%a, %d %b %Y %H:%M:%S {zone}"),
+        "rfc1123z": lambda: t.strftime("%a, %d %b %Y %H:%M:%S %z"),
+        "rfc3339": lambda: t.strftime("%Y-%m-%dT%H:%M:%S") + colon,
+        "rfc3339nano": lambda: t.strftime("%Y-%m-%dT%H:%M:%S") + f"{frac:.9f}"[1:].rstrip("0").rstrip(".") + colon,
+        "kitchen": lambda: f"{(t.hour % 12) or 12}:{t.minute:02d}{'PM' if t.hour >= 12 else 'AM'}",
+        "stamp": lambda: t.strftime("%b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S"),
+        "stampmilli": lambda: t.strftime("%b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S") + f"{frac:.3f}"[1:],
+        "stampmicro": lambda: t.strftime("%b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S") + f"{frac:.6f}"[1:],
+        "stampnano": lambda: t.strftime("%b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S") + f"{frac:.9f}"[1:],
+    }
+    layout = layouts.get(name.strip().lower())
+    return layout() if layout else ""
+
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class TextFormatter(logging.Formatter):
+    """`[time ]LEVEL logger: message`, the time in llama-swap's logTimeFormat (none when unset)."""
+
+    def __init__(self, time_format: str = "") -> None:
+        super().__init__()
+        self.time_format = time_format
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = go_time(self.time_format, record.created) if self.time_format else ""
+        text = record.getMessage() if record.name == UPSTREAM else (
+            f"{record.levelname.replace('WARNING', 'WARN')} {record.name}: {record.getMessage()}")
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return f"{stamp} {text}" if stamp else text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg, and the record's extra fields."""
+
+    def __init__(self, time_format: str = "") -> None:
+        super().__init__()
+        self.time_format = time_format
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as dt
+        import json
+
+        out: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower().replace("warning", "warn"),
+            "logger": "upstream" if record.name == UPSTREAM else record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure(level: str, log_to_stdout: str, time_format: str, fmt: str, stream=None) -> None:
+    """Send the proxy log (`logToStdout` proxy or both) and upstream output (upstream or both)
+    to `stream` (stderr), each line formatted as text or JSON. The /logs buffers get everything
+    either way."""
+    import sys
+
+    stream = stream or sys.stderr
+    formatter: logging.Formatter = JsonFormatter(time_format) if fmt == "json" else TextFormatter(time_format)
+    numeric = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
+               "ERROR": logging.ERROR}.get(level.strip().upper(), logging.INFO)
+    for name, wanted in (("llamaswap", log_to_stdout in ("proxy", "both")),
+                         (UPSTREAM, log_to_stdout in ("upstream", "both"))):
+        target = logging.getLogger(name)
+        for old in [h for h in target.handlers if getattr(h, "_llamaswap_terminal", False)]:
+            target.removeHandler(old)
+        handler = logging.StreamHandler(stream) if wanted else logging.NullHandler()
+        handler._llamaswap_terminal = True  # type: ignore[attr-defined]
+        handler.setFormatter(formatter)
+        target.addHandler(handler)
+        target.setLevel(numeric if name == "llamaswap" else logging.INFO)
+        target.propagate = False
+
+
+class AccessLog(AbstractAccessLogger):
+    """aiohttp's access logger: one line per request — method, path, model, status, seconds,
+    bytes — with the same fields as `extra` for the JSON format."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(self, request, response, time: float) -> None:  # type: ignore[no-untyped-def]
+        model = request.get("llamaswap.model") or "-"
+        size = getattr(response, "body_length", 0)
+        self.logger.info("%s %s %s %s %.3fs %sB", request.method, request.path_qs, model, response.status, time, size,
+                         extra={"method": request.method, "path": request.path_qs, "model": model,
+                                "status": response.status, "duration": round(time, 6), "bytes": size})

@@ -84,6 +84,30 @@ START_ERROR_LINES = 10
 REAP_DEADLINE = reaper.REAP_DEADLINE
 
 
+# A model that takes longer than this to become ready gets a progress line, then one every
+# PROGRESS_EVERY seconds.
+PROGRESS_AFTER = 5.0
+PROGRESS_EVERY = 10.0
+
+
+def _log_transition(model: str, old: "ProcessState", new: "ProcessState", seconds: float, detail: str) -> None:
+    """One info line per start, ready and stop, with how long the step took. A failed start or
+    a crash has its own warning where it is detected."""
+    extra = {"model": model, "event": str(new), "from": str(old), "seconds": round(seconds, 3)}
+    if new is ProcessState.STARTING:
+        logger.info("%s: starting: %s", model, detail, extra=extra)
+    elif new is ProcessState.READY:
+        logger.info("%s: ready in %.2fs", model, seconds, extra=extra)
+    elif new is ProcessState.STOPPING:
+        logger.info("%s: stopping after %.1fs ready%s", model, seconds, f" ({detail})" if detail else "",
+                    extra=extra)
+    elif new is ProcessState.STOPPED and old is ProcessState.STOPPING:
+        how = detail.removeprefix("stopped (").removesuffix(")") if detail.startswith("stopped (") else detail
+        logger.info("%s: stopped in %.2fs%s", model, seconds, f" ({how})" if how else "", extra=extra)
+    else:
+        logger.debug("%s: %s -> %s %s", model, old, new, detail, extra=extra)
+
+
 class ProcessState(enum.StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
@@ -425,11 +449,12 @@ class ModelProcess:
                    crashed: bool = False) -> None:
         old = self._state
         assert (old, new) in TRANSITIONS, f"{self.spec.model}: {old} -> {new}"
+        since = self._state_since
         self._state = new
         self._state_since = time.monotonic()
         event = StateChanged(self.spec.model, old, new, self._state_since,
                              pid if pid is not None else self.pid, detail, crashed)
-        logger.debug("%s: %s -> %s %s", self.spec.model, old, new, detail)
+        _log_transition(self.spec.model, old, new, self._state_since - since, detail)
         for listener in tuple(self._listeners):
             try:
                 listener(event)
@@ -745,9 +770,16 @@ class ModelProcess:
         loop = asyncio.get_running_loop()
         deadline = run.spawned_at + self.spec.health_check_timeout
         session = self._get_session()
+        progress_at = run.spawned_at + PROGRESS_AFTER
         await asyncio.sleep(FIRST_POLL_DELAY)
         while not run.exited.is_set():
             began = loop.time()
+            if began >= progress_at:
+                logger.info("%s: still loading after %.0fs (waiting for %s to answer 200; giving up after %gs)",
+                            self.spec.model, began - run.spawned_at, url, self.spec.health_check_timeout,
+                            extra={"model": self.spec.model, "event": "loading",
+                                   "seconds": round(began - run.spawned_at, 1)})
+                progress_at += PROGRESS_EVERY
             if began >= deadline:
                 self._inbox.put_nowait(_HealthTimedOut(run))
                 return

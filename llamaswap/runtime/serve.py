@@ -37,6 +37,7 @@ from llamaswap.runtime.app import build_app
 from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
 from llamaswap.runtime.keys import LIMITS, ROUTER
 from llamaswap.runtime.reload import RELOADER, ConfigSource
+from llamaswap.runtime.logs import AccessLog
 
 logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
@@ -135,8 +136,8 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     try:
         app = build_app(plan, source, watch, tracker=supervision)
         raise_open_files_limit()
-        runner = GuardedRunner(app, app[LIMITS].of(plan), handler_cancellation=True, access_log=None,
-                               shutdown_timeout=5.0)
+        runner = GuardedRunner(app, app[LIMITS].of(plan), handler_cancellation=True, access_log_class=AccessLog,
+                               access_log=logging.getLogger("llamaswap.access"), shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:

@@ -120,9 +120,9 @@ def test_unimplemented_keys_warn_and_say_so():
     plan = compile_yaml(text, dedent=False)
     assert plan.ok
     warned = [d for d in plan.diagnostics if d.code == "LS400"]
-    assert [d.path for d in warned] == ["logToStdout", "captureBuffer", "peers", "profiles"]
+    assert [d.path for d in warned] == ["captureBuffer", "peers", "profiles"]
     assert all(d.severity is Severity.WARNING and "does not implement" in d.message for d in warned)
-    assert at(warned[0]) == locate(text, "logToStdout", dedent=False)
+    assert at(warned[0]) == locate(text, "captureBuffer", dedent=False)
 
 
 def test_ignored_key_warns():
