@@ -87,7 +87,7 @@ def test_preload_loads_coexisting_models_in_parallel_and_survives_a_failure(serv
     # Both start before either can be ready: they load in parallel.
     server.wait(lambda: states(server) == {"a": "starting", "b": "starting"}, "a and b starting")
     server.wait(lambda: "PRELOAD FAILED for bad" in server.log(), "the failed preload to be logged")
-    assert re.search(r" ERROR llamaswap\.serve: PRELOAD FAILED for bad: unspecific error: upstream "
+    assert re.search(r"(?m)^ERROR llamaswap\.serve: PRELOAD FAILED for bad: unspecific error: upstream "
                      r"command exited prematurely \(exit code 7\): cannot load weights", server.log())
     gate.open()
     server.wait(lambda: states(server) == {"a": "ready", "b": "ready"}, "a and b ready")
