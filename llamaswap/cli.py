@@ -265,7 +265,7 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
     llamaswap plan CONFIG --trace FILE [--load-time M=S ...] [--max-wait S] [--compare fifo,hold]
     """
     from llamaswap.compiler.diagnostics import dumps
-    from llamaswap.compiler.explain import explain as explain_text, explain_candidates, one_line
+    from llamaswap.compiler.explain import explain as explain_text, explain_candidates, holding_sets, one_line
 
     modes = [request is not None, all_, diff_with is not None, trace_file is not None]
     if sum(modes) != 1:
@@ -307,6 +307,12 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
                 if d.candidates:
                     click.echo("candidates (best first):")
                     for line in explain_candidates(d):
+                        click.echo(line)
+                elif plan.engine == "matrix" and target in state:
+                    held = holding_sets(plan.sets, target, state)
+                    click.echo("candidates: none to weigh (it is running); sets that hold it (* = with the "
+                               "models running now):" if held else "candidates: none (it is in no set)")
+                    for line in held:
                         click.echo(line)
                 else:
                     click.echo("candidates: none (no set can hold it)" if plan.engine == "matrix"

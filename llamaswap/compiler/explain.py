@@ -5,7 +5,12 @@ One or two sentences per decision: what starts, what stops, and the rule that ch
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterable
+
 from llamaswap.compiler.decision import RULE_ALONE, RULE_RUNNING, Decision
+
+if TYPE_CHECKING:
+    from llamaswap.compiler.expand import SetEntry
 
 
 def _names(items: tuple[str, ...] | list[str]) -> str:
@@ -48,3 +53,24 @@ def one_line(d: Decision) -> str:
     """Compact form for listings: `[running] + target -> evict ...; set S [target set]; cost N`."""
     return (f"[{', '.join(d.running)}] + {d.target} -> evict [{', '.join(d.evict)}]; "
             f"set {d.set or '-'} [{', '.join(d.target_set)}]; cost {d.cost}")
+
+
+def holding_sets(sets: "Iterable[SetEntry]", target: str, running: tuple[str, ...]) -> list[str]:
+    """For a model that is already running (no candidates to weigh): one line per set that
+    holds it, with the combinations that also hold the other running models (or, when none
+    does, those that hold the model)."""
+    lines: list[str] = []
+    others = set(running)
+    for s in sets:
+        if s.combinations is None:
+            lines.append(f"   {s.name:<20} (symbolic: combinations not listed)")
+            continue
+        holding = [c for c in s.combinations if target in c]
+        if not holding:
+            continue
+        fitting = [c for c in holding if others <= set(c)]
+        shown = fitting or holding
+        mark = "*" if fitting else " "
+        more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+        lines.append(f" {mark} {s.name:<20} " + " ".join(f"[{_names(c)}]" for c in shown[:3]) + more)
+    return lines
