@@ -133,7 +133,7 @@ def test_json_group_engine_has_no_sets(write):
 
 
 def test_github_format(write):
-    r = run(write("w.yaml", BAD + "logToStdout: both\n"), "--format", "github", "--expand-budget", "0")
+    r = run(write("w.yaml", BAD + "captureBuffer: 10\n"), "--format", "github", "--expand-budget", "0")
     lines = r.stdout.splitlines()
     assert lines[0].startswith("::error file=w.yaml,line=6,col=12,title=LS201::set 's': unknown var or model 'nope'")
     assert lines[1].startswith("::warning file=w.yaml,line=7,col=1,title=LS400::")
