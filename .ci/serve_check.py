@@ -18,9 +18,12 @@ DEADLINE = 60.0
 
 
 def main(llamaswap: str) -> int:
-    proc = subprocess.Popen([llamaswap, "serve", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, cwd=os.path.expanduser("~") if os.path.isdir(
-                                os.path.expanduser("~")) else "/")
+    proc = subprocess.Popen(
+        [llamaswap, "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/",
+    )
     assert proc.stdout is not None
     out, url = b"", None
     end = time.monotonic() + DEADLINE
@@ -38,7 +41,9 @@ def main(llamaswap: str) -> int:
         with opener.open(url + "/v1/models", timeout=DEADLINE) as resp:
             ids = [m["id"] for m in json.loads(resp.read())["data"]]
         assert ids == ["chat-large", "chat-small", "embed"], ids
-        body = json.dumps({"model": "chat-small", "messages": [{"role": "user", "content": "hello"}]}).encode()
+        body = json.dumps(
+            {"model": "chat-small", "messages": [{"role": "user", "content": "hello"}]}
+        ).encode()
         req = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
         with opener.open(req, timeout=DEADLINE) as resp:
             answer = json.loads(resp.read())

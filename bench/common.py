@@ -24,8 +24,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -45,8 +46,10 @@ def llamaswap_exe() -> str:
         return str(venv)
     found = shutil.which("llamaswap")
     if not found:
-        raise SystemExit("bench: cannot find the llamaswap command (.venv/bin/llamaswap or on PATH); "
-                         "install the project first: python -m venv .venv && .venv/bin/pip install -e .")
+        raise SystemExit(
+            "bench: cannot find the llamaswap command (.venv/bin/llamaswap or on PATH); "
+            "install the project first: python -m venv .venv && .venv/bin/pip install -e ."
+        )
     return found
 
 
@@ -55,6 +58,7 @@ def log(message: str) -> None:
 
 
 # -- tools from Debian ------------------------------------------------------------------------
+
 
 def which(name: str) -> str | None:
     return shutil.which(name, path=SYSTEM_PATH)
@@ -71,30 +75,43 @@ def ensure_debian_tools(tools: dict[str, str]) -> dict[str, str]:
         prefix: list[str] = []
         if os.geteuid() != 0:
             if shutil.which("sudo") is None:
-                raise SystemExit(f"bench: {', '.join(missing)} missing and not root (no sudo); install "
-                                 f"them first: apt-get install -y {' '.join(packages)}")
+                raise SystemExit(
+                    f"bench: {', '.join(missing)} missing and not root (no sudo); install "
+                    f"them first: apt-get install -y {' '.join(packages)}"
+                )
             prefix = ["sudo", "-n"]
         apt = shutil.which("apt-get")
         if apt is None:
-            raise SystemExit(f"bench: {', '.join(missing)} missing and apt-get is not available; install "
-                             f"the equivalent of Debian's {' '.join(packages)} by hand")
+            raise SystemExit(
+                f"bench: {', '.join(missing)} missing and apt-get is not available; install "
+                f"the equivalent of Debian's {' '.join(packages)} by hand"
+            )
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        log(f"{', '.join(sorted(missing))} not found: running apt-get update && "
-            f"apt-get install -y {' '.join(packages)}")
-        for cmd in ([*prefix, apt, "update", "-qq"],
-                    [*prefix, apt, "install", "-y", "-q", "--no-install-recommends", *packages]):
+        log(
+            f"{', '.join(sorted(missing))} not found: running apt-get update && "
+            f"apt-get install -y {' '.join(packages)}"
+        )
+        for cmd in (
+            [*prefix, apt, "update", "-qq"],
+            [*prefix, apt, "install", "-y", "-q", "--no-install-recommends", *packages],
+        ):
             proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if proc.returncode != 0:
-                raise SystemExit(f"bench: `{' '.join(cmd)}` failed (exit {proc.returncode}):\n"
-                                 f"{proc.stdout[-2000:]}\ninstall {' '.join(packages)} by hand and re-run")
+                raise SystemExit(
+                    f"bench: `{' '.join(cmd)}` failed (exit {proc.returncode}):\n"
+                    f"{proc.stdout[-2000:]}\ninstall {' '.join(packages)} by hand and re-run"
+                )
         still = [b for b in missing if which(b) is None]
         if still:
-            raise SystemExit(f"bench: installed {' '.join(packages)} but {', '.join(still)} is still not "
-                             "on PATH (looked in PATH, /usr/sbin, /sbin)")
+            raise SystemExit(
+                f"bench: installed {' '.join(packages)} but {', '.join(still)} is still not "
+                "on PATH (looked in PATH, /usr/sbin, /sbin)"
+            )
     return {b: which(b) or "" for b in tools}
 
 
 # -- ports and HTTP ---------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -102,8 +119,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: Any = None, timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     hdrs = {"Content-Type": "application/json"} if data is not None else {}
     hdrs.update(headers or {})
@@ -132,17 +150,31 @@ def wait_http(url: str, timeout: float = 30.0, interval: float = 0.005, ok=(200,
 
 # -- processes --------------------------------------------------------------------------------
 
+
 class Proc:
     """A child in its own session; stop() signals this PID, then its own group if needed."""
 
-    def __init__(self, argv: Sequence[str], *, name: str, stdout=subprocess.DEVNULL,
-                 stderr_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        stdout=subprocess.DEVNULL,
+        stderr_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self._stderr = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
         self.spawned = time.monotonic()
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stdout,
-                                      stderr=self._stderr, env=env, start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=self._stderr,
+            env=env,
+            start_new_session=True,
+        )
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
@@ -167,7 +199,7 @@ class Proc:
             self._stderr.close()
         return self.popen.returncode
 
-    def __enter__(self) -> "Proc":
+    def __enter__(self) -> Proc:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,12 +211,23 @@ class Serve(Proc):
 
     URL = re.compile(r"\bon (http://\S+)")
 
-    def __init__(self, config: Path, *, log_level: str = "warn", stderr_path: Path | None = None,
-                 ready_timeout: float = 60.0, launcher: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        log_level: str = "warn",
+        stderr_path: Path | None = None,
+        ready_timeout: float = 60.0,
+        launcher: Sequence[str] | None = None,
+    ) -> None:
         # `launcher` replaces `llamaswap serve` (bench/whatif.py); the arguments stay the same.
         argv = list(launcher) if launcher else [llamaswap_exe(), "serve"]
-        super().__init__([*argv, str(config), "--listen", "127.0.0.1:0", "--log-level", log_level],
-                         name="llamaswap serve", stdout=subprocess.PIPE, stderr_path=stderr_path)
+        super().__init__(
+            [*argv, str(config), "--listen", "127.0.0.1:0", "--log-level", log_level],
+            name="llamaswap serve",
+            stdout=subprocess.PIPE,
+            stderr_path=stderr_path,
+        )
         self.url = self._read_url(ready_timeout)
         self.ready = time.monotonic()
 
@@ -208,8 +251,10 @@ class Serve(Proc):
         got.wait(timeout)
         if not found:
             self.stop()
-            raise SystemExit(f"bench: llamaswap serve did not print its URL within {timeout:g}s "
-                             f"(exit code {self.popen.returncode}); see its stderr log")
+            raise SystemExit(
+                f"bench: llamaswap serve did not print its URL within {timeout:g}s "
+                f"(exit code {self.popen.returncode}); see its stderr log"
+            )
         return found[0]
 
 
@@ -254,6 +299,7 @@ def rss(pid: int) -> dict[str, float]:
 
 # -- statistics and formatting ----------------------------------------------------------------
 
+
 def median(xs: Iterable[float]) -> float:
     return statistics.median(list(xs))
 
@@ -291,11 +337,17 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str |
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if a == "l" else c.rjust(w)
-                                 for c, w, a in zip(cells, widths, align)) + " |"
+        return (
+            "| "
+            + " | ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align))
+            + " |"
+        )
 
-    sep = "| " + " | ".join(("-" * (w - 1) + ":") if a == "r" else "-" * w
-                            for w, a in zip(widths, align)) + " |"
+    sep = (
+        "| "
+        + " | ".join(("-" * (w - 1) + ":") if a == "r" else "-" * w for w, a in zip(widths, align))
+        + " |"
+    )
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
@@ -304,6 +356,7 @@ def ms(seconds: float | None, digits: int = 2) -> str:
 
 
 # -- results ----------------------------------------------------------------------------------
+
 
 def cpu_model() -> str:
     try:
@@ -318,11 +371,21 @@ def cpu_model() -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "llamaswap"],
-                               capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "llamaswap"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return (
+            out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -342,8 +405,12 @@ def machine() -> dict[str, Any]:
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": machine(), **data}
+    payload = {
+        "benchmark": name,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **data,
+    }
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log(f"wrote {path.relative_to(REPO)}")
     return path

@@ -48,8 +48,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from typing import Callable
+from collections.abc import Callable
+
+import common
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -118,8 +119,9 @@ def timed(fn: Callable[[], None], loops: int, batches: int) -> tuple[float, floa
     return samples[0], samples[len(samples) // 2]
 
 
-def measure(name: str, text: str, target: str, running: tuple[str, ...], quick: bool,
-            budget: int | None) -> dict:
+def measure(
+    name: str, text: str, target: str, running: tuple[str, ...], quick: bool, budget: int | None
+) -> dict:
     opts = CompileOptions() if budget is None else CompileOptions(precompute_budget=budget)
     t0 = time.perf_counter()
     plan = compile_text(text, f"{name.split(',')[0]}.yaml", opts)
@@ -153,7 +155,7 @@ def measure(name: str, text: str, target: str, running: tuple[str, ...], quick: 
         clock = time.perf_counter_ns
         for _ in range(1 if quick else 3):
             for i in range(0, len(keys) - chunk + 1, chunk):
-                part = keys[i:i + chunk]
+                part = keys[i : i + chunk]
                 t0 = clock()
                 for t, s in part:
                     decide(t, s)
@@ -208,8 +210,12 @@ def fmt(ns: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer batches (smoke run)")
-    ap.add_argument("--precompute-budget", type=int, default=None,
-                    help="decision-table budget (default: the compiler's, 250000 entries)")
+    ap.add_argument(
+        "--precompute-budget",
+        type=int,
+        default=None,
+        help="decision-table budget (default: the compiler's, 250000 entries)",
+    )
     ap.add_argument("--output", default=str(ROOT / "bench" / "results" / "decide.json"))
     args = ap.parse_args(argv)
 
@@ -220,14 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     shapes += [(f"product-{d}", *product(d), budget) for d in (2, 3, 4, 5)]
     rows = [measure(name, text, target, running, args.quick, b) for name, text, target, running, b in shapes]
 
-    print("| shape | sets | combinations | models | table entries | lookup (table-wide) | lookup (hot) "
-          "| cold solve | first solve, fresh policy | memo hit |")
+    print(
+        "| shape | sets | combinations | models | table entries | lookup (table-wide) | lookup (hot) "
+        "| cold solve | first solve, fresh policy | memo hit |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         entries = "—" if r["table_entries"] is None else f"{r['table_entries']:,}"
-        print(f"| {r['shape']} | {r['sets']} | {r['combinations']:,} | {r['models']} | {entries} "
-              f"| {fmt(r['lookup_ns'])} | {fmt(r['lookup_hot_ns'])} | {fmt(r['solve_ns'])} "
-              f"| {fmt(r['first_solve_ns'])} | {fmt(r['memo_hit_ns'])} |")
+        print(
+            f"| {r['shape']} | {r['sets']} | {r['combinations']:,} | {r['models']} | {entries} "
+            f"| {fmt(r['lookup_ns'])} | {fmt(r['lookup_hot_ns'])} | {fmt(r['solve_ns'])} "
+            f"| {fmt(r['first_solve_ns'])} | {fmt(r['memo_hit_ns'])} |"
+        )
 
     worst_lookup = max((r["lookup_ns"] for r in rows if r["lookup_ns"] is not None), default=None)
     worst_hot = max((r["lookup_hot_ns"] for r in rows if r["lookup_hot_ns"] is not None), default=None)
@@ -242,23 +252,41 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| target | measured (worst) | verdict |")
     print("|---|---:|---|")
-    print(f"| table lookup <= 1 µs, hot key (worst table) | {fmt(worst_hot)} "
-          f"| {'PASS' if checks['lookup_hot_le_1us'] else 'MISS'} |")
-    print(f"| table lookup <= 1 µs, shuffled keys over the whole table (worst table) | {fmt(worst_lookup)} "
-          f"| {'PASS' if checks['lookup_table_wide_le_1us'] else 'MISS'} |")
-    print(f"| cold symbolic solve <= 100 µs on multiset-32 (worse of cold / first solve) | {fmt(cold32)} "
-          f"| {'PASS' if checks['cold_solve_multiset32_le_100us'] else 'MISS'} |")
-    print(f"\n{os.cpu_count()} CPUs, {common.cpu_model()}; load average {load_before} before, {load_after} after")
+    print(
+        f"| table lookup <= 1 µs, hot key (worst table) | {fmt(worst_hot)} "
+        f"| {'PASS' if checks['lookup_hot_le_1us'] else 'MISS'} |"
+    )
+    print(
+        f"| table lookup <= 1 µs, shuffled keys over the whole table (worst table) | {fmt(worst_lookup)} "
+        f"| {'PASS' if checks['lookup_table_wide_le_1us'] else 'MISS'} |"
+    )
+    print(
+        f"| cold symbolic solve <= 100 µs on multiset-32 (worse of cold / first solve) | {fmt(cold32)} "
+        f"| {'PASS' if checks['cold_solve_multiset32_le_100us'] else 'MISS'} |"
+    )
+    print(
+        f"\n{os.cpu_count()} CPUs, {common.cpu_model()}; load average {load_before} before, {load_after} after"
+    )
 
     out = {
         "benchmark": "decide",
         "unit": "ns per decision, wall clock: min over short batches (*_median: median batch)",
-        "machine": {"cpus": os.cpu_count(), "cpu_model": common.cpu_model(), "python": platform.python_version(),
-                    "implementation": platform.python_implementation(), "arch": platform.machine(),
-                    "loadavg_before": load_before, "loadavg_after": load_after},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": common.cpu_model(),
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "arch": platform.machine(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+        },
         "quick": args.quick,
         "precompute_budget": args.precompute_budget,
-        "targets": {"lookup_ns": TARGET_LOOKUP_NS, "cold_solve_multiset32_ns": TARGET_SOLVE_NS, "met": checks},
+        "targets": {
+            "lookup_ns": TARGET_LOOKUP_NS,
+            "cold_solve_multiset32_ns": TARGET_SOLVE_NS,
+            "met": checks,
+        },
         "rows": rows,
     }
     path = Path(args.output)

@@ -53,8 +53,8 @@ class _RawConn(asyncio.Protocol):
                 ctype = value.strip().decode("latin-1")
         if len(self.buf) - end - 4 < length:
             return
-        body = bytes(self.buf[end + 4:end + 4 + length])
-        del self.buf[:end + 4 + length]
+        body = bytes(self.buf[end + 4 : end + 4 + length])
+        del self.buf[: end + 4 + length]
         self.waiter.set_result((int(head[0].split()[1]), ctype, body))
 
     def connection_lost(self, exc) -> None:
@@ -78,8 +78,10 @@ class RawPool:
         if conn is None:
             _, conn = await loop.create_connection(_RawConn, self.host, self.port)
         conn.waiter = loop.create_future()
-        conn.transport.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                             % (path.encode(), self.host.encode(), self.port, ctype.encode(), len(body), body))
+        conn.transport.write(
+            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self.host.encode(), self.port, ctype.encode(), len(body), body)
+        )
         result = await conn.waiter
         self.idle.append(conn)
         return result
@@ -95,8 +97,9 @@ async def main(port: int, upstream: str, client: str) -> None:
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
-        async with session.post(upstream + request.path, data=body,
-                                headers={"Content-Type": request.content_type}) as up:
+        async with session.post(
+            upstream + request.path, data=body, headers={"Content-Type": request.content_type}
+        ) as up:
             payload = await up.read()
             return web.Response(status=up.status, body=payload, content_type=up.content_type)
 
@@ -112,6 +115,7 @@ async def main(port: int, upstream: str, client: str) -> None:
 if __name__ == "__main__":
     try:
         import uvloop
+
         factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover
         factory = asyncio.new_event_loop

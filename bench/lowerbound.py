@@ -26,7 +26,7 @@ threshold, with the top two models kept, gives each f(r) in O(1): O(n log n) in 
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from llamaswap.runtime.simulate import TraceRequest
 

@@ -26,15 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import write_result  # noqa: E402
-from lowerbound import chain_bound  # noqa: E402
-from traces import KINDS, generate  # noqa: E402
+from common import write_result
+from lowerbound import chain_bound
+from traces import KINDS, generate
 
-from llamaswap.compiler.plan import compile_text  # noqa: E402
-from llamaswap.runtime.policies import make_policy  # noqa: E402
-from llamaswap.runtime.scheduler import FifoPolicy  # noqa: E402
-from llamaswap.runtime.settings import scheduler_settings  # noqa: E402
-from llamaswap.runtime.simulate import compare_table, simulate  # noqa: E402
+from llamaswap.compiler.plan import compile_text
+from llamaswap.runtime.policies import make_policy
+from llamaswap.runtime.scheduler import FifoPolicy
+from llamaswap.runtime.settings import scheduler_settings
+from llamaswap.runtime.simulate import compare_table, simulate
 
 
 class Foresight(FifoPolicy):
@@ -80,19 +80,38 @@ def run(kinds: list[str], seeds: list[int], policies: list[str], foresight: bool
             settings = scheduler_settings(plan)
             results = {}
             for name in policies:
-                results[name] = simulate(plan.policy, settings, world.requests, world.load_times,
-                                         scheduling=make_policy(name))
+                results[name] = simulate(
+                    plan.policy, settings, world.requests, world.load_times, scheduling=make_policy(name)
+                )
             if foresight:
-                results["foresight"] = simulate(plan.policy, settings, world.requests, world.load_times,
-                                                scheduling=Foresight(world.requests, world.load_times))
+                results["foresight"] = simulate(
+                    plan.policy,
+                    settings,
+                    world.requests,
+                    world.load_times,
+                    scheduling=Foresight(world.requests, world.load_times),
+                )
             table = compare_table(results, world.load_times)
             for name, r in table.items():
                 bound = chain_bound(world.requests, r["wait"]["max"])
-                rows.append({"kind": kind, "seed": seed, "policy": name, "requests": len(world.requests),
-                             "swaps": r["swaps"], "load_seconds": round(r["load_seconds"], 1),
-                             "p50": r["wait"]["p50"], "p95": r["wait"]["p95"], "max": r["wait"]["max"],
-                             "mean": r["wait"]["mean"], "makespan": r["makespan"], "rejected": r["rejected"],
-                             "lower_bound": bound, "swaps_per_bound": round(r["swaps"] / bound, 2)})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "seed": seed,
+                        "policy": name,
+                        "requests": len(world.requests),
+                        "swaps": r["swaps"],
+                        "load_seconds": round(r["load_seconds"], 1),
+                        "p50": r["wait"]["p50"],
+                        "p95": r["wait"]["p95"],
+                        "max": r["wait"]["max"],
+                        "mean": r["wait"]["mean"],
+                        "makespan": r["makespan"],
+                        "rejected": r["rejected"],
+                        "lower_bound": bound,
+                        "swaps_per_bound": round(r["swaps"] / bound, 2),
+                    }
+                )
     return rows
 
 
@@ -108,10 +127,22 @@ def verdicts(rows: list[dict], policies: list[str]) -> list[dict]:
             fewer = sum(1 for m, f in zip(mine, fifo) if m["swaps"] < f["swaps"] and m["p95"] <= f["p95"])
             worse = sum(1 for m, f in zip(mine, fifo) if m["swaps"] > f["swaps"] or m["p95"] > f["p95"])
             fs, ms = sum(f["swaps"] for f in fifo), sum(m["swaps"] for m in mine)
-            out.append({"policy": name, "kind": kind, "traces": len(mine), "better": fewer, "worse": worse,
-                        "fifo_swaps": fs, "swaps": ms, "swap_change_pct": round(100 * (ms - fs) / fs, 1),
-                        "p95_change_mean": round(sum(m["p95"] - f["p95"] for m, f in zip(mine, fifo)) / len(mine), 2),
-                        "verdict": "PASS" if worse == 0 and fewer > 0 else ("MISS" if worse else "EQUAL")})
+            out.append(
+                {
+                    "policy": name,
+                    "kind": kind,
+                    "traces": len(mine),
+                    "better": fewer,
+                    "worse": worse,
+                    "fifo_swaps": fs,
+                    "swaps": ms,
+                    "swap_change_pct": round(100 * (ms - fs) / fs, 1),
+                    "p95_change_mean": round(
+                        sum(m["p95"] - f["p95"] for m, f in zip(mine, fifo)) / len(mine), 2
+                    ),
+                    "verdict": "PASS" if worse == 0 and fewer > 0 else ("MISS" if worse else "EQUAL"),
+                }
+            )
     return out
 
 
@@ -132,25 +163,39 @@ def main() -> None:
     took = time.perf_counter() - started
 
     print("## Scheduling policies on generated traces\n")
-    print("| kind | seed | policy | requests | swaps | load-s | p50 s | p95 s | max s | makespan s | rejected "
-          "| lower bound | swaps/LB |")
+    print(
+        "| kind | seed | policy | requests | swaps | load-s | p50 s | p95 s | max s | makespan s | rejected "
+        "| lower bound | swaps/LB |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['kind']} | {r['seed']} | {r['policy']} | {r['requests']} | {r['swaps']} | {r['load_seconds']:g} "
-              f"| {r['p50']:.1f} | {r['p95']:.1f} | {r['max']:.1f} | {r['makespan']:.0f} | {r['rejected']} "
-              f"| {r['lower_bound']} | {r['swaps_per_bound']:.2f} |")
+        print(
+            f"| {r['kind']} | {r['seed']} | {r['policy']} | {r['requests']} | {r['swaps']} | {r['load_seconds']:g} "
+            f"| {r['p50']:.1f} | {r['p95']:.1f} | {r['max']:.1f} | {r['makespan']:.0f} | {r['rejected']} "
+            f"| {r['lower_bound']} | {r['swaps_per_bound']:.2f} |"
+        )
     summary = verdicts(rows, policies + ([] if args.no_foresight else ["foresight"]))
     print("\n## Against FIFO (target: fewer swaps at no worse p95, never worse on either)\n")
-    print("| policy | kind | traces | fewer swaps, p95 no worse | worse on swaps or p95 | swaps FIFO -> policy "
-          "| mean p95 change s | verdict |")
+    print(
+        "| policy | kind | traces | fewer swaps, p95 no worse | worse on swaps or p95 | swaps FIFO -> policy "
+        "| mean p95 change s | verdict |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for s in summary:
-        print(f"| {s['policy']} | {s['kind']} | {s['traces']} | {s['better']} | {s['worse']} "
-              f"| {s['fifo_swaps']} -> {s['swaps']} ({s['swap_change_pct']:+.1f} %) | {s['p95_change_mean']:+.2f} "
-              f"| {s['verdict']} |")
+        print(
+            f"| {s['policy']} | {s['kind']} | {s['traces']} | {s['better']} | {s['worse']} "
+            f"| {s['fifo_swaps']} -> {s['swaps']} ({s['swap_change_pct']:+.1f} %) | {s['p95_change_mean']:+.2f} "
+            f"| {s['verdict']} |"
+        )
     print(f"\n{len(rows)} runs in {took:.1f} s")
-    write_result("policies", {"settings": {"kinds": kinds, "seeds": seeds, "policies": policies},
-                            "runs": rows, "summary": summary})
+    write_result(
+        "policies",
+        {
+            "settings": {"kinds": kinds, "seeds": seeds, "policies": policies},
+            "runs": rows,
+            "summary": summary,
+        },
+    )
 
 
 if __name__ == "__main__":

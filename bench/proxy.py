@@ -47,8 +47,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import md_table, ms, verdict  # noqa: E402
+import common
+from common import md_table, ms, verdict
 
 NGINX_MODEL = "bench-nginx"
 SSE_MODEL = "bench-sse"
@@ -59,8 +59,15 @@ TARGET_RATIO_16 = 0.10
 TARGET_ADDED_P50_1 = 0.28e-3
 TARGET_ADDED_TTFB = 1e-3
 TARGET_RSS_MB = 60.0
-LLAMA_SWAP = {"ratio_16": 0.093, "added_p50_1_ms": 0.28, "direct_16_rps": 78644, "proxy_16_rps": 7297,
-              "p50_direct_ms": 0.149, "p50_proxy_ms": 2.08, "rss_mb": 37}
+LLAMA_SWAP = {
+    "ratio_16": 0.093,
+    "added_p50_1_ms": 0.28,
+    "direct_16_rps": 78644,
+    "proxy_16_rps": 7297,
+    "p50_direct_ms": 0.149,
+    "p50_proxy_ms": 2.08,
+    "rss_mb": 37,
+}
 
 WRK_LUA = """\
 wrk.method = "POST"
@@ -102,7 +109,8 @@ def write_files(tmp: Path, nginx: str, sse_token_delay: float, engine: str) -> t
     conf = conf.replace("@PREFIX@", str(prefix)).replace("@PORT@", str(nginx_port))
     (prefix / "nginx.conf").write_text(conf, encoding="utf-8")
     config = tmp / "proxy-bench.yaml"
-    config.write_text(f"""\
+    config.write_text(
+        f"""\
 # Written by bench/proxy.py.
 healthCheckTimeout: 30
 models:
@@ -115,24 +123,40 @@ models:
   {SSE_MODEL}:
     cmd: {common.llamaswap_exe()} fake-upstream --port {sse_port} --name {SSE_MODEL} --token-delay {sse_token_delay}
     proxy: http://127.0.0.1:{sse_port}
-""" + routing(engine), encoding="utf-8")
-    (tmp / "post.lua").write_text(WRK_LUA.replace("@BODY@", json.dumps(BODY, separators=(",", ":"))),
-                                  encoding="utf-8")
+"""
+        + routing(engine),
+        encoding="utf-8",
+    )
+    (tmp / "post.lua").write_text(
+        WRK_LUA.replace("@BODY@", json.dumps(BODY, separators=(",", ":"))), encoding="utf-8"
+    )
     return config, nginx_port, sse_port
 
 
-def run_wrk(wrk: str, lua: Path, url: str, connections: int, threads: int, duration: float,
-            cpu_pid: int | None = None) -> dict[str, Any]:
+def run_wrk(
+    wrk: str, lua: Path, url: str, connections: int, threads: int, duration: float, cpu_pid: int | None = None
+) -> dict[str, Any]:
     """One wrk run; with `cpu_pid`, also that process's CPU time per request."""
-    argv = [wrk, f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
-            "-s", str(lua), url]
+    argv = [
+        wrk,
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(lua),
+        url,
+    ]
     cpu0 = common.cpu_seconds(cpu_pid) if cpu_pid else None
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     cpu1 = common.cpu_seconds(cpu_pid) if cpu_pid else None
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if proc.returncode != 0 or line is None:
-        raise SystemExit(f"bench: wrk failed (exit {proc.returncode}): {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
-    data = json.loads(line[len("BENCHJSON "):])
+        raise SystemExit(
+            f"bench: wrk failed (exit {proc.returncode}): {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}"
+        )
+    data = json.loads(line[len("BENCHJSON ") :])
     data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
     data["error_count"] = sum(data["errors"].values())
     if cpu0 is not None and cpu1 is not None and data["requests"]:
@@ -146,6 +170,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
 
 
 # -- streaming ---------------------------------------------------------------------------------
+
 
 async def one_stream(session, url: str, body: dict, token_delay: float) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -169,17 +194,29 @@ async def one_stream(session, url: str, body: dict, token_delay: float) -> dict[
     delayed = [k for k in range(1, len(events)) if events[k][2] != b"data: [DONE]"]
     coalesced = sum(1 for k in delayed if events[k][0] == events[k - 1][0])
     gaps = [events[k][1] - events[k - 1][1] for k in delayed]
-    return {"ttfb": reads[0][0] - t0 if reads else None, "headers": t_headers - t0,
-            "total": reads[-1][0] - t0 if reads else None, "events": len(events), "reads": len(reads),
-            "coalesced": coalesced, "gaps": gaps}
+    return {
+        "ttfb": reads[0][0] - t0 if reads else None,
+        "headers": t_headers - t0,
+        "total": reads[-1][0] - t0 if reads else None,
+        "events": len(events),
+        "reads": len(reads),
+        "coalesced": coalesced,
+        "gaps": gaps,
+    }
 
 
-async def streaming(direct_url: str, proxy_url: str, streams: int, tokens: int,
-                    token_delay: float) -> dict[str, Any]:
+async def streaming(
+    direct_url: str, proxy_url: str, streams: int, tokens: int, token_delay: float
+) -> dict[str, Any]:
     import aiohttp
 
-    body = {"model": SSE_MODEL, "stream": True, "tokens": tokens, "token_delay": token_delay,
-            "messages": [{"role": "user", "content": "stream please"}]}
+    body = {
+        "model": SSE_MODEL,
+        "stream": True,
+        "tokens": tokens,
+        "token_delay": token_delay,
+        "messages": [{"role": "user", "content": "stream please"}],
+    }
     expected = tokens + 2  # one event per token, the finish chunk, [DONE]
     out: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}
     async with aiohttp.ClientSession(auto_decompress=False) as session:
@@ -187,19 +224,26 @@ async def streaming(direct_url: str, proxy_url: str, streams: int, tokens: int,
             await one_stream(session, url, dict(body, tokens=2), 0.0)
         for i in range(streams):
             order = (("direct", direct_url), ("proxy", proxy_url))
-            for name, url in (order if i % 2 == 0 else order[::-1]):
+            for name, url in order if i % 2 == 0 else order[::-1]:
                 out[name].append(await one_stream(session, url, body, token_delay))
-    summary: dict[str, Any] = {"expected_events": expected, "streams": streams, "tokens": tokens,
-                               "token_delay": token_delay}
+    summary: dict[str, Any] = {
+        "expected_events": expected,
+        "streams": streams,
+        "tokens": tokens,
+        "token_delay": token_delay,
+    }
     for name, runs in out.items():
         gaps = [g for r in runs for g in r["gaps"]]
         summary[name] = {
             "ttfb_p50": common.median(r["ttfb"] for r in runs),
             "ttfb_max": max(r["ttfb"] for r in runs),
             "headers_p50": common.median(r["headers"] for r in runs),
-            "gap_p50": common.median(gaps), "gap_p99": common.percentile(gaps, 99),
-            "gap_min": min(gaps), "gap_max": max(gaps),
-            "events_min": min(r["events"] for r in runs), "events_max": max(r["events"] for r in runs),
+            "gap_p50": common.median(gaps),
+            "gap_p99": common.percentile(gaps, 99),
+            "gap_min": min(gaps),
+            "gap_max": max(gaps),
+            "events_min": min(r["events"] for r in runs),
+            "events_max": max(r["events"] for r in runs),
             "coalesced_total": sum(r["coalesced"] for r in runs),
             "runs": [{k: v for k, v in r.items() if k != "gaps"} for r in runs],
         }
@@ -218,28 +262,52 @@ def run_async(coro):
 
 # -- main --------------------------------------------------------------------------------------
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run (default 4)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds over the paths per connection count (default 3)")
-    ap.add_argument("--connections", default="1,16", help="comma-separated wrk connection counts (default 1,16)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="rounds over the paths per connection count (default 3)"
+    )
+    ap.add_argument(
+        "--connections", default="1,16", help="comma-separated wrk connection counts (default 1,16)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1; see bench/README.md)")
-    ap.add_argument("--no-floor", action="store_true",
-                    help="skip the two minimal proxies (bench/floor_proxy.py, aiohttp and raw upstream client)")
+    ap.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the two minimal proxies (bench/floor_proxy.py, aiohttp and raw upstream client)",
+    )
     ap.add_argument("--streams", type=int, default=20, help="streams each way (default 20)")
     ap.add_argument("--tokens", type=int, default=20, help="tokens per stream (default 20)")
-    ap.add_argument("--token-delay", type=float, default=0.01, help="seconds between SSE events (default 0.01)")
-    ap.add_argument("--nice", type=int, default=-10 if common.os.geteuid() == 0 else 0,
-                    help="nice value for the benchmark and everything it starts (default -10 as root, else 0)")
-    ap.add_argument("--engine", choices=("matrix", "group"), default="matrix",
-                    help="routing engine of the bench config (default matrix: it also loads networkx)")
-    ap.add_argument("--whatif-raw-client", action="store_true",
-                    help="what-if: serve's non-streaming requests go upstream through floor_proxy.RawPool "
-                         "(bench/whatif.py); results go to results/proxy-whatif-raw-client.json")
+    ap.add_argument(
+        "--token-delay", type=float, default=0.01, help="seconds between SSE events (default 0.01)"
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=-10 if common.os.geteuid() == 0 else 0,
+        help="nice value for the benchmark and everything it starts (default -10 as root, else 0)",
+    )
+    ap.add_argument(
+        "--engine",
+        choices=("matrix", "group"),
+        default="matrix",
+        help="routing engine of the bench config (default matrix: it also loads networkx)",
+    )
+    ap.add_argument(
+        "--whatif-raw-client",
+        action="store_true",
+        help="what-if: serve's non-streaming requests go upstream through floor_proxy.RawPool "
+        "(bench/whatif.py); results go to results/proxy-whatif-raw-client.json",
+    )
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    launcher = ([common.python_exe(), str(common.BENCH / "whatif.py"), "serve", "--raw-client"]
-                if args.whatif_raw_client else None)
+    launcher = (
+        [common.python_exe(), str(common.BENCH / "whatif.py"), "serve", "--raw-client"]
+        if args.whatif_raw_client
+        else None
+    )
 
     tools = common.ensure_debian_tools({"nginx": "nginx-light", "wrk": "wrk"})
     nice = common.raise_priority(args.nice)
@@ -261,14 +329,26 @@ def main() -> int:
             _, _, running = common.http("GET", f"{serve.url}/running")
             nginx_master = next(r["pid"] for r in json.loads(running)["running"] if r["model"] == NGINX_MODEL)
             nginx_worker = (common.children(nginx_master) or [nginx_master])[0]
-            paths: list[tuple[str, str, int]] = [("direct", direct, nginx_worker), ("llamaswap", proxied, serve.pid)]
+            paths: list[tuple[str, str, int]] = [
+                ("direct", direct, nginx_worker),
+                ("llamaswap", proxied, serve.pid),
+            ]
             floors: list[common.Proc] = []
             if not args.no_floor:
                 for label, client in (("aiohttp floor", "aiohttp"), ("raw-client floor", "raw")):
                     floor_port = common.free_port()
-                    floor = common.Proc([common.python_exe(), str(common.BENCH / "floor_proxy.py"), str(floor_port),
-                                         f"http://127.0.0.1:{nginx_port}", "--client", client], name=label,
-                                        stderr_path=tmp / f"floor-{client}.log")
+                    floor = common.Proc(
+                        [
+                            common.python_exe(),
+                            str(common.BENCH / "floor_proxy.py"),
+                            str(floor_port),
+                            f"http://127.0.0.1:{nginx_port}",
+                            "--client",
+                            client,
+                        ],
+                        name=label,
+                        stderr_path=tmp / f"floor-{client}.log",
+                    )
                     floors.append(floor)
                     common.wait_http(f"http://127.0.0.1:{floor_port}/v1/chat/completions", ok=(405,))
                     paths.append((label, f"http://127.0.0.1:{floor_port}/v1/chat/completions", floor.pid))
@@ -276,24 +356,35 @@ def main() -> int:
                 common.log(f"llamaswap at {serve.url}, nginx at 127.0.0.1:{nginx_port}; warming up")
                 for _, url, _ in paths:
                     run_wrk(tools["wrk"], lua, url, max(conns), args.threads, 1.0)
-                results: dict[int, dict[str, list[dict[str, Any]]]] = {c: {p[0]: [] for p in paths} for c in conns}
+                results: dict[int, dict[str, list[dict[str, Any]]]] = {
+                    c: {p[0]: [] for p in paths} for c in conns
+                }
                 for c in conns:
                     for r in range(args.rounds):
                         order = paths if r % 2 == 0 else paths[::-1]
                         for name, url, pid in order:
                             run = run_wrk(tools["wrk"], lua, url, c, args.threads, args.duration, cpu_pid=pid)
                             results[c][name].append(run)
-                            common.log(f"{c:>2} conn {name:<13} round {r + 1}: {run['rps']:>9.0f} req/s, "
-                                       f"p50 {run['p50_us']} us, p99 {run['p99_us']} us, "
-                                       f"cpu {run.get('cpu_us_per_request', 0):.0f} us/req, "
-                                       f"errors {run['error_count']}")
+                            common.log(
+                                f"{c:>2} conn {name:<13} round {r + 1}: {run['rps']:>9.0f} req/s, "
+                                f"p50 {run['p50_us']} us, p99 {run['p99_us']} us, "
+                                f"cpu {run.get('cpu_us_per_request', 0):.0f} us/req, "
+                                f"errors {run['error_count']}"
+                            )
             finally:
                 for floor in floors:
                     floor.stop()
             memory["after_proxy_run"] = common.rss(serve.pid)
             common.log("streaming")
-            stream = run_async(streaming(f"http://127.0.0.1:{sse_port}/v1/chat/completions", proxied,
-                                         args.streams, args.tokens, args.token_delay))
+            stream = run_async(
+                streaming(
+                    f"http://127.0.0.1:{sse_port}/v1/chat/completions",
+                    proxied,
+                    args.streams,
+                    args.tokens,
+                    args.token_delay,
+                )
+            )
             memory["after_streaming"] = common.rss(serve.pid)
             serve_pid = serve.pid
         # The other engine's idle footprint, from a second serve of the same models (not started).
@@ -311,88 +402,220 @@ def main() -> int:
         case: dict[str, Any] = {"connections": c}
         for name, _, _ in paths:
             runs = results[c][name]
-            case[name] = {"rps": median_of(runs, "rps"), "p50_us": median_of(runs, "p50_us"),
-                          "p99_us": median_of(runs, "p99_us"), "cpu_us_per_request": median_of(runs, "cpu_us_per_request"),
-                          "errors": sum(r["error_count"] for r in runs), "runs": runs}
+            case[name] = {
+                "rps": median_of(runs, "rps"),
+                "p50_us": median_of(runs, "p50_us"),
+                "p99_us": median_of(runs, "p99_us"),
+                "cpu_us_per_request": median_of(runs, "cpu_us_per_request"),
+                "errors": sum(r["error_count"] for r in runs),
+                "runs": runs,
+            }
         d = case["direct"]
         for name, _, _ in paths:
             x = case[name]
             x["share_of_direct"] = x["rps"] / d["rps"]
             x["added_p50_us"] = x["p50_us"] - d["p50_us"]
-            rows.append([c, name, f"{x['rps']:,.0f}", f"{x['share_of_direct']:.1%}", f"{x['p50_us'] / 1000:.3f} ms",
-                         "—" if name == "direct" else f"{x['added_p50_us'] / 1000:+.3f} ms",
-                         f"{x['p99_us'] / 1000:.3f} ms", f"{x['cpu_us_per_request']:.0f} us", x["errors"]])
+            rows.append(
+                [
+                    c,
+                    name,
+                    f"{x['rps']:,.0f}",
+                    f"{x['share_of_direct']:.1%}",
+                    f"{x['p50_us'] / 1000:.3f} ms",
+                    "—" if name == "direct" else f"{x['added_p50_us'] / 1000:+.3f} ms",
+                    f"{x['p99_us'] / 1000:.3f} ms",
+                    f"{x['cpu_us_per_request']:.0f} us",
+                    x["errors"],
+                ]
+            )
         cases[c] = case
     if args.whatif_raw_client:
         print("WHAT-IF: serve's non-streaming upstream requests go through a raw keep-alive client\n")
-    print(f"### proxy: direct nginx vs through llamaswap ({args.engine} engine, wrk -t{args.threads}, {args.duration:g} s x "
-          f"{args.rounds} rounds, median; {common.machine()['cpus']} cores, nice {nice}, "
-          f"load {load_before[0]} -> {load_after[0]})\n")
-    print(md_table(["conns", "path", "req/s", "share of direct", "p50", "added p50", "p99",
-                    "CPU per request", "non-2xx/errors"], rows, align="llrrrrrrr"))
-    print("\nCPU per request: user+system time of the serving process (nginx: its worker) over the run "
-          "divided by the requests wrk completed.")
+    print(
+        f"### proxy: direct nginx vs through llamaswap ({args.engine} engine, wrk -t{args.threads}, {args.duration:g} s x "
+        f"{args.rounds} rounds, median; {common.machine()['cpus']} cores, nice {nice}, "
+        f"load {load_before[0]} -> {load_after[0]})\n"
+    )
+    print(
+        md_table(
+            [
+                "conns",
+                "path",
+                "req/s",
+                "share of direct",
+                "p50",
+                "added p50",
+                "p99",
+                "CPU per request",
+                "non-2xx/errors",
+            ],
+            rows,
+            align="llrrrrrrr",
+        )
+    )
+    print(
+        "\nCPU per request: user+system time of the serving process (nginx: its worker) over the run "
+        "divided by the requests wrk completed."
+    )
 
     sd, sp = stream["direct"], stream["proxy"]
     added_ttfb = sp["ttfb_p50"] - sd["ttfb_p50"]
-    print(f"\n### streaming: {args.streams} streams each way, {args.tokens} tokens, "
-          f"{args.token_delay * 1000:g} ms apart ({stream['expected_events']} SSE events per stream)\n")
+    print(
+        f"\n### streaming: {args.streams} streams each way, {args.tokens} tokens, "
+        f"{args.token_delay * 1000:g} ms apart ({stream['expected_events']} SSE events per stream)\n"
+    )
     srows = []
     for name, s in (("direct", sd), ("llamaswap", sp)):
-        srows.append([name, ms(s["ttfb_p50"], 3), ms(s["ttfb_max"], 3), ms(s["gap_p50"], 3), ms(s["gap_p99"], 3),
-                      ms(s["gap_min"], 3), ms(s["gap_max"], 3),
-                      f"{s['events_min']}..{s['events_max']} / {stream['expected_events']}", s["coalesced_total"]])
-    print(md_table(["path", "TTFB p50", "TTFB max", "gap p50", "gap p99", "gap min", "gap max",
-                    "events got / sent", "coalesced"], srows))
+        srows.append(
+            [
+                name,
+                ms(s["ttfb_p50"], 3),
+                ms(s["ttfb_max"], 3),
+                ms(s["gap_p50"], 3),
+                ms(s["gap_p99"], 3),
+                ms(s["gap_min"], 3),
+                ms(s["gap_max"], 3),
+                f"{s['events_min']}..{s['events_max']} / {stream['expected_events']}",
+                s["coalesced_total"],
+            ]
+        )
+    print(
+        md_table(
+            [
+                "path",
+                "TTFB p50",
+                "TTFB max",
+                "gap p50",
+                "gap p99",
+                "gap min",
+                "gap max",
+                "events got / sent",
+                "coalesced",
+            ],
+            srows,
+        )
+    )
 
     c16, c1 = cases.get(16), cases.get(1)
     lost = stream["expected_events"] * args.streams - sum(r["events"] for r in sp["runs"])
-    chunks_ok = sp["coalesced_total"] == 0 and sp["events_min"] == sp["events_max"] == stream["expected_events"]
+    chunks_ok = (
+        sp["coalesced_total"] == 0 and sp["events_min"] == sp["events_max"] == stream["expected_events"]
+    )
     mem_after = memory["after_proxy_run"]["VmRSS"]
     targets = []
     if c16:
         share = c16["llamaswap"]["share_of_direct"]
-        targets.append(["throughput at 16 conns, share of direct", f"{share:.1%}", f">= {TARGET_RATIO_16:.0%}",
-                        "9.3%", verdict(share >= TARGET_RATIO_16 and c16["llamaswap"]["errors"] == 0)])
+        targets.append(
+            [
+                "throughput at 16 conns, share of direct",
+                f"{share:.1%}",
+                f">= {TARGET_RATIO_16:.0%}",
+                "9.3%",
+                verdict(share >= TARGET_RATIO_16 and c16["llamaswap"]["errors"] == 0),
+            ]
+        )
     if c1:
         added = c1["llamaswap"]["added_p50_us"] / 1e6
-        targets.append(["added p50 latency at 1 conn", f"{added * 1000:.3f} ms",
-                        f"<= {TARGET_ADDED_P50_1 * 1000:.2f} ms", "0.28 ms", verdict(added <= TARGET_ADDED_P50_1)])
-    targets.append(["streaming: added TTFB (p50)", f"{added_ttfb * 1000:.3f} ms", "<= 1 ms", "—",
-                    verdict(added_ttfb <= TARGET_ADDED_TTFB)])
-    targets.append(["streaming: chunks coalesced / events lost", f"{sp['coalesced_total']} / {lost}",
-                    "0 / 0", "—", verdict(chunks_ok)])
-    targets.append(["serve RSS after the proxy run", f"{mem_after:.1f} MB", f"<= {TARGET_RSS_MB:g} MB", "37 MB",
-                    verdict(mem_after <= TARGET_RSS_MB)])
+        targets.append(
+            [
+                "added p50 latency at 1 conn",
+                f"{added * 1000:.3f} ms",
+                f"<= {TARGET_ADDED_P50_1 * 1000:.2f} ms",
+                "0.28 ms",
+                verdict(added <= TARGET_ADDED_P50_1),
+            ]
+        )
+    targets.append(
+        [
+            "streaming: added TTFB (p50)",
+            f"{added_ttfb * 1000:.3f} ms",
+            "<= 1 ms",
+            "—",
+            verdict(added_ttfb <= TARGET_ADDED_TTFB),
+        ]
+    )
+    targets.append(
+        [
+            "streaming: chunks coalesced / events lost",
+            f"{sp['coalesced_total']} / {lost}",
+            "0 / 0",
+            "—",
+            verdict(chunks_ok),
+        ]
+    )
+    targets.append(
+        [
+            "serve RSS after the proxy run",
+            f"{mem_after:.1f} MB",
+            f"<= {TARGET_RSS_MB:g} MB",
+            "37 MB",
+            verdict(mem_after <= TARGET_RSS_MB),
+        ]
+    )
     print("\n### proxy targets\n")
     print(md_table(["target", "measured", "goal", "llama-swap", "result"], targets, align="lrrrl"))
 
-    mrows = [[k.replace("_", " "), f"{v['VmRSS']:.1f} MB", f"{v['VmHWM']:.1f} MB", f"{v.get('RssAnon', 0):.1f} MB",
-              f"{v.get('RssFile', 0):.1f} MB"] for k, v in memory.items()]
-    print(f"\n### memory: the llamaswap serve process only (pid {serve_pid}, {args.engine} engine; nginx and "
-          "the fake upstream are not counted)\n")
+    mrows = [
+        [
+            k.replace("_", " "),
+            f"{v['VmRSS']:.1f} MB",
+            f"{v['VmHWM']:.1f} MB",
+            f"{v.get('RssAnon', 0):.1f} MB",
+            f"{v.get('RssFile', 0):.1f} MB",
+        ]
+        for k, v in memory.items()
+    ]
+    print(
+        f"\n### memory: the llamaswap serve process only (pid {serve_pid}, {args.engine} engine; nginx and "
+        "the fake upstream are not counted)\n"
+    )
     print(md_table(["when", "VmRSS", "VmHWM (peak)", "RssAnon", "RssFile"], mrows))
-    print(f"\n| target | measured | goal | llama-swap | result |\n| --- | ---: | ---: | ---: | --- |\n"
-          f"| serve RSS after the proxy run | {mem_after:.1f} MB | <= {TARGET_RSS_MB:g} MB | 37 MB | "
-          f"{verdict(mem_after <= TARGET_RSS_MB)} |")
+    print(
+        f"\n| target | measured | goal | llama-swap | result |\n| --- | ---: | ---: | ---: | --- |\n"
+        f"| serve RSS after the proxy run | {mem_after:.1f} MB | <= {TARGET_RSS_MB:g} MB | 37 MB | "
+        f"{verdict(mem_after <= TARGET_RSS_MB)} |"
+    )
 
     if args.whatif_raw_client:
-        common.write_result("proxy-whatif-raw-client", {
-            "variant": "raw-client", "settings": vars(args), "nice": nice, "load_before": load_before,
-            "load_after": load_after, "cases": {str(c): v for c, v in cases.items()}, "streaming": stream,
-            "memory": memory,
-        })
+        common.write_result(
+            "proxy-whatif-raw-client",
+            {
+                "variant": "raw-client",
+                "settings": vars(args),
+                "nice": nice,
+                "load_before": load_before,
+                "load_after": load_after,
+                "cases": {str(c): v for c, v in cases.items()},
+                "streaming": stream,
+                "memory": memory,
+            },
+        )
         return 0
-    common.write_result("proxy", {
-        "settings": vars(args), "nice": nice, "load_before": load_before, "load_after": load_after,
-        "cases": {str(c): v for c, v in cases.items()}, "streaming": stream, "added_ttfb_s": added_ttfb,
-        "targets": targets, "llama_swap": LLAMA_SWAP,
-    })
-    common.write_result("memory", {
-        "what": "VmRSS/VmHWM/RssAnon/RssFile of the llamaswap serve process itself, MiB (children excluded)",
-        "points": memory, "target_mb": TARGET_RSS_MB, "after_proxy_run_mb": mem_after,
-        "result": verdict(mem_after <= TARGET_RSS_MB), "llama_swap_mb": LLAMA_SWAP["rss_mb"],
-    })
+    common.write_result(
+        "proxy",
+        {
+            "settings": vars(args),
+            "nice": nice,
+            "load_before": load_before,
+            "load_after": load_after,
+            "cases": {str(c): v for c, v in cases.items()},
+            "streaming": stream,
+            "added_ttfb_s": added_ttfb,
+            "targets": targets,
+            "llama_swap": LLAMA_SWAP,
+        },
+    )
+    common.write_result(
+        "memory",
+        {
+            "what": "VmRSS/VmHWM/RssAnon/RssFile of the llamaswap serve process itself, MiB (children excluded)",
+            "points": memory,
+            "target_mb": TARGET_RSS_MB,
+            "after_proxy_run_mb": mem_after,
+            "result": verdict(mem_after <= TARGET_RSS_MB),
+            "llama_swap_mb": LLAMA_SWAP["rss_mb"],
+        },
+    )
     return 0
 
 

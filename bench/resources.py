@@ -23,15 +23,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import md_table, ms, verdict  # noqa: E402
+import common
+from common import md_table, ms, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 1.0
 
-SPLITS = [(40, "gpu0, gpu1"), (42, "gpu0, gpu1"), (44, "gpu2, gpu3"), (38, "gpu2, gpu3"), (46, "gpu0, gpu1"),
-          (36, "gpu2, gpu3"), (39, "gpu0, gpu1"), (41, "gpu2, gpu3"), (80, "gpu0, gpu1, gpu2, gpu3"),
-          (70, "gpu0, gpu1, gpu2, gpu3")]
+SPLITS = [
+    (40, "gpu0, gpu1"),
+    (42, "gpu0, gpu1"),
+    (44, "gpu2, gpu3"),
+    (38, "gpu2, gpu3"),
+    (46, "gpu0, gpu1"),
+    (36, "gpu2, gpu3"),
+    (39, "gpu0, gpu1"),
+    (41, "gpu2, gpu3"),
+    (80, "gpu0, gpu1, gpu2, gpu3"),
+    (70, "gpu0, gpu1, gpu2, gpu3"),
+]
 
 
 def config(singles: list[float], helpers: list[float], sets: list[str] | None = None) -> str:
@@ -47,25 +56,33 @@ def config(singles: list[float], helpers: list[float], sets: list[str] | None = 
     for i, gib in enumerate(helpers):
         model(f"helper-{i}", f"{{vram: {gib}GiB, devices: [gpu{i % 4}]}}")
     lines += ["matrix:", "  sets:" + (" auto" if sets is None else "")]
-    lines += [f"    s{i}: \"{dsl}\"" for i, dsl in enumerate(sets or [])]
+    lines += [f'    s{i}: "{dsl}"' for i, dsl in enumerate(sets or [])]
     return "\n".join(lines) + "\n"
 
 
-PINNED_30 = config([18, 20, 22, 23], [0.5, 1, 1.5, 2, 0.75, 1.25, 1.75, 0.6, 2.5, 3, 0.4, 1.1, 0.9, 1.6, 2.2, 0.3])
-MIXED_30 = config([18, 19, 20, 21, 22, 23, 18.5, 19.5, 20.5, 21.5, 22.5, 23.5],
-                  [0.5, 1, 1.5, 2, 0.75, 1.25, 1.75, 0.6])
+PINNED_30 = config(
+    [18, 20, 22, 23], [0.5, 1, 1.5, 2, 0.75, 1.25, 1.75, 0.6, 2.5, 3, 0.4, 1.1, 0.9, 1.6, 2.2, 0.3]
+)
+MIXED_30 = config(
+    [18, 19, 20, 21, 22, 23, 18.5, 19.5, 20.5, 21.5, 22.5, 23.5], [0.5, 1, 1.5, 2, 0.75, 1.25, 1.75, 0.6]
+)
 
 
 def check_sets() -> list[str]:
     out = []
     for i in range(60):
         a, b = i % 8, (i * 3) % 16
-        out.append(f"split-{a} & (helper-{b} | helper-{(b + 1) % 16}) & (helper-{(b + 2) % 16} | helper-{(b + 5) % 16})")
+        out.append(
+            f"split-{a} & (helper-{b} | helper-{(b + 1) % 16}) & (helper-{(b + 2) % 16} | helper-{(b + 5) % 16})"
+        )
     return out
 
 
-CHECK_30 = config([18, 20, 22, 23], [0.5, 1, 1.5, 2, 0.75, 1.25, 1.75, 0.6, 2.5, 3, 0.4, 1.1, 0.9, 1.6, 2.2, 0.3],
-                  check_sets())
+CHECK_30 = config(
+    [18, 20, 22, 23],
+    [0.5, 1, 1.5, 2, 0.75, 1.25, 1.75, 0.6, 2.5, 3, 0.4, 1.1, 0.9, 1.6, 2.2, 0.3],
+    check_sets(),
+)
 
 
 def measure(name: str, text: str, budget: float) -> dict[str, Any]:
@@ -73,11 +90,18 @@ def measure(name: str, text: str, budget: float) -> dict[str, Any]:
 
     plan = compile_text(text, name)
     times = common.repeat_timing(lambda: compile_text(text, name), budget=budget, min_runs=3, max_runs=20)
-    return {"shape": name, "ok": plan.ok, "models": len(plan.models), "devices": len(plan.resources.devices)
-            if plan.resources else 0, "sets": len(plan.sets),
-            "combinations": sum(len(s.combinations or ()) for s in plan.sets),
-            "median_s": common.median(times), "min_s": min(times), "runs": len(times),
-            "errors": [d.code for d in plan.diagnostics if d.severity.value == "error"]}
+    return {
+        "shape": name,
+        "ok": plan.ok,
+        "models": len(plan.models),
+        "devices": len(plan.resources.devices) if plan.resources else 0,
+        "sets": len(plan.sets),
+        "combinations": sum(len(s.combinations or ()) for s in plan.sets),
+        "median_s": common.median(times),
+        "min_s": min(times),
+        "runs": len(times),
+        "errors": [d.code for d in plan.diagnostics if d.severity.value == "error"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,15 +111,33 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     budget = 0.5 if args.quick else 3.0
     box = (ROOT / "samples" / "valid" / "resources-two-gpus.yaml").read_text(encoding="utf-8")
-    rows = [measure("pinned-30", PINNED_30, budget), measure("mixed-30", MIXED_30, budget),
-            measure("box-2x24", box, budget), measure("check-30", CHECK_30, budget)]
+    rows = [
+        measure("pinned-30", PINNED_30, budget),
+        measure("mixed-30", MIXED_30, budget),
+        measure("box-2x24", box, budget),
+        measure("check-30", CHECK_30, budget),
+    ]
     table = []
     for r in rows:
         target = r["models"] >= 30 and r["shape"] != "check-30"
-        table.append([r["shape"], r["models"], r["devices"], r["sets"], r["combinations"], ms(r["median_s"]),
-                      "< 1 s" if target else "-", verdict(r["median_s"] < TARGET_S) if target else "-"])
-    print(md_table(["shape", "models", "devices", "sets", "combinations", "compile (median)", "target", "verdict"],
-                   table))
+        table.append(
+            [
+                r["shape"],
+                r["models"],
+                r["devices"],
+                r["sets"],
+                r["combinations"],
+                ms(r["median_s"]),
+                "< 1 s" if target else "-",
+                verdict(r["median_s"] < TARGET_S) if target else "-",
+            ]
+        )
+    print(
+        md_table(
+            ["shape", "models", "devices", "sets", "combinations", "compile (median)", "target", "verdict"],
+            table,
+        )
+    )
     common.write_result("resources", {"target_s": TARGET_S, "shapes": rows})
     return 0
 

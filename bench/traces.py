@@ -27,13 +27,13 @@ import json
 import math
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llamaswap.runtime.simulate import TraceRequest  # noqa: E402
+from llamaswap.runtime.simulate import TraceRequest
 
 KINDS = ("agentic", "chat-rag-tts", "image-batch", "office")
 
@@ -56,8 +56,11 @@ class World:
         for m in self.models:
             # concurrencyLimit 100: the worlds' bursts (re-indexing, batches) would otherwise
             # meet llama-swap's default of 10 and turn into 429s, which count in no wait.
-            lines += [f"  {m}:", f"    cmd: llamaswap fake-upstream --port ${{PORT}} --model {m}",
-                      "    concurrencyLimit: 100"]
+            lines += [
+                f"  {m}:",
+                f"    cmd: llamaswap fake-upstream --port ${{PORT}} --model {m}",
+                "    concurrencyLimit: 100",
+            ]
         lines += ["groups:", "  gpu:", "    swap: true", "    exclusive: true", "    members:"]
         lines += [f"      - {m}" for m in self.models]
         return "\n".join(lines) + "\n"
@@ -186,7 +189,10 @@ def office(rng: random.Random, hours: float = 8.0) -> tuple[dict[str, float], li
 
 
 GENERATORS: dict[str, Callable[[random.Random], tuple[dict[str, float], list[TraceRequest]]]] = {
-    "agentic": agentic, "chat-rag-tts": chat_rag_tts, "image-batch": image_batch, "office": office,
+    "agentic": agentic,
+    "chat-rag-tts": chat_rag_tts,
+    "image-batch": image_batch,
+    "office": office,
 }
 
 
@@ -196,8 +202,9 @@ def generate(kind: str, seed: int) -> World:
         raise ValueError(f"unknown trace kind {kind!r} (kinds: {', '.join(KINDS)})")
     rng = random.Random(f"{kind}:{seed}")
     loads, requests = GENERATORS[kind](rng)
-    requests = sorted((TraceRequest(_r(r.at), r.model, _r(r.duration)) for r in requests),
-                      key=lambda r: (r.at, r.model))
+    requests = sorted(
+        (TraceRequest(_r(r.at), r.model, _r(r.duration)) for r in requests), key=lambda r: (r.at, r.model)
+    )
     return World(kind, seed, {m: _r(v) for m, v in loads.items()}, requests)
 
 
@@ -213,6 +220,8 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
         raise SystemExit(f"usage: python bench/traces.py {{{'|'.join(KINDS)}}} SEED")
     world = generate(sys.argv[1], int(sys.argv[2]))
-    print(f"# {world.kind} seed {world.seed}; load times: "
-          + ", ".join(f"{m}={v:g}s" for m, v in sorted(world.load_times.items())))
+    print(
+        f"# {world.kind} seed {world.seed}; load times: "
+        + ", ".join(f"{m}={v:g}s" for m, v in sorted(world.load_times.items()))
+    )
     print("\n".join(trace_lines(world.requests)))

@@ -44,23 +44,29 @@ def _use_raw_client() -> None:
     from urllib.parse import urlsplit
 
     from aiohttp import web
-
     from floor_proxy import RawPool
+
     from llamaswap.runtime import dispatch
 
     original = dispatch.forward
     pools: dict[str, RawPool] = {}
 
     async def forward(request, upstreams, session, url, body, *, response=None, extra_headers=None, **kw):
-        if (response is not None or not isinstance(body, bytes)
-                or b'"stream": true' in body or b'"stream":true' in body):
-            return await original(request, upstreams, session, url, body, response=response,
-                                  extra_headers=extra_headers, **kw)
+        if (
+            response is not None
+            or not isinstance(body, bytes)
+            or b'"stream": true' in body
+            or b'"stream":true' in body
+        ):
+            return await original(
+                request, upstreams, session, url, body, response=response, extra_headers=extra_headers, **kw
+            )
         parts = urlsplit(url)
         base = f"{parts.scheme}://{parts.netloc}"
         pool = pools.get(base) or pools.setdefault(base, RawPool(base))
-        status, ctype, payload = await pool.post(parts.path + (f"?{parts.query}" if parts.query else ""), body,
-                                                 request.content_type)
+        status, ctype, payload = await pool.post(
+            parts.path + (f"?{parts.query}" if parts.query else ""), body, request.content_type
+        )
         headers = {"Content-Type": ctype, **(extra_headers or {})}
         return web.Response(status=status, body=payload, headers=headers)
 
@@ -78,7 +84,7 @@ def serve(argv: list[str]) -> None:
     for flag in ("--poll-interval", "--first-poll"):
         if flag in argv:
             i = argv.index(flag)
-            del argv[i:i + 2]
+            del argv[i : i + 2]
     if "--raw-client" in argv:
         argv.remove("--raw-client")
         _use_raw_client()

@@ -10,7 +10,9 @@ llama-swap way) runs `serve`. Everything else is left as it is. Pure.
 from __future__ import annotations
 
 # llama-swap's flags (and -log-level, -log-format, which llamaswap adds), valued or boolean.
-VALUED = frozenset({"config", "config-dir", "listen", "tls-cert-file", "tls-key-file", "log-level", "log-format"})
+VALUED = frozenset(
+    {"config", "config-dir", "listen", "tls-cert-file", "tls-key-file", "log-level", "log-format"}
+)
 BOOLEAN = frozenset({"version", "watch-config"})
 FALSE_WORDS = frozenset({"false", "0", "f", "F", "FALSE", "False"})
 TRUE_WORDS = frozenset({"true", "1", "t", "T", "TRUE", "True"})

@@ -23,7 +23,7 @@ from llamaswap import __version__
 # The compiler and the runtime are imported inside the commands that need them, on purpose:
 # start-up time (`llamaswap compile` never loads aiohttp, `--help` loads neither).
 if TYPE_CHECKING:
-    from typing import Mapping
+    from collections.abc import Mapping
 
     from llamaswap.compiler.plan import CompileOptions, Plan
     from llamaswap.runtime.reload import ConfigSource
@@ -58,21 +58,31 @@ def cli() -> None:
 config_argument = click.argument("config", type=click.Path(dir_okay=False))
 
 expand_budget_option = click.option(
-    "--expand-budget", type=click.IntRange(min=0), default=None, metavar="N",
+    "--expand-budget",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
     help="Expand sets into concrete combinations up to N distinct ones in total; larger sets stay symbolic "
-         "(default 100000).",
+    "(default 100000).",
 )
 
 
 def format_option(choices: tuple[str, ...] | list[str], default: str | None, help: str | None = None):
-    return click.option("--format", "fmt", type=click.Choice(list(choices)), default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def output_option(help: str):
     """`-o FILE`, written with `write_output` (atomically, never half a file)."""
-    return click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-                        help=help)
+    return click.option(
+        "-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help=help
+    )
 
 
 def read_config(path: str) -> str:
@@ -89,11 +99,11 @@ def read_config(path: str) -> str:
         raise click.UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
-def compile_config(path: str, expand_budget: int | None = None) -> "Plan":
+def compile_config(path: str, expand_budget: int | None = None) -> Plan:
     return compile_source(read_config(path), path, expand_budget)
 
 
-def compile_options(expand_budget: int | None = None) -> "CompileOptions":
+def compile_options(expand_budget: int | None = None) -> CompileOptions:
     """The process environment (for `${env.X}`), the installed policies, the --expand-budget."""
     from llamaswap.compiler.plan import CompileOptions
     from llamaswap.runtime.policies import check_policy
@@ -104,14 +114,14 @@ def compile_options(expand_budget: int | None = None) -> "CompileOptions":
     return CompileOptions(**opts)
 
 
-def compile_source(text: str, name: str, expand_budget: int | None = None) -> "Plan":
+def compile_source(text: str, name: str, expand_budget: int | None = None) -> Plan:
     """Compile with the process environment (for `${env.X}`) and the --expand-budget."""
     from llamaswap.compiler.plan import compile_text
 
     return compile_text(text, name, compile_options(expand_budget))
 
 
-def print_diagnostics(plan: "Plan", fmt: str = "text", err: bool = True) -> None:
+def print_diagnostics(plan: Plan, fmt: str = "text", err: bool = True) -> None:
     from llamaswap.compiler.diagnostics import render_github, render_text
 
     if not plan.diagnostics:
@@ -143,6 +153,7 @@ def write_output(path: str, data: str | bytes) -> None:
 
 # -- compile -----------------------------------------------------------------------------------
 
+
 @cli.command("compile")
 @config_argument
 @format_option(["text", "json", "github"], "text", help="Output format.")
@@ -163,14 +174,17 @@ def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_
     else:
         print_diagnostics(plan, "text", err=False)
         if plan.ok:
+
             def count(n: int, word: str) -> str:
                 return f"{n} {word}{'' if n == 1 else 's'}"
 
             n_sets = len(plan.sets) if plan.engine == "matrix" else len(plan.groups)
             what = "set" if plan.engine == "matrix" else "group"
             status = "failed (--strict: warnings are errors)" if failed else "ok"
-            click.echo(f"{config}: {status} — {count(len(plan.models), 'model')}, {count(n_sets, what)} "
-                       f"({plan.engine} engine); {summarize(plan.diagnostics)}")
+            click.echo(
+                f"{config}: {status} — {count(len(plan.models), 'model')}, {count(n_sets, what)} "
+                f"({plan.engine} engine); {summarize(plan.diagnostics)}"
+            )
     if failed:
         raise Fail()
     if output is not None:
@@ -179,7 +193,8 @@ def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_
 
 # -- plan --------------------------------------------------------------------------------------
 
-def compile_or_exit(path: str, expand_budget: int | None) -> "Plan":
+
+def compile_or_exit(path: str, expand_budget: int | None) -> Plan:
     """Compile; on errors print the diagnostics and exit 1."""
     plan = compile_config(path, expand_budget)
     if not plan.ok:
@@ -188,7 +203,7 @@ def compile_or_exit(path: str, expand_budget: int | None) -> "Plan":
     return plan
 
 
-def resolve_or_exit(plan: "Plan", name: str, what: str) -> str:
+def resolve_or_exit(plan: Plan, name: str, what: str) -> str:
     real = plan.resolve_model(name)
     if real is None:
         from llamaswap.compiler.suggest import did_you_mean
@@ -202,7 +217,7 @@ def resolve_or_exit(plan: "Plan", name: str, what: str) -> str:
 PLAN_ALL_MAX = 2_000_000  # decisions `plan --all` / `--diff` / the transitions view will list
 
 
-def states_or_fail(plan: "Plan") -> list[tuple[str, ...]]:
+def states_or_fail(plan: Plan) -> list[tuple[str, ...]]:
     """Every reachable running state, for a listing of every decision; else exit 1 saying why."""
     from llamaswap.compiler.reachable import StatesError, reachable_states
 
@@ -215,7 +230,7 @@ def states_or_fail(plan: "Plan") -> list[tuple[str, ...]]:
 PLAN_PROGRESS_MIN = 20_000  # decisions; `plan --all` shows a progress bar (stderr) past this
 
 
-def iter_decisions(plan: "Plan", states: list[tuple[str, ...]], show_progress: bool):
+def iter_decisions(plan: Plan, states: list[tuple[str, ...]], show_progress: bool):
     total = len(states) * len(plan.models)
     policy = plan.policy
     if show_progress and total > PLAN_PROGRESS_MIN:
@@ -232,30 +247,75 @@ def iter_decisions(plan: "Plan", states: list[tuple[str, ...]], show_progress: b
 
 @cli.command("plan")
 @config_argument
-@click.option("--running", default=None, metavar="A,B", help="Models running now (IDs or aliases, comma-separated).")
+@click.option(
+    "--running", default=None, metavar="A,B", help="Models running now (IDs or aliases, comma-separated)."
+)
 @click.option("--request", default=None, metavar="MODEL", help="The model a request asks for (ID or alias).")
 @click.option("--explain", is_flag=True, help="Also list every candidate set, best first.")
 @click.option("--all", "all_", is_flag=True, help="Print every precomputed decision.")
-@click.option("--diff", "diff_with", type=click.Path(dir_okay=False), default=None, metavar="NEW",
-              help="Compare every decision of CONFIG with those of NEW.")
+@click.option(
+    "--diff",
+    "diff_with",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="NEW",
+    help="Compare every decision of CONFIG with those of NEW.",
+)
 @click.option("--exit-code", is_flag=True, help="With --diff: exit 1 when some decision differs.")
-@click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Replay a request trace through the scheduler with a virtual clock.")
-@click.option("--load-time", "load_times", multiple=True, metavar="MODEL=SECONDS",
-              help="With --trace: a model's load time (repeatable).")
-@click.option("--default-load-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="With --trace: load time of models without --load-time.")
-@click.option("--max-wait", type=click.FloatRange(min=0), default=None,
-              help="With --trace: override routing.scheduler.settings.fifo.max_wait (0 turns it off).")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Replay a request trace through the scheduler with a virtual clock.",
+)
+@click.option(
+    "--load-time",
+    "load_times",
+    multiple=True,
+    metavar="MODEL=SECONDS",
+    help="With --trace: a model's load time (repeatable).",
+)
+@click.option(
+    "--default-load-time",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --trace: load time of models without --load-time.",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --trace: override routing.scheduler.settings.fifo.max_wait (0 turns it off).",
+)
 @click.option("--verbose", is_flag=True, help="With --trace: add per-request details.")
-@click.option("--compare", default=None, metavar="P1,P2,...",
-              help="With --trace: replay under each scheduling policy (e.g. fifo,hold) and print them side by side.")
+@click.option(
+    "--compare",
+    default=None,
+    metavar="P1,P2,...",
+    help="With --trace: replay under each scheduling policy (e.g. fifo,hold) and print them side by side.",
+)
 @format_option(["text", "json"], "text")
 @expand_budget_option
-def plan_cmd(config: str, running: str | None, request: str | None, explain: bool, all_: bool,
-             diff_with: str | None, exit_code: bool, trace_file: str | None, load_times: tuple[str, ...],
-             default_load_time: float, max_wait: float | None, verbose: bool, compare: str | None, fmt: str,
-             expand_budget: int | None) -> None:
+def plan_cmd(
+    config: str,
+    running: str | None,
+    request: str | None,
+    explain: bool,
+    all_: bool,
+    diff_with: str | None,
+    exit_code: bool,
+    trace_file: str | None,
+    load_times: tuple[str, ...],
+    default_load_time: float,
+    max_wait: float | None,
+    verbose: bool,
+    compare: str | None,
+    fmt: str,
+    expand_budget: int | None,
+) -> None:
     """Dry-run swap decisions for CONFIG.
 
     \b
@@ -265,7 +325,8 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
     llamaswap plan CONFIG --trace FILE [--load-time M=S ...] [--max-wait S] [--compare fifo,hold]
     """
     from llamaswap.compiler.diagnostics import dumps
-    from llamaswap.compiler.explain import explain as explain_text, explain_candidates, holding_sets, one_line
+    from llamaswap.compiler.explain import explain as explain_text
+    from llamaswap.compiler.explain import explain_candidates, holding_sets, one_line
 
     modes = [request is not None, all_, diff_with is not None, trace_file is not None]
     if sum(modes) != 1:
@@ -298,8 +359,10 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
             elif plan.resources is not None:
                 from llamaswap.compiler.resources import device_use
 
-                out["devices"] = {"before": device_use(plan.resources, state),
-                                  "after": device_use(plan.resources, after)}
+                out["devices"] = {
+                    "before": device_use(plan.resources, state),
+                    "after": device_use(plan.resources, after),
+                }
             click.echo(dumps(out))
         else:
             click.echo(explain_text(d, plan.engine, request.strip()))
@@ -310,13 +373,20 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
                         click.echo(line)
                 elif plan.engine == "matrix" and target in state:
                     held = holding_sets(plan.sets, target, state)
-                    click.echo("candidates: none to weigh (it is running); sets that hold it (* = with the "
-                               "models running now):" if held else "candidates: none (it is in no set)")
+                    click.echo(
+                        "candidates: none to weigh (it is running); sets that hold it (* = with the "
+                        "models running now):"
+                        if held
+                        else "candidates: none (it is in no set)"
+                    )
                     for line in held:
                         click.echo(line)
                 else:
-                    click.echo("candidates: none (no set can hold it)" if plan.engine == "matrix"
-                               else "candidates: groups have no alternatives")
+                    click.echo(
+                        "candidates: none (no set can hold it)"
+                        if plan.engine == "matrix"
+                        else "candidates: groups have no alternatives"
+                    )
                 if plan.resources is not None:
                     from llamaswap.compiler.resources import explain_devices
 
@@ -358,14 +428,29 @@ def plan_cmd(config: str, running: str | None, request: str | None, explain: boo
         raise Fail()
 
 
-def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], default_load_time: float,
-              max_wait: float | None, verbose: bool, fmt: str, compare: str | None = None) -> None:
+def run_trace(
+    plan: Plan,
+    trace_file: str,
+    load_times: tuple[str, ...],
+    default_load_time: float,
+    max_wait: float | None,
+    verbose: bool,
+    fmt: str,
+    compare: str | None = None,
+) -> None:
     """Replay a trace through the scheduler with a virtual clock (`plan --trace`), under the
     configured scheduling policy, or under each of `compare` side by side."""
     from llamaswap.compiler.diagnostics import dumps
     from llamaswap.runtime.policies import PolicyError
     from llamaswap.runtime.settings import scheduler_settings, scheduling_policy
-    from llamaswap.runtime.simulate import KEEP, TraceError, compare_table, parse_trace, resolve_trace, simulate
+    from llamaswap.runtime.simulate import (
+        KEEP,
+        TraceError,
+        compare_table,
+        parse_trace,
+        resolve_trace,
+        simulate,
+    )
 
     loads: dict[str, float] = {}
     for item in load_times:
@@ -375,14 +460,17 @@ def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], defaul
         except ValueError:
             seconds = -1.0
         if not sep or not name.strip() or not (seconds >= 0 and seconds != float("inf")):
-            raise click.BadParameter(f"{item!r}: expected MODEL=SECONDS with SECONDS >= 0",
-                                     param_hint="--load-time")
+            raise click.BadParameter(
+                f"{item!r}: expected MODEL=SECONDS with SECONDS >= 0", param_hint="--load-time"
+            )
         loads[resolve_or_exit(plan, name.strip(), "--load-time")] = seconds
     text = read_config(trace_file)
     try:
         resolved = resolve_trace(parse_trace(text.splitlines()), plan.resolve_model)
     except TraceError as exc:
-        raise Fail("\n".join(f"{trace_file}:{issue.line}: error: {issue.message}" for issue in exc.issues)) from None
+        raise Fail(
+            "\n".join(f"{trace_file}:{issue.line}: error: {issue.message}" for issue in exc.issues)
+        ) from None
     override = KEEP if max_wait is None else (None if max_wait == 0 else max_wait)
     if compare is not None:
         names = list(dict.fromkeys(n.strip() for n in compare.split(",") if n.strip()))
@@ -395,69 +483,126 @@ def run_trace(plan: "Plan", trace_file: str, load_times: tuple[str, ...], defaul
             except PolicyError as exc:
                 hint = f" ({exc.hint})" if exc.hint else ""
                 raise click.BadParameter(f"{exc}{hint}", param_hint="--compare") from None
-            results[name] = simulate(plan.policy, scheduler_settings(plan), resolved, loads, default_load_time,
-                                     max_wait_override=override, scheduling=scheduling)
+            results[name] = simulate(
+                plan.policy,
+                scheduler_settings(plan),
+                resolved,
+                loads,
+                default_load_time,
+                max_wait_override=override,
+                scheduling=scheduling,
+            )
         rows = compare_table(results, loads, default_load_time)
         if fmt == "json":
             click.echo(dumps({"trace": trace_file, "policies": rows}))
         else:
             click.echo(f"{len(resolved)} requests in {trace_file}")
             head = ("policy", "swaps", "load-s", "p50", "p95", "max", "mean", "makespan", "rejected")
-            table = [head] + [(name, str(r["swaps"]), f"{r['load_seconds']:g}", f"{r['wait']['p50']:g}",
-                               f"{r['wait']['p95']:g}", f"{r['wait']['max']:g}", f"{r['wait']['mean']:g}",
-                               f"{r['makespan']:g}", str(r["rejected"])) for name, r in rows.items()]
+            table = [head] + [
+                (
+                    name,
+                    str(r["swaps"]),
+                    f"{r['load_seconds']:g}",
+                    f"{r['wait']['p50']:g}",
+                    f"{r['wait']['p95']:g}",
+                    f"{r['wait']['max']:g}",
+                    f"{r['wait']['mean']:g}",
+                    f"{r['makespan']:g}",
+                    str(r["rejected"]),
+                )
+                for name, r in rows.items()
+            ]
             widths = [max(len(row[i]) for row in table) for i in range(len(head))]
             for row in table:
-                click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                     for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-            click.echo("waits in seconds (p50/p95/max/mean over granted requests); load-s: seconds spent loading")
+                click.echo(
+                    "  ".join(
+                        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+                    ).rstrip()
+                )
+            click.echo(
+                "waits in seconds (p50/p95/max/mean over granted requests); load-s: seconds spent loading"
+            )
         return
     try:
         scheduling = scheduling_policy(plan)
     except PolicyError as exc:
         raise Fail(f"error: {exc}") from None
-    result = simulate(plan.policy, scheduler_settings(plan), resolved, loads, default_load_time,
-                      max_wait_override=override, verbose=verbose, scheduling=scheduling)
+    result = simulate(
+        plan.policy,
+        scheduler_settings(plan),
+        resolved,
+        loads,
+        default_load_time,
+        max_wait_override=override,
+        verbose=verbose,
+        scheduling=scheduling,
+    )
     if not result.get("rejected"):
         result.pop("rejected", None)  # keep the documented shape unless something was rejected
     if fmt == "json":
         click.echo(dumps(result))
     else:
         w = result["wait"]
-        click.echo(f"{result['requests']} requests, {result['swaps']} swaps, makespan {result['makespan']:g}s")
+        click.echo(
+            f"{result['requests']} requests, {result['swaps']} swaps, makespan {result['makespan']:g}s"
+        )
         click.echo(f"wait: mean {w['mean']:g}s, p50 {w['p50']:g}s, p95 {w['p95']:g}s, max {w['max']:g}s")
         for model in sorted(set(result["loads"]) | set(result["evictions"])):
-            click.echo(f"  {model}: loaded {result['loads'].get(model, 0)}x, "
-                       f"evicted {result['evictions'].get(model, 0)}x")
+            click.echo(
+                f"  {model}: loaded {result['loads'].get(model, 0)}x, "
+                f"evicted {result['evictions'].get(model, 0)}x"
+            )
         if result.get("rejected"):
             click.echo(f"rejected: {result['rejected']}")
         click.echo("served order: " + " ".join(result["served_order"]))
         for row in result.get("per_request", []):
-            click.echo(f"  {row['model']}: at {row['at']:g}s, granted {row['granted_at']}, "
-                       f"finished {row['finished_at']}, waited {row['wait']}")
+            click.echo(
+                f"  {row['model']}: at {row['at']:g}s, granted {row['granted_at']}, "
+                f"finished {row['finished_at']}, waited {row['wait']}"
+            )
 
 
 # -- graph -------------------------------------------------------------------------------------
 
 GRAPH_FORMATS = ("dot", "mermaid", "json", "text", "svg", "png")
-GRAPH_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".json": "json",
-                  ".txt": "text", ".svg": "svg", ".png": "png"}
+GRAPH_SUFFIXES = {
+    ".dot": "dot",
+    ".gv": "dot",
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+    ".json": "json",
+    ".txt": "text",
+    ".svg": "svg",
+    ".png": "png",
+}
 
 
 @cli.command("graph")
 @config_argument
-@click.option("--view", type=click.Choice(["coexist", "refs", "sets", "transitions"]), required=True,
-              help="coexist: which models may run together; refs: sets and their +refs (groups and members); "
-                   "sets: the maximal combinations; transitions: running states and the requests that move "
-                   "between them.")
-@format_option(GRAPH_FORMATS, None,
-               help="Output format (default: from the -o suffix, else text). svg and png need Graphviz's dot.")
+@click.option(
+    "--view",
+    type=click.Choice(["coexist", "refs", "sets", "transitions"]),
+    required=True,
+    help="coexist: which models may run together; refs: sets and their +refs (groups and members); "
+    "sets: the maximal combinations; transitions: running states and the requests that move "
+    "between them.",
+)
+@format_option(
+    GRAPH_FORMATS,
+    None,
+    help="Output format (default: from the -o suffix, else text). svg and png need Graphviz's dot.",
+)
 @output_option("Write to FILE instead of standard output.")
-@click.option("--focus", default=None, metavar="MODEL",
-              help="Only the part of the view that involves MODEL (ID or alias).")
+@click.option(
+    "--focus",
+    default=None,
+    metavar="MODEL",
+    help="Only the part of the view that involves MODEL (ID or alias).",
+)
 @expand_budget_option
-def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus: str | None,
-              expand_budget: int | None) -> None:
+def graph_cmd(
+    config: str, view: str, fmt: str | None, output: str | None, focus: str | None, expand_budget: int | None
+) -> None:
     """Draw CONFIG as a graph: one VIEW, in one FORMAT.
 
     \b
@@ -482,8 +627,10 @@ def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus
     if view == "transitions":
         states = states_or_fail(plan)
         if draws and real_focus is None and len(states) > DRAW_MAX_NODES:
-            raise Fail(f"error: {len(states):,} reachable running states, too many to draw (limit "
-                       f"{DRAW_MAX_NODES:,} nodes); {suggestion}")
+            raise Fail(
+                f"error: {len(states):,} reachable running states, too many to draw (limit "
+                f"{DRAW_MAX_NODES:,} nodes); {suggestion}"
+            )
     try:
         g = build_graph(plan, view, focus=real_focus, states=states)
     except GraphError as exc:
@@ -494,7 +641,8 @@ def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus
             raise Fail(f"error: {why}; {suggestion}")
 
     if fmt in ("svg", "png"):
-        from llamaswap.graphviz import GraphvizError, render as graphviz_render
+        from llamaswap.graphviz import GraphvizError
+        from llamaswap.graphviz import render as graphviz_render
 
         try:
             data = graphviz_render(render_dot(g), fmt)
@@ -516,6 +664,7 @@ def graph_cmd(config: str, view: str, fmt: str | None, output: str | None, focus
 
 # -- serve -------------------------------------------------------------------------------------
 
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
@@ -530,7 +679,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, number
 
 
-def config_source(config: str | None, config_dir: str | None, expand_budget: int | None) -> "ConfigSource":
+def config_source(config: str | None, config_dir: str | None, expand_budget: int | None) -> ConfigSource:
     """Where serve's config comes from, read again on every hot reload: `--config`, and the
     `*.yml`/`*.yaml` files directly in `--config-dir` (sorted by name, listed anew each time),
     merged by llama-swap's rules; diagnostics point into the file each part came from."""
@@ -549,7 +698,9 @@ def config_source(config: str | None, config_dir: str | None, expand_budget: int
 
     def files() -> list[str]:
         try:
-            names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name.endswith((".yml", ".yaml")))
+            names = sorted(
+                p.name for p in directory.iterdir() if p.is_file() and p.name.endswith((".yml", ".yaml"))
+            )
         except NotADirectoryError:
             raise SourceError(f"-config-dir {config_dir}: not a directory") from None
         except OSError as exc:
@@ -558,31 +709,48 @@ def config_source(config: str | None, config_dir: str | None, expand_budget: int
         if config is not None:
             mine = Path(config).resolve()
             if any(Path(f).resolve() == mine for f in found):
-                raise SourceError(f"-config path {config} is also present in -config-dir {config_dir}; remove it "
-                                  "from one")
+                raise SourceError(
+                    f"-config path {config} is also present in -config-dir {config_dir}; remove it from one"
+                )
             found.insert(0, config)
         if not found:
             raise SourceError(f"-config-dir {config_dir}: no *.yml or *.yaml files in it")
         return found
 
-    def build(texts: "Mapping[str, str]", opts: "CompileOptions") -> Plan:
+    def build(texts: Mapping[str, str], opts: CompileOptions) -> Plan:
         merged = merge_sources([Source(f, t) for f, t in texts.items()])
         names = list(texts)
         label = names[0] if len(names) == 1 else f"{config_dir} ({len(names)} files merged)"
         if merged.text is None:
-            return Plan(file=label, engine="group", models=(), config=None, aliases={}, ports={}, sets=(),
-                        evict_costs={}, groups=(), preload=(), priority={},
-                        diagnostics=sort_diagnostics(merged.diagnostics))
+            return Plan(
+                file=label,
+                engine="group",
+                models=(),
+                config=None,
+                aliases={},
+                ports={},
+                sets=(),
+                evict_costs={},
+                groups=(),
+                preload=(),
+                priority={},
+                diagnostics=sort_diagnostics(merged.diagnostics),
+            )
         plan = compile_text(merged.text, label, opts)
-        return replace(plan, diagnostics=sort_diagnostics([*merged.diagnostics,
-                                                           *(merged.locate(d) for d in plan.diagnostics)]))
+        return replace(
+            plan,
+            diagnostics=sort_diagnostics(
+                [*merged.diagnostics, *(merged.locate(d) for d in plan.diagnostics)]
+            ),
+        )
 
     paths = tuple(p for p in (config, config_dir) if p is not None)
     return ConfigSource(config_dir, paths, lambda: {f: read_text_file(f) for f in files()}, build, options)
 
 
-def compile_sources(config: str | None, config_dir: str | None, expand_budget: int | None,
-                    source: "ConfigSource | None" = None) -> "Plan":
+def compile_sources(
+    config: str | None, config_dir: str | None, expand_budget: int | None, source: ConfigSource | None = None
+) -> Plan:
     """Compile what `config_source` names; an unreadable part is a usage error (exit 2)."""
     from llamaswap.runtime.reload import SourceError
 
@@ -601,8 +769,13 @@ def version_line() -> str:
     here = Path(__file__).resolve().parent
     commit, date = "unknown", "unknown"
     try:
-        out = subprocess.run(["git", "-C", str(here), "log", "-1", "--format=%h %cI"], capture_output=True,
-                             text=True, timeout=5, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            ["git", "-C", str(here), "log", "-1", "--format=%h %cI"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            stdin=subprocess.DEVNULL,
+        )
         if out.returncode == 0 and out.stdout.strip() and (here.parent / ".git").exists():
             commit, date = out.stdout.split()
     except (OSError, subprocess.SubprocessError):
@@ -620,16 +793,38 @@ def trace_group() -> None:
 
 @trace_group.command("export")
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-              help="The activity database (default: the one CONFIG's serve writes, store.path).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the trace to FILE instead of standard output.")
-@click.option("--since", default=None, metavar="TIME", help="Only requests that arrived at or after TIME (RFC 3339).")
-@click.option("--until", default=None, metavar="TIME", help="Only requests that arrived before TIME (RFC 3339).")
+@click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PATH",
+    help="The activity database (default: the one CONFIG's serve writes, store.path).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the trace to FILE instead of standard output.",
+)
+@click.option(
+    "--since", default=None, metavar="TIME", help="Only requests that arrived at or after TIME (RFC 3339)."
+)
+@click.option(
+    "--until", default=None, metavar="TIME", help="Only requests that arrived before TIME (RFC 3339)."
+)
 @click.option("--model", "models", multiple=True, metavar="MODEL", help="Only these models (repeatable).")
 @expand_budget_option
-def trace_export_cmd(config: str | None, db: str | None, output: str | None, since: str | None,
-                     until: str | None, models: tuple[str, ...], expand_budget: int | None) -> None:
+def trace_export_cmd(
+    config: str | None,
+    db: str | None,
+    output: str | None,
+    since: str | None,
+    until: str | None,
+    models: tuple[str, ...],
+    expand_budget: int | None,
+) -> None:
     """Turn the activity store's recorded requests into a trace file.
 
     \b
@@ -657,8 +852,9 @@ def trace_export_cmd(config: str | None, db: str | None, output: str | None, sin
         try:
             bounds.append(None if value is None else parse_time(value))
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not an RFC 3339 time (e.g. 2026-11-24T09:00:00Z)",
-                                     param_hint=name) from None
+            raise click.BadParameter(
+                f"{value!r} is not an RFC 3339 time (e.g. 2026-11-24T09:00:00Z)", param_hint=name
+            ) from None
     if not os.path.isfile(db):
         raise Fail(f"{db}: no activity database there (llamaswap serve writes it as it serves)")
     query = "SELECT ts, model, wait_ms, duration_ms FROM activity WHERE model != '(unknown)'"
@@ -692,35 +888,86 @@ def trace_export_cmd(config: str | None, db: str | None, output: str | None, sin
 
 @cli.command("serve")
 @click.argument("config_arg", metavar="[CONFIG]", type=click.Path(dir_okay=False), required=False)
-@click.option("--config", "config_opt", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="The config file (llama-swap's -config; the same as CONFIG).")
-@click.option("--config-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Also merge every *.yml/*.yaml file in DIR, in name order (llama-swap's -config-dir).")
-@click.option("--listen", default=None, metavar="HOST:PORT",
-              callback=lambda ctx, param, value: None if value is None else parse_listen(value),
-              help="Address to listen on; :PORT means every interface, port 0 picks a free one "
-                   "[default: 127.0.0.1:8080, 127.0.0.1:8443 with TLS].")
-@click.option("--tls-cert-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="TLS certificate (PEM); with --tls-key-file, serve HTTPS.")
-@click.option("--tls-key-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="TLS private key (PEM).")
-@click.option("--watch-config", is_flag=True,
-              help="Reload the config when the file (or --config-dir) changes, as SIGHUP and POST "
-                   "/api/config/reload do: only what changed restarts.")
+@click.option(
+    "--config",
+    "config_opt",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="The config file (llama-swap's -config; the same as CONFIG).",
+)
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also merge every *.yml/*.yaml file in DIR, in name order (llama-swap's -config-dir).",
+)
+@click.option(
+    "--listen",
+    default=None,
+    metavar="HOST:PORT",
+    callback=lambda ctx, param, value: None if value is None else parse_listen(value),
+    help="Address to listen on; :PORT means every interface, port 0 picks a free one "
+    "[default: 127.0.0.1:8080, 127.0.0.1:8443 with TLS].",
+)
+@click.option(
+    "--tls-cert-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="TLS certificate (PEM); with --tls-key-file, serve HTTPS.",
+)
+@click.option(
+    "--tls-key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="TLS private key (PEM).",
+)
+@click.option(
+    "--watch-config",
+    is_flag=True,
+    help="Reload the config when the file (or --config-dir) changes, as SIGHUP and POST "
+    "/api/config/reload do: only what changed restarts.",
+)
 @click.option("--version", "show_version", is_flag=True, help="Print the version and commit, and exit.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default=None,
-              help="Log level (default: the config's logLevel).")
-@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="On SIGTERM/SIGINT, how long requests in flight may take to finish before "
-                   "the upstreams stop (default: the config's llamaswap.shutdownTimeout, 30).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Log lines as text, or as one JSON object per line.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    default=None,
+    help="Log level (default: the config's logLevel).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, how long requests in flight may take to finish before "
+    "the upstreams stop (default: the config's llamaswap.shutdownTimeout, 30).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line.",
+)
 @expand_budget_option
-def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | None,
-              listen: tuple[str, int] | None,
-              tls_cert_file: str | None, tls_key_file: str | None, watch_config: bool, show_version: bool,
-              log_level: str | None, shutdown_timeout: float | None, log_format: str,
-              expand_budget: int | None) -> None:
+def serve_cmd(
+    config_arg: str | None,
+    config_opt: str | None,
+    config_dir: str | None,
+    listen: tuple[str, int] | None,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    watch_config: bool,
+    show_version: bool,
+    log_level: str | None,
+    shutdown_timeout: float | None,
+    log_format: str,
+    expand_budget: int | None,
+) -> None:
     """Serve CONFIG (or the built-in demo) as an OpenAI-compatible proxy that starts and stops
     upstream servers as requests need them.
 
@@ -731,9 +978,9 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
     import logging
 
     from llamaswap.runtime import loop as loops
+    from llamaswap.runtime.logs import configure as configure_logs
     from llamaswap.runtime.reaper import AlreadyServing
     from llamaswap.runtime.reload import text_source
-    from llamaswap.runtime.logs import configure as configure_logs
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
     if show_version:
@@ -765,29 +1012,47 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
         try:
             ssl_context.load_cert_chain(tls_cert_file, tls_key_file)  # type: ignore[arg-type]
         except (OSError, ssl.SSLError) as exc:
-            raise Fail(f"error: cannot use the TLS certificate {tls_cert_file} and key {tls_key_file}: "
-                       f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise Fail(
+                f"error: cannot use the TLS certificate {tls_cert_file} and key {tls_key_file}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            ) from None
     # llama-swap reads an unknown logLevel as info (compile warns about it, LS412).
     c = plan.config
-    configure_logs(log_level or (c.log_level if c else "info"), c.log_to_stdout if c else "proxy",
-                   c.log_time_format if c else "", log_format)
+    configure_logs(
+        log_level or (c.log_level if c else "info"),
+        c.log_to_stdout if c else "proxy",
+        c.log_time_format if c else "",
+        log_format,
+    )
 
     def announce(bound_host: str, bound_port: int) -> None:
         from llamaswap.runtime.banner import banner
 
         prefer = "chat-small" if what == "the built-in demo config" else None  # the demo's small chat model
-        for line, to_err in banner(plan, what, bound_host, bound_port, loops.loop_name(), __version__,
-                                   tls=tls, prefer=prefer):
+        for line, to_err in banner(
+            plan, what, bound_host, bound_port, loops.loop_name(), __version__, tls=tls, prefer=prefer
+        ):
             if to_err and log_format == "json":  # stderr is the log: keep it one JSON object per line
-                logging.getLogger("llamaswap.serve").warning(line) if line.startswith("note:") else \
-                    logging.getLogger("llamaswap.serve").info(line)
+                logging.getLogger("llamaswap.serve").warning(line) if line.startswith(
+                    "note:"
+                ) else logging.getLogger("llamaswap.serve").info(line)
             else:
                 click.echo(line, err=to_err)
         sys.stdout.flush()
 
     try:
-        loops.run(lambda: serve(plan, host, port, announce, ssl_context=ssl_context, source=source,
-                                watch=watch_config, shutdown_timeout=shutdown_timeout))
+        loops.run(
+            lambda: serve(
+                plan,
+                host,
+                port,
+                announce,
+                ssl_context=ssl_context,
+                source=source,
+                watch=watch_config,
+                shutdown_timeout=shutdown_timeout,
+            )
+        )
     except AlreadyServing as exc:
         raise Fail(f"error: {what}: {exc}", code=EXIT_USAGE) from None
     except OSError as exc:
@@ -800,15 +1065,32 @@ def serve_cmd(config_arg: str | None, config_opt: str | None, config_dir: str | 
 @click.option("--port", type=int, required=True, help="Port to listen on (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--name", default="fake", show_default=True, help="Name echoed in every response.")
-@click.option("--startup-delay", type=float, default=0.0, show_default=True,
-              help="Seconds during which /health answers 503.")
+@click.option(
+    "--startup-delay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds during which /health answers 503.",
+)
 @click.option("--fail-health", is_flag=True, help="/health never answers 200.")
-@click.option("--exit-after", type=float, default=None,
-              help="Exit by itself this many seconds after start (simulates a crash).")
-@click.option("--token-delay", type=float, default=0.0, show_default=True,
-              help="Seconds between streamed chunks.")
-def fake_upstream_cmd(port: int, host: str, name: str, startup_delay: float, fail_health: bool,
-                      exit_after: float | None, token_delay: float) -> None:
+@click.option(
+    "--exit-after",
+    type=float,
+    default=None,
+    help="Exit by itself this many seconds after start (simulates a crash).",
+)
+@click.option(
+    "--token-delay", type=float, default=0.0, show_default=True, help="Seconds between streamed chunks."
+)
+def fake_upstream_cmd(
+    port: int,
+    host: str,
+    name: str,
+    startup_delay: float,
+    fail_health: bool,
+    exit_after: float | None,
+    token_delay: float,
+) -> None:
     """An OpenAI-compatible fake server for tests, demos and CI."""
     from llamaswap.testing import fake_upstream
 

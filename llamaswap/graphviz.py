@@ -9,8 +9,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-INSTALL_HINT = ("install Graphviz: `apt-get install graphviz` (Debian, Ubuntu), `dnf install graphviz` "
-                "(Fedora), `brew install graphviz` (macOS)")
+INSTALL_HINT = (
+    "install Graphviz: `apt-get install graphviz` (Debian, Ubuntu), `dnf install graphviz` "
+    "(Fedora), `brew install graphviz` (macOS)"
+)
 RENDER_FORMATS = ("svg", "png")
 
 
@@ -20,8 +22,10 @@ class GraphvizError(Exception):
 
 class GraphvizMissing(GraphvizError):
     def __init__(self) -> None:
-        super().__init__(f"Graphviz's `dot` program is not installed (not found on PATH); {INSTALL_HINT}, "
-                         "or use --format dot and render it elsewhere")
+        super().__init__(
+            f"Graphviz's `dot` program is not installed (not found on PATH); {INSTALL_HINT}, "
+            "or use --format dot and render it elsewhere"
+        )
 
 
 def find_dot() -> str | None:
@@ -36,8 +40,13 @@ def render(dot_text: str, fmt: str, timeout: float = 120.0) -> bytes:
     if exe is None:
         raise GraphvizMissing()
     try:
-        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [exe, f"-T{fmt}"],
+            input=dot_text.encode("utf-8"),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise GraphvizError(f"Graphviz's dot did not finish within {timeout:g} s") from None
     except OSError as exc:

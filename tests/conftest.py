@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
-
 from support.fuzz import OVERRIDE
 from support.upstream import FakeUpstream, start_fake_upstream
 

@@ -45,13 +45,20 @@ def assert_golden(name: str | Path, actual: str) -> None:
             path.write_text(actual, encoding="utf-8")
         return
     if not path.exists():
-        pytest.fail(f"missing golden file {shown}; create it with {UPDATE_ENV}=1 and review it", pytrace=False)
+        pytest.fail(
+            f"missing golden file {shown}; create it with {UPDATE_ENV}=1 and review it", pytrace=False
+        )
     expected = path.read_text(encoding="utf-8")
     if actual != expected:
-        diff = "".join(difflib.unified_diff(
-            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            fromfile=f"{shown} (golden)", tofile="actual", n=2,
-        ))
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                actual.splitlines(keepends=True),
+                fromfile=f"{shown} (golden)",
+                tofile="actual",
+                n=2,
+            )
+        )
         pytest.fail(f"{shown} differs ({UPDATE_ENV}=1 rewrites it):\n{diff}", pytrace=False)
 
 

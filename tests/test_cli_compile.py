@@ -48,6 +48,7 @@ def write(tmp_path, monkeypatch):
 
 # -- exit codes ---------------------------------------------------------------------------------
 
+
 def test_ok_exits_0_and_says_so(write):
     r = run(write("ok.yaml", OK))
     assert r.exit_code == 0
@@ -72,8 +73,17 @@ def test_info_notes_do_not_fail_strict(write):
     assert r.exit_code == 0 and "info[LS450]" in r.stdout
 
 
-@pytest.mark.parametrize("args", [["missing.yaml"], ["."], ["--format", "xml", "ok.yaml"], [],
-                                  ["ok.yaml", "--expand-budget", "-1"], ["ok.yaml", "--bogus"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["missing.yaml"],
+        ["."],
+        ["--format", "xml", "ok.yaml"],
+        [],
+        ["ok.yaml", "--expand-budget", "-1"],
+        ["ok.yaml", "--bogus"],
+    ],
+)
 def test_usage_errors_exit_2(write, args):
     write("ok.yaml", OK)
     r = run(*args)
@@ -93,6 +103,7 @@ def test_utf8_bom_is_accepted(write):
 
 # -- formats ------------------------------------------------------------------------------------
 
+
 def test_text_format_reads_like_a_compiler(write):
     r = run(write("bad.yaml", BAD))
     lines = r.stdout.splitlines()
@@ -109,11 +120,22 @@ def test_json_format_shape(write):
     assert r.stdout.count("\n") == 1
     obj = json.loads(r.stdout)
     assert obj == {
-        "ok": False, "engine": "matrix", "models": ["a", "b"], "sets": [],
-        "diagnostics": [{"severity": "error", "code": "LS201",
-                         "message": "set 's': unknown var or model 'nope' (hint: use a model ID from 'models', or "
-                                    "define a var for it under 'vars')",
-                         "file": "bad.yaml", "line": 6, "column": 12, "path": "matrix.sets.s"}],
+        "ok": False,
+        "engine": "matrix",
+        "models": ["a", "b"],
+        "sets": [],
+        "diagnostics": [
+            {
+                "severity": "error",
+                "code": "LS201",
+                "message": "set 's': unknown var or model 'nope' (hint: use a model ID from 'models', or "
+                "define a var for it under 'vars')",
+                "file": "bad.yaml",
+                "line": 6,
+                "column": 12,
+                "path": "matrix.sets.s",
+            }
+        ],
     }
 
 
@@ -135,20 +157,26 @@ def test_json_group_engine_has_no_sets(write):
 def test_github_format(write):
     r = run(write("w.yaml", BAD + "captureBuffer: 10\n"), "--format", "github", "--expand-budget", "0")
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("::error file=w.yaml,line=6,col=12,title=LS201::set 's': unknown var or model 'nope'")
+    assert lines[0].startswith(
+        "::error file=w.yaml,line=6,col=12,title=LS201::set 's': unknown var or model 'nope'"
+    )
     assert lines[1].startswith("::warning file=w.yaml,line=7,col=1,title=LS400::")
-    assert all(re.match(r"^::(error|warning|notice) file=[^,]+(,line=\d+(,col=\d+)?)?,title=LS\d{3}::", ln)
-               for ln in lines)
+    assert all(
+        re.match(r"^::(error|warning|notice) file=[^,]+(,line=\d+(,col=\d+)?)?,title=LS\d{3}::", ln)
+        for ln in lines
+    )
 
 
 def test_github_format_escapes_properties_but_not_the_message(write):
-    text = OK.replace("a & b", "a & \"x,y:z\"")
+    text = OK.replace("a & b", 'a & "x,y:z"')
     r = run(write("a,b:c.yaml", text), "--format", "github")
-    assert r.stdout.startswith("::error file=a%2Cb%3Ac.yaml,line=6,col=12,title=LS201::set 's': unknown var or "
-                               "model 'x,y:z'")
+    assert r.stdout.startswith(
+        "::error file=a%2Cb%3Ac.yaml,line=6,col=12,title=LS201::set 's': unknown var or model 'x,y:z'"
+    )
 
 
 # -- -o -----------------------------------------------------------------------------------------
+
 
 def test_output_writes_a_versioned_plan(write):
     r = run(write("ok.yaml", OK), "-o", "plan.json")
@@ -189,9 +217,21 @@ def test_output_to_a_missing_directory_is_a_usage_error(write):
 
 # -- the real entry point -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("sample, code", [(VALID / "matrix-example.yaml", 0), (INVALID / "many-problems.yaml", 1),
-                                          (REPO / "samples" / "nope.yaml", 2)])
+
+@pytest.mark.parametrize(
+    "sample, code",
+    [
+        (VALID / "matrix-example.yaml", 0),
+        (INVALID / "many-problems.yaml", 1),
+        (REPO / "samples" / "nope.yaml", 2),
+    ],
+)
 def test_entry_point_exit_codes(sample, code):
-    r = subprocess.run([sys.executable, "-m", "llamaswap", "compile", str(sample.relative_to(REPO))], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "llamaswap", "compile", str(sample.relative_to(REPO))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == code, r.stderr

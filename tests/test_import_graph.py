@@ -33,7 +33,8 @@ def _modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
@@ -55,7 +56,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> s
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".") if is_package else module.split(".")[:-1]
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 pkg = ".".join(base + ([node.module] if node.module else []))
             else:
                 pkg = node.module or ""
@@ -94,7 +95,7 @@ def find_cycle(graph: dict[str, set[str]], within: str = "") -> list[str] | None
         path.append(n)
         for m in sorted(graph[n] & inside):
             if state.get(m) == 1:
-                return path[path.index(m):] + [m]
+                return path[path.index(m) :] + [m]
             if m not in state:
                 found = go(m)
                 if found:
@@ -122,8 +123,10 @@ def test_the_graph_sees_every_kind_of_import() -> None:
 
 
 def test_type_checking_imports_are_not_edges() -> None:
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p import b\n"
-                     "else:\n    from p import c\ndef f():\n    from p import d\n")
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p import b\n"
+        "else:\n    from p import c\ndef f():\n    from p import d\n"
+    )
     assert _imports(tree, "p.a", False, {"p.b", "p.c", "p.d"}) == {"p.c", "p.d"}
     tree = ast.parse("from . import b\nfrom .c import x\nfrom .. import q\n")
     assert _imports(tree, "p.s.a", False, {"p.s.b", "p.s.c", "p.q"}) == {"p.s.b", "p.s.c", "p.q"}

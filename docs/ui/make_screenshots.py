@@ -27,8 +27,20 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def upstream(name: str, *, startup: float = 0.3, token_delay: float = 0.0) -> str:
-    cmd = [sys.executable, "-m", "llamaswap", "fake-upstream", "--host", "127.0.0.1", "--port", "PORT",
-           "--name", name, "--startup-delay", str(startup)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llamaswap",
+        "fake-upstream",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "PORT",
+        "--name",
+        name,
+        "--startup-delay",
+        str(startup),
+    ]
     if token_delay:
         cmd += ["--token-delay", str(token_delay)]
     return shlex.join(cmd).replace("PORT", "${PORT}")
@@ -38,14 +50,27 @@ CONFIG = {
     "healthCheckTimeout": 30,
     "sendLoadingState": True,
     "models": {
-        "chat-small": {"cmd": upstream("chat-small", token_delay=0.02), "proxy": "http://127.0.0.1:${PORT}",
-                       "name": "Small chat model", "aliases": ["small"], "ttl": 600},
-        "coder": {"cmd": upstream("coder", startup=2.0, token_delay=0.012), "proxy": "http://127.0.0.1:${PORT}",
-                  "name": "Code model", "aliases": ["code"]},
+        "chat-small": {
+            "cmd": upstream("chat-small", token_delay=0.02),
+            "proxy": "http://127.0.0.1:${PORT}",
+            "name": "Small chat model",
+            "aliases": ["small"],
+            "ttl": 600,
+        },
+        "coder": {
+            "cmd": upstream("coder", startup=2.0, token_delay=0.012),
+            "proxy": "http://127.0.0.1:${PORT}",
+            "name": "Code model",
+            "aliases": ["code"],
+        },
         "embed": {"cmd": upstream("embed"), "proxy": "http://127.0.0.1:${PORT}", "name": "Embeddings"},
-        "chat-large": {"cmd": upstream("chat-large", startup=3.0, token_delay=0.04),
-                       "proxy": "http://127.0.0.1:${PORT}", "name": "Large chat model, runs alone",
-                       "aliases": ["large"], "sendLoadingState": True},
+        "chat-large": {
+            "cmd": upstream("chat-large", startup=3.0, token_delay=0.04),
+            "proxy": "http://127.0.0.1:${PORT}",
+            "name": "Large chat model, runs alone",
+            "aliases": ["large"],
+            "sendLoadingState": True,
+        },
     },
     "matrix": {
         "vars": {"s": "chat-small", "c": "coder", "e": "embed", "l": "chat-large"},
@@ -57,16 +82,23 @@ CONFIG = {
 
 def request(url: str, path: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + path,
+        data=data,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     with _OPENER.open(req, timeout=60) as resp:
         raw = resp.read()
     return json.loads(raw) if raw[:1] in (b"{", b"[") else {}
 
 
 def chat(url: str, model: str, text: str, stream: bool = True) -> None:
-    request(url, "/v1/chat/completions", {"model": model, "stream": stream,
-                                          "messages": [{"role": "user", "content": text}]})
+    request(
+        url,
+        "/v1/chat/completions",
+        {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]},
+    )
 
 
 def main() -> int:
@@ -74,17 +106,22 @@ def main() -> int:
     if exe is None:
         print("needs Debian's chromium (apt-get install chromium)", file=sys.stderr)
         return 1
-    from playwright.sync_api import sync_playwright
     import yaml
+    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env["XDG_DATA_HOME"] = str(Path(tmp) / "data")
-        proc = subprocess.Popen([sys.executable, "-m", "llamaswap", "serve", str(config), "--listen",
-                                 "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True, env=env, cwd=tmp)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llamaswap", "serve", str(config), "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
         try:
             assert proc.stdout is not None
             url = None

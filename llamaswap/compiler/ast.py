@@ -45,14 +45,14 @@ class Ref:
 
 @dataclass(frozen=True, slots=True)
 class And:
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
     start: int
     end: int
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
     start: int
     end: int
 

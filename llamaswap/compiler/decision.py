@@ -17,8 +17,9 @@ Invariants of a Decision:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # The rules a Decision names (`Decision.rule`); the groups engine words its own rules.
 RULE_RUNNING = "already running"
@@ -76,7 +77,9 @@ class Decision:
 class DecisionTable:
     """(target, running) -> Decision for every reachable running state (`precompute.py`)."""
 
-    def __init__(self, states: Sequence[State], models: Sequence[str], rows: dict[str, dict[State, Decision]]):
+    def __init__(
+        self, states: Sequence[State], models: Sequence[str], rows: dict[str, dict[State, Decision]]
+    ):
         self.states = tuple(states)
         self.models = tuple(models)
         # One dict per target, keyed by the running state: a lookup hashes only the state

@@ -13,9 +13,10 @@ Invariants:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 
 class Severity(str, Enum):
@@ -164,25 +165,63 @@ class Reporter:
         self.file = file
         self.diagnostics: list[Diagnostic] = []
 
-    def add(self, severity: Severity, code: str, message: str, pos: Located | None = None,
-            path: str | None = None, hint: str | None = None, length: int = 1) -> None:
+    def add(
+        self,
+        severity: Severity,
+        code: str,
+        message: str,
+        pos: Located | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+        length: int = 1,
+    ) -> None:
         """A problem at `pos` (None when it has no place in the text), `path` being the
         config path it concerns and `length` the width of the span to underline."""
-        self.diagnostics.append(Diagnostic(severity, code, message, self.file,
-                                           pos.line if pos is not None else None,
-                                           pos.column if pos is not None else None,
-                                           path, hint=hint, length=length))
+        self.diagnostics.append(
+            Diagnostic(
+                severity,
+                code,
+                message,
+                self.file,
+                pos.line if pos is not None else None,
+                pos.column if pos is not None else None,
+                path,
+                hint=hint,
+                length=length,
+            )
+        )
 
-    def error(self, code: str, message: str, pos: Located | None = None, path: str | None = None,
-              hint: str | None = None, length: int = 1) -> None:
+    def error(
+        self,
+        code: str,
+        message: str,
+        pos: Located | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+        length: int = 1,
+    ) -> None:
         self.add(Severity.ERROR, code, message, pos, path, hint, length)
 
-    def warning(self, code: str, message: str, pos: Located | None = None, path: str | None = None,
-                hint: str | None = None, length: int = 1) -> None:
+    def warning(
+        self,
+        code: str,
+        message: str,
+        pos: Located | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+        length: int = 1,
+    ) -> None:
         self.add(Severity.WARNING, code, message, pos, path, hint, length)
 
-    def info(self, code: str, message: str, pos: Located | None = None, path: str | None = None,
-             hint: str | None = None, length: int = 1) -> None:
+    def info(
+        self,
+        code: str,
+        message: str,
+        pos: Located | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+        length: int = 1,
+    ) -> None:
         self.add(Severity.INFO, code, message, pos, path, hint, length)
 
 

@@ -7,8 +7,9 @@ set. Pure: no I/O; the CLI prints the changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from llamaswap.compiler.decision import Decision
 from llamaswap.compiler.reachable import DECISIONS_MAX, State, reachable_states
@@ -27,28 +28,36 @@ class DecisionChange:
     new: Decision | None
 
     def to_json(self) -> dict:
-        return {"running": list(self.running), "request": self.request,
-                "old": _side_json(self.old), "new": _side_json(self.new)}
+        return {
+            "running": list(self.running),
+            "request": self.request,
+            "old": _side_json(self.old),
+            "new": _side_json(self.new),
+        }
 
     def lines(self) -> list[str]:
-        return [f"[{', '.join(self.running)}] + {self.request}",
-                f"  - old: {_side_text(self.old)}",
-                f"  + new: {_side_text(self.new)}"]
+        return [
+            f"[{', '.join(self.running)}] + {self.request}",
+            f"  - old: {_side_text(self.old)}",
+            f"  + new: {_side_text(self.new)}",
+        ]
 
 
 def same_decision(a: Decision, b: Decision) -> bool:
     return (a.evict, a.set, a.target_set) == (b.evict, b.set, b.target_set)
 
 
-def diff_plans(old: "Plan", new: "Plan", max_decisions: int = DECISIONS_MAX) -> Iterator[DecisionChange]:
+def diff_plans(old: Plan, new: Plan, max_decisions: int = DECISIONS_MAX) -> Iterator[DecisionChange]:
     """The changed decisions, states by size then names, models sorted. Raises StatesError
     (before yielding anything) when either plan's states cannot be listed."""
-    states = sorted(set(reachable_states(old, max_decisions)) | set(reachable_states(new, max_decisions)),
-                    key=lambda s: (len(s), s))
+    states = sorted(
+        set(reachable_states(old, max_decisions)) | set(reachable_states(new, max_decisions)),
+        key=lambda s: (len(s), s),
+    )
     return _changes(old, new, states)
 
 
-def _changes(old: "Plan", new: "Plan", states: list[State]) -> Iterator[DecisionChange]:
+def _changes(old: Plan, new: Plan, states: list[State]) -> Iterator[DecisionChange]:
     models = sorted(set(old.models) | set(new.models))
     for state in states:
         for target in models:

@@ -21,9 +21,17 @@ speculative queries must stay silent; the runtime logs committed swaps.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from llamaswap.compiler.decision import RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Candidate, Decision, DecisionTable, State
+from llamaswap.compiler.decision import (
+    RULE_ALONE,
+    RULE_CHEAPEST,
+    RULE_RUNNING,
+    Candidate,
+    Decision,
+    DecisionTable,
+    State,
+)
 from llamaswap.compiler.group import Group
 from llamaswap.compiler.solve import SymbolicSolver
 
@@ -48,8 +56,13 @@ class _Tabled:
 class MatrixPolicy(_Tabled):
     engine = "matrix"
 
-    def __init__(self, models: Sequence[str], sets: Sequence[tuple[str, str, object]],
-                 evict_costs: dict[str, int], table_budget: int = 0):
+    def __init__(
+        self,
+        models: Sequence[str],
+        sets: Sequence[tuple[str, str, object]],
+        evict_costs: dict[str, int],
+        table_budget: int = 0,
+    ):
         self.models = tuple(sorted(models))
         self.solver = SymbolicSolver(self.models, sets)  # type: ignore[arg-type]
         self.index = self.solver.index
@@ -120,8 +133,17 @@ class MatrixPolicy(_Tabled):
         tbit = bits[target]
         if target in run:
             cs = self.solver.containing_all(running_mask) if unknown_cost == 0 else None
-            return Decision(target, run, (), cs.name if cs else None, cs.dsl if cs else None, run, 0,
-                            RULE_RUNNING, () if explain else None)
+            return Decision(
+                target,
+                run,
+                (),
+                cs.name if cs else None,
+                cs.dsl if cs else None,
+                run,
+                0,
+                RULE_RUNNING,
+                () if explain else None,
+            )
         if not self._in_some_set & tbit:
             return Decision(target, run, run, None, None, (target,), 0, RULE_ALONE, () if explain else None)
         best, per_set = self.solver.best(tbit, running_mask, self.costs, explain)
@@ -131,9 +153,20 @@ class MatrixPolicy(_Tabled):
         candidates = None
         if explain:
             ranked = sorted(per_set, key=lambda t: (t[0], t[1].index))
-            candidates = tuple(Candidate(s.name, self.solver.names(w), c + unknown_cost) for c, s, w in ranked)
-        return Decision(target, run, evict, cs.name, cs.dsl, self.solver.names(witness), cost + unknown_cost,
-                        RULE_CHEAPEST, candidates)
+            candidates = tuple(
+                Candidate(s.name, self.solver.names(w), c + unknown_cost) for c, s, w in ranked
+            )
+        return Decision(
+            target,
+            run,
+            evict,
+            cs.name,
+            cs.dsl,
+            self.solver.names(witness),
+            cost + unknown_cost,
+            RULE_CHEAPEST,
+            candidates,
+        )
 
 
 class GroupPolicy(_Tabled):
@@ -195,8 +228,9 @@ class GroupPolicy(_Tabled):
             rule = RULE_RUNNING
         else:
             rule = f"group {tg.name!r} may run beside the others"
-        return Decision(target, run, tuple(evict), tg.name, None, tuple(kept), len(evict), rule,
-                        () if explain else None)
+        return Decision(
+            target, run, tuple(evict), tg.name, None, tuple(kept), len(evict), rule, () if explain else None
+        )
 
 
 def _normal(running: Iterable[str]) -> tuple[str, ...]:
@@ -206,4 +240,3 @@ def _normal(running: Iterable[str]) -> tuple[str, ...]:
         if run[i - 1] >= run[i]:
             return tuple(sorted(set(run)))
     return run
-

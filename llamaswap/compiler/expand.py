@@ -28,8 +28,8 @@ expression instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
 from llamaswap.compiler.resolve import SetDef
@@ -135,8 +135,9 @@ def _product(parts, allowance: _Allowance) -> list[frozenset[str]]:
     return acc
 
 
-def _family(expr: Node, table: Mapping[str, tuple[frozenset[str], ...]],
-            allowance: _Allowance) -> list[frozenset[str]]:
+def _family(
+    expr: Node, table: Mapping[str, tuple[frozenset[str], ...]], allowance: _Allowance
+) -> list[frozenset[str]]:
     if isinstance(expr, Leaf):
         return [frozenset((expr.model,))]
     if isinstance(expr, Ref):
@@ -206,14 +207,22 @@ class _Expander:
                 children = [expr.children[i] for i in group]
                 if isinstance(expr, Or):
                     raw = min(COUNT_CAP, sum(parts[i].distinct for i in group))
-                    fam = self.attempt(lambda a: _dedup(
-                        c for ch in children for c in _family(ch, self.families, a)), self.budget, True)
+                    fam = self.attempt(
+                        lambda a: _dedup(c for ch in children for c in _family(ch, self.families, a)),
+                        self.budget,
+                        True,
+                    )
                 else:
                     raw = 1
                     for i in group:
                         raw = min(COUNT_CAP, raw * parts[i].distinct)
-                    fam = self.attempt(lambda a: _product(
-                        [lambda ch=ch: _family(ch, self.families, a) for ch in children], a), self.budget, True)
+                    fam = self.attempt(
+                        lambda a: _product(
+                            [lambda ch=ch: _family(ch, self.families, a) for ch in children], a
+                        ),
+                        self.budget,
+                        True,
+                    )
                 if fam is not None:
                     n, g_exact = len(fam), True
                 else:

@@ -5,7 +5,8 @@ One or two sentences per decision: what starts, what stops, and the rule that ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from llamaswap.compiler.decision import RULE_ALONE, RULE_RUNNING, Decision
 
@@ -31,11 +32,12 @@ def explain(d: Decision, engine: str, request: str | None = None) -> str:
         # rules on every request; the request is served once the others have stopped).
         return f"{asked} is already running, but the group rules {stop} — {d.rule}."
     if d.rule == RULE_ALONE:
-        return (f"{asked} is in no set, so it runs alone: {stop}.")
+        return f"{asked} is in no set, so it runs alone: {stop}."
     if engine == "matrix":
         cost = f" (eviction cost {d.cost})" if d.evict else ""
-        return (f"Start {asked} in set '{d.set}' ({d.dsl}), combination [{_names(d.target_set)}]: "
-                f"{stop}{cost}.")
+        return (
+            f"Start {asked} in set '{d.set}' ({d.dsl}), combination [{_names(d.target_set)}]: {stop}{cost}."
+        )
     because = f" — {d.rule}" if d.evict else ""
     return f"Start {asked} (group '{d.set}'): {stop}{because}."
 
@@ -51,11 +53,13 @@ def explain_candidates(d: Decision) -> list[str]:
 
 def one_line(d: Decision) -> str:
     """Compact form for listings: `[running] + target -> evict ...; set S [target set]; cost N`."""
-    return (f"[{', '.join(d.running)}] + {d.target} -> evict [{', '.join(d.evict)}]; "
-            f"set {d.set or '-'} [{', '.join(d.target_set)}]; cost {d.cost}")
+    return (
+        f"[{', '.join(d.running)}] + {d.target} -> evict [{', '.join(d.evict)}]; "
+        f"set {d.set or '-'} [{', '.join(d.target_set)}]; cost {d.cost}"
+    )
 
 
-def holding_sets(sets: "Iterable[SetEntry]", target: str, running: tuple[str, ...]) -> list[str]:
+def holding_sets(sets: Iterable[SetEntry], target: str, running: tuple[str, ...]) -> list[str]:
     """For a model that is already running (no candidates to weigh): one line per set that
     holds it, with the combinations that also hold the other running models (or, when none
     does, those that hold the model)."""

@@ -67,16 +67,18 @@ def _coerce(value: Any, annotation: Any, loc: tuple[Any, ...], notes: list[Note]
     if ann is bool:
         if isinstance(value, str) and (value in TRUE_WORDS or value in FALSE_WORDS):
             read = value in TRUE_WORDS
-            notes.append((loc, f"'{value}' is read as {str(read).lower()} (YAML 1.1 word); write "
-                               f"{str(read).lower()}"))
+            notes.append(
+                (loc, f"'{value}' is read as {str(read).lower()} (YAML 1.1 word); write {str(read).lower()}")
+            )
             return read
         return value
     if ann is int:
         if isinstance(value, float) and not isinstance(value, bool) and math.isfinite(value):
             whole = int(value)
             if whole != value:
-                notes.append((loc, f"{value} is read as {whole} (a whole number is expected; the fraction is "
-                                   "dropped)"))
+                notes.append(
+                    (loc, f"{value} is read as {whole} (a whole number is expected; the fraction is dropped)")
+                )
             return whole
         return value
     origin = typing.get_origin(ann)
@@ -86,8 +88,10 @@ def _coerce(value: Any, annotation: Any, loc: tuple[Any, ...], notes: list[Note]
         return type(value)(_coerce(v, item, loc + (i,), notes) for i, v in enumerate(value))
     if origin is dict and isinstance(value, dict):
         item = args[1] if len(args) > 1 else Any
-        return {go_scalar_text(k) if not isinstance(k, str) else k: _coerce(v, item, loc + (k,), notes)
-                for k, v in value.items()}
+        return {
+            go_scalar_text(k) if not isinstance(k, str) else k: _coerce(v, item, loc + (k,), notes)
+            for k, v in value.items()
+        }
     if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(value, dict):
         fields = {(f.alias or name): f.annotation for name, f in ann.model_fields.items()}
         return {k: (_coerce(v, fields[k], loc + (k,), notes) if k in fields else v) for k, v in value.items()}

@@ -36,7 +36,8 @@ by size then names), which is the order every renderer prints.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -59,7 +60,6 @@ DRAW_MAX_EDGES = 500
 STATE_LIMIT = 200_000
 
 
-
 class GraphError(Exception):
     """A view that cannot be built for this plan; `hint` says what to do instead."""
 
@@ -70,6 +70,7 @@ class GraphError(Exception):
 
 
 # -- node IDs and labels -----------------------------------------------------------------------
+
 
 def model_id(model: str) -> str:
     return f"model:{model}"
@@ -99,15 +100,19 @@ def too_large(g: nx.Graph) -> str | None:
     """Why `g` is too large to draw, or None when it can be drawn."""
     n, e = g.number_of_nodes(), g.number_of_edges()
     if n > DRAW_MAX_NODES or e > DRAW_MAX_EDGES:
-        return (f"the {g.graph.get('view', '')} graph has {n:,} nodes and {e:,} edges, too many to draw "
-                f"(limits: {DRAW_MAX_NODES:,} nodes, {DRAW_MAX_EDGES:,} edges)")
+        return (
+            f"the {g.graph.get('view', '')} graph has {n:,} nodes and {e:,} edges, too many to draw "
+            f"(limits: {DRAW_MAX_NODES:,} nodes, {DRAW_MAX_EDGES:,} edges)"
+        )
     return None
 
 
 # -- entry point -------------------------------------------------------------------------------
 
-def build_graph(plan: "Plan", view: str, focus: str | None = None,
-                states: Sequence[State] | None = None) -> nx.Graph:
+
+def build_graph(
+    plan: Plan, view: str, focus: str | None = None, states: Sequence[State] | None = None
+) -> nx.Graph:
     """The graph of one view. `focus` is a real model ID; `states` (transitions only) are the
     reachable running states to draw, by default those of the precomputed table."""
     if not plan.ok:
@@ -129,14 +134,14 @@ def build_graph(plan: "Plan", view: str, focus: str | None = None,
     return g
 
 
-def _new_graph(plan: "Plan", view: str, directed: bool, notes: list[str], multi: bool = False) -> nx.Graph:
+def _new_graph(plan: Plan, view: str, directed: bool, notes: list[str], multi: bool = False) -> nx.Graph:
     g = (nx.MultiDiGraph() if multi else nx.DiGraph()) if directed else nx.Graph()
     name = plan.file.replace("\\", "/").rsplit("/", 1)[-1]
     g.graph.update(view=view, engine=plan.engine, config=name, notes=notes)
     return g
 
 
-def _add_models(g: nx.Graph, plan: "Plan") -> None:
+def _add_models(g: nx.Graph, plan: Plan) -> None:
     group_of = {m: grp.name for grp in plan.groups for m in grp.members}
     for m in plan.models:
         attrs: dict[str, Any] = {
@@ -155,7 +160,8 @@ def _add_models(g: nx.Graph, plan: "Plan") -> None:
 
 # -- coexist -----------------------------------------------------------------------------------
 
-def coexist_graph(plan: "Plan") -> nx.Graph:
+
+def coexist_graph(plan: Plan) -> nx.Graph:
     sources: dict[tuple[str, str], list[str]] = {}
     pairs: Mapping[tuple[str, str], int | None]
     if plan.engine == "matrix":
@@ -168,7 +174,7 @@ def coexist_graph(plan: "Plan") -> nx.Graph:
     g = _new_graph(plan, "coexist", directed=False, notes=notes)
     _add_models(g, plan)
     rank = {m: i for i, m in enumerate(plan.models)}
-    for (a, b) in sorted(pairs, key=lambda p: (rank[p[0]], rank[p[1]])):
+    for a, b in sorted(pairs, key=lambda p: (rank[p[0]], rank[p[1]])):
         w = pairs[(a, b)]
         attrs: dict = {"kind": "coexist", "weight": w, "label": _count_text(w) if w is not None else ""}
         if plan.engine == "matrix":
@@ -179,7 +185,7 @@ def coexist_graph(plan: "Plan") -> nx.Graph:
     return g
 
 
-def matrix_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], list[str]]]:
+def matrix_pairs(plan: Plan) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], list[str]]]:
     """(a, b) with a < b -> how many combinations hold both, and the sets they come from."""
     exprs = {s.name: s.expr for s in plan.sets}
     memo: dict[str, _Counts] = {}
@@ -190,7 +196,7 @@ def matrix_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int], dict[tuple[s
             per: dict[tuple[str, str], int] = {}
             for combo in s.combinations:
                 for i, a in enumerate(combo):
-                    for b in combo[i + 1:]:
+                    for b in combo[i + 1 :]:
                         per[(a, b)] = per.get((a, b), 0) + 1
         else:
             per = {key: q[0] for key, q in count_pairs(s.expr, exprs, memo).pairs.items()}
@@ -208,8 +214,13 @@ class _Counts:
 
     __slots__ = ("total", "held", "lacking", "pairs")
 
-    def __init__(self, total: int, held: dict[str, int], lacking: dict[str, int],
-                 pairs: dict[tuple[str, str], tuple[int, int, int, int]]):
+    def __init__(
+        self,
+        total: int,
+        held: dict[str, int],
+        lacking: dict[str, int],
+        pairs: dict[tuple[str, str], tuple[int, int, int, int]],
+    ):
         self.total = total
         self.held = held
         self.lacking = lacking
@@ -249,20 +260,25 @@ def count_pairs(expr: Node, exprs: Mapping[str, Node], memo: dict[str, _Counts])
             _cap(sum(k.total for k in kids)),
             {m: _cap(sum(k.held.get(m, 0) for k in kids)) for m in support},
             {m: _cap(sum(k.lacking.get(m, k.total) for k in kids)) for m in support},
-            {(a, b): tuple(_cap(sum(q)) for q in zip(*(k.pair(a, b) for k in kids)))  # type: ignore[misc]
-             for i, a in enumerate(support) for b in support[i + 1:]},
+            {
+                (a, b): tuple(_cap(sum(q)) for q in zip(*(k.pair(a, b) for k in kids)))  # type: ignore[misc]
+                for i, a in enumerate(support)
+                for b in support[i + 1 :]
+            },
         )
     assert isinstance(expr, And)
     acc = kids[0]
     for y in kids[1:]:
         x = acc
         support = sorted(set(x.held) | set(y.held))
-        held = {m: _cap(x.held.get(m, 0) * y.total + x.lacking.get(m, x.total) * y.held.get(m, 0))
-                for m in support}
+        held = {
+            m: _cap(x.held.get(m, 0) * y.total + x.lacking.get(m, x.total) * y.held.get(m, 0))
+            for m in support
+        }
         lacking = {m: _cap(x.lacking.get(m, x.total) * y.lacking.get(m, y.total)) for m in support}
         pairs = {}
         for i, a in enumerate(support):
-            for b in support[i + 1:]:
+            for b in support[i + 1 :]:
                 xb, xa, xo, xn = x.pair(a, b)  # both, a only, b only, neither
                 yb, ya, yo, yn = y.pair(a, b)
                 y_held_a, y_held_b = y.held.get(a, 0), y.held.get(b, 0)
@@ -280,13 +296,13 @@ def _cap(n: int) -> int:
     return n if n < COUNT_CAP else COUNT_CAP
 
 
-def reachable_group_states(plan: "Plan") -> list[State] | None:
+def reachable_group_states(plan: Plan) -> list[State] | None:
     """Reachable running states of a group plan (the table's, else enumerated), or None
     when there are more than STATE_LIMIT."""
     return enumerate_states(plan, STATE_LIMIT)
 
 
-def group_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int | None], list[str]]:
+def group_pairs(plan: Plan) -> tuple[dict[tuple[str, str], int | None], list[str]]:
     """Pairs of models some reachable state holds, weighted by how many states hold them.
 
     Whether a pair can run together needs no enumeration: a state holding both was reached
@@ -297,7 +313,7 @@ def group_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int | None], list[s
     models = plan.models
     pairs: dict[tuple[str, str], int | None] = {}
     for i, a in enumerate(models):
-        for b in models[i + 1:]:
+        for b in models[i + 1 :]:
             if not policy.decide(b, (a,)).evict or not policy.decide(a, (b,)).evict:
                 pairs[(a, b)] = None
     states = reachable_group_states(plan)
@@ -306,14 +322,15 @@ def group_pairs(plan: "Plan") -> tuple[dict[tuple[str, str], int | None], list[s
     counts: dict[tuple[str, str], int | None] = dict.fromkeys(pairs, 0)
     for st in states:
         for i, a in enumerate(st):
-            for b in st[i + 1:]:
+            for b in st[i + 1 :]:
                 counts[(a, b)] += 1  # type: ignore[operator]  # a KeyError would refute the argument above
     return counts, ["edge weight: how many reachable running states hold both models"]
 
 
 # -- refs --------------------------------------------------------------------------------------
 
-def refs_graph(plan: "Plan") -> nx.DiGraph:
+
+def refs_graph(plan: Plan) -> nx.DiGraph:
     if plan.engine != "matrix":
         return _groups_graph(plan, "refs")
     g = _new_graph(plan, "refs", directed=True, notes=[])
@@ -359,13 +376,23 @@ def _direct(expr: Node, refs: list[str], named: list[str]) -> None:
             _direct(c, refs, named)
 
 
-def _groups_graph(plan: "Plan", view: str) -> nx.DiGraph:
+def _groups_graph(plan: Plan, view: str) -> nx.DiGraph:
     g = _new_graph(plan, view, directed=True, notes=[])
     for grp in plan.groups:
-        flags = [f for f, on in (("swap", grp.swap), ("exclusive", grp.exclusive),
-                                 ("persistent", grp.persistent)) if on]
-        g.add_node(group_id(grp.name), kind="group", name=grp.name, swap=grp.swap, exclusive=grp.exclusive,
-                   persistent=grp.persistent, label=f"{grp.name}\n{', '.join(flags) or 'no swap, not exclusive'}")
+        flags = [
+            f
+            for f, on in (("swap", grp.swap), ("exclusive", grp.exclusive), ("persistent", grp.persistent))
+            if on
+        ]
+        g.add_node(
+            group_id(grp.name),
+            kind="group",
+            name=grp.name,
+            swap=grp.swap,
+            exclusive=grp.exclusive,
+            persistent=grp.persistent,
+            label=f"{grp.name}\n{', '.join(flags) or 'no swap, not exclusive'}",
+        )
     _add_models(g, plan)
     for grp in plan.groups:
         for m in grp.members:
@@ -375,29 +402,32 @@ def _groups_graph(plan: "Plan", view: str) -> nx.DiGraph:
 
 # -- sets --------------------------------------------------------------------------------------
 
-def sets_graph(plan: "Plan") -> nx.DiGraph:
+
+def sets_graph(plan: Plan) -> nx.DiGraph:
     if plan.engine == "matrix":
         return _matrix_sets_graph(plan)
     states = reachable_group_states(plan)
     if states is None:
-        raise GraphError(f"more than {STATE_LIMIT:,} reachable running states; the maximal ones cannot be listed",
-                         hint="use --view refs to see the groups")
-    g = _new_graph(plan, "sets", directed=True,
-                   notes=["combinations: the maximal reachable running states"])
+        raise GraphError(
+            f"more than {STATE_LIMIT:,} reachable running states; the maximal ones cannot be listed",
+            hint="use --view refs to see the groups",
+        )
+    g = _new_graph(plan, "sets", directed=True, notes=["combinations: the maximal reachable running states"])
     for combo in maximal([frozenset(st) for st in states if st]):
         models = sorted(combo)
-        g.add_node(combo_id(models), kind="combination", models=models, sets=[],
-                   label=state_label(models))
+        g.add_node(combo_id(models), kind="combination", models=models, sets=[], label=state_label(models))
     _add_models_and_holds(g, plan)
     return g
 
 
-def _matrix_sets_graph(plan: "Plan") -> nx.DiGraph:
+def _matrix_sets_graph(plan: Plan) -> nx.DiGraph:
     symbolic = [s for s in plan.sets if s.combinations is None]
     notes = []
     if symbolic:
-        notes.append("a symbolic set cannot list its combinations: it is one node, pointing at every model it "
-                     "may hold; combinations it can hold are shown through it")
+        notes.append(
+            "a symbolic set cannot list its combinations: it is one node, pointing at every model it "
+            "may hold; combinations it can hold are shown through it"
+        )
     g = _new_graph(plan, "sets", directed=True, notes=notes)
     where: dict[frozenset[str], list[str]] = {}
     for s in plan.sets:
@@ -415,14 +445,22 @@ def _matrix_sets_graph(plan: "Plan") -> nx.DiGraph:
             for m in combo:
                 mask |= 1 << solver.index[m]
             memo: dict = {}
-            return any(cs.support & mask == mask and any(st == mask for st, _ in solver.set_states(cs.index, mask, memo))
-                       for cs in sym)
+            return any(
+                cs.support & mask == mask
+                and any(st == mask for st, _ in solver.set_states(cs.index, mask, memo))
+                for cs in sym
+            )
 
         combos = [c for c in combos if not held_by_symbolic(c)]
     for combo in combos:
         models = sorted(combo)
-        g.add_node(combo_id(models), kind="combination", models=models, sets=where[combo],
-                   label=f"{state_label(models)}\n{', '.join(where[combo])}")
+        g.add_node(
+            combo_id(models),
+            kind="combination",
+            models=models,
+            sets=where[combo],
+            label=f"{state_label(models)}\n{', '.join(where[combo])}",
+        )
     for s in symbolic:
         g.add_node(set_id(s.name), **_set_attrs(s))
     _add_models_and_holds(g, plan)
@@ -434,7 +472,7 @@ def _matrix_sets_graph(plan: "Plan") -> nx.DiGraph:
     return g
 
 
-def _add_models_and_holds(g: nx.DiGraph, plan: "Plan") -> None:
+def _add_models_and_holds(g: nx.DiGraph, plan: Plan) -> None:
     """The model nodes, after the combinations already in `g`, and an edge from each
     combination to each model it holds."""
     combos = [(n, d["models"]) for n, d in g.nodes(data=True) if d["kind"] == "combination"]
@@ -467,7 +505,8 @@ def maximal(combos: Sequence[frozenset[str]]) -> list[frozenset[str]]:
 
 # -- transitions -------------------------------------------------------------------------------
 
-def transitions_graph(plan: "Plan", states: Sequence[State] | None = None) -> nx.MultiDiGraph:
+
+def transitions_graph(plan: Plan, states: Sequence[State] | None = None) -> nx.MultiDiGraph:
     """States as nodes; an edge (keyed by the requested model) for every decision whose
     new state `running - evict + target` differs from `running`. Two requests can lead to
     the same state (groups: both a and b evict x from [a, b, x]), hence a multigraph."""
@@ -479,12 +518,21 @@ def transitions_graph(plan: "Plan", states: Sequence[State] | None = None) -> nx
             if symbolic:
                 raise GraphError(
                     f"set(s) {', '.join(symbolic)} are symbolic (too large to expand), so the reachable "
-                    "running states cannot be listed", hint="raise --expand-budget to expand them")
-            raise GraphError("there is no precomputed decision table (too many running states)",
-                             hint="pass the states to draw")
+                    "running states cannot be listed",
+                    hint="raise --expand-budget to expand them",
+                )
+            raise GraphError(
+                "there is no precomputed decision table (too many running states)",
+                hint="pass the states to draw",
+            )
         states = table.states
-    g = _new_graph(plan, "transitions", directed=True, multi=True,
-                   notes=["requests that leave the running state as it is are not drawn"])
+    g = _new_graph(
+        plan,
+        "transitions",
+        directed=True,
+        multi=True,
+        notes=["requests that leave the running state as it is are not drawn"],
+    )
     for st in states:
         g.add_node(state_id(st), kind="state", models=list(st), label=state_label(st))
     for st in states:
@@ -496,12 +544,22 @@ def transitions_graph(plan: "Plan", states: Sequence[State] | None = None) -> nx
             label = target + (f"\nevict {', '.join(d.evict)}" if d.evict else "")
             if state_id(new) not in g:  # never for reachable states: they are closed under decisions
                 g.add_node(state_id(new), kind="state", models=list(new), label=state_label(new))
-            g.add_edge(state_id(st), state_id(new), key=target, kind="request", request=target, evict=list(d.evict),
-                       set=d.set, cost=d.cost, label=label)
+            g.add_edge(
+                state_id(st),
+                state_id(new),
+                key=target,
+                kind="request",
+                request=target,
+                evict=list(d.evict),
+                set=d.set,
+                cost=d.cost,
+                label=label,
+            )
     return g
 
 
 # -- focus -------------------------------------------------------------------------------------
+
 
 def focus_graph(g: nx.Graph, model: str) -> nx.Graph:
     """One model's part of a view.
@@ -570,10 +628,23 @@ def focus_transitions(g: nx.DiGraph, model: str) -> nx.DiGraph:
             unloads.setdefault(u, []).append(d["request"])
     for v in holding:
         if v in loads:
-            out.add_edge(others, v, key="load", kind="load", request=model, sources=loads[v],
-                         label=f"{model}\nfrom {loads[v]:,} state{'s' if loads[v] != 1 else ''}")
+            out.add_edge(
+                others,
+                v,
+                key="load",
+                kind="load",
+                request=model,
+                sources=loads[v],
+                label=f"{model}\nfrom {loads[v]:,} state{'s' if loads[v] != 1 else ''}",
+            )
     for u in holding:
         if u in unloads:
-            out.add_edge(u, others, key="unload", kind="unload", requests=unloads[u],
-                         label=f"{', '.join(unloads[u])}\nevict {model}")
+            out.add_edge(
+                u,
+                others,
+                key="unload",
+                kind="unload",
+                requests=unloads[u],
+                label=f"{', '.join(unloads[u])}\nevict {model}",
+            )
     return out

@@ -36,9 +36,9 @@ class Key:
 
     status: str = OK
     note: str = ""
-    children: dict[str, "Key"] | None = None
-    each: "Key | None" = None
-    items: "Key | None" = None
+    children: dict[str, Key] | None = None
+    each: Key | None = None
+    items: Key | None = None
     free: bool = False  # any content (user data such as metadata or setParams)
 
 
@@ -52,106 +52,171 @@ def _map(children: dict[str, Key], status: str = OK, note: str = "") -> Key:
 
 FREE = Key(free=True)
 
-_TIMEOUTS = _map({
-    "connect": _leaf(), "keepalive": _leaf(), "responseHeader": _leaf(), "idleConn": _leaf(),
-    "streamIdle": _leaf(),  # llamaswap extension
-    "tlsHandshake": _leaf(IGNORED, "llamaswap bounds the whole connect, TLS included, by timeouts.connect"),
-    "expectContinue": _leaf(IGNORED, "llamaswap answers Expect: 100-continue itself"),
-})
+_TIMEOUTS = _map(
+    {
+        "connect": _leaf(),
+        "keepalive": _leaf(),
+        "responseHeader": _leaf(),
+        "idleConn": _leaf(),
+        "streamIdle": _leaf(),  # llamaswap extension
+        "tlsHandshake": _leaf(
+            IGNORED, "llamaswap bounds the whole connect, TLS included, by timeouts.connect"
+        ),
+        "expectContinue": _leaf(IGNORED, "llamaswap answers Expect: 100-continue itself"),
+    }
+)
 
 _ALIAS_OBJECT = _map({"id": _leaf(), "name": _leaf(), "description": _leaf(), "unlisted": _leaf()})
 
-MODEL = _map({
-    "cmd": _leaf(),
-    "cmdStop": _leaf(),
-    "proxy": _leaf(),
-    "aliases": Key(items=Key(children=_ALIAS_OBJECT.children, free=False)),
-    "env": _leaf(),
-    "checkEndpoint": _leaf(),
-    "ttl": _leaf(),
-    "unloadTimeout": _leaf(),
-    "unlisted": _leaf(),
-    "useModelName": _leaf(),
-    "name": _leaf(),
-    "description": _leaf(),
-    "concurrencyLimit": _leaf(),
-    "filters": _map({
-        "stripParams": _leaf(),
-        "strip_params": _leaf(note="legacy spelling of stripParams"),
-        "setParams": FREE,
-        "setParamsByID": FREE,
-    }),
-    "macros": FREE,
-    "metadata": FREE,
-    "sendLoadingState": _leaf(),
-    "timeouts": _TIMEOUTS,
-    "apiKey": _leaf(),  # llamaswap extension: the key sent upstream
-    "compat": _map({"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"),
-    "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
-    "healthCheckTimeout": _leaf(IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"),
-    "resources": FREE,  # llamaswap extension, checked by resources.py
-})
+MODEL = _map(
+    {
+        "cmd": _leaf(),
+        "cmdStop": _leaf(),
+        "proxy": _leaf(),
+        "aliases": Key(items=Key(children=_ALIAS_OBJECT.children, free=False)),
+        "env": _leaf(),
+        "checkEndpoint": _leaf(),
+        "ttl": _leaf(),
+        "unloadTimeout": _leaf(),
+        "unlisted": _leaf(),
+        "useModelName": _leaf(),
+        "name": _leaf(),
+        "description": _leaf(),
+        "concurrencyLimit": _leaf(),
+        "filters": _map(
+            {
+                "stripParams": _leaf(),
+                "strip_params": _leaf(note="legacy spelling of stripParams"),
+                "setParams": FREE,
+                "setParamsByID": FREE,
+            }
+        ),
+        "macros": FREE,
+        "metadata": FREE,
+        "sendLoadingState": _leaf(),
+        "timeouts": _TIMEOUTS,
+        "apiKey": _leaf(),  # llamaswap extension: the key sent upstream
+        "compat": _map(
+            {"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"
+        ),
+        "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
+        "healthCheckTimeout": _leaf(
+            IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"
+        ),
+        "resources": FREE,  # llamaswap extension, checked by resources.py
+    }
+)
 
 GROUP = _map({"swap": _leaf(), "exclusive": _leaf(), "persistent": _leaf(), "members": _leaf()})
 
 MATRIX = _map({"vars": FREE, "evict_costs": FREE, "sets": FREE})
 
-_PEER = _map({
-    "proxy": _leaf(), "models": _leaf(), "apiKey": _leaf(),
-    "filters": _map({"stripParams": _leaf(), "setParams": FREE}),
-    "timeouts": _map({k: _leaf() for k in _TIMEOUTS.children or {} if k != "streamIdle"}),
-})
+_PEER = _map(
+    {
+        "proxy": _leaf(),
+        "models": _leaf(),
+        "apiKey": _leaf(),
+        "filters": _map({"stripParams": _leaf(), "setParams": FREE}),
+        "timeouts": _map({k: _leaf() for k in _TIMEOUTS.children or {} if k != "streamIdle"}),
+    }
+)
 
-TOP = _map({
-    "healthCheckTimeout": _leaf(),
-    "logLevel": _leaf(),
-    "logTimeFormat": _leaf(),
-    "logToStdout": _leaf(),
-    "logRequests": _leaf(IGNORED, "llama-swap parses it but never uses it"),
-    "metricsMaxInMemory": _leaf(UNIMPLEMENTED, "there is no activity store yet"),
-    "captureBuffer": _leaf(UNIMPLEMENTED, "request/response capture is not implemented"),
-    "store": _map({"path": _leaf()}, UNIMPLEMENTED, "there is no activity store yet"),
-    "ui": Key(status=UNIMPLEMENTED, note="there is no web UI", free=True),
-    "performance": _map({"disabled": _leaf(), "every": _leaf()}, UNIMPLEMENTED,
-                        "hardware monitoring is not implemented"),
-    "startPort": _leaf(),
-    "sendLoadingState": _leaf(),
-    "includeAliasesInList": _leaf(),
-    "globalTTL": _leaf(),
-    "unloadTimeout": _leaf(),
-    "macros": FREE,
-    "models": Key(each=MODEL),
-    "apiKeys": _leaf(),
-    "llamaswap": _map({"shutdownTimeout": _leaf(), "runtimeDir": _leaf()}),
-    "hooks": _map({"on_startup": _map({"preload": _leaf()})}),
-    "routing": _map({
-        "router": _map({
-            "use": _leaf(),
-            "settings": _map({"groups": Key(each=GROUP), "matrix": MATRIX}),
-        }),
-        "scheduler": _map({
-            "use": _leaf(),
-            "policy": FREE,  # a name, or {use: NAME, options...}: checked by load.py
-            "settings": _map({"fifo": _map({"priority": FREE, "max_wait": _leaf(), "stall_timeout": _leaf(),
-                                             "queue_timeout": _leaf()})}),
-        }),
-    }),
-    "groups": Key(each=GROUP),
-    "matrix": MATRIX,
-    "peers": Key(each=_PEER, status=UNIMPLEMENTED,
-                 note="peers are checked and listed in /v1/models, but requests to them are not forwarded yet"),
-    "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
-    "server": _map({  # llamaswap extension: limits of the HTTP server (docs/guarantees.md)
-        k: _leaf() for k in ("maxBodyBytes", "maxMultipartBytes", "headerTimeout", "bodyTimeout",
-                             "keepaliveTimeout", "maxConnections", "allowedHosts", "allowedOrigins")}),
-    "profiles": Key(status=UNIMPLEMENTED, free=True,
-                    note="profiles are checked, but none can be activated yet (llama-swap starts with none active)"),
-    "selectors": Key(each=_map({
-        "strategy": _leaf(), "targets": _leaf(), "settings": _map({"spillover": _leaf()}), "name": _leaf(),
-        "description": _leaf(), "unlisted": _leaf(), "metadata": FREE,
-    })),
-    "resources": FREE,  # llamaswap extension: devices and budgets, checked by resources.py
-})
+TOP = _map(
+    {
+        "healthCheckTimeout": _leaf(),
+        "logLevel": _leaf(),
+        "logTimeFormat": _leaf(),
+        "logToStdout": _leaf(),
+        "logRequests": _leaf(IGNORED, "llama-swap parses it but never uses it"),
+        "metricsMaxInMemory": _leaf(UNIMPLEMENTED, "there is no activity store yet"),
+        "captureBuffer": _leaf(UNIMPLEMENTED, "request/response capture is not implemented"),
+        "store": _map({"path": _leaf()}, UNIMPLEMENTED, "there is no activity store yet"),
+        "ui": Key(status=UNIMPLEMENTED, note="there is no web UI", free=True),
+        "performance": _map(
+            {"disabled": _leaf(), "every": _leaf()}, UNIMPLEMENTED, "hardware monitoring is not implemented"
+        ),
+        "startPort": _leaf(),
+        "sendLoadingState": _leaf(),
+        "includeAliasesInList": _leaf(),
+        "globalTTL": _leaf(),
+        "unloadTimeout": _leaf(),
+        "macros": FREE,
+        "models": Key(each=MODEL),
+        "apiKeys": _leaf(),
+        "llamaswap": _map({"shutdownTimeout": _leaf(), "runtimeDir": _leaf()}),
+        "hooks": _map({"on_startup": _map({"preload": _leaf()})}),
+        "routing": _map(
+            {
+                "router": _map(
+                    {
+                        "use": _leaf(),
+                        "settings": _map({"groups": Key(each=GROUP), "matrix": MATRIX}),
+                    }
+                ),
+                "scheduler": _map(
+                    {
+                        "use": _leaf(),
+                        "policy": FREE,  # a name, or {use: NAME, options...}: checked by load.py
+                        "settings": _map(
+                            {
+                                "fifo": _map(
+                                    {
+                                        "priority": FREE,
+                                        "max_wait": _leaf(),
+                                        "stall_timeout": _leaf(),
+                                        "queue_timeout": _leaf(),
+                                    }
+                                )
+                            }
+                        ),
+                    }
+                ),
+            }
+        ),
+        "groups": Key(each=GROUP),
+        "matrix": MATRIX,
+        "peers": Key(
+            each=_PEER,
+            status=UNIMPLEMENTED,
+            note="peers are checked and listed in /v1/models, but requests to them are not forwarded yet",
+        ),
+        "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
+        "server": _map(
+            {  # llamaswap extension: limits of the HTTP server (docs/guarantees.md)
+                k: _leaf()
+                for k in (
+                    "maxBodyBytes",
+                    "maxMultipartBytes",
+                    "headerTimeout",
+                    "bodyTimeout",
+                    "keepaliveTimeout",
+                    "maxConnections",
+                    "allowedHosts",
+                    "allowedOrigins",
+                )
+            }
+        ),
+        "profiles": Key(
+            status=UNIMPLEMENTED,
+            free=True,
+            note="profiles are checked, but none can be activated yet (llama-swap starts with none active)",
+        ),
+        "selectors": Key(
+            each=_map(
+                {
+                    "strategy": _leaf(),
+                    "targets": _leaf(),
+                    "settings": _map({"spillover": _leaf()}),
+                    "name": _leaf(),
+                    "description": _leaf(),
+                    "unlisted": _leaf(),
+                    "metadata": FREE,
+                }
+            )
+        ),
+        "resources": FREE,  # llamaswap extension: devices and budgets, checked by resources.py
+    }
+)
 
 
 def check_keys(root: YNode | None, file: str) -> list[Diagnostic]:
@@ -172,8 +237,10 @@ ADVICE: dict[tuple[str, str], str] = {
     ("group", "model"): "did you mean 'members'? A group lists its models under members",
     ("top", "ttl"): "set ttl per model (models.<id>.ttl), or globalTTL for every model",
     ("top", "defaultTTL"): "did you mean 'globalTTL'?",
-    ("model", "unload"): "llama-swap unloads after ttl seconds idle (models.<id>.ttl); unloadTimeout is the stop "
-                         "grace period",
+    (
+        "model",
+        "unload",
+    ): "llama-swap unloads after ttl seconds idle (models.<id>.ttl); unloadTimeout is the stop grace period",
 }
 
 
@@ -213,13 +280,15 @@ def _kind(path: str) -> str:
     if len(parts) == 2 and parts[0] == "models":
         return "model"
     if (len(parts) == 2 and parts[0] == "groups") or (
-            len(parts) == 5 and parts[:4] == ["routing", "router", "settings", "groups"]):
+        len(parts) == 5 and parts[:4] == ["routing", "router", "settings", "groups"]
+    ):
         return "group"
     return "other"
 
 
-def _unknown_key(name: str, path: str, known: list[str], children: dict[str, Key], k: YScalar, v: YNode,
-                 report: Reporter) -> None:
+def _unknown_key(
+    name: str, path: str, known: list[str], children: dict[str, Key], k: YScalar, v: YNode, report: Reporter
+) -> None:
     """LS408/LS409/LS410: a key llama-swap ignores here, with the most useful hint."""
     child_path = f"{path}.{name}" if path else name
     where = f"'{path}'" if path else "the top level"
@@ -230,14 +299,24 @@ def _unknown_key(name: str, path: str, known: list[str], children: dict[str, Key
     close = closest(name, known, fold=True)
     known_at("")
     elsewhere = [p for p in known_at(name) if p.rsplit(".", 1)[0] != path]
-    misplaced = (f"'{name}' is not a key of {where} (llama-swap knows it at {elsewhere[0]}); llama-swap "
-                 "ignores it here") if elsewhere else message
+    misplaced = (
+        (
+            f"'{name}' is not a key of {where} (llama-swap knows it at {elsewhere[0]}); llama-swap "
+            "ignores it here"
+        )
+        if elsewhere
+        else message
+    )
     if kind == "top" and name in LISTEN_KEYS:
         code = "LS410"
-        message = (f"'{name}' is not a config key: the listen address is a command-line flag, and llama-swap "
-                   "ignores it here")
-        hint = ("start with  llamaswap serve CONFIG --listen 0.0.0.0:8080  (llama-swap's form, -listen :8080, "
-                "works too)")
+        message = (
+            f"'{name}' is not a config key: the listen address is a command-line flag, and llama-swap "
+            "ignores it here"
+        )
+        hint = (
+            "start with  llamaswap serve CONFIG --listen 0.0.0.0:8080  (llama-swap's form, -listen :8080, "
+            "works too)"
+        )
     elif advice is not None:
         if elsewhere and not advice.startswith("did you mean"):
             code, message = "LS409", misplaced
@@ -245,8 +324,10 @@ def _unknown_key(name: str, path: str, known: list[str], children: dict[str, Key
     elif close is not None and _norm(close) == _norm(name):
         hint = f"did you mean '{close}'? (keys are case-sensitive)"
         if close == "healthCheckTimeout" and kind == "model":
-            hint = ("did you mean 'healthCheckTimeout'? It is a top-level key: llama-swap uses one health check "
-                    "timeout for every model")
+            hint = (
+                "did you mean 'healthCheckTimeout'? It is a top-level key: llama-swap uses one health check "
+                "timeout for every model"
+            )
     elif elsewhere:
         code, message = "LS409", misplaced
         hint = f"move it to {elsewhere[0]}"
@@ -259,8 +340,10 @@ def _unknown_key(name: str, path: str, known: list[str], children: dict[str, Key
         elif kind == "model":
             hint = "to keep your own data with a model, put it under metadata (shown in /v1/models)"
         elif kind == "top" and isinstance(v, (YMap, YSeq)):
-            hint = (f"if it only holds YAML anchors, name it 'x-{name}': llamaswap does not warn about x- keys; "
-                    f"known keys here: {', '.join(known)}")
+            hint = (
+                f"if it only holds YAML anchors, name it 'x-{name}': llamaswap does not warn about x- keys; "
+                f"known keys here: {', '.join(known)}"
+            )
         else:
             hint = f"known keys here: {', '.join(known)}"
     report.warning(code, message, k.pos, child_path, hint=hint, length=max(1, len(name)))
@@ -286,8 +369,11 @@ def _check_map(node: YMap, schema: Key, path: str, report: Reporter) -> None:
             continue
         if spec.status in (UNIMPLEMENTED, IGNORED):
             code = "LS400" if spec.status == UNIMPLEMENTED else "LS407"
-            what = ("llamaswap does not implement '{0}' yet; it has no effect" if spec.status == UNIMPLEMENTED
-                    else "'{0}' is ignored")
+            what = (
+                "llamaswap does not implement '{0}' yet; it has no effect"
+                if spec.status == UNIMPLEMENTED
+                else "'{0}' is ignored"
+            )
             msg = what.format(name)
             report.warning(code, msg, k.pos, child_path, hint=spec.note or None, length=max(1, len(name)))
             continue

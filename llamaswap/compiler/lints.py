@@ -14,7 +14,7 @@ set could invalidate (LS401, LS403, LS404) stay silent until every set compiles.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from llamaswap.compiler.ast import And, Leaf, Node, Ref, quote_id
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
@@ -58,8 +58,15 @@ def sharing_models(table: Iterable[SetEntry]) -> set[str]:
     return out
 
 
-def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[SetEntry, ...],
-                models: Mapping[str, object], model_pos: dict[str, Pos]) -> list[Diagnostic]:
+def lint_matrix(
+    file: str,
+    path: str,
+    block: YMap,
+    matrix: Matrix,
+    table: tuple[SetEntry, ...],
+    models: Mapping[str, object],
+    model_pos: dict[str, Pos],
+) -> list[Diagnostic]:
     report = Reporter(file)
 
     in_sets: set[str] = set()
@@ -72,29 +79,43 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
     if complete:
         for model_id in sorted(models):
             if model_id not in in_sets:
-                report.warning("LS401", f"model {model_id!r} is in no set: it can only run alone and "
-                                        "stops every other model when requested",
-                               model_pos.get(model_id), f"models.{model_id}",
-                               hint=f"add it to a set (e.g. '{quote_id(model_id)} & ...') if it may share the GPUs, "
-                                    f"or add a set '{quote_id(model_id)}' to say it runs alone", length=len(model_id))
+                report.warning(
+                    "LS401",
+                    f"model {model_id!r} is in no set: it can only run alone and "
+                    "stops every other model when requested",
+                    model_pos.get(model_id),
+                    f"models.{model_id}",
+                    hint=f"add it to a set (e.g. '{quote_id(model_id)} & ...') if it may share the GPUs, "
+                    f"or add a set '{quote_id(model_id)}' to say it runs alone",
+                    length=len(model_id),
+                )
 
     # A set that failed to parse may well use the var: only judge a complete matrix.
     unused = sorted(set(matrix.vars) - matrix.used_vars) if complete and matrix.sets else []
     for var in unused:
-        report.warning("LS403", f"var {var!r} is never used", matrix.var_pos.get(var), f"{path}.vars.{var}",
-                       hint="remove it, or use it in a set", length=len(var))
+        report.warning(
+            "LS403",
+            f"var {var!r} is never used",
+            matrix.var_pos.get(var),
+            f"{path}.vars.{var}",
+            hint="remove it, or use it in a set",
+            length=len(var),
+        )
 
     shared = sharing_models(table)
     if complete:
         for model_id in sorted(matrix.evict_costs):
             if model_id not in shared:
-                report.warning("LS404", f"evict cost for {model_id!r} never matters: it never shares a "
-                                        "combination with another model, so every request for another "
-                                        "model evicts it whatever it costs",
-                               matrix.cost_pos.get(model_id),
-                               f"{path}.evict_costs.{matrix.cost_key.get(model_id, model_id)}",
-                               hint="remove the cost, or put the model in a set with others",
-                               length=len(matrix.cost_key.get(model_id, model_id)))
+                report.warning(
+                    "LS404",
+                    f"evict cost for {model_id!r} never matters: it never shares a "
+                    "combination with another model, so every request for another "
+                    "model evicts it whatever it costs",
+                    matrix.cost_pos.get(model_id),
+                    f"{path}.evict_costs.{matrix.cost_key.get(model_id, model_id)}",
+                    hint="remove the cost, or put the model in a set with others",
+                    length=len(matrix.cost_key.get(model_id, model_id)),
+                )
 
     # Duplicates and redundancy are judged in definition order: the later of two equal sets
     # is the one reported, whatever the solver order.
@@ -106,9 +127,14 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
         key = frozenset(e.combinations or ())
         if key in seen:
             duplicate.add(e.name)
-            report.warning("LS405", f"set {e.name!r} has exactly the same combinations as set "
-                                    f"{seen[key]!r}", matrix.set_pos.get(e.name), f"{path}.sets.{e.name}",
-                           hint="remove one of them", length=len(e.name))
+            report.warning(
+                "LS405",
+                f"set {e.name!r} has exactly the same combinations as set {seen[key]!r}",
+                matrix.set_pos.get(e.name),
+                f"{path}.sets.{e.name}",
+                hint="remove one of them",
+                length=len(e.name),
+            )
         else:
             seen[key] = e.name
     _redundant(report, path, matrix, table, expanded, duplicate)
@@ -120,8 +146,14 @@ def lint_matrix(file: str, path: str, block: YMap, matrix: Matrix, table: tuple[
 REDUNDANCY_WORK = 2_000_000
 
 
-def _redundant(report: Reporter, path: str, matrix: Matrix, table: tuple[SetEntry, ...],
-               expanded: list[SetEntry], duplicate: set[str]) -> None:
+def _redundant(
+    report: Reporter,
+    path: str,
+    matrix: Matrix,
+    table: tuple[SetEntry, ...],
+    expanded: list[SetEntry],
+    duplicate: set[str],
+) -> None:
     """LS402: a set every combination of which is contained in a combination of another set.
 
     Sets are judged from the last defined to the first, and a set found redundant no longer
@@ -169,11 +201,14 @@ def _redundant(report: Reporter, path: str, matrix: Matrix, table: tuple[SetEntr
                 break
         if covered:
             dropped.add(e.name)
-            report.warning("LS402", f"set {e.name!r} is redundant: every combination it allows is "
-                                    "contained in another set's", matrix.set_pos.get(e.name),
-                           f"{path}.sets.{e.name}",
-                           hint="sets allow every subset of their combinations; this set adds nothing",
-                           length=len(e.name))
+            report.warning(
+                "LS402",
+                f"set {e.name!r} is redundant: every combination it allows is contained in another set's",
+                matrix.set_pos.get(e.name),
+                f"{path}.sets.{e.name}",
+                hint="sets allow every subset of their combinations; this set adds nothing",
+                length=len(e.name),
+            )
 
 
 def _all_sets_compiled(block: YMap, matrix: Matrix) -> bool:

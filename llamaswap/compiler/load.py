@@ -12,8 +12,9 @@ default so later checks still run and one run reports every problem.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from llamaswap.compiler.commands import CommandError, split_command
@@ -23,8 +24,18 @@ from llamaswap.compiler.goyaml import coerce
 from llamaswap.compiler.group import DEFAULT_GROUP, Group
 from llamaswap.compiler.keys import TOP, Key, check_keys
 from llamaswap.compiler.macros import expand_macros
-from llamaswap.compiler.source import (Document, PathReporter, Pos, YMap, YScalar, YSeq, format_path, load_document,
-                                       node_at, to_python)
+from llamaswap.compiler.source import (
+    Document,
+    PathReporter,
+    Pos,
+    YMap,
+    YScalar,
+    YSeq,
+    format_path,
+    load_document,
+    node_at,
+    to_python,
+)
 from llamaswap.compiler.suggest import LOOSE, did_you_mean
 from llamaswap.compiler.validate import validate_config
 from llamaswap.compiler.virtual import go_url_error
@@ -32,8 +43,23 @@ from llamaswap.compiler.virtual import go_url_error
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
 # logTimeFormat names llama-swap knows (Go time layouts); anything else means no timestamp.
-LOG_TIME_FORMATS = ("ansic", "unixdate", "rubydate", "rfc822", "rfc822z", "rfc850", "rfc1123", "rfc1123z",
-                    "rfc3339", "rfc3339nano", "kitchen", "stamp", "stampmilli", "stampmicro", "stampnano")
+LOG_TIME_FORMATS = (
+    "ansic",
+    "unixdate",
+    "rubydate",
+    "rfc822",
+    "rfc822z",
+    "rfc850",
+    "rfc1123",
+    "rfc1123z",
+    "rfc3339",
+    "rfc3339nano",
+    "kitchen",
+    "stamp",
+    "stampmilli",
+    "stampmicro",
+    "stampnano",
+)
 MODALITIES = ("text", "audio", "image")
 MIN_HEALTH_CHECK_TIMEOUT = 15
 
@@ -74,8 +100,13 @@ def _drop_nulls(data: Any, schema: Key) -> Any:
     return out
 
 
-def load_config(text: str, file: str, env: Mapping[str, str],
-                keep_ports: Mapping[str, int] | None = None, keep_start_port: int | None = None) -> Loaded:
+def load_config(
+    text: str,
+    file: str,
+    env: Mapping[str, str],
+    keep_ports: Mapping[str, int] | None = None,
+    keep_start_port: int | None = None,
+) -> Loaded:
     """Load and check a llama-swap config. `env` is the environment for `${env.X}`;
     `keep_ports` pins `${PORT}` allocations (hot reload, see macros.py)."""
     doc = load_document(text, file)
@@ -87,8 +118,12 @@ def load_config(text: str, file: str, env: Mapping[str, str],
     if root is None:
         if not doc.diagnostics:
             # llama-swap starts on an empty file, with every default and no models.
-            ck.warning("LS303", "the config is empty: serving it lists no models", Pos(1, 1),
-                       hint="define models under 'models'")
+            ck.warning(
+                "LS303",
+                "the config is empty: serving it lists no models",
+                Pos(1, 1),
+                hint="define models under 'models'",
+            )
             loaded.config = Config.model_validate({})
             loaded.groups = (Group(DEFAULT_GROUP, True, True, False, ()),)
         return loaded
@@ -103,16 +138,25 @@ def load_config(text: str, file: str, env: Mapping[str, str],
 
     for model_id, port in loaded.ports.items():
         if port > 65535:
-            ck.warning_at("LS411", f"model {model_id}: ${{PORT}} would be {port}, above 65535: it cannot start",
-                          ("models", model_id), key=True,
-                          hint="lower startPort: ports are allocated one per model that uses ${PORT}")
+            ck.warning_at(
+                "LS411",
+                f"model {model_id}: ${{PORT}} would be {port}, above 65535: it cannot start",
+                ("models", model_id),
+                key=True,
+                hint="lower startPort: ports are allocated one per model that uses ${PORT}",
+            )
     data = _drop_nulls(to_python(root), TOP)
     for model_id in _null_models(root):
         # llama-swap decodes a model whose value is null as an empty model: no cmd, no proxy.
         data["models"][model_id] = {"proxy": ""}
-        ck.warning_at("LS411", f"model {model_id} has no settings: it is listed, and requests for it fail "
-                               "(there is no cmd to start)", ("models", model_id), key=True,
-                      hint="give it a cmd (and a proxy if the server is not on ${PORT}), or remove it")
+        ck.warning_at(
+            "LS411",
+            f"model {model_id} has no settings: it is listed, and requests for it fail "
+            "(there is no cmd to start)",
+            ("models", model_id),
+            key=True,
+            hint="give it a cmd (and a proxy if the server is not on ${PORT}), or remove it",
+        )
     _type_auto_sets(data)
     data, notes = coerce(data, Config)
     for loc, note in notes:
@@ -127,14 +171,16 @@ def load_config(text: str, file: str, env: Mapping[str, str],
     _check_limits(config, ck)
     _check_preload(config, loaded, ck)
     if not config.models:
-        ck.warning_at("LS303", "the config defines no models", ("models",), hint="add models under 'models'",
-                            key=True)
+        ck.warning_at(
+            "LS303", "the config defines no models", ("models",), hint="add models under 'models'", key=True
+        )
     return loaded
 
 
 def _type_auto_sets(data: dict) -> None:
     """`sets: auto` (a llamaswap extension, see resources.py) is read by the matrix passes from
     the located tree; the typed config holds no sets for it."""
+
     def sub(d: Any, key: str) -> Any:
         return d.get(key) if isinstance(d, dict) else None
 
@@ -152,35 +198,60 @@ def _null_models(root: YMap) -> list[str]:
 
 def _check_scalars(c: Config, ck: PathReporter) -> None:
     if c.log_level.strip().lower() not in LOG_LEVELS:
-        ck.warning_at("LS412", f"logLevel {c.log_level!r} is not one of: {', '.join(LOG_LEVELS)}; it is read as "
-                               "info", ("logLevel",), hint=did_you_mean(c.log_level, LOG_LEVELS, cutoff=LOOSE))
+        ck.warning_at(
+            "LS412",
+            f"logLevel {c.log_level!r} is not one of: {', '.join(LOG_LEVELS)}; it is read as info",
+            ("logLevel",),
+            hint=did_you_mean(c.log_level, LOG_LEVELS, cutoff=LOOSE),
+        )
     if c.log_time_format and c.log_time_format.strip().lower() not in LOG_TIME_FORMATS:
-        ck.warning_at("LS412", f"logTimeFormat {c.log_time_format!r} is not a known format name; log lines get no "
-                               "timestamp", ("logTimeFormat",),
-                      hint=did_you_mean(c.log_time_format.lower(), LOG_TIME_FORMATS, cutoff=LOOSE)
-                      or f"use one of: {', '.join(LOG_TIME_FORMATS)} (names, not Go layouts)")
+        ck.warning_at(
+            "LS412",
+            f"logTimeFormat {c.log_time_format!r} is not a known format name; log lines get no timestamp",
+            ("logTimeFormat",),
+            hint=did_you_mean(c.log_time_format.lower(), LOG_TIME_FORMATS, cutoff=LOOSE)
+            or f"use one of: {', '.join(LOG_TIME_FORMATS)} (names, not Go layouts)",
+        )
     _check_blocks(c, ck)
     if c.log_to_stdout not in LOG_TO_STDOUT:
-        ck.error_at("LS303", "logToStdout must be one of: proxy, upstream, both, none", ("logToStdout",),
-                    hint=did_you_mean(c.log_to_stdout, LOG_TO_STDOUT, cutoff=LOOSE))
+        ck.error_at(
+            "LS303",
+            "logToStdout must be one of: proxy, upstream, both, none",
+            ("logToStdout",),
+            hint=did_you_mean(c.log_to_stdout, LOG_TO_STDOUT, cutoff=LOOSE),
+        )
     if c.start_port < 1:
         ck.error_at("LS303", "startPort must be greater than 1", ("startPort",))
     if c.start_port > 65535:
-        ck.warning_at("LS411", "startPort is above 65535: every model that uses ${PORT} fails to start",
-                      ("startPort",), hint="ports are allocated one per model from startPort")
+        ck.warning_at(
+            "LS411",
+            "startPort is above 65535: every model that uses ${PORT} fails to start",
+            ("startPort",),
+            hint="ports are allocated one per model from startPort",
+        )
     if c.global_ttl < 0:
         ck.error_at("LS303", "globalTTL must be >= 0", ("globalTTL",), hint="0 means never unload")
     if c.unload_timeout < 0:
-        ck.error_at("LS303", "unloadTimeout must be >= 0", ("unloadTimeout",), hint="0 means the default, 10 s")
+        ck.error_at(
+            "LS303", "unloadTimeout must be >= 0", ("unloadTimeout",), hint="0 means the default, 10 s"
+        )
     if c.llamaswap.shutdown_timeout < 0:
-        ck.error_at("LS303", "llamaswap.shutdownTimeout must be >= 0", ("llamaswap", "shutdownTimeout"),
-                    hint="seconds in-flight requests may take to finish at shutdown; 0 = stop at once")
+        ck.error_at(
+            "LS303",
+            "llamaswap.shutdownTimeout must be >= 0",
+            ("llamaswap", "shutdownTimeout"),
+            hint="seconds in-flight requests may take to finish at shutdown; 0 = stop at once",
+        )
     if c.health_check_timeout < MIN_HEALTH_CHECK_TIMEOUT:
-        ck.warning_at("LS412", f"healthCheckTimeout {c.health_check_timeout}: llama-swap waits at least "
-                               f"{MIN_HEALTH_CHECK_TIMEOUT} s for a model to become ready; llamaswap waits "
-                               f"{max(1, c.health_check_timeout)} s", ("healthCheckTimeout",),
-                      hint="seconds to wait for the health check; values below 1 become 1 "
-                           f"(below {MIN_HEALTH_CHECK_TIMEOUT} in llama-swap)")
+        ck.warning_at(
+            "LS412",
+            f"healthCheckTimeout {c.health_check_timeout}: llama-swap waits at least "
+            f"{MIN_HEALTH_CHECK_TIMEOUT} s for a model to become ready; llamaswap waits "
+            f"{max(1, c.health_check_timeout)} s",
+            ("healthCheckTimeout",),
+            hint="seconds to wait for the health check; values below 1 become 1 "
+            f"(below {MIN_HEALTH_CHECK_TIMEOUT} in llama-swap)",
+        )
     for i, key in enumerate(c.api_keys):
         if key == "":
             ck.error_at("LS311", "empty api key found in apiKeys", ("apiKeys", i))
@@ -195,13 +266,21 @@ def _build_aliases(c: Config, ck: PathReporter) -> dict[str, str]:
         for i, alias in enumerate(m.alias_ids()):
             loc: tuple[Any, ...] = ("models", model_id, "aliases", i)
             if alias in aliases:
-                ck.error_at("LS309", f"duplicate alias {alias} found in model: {model_id}", loc,
-                            hint=f"'{alias}' is already an alias of '{aliases[alias]}'; aliases are unique across "
-                                 "models")
+                ck.error_at(
+                    "LS309",
+                    f"duplicate alias {alias} found in model: {model_id}",
+                    loc,
+                    hint=f"'{alias}' is already an alias of '{aliases[alias]}'; aliases are unique across "
+                    "models",
+                )
                 continue
             if alias in c.models:
-                ck.warning_at("LS313", f"alias '{alias}' of model '{model_id}' is also a model ID; the model wins",
-                              loc, hint="remove the alias or rename one of them")
+                ck.warning_at(
+                    "LS313",
+                    f"alias '{alias}' of model '{model_id}' is also a model ID; the model wins",
+                    loc,
+                    hint="remove the alias or rename one of them",
+                )
                 continue
             aliases[alias] = model_id
     for model_id in sorted(c.models):
@@ -211,12 +290,22 @@ def _build_aliases(c: Config, ck: PathReporter) -> dict[str, str]:
             if key == model_id:
                 continue
             if key in c.models:
-                ck.error_at("LS313", f"model {model_id} filters.setParamsByID: key '{key}' conflicts with an existing "
-                                     "model ID", loc, key=True)
+                ck.error_at(
+                    "LS313",
+                    f"model {model_id} filters.setParamsByID: key '{key}' conflicts with an existing "
+                    "model ID",
+                    loc,
+                    key=True,
+                )
                 continue
             if key in aliases and aliases[key] != model_id:
-                ck.error_at("LS309", f"duplicate alias '{key}' in model {model_id} filters.setParamsByID, already used "
-                                     f"by model {aliases[key]}", loc, key=True)
+                ck.error_at(
+                    "LS309",
+                    f"duplicate alias '{key}' in model {model_id} filters.setParamsByID, already used "
+                    f"by model {aliases[key]}",
+                    loc,
+                    key=True,
+                )
                 continue
             aliases[key] = model_id
     return aliases
@@ -227,24 +316,43 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
         m: ModelConfig = c.models[model_id]
         base = ("models", model_id)
         if m.ttl < -1:
-            ck.error_at("LS303", f"model {model_id}: invalid TTL value {m.ttl}", base + ("ttl",),
-                        hint="use -1 for globalTTL, 0 for never, or a number of seconds")
+            ck.error_at(
+                "LS303",
+                f"model {model_id}: invalid TTL value {m.ttl}",
+                base + ("ttl",),
+                hint="use -1 for globalTTL, 0 for never, or a number of seconds",
+            )
         if m.unload_timeout < 0:
-            ck.error_at("LS303", f"model {model_id}: invalid unloadTimeout value {m.unload_timeout}",
-                        base + ("unloadTimeout",))
+            ck.error_at(
+                "LS303",
+                f"model {model_id}: invalid unloadTimeout value {m.unload_timeout}",
+                base + ("unloadTimeout",),
+            )
         if m.concurrency_limit < 0:
-            ck.warning_at("LS412", f"model {model_id}: concurrencyLimit {m.concurrency_limit} is read as the "
-                                   "default, 10", base + ("concurrencyLimit",), hint="0 means the default of 10")
+            ck.warning_at(
+                "LS412",
+                f"model {model_id}: concurrencyLimit {m.concurrency_limit} is read as the default, 10",
+                base + ("concurrencyLimit",),
+                hint="0 means the default of 10",
+            )
         caps = m.capabilities
         for side, values in (("in", caps.in_), ("out", caps.out)):
             for i, modality in enumerate(values):
                 if modality not in MODALITIES:
-                    ck.error_at("LS303", f"model {model_id}: capabilities.{side}: invalid modality {modality!r}, "
-                                         "must be one of: text, audio, image", base + ("capabilities", side, i),
-                                hint=did_you_mean(modality, MODALITIES, cutoff=LOOSE))
+                    ck.error_at(
+                        "LS303",
+                        f"model {model_id}: capabilities.{side}: invalid modality {modality!r}, "
+                        "must be one of: text, audio, image",
+                        base + ("capabilities", side, i),
+                        hint=did_you_mean(modality, MODALITIES, cutoff=LOOSE),
+                    )
         if caps.context < 0:
-            ck.error_at("LS303", f"model {model_id}: capabilities.context: must be >= 0",
-                        base + ("capabilities", "context"), hint="the context length in tokens; 0 = not given")
+            ck.error_at(
+                "LS303",
+                f"model {model_id}: capabilities.context: must be >= 0",
+                base + ("capabilities", "context"),
+                hint="the context length in tokens; 0 = not given",
+            )
         model_node, _ = node_at(ck.root, base)
         null_model = isinstance(model_node, YScalar) and model_node.value is None
         cmd_node, cmd_key = node_at(ck.root, base + ("cmd",))
@@ -253,40 +361,68 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
         if not m.cmd.strip():
             # A cmd of the wrong type was reported already (LS302) and dropped; a default proxy
             # without a cmd for its ${PORT} too (LS308); a null model has its own warning.
-            wrong = (isinstance(cmd_node, YScalar) and cmd_node.value is not None
-                     and not isinstance(cmd_node.value, str)) or isinstance(cmd_node, (YMap, YSeq))
+            wrong = (
+                isinstance(cmd_node, YScalar)
+                and cmd_node.value is not None
+                and not isinstance(cmd_node.value, str)
+            ) or isinstance(cmd_node, (YMap, YSeq))
             if not wrong and "${PORT}" not in m.proxy and not null_model:
-                ck.warning_at("LS411", f"model {model_id} has no cmd: it is listed, and requests for it fail (there "
-                                       "is nothing to start)", base, key=True,
-                              hint="llama-swap loads such a model too and fails when it is requested; give it the "
-                                   "command that starts its server, e.g. llama-server --port ${PORT} -m ...")
+                ck.warning_at(
+                    "LS411",
+                    f"model {model_id} has no cmd: it is listed, and requests for it fail (there "
+                    "is nothing to start)",
+                    base,
+                    key=True,
+                    hint="llama-swap loads such a model too and fails when it is requested; give it the "
+                    "command that starts its server, e.g. llama-server --port ${PORT} -m ...",
+                )
         else:
             try:
                 split_command(m.cmd)
             except CommandError as exc:
-                ck.warning_at("LS411", f"model {model_id}: {exc}: requests for it fail when it starts",
-                              base + ("cmd",), hint="cmd is split like a shell would; check the quotes")
+                ck.warning_at(
+                    "LS411",
+                    f"model {model_id}: {exc}: requests for it fail when it starts",
+                    base + ("cmd",),
+                    hint="cmd is split like a shell would; check the quotes",
+                )
         if m.cmd_stop.strip():
             try:
                 split_command(m.cmd_stop)
             except CommandError as exc:
-                ck.warning_at("LS411", f"model {model_id}: cmdStop: {exc}: it is stopped with SIGTERM instead",
-                              base + ("cmdStop",))
+                ck.warning_at(
+                    "LS411",
+                    f"model {model_id}: cmdStop: {exc}: it is stopped with SIGTERM instead",
+                    base + ("cmdStop",),
+                )
         if "${PORT}" not in m.proxy and m.proxy != "":
             why = go_url_error(m.proxy)
             parts = urlsplit(m.proxy)
             if why is not None:
-                ck.error_at("LS310", f"model {model_id}: invalid proxy URL: {why}", base + ("proxy",),
-                            hint="write a base URL such as http://127.0.0.1:8080")
+                ck.error_at(
+                    "LS310",
+                    f"model {model_id}: invalid proxy URL: {why}",
+                    base + ("proxy",),
+                    hint="write a base URL such as http://127.0.0.1:8080",
+                )
             elif parts.scheme not in ("http", "https") or not parts.netloc or not _port_ok(parts):
-                ck.warning_at("LS412", f"model {model_id}: proxy {m.proxy!r} is not an http(s)://host:port URL: "
-                                       "requests for it fail", base + ("proxy",),
-                              hint="write a base URL such as http://127.0.0.1:8080 (llama-swap accepts it too, and "
-                                   "fails the same way)")
+                ck.warning_at(
+                    "LS412",
+                    f"model {model_id}: proxy {m.proxy!r} is not an http(s)://host:port URL: "
+                    "requests for it fail",
+                    base + ("proxy",),
+                    hint="write a base URL such as http://127.0.0.1:8080 (llama-swap accepts it too, and "
+                    "fails the same way)",
+                )
         for i, entry in enumerate(m.env):
             if "=" not in entry or entry.startswith("="):
-                ck.warning_at("LS412", f"model {model_id}: env entry {entry!r} is not NAME=value; it is passed as "
-                                       "is and sets nothing", base + ("env", i), hint="write NAME=value")
+                ck.warning_at(
+                    "LS412",
+                    f"model {model_id}: env entry {entry!r} is not NAME=value; it is passed as "
+                    "is and sets nothing",
+                    base + ("env", i),
+                    hint="write NAME=value",
+                )
 
 
 def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) -> None:
@@ -295,43 +431,68 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) 
     has_routing = rtr.use != "" or rtr.settings.matrix is not None or bool(rtr.settings.groups)
     if has_top and has_routing:
         which = "matrix" if _present(root, ("matrix",)) else "groups"
-        ck.error_at("LS211", "config uses both the legacy top-level 'matrix'/'groups' keys and the new "
-                             "'routing.router' block; please migrate the top-level keys into 'routing.router' and "
-                             "remove them", (which,), key=True,
-                    hint="move them under routing.router.settings and set routing.router.use")
+        ck.error_at(
+            "LS211",
+            "config uses both the legacy top-level 'matrix'/'groups' keys and the new "
+            "'routing.router' block; please migrate the top-level keys into 'routing.router' and "
+            "remove them",
+            (which,),
+            key=True,
+            hint="move them under routing.router.settings and set routing.router.use",
+        )
         return
     groups = c.groups
     matrix_path = "matrix"
     use_matrix = False
     if has_top:
         if _present(root, ("matrix",)) and c.groups:
-            ck.error_at("LS212", "config cannot use both 'groups' and 'matrix'", ("groups",), key=True,
-                        hint="a config uses either groups or a matrix")
+            ck.error_at(
+                "LS212",
+                "config cannot use both 'groups' and 'matrix'",
+                ("groups",),
+                key=True,
+                hint="a config uses either groups or a matrix",
+            )
             return
         use_matrix = _present(root, ("matrix",))
     else:
         use = rtr.use
         if use == "matrix":
             if not _present(root, ("routing", "router", "settings", "matrix")):
-                ck.error_at("LS210", "routing.router.use is 'matrix' but routing.router.settings.matrix is not set",
-                            ("routing", "router", "use"))
+                ck.error_at(
+                    "LS210",
+                    "routing.router.use is 'matrix' but routing.router.settings.matrix is not set",
+                    ("routing", "router", "use"),
+                )
                 return
             use_matrix = True
             matrix_path = "routing.router.settings.matrix"
             if _present(root, ("routing", "router", "settings", "groups")):
-                ck.warning_at("LS407",
-                              "routing.router.settings.groups is ignored because routing.router.use is 'matrix'",
-                              ("routing", "router", "settings", "groups"), key=True,
-                              hint="remove the groups, or set routing.router.use: group to use them")
+                ck.warning_at(
+                    "LS407",
+                    "routing.router.settings.groups is ignored because routing.router.use is 'matrix'",
+                    ("routing", "router", "settings", "groups"),
+                    key=True,
+                    hint="remove the groups, or set routing.router.use: group to use them",
+                )
         elif use in ("group", ""):
             groups = rtr.settings.groups
             if _present(root, ("routing", "router", "settings", "matrix")):
-                ck.warning_at("LS407", "routing.router.settings.matrix is ignored because routing.router.use is "
-                                       f"'{use or 'group'}'", ("routing", "router", "settings", "matrix"), key=True,
-                              hint="set routing.router.use: matrix to use it")
+                ck.warning_at(
+                    "LS407",
+                    "routing.router.settings.matrix is ignored because routing.router.use is "
+                    f"'{use or 'group'}'",
+                    ("routing", "router", "settings", "matrix"),
+                    key=True,
+                    hint="set routing.router.use: matrix to use it",
+                )
         else:
-            ck.error_at("LS216", f"routing.router.use: unknown router {use!r} (valid: group, matrix)",
-                        ("routing", "router", "use"), hint=did_you_mean(use, ("group", "matrix"), cutoff=LOOSE))
+            ck.error_at(
+                "LS216",
+                f"routing.router.use: unknown router {use!r} (valid: group, matrix)",
+                ("routing", "router", "use"),
+                hint=did_you_mean(use, ("group", "matrix"), cutoff=LOOSE),
+            )
             return
     if use_matrix:
         loaded.engine = "matrix"
@@ -353,8 +514,9 @@ def _present(root: YMap, loc: tuple[str, ...]) -> bool:
     return not (isinstance(node, YScalar) and node.value is None)
 
 
-def _check_groups(groups: Mapping[str, GroupConfig], c: Config, base: tuple[str, ...],
-                  ck: PathReporter) -> tuple[Group, ...]:
+def _check_groups(
+    groups: Mapping[str, GroupConfig], c: Config, base: tuple[str, ...], ck: PathReporter
+) -> tuple[Group, ...]:
     out: list[Group] = []
     member_of: dict[str, str] = {}
     for gid, g in groups.items():
@@ -367,16 +529,23 @@ def _check_groups(groups: Mapping[str, GroupConfig], c: Config, base: tuple[str,
                 continue
             seen.add(member)
             if member in member_of:
-                ck.error_at("LS214", f"model member {member} is used in multiple groups: {member_of[member]} and {gid}",
-                            loc, hint="a model belongs to at most one group")
+                ck.error_at(
+                    "LS214",
+                    f"model member {member} is used in multiple groups: {member_of[member]} and {gid}",
+                    loc,
+                    hint="a model belongs to at most one group",
+                )
                 continue
             if member not in c.models:
                 real = None
                 if member in (aliases := {a: mid for mid, m in c.models.items() for a in m.alias_ids()}):
                     real = aliases[member]
-                hint = (f"'{member}' is an alias; use the real model ID '{real}'" if real
-                        else did_you_mean(member, sorted(c.models), cutoff=LOOSE)
-                        or "group members must be model IDs from 'models'")
+                hint = (
+                    f"'{member}' is an alias; use the real model ID '{real}'"
+                    if real
+                    else did_you_mean(member, sorted(c.models), cutoff=LOOSE)
+                    or "group members must be model IDs from 'models'"
+                )
                 ck.error_at("LS215", f"group {gid}: no model config for {member!r}", loc, hint=hint)
                 continue
             member_of[member] = gid
@@ -393,8 +562,12 @@ def _check_groups(groups: Mapping[str, GroupConfig], c: Config, base: tuple[str,
 def _check_scheduler(c: Config, loaded: Loaded, ck: PathReporter) -> None:
     sched = c.routing.scheduler
     if sched.use != "fifo":
-        ck.error_at("LS217", f"routing.scheduler.use: unknown scheduler {sched.use!r} (valid: fifo)",
-                    ("routing", "scheduler", "use"), hint="fifo is the only scheduler")
+        ck.error_at(
+            "LS217",
+            f"routing.scheduler.use: unknown scheduler {sched.use!r} (valid: fifo)",
+            ("routing", "scheduler", "use"),
+            hint="fifo is the only scheduler",
+        )
     fifo = sched.settings.fifo
     given_as: dict[str, str] = {}
     for model, prio in fifo.priority.items():
@@ -403,22 +576,38 @@ def _check_scheduler(c: Config, loaded: Loaded, ck: PathReporter) -> None:
             # llama-swap validates alias keys but then never matches them; we resolve them.
             real = model if model in c.models else loaded.aliases[model]
             if real in given_as:
-                ck.warning_at("LS313", f"routing.scheduler.settings.fifo.priority: {model!r} and {given_as[real]!r} "
-                                       f"both name model {real!r}; the priority given last ({prio}) wins", loc,
-                              key=True,
-                              hint="give each model one priority, under its real ID")
+                ck.warning_at(
+                    "LS313",
+                    f"routing.scheduler.settings.fifo.priority: {model!r} and {given_as[real]!r} "
+                    f"both name model {real!r}; the priority given last ({prio}) wins",
+                    loc,
+                    key=True,
+                    hint="give each model one priority, under its real ID",
+                )
             given_as[real] = model
             loaded.priority[real] = prio
         else:
-            ck.error_at("LS218", f"routing.scheduler.settings.fifo.priority references unknown model {model!r}", loc,
-                        key=True, hint=did_you_mean(model, sorted(c.models), cutoff=LOOSE))
+            ck.error_at(
+                "LS218",
+                f"routing.scheduler.settings.fifo.priority references unknown model {model!r}",
+                loc,
+                key=True,
+                hint=did_you_mean(model, sorted(c.models), cutoff=LOOSE),
+            )
     if fifo.stall_timeout is not None and fifo.stall_timeout <= 0:
-        ck.error_at("LS303", "routing.scheduler.settings.fifo.stall_timeout must be > 0 seconds",
-                    ("routing", "scheduler", "settings", "fifo", "stall_timeout"),
-                    hint="how long requests may wait with no progress before /health reports 503")
+        ck.error_at(
+            "LS303",
+            "routing.scheduler.settings.fifo.stall_timeout must be > 0 seconds",
+            ("routing", "scheduler", "settings", "fifo", "stall_timeout"),
+            hint="how long requests may wait with no progress before /health reports 503",
+        )
     if fifo.max_wait is not None and fifo.max_wait < 0:
-        ck.error_at("LS303", "routing.scheduler.settings.fifo.max_wait must be >= 0 seconds",
-                    ("routing", "scheduler", "settings", "fifo", "max_wait"), hint="0 turns bounded waiting off")
+        ck.error_at(
+            "LS303",
+            "routing.scheduler.settings.fifo.max_wait must be >= 0 seconds",
+            ("routing", "scheduler", "settings", "fifo", "max_wait"),
+            hint="0 turns bounded waiting off",
+        )
 
 
 PolicyCheck = Callable[[str, Mapping[str, Any]], "tuple[str | None, str, str | None] | None"]
@@ -438,15 +627,22 @@ def check_scheduling_policy(loaded: Loaded, check: PolicyCheck | None) -> list[D
     name = c.routing.scheduler.policy_name
     if not name:
         what = "routing.scheduler.policy.use" if isinstance(policy, dict) else "routing.scheduler.policy"
-        ck.error_at("LS219", f"{what} must name a scheduling policy", name_loc if isinstance(policy, str)
-                    or "use" in policy else loc, hint="e.g. policy: hold, or {use: hold, budget: 1} (default: fifo)")
+        ck.error_at(
+            "LS219",
+            f"{what} must name a scheduling policy",
+            name_loc if isinstance(policy, str) or "use" in policy else loc,
+            hint="e.g. policy: hold, or {use: hold, budget: 1} (default: fifo)",
+        )
         return ck.diagnostics
     if check is not None:
         problem = check(name, c.routing.scheduler.policy_options)
         if problem is not None:
             option, message, hint = problem
-            where, key = (loc + (option,), True) if option is not None and isinstance(policy, dict) \
-                and option in policy else (name_loc, False)
+            where, key = (
+                (loc + (option,), True)
+                if option is not None and isinstance(policy, dict) and option in policy
+                else (name_loc, False)
+            )
             ck.error_at("LS219", f"routing.scheduler.policy: {message}", where, hint=hint, key=key)
     return ck.diagnostics
 
@@ -456,16 +652,24 @@ def _check_limits(c: Config, ck: PathReporter) -> None:
     `timeouts`): numbers >= 0, where 0 turns the limit off."""
     fifo = c.routing.scheduler.settings.fifo
     if fifo.queue_timeout is not None and fifo.queue_timeout < 0:
-        ck.error_at("LS303", "routing.scheduler.settings.fifo.queue_timeout must be >= 0 seconds",
-                    ("routing", "scheduler", "settings", "fifo", "queue_timeout"), hint="0 turns the queue deadline off")
+        ck.error_at(
+            "LS303",
+            "routing.scheduler.settings.fifo.queue_timeout must be >= 0 seconds",
+            ("routing", "scheduler", "settings", "fifo", "queue_timeout"),
+            hint="0 turns the queue deadline off",
+        )
     for key, value in c.server.model_dump(by_alias=True).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             ck.error_at("LS303", f"server.{key} must be >= 0", ("server", key), hint="0 turns the limit off")
     for mid, m in c.models.items():
         for key, value in m.timeouts.model_dump(by_alias=True).items():
             if value is not None and value < 0:
-                ck.error_at("LS303", f"models.{mid}.timeouts.{key} must be >= 0 seconds",
-                            ("models", mid, "timeouts", key), hint="0 turns the timeout off")
+                ck.error_at(
+                    "LS303",
+                    f"models.{mid}.timeouts.{key} must be >= 0 seconds",
+                    ("models", mid, "timeouts", key),
+                    hint="0 turns the timeout off",
+                )
 
 
 def _check_preload(c: Config, loaded: Loaded, ck: PathReporter) -> None:
@@ -479,14 +683,16 @@ def _check_preload(c: Config, loaded: Loaded, ck: PathReporter) -> None:
         elif name in loaded.aliases:
             real = loaded.aliases[name]
         else:
-            ck.warning_at("LS406", f"hooks.on_startup.preload: {name!r} is not a model or alias; it is dropped",
-                          ("hooks", "on_startup", "preload", i),
-                          hint=did_you_mean(name, sorted(c.models), cutoff=LOOSE))
+            ck.warning_at(
+                "LS406",
+                f"hooks.on_startup.preload: {name!r} is not a model or alias; it is dropped",
+                ("hooks", "on_startup", "preload", i),
+                hint=did_you_mean(name, sorted(c.models), cutoff=LOOSE),
+            )
             continue
         if real not in out:
             out.append(real)
     loaded.preload = tuple(out)
-
 
 
 def _port_ok(parts: Any) -> bool:
@@ -497,8 +703,16 @@ def _port_ok(parts: Any) -> bool:
     return True
 
 
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                   "h": 3600.0}
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
 
@@ -526,23 +740,42 @@ def _check_blocks(c: Config, ck: PathReporter) -> None:
     if isinstance(every, str):
         seconds = go_duration(every)
         if seconds is None:
-            ck.error_at("LS302", f"performance.every: {every!r} is not a duration", ("performance", "every"),
-                        hint="write it like 5s, 30s or 1m")
+            ck.error_at(
+                "LS302",
+                f"performance.every: {every!r} is not a duration",
+                ("performance", "every"),
+                hint="write it like 5s, 30s or 1m",
+            )
         elif seconds < 5:
-            ck.error_at("LS303", f"performance: every must be at least 5s, got {every.strip()}",
-                        ("performance", "every"), hint="hardware is polled at most every 5 s")
+            ck.error_at(
+                "LS303",
+                f"performance: every must be at least 5s, got {every.strip()}",
+                ("performance", "every"),
+                hint="hardware is polled at most every 5 s",
+            )
     elif every != 0:
-        ck.error_at("LS302", f"performance.every: the number {every} is not a duration", ("performance", "every"),
-                    hint=f"write the unit: {every}s")
+        ck.error_at(
+            "LS302",
+            f"performance.every: the number {every} is not a duration",
+            ("performance", "every"),
+            hint=f"write the unit: {every}s",
+        )
     if c.store is not None and c.store.path.strip() == "":
-        ck.error_at("LS303", "store.path must not be empty", ("store", "path"),
-                    hint="the SQLite file for the activity store, e.g. /var/lib/llama-swap/activity.db")
+        ck.error_at(
+            "LS303",
+            "store.path must not be empty",
+            ("store", "path"),
+            hint="the SQLite file for the activity store, e.g. /var/lib/llama-swap/activity.db",
+        )
     for i, pattern in enumerate(c.upstream.ignore_paths):
         why = _regex_error(pattern)
         if why is not None:
-            ck.error_at("LS303", f"upstream.ignorePaths: invalid regular expression {pattern!r}: {why}",
-                        ("upstream", "ignorePaths", i),
-                        hint="a regular expression (RE2 syntax) matched against the path")
+            ck.error_at(
+                "LS303",
+                f"upstream.ignorePaths: invalid regular expression {pattern!r}: {why}",
+                ("upstream", "ignorePaths", i),
+                hint="a regular expression (RE2 syntax) matched against the path",
+            )
 
 
 def _regex_error(pattern: str) -> str | None:

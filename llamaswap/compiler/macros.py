@@ -21,8 +21,9 @@ every substituted value keeps its position. llama-swap's rules (reference ยง2, ย
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, resolve_plain
@@ -59,8 +60,14 @@ class MacroResult:
 
 
 class _Pass:
-    def __init__(self, file: str, root: YMap, env: Mapping[str, str],
-                 keep_ports: Mapping[str, int] | None = None, keep_start_port: int | None = None):
+    def __init__(
+        self,
+        file: str,
+        root: YMap,
+        env: Mapping[str, str],
+        keep_ports: Mapping[str, int] | None = None,
+        keep_start_port: int | None = None,
+    ):
         self.file = file
         self.root = root
         self.env = env
@@ -102,20 +109,27 @@ class _Pass:
                 name = m.group(1)
                 value = self.env.get(name)
                 if value is None:
-                    self.report.error("LS305", f"environment variable '{name}' is not set",
-                                      s.position_of(m.start()), path.removesuffix(" (key)"),
-                                      hint=f"export {name}=... before running, or remove the reference",
-                                      length=len(m.group(0)))
+                    self.report.error(
+                        "LS305",
+                        f"environment variable '{name}' is not set",
+                        s.position_of(m.start()),
+                        path.removesuffix(" (key)"),
+                        hint=f"export {name}=... before running, or remove the reference",
+                        length=len(m.group(0)),
+                    )
                     ok = False
                     continue
                 if any(c in value for c in "\n\r\0"):
-                    self.report.error("LS305",
-                                      f"environment variable '{name}' contains a newline, carriage return or NUL",
-                                      s.position_of(m.start()), path.removesuffix(" (key)"),
-                                      length=len(m.group(0)))
+                    self.report.error(
+                        "LS305",
+                        f"environment variable '{name}' contains a newline, carriage return or NUL",
+                        s.position_of(m.start()),
+                        path.removesuffix(" (key)"),
+                        length=len(m.group(0)),
+                    )
                     ok = False
                     continue
-                out.append(text[last:m.start()])
+                out.append(text[last : m.start()])
                 out.append(value)
                 last = m.end()
             if not ok:
@@ -142,24 +156,47 @@ class _Pass:
             kpath = f"{path}.{name}"
             bad = False
             if len(name) >= 64:
-                self.report.error("LS306", f"{prefix}macro name '{name}' exceeds maximum length of 63 characters",
-                                  k.pos, kpath, length=len(name))
+                self.report.error(
+                    "LS306",
+                    f"{prefix}macro name '{name}' exceeds maximum length of 63 characters",
+                    k.pos,
+                    kpath,
+                    length=len(name),
+                )
                 bad = True
             elif not MACRO_NAME.match(name):
-                self.report.error("LS306", f"{prefix}macro name '{name}' must match ^[a-zA-Z0-9_-]+$", k.pos, kpath,
-                                  hint="use letters, digits, '_' or '-' only", length=max(1, len(name)))
+                self.report.error(
+                    "LS306",
+                    f"{prefix}macro name '{name}' must match ^[a-zA-Z0-9_-]+$",
+                    k.pos,
+                    kpath,
+                    hint="use letters, digits, '_' or '-' only",
+                    length=max(1, len(name)),
+                )
                 bad = True
             if name in RESERVED:
-                self.report.error("LS306", f"{prefix}macro name '{name}' is reserved", k.pos, kpath,
-                                  hint="PID, PORT and MODEL_ID are provided by llamaswap", length=len(name))
+                self.report.error(
+                    "LS306",
+                    f"{prefix}macro name '{name}' is reserved",
+                    k.pos,
+                    kpath,
+                    hint="PID, PORT and MODEL_ID are provided by llamaswap",
+                    length=len(name),
+                )
                 bad = True
             if not isinstance(v, YScalar) or v.value is None:
-                self.report.error("LS306", f"{prefix}macro '{name}' must be a string, number or boolean",
-                                  v.pos, kpath)
+                self.report.error(
+                    "LS306", f"{prefix}macro '{name}' must be a string, number or boolean", v.pos, kpath
+                )
                 bad = True
             elif isinstance(v.value, str) and f"${{{name}}}" in v.value:
-                self.report.error("LS306", f"{prefix}macro '{name}' contains self-reference",
-                                  v.position_of(v.value.index(f"${{{name}}}")), kpath, length=len(name) + 3)
+                self.report.error(
+                    "LS306",
+                    f"{prefix}macro '{name}' contains self-reference",
+                    v.position_of(v.value.index(f"${{{name}}}")),
+                    kpath,
+                    length=len(name) + 3,
+                )
                 bad = True
             if not bad:
                 assert isinstance(v, YScalar)
@@ -217,8 +254,11 @@ class _Pass:
             return ports
         next_port = start_port
         present = {str(k.value) for k, _ in models.items}
-        pinned = ({m: p for m, p in self.keep_ports.items() if m in present}
-                  if self.keep_start_port == start_port else {})
+        pinned = (
+            {m: p for m, p in self.keep_ports.items() if m in present}
+            if self.keep_start_port == start_port
+            else {}
+        )
         taken = set(pinned.values())
         for mk, model in sorted(models.items, key=lambda kv: str(kv[0].value)):
             model_id = str(mk.value)
@@ -255,12 +295,14 @@ class _Pass:
             cmd = model.get("cmd")
             proxy = model.get("proxy")
             cmd_has_port = isinstance(cmd, YScalar) and isinstance(cmd.value, str) and "${PORT}" in cmd.value
-            proxy_has_port = (isinstance(proxy, YScalar) and isinstance(proxy.value, str)
-                              and "${PORT}" in proxy.value)
+            proxy_has_port = (
+                isinstance(proxy, YScalar) and isinstance(proxy.value, str) and "${PORT}" in proxy.value
+            )
             # A cmd of the wrong type has its own error; ${PORT} is moot. No cmd at all is fine for
             # llama-swap only with a proxy that needs no ${PORT} (the default proxy does).
-            cmd_wrong_type = cmd is not None and not (isinstance(cmd, YScalar) and (
-                cmd.value is None or isinstance(cmd.value, str)))
+            cmd_wrong_type = cmd is not None and not (
+                isinstance(cmd, YScalar) and (cmd.value is None or isinstance(cmd.value, str))
+            )
             if proxy_has_port and not cmd_has_port and not cmd_wrong_type:
                 assert isinstance(proxy, YScalar)
                 explicit = not (proxy.rewritten and proxy.pos == mk.pos)
@@ -269,13 +311,16 @@ class _Pass:
                     "LS308",
                     f"model {model_id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available "
                     "when used in cmd",
-                    at, f"{mpath}.proxy",
-                    hint=("put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
-                          if explicit else
-                          "a model without cmd needs a proxy with its server's URL (e.g. http://192.168.1.10:8080)"
-                          if not isinstance(cmd, YScalar) or not str(cmd.value or "").strip() else
-                          "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
-                          "proxy to the server's URL"),
+                    at,
+                    f"{mpath}.proxy",
+                    hint=(
+                        "put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
+                        if explicit
+                        else "a model without cmd needs a proxy with its server's URL (e.g. http://192.168.1.10:8080)"
+                        if not isinstance(cmd, YScalar) or not str(cmd.value or "").strip()
+                        else "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
+                        "proxy to the server's URL"
+                    ),
                     length=len(model_id) if not explicit else len("${PORT}"),
                 )
             elif cmd_has_port:
@@ -300,8 +345,9 @@ class _Pass:
                 for path, s in self.scalars(v, f"{mpath}.{k.value}"):
                     if k.value == "proxy" and proxy_has_port and not cmd_has_port:
                         continue  # already reported (LS308)
-                    self.leftovers(s, path, known, allow_pid=(k.value == "cmdStop"),
-                                   port_allocated=cmd_has_port)
+                    self.leftovers(
+                        s, path, known, allow_pid=(k.value == "cmdStop"), port_allocated=cmd_has_port
+                    )
         # Leftovers outside models (global macros only).
         known_global = [name for name, _ in global_macros]
         self.origins = global_nodes
@@ -324,8 +370,15 @@ class _Pass:
             if not isinstance(k.value, str):
                 k.value = go_format(k.value)
 
-    def leftovers(self, s: YScalar, path: str, known: list[str], allow_pid: bool,
-                  model_scope: bool = True, port_allocated: bool = True) -> None:
+    def leftovers(
+        self,
+        s: YScalar,
+        path: str,
+        known: list[str],
+        allow_pid: bool,
+        model_scope: bool = True,
+        port_allocated: bool = True,
+    ) -> None:
         if not isinstance(s.value, str) or "${" not in s.value:
             return
         for m in ANY_REF.finditer(s.value):
@@ -350,39 +403,75 @@ class _Pass:
                         if (decl_path, m.group(0)) in self.reported_origins:
                             continue
                         self.reported_origins.add((decl_path, m.group(0)))
-                        found = decl.find_in_source(m.group(0)) if decl.rewritten else decl.position_of(
-                            str(decl.value).index(m.group(0)))
+                        found = (
+                            decl.find_in_source(m.group(0))
+                            if decl.rewritten
+                            else decl.position_of(str(decl.value).index(m.group(0)))
+                        )
                         pos = found or decl.pos
                         where, at_path = f"{path} (through macro '{macro}')", decl_path
             if name == "PID":
-                self.report.error("LS307", f"macro '${{PID}}' is only available in cmdStop (found in {where})", pos,
-                                  at_path, hint="${PID} is the upstream's process ID, known only when stopping it",
-                                  length=length)
+                self.report.error(
+                    "LS307",
+                    f"macro '${{PID}}' is only available in cmdStop (found in {where})",
+                    pos,
+                    at_path,
+                    hint="${PID} is the upstream's process ID, known only when stopping it",
+                    length=length,
+                )
             elif name == "PORT" and model_scope and not port_allocated:
-                self.report.error("LS307", f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
-                                  "${PORT}, so no port is allocated", pos, at_path,
-                                  hint="a port is allocated only to models whose cmd contains ${PORT}",
-                                  length=length)
+                self.report.error(
+                    "LS307",
+                    f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
+                    "${PORT}, so no port is allocated",
+                    pos,
+                    at_path,
+                    hint="a port is allocated only to models whose cmd contains ${PORT}",
+                    length=length,
+                )
             elif name in ("PORT", "MODEL_ID") and model_scope:
-                self.report.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
-                                  length=length)
+                self.report.error(
+                    "LS307",
+                    f"macro '${{{name}}}' should have been substituted in {where}",
+                    pos,
+                    at_path,
+                    length=length,
+                )
             elif name in ("PORT", "MODEL_ID"):
-                self.report.error("LS307", f"macro '${{{name}}}' is only available inside a model ({where})", pos,
-                                  at_path, length=length)
+                self.report.error(
+                    "LS307",
+                    f"macro '${{{name}}}' is only available inside a model ({where})",
+                    pos,
+                    at_path,
+                    length=length,
+                )
             elif name in known:
                 # Declared, yet left over: macros are substituted last-declared first, so a
                 # macro can only use macros declared before it.
-                self.report.error("LS307", f"macro '${{{name}}}' should have been substituted in {where}", pos, at_path,
-                                  hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
-                                       "declared above it, so move its declaration up", length=length)
+                self.report.error(
+                    "LS307",
+                    f"macro '${{{name}}}' should have been substituted in {where}",
+                    pos,
+                    at_path,
+                    hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
+                    "declared above it, so move its declaration up",
+                    length=length,
+                )
             else:
-                hint = (did_you_mean(name, known, written="${{{}}}")
-                        or "declare it under 'macros' (globally or in the model) before using it")
+                hint = (
+                    did_you_mean(name, known, written="${{{}}}")
+                    or "declare it under 'macros' (globally or in the model) before using it"
+                )
                 if name.startswith("env."):
                     hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
-                self.report.error("LS307", f"unknown macro '${{{name}}}' found in {where}", pos, at_path, hint=hint,
-                                  length=length)
-
+                self.report.error(
+                    "LS307",
+                    f"unknown macro '${{{name}}}' found in {where}",
+                    pos,
+                    at_path,
+                    hint=hint,
+                    length=length,
+                )
 
     def origin_of(self, text: str) -> tuple[str, tuple[str, YScalar]] | None:
         """The macro declaration (in scope) whose value holds `text` literally."""
@@ -392,9 +481,13 @@ class _Pass:
         return None
 
 
-def expand_macros(root: YMap, file: str, env: Mapping[str, str],
-                  keep_ports: Mapping[str, int] | None = None,
-                  keep_start_port: int | None = None) -> MacroResult:
+def expand_macros(
+    root: YMap,
+    file: str,
+    env: Mapping[str, str],
+    keep_ports: Mapping[str, int] | None = None,
+    keep_start_port: int | None = None,
+) -> MacroResult:
     """Run env substitution, macro expansion and port allocation over `root`, in place.
     `keep_ports` (model -> port, allocated from `keep_start_port`) pins ports on a reload."""
     p = _Pass(file, root, env, keep_ports, keep_start_port)

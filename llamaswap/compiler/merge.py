@@ -24,8 +24,18 @@ import yaml
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, load_document
 
-IDENTITY_MAPS = frozenset({"models", "groups", "profiles", "selectors", "peers", "matrix",
-                           "routing.router.settings.groups", "routing.router.settings.matrix"})
+IDENTITY_MAPS = frozenset(
+    {
+        "models",
+        "groups",
+        "profiles",
+        "selectors",
+        "peers",
+        "matrix",
+        "routing.router.settings.groups",
+        "routing.router.settings.matrix",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,9 @@ class Merged:
             if path in self.origins:
                 file, pos = self.origins[path]
                 exact = path == d.path
-                return replace(d, file=file, line=pos.line, column=pos.column, length=d.length if exact else 1)
+                return replace(
+                    d, file=file, line=pos.line, column=pos.column, length=d.length if exact else 1
+                )
             cut = max(path.rfind("."), path.rfind("["))
             path = path[:cut] if cut > 0 else ""
         return d
@@ -96,14 +108,24 @@ class _Merger:
                             dst.items[index] = (existing, value)
                             self.record(value, child, file, key.pos)
                         continue
-                    report.error("LS317", f"conflict at {child!r}: expected a mapping, introduced by {file}",
-                                 key.pos, child, hint="this key maps names to definitions in every file")
+                    report.error(
+                        "LS317",
+                        f"conflict at {child!r}: expected a mapping, introduced by {file}",
+                        key.pos,
+                        child,
+                        hint="this key maps names to definitions in every file",
+                    )
                     return False
                 for k2, v2 in value.items:
                     if current.key_node(str(k2.value)) is not None:
-                        report.error("LS317", f"duplicate {name} {str(k2.value)!r} found in {file} (already defined "
-                                              "in another config source)", k2.pos, _join(child, str(k2.value)),
-                                     hint=f"define {name}.{k2.value} in one file only")
+                        report.error(
+                            "LS317",
+                            f"duplicate {name} {str(k2.value)!r} found in {file} (already defined "
+                            "in another config source)",
+                            k2.pos,
+                            _join(child, str(k2.value)),
+                            hint=f"define {name}.{k2.value} in one file only",
+                        )
                         return False
                     current.items.append((k2, v2))
                     self.record(v2, _join(child, str(k2.value)), file, k2.pos)
@@ -114,7 +136,9 @@ class _Merger:
             dst.items[index] = (existing, merged)
         return True
 
-    def value(self, dst: YNode, src: YNode, path: str, file: str, key: YScalar, report: Reporter) -> YNode | None:
+    def value(
+        self, dst: YNode, src: YNode, path: str, file: str, key: YScalar, report: Reporter
+    ) -> YNode | None:
         if isinstance(dst, YMap) and isinstance(src, YMap):
             return dst if self.mapping(dst, src, path, file, report) else None
         if isinstance(dst, YSeq) and isinstance(src, YSeq):
@@ -131,11 +155,20 @@ class _Merger:
         if isinstance(dst, YScalar) and isinstance(src, YScalar):
             if dst.value == src.value and type(dst.value) is type(src.value):
                 return dst
-            report.error("LS317", f"conflict at {path!r}: {file} sets a different value than a previous source",
-                         src.pos, path, hint="set it in one file only, or to the same value")
+            report.error(
+                "LS317",
+                f"conflict at {path!r}: {file} sets a different value than a previous source",
+                src.pos,
+                path,
+                hint="set it in one file only, or to the same value",
+            )
             return None
-        report.error("LS317", f"conflict at {path!r}: a {_kind(src)} in {file}, a {_kind(dst)} in a previous source",
-                     src.pos, path)
+        report.error(
+            "LS317",
+            f"conflict at {path!r}: a {_kind(src)} in {file}, a {_kind(dst)} in a previous source",
+            src.pos,
+            path,
+        )
         return None
 
 
@@ -183,7 +216,12 @@ def merge_sources(sources: list[Source]) -> Merged:
             continue
         if not merger.mapping(merged, root, "", src.name, report):
             return Merged(None, diagnostics + report.diagnostics)
-    text = "" if merged is None else yaml.dump(_plain(merged), Dumper=_QuotedDumper, sort_keys=False,
-                                               allow_unicode=True, width=1 << 20)
+    text = (
+        ""
+        if merged is None
+        else yaml.dump(
+            _plain(merged), Dumper=_QuotedDumper, sort_keys=False, allow_unicode=True, width=1 << 20
+        )
+    )
     merger.origins.pop("", None)
     return Merged(text, diagnostics, merger.origins)

@@ -42,8 +42,10 @@ class SyntaxProblem:
 
 
 def _expected(accepts: set[str]) -> str:
-    words = [TOKEN_WORDS.get(t, t) for t in sorted(accepts, key=lambda t: list(TOKEN_WORDS).index(t)
-                                                   if t in TOKEN_WORDS else 99)]
+    words = [
+        TOKEN_WORDS.get(t, t)
+        for t in sorted(accepts, key=lambda t: list(TOKEN_WORDS).index(t) if t in TOKEN_WORDS else 99)
+    ]
     if not words:
         return "nothing"
     if len(words) == 1:
@@ -109,15 +111,24 @@ def _prefix_parses(text: str) -> bool:
 def parse_dsl(dsl: str) -> Node | SyntaxProblem:
     """Parse one set expression."""
     if not dsl.strip():
-        return SyntaxProblem("LS100", "empty DSL expression", 0, max(1, len(dsl)),
-                             hint='write at least one model, e.g. "a & b" or "a | b"')
+        return SyntaxProblem(
+            "LS100",
+            "empty DSL expression",
+            0,
+            max(1, len(dsl)),
+            hint='write at least one model, e.g. "a & b" or "a | b"',
+        )
     depth = deepest = 0
     for i, c in enumerate(dsl):
         if c == "(":
             depth += 1
             if depth > MAX_DEPTH:
-                return SyntaxProblem("LS104", f"parse: parentheses nested deeper than {MAX_DEPTH} levels", i,
-                                     hint="split the expression into several sets joined with +references")
+                return SyntaxProblem(
+                    "LS104",
+                    f"parse: parentheses nested deeper than {MAX_DEPTH} levels",
+                    i,
+                    hint="split the expression into several sets joined with +references",
+                )
         elif c == ")":
             depth -= 1
         deepest = max(deepest, depth)
@@ -128,18 +139,28 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         assert pos is not None  # always set for UnexpectedCharacters
         ch = dsl[pos] if 0 <= pos < len(dsl) else ""
         if ch == "+":
-            return SyntaxProblem("LS102", f"tokenize: expected set name after '+' at position {pos}", pos,
-                                 hint="write +name with no space after '+'")
+            return SyntaxProblem(
+                "LS102",
+                f"tokenize: expected set name after '+' at position {pos}",
+                pos,
+                hint="write +name with no space after '+'",
+            )
         if ch == '"':
-            return SyntaxProblem("LS106", f"tokenize: unterminated quoted identifier at position {pos}", pos,
-                                 len(dsl) - pos, hint='close the quoted model ID with "')
+            return SyntaxProblem(
+                "LS106",
+                f"tokenize: unterminated quoted identifier at position {pos}",
+                pos,
+                len(dsl) - pos,
+                hint='close the quoted model ID with "',
+            )
         hint = None
         if ch in "/:@":
-            hint = (f'model IDs containing {ch!r} must be quoted, e.g. "org/model:q4", '
-                    "or named through a var")
+            hint = f'model IDs containing {ch!r} must be quoted, e.g. "org/model:q4", or named through a var'
         elif ch == ",":
             hint = "use '|' for alternatives and '&' for models that run together"
-        return SyntaxProblem("LS101", f"tokenize: unexpected character {ch!r} at position {pos}", pos, hint=hint)
+        return SyntaxProblem(
+            "LS101", f"tokenize: unexpected character {ch!r} at position {pos}", pos, hint=hint
+        )
     except UnexpectedToken as exc:
         tok = exc.token
         accepts = set(exc.interactive_parser.accepts()) if exc.interactive_parser else set(exc.expected)
@@ -147,34 +168,61 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         if tok.type == "$END":
             pos = len(dsl.rstrip())
             if "RPAR" in accepts:
-                return SyntaxProblem("LS103", "parse: missing closing parenthesis", _unclosed_paren(dsl, pos),
-                                     hint="add ')' to close the group opened here")
-            return SyntaxProblem("LS104", 'parse: unexpected token ""', max(0, pos - 1),
-                                 hint=f"the expression ends too early; expected {expected}")
+                return SyntaxProblem(
+                    "LS103",
+                    "parse: missing closing parenthesis",
+                    _unclosed_paren(dsl, pos),
+                    hint="add ')' to close the group opened here",
+                )
+            return SyntaxProblem(
+                "LS104",
+                'parse: unexpected token ""',
+                max(0, pos - 1),
+                hint=f"the expression ends too early; expected {expected}",
+            )
         start = tok.start_pos if tok.start_pos is not None else 0
         text = str(tok)
         if _prefix_parses(dsl[:start]):
             hint = f"expected {expected}"
             if tok.type in ("NAME", "QUOTED", "REF", "LPAR"):
                 hint = f"join names with '&' (run together) or '|' (alternatives); expected {expected}"
-            return SyntaxProblem("LS105", f"parse: unexpected token {text!r} after expression".replace("'", '"'),
-                                 start, max(1, len(text)), hint=hint)
-        return SyntaxProblem("LS104", f"parse: unexpected token {text!r}".replace("'", '"'), start,
-                             max(1, len(text)), hint=f"expected {expected}")
+            return SyntaxProblem(
+                "LS105",
+                f"parse: unexpected token {text!r} after expression".replace("'", '"'),
+                start,
+                max(1, len(text)),
+                hint=hint,
+            )
+        return SyntaxProblem(
+            "LS104",
+            f"parse: unexpected token {text!r}".replace("'", '"'),
+            start,
+            max(1, len(text)),
+            hint=f"expected {expected}",
+        )
     except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
         return SyntaxProblem("LS104", f"parse: {exc.__class__.__name__}", 0)
     node = _TO_AST.transform(tree) if isinstance(tree, Tree) else tree
     for n in _names(node):
         if n.quoted:
             if not n.text:
-                return SyntaxProblem("LS107", "parse: empty quoted identifier", n.start, n.end - n.start,
-                                     hint="write the model ID between the quotes")
+                return SyntaxProblem(
+                    "LS107",
+                    "parse: empty quoted identifier",
+                    n.start,
+                    n.end - n.start,
+                    hint="write the model ID between the quotes",
+                )
             continue
         for i, c in enumerate(n.text):
             if not _valid_ident_char(c):
                 pos = n.start + i
-                return SyntaxProblem("LS101", f"tokenize: unexpected character {c!r} at position {pos}", pos,
-                                     hint="quote the model ID to use other characters")
+                return SyntaxProblem(
+                    "LS101",
+                    f"tokenize: unexpected character {c!r} at position {pos}",
+                    pos,
+                    hint="quote the model ID to use other characters",
+                )
     for r in _refs(node):
         for i, c in enumerate(r.name):
             if not _valid_ident_char(c):

@@ -24,9 +24,9 @@ makes the maximal combinations, with subset semantics, describe every fitting co
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import lcm
-from typing import Iterable, Mapping, Sequence
 
 BEST_NODE_BUDGET = 200_000
 
@@ -65,8 +65,12 @@ class Space:
     _fits: dict[frozenset[str], dict[str, tuple[int, ...]] | None] = field(default_factory=dict, repr=False)
 
     @staticmethod
-    def build(devices: Sequence[str], resources: Sequence[str], caps_bytes: Sequence[Sequence[int]],
-              needs_bytes: Iterable[tuple[str, Sequence[int], Sequence[int], Sequence[int]]]) -> "Space":
+    def build(
+        devices: Sequence[str],
+        resources: Sequence[str],
+        caps_bytes: Sequence[Sequence[int]],
+        needs_bytes: Iterable[tuple[str, Sequence[int], Sequence[int], Sequence[int]]],
+    ) -> Space:
         """`needs_bytes`: (model, amounts in bytes by resource, allowed devices, split devices),
         in definition order."""
         raw = list(needs_bytes)
@@ -76,8 +80,9 @@ class Space:
                 scale = lcm(scale, len(split))
         needs: dict[str, Need] = {}
         for i, (model, amounts, allowed, split) in enumerate(raw):
-            needs[model] = Need(model, i, tuple(a * scale for a in amounts),
-                                tuple(allowed) if not split else (), tuple(split))
+            needs[model] = Need(
+                model, i, tuple(a * scale for a in amounts), tuple(allowed) if not split else (), tuple(split)
+            )
         caps = tuple(tuple(c * scale for c in row) for row in caps_bytes)
         return Space(tuple(devices), tuple(resources), caps, needs, scale)
 
@@ -221,8 +226,9 @@ class Space:
         return out
 
     # -- best (for errors) -------------------------------------------------------------------
-    def best(self, models: Iterable[str], node_budget: int = BEST_NODE_BUDGET
-             ) -> tuple[dict[str, tuple[int, ...]], list[list[int]]]:
+    def best(
+        self, models: Iterable[str], node_budget: int = BEST_NODE_BUDGET
+    ) -> tuple[dict[str, tuple[int, ...]], list[list[int]]]:
         """The placement with the least total overflow, and its loads. Exact unless the node
         budget runs out (then the best one found); ties go to the first in search order."""
         nres = len(self.resources)
@@ -313,8 +319,10 @@ class Space:
 
         # Interchangeable devices: same budgets, and every model treats them alike.
         sig: dict[tuple, int] = {}
-        cls = [sig.setdefault((self.caps[d], tuple((d in nd.allowed, d in nd.split) for nd in needs)), len(sig))
-               for d in range(ndev)]
+        cls = [
+            sig.setdefault((self.caps[d], tuple((d in nd.allowed, d in nd.split) for nd in needs)), len(sig))
+            for d in range(ndev)
+        ]
         groups = [[d for d in range(ndev) if cls[d] == c] for c in range(len(sig))]
         symmetric = any(len(g) > 1 for g in groups)
 
@@ -324,9 +332,9 @@ class Space:
             out = list(load)
             for g in groups:
                 if len(g) > 1:
-                    rows = sorted(tuple(load[d * nres:(d + 1) * nres]) for d in g)
+                    rows = sorted(tuple(load[d * nres : (d + 1) * nres]) for d in g)
                     for d, row in zip(g, rows):
-                        out[d * nres:(d + 1) * nres] = row
+                        out[d * nres : (d + 1) * nres] = row
             return tuple(out)
 
         def minimal(loads: set[tuple[int, ...]]) -> list[tuple[int, ...]]:

@@ -11,9 +11,10 @@ deterministic (sorted keys, solver order, no timestamps, paths as given).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from llamaswap.compiler import precompute
 from llamaswap.compiler.config import Config
@@ -86,7 +87,9 @@ class Plan:
         decision table when the plan is ok and the table fits the budget; pure and thread-safe."""
         policy: MatrixPolicy | GroupPolicy
         if self.engine == "matrix":
-            policy = MatrixPolicy(self.models, [(s.name, s.dsl, s.expr) for s in self.sets], dict(self.evict_costs))
+            policy = MatrixPolicy(
+                self.models, [(s.name, s.dsl, s.expr) for s in self.sets], dict(self.evict_costs)
+            )
         else:
             policy = GroupPolicy(self.models, self.groups)
         if self.ok:
@@ -122,13 +125,17 @@ class Plan:
         for s in self.sets:
             for combo in s.combinations or ():
                 placement = res.placement(combo)
-                placements.append({
-                    "set": s.name,
-                    "combination": list(combo),
-                    "fits": placement is not None,
-                    "placement": None if placement is None else {m: list(d) for m, d in placement.items()},
-                    "use": None if placement is None else res.usage(placement),
-                })
+                placements.append(
+                    {
+                        "set": s.name,
+                        "combination": list(combo),
+                        "fits": placement is not None,
+                        "placement": None
+                        if placement is None
+                        else {m: list(d) for m, d in placement.items()},
+                        "use": None if placement is None else res.usage(placement),
+                    }
+                )
         out["placements"] = placements
         return out
 
@@ -138,14 +145,16 @@ class Plan:
         models = []
         for mid in self.models:
             m = c.models[mid] if c else None
-            models.append({
-                "id": mid,
-                "aliases": sorted(a for a, real in self.aliases.items() if real == mid),
-                "port": self.ports.get(mid),
-                "proxy": m.proxy if m else None,
-                "evict_cost": self.evict_cost(mid),
-                "priority": self.priority.get(mid, 0),
-            })
+            models.append(
+                {
+                    "id": mid,
+                    "aliases": sorted(a for a, real in self.aliases.items() if real == mid),
+                    "port": self.ports.get(mid),
+                    "proxy": m.proxy if m else None,
+                    "evict_cost": self.evict_cost(mid),
+                    "priority": self.priority.get(mid, 0),
+                }
+            )
         out: dict[str, Any] = {
             "schema": PLAN_SCHEMA,
             "file": self.file,
@@ -154,8 +163,13 @@ class Plan:
             "models": models,
             "sets": self.compile_json()["sets"],
             "groups": [
-                {"name": g.name, "swap": g.swap, "exclusive": g.exclusive, "persistent": g.persistent,
-                 "members": list(g.members)}
+                {
+                    "name": g.name,
+                    "swap": g.swap,
+                    "exclusive": g.exclusive,
+                    "persistent": g.persistent,
+                    "members": list(g.members),
+                }
                 for g in self.groups
             ],
             "preload": list(self.preload),
@@ -165,9 +179,7 @@ class Plan:
             out["resources"] = self.resources_json()
         if self.ok:
             table = self.policy.table
-            out["decisions"] = None if table is None else [
-                d.to_json() for d in table.decisions()
-            ]
+            out["decisions"] = None if table is None else [d.to_json() for d in table.decisions()]
         return out
 
 
@@ -187,13 +199,18 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         res, rdiags = load_resources(loaded.doc.root, file)
         report.diagnostics.extend(rdiags)
         if res is not None and loaded.engine != "matrix":
-            report.warning("LS414", "resources are only checked against matrix sets; the groups engine ignores "
-                                    "them", _key_pos(loaded.doc.root, "resources"), "resources",
-                           hint="use a matrix (sets: auto derives the sets from the resources)",
-                           length=len("resources"))
+            report.warning(
+                "LS414",
+                "resources are only checked against matrix sets; the groups engine ignores them",
+                _key_pos(loaded.doc.root, "resources"),
+                "resources",
+                hint="use a matrix (sets: auto derives the sets from the resources)",
+                length=len("resources"),
+            )
     if loaded.engine == "matrix" and loaded.matrix_block is not None and config is not None:
-        matrix, mdiags = resolve_matrix(file, loaded.matrix_block, loaded.matrix_path, config.models,
-                                        loaded.aliases)
+        matrix, mdiags = resolve_matrix(
+            file, loaded.matrix_block, loaded.matrix_path, config.models, loaded.aliases
+        )
         report.diagnostics.extend(mdiags)
         costs = dict(matrix.evict_costs)
         if matrix.auto:
@@ -208,13 +225,18 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
                     "LS450",
                     f"set {s.name!r} has {_distinct_text(s)}, more than the expansion budget "
                     f"({options.expand_budget:,}); it is kept symbolic and decided by the symbolic solver",
-                    matrix.set_pos.get(s.name), f"{loaded.matrix_path}.sets.{s.name}",
-                    hint="raise the budget with --expand-budget to expand it", length=len(s.name),
+                    matrix.set_pos.get(s.name),
+                    f"{loaded.matrix_path}.sets.{s.name}",
+                    hint="raise the budget with --expand-budget to expand it",
+                    length=len(s.name),
                 )
         if not matrix.auto:  # derived sets are distinct, maximal and hold every model that fits
             model_pos = _model_positions(loaded.doc.root)
-            report.diagnostics.extend(lint_matrix(file, loaded.matrix_path, loaded.matrix_block, matrix, sets,
-                                                  config.models, model_pos))
+            report.diagnostics.extend(
+                lint_matrix(
+                    file, loaded.matrix_path, loaded.matrix_block, matrix, sets, config.models, model_pos
+                )
+            )
     plan = Plan(
         file=file,
         engine=loaded.engine,
@@ -234,22 +256,30 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     root = loaded.doc.root
     if not isinstance(root, YMap) or config is None:
         return plan
-    virtual, vdiags = check_virtual(root, file, config.models, loaded.aliases,
-                                    lambda targets: _why_apart(plan, targets))
+    virtual, vdiags = check_virtual(
+        root, file, config.models, loaded.aliases, lambda targets: _why_apart(plan, targets)
+    )
     if not vdiags and not virtual.peers and not virtual.selectors and not virtual.profiles:
         return plan
     return replace(plan, virtual=virtual, diagnostics=sort_diagnostics([*plan.diagnostics, *vdiags]))
 
 
-def _derive(loaded: Any, res: Resources | None, report: Reporter, options: CompileOptions) -> tuple[SetEntry, ...]:
+def _derive(
+    loaded: Any, res: Resources | None, report: Reporter, options: CompileOptions
+) -> tuple[SetEntry, ...]:
     """`sets: auto`: the sets derived from the resources (an error without them)."""
     assert loaded.matrix_block is not None
     value = loaded.matrix_block.get("sets")
     where = value.pos if value is not None else None
     if res is None:
-        report.error("LS221", "sets: auto derives the sets from the resources, but the config declares none",
-                     where, f"{loaded.matrix_path}.sets", length=4,
-                     hint="declare devices (resources: {gpu0: {vram: 24GiB}}) and each model's resources")
+        report.error(
+            "LS221",
+            "sets: auto derives the sets from the resources, but the config declares none",
+            where,
+            f"{loaded.matrix_path}.sets",
+            length=4,
+            hint="declare devices (resources: {gpu0: {vram: 24GiB}}) and each model's resources",
+        )
         return ()
     sets, diags = derive_sets(res, loaded.file, loaded.matrix_path, where, options.expand_budget)
     report.diagnostics.extend(diags)
@@ -264,7 +294,8 @@ def _declares_resources(root: object) -> bool:
         return True
     models = root.get("models")
     return isinstance(models, YMap) and any(
-        isinstance(v, YMap) and v.key_node("resources") is not None for _, v in models.items)
+        isinstance(v, YMap) and v.key_node("resources") is not None for _, v in models.items
+    )
 
 
 def _key_pos(root: object, key: str) -> Pos | None:
@@ -277,7 +308,9 @@ def _why_apart(plan: Plan, targets: tuple[str, ...]) -> str | None:
     if plan.engine == "matrix":
         if not plan.ok:
             return None  # the matrix has its own errors; judged once it compiles
-        policy = MatrixPolicy(plan.models, [(s.name, s.dsl, s.expr) for s in plan.sets], dict(plan.evict_costs))
+        policy = MatrixPolicy(
+            plan.models, [(s.name, s.dsl, s.expr) for s in plan.sets], dict(plan.evict_costs)
+        )
         d = policy.decide(targets[0], tuple(sorted(set(targets[1:]))))
         return None if not d.evict else "targets must all appear together in one expanded matrix set"
     group_of = {m: g for g in plan.groups for m in g.members}

@@ -15,16 +15,25 @@ states x models exceeds the budget; the policy then asks the symbolic solver.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from llamaswap.compiler.decision import (RULE_ALONE, RULE_CHEAPEST, RULE_RUNNING, Decision, DecisionTable,
-                                         EvictionPolicy, State)
+from llamaswap.compiler.decision import (
+    RULE_ALONE,
+    RULE_CHEAPEST,
+    RULE_RUNNING,
+    Decision,
+    DecisionTable,
+    EvictionPolicy,
+    State,
+)
 from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
 
 if TYPE_CHECKING:
     from llamaswap.compiler.expand import SetEntry
 
-def matrix_states(models: Sequence[str], sets: Sequence["SetEntry"], limit: int) -> list[State] | None:
+
+def matrix_states(models: Sequence[str], sets: Sequence[SetEntry], limit: int) -> list[State] | None:
     """Reachable running states of a fully expanded matrix (`sets` in solver order), or None
     past `limit` states (or when a set is symbolic)."""
     if any(s.combinations is None for s in sets):
@@ -66,7 +75,9 @@ def group_states(models: Sequence[str], policy: EvictionPolicy, limit: int) -> l
     return sorted(seen, key=lambda st: (len(st), st))
 
 
-def build_matrix_table(policy: MatrixPolicy, sets: Sequence["SetEntry"], states: Sequence[State]) -> DecisionTable:
+def build_matrix_table(
+    policy: MatrixPolicy, sets: Sequence[SetEntry], states: Sequence[State]
+) -> DecisionTable:
     """Every decision for the given states, from the expanded combinations.
 
     `first[q]` is the earliest candidate (solver order) holding every model of the mask q.
@@ -167,7 +178,9 @@ def build_matrix_table(policy: MatrixPolicy, sets: Sequence["SetEntry"], states:
     return DecisionTable(states, models, rows)
 
 
-def build_table(policy: MatrixPolicy | GroupPolicy, sets: Sequence["SetEntry"], budget: int) -> DecisionTable | None:
+def build_table(
+    policy: MatrixPolicy | GroupPolicy, sets: Sequence[SetEntry], budget: int
+) -> DecisionTable | None:
     """The precomputed table for a policy (a matrix policy's `sets` in solver order; none for
     groups), or None when states x models would exceed `budget` entries."""
     n_models = max(1, len(policy.models))

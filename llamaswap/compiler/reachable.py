@@ -29,7 +29,7 @@ class StatesError(Exception):
         self.message = message
 
 
-def enumerate_states(plan: "Plan", limit: int) -> list[State] | None:
+def enumerate_states(plan: Plan, limit: int) -> list[State] | None:
     """The reachable running states (the table's when there is one, sorted by size then
     names), or None when there are more than `limit` or a set is symbolic."""
     table = plan.policy.table
@@ -40,7 +40,7 @@ def enumerate_states(plan: "Plan", limit: int) -> list[State] | None:
     return group_states(plan.models, plan.policy, limit)
 
 
-def reachable_states(plan: "Plan", max_decisions: int = DECISIONS_MAX) -> list[State]:
+def reachable_states(plan: Plan, max_decisions: int = DECISIONS_MAX) -> list[State]:
     """Every reachable running state, for a listing of every decision: at most
     `max_decisions` decisions (states x models). Raises StatesError when a set is symbolic
     (and there is no table) or when there are more."""
@@ -48,10 +48,14 @@ def reachable_states(plan: "Plan", max_decisions: int = DECISIONS_MAX) -> list[S
     if plan.policy.table is None and plan.engine == "matrix":
         symbolic = [s.name for s in plan.sets if s.combinations is None]
         if symbolic:
-            raise StatesError(f"set(s) {', '.join(symbolic)} are symbolic (too large to expand), so the "
-                              "reachable states cannot be listed; raise --expand-budget to expand them")
+            raise StatesError(
+                f"set(s) {', '.join(symbolic)} are symbolic (too large to expand), so the "
+                "reachable states cannot be listed; raise --expand-budget to expand them"
+            )
     states = enumerate_states(plan, limit)
     if states is None:
-        raise StatesError(f"more than {limit:,} reachable running states (x {len(plan.models)} models: over "
-                          f"{max_decisions:,} decisions); too many to list")
+        raise StatesError(
+            f"more than {limit:,} reachable running states (x {len(plan.models)} models: over "
+            f"{max_decisions:,} decisions); too many to list"
+        )
     return states

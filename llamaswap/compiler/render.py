@@ -21,15 +21,15 @@ FORMATS = ("dot", "mermaid", "json", "text")
 DOT_EDGE_LABELS_MAX = 150
 
 _DOT_SHAPES = {
-    "model": 'shape=ellipse',
-    "set": 'shape=box, style=rounded',
+    "model": "shape=ellipse",
+    "set": "shape=box, style=rounded",
     "symbolic_set": 'shape=box, style="rounded,dashed"',
-    "group": 'shape=tab',
-    "combination": 'shape=box',
-    "state": 'shape=box, style=rounded',
+    "group": "shape=tab",
+    "combination": "shape=box",
+    "state": "shape=box, style=rounded",
     "others": 'shape=box, style="rounded,dashed"',
 }
-_DOT_EDGES = {"ref": 'style=bold', "may_hold": 'style=dashed'}
+_DOT_EDGES = {"ref": "style=bold", "may_hold": "style=dashed"}
 _MERMAID_SHAPES = {
     "model": ('(["', '"])'),
     "set": ('["', '"]'),
@@ -66,6 +66,7 @@ def _dashed(d: dict) -> bool:
 
 # -- DOT ---------------------------------------------------------------------------------------
 
+
 def dot_quote(text: str) -> str:
     """A DOT double-quoted string. Only `\\"` is an escape in DOT itself, but labels give
     backslashes meaning (`\\n`, `\\l`, `\\N`), so a backslash is doubled (shown as one)."""
@@ -78,8 +79,10 @@ def render_dot(g: nx.Graph) -> str:
     # dot's layered layout suits the DAGs and state graphs; an undirected graph can be dense
     # (40 models, 700 pairs), which dot takes minutes to lay out and neato a fraction of a second.
     layout = "rankdir=LR" if directed else "layout=neato, overlap=false"
-    lines = [f"{'digraph' if directed else 'graph'} {dot_quote(g.graph['view'])} {{",
-             f"  graph [label={dot_quote(title(g))}, labelloc=t, {layout}];"]
+    lines = [
+        f"{'digraph' if directed else 'graph'} {dot_quote(g.graph['view'])} {{",
+        f"  graph [label={dot_quote(title(g))}, labelloc=t, {layout}];",
+    ]
     for n, d in g.nodes(data=True):
         attrs = [f"label={dot_quote(d['label'])}", _DOT_SHAPES.get(d["kind"], "shape=box")]
         if d.get("alone"):
@@ -131,6 +134,7 @@ def render_mermaid(g: nx.Graph) -> str:
 
 # -- JSON --------------------------------------------------------------------------------------
 
+
 def node_link(g: nx.Graph) -> dict[str, Any]:
     """networkx node-link data with the edge list under "edges"."""
     try:
@@ -152,6 +156,7 @@ def render_json(g: nx.Graph) -> str:
 
 
 # -- text --------------------------------------------------------------------------------------
+
 
 def _one_line(text: str) -> str:
     return text.replace("\n", " · ")

@@ -18,8 +18,9 @@ them all. A set with an error (or depending on one) is left out of the solver or
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from llamaswap.compiler.ast import And, Leaf, Name, Node, Or, Ref, walk
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
@@ -57,7 +58,9 @@ class Matrix:
 
 
 class _Resolver:
-    def __init__(self, file: str, block: YMap, path: str, models: Mapping[str, Any], aliases: Mapping[str, str]):
+    def __init__(
+        self, file: str, block: YMap, path: str, models: Mapping[str, Any], aliases: Mapping[str, str]
+    ):
         self.file = file
         self.block = block
         self.path = path
@@ -93,26 +96,46 @@ class _Resolver:
             kpath = f"{self.path}.vars.{key}"
             ok = True
             if not VAR_KEY.match(key):
-                self.report.error("LS205",
-                                  f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
-                                  "characters long", k.pos, kpath, length=max(1, len(key)),
-                                  hint="'_' and other characters are not allowed in var keys")
+                self.report.error(
+                    "LS205",
+                    f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
+                    "characters long",
+                    k.pos,
+                    kpath,
+                    length=max(1, len(key)),
+                    hint="'_' and other characters are not allowed in var keys",
+                )
                 ok = False
-            if not isinstance(v, YScalar) or not isinstance(v.value, (str, int, float)) or isinstance(v.value, bool):
+            if (
+                not isinstance(v, YScalar)
+                or not isinstance(v.value, (str, int, float))
+                or isinstance(v.value, bool)
+            ):
                 self.report.error("LS302", f"var {key!r} must name a model ID", v.pos, kpath)
                 self.bad_vars.add(key)
                 continue
             target = v.value if isinstance(v.value, str) else (v.raw or str(v.value))
             if target not in self.models:
                 if target in self.aliases:
-                    self.report.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
-                                      hint=f"{target!r} is an alias of {self.aliases[target]!r}; vars must name "
-                                           f"the real model ID", length=max(1, len(target)))
+                    self.report.error(
+                        "LS206",
+                        f"var key {key!r} references unknown model {target!r}",
+                        v.pos,
+                        kpath,
+                        hint=f"{target!r} is an alias of {self.aliases[target]!r}; vars must name "
+                        f"the real model ID",
+                        length=max(1, len(target)),
+                    )
                 else:
-                    self.report.error("LS206", f"var key {key!r} references unknown model {target!r}", v.pos, kpath,
-                                      hint=did_you_mean(target, sorted(self.models), partial=True)
-                                      or "vars must name a model under 'models'",
-                                      length=max(1, len(target)))
+                    self.report.error(
+                        "LS206",
+                        f"var key {key!r} references unknown model {target!r}",
+                        v.pos,
+                        kpath,
+                        hint=did_you_mean(target, sorted(self.models), partial=True)
+                        or "vars must name a model under 'models'",
+                        length=max(1, len(target)),
+                    )
                 ok = False
             if ok:
                 out[key] = target
@@ -122,7 +145,9 @@ class _Resolver:
         return out, where
 
     # -- evict costs ---------------------------------------------------------------------
-    def resolve_costs(self, vars_: Mapping[str, str], used: set[str]) -> tuple[dict[str, int], dict[str, Pos]]:
+    def resolve_costs(
+        self, vars_: Mapping[str, str], used: set[str]
+    ) -> tuple[dict[str, int], dict[str, Pos]]:
         node = self.block.get("evict_costs")
         out: dict[str, int] = {}
         where: dict[str, Pos] = {}
@@ -145,8 +170,13 @@ class _Resolver:
                     shown = str(value).lower()
                 else:
                     shown = str(value)
-                self.report.error("LS207", f"evict_cost for {key!r} must be a positive integer, got {shown}",
-                                  v.pos, kpath, hint="costs are whole numbers >= 1; unlisted models cost 1")
+                self.report.error(
+                    "LS207",
+                    f"evict_cost for {key!r} must be a positive integer, got {shown}",
+                    v.pos,
+                    kpath,
+                    hint="costs are whole numbers >= 1; unlisted models cost 1",
+                )
                 value = None
             if key in vars_:
                 real = vars_[key]
@@ -156,12 +186,24 @@ class _Resolver:
             elif key in self.bad_vars:
                 continue
             elif key in self.aliases:
-                self.report.error("LS202", f"evict_costs: {key!r} is an alias, not a var or model", k.pos, kpath,
-                                  hint=f"use the real model ID {self.aliases[key]!r}", length=max(1, len(key)))
+                self.report.error(
+                    "LS202",
+                    f"evict_costs: {key!r} is an alias, not a var or model",
+                    k.pos,
+                    kpath,
+                    hint=f"use the real model ID {self.aliases[key]!r}",
+                    length=max(1, len(key)),
+                )
                 continue
             else:
-                self.report.error("LS208", f"evict_costs: unknown var or model {key!r}", k.pos, kpath,
-                                  hint=self.unknown_hint(key, vars_), length=max(1, len(key)))
+                self.report.error(
+                    "LS208",
+                    f"evict_costs: unknown var or model {key!r}",
+                    k.pos,
+                    kpath,
+                    hint=self.unknown_hint(key, vars_),
+                    length=max(1, len(key)),
+                )
                 continue
             if value is not None:
                 out[real] = value
@@ -170,8 +212,9 @@ class _Resolver:
         return out, where
 
     # -- sets ----------------------------------------------------------------------------
-    def resolve_sets(self, vars_: Mapping[str, str], used: set[str]) -> tuple[dict[str, SetDef], dict[str, Pos],
-                                                                               set[str], list[str]]:
+    def resolve_sets(
+        self, vars_: Mapping[str, str], used: set[str]
+    ) -> tuple[dict[str, SetDef], dict[str, Pos], set[str], list[str]]:
         # Imported here: the parser pulls in Lark, which only matrix configs need.
         from llamaswap.compiler.parse import SyntaxProblem, parse_dsl
 
@@ -183,11 +226,19 @@ class _Resolver:
         if isinstance(node, YScalar) and node.value == "auto":
             self.auto = True
             return defs, where, broken, order
-        if node is None or (isinstance(node, YScalar) and node.value is None) or (
-                isinstance(node, YMap) and not node.items):
+        if (
+            node is None
+            or (isinstance(node, YScalar) and node.value is None)
+            or (isinstance(node, YMap) and not node.items)
+        ):
             pos = key.pos if (key := self.block.key_node("sets")) else self.block.pos
-            self.report.error("LS200", "matrix must define at least one set", pos, f"{self.path}.sets",
-                              hint='add e.g. sets: {standard: "a & b"}')
+            self.report.error(
+                "LS200",
+                "matrix must define at least one set",
+                pos,
+                f"{self.path}.sets",
+                hint='add e.g. sets: {standard: "a & b"}',
+            )
             return defs, where, broken, order
         if not isinstance(node, YMap):
             return defs, where, broken, order  # the schema check (LS302) already reported it
@@ -198,15 +249,26 @@ class _Resolver:
             where[name] = k.pos
             spath = f"{self.path}.sets.{name}"
             if not isinstance(v, YScalar) or v.value is None or isinstance(v.value, bool):
-                self.report.error("LS209", f"set {name!r}: the DSL must be a string", v.pos, spath,
-                                  hint='quote the expression, e.g. "a & b"')
+                self.report.error(
+                    "LS209",
+                    f"set {name!r}: the DSL must be a string",
+                    v.pos,
+                    spath,
+                    hint='quote the expression, e.g. "a & b"',
+                )
                 broken.add(name)
                 continue
             dsl = v.value if isinstance(v.value, str) else (v.raw or str(v.value))
             result = parse_dsl(dsl)
             if isinstance(result, SyntaxProblem):
-                self.report.error(result.code, f"set {name!r}: {result.message}", v.position_of(result.offset), spath,
-                                  hint=result.hint, length=result.length)
+                self.report.error(
+                    result.code,
+                    f"set {name!r}: {result.message}",
+                    v.position_of(result.offset),
+                    spath,
+                    hint=result.hint,
+                    length=result.length,
+                )
                 broken.add(name)
                 continue
             resolved, refs, ok = self.resolve_expr(result, name, dsl, v, spath, vars_, used, names)
@@ -218,8 +280,17 @@ class _Resolver:
             defs[name] = SetDef(name, dsl, resolved, tuple(refs))
         return defs, where, broken, order
 
-    def resolve_expr(self, node: Node, set_name: str, dsl: str, scalar: YScalar, spath: str,
-                     vars_: Mapping[str, str], used: set[str], set_names: list[str]) -> tuple[Node, list[str], bool]:
+    def resolve_expr(
+        self,
+        node: Node,
+        set_name: str,
+        dsl: str,
+        scalar: YScalar,
+        spath: str,
+        vars_: Mapping[str, str],
+        used: set[str],
+        set_names: list[str],
+    ) -> tuple[Node, list[str], bool]:
         refs: list[str] = []
         ok = True
 
@@ -237,24 +308,45 @@ class _Resolver:
                     ok = False  # the var's own error says what is wrong
                     return n
                 if n.text in self.aliases:
-                    self.report.error("LS202",
-                                      f"set {set_name!r}: {n.text!r} is an alias; sets must use real model IDs",
-                                      pos, spath, hint=f"write the real model ID {self.aliases[n.text]!r} "
-                                                       f"(or a var naming it)", length=length)
+                    self.report.error(
+                        "LS202",
+                        f"set {set_name!r}: {n.text!r} is an alias; sets must use real model IDs",
+                        pos,
+                        spath,
+                        hint=f"write the real model ID {self.aliases[n.text]!r} (or a var naming it)",
+                        length=length,
+                    )
                 elif n.quoted and n.text in vars_:
-                    self.report.error("LS201", f"set {set_name!r}: unknown model {n.text!r}", pos, spath,
-                                      hint=f"{n.text!r} is a var: write it without quotes", length=length)
+                    self.report.error(
+                        "LS201",
+                        f"set {set_name!r}: unknown model {n.text!r}",
+                        pos,
+                        spath,
+                        hint=f"{n.text!r} is a var: write it without quotes",
+                        length=length,
+                    )
                 else:
-                    self.report.error("LS201", f"set {set_name!r}: unknown var or model {n.text!r}", pos, spath,
-                                      hint=self.unknown_hint(n.text, vars_), length=length)
+                    self.report.error(
+                        "LS201",
+                        f"set {set_name!r}: unknown var or model {n.text!r}",
+                        pos,
+                        spath,
+                        hint=self.unknown_hint(n.text, vars_),
+                        length=length,
+                    )
                 ok = False
                 return n
             if isinstance(n, Ref):
                 if n.name not in set_names:
-                    self.report.error("LS203", f"set {set_name!r} references undefined set {n.name!r}",
-                                      scalar.position_of(n.start), spath,
-                                      hint=did_you_mean(n.name, set_names, written="+{}", partial=True)
-                                      or f"defined sets: {', '.join(set_names)}", length=n.end - n.start)
+                    self.report.error(
+                        "LS203",
+                        f"set {set_name!r} references undefined set {n.name!r}",
+                        scalar.position_of(n.start),
+                        spath,
+                        hint=did_you_mean(n.name, set_names, written="+{}", partial=True)
+                        or f"defined sets: {', '.join(set_names)}",
+                        length=n.end - n.start,
+                    )
                     ok = False
                 elif n.name not in refs:
                     refs.append(n.name)
@@ -269,7 +361,9 @@ class _Resolver:
         return out, refs, ok
 
 
-def _ref_position(file_block: YMap, set_name: str, ref: str, defs: Mapping[str, SetDef]) -> tuple[Pos | None, int]:
+def _ref_position(
+    file_block: YMap, set_name: str, ref: str, defs: Mapping[str, SetDef]
+) -> tuple[Pos | None, int]:
     sets = file_block.get("sets")
     if not isinstance(sets, YMap):
         return None, 1
@@ -282,8 +376,9 @@ def _ref_position(file_block: YMap, set_name: str, ref: str, defs: Mapping[str, 
     return scalar.pos, 1
 
 
-def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
-                   aliases: Mapping[str, str]) -> tuple[Matrix, list[Diagnostic]]:
+def resolve_matrix(
+    file: str, block: YMap, path: str, models: Mapping[str, Any], aliases: Mapping[str, str]
+) -> tuple[Matrix, list[Diagnostic]]:
     """Resolve and link the matrix block at `path` (e.g. `matrix` or
     `routing.router.settings.matrix`)."""
     r = _Resolver(file, block, path, models, aliases)
@@ -324,9 +419,14 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
         names = [u for u, _ in cycle_edges] + [cycle_edges[-1][1]]
         first, second = names[0], names[1]
         pos, length = _ref_position(block, first, second, linked)
-        r.report.error("LS204", f"circular reference detected involving set {first!r}: {' -> '.join(names)}", pos,
-                       f"{path}.sets.{first}", hint="a set cannot include itself, directly or through other sets",
-                       length=length)
+        r.report.error(
+            "LS204",
+            f"circular reference detected involving set {first!r}: {' -> '.join(names)}",
+            pos,
+            f"{path}.sets.{first}",
+            hint="a set cannot include itself, directly or through other sets",
+            length=length,
+        )
 
     # Solver order: DFS over sets in definition order, dependencies first (post-order).
     # Sets that are broken, in a cycle or depend on either are left out.
@@ -360,9 +460,18 @@ def resolve_matrix(file: str, block: YMap, path: str, models: Mapping[str, Any],
     return matrix, r.report.diagnostics
 
 
-def _matrix(r: _Resolver, defs: Mapping[str, SetDef], solver: list[str], costs: dict[str, int],
-            vars_: dict[str, str], used: set[str], referenced: set[str], set_pos: dict[str, Pos],
-            var_pos: dict[str, Pos], cost_pos: dict[str, Pos]) -> Matrix:
+def _matrix(
+    r: _Resolver,
+    defs: Mapping[str, SetDef],
+    solver: list[str],
+    costs: dict[str, int],
+    vars_: dict[str, str],
+    used: set[str],
+    referenced: set[str],
+    set_pos: dict[str, Pos],
+    var_pos: dict[str, Pos],
+    cost_pos: dict[str, Pos],
+) -> Matrix:
     return Matrix(
         sets=tuple(defs[n] for n in solver),
         evict_costs=costs,
@@ -377,7 +486,9 @@ def _matrix(r: _Resolver, defs: Mapping[str, SetDef], solver: list[str], costs: 
     )
 
 
-def support(expr: Node, sets: Mapping[str, SetDef], memo: dict[str, frozenset[str]] | None = None) -> frozenset[str]:
+def support(
+    expr: Node, sets: Mapping[str, SetDef], memo: dict[str, frozenset[str]] | None = None
+) -> frozenset[str]:
     """Every model that appears in some combination of `expr`."""
     memo = {} if memo is None else memo
     if isinstance(expr, Leaf):
@@ -392,4 +503,3 @@ def support(expr: Node, sets: Mapping[str, SetDef], memo: dict[str, frozenset[st
             out |= support(c, sets, memo)
         return out
     return frozenset()
-

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from llamaswap.compiler.ast import And, Leaf, Node, quote_id
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
@@ -43,8 +44,14 @@ from llamaswap.compiler.suggest import closest, did_you_mean
 RESERVED = ("split", "devices")
 UNITS: dict[str, int] = {
     "B": 1,
-    "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "TiB": 1 << 40,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
 }
 BARE_UNIT = "MiB"
 AUTO_PREFIX = "auto-"
@@ -98,20 +105,32 @@ class Resources:
         loads = self.space.loads({m: tuple(index[d] for d in devs) for m, devs in placement.items()})
         out = []
         for i, dev in enumerate(self.devices):
-            out.append({
-                "device": dev.name,
-                "models": [m for m, devs in placement.items() if dev.name in devs],
-                "use": {r: {"used": _bytes(Fraction(loads[i][j], self.space.scale)),
-                            "budget": dev.budgets.get(r, 0)}
-                        for j, r in enumerate(self.names)},
-            })
+            out.append(
+                {
+                    "device": dev.name,
+                    "models": [m for m, devs in placement.items() if dev.name in devs],
+                    "use": {
+                        r: {
+                            "used": _bytes(Fraction(loads[i][j], self.space.scale)),
+                            "budget": dev.budgets.get(r, 0),
+                        }
+                        for j, r in enumerate(self.names)
+                    },
+                }
+            )
         return out
 
     def to_json(self) -> dict[str, Any]:
         return {
             "devices": [{"name": d.name, "budgets": dict(sorted(d.budgets.items()))} for d in self.devices],
-            "models": {m: {"needs": dict(sorted(n.amounts.items())), "split": list(n.split),
-                           "devices": list(n.devices)} for m, n in self.needs.items()},
+            "models": {
+                m: {
+                    "needs": dict(sorted(n.amounts.items())),
+                    "split": list(n.split),
+                    "devices": list(n.devices),
+                }
+                for m, n in self.needs.items()
+            },
         }
 
 
@@ -120,6 +139,7 @@ def _bytes(v: Fraction) -> int | float:
 
 
 # -- sizes -----------------------------------------------------------------------------------
+
 
 def parse_size(value: Any) -> tuple[Fraction | None, str | None, str | None]:
     """(bytes, problem, hint) for a size as written; bytes is None when there is a problem."""
@@ -180,6 +200,7 @@ def format_size(v: Fraction | int) -> str:
 
 # -- the schema pass ---------------------------------------------------------------------------
 
+
 def _span(node: YNode) -> tuple[Pos, int]:
     if isinstance(node, YScalar) and node.raw and node.pos.line == node.end.line:
         return node.pos, len(node.raw)
@@ -211,17 +232,30 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
         for k, v in declared:
             key = v.key_node("resources")
             assert key is not None
-            p.error("LS319", f"model {k.value}: 'resources' needs devices, but the config declares none",
-                    key.pos, f"models.{k.value}.resources", length=len("resources"),
-                    hint="declare them at the top level, e.g. resources: {gpu0: {vram: 24GiB}}")
+            p.error(
+                "LS319",
+                f"model {k.value}: 'resources' needs devices, but the config declares none",
+                key.pos,
+                f"models.{k.value}.resources",
+                length=len("resources"),
+                hint="declare them at the top level, e.g. resources: {gpu0: {vram: 24GiB}}",
+            )
         return None, p.diagnostics
 
     devices: list[Device] = []
     if not isinstance(block, YMap) or not block.items:
-        pos = block.pos if block is not None and not (isinstance(block, YScalar) and block.value is None) \
+        pos = (
+            block.pos
+            if block is not None and not (isinstance(block, YScalar) and block.value is None)
             else block_key.pos
-        p.error("LS318", "resources must map device names to their budgets", pos, "resources",
-                hint="e.g. resources: {gpu0: {vram: 24GiB}, gpu1: {vram: 24GiB}}")
+        )
+        p.error(
+            "LS318",
+            "resources must map device names to their budgets",
+            pos,
+            "resources",
+            hint="e.g. resources: {gpu0: {vram: 24GiB}, gpu1: {vram: 24GiB}}",
+        )
     else:
         for k, dv in block.items:
             name = str(k.value)
@@ -231,11 +265,20 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
                 pass  # a device that holds nothing
             elif not isinstance(dv, YMap):
                 pos, length = _span(dv)
-                hint = (f"write {name}: {{vram: {dv.value}}}" if isinstance(dv, YScalar) else
-                        f"e.g. {name}: {{vram: 24GiB}}")
-                p.error("LS318", f"device {name}: expected a mapping of resource names to sizes, got "
-                                 f"{_shown(dv.value if isinstance(dv, YScalar) else dv)}", pos, path,
-                        hint=hint, length=length)
+                hint = (
+                    f"write {name}: {{vram: {dv.value}}}"
+                    if isinstance(dv, YScalar)
+                    else f"e.g. {name}: {{vram: 24GiB}}"
+                )
+                p.error(
+                    "LS318",
+                    f"device {name}: expected a mapping of resource names to sizes, got "
+                    f"{_shown(dv.value if isinstance(dv, YScalar) else dv)}",
+                    pos,
+                    path,
+                    hint=hint,
+                    length=length,
+                )
             else:
                 for rk, rv in dv.items:
                     amount = _size(p, rv, f"{path}.{rk.value}", f"device {name}: {rk.value}", round_up=False)
@@ -259,28 +302,47 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
     names = sorted({r for d in devices for r in d.budgets} | {r for n in needs.values() for r in n.amounts})
     index = {d: i for i, d in enumerate(device_names)}
     space = Space.build(
-        device_names, names,
+        device_names,
+        names,
         [[d.budgets.get(r, 0) for r in names] for d in devices],
-        [(m, [needs[m].amounts.get(r, 0) for r in names] if m in needs else [0] * len(names),
-          [index[d] for d in needs[m].devices] if m in needs and needs[m].devices else list(range(len(devices))),
-          [index[d] for d in needs[m].split] if m in needs else [])
-         for m in model_order],
+        [
+            (
+                m,
+                [needs[m].amounts.get(r, 0) for r in names] if m in needs else [0] * len(names),
+                [index[d] for d in needs[m].devices]
+                if m in needs and needs[m].devices
+                else list(range(len(devices))),
+                [index[d] for d in needs[m].split] if m in needs else [],
+            )
+            for m in model_order
+        ],
     )
-    res = Resources(tuple(devices), needs, tuple(model_order), tuple(names), space, broken_devices,
-                    frozenset(broken))
+    res = Resources(
+        tuple(devices), needs, tuple(model_order), tuple(names), space, broken_devices, frozenset(broken)
+    )
 
     # A model that cannot fit even alone: the shortfall of its best placement.
     for model, need in needs.items():
         if not devices or not res.checkable((model,)) or res.space.fits((model,)):
             continue
-        p.error("LS320", f"model {model} cannot fit even alone: {_overflow_text(res, (model,), 'short')}",
-                need.pos, f"models.{model}.resources", length=len("resources"),
-                hint=_alone_hint(res, need))
+        p.error(
+            "LS320",
+            f"model {model} cannot fit even alone: {_overflow_text(res, (model,), 'short')}",
+            need.pos,
+            f"models.{model}.resources",
+            length=len("resources"),
+            hint=_alone_hint(res, need),
+        )
     for k, mv in model_items:
         if isinstance(mv, YMap) and mv.key_node("resources") is None:
-            p.warning("LS413", f"model {k.value} declares no resources, so it fits anywhere",
-                      k.pos, f"models.{k.value}", length=len(str(k.value)),
-                      hint="add resources: {vram: ...}, or resources: {} if it really needs none")
+            p.warning(
+                "LS413",
+                f"model {k.value} declares no resources, so it fits anywhere",
+                k.pos,
+                f"models.{k.value}",
+                length=len(str(k.value)),
+                hint="add resources: {vram: ...}, or resources: {} if it really needs none",
+            )
     return res, p.diagnostics
 
 
@@ -293,9 +355,14 @@ def _model_need(p: Reporter, model: str, v: YMap, device_names: list[str]) -> Mo
         return ModelNeed(model, {}, (), (), key.pos)
     if not isinstance(node, YMap):
         pos, length = _span(node) if node is not None else (key.pos, 1)
-        p.error("LS318", f"model {model}: resources must be a mapping, got "
-                         f"{_shown(node.value if isinstance(node, YScalar) else node)}", pos, base,
-                hint="e.g. resources: {vram: 20GiB}, with split: [...] or devices: [...] to place it")
+        p.error(
+            "LS318",
+            f"model {model}: resources must be a mapping, got "
+            f"{_shown(node.value if isinstance(node, YScalar) else node)}",
+            pos,
+            base,
+            hint="e.g. resources: {vram: 20GiB}, with split: [...] or devices: [...] to place it",
+        )
         return None
     ok = True
     amounts: dict[str, int] = {}
@@ -318,25 +385,37 @@ def _model_need(p: Reporter, model: str, v: YMap, device_names: list[str]) -> Mo
     if "split" in lists and "devices" in lists:
         k2 = node.key_node("devices")
         assert k2 is not None
-        p.error("LS321", f"model {model}: use either split or devices, not both", k2.pos, f"{base}.devices",
-                length=len("devices"),
-                hint="split spreads the model evenly over all its devices; devices picks one of them")
+        p.error(
+            "LS321",
+            f"model {model}: use either split or devices, not both",
+            k2.pos,
+            f"{base}.devices",
+            length=len("devices"),
+            hint="split spreads the model evenly over all its devices; devices picks one of them",
+        )
         ok = False
     if not ok:
         return None
     return ModelNeed(model, amounts, lists.get("split", ()), lists.get("devices", ()), key.pos)
 
 
-def _device_list(p: Reporter, model: str, key: str, node: YNode, path: str,
-                 device_names: list[str]) -> tuple[str, ...] | None:
+def _device_list(
+    p: Reporter, model: str, key: str, node: YNode, path: str, device_names: list[str]
+) -> tuple[str, ...] | None:
     if isinstance(node, YScalar) and isinstance(node.value, str) and node.value:
         items: list[YNode] = [node]  # one device written without brackets
     elif isinstance(node, YSeq) and node.items:
         items = list(node.items)
     else:
         pos, length = _span(node)
-        p.error("LS321", f"model {model}: {key} must list device names", pos, path, length=length,
-                hint=f"e.g. {key}: [{', '.join(device_names[:2]) or 'gpu0'}]")
+        p.error(
+            "LS321",
+            f"model {model}: {key} must list device names",
+            pos,
+            path,
+            length=length,
+            hint=f"e.g. {key}: [{', '.join(device_names[:2]) or 'gpu0'}]",
+        )
         return None
     out: list[str] = []
     ok = True
@@ -350,14 +429,22 @@ def _device_list(p: Reporter, model: str, key: str, node: YNode, path: str,
         name = item.value
         if name not in device_names:
             pos, length = _span(item)
-            p.error("LS319", f"model {model}: {key}: unknown device {name!r}", pos, ipath, length=length,
-                    hint=did_you_mean(name, device_names, fold=True, partial=True) or
-                    f"declared devices: {', '.join(device_names) or 'none'}")
+            p.error(
+                "LS319",
+                f"model {model}: {key}: unknown device {name!r}",
+                pos,
+                ipath,
+                length=length,
+                hint=did_you_mean(name, device_names, fold=True, partial=True)
+                or f"declared devices: {', '.join(device_names) or 'none'}",
+            )
             ok = False
             continue
         if name in out:
             pos, length = _span(item)
-            p.error("LS321", f"model {model}: {key}: device {name!r} is listed twice", pos, ipath, length=length)
+            p.error(
+                "LS321", f"model {model}: {key}: device {name!r} is listed twice", pos, ipath, length=length
+            )
             ok = False
             continue
         out.append(name)
@@ -365,6 +452,7 @@ def _device_list(p: Reporter, model: str, key: str, node: YNode, path: str,
 
 
 # -- explaining a placement ----------------------------------------------------------------------
+
 
 def _overflow_text(res: Resources, models: Sequence[str], word: str) -> str:
     """The best placement of `models` described device by device, overflowing devices only."""
@@ -379,7 +467,8 @@ def _overflow_text(res: Resources, models: Sequence[str], word: str) -> str:
         amounts = ", ".join(
             f"{space.resources[r]} {format_size(Fraction(load, space.scale))} of "
             f"{format_size(Fraction(cap, space.scale))} ({format_size(Fraction(load - cap, space.scale))} {word})"
-            for r, load, cap in over)
+            for r, load, cap in over
+        )
         parts.append(f"{space.devices[d]} would hold {', '.join(held)}: {amounts}")
     return "; ".join(parts)
 
@@ -397,8 +486,10 @@ def _alone_hint(res: Resources, need: ModelNeed) -> str:
 
 # -- Check ---------------------------------------------------------------------------------------
 
-def check_sets(res: Resources, sets: Sequence[SetEntry], file: str, matrix_path: str,
-               set_pos: Mapping[str, Pos]) -> list[Diagnostic]:
+
+def check_sets(
+    res: Resources, sets: Sequence[SetEntry], file: str, matrix_path: str, set_pos: Mapping[str, Pos]
+) -> list[Diagnostic]:
     """Every combination of every expanded set must fit; one error per set that has one that
     does not (the first in set order, with its best placement), a note per symbolic set that
     could not be checked."""
@@ -410,19 +501,29 @@ def check_sets(res: Resources, sets: Sequence[SetEntry], file: str, matrix_path:
         if s.combinations is None:
             support = sorted({n.model for n in _leaves(s.expr)})
             if res.checkable(support) and not space.fits(support):
-                p.info("LS452", f"set {s.name!r} is symbolic, so its combinations are not checked "
-                                "against the resources", pos, path, length=len(s.name),
-                       hint="raise --expand-budget to check it")
+                p.info(
+                    "LS452",
+                    f"set {s.name!r} is symbolic, so its combinations are not checked against the resources",
+                    pos,
+                    path,
+                    length=len(s.name),
+                    hint="raise --expand-budget to check it",
+                )
             continue
         bad = [c for c in s.combinations if res.checkable(c) and not space.fits(c)]
         if not bad:
             continue
         first = bad[0]
         more = f"; {len(bad) - 1} more of its combinations do not fit either" if len(bad) > 1 else ""
-        p.error("LS220", f"set {s.name!r}: combination [{', '.join(first)}] does not fit the devices: "
-                         f"{_overflow_text(res, first, 'over')}{more}",
-                pos, path, length=len(s.name),
-                hint="remove a model from the combination, or split a model over more devices")
+        p.error(
+            "LS220",
+            f"set {s.name!r}: combination [{', '.join(first)}] does not fit the devices: "
+            f"{_overflow_text(res, first, 'over')}{more}",
+            pos,
+            path,
+            length=len(s.name),
+            hint="remove a model from the combination, or split a model over more devices",
+        )
     return p.diagnostics
 
 
@@ -436,8 +537,10 @@ def _leaves(expr: Node):
 
 # -- Derive --------------------------------------------------------------------------------------
 
-def derive_sets(res: Resources, file: str, matrix_path: str, pos: Pos | None,
-                limit: int) -> tuple[tuple[SetEntry, ...], list[Diagnostic]]:
+
+def derive_sets(
+    res: Resources, file: str, matrix_path: str, pos: Pos | None, limit: int
+) -> tuple[tuple[SetEntry, ...], list[Diagnostic]]:
     """`sets: auto`: one set per maximal fitting combination (`auto-1`, `auto-2`, …, in the
     order of `Space.maximal`). Models that cannot fit even alone (already an error) are left
     out. More than `limit` combinations is an error (LS221)."""
@@ -446,8 +549,14 @@ def derive_sets(res: Resources, file: str, matrix_path: str, pos: Pos | None,
         return (), p.diagnostics  # the declarations have errors (reported); nothing sound to derive
     combos = res.space.maximal(res.models, limit)
     if combos is None:
-        p.error("LS222", f"sets: auto derives more than {limit:,} combinations", pos, f"{matrix_path}.sets",
-                length=4, hint="raise --expand-budget, or write the sets by hand")
+        p.error(
+            "LS222",
+            f"sets: auto derives more than {limit:,} combinations",
+            pos,
+            f"{matrix_path}.sets",
+            length=4,
+            hint="raise --expand-budget, or write the sets by hand",
+        )
         return (), p.diagnostics
     out: list[SetEntry] = []
     width = len(str(len(combos)))
@@ -474,6 +583,7 @@ def _dsl(members: Sequence[str]) -> tuple[str, Node]:
 
 # -- explaining a decision (plan --explain) --------------------------------------------------------
 
+
 def device_use(res: Resources, models: Sequence[str]) -> list[dict[str, Any]] | None:
     """Per-device use of `models` in the placement found for them; None if they do not fit."""
     placement = res.placement(models)
@@ -489,8 +599,11 @@ def explain_devices(res: Resources, before: Sequence[str], after: Sequence[str])
         if use is None:
             return "(does not fit)"
         dev = use[i]
-        amounts = ", ".join(f"{r} {format_size(u['used'])}/{format_size(u['budget'])}"
-                            for r, u in dev["use"].items() if u["budget"] or u["used"])
+        amounts = ", ".join(
+            f"{r} {format_size(u['used'])}/{format_size(u['budget'])}"
+            for r, u in dev["use"].items()
+            if u["budget"] or u["used"]
+        )
         return f"{amounts or 'nothing held'} [{', '.join(dev['models'])}]"
 
     width = max(len(d.name) for d in res.devices) if res.devices else 0

@@ -32,8 +32,8 @@ Hot-path shortcuts, each keeping the lists exactly as the rules above define the
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from llamaswap.compiler.ast import And, Leaf, Node, Or, Ref
 
@@ -43,8 +43,16 @@ class _N:
 
     __slots__ = ("kind", "bit", "children", "support", "first", "ref", "pos")
 
-    def __init__(self, kind: int, bit: int = 0, children: tuple["_N", ...] = (), support: int = 0,
-                 first: int = 0, ref: int = -1, pos: dict[int, int] | None = None):
+    def __init__(
+        self,
+        kind: int,
+        bit: int = 0,
+        children: tuple[_N, ...] = (),
+        support: int = 0,
+        first: int = 0,
+        ref: int = -1,
+        pos: dict[int, int] | None = None,
+    ):
         self.kind = kind
         self.bit = bit
         self.children = children
@@ -125,8 +133,9 @@ class SymbolicSolver:
     # running models it keeps, carried along so a candidate's cost is `total - kept` with no
     # per-state bit loop. A memo belongs to one (relevant, running) query.
 
-    def _eval(self, node: _N, relevant: int, running: int, costs: Sequence[int],
-              memo: dict[int, list[_S]]) -> list[_S]:
+    def _eval(
+        self, node: _N, relevant: int, running: int, costs: Sequence[int], memo: dict[int, list[_S]]
+    ) -> list[_S]:
         if not node.support & relevant:
             return [(0, node.first, 0)]
         kind = node.kind
@@ -197,8 +206,9 @@ class SymbolicSolver:
             seen |= csup
         return acc
 
-    def _set_eval(self, set_index: int, relevant: int, running: int, costs: Sequence[int],
-                  memo: dict[int, list[_S]]) -> list[_S]:
+    def _set_eval(
+        self, set_index: int, relevant: int, running: int, costs: Sequence[int], memo: dict[int, list[_S]]
+    ) -> list[_S]:
         got = memo.get(set_index)
         if got is None:
             got = memo[set_index] = self._eval(self.sets[set_index].root, relevant, running, costs, memo)
@@ -234,8 +244,9 @@ class SymbolicSolver:
                     return cs
         return None
 
-    def best(self, target_bit: int, running_mask: int, costs: Sequence[int], explain: bool
-             ) -> tuple[tuple[int, CompiledSet, int] | None, list[tuple[int, CompiledSet, int]]]:
+    def best(
+        self, target_bit: int, running_mask: int, costs: Sequence[int], explain: bool
+    ) -> tuple[tuple[int, CompiledSet, int] | None, list[tuple[int, CompiledSet, int]]]:
         """(best (cost, set, witness) or None, per-set bests when explaining)."""
         relevant = target_bit | running_mask
         memo: dict[int, list[_S]] = {}

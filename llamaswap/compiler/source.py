@@ -107,7 +107,7 @@ class YScalar:
 
 @dataclass(slots=True)
 class YSeq:
-    items: list["YNode"]
+    items: list[YNode]
     pos: Pos
     end: Pos
 
@@ -115,11 +115,11 @@ class YSeq:
 @dataclass(slots=True)
 class YMap:
     # Ordered (key, value) pairs; keys are scalars. Duplicates already removed.
-    items: list[tuple[YScalar, "YNode"]]
+    items: list[tuple[YScalar, YNode]]
     pos: Pos
     end: Pos
 
-    def get(self, key: str) -> "YNode | None":
+    def get(self, key: str) -> YNode | None:
         for k, v in self.items:
             if k.value == key:
                 return v
@@ -246,6 +246,7 @@ class _PyComposer(yaml.SafeLoader):
 # into the text either way.
 _Composer: type[yaml.SafeLoader | yaml.CSafeLoader] = _PyComposer
 if getattr(yaml, "__with_libyaml__", False):
+
     class _CComposer(yaml.CSafeLoader):
         """CSafeLoader whose scalars resolve with the YAML 1.2 core schema."""
 
@@ -293,7 +294,7 @@ def _convert(node: Node, report: Reporter, path: str, depth: int = 0, text: str 
     if isinstance(node, ScalarNode):
         raw = ""
         if node.end_mark.index >= node.start_mark.index:
-            raw = text[node.start_mark.index:node.end_mark.index]
+            raw = text[node.start_mark.index : node.end_mark.index]
         if not node.style and node.tag in ("tag:yaml.org,2002:str", None) and not _explicit_tag(node):
             value: Any = resolve_plain(node.value)
         else:
@@ -330,9 +331,14 @@ def _convert(node: Node, report: Reporter, path: str, depth: int = 0, text: str 
                 # Keys brought in by a merge (`<<`) may be overridden, as YAML specifies.
                 if id(key_node) not in merged and id(first_key_node) not in merged:
                     first = items[index[key.value]][0]
-                    report.error("LS304", f"duplicate key {key.value!r} (first defined on line {first.pos.line})",
-                                 key.pos, child_path, hint="remove one of them; llama-swap refuses duplicate keys too",
-                                 length=max(1, len(str(key.value))))
+                    report.error(
+                        "LS304",
+                        f"duplicate key {key.value!r} (first defined on line {first.pos.line})",
+                        key.pos,
+                        child_path,
+                        hint="remove one of them; llama-swap refuses duplicate keys too",
+                        length=max(1, len(str(key.value))),
+                    )
                 items[index[key.value]] = (key, value)
                 key_nodes[index[key.value]] = key_node
             else:
@@ -403,14 +409,20 @@ def load_document(text: str, file: str) -> Document:
         message = problem
         if exc.context:
             cm = exc.context_mark
-            started = (f"started at line {cm.line + 1}, column {cm.column + 1}"
-                       if cm is not None and mark is not None and cm.line != mark.line else "")
+            started = (
+                f"started at line {cm.line + 1}, column {cm.column + 1}"
+                if cm is not None and mark is not None and cm.line != mark.line
+                else ""
+            )
             if problem.startswith("but "):  # "expected a single document …, but found another"
                 message = f"{exc.context}, {problem}" + (f" ({started})" if started else "")
             else:  # "… (while parsing a flow sequence started at …)"
                 message = f"{problem} ({exc.context}" + (f" {started}" if started else "") + ")"
-        hint = ("indent with spaces: YAML does not allow tabs in indentation" if "'\\t'" in problem
-                else "check indentation and quoting around this point")
+        hint = (
+            "indent with spaces: YAML does not allow tabs in indentation"
+            if "'\\t'" in problem
+            else "check indentation and quoting around this point"
+        )
         report.error("LS300", f"YAML syntax error: {message}", at, hint=hint)
         return Document(file, text, None, report.diagnostics)
     except yaml.YAMLError as exc:
@@ -422,9 +434,12 @@ def load_document(text: str, file: str) -> Document:
     if node is None:
         return Document(file, text, None, report.diagnostics)
     if _expanded_size(node, {}) > MAX_VALUES:
-        report.error("LS300", f"the YAML expands to more than {MAX_VALUES:,} values once its aliases "
-                     "(*name) are expanded", Pos(1, 1),
-                     hint="a config this large is almost certainly an alias bomb; use fewer nested aliases")
+        report.error(
+            "LS300",
+            f"the YAML expands to more than {MAX_VALUES:,} values once its aliases (*name) are expanded",
+            Pos(1, 1),
+            hint="a config this large is almost certainly an alias bomb; use fewer nested aliases",
+        )
         return Document(file, text, None, report.diagnostics)
     try:
         root = _convert(node, report, "", 0, text)
@@ -493,15 +508,37 @@ class PathReporter(Reporter):
             return node.pos, max(1, len(node.raw))
         return node.pos, 1
 
-    def add_at(self, severity: Severity, code: str, message: str, loc: tuple[Any, ...], hint: str | None = None,
-               key: bool = False, length: int = 1) -> None:
+    def add_at(
+        self,
+        severity: Severity,
+        code: str,
+        message: str,
+        loc: tuple[Any, ...],
+        hint: str | None = None,
+        key: bool = False,
+        length: int = 1,
+    ) -> None:
         pos, width = self.locate(loc, key)
         self.add(severity, code, message, pos, format_path(loc) or None, hint, max(length, width))
 
-    def error_at(self, code: str, message: str, loc: tuple[Any, ...], hint: str | None = None, key: bool = False,
-                 length: int = 1) -> None:
+    def error_at(
+        self,
+        code: str,
+        message: str,
+        loc: tuple[Any, ...],
+        hint: str | None = None,
+        key: bool = False,
+        length: int = 1,
+    ) -> None:
         self.add_at(Severity.ERROR, code, message, loc, hint, key, length)
 
-    def warning_at(self, code: str, message: str, loc: tuple[Any, ...], hint: str | None = None,
-                   key: bool = False, length: int = 1) -> None:
+    def warning_at(
+        self,
+        code: str,
+        message: str,
+        loc: tuple[Any, ...],
+        hint: str | None = None,
+        key: bool = False,
+        length: int = 1,
+    ) -> None:
         self.add_at(Severity.WARNING, code, message, loc, hint, key, length)

@@ -14,14 +14,15 @@ Deterministic: the same word and names always give the same answer.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 CUTOFF = 0.6
 LOOSE = 0.5
 
 
-def closest(word: str, known: Iterable[str], *, cutoff: float = CUTOFF, fold: bool = False,
-            partial: bool = False) -> str | None:
+def closest(
+    word: str, known: Iterable[str], *, cutoff: float = CUTOFF, fold: bool = False, partial: bool = False
+) -> str | None:
     """The known name closest to `word`, or None when nothing is close."""
     pool = list(known)
     if fold:
@@ -37,8 +38,11 @@ def closest(word: str, known: Iterable[str], *, cutoff: float = CUTOFF, fold: bo
         return close[0]
     if partial:
         low = word.lower()
-        prefixed = [p for p in pool if len(low) >= 3 and (
-            p.lower().startswith(low) or (len(p) >= 3 and low.startswith(p.lower())))]
+        prefixed = [
+            p
+            for p in pool
+            if len(low) >= 3 and (p.lower().startswith(low) or (len(p) >= 3 and low.startswith(p.lower())))
+        ]
         if prefixed:
             return min(prefixed, key=lambda p: (abs(len(p) - len(word)), p))
         close = difflib.get_close_matches(word, pool, n=1, cutoff=LOOSE)
@@ -47,8 +51,15 @@ def closest(word: str, known: Iterable[str], *, cutoff: float = CUTOFF, fold: bo
     return None
 
 
-def did_you_mean(word: str, known: Iterable[str], *, written: str = "{}", cutoff: float = CUTOFF,
-                 fold: bool = False, partial: bool = False) -> str | None:
+def did_you_mean(
+    word: str,
+    known: Iterable[str],
+    *,
+    written: str = "{}",
+    cutoff: float = CUTOFF,
+    fold: bool = False,
+    partial: bool = False,
+) -> str | None:
     """The hint `did you mean 'x'?` for the closest known name, or None. `written` spells the
     name as the user would write it at that place ("+{}" for a set reference)."""
     guess = closest(word, known, cutoff=cutoff, fold=fold, partial=partial)

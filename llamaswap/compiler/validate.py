@@ -84,7 +84,7 @@ def validate_config(data: dict, report: PathReporter) -> Config:
             by_loc.setdefault(_user_loc(data, tuple(err["loc"])), []).append(err)
         # When one member of a union got further (`{name: x}` as an alias object missing
         # its id), its deeper error is the useful one; drop the shallow "wrong type" ones.
-        for loc in [loc for loc in by_loc if any(len(o) > len(loc) and o[:len(loc)] == loc for o in by_loc)]:
+        for loc in [loc for loc in by_loc if any(len(o) > len(loc) and o[: len(loc)] == loc for o in by_loc)]:
             del by_loc[loc]
         for loc, errs in by_loc.items():
             _report(loc, errs, report)
@@ -124,7 +124,9 @@ def _report(loc: tuple[Any, ...], errs: list[ErrorDetails], report: PathReporter
     elif kinds == {"string_type"} and isinstance(value, (int, float, bool)):
         hint = "quote the value to make it a string"
     want_text = " or ".join(wants)
-    report.error_at("LS302", f"'{format_path(loc)}' must be {want_text}, got {_describe(value)}", loc, hint=hint)
+    report.error_at(
+        "LS302", f"'{format_path(loc)}' must be {want_text}, got {_describe(value)}", loc, hint=hint
+    )
 
 
 def _numeric(text: str) -> bool:

@@ -11,8 +11,9 @@ in the order they are written; an entry with errors is left out of the result.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, to_python
@@ -99,7 +100,7 @@ def go_url_error(raw: str) -> str | None:
         if ch == ":":
             if i == 0:
                 return "missing protocol scheme"
-            scheme, rest = rest[:i].lower(), rest[i + 1:]
+            scheme, rest = rest[:i].lower(), rest[i + 1 :]
         break
     rest = rest.split("?", 1)[0]
     if not rest.startswith("/"):
@@ -114,11 +115,11 @@ def go_url_error(raw: str) -> str | None:
             close = host.find("]")
             if close < 0:
                 return "missing ']' in host"
-            port = host[close + 1:]
+            port = host[close + 1 :]
             if port and not re.fullmatch(r":[0-9]*", port):
                 return f"invalid port {port!r} after host"
         elif ":" in host:
-            port = host[host.index(":"):]
+            port = host[host.index(":") :]
             if not re.fullmatch(r":[0-9]*", port):
                 return f"invalid port {port!r} after host"
         if _HEX2.search(host):
@@ -136,8 +137,15 @@ class _Check(Reporter):
     def diags(self) -> list[Diagnostic]:
         return self.diagnostics
 
-    def error(self, code: str, message: str, at: YNode | None = None, path: str | None = None,  # type: ignore[override]
-              hint: str | None = None, fallback: Pos | None = None) -> None:
+    def error(
+        self,
+        code: str,
+        message: str,
+        at: YNode | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+        fallback: Pos | None = None,
+    ) -> None:
         pos = at.pos if at is not None else fallback
         length = 1
         if isinstance(at, YScalar) and at.raw and at.pos.line == at.end.line:
@@ -154,8 +162,13 @@ def _str_list(node: YNode | None, path: str, what: str, ck: _Check, code: str) -
     if node is None or (isinstance(node, YScalar) and node.value is None):
         return ()
     if not isinstance(node, YSeq):
-        ck.error("LS302", f"'{path}' must be a list of {what}", node, path,
-                 hint=f"write it as a YAML list: [{what[:-1] if what.endswith('s') else what}, ...]")
+        ck.error(
+            "LS302",
+            f"'{path}' must be a list of {what}",
+            node,
+            path,
+            hint=f"write it as a YAML list: [{what[:-1] if what.endswith('s') else what}, ...]",
+        )
         return None
     out: list[str] = []
     for i, item in enumerate(node.items):
@@ -167,8 +180,13 @@ def _str_list(node: YNode | None, path: str, what: str, ck: _Check, code: str) -
     return tuple(out)
 
 
-def check_virtual(root: YMap, file: str, models: Mapping[str, Any], aliases: Mapping[str, str],
-                  can_coexist: Callable[[tuple[str, ...]], str | None]) -> tuple[Virtual, list[Diagnostic]]:
+def check_virtual(
+    root: YMap,
+    file: str,
+    models: Mapping[str, Any],
+    aliases: Mapping[str, str],
+    can_coexist: Callable[[tuple[str, ...]], str | None],
+) -> tuple[Virtual, list[Diagnostic]]:
     """Check `peers`, `selectors` and `profiles` under `root`.
 
     `aliases` maps every alias (setParamsByID names included) to its model; `can_coexist`
@@ -186,7 +204,9 @@ def check_virtual(root: YMap, file: str, models: Mapping[str, Any], aliases: Map
     def peer_model(name: str) -> str | None:
         """The FQN for a peer model name: exact FQN first, else a bare name one peer has."""
         for wanted in ("fqn", "bare"):
-            found = {p.fqn(m) for p in peers for m in p.models if (p.fqn(m) if wanted == "fqn" else m) == name}
+            found = {
+                p.fqn(m) for p in peers for m in p.models if (p.fqn(m) if wanted == "fqn" else m) == name
+            }
             if len(found) == 1:
                 return found.pop()
             if found:
@@ -196,8 +216,9 @@ def check_virtual(root: YMap, file: str, models: Mapping[str, Any], aliases: Map
     def base(name: str) -> str | None:
         return local(name) or peer_model(name)
 
-    selectors = _selectors(root, selector_nodes, selector_ids, models, aliases, local, base, peer_model,
-                           can_coexist, ck)
+    selectors = _selectors(
+        root, selector_nodes, selector_ids, models, aliases, local, base, peer_model, can_coexist, ck
+    )
     profiles = _profiles(profiles_node, selector_ids, base, ck)
     return Virtual(tuple(peers), tuple(selectors), tuple(profiles)), ck.diags
 
@@ -233,24 +254,44 @@ def _peers(root: YMap, ck: _Check) -> list[Peer]:
             continue
         assert proxy is not None and models is not None
         if proxy == "":
-            ck.error("LS316", f"peers.{pid}: proxy is required", value.get("proxy") or key, f"{path}.proxy",
-                     hint="the base URL of the other server, e.g. http://10.0.0.2:8080")
+            ck.error(
+                "LS316",
+                f"peers.{pid}: proxy is required",
+                value.get("proxy") or key,
+                f"{path}.proxy",
+                hint="the base URL of the other server, e.g. http://10.0.0.2:8080",
+            )
             continue
         why = go_url_error(proxy)
         if why is not None:
-            ck.error("LS316", f"peers.{pid}: invalid peer proxy URL ({proxy}): {why}", value.get("proxy"),
-                     f"{path}.proxy")
+            ck.error(
+                "LS316",
+                f"peers.{pid}: invalid peer proxy URL ({proxy}): {why}",
+                value.get("proxy"),
+                f"{path}.proxy",
+            )
             continue
         if not models:
-            ck.error("LS316", f"peers.{pid}: peer models can not be empty", value.get("models") or key,
-                     f"{path}.models", hint="list the model IDs the peer serves")
+            ck.error(
+                "LS316",
+                f"peers.{pid}: peer models can not be empty",
+                value.get("models") or key,
+                f"{path}.models",
+                hint="list the model IDs the peer serves",
+            )
             continue
         out.append(Peer(pid, proxy, api_key or "", tuple(dict.fromkeys(models))))
     return out
 
 
-def _namespace(root: YMap, peers: list[Peer], models: Mapping[str, Any], aliases: Mapping[str, str],
-               selector_ids: set[str], ck: _Check) -> None:
+def _namespace(
+    root: YMap,
+    peers: list[Peer],
+    models: Mapping[str, Any],
+    aliases: Mapping[str, str],
+    selector_ids: set[str],
+    ck: _Check,
+) -> None:
     """Peer model names `peer/model` are reserved: nothing else may be called that."""
     owner: dict[str, tuple[str, str]] = {}
     peers_node = root.get("peers")
@@ -260,9 +301,14 @@ def _namespace(root: YMap, peers: list[Peer], models: Mapping[str, Any], aliases
             fqn = p.fqn(m)
             if fqn in owner:
                 other = owner[fqn]
-                ck.error("LS316", f"peer model name {fqn!r} is ambiguous between peers.{other[0]} model "
-                                  f"{other[1]!r} and peers.{p.id} model {m!r}", pnode, f"peers.{p.id}.models",
-                         hint="rename a peer or drop the model from one of them")
+                ck.error(
+                    "LS316",
+                    f"peer model name {fqn!r} is ambiguous between peers.{other[0]} model "
+                    f"{other[1]!r} and peers.{p.id} model {m!r}",
+                    pnode,
+                    f"peers.{p.id}.models",
+                    hint="rename a peer or drop the model from one of them",
+                )
                 continue
             owner[fqn] = (p.id, m)
     if not owner:
@@ -271,22 +317,38 @@ def _namespace(root: YMap, peers: list[Peer], models: Mapping[str, Any], aliases
     for fqn in sorted(owner):
         if fqn in models:
             at = models_node.key_node(fqn) if isinstance(models_node, YMap) else None
-            ck.error("LS316", f"model ID {fqn!r} conflicts with fully qualified peer model name", at,
-                     f"models.{fqn}", hint=f"peer {owner[fqn][0]!r} serves {owner[fqn][1]!r} under this name; "
-                                           "rename the model")
+            ck.error(
+                "LS316",
+                f"model ID {fqn!r} conflicts with fully qualified peer model name",
+                at,
+                f"models.{fqn}",
+                hint=f"peer {owner[fqn][0]!r} serves {owner[fqn][1]!r} under this name; rename the model",
+            )
         elif fqn in aliases:
-            ck.error("LS316", f"model {aliases[fqn]} alias {fqn!r} conflicts with fully qualified peer model name",
-                     _alias_node(models_node, aliases[fqn], fqn), f"models.{aliases[fqn]}.aliases",
-                     hint="rename the alias")
+            ck.error(
+                "LS316",
+                f"model {aliases[fqn]} alias {fqn!r} conflicts with fully qualified peer model name",
+                _alias_node(models_node, aliases[fqn], fqn),
+                f"models.{aliases[fqn]}.aliases",
+                hint="rename the alias",
+            )
         if fqn in selector_ids:
             sel = root.get("selectors")
-            ck.error("LS316", f"selector ID {fqn!r} conflicts with fully qualified peer model name",
-                     sel.key_node(fqn) if isinstance(sel, YMap) else None, f"selectors.{fqn}")
+            ck.error(
+                "LS316",
+                f"selector ID {fqn!r} conflicts with fully qualified peer model name",
+                sel.key_node(fqn) if isinstance(sel, YMap) else None,
+                f"selectors.{fqn}",
+            )
         for pkey, pval in _entries(root.get("profiles")):
             pins = pval.get("pins") if isinstance(pval, YMap) else None
             if isinstance(pins, YMap) and pins.key_node(fqn) is not None:
-                ck.error("LS316", f"profile {pkey.value} pin {fqn!r} conflicts with fully qualified peer model "
-                                  "name", pins.key_node(fqn), f"profiles.{pkey.value}.pins.{fqn}")
+                ck.error(
+                    "LS316",
+                    f"profile {pkey.value} pin {fqn!r} conflicts with fully qualified peer model name",
+                    pins.key_node(fqn),
+                    f"profiles.{pkey.value}.pins.{fqn}",
+                )
 
 
 def _alias_node(models_node: YNode | None, model: str, alias: str) -> YNode | None:
@@ -305,12 +367,24 @@ def _alias_node(models_node: YNode | None, model: str, alias: str) -> YNode | No
     return m.items[0][0] if m.items else None
 
 
-def _selectors(root: YMap, nodes: list[tuple[YScalar, YNode]], selector_ids: set[str],
-               models: Mapping[str, Any], aliases: Mapping[str, str], local: Callable[[str], str | None],
-               base: Callable[[str], str | None], peer_model: Callable[[str], str | None],
-               can_coexist: Callable[[tuple[str, ...]], str | None], ck: _Check) -> list[Selector]:
+def _selectors(
+    root: YMap,
+    nodes: list[tuple[YScalar, YNode]],
+    selector_ids: set[str],
+    models: Mapping[str, Any],
+    aliases: Mapping[str, str],
+    local: Callable[[str], str | None],
+    base: Callable[[str], str | None],
+    peer_model: Callable[[str], str | None],
+    can_coexist: Callable[[tuple[str, ...]], str | None],
+    ck: _Check,
+) -> list[Selector]:
     node = root.get("selectors")
-    if node is not None and not isinstance(node, YMap) and not (isinstance(node, YScalar) and node.value is None):
+    if (
+        node is not None
+        and not isinstance(node, YMap)
+        and not (isinstance(node, YScalar) and node.value is None)
+    ):
         ck.error("LS302", "'selectors' must be a mapping of selector IDs to selectors", node, "selectors")
         return []
     out: list[Selector] = []
@@ -326,11 +400,21 @@ def _selectors(root: YMap, nodes: list[tuple[YScalar, YNode]], selector_ids: set
         if sid.strip() == "":
             ck.error("LS315", "selectors: selector names cannot be empty", key, path)
         if sid in models:
-            ck.error("LS315", f"selectors.{sid}: name conflicts with model ID {sid!r}", key, path,
-                     hint="a selector is a new, virtual model ID: give it a name no model uses")
+            ck.error(
+                "LS315",
+                f"selectors.{sid}: name conflicts with model ID {sid!r}",
+                key,
+                path,
+                hint="a selector is a new, virtual model ID: give it a name no model uses",
+            )
         elif sid in aliases:
-            ck.error("LS315", f"selectors.{sid}: name conflicts with model alias {sid!r}", key, path,
-                     hint=f"'{sid}' is an alias of model '{aliases[sid]}'")
+            ck.error(
+                "LS315",
+                f"selectors.{sid}: name conflicts with model alias {sid!r}",
+                key,
+                path,
+                hint=f"'{sid}' is an alias of model '{aliases[sid]}'",
+            )
         texts: dict[str, str] = {}
         for name in ("strategy", "name", "description"):
             text = go_text(value.get(name))
@@ -341,15 +425,28 @@ def _selectors(root: YMap, nodes: list[tuple[YScalar, YNode]], selector_ids: set
         if go_text(value.get("strategy")) is None:
             pass  # reported above
         elif strategy == "":
-            ck.error("LS315", f"selectors.{sid}.strategy is required", value.get("strategy") or key,
-                     f"{path}.strategy", hint="one of: warm, pin, spillover")
+            ck.error(
+                "LS315",
+                f"selectors.{sid}.strategy is required",
+                value.get("strategy") or key,
+                f"{path}.strategy",
+                hint="one of: warm, pin, spillover",
+            )
         elif strategy not in STRATEGIES:
-            ck.error("LS315", f"selectors.{sid}.strategy: unknown strategy {strategy!r} (valid: warm, pin, spillover)",
-                     value.get("strategy"), f"{path}.strategy")
+            ck.error(
+                "LS315",
+                f"selectors.{sid}.strategy: unknown strategy {strategy!r} (valid: warm, pin, spillover)",
+                value.get("strategy"),
+                f"{path}.strategy",
+            )
         targets = _str_list(value.get("targets"), f"{path}.targets", "model IDs", ck, "LS315")
         if targets is not None and not targets:
-            ck.error("LS315", f"selectors.{sid}.targets must contain at least one entry", value.get("targets") or key,
-                     f"{path}.targets")
+            ck.error(
+                "LS315",
+                f"selectors.{sid}.targets must contain at least one entry",
+                value.get("targets") or key,
+                f"{path}.targets",
+            )
         spill = 1
         settings = value.get("settings")
         if isinstance(settings, YMap) and settings.get("spillover") is not None:
@@ -357,8 +454,12 @@ def _selectors(root: YMap, nodes: list[tuple[YScalar, YNode]], selector_ids: set
             if isinstance(s, YScalar) and isinstance(s.value, (int, float)) and not isinstance(s.value, bool):
                 spill = int(s.value)
             elif not (isinstance(s, YScalar) and s.value is None):
-                ck.error("LS302", f"'{path}.settings.spillover' must be a whole number", s,
-                         f"{path}.settings.spillover")
+                ck.error(
+                    "LS302",
+                    f"'{path}.settings.spillover' must be a whole number",
+                    s,
+                    f"{path}.settings.spillover",
+                )
         unlisted = value.get("unlisted")
         unlisted_v = isinstance(unlisted, YScalar) and unlisted.value is True
         resolved: list[str] = []
@@ -368,18 +469,34 @@ def _selectors(root: YMap, nodes: list[tuple[YScalar, YNode]], selector_ids: set
             at = tnode.items[i] if isinstance(tnode, YSeq) else None
             tpath = f"{path}.targets[{i}]"
             if target in selector_ids:
-                ck.error("LS315", f"selectors.{sid}.targets[{i}] references selector {target!r}; selector chaining "
-                                  "is not supported", at, tpath, hint="name models (or aliases) as targets")
+                ck.error(
+                    "LS315",
+                    f"selectors.{sid}.targets[{i}] references selector {target!r}; selector chaining "
+                    "is not supported",
+                    at,
+                    tpath,
+                    hint="name models (or aliases) as targets",
+                )
                 continue
             if base(target) is None:
-                ck.error("LS315", f"selectors.{sid}.targets[{i}] references unknown model {target!r}", at, tpath,
-                         hint=did_you_mean(target, sorted(set(models) | set(aliases)), partial=True)
-                         or "targets are model IDs, aliases or peer models")
+                ck.error(
+                    "LS315",
+                    f"selectors.{sid}.targets[{i}] references unknown model {target!r}",
+                    at,
+                    tpath,
+                    hint=did_you_mean(target, sorted(set(models) | set(aliases)), partial=True)
+                    or "targets are model IDs, aliases or peer models",
+                )
                 continue
             real = local(target)
             if strategy == "warm" and real is None:
-                ck.error("LS315", f"selectors.{sid}.targets[{i}] must resolve to a local model for strategy "
-                                  "\"warm\"", at, tpath, hint="warm picks a loaded model; peers are never loaded")
+                ck.error(
+                    "LS315",
+                    f'selectors.{sid}.targets[{i}] must resolve to a local model for strategy "warm"',
+                    at,
+                    tpath,
+                    hint="warm picks a loaded model; peers are never loaded",
+                )
                 continue
             if strategy == "spillover":
                 if real is not None:
@@ -389,32 +506,57 @@ def _selectors(root: YMap, nodes: list[tuple[YScalar, YNode]], selector_ids: set
                     resolved.append(peer_model(target) or target)
         if strategy == "spillover" and len(ck.diags) == errors:
             if spill < 1:
-                ck.error("LS315", f"selectors.{sid}.settings.spillover must be >= 1",
-                         settings.get("spillover") if isinstance(settings, YMap) else key, f"{path}.settings.spillover")
+                ck.error(
+                    "LS315",
+                    f"selectors.{sid}.settings.spillover must be >= 1",
+                    settings.get("spillover") if isinstance(settings, YMap) else key,
+                    f"{path}.settings.spillover",
+                )
             dup = [t for i, t in enumerate(resolved) if t in resolved[:i]]
             if dup:
-                ck.error("LS315", f"selectors.{sid}.targets contains duplicate resolved model {dup[0]!r}", tnode,
-                         f"{path}.targets", hint="two targets name the same model (an alias and its model?)")
+                ck.error(
+                    "LS315",
+                    f"selectors.{sid}.targets contains duplicate resolved model {dup[0]!r}",
+                    tnode,
+                    f"{path}.targets",
+                    hint="two targets name the same model (an alias and its model?)",
+                )
             elif len(local_targets) > 1:
                 why = can_coexist(tuple(local_targets))
                 if why is not None:
-                    ck.error("LS315", f"selectors.{sid} {why}", tnode, f"{path}.targets",
-                             hint="spillover sends requests to the next target while one is busy, so the targets "
-                                  "must be able to run together")
+                    ck.error(
+                        "LS315",
+                        f"selectors.{sid} {why}",
+                        tnode,
+                        f"{path}.targets",
+                        hint="spillover sends requests to the next target while one is busy, so the targets "
+                        "must be able to run together",
+                    )
         if len(ck.diags) == errors:
             meta = value.get("metadata")
-            out.append(Selector(sid, strategy, tuple(targets or ()), spill, texts["name"].strip(),
-                                texts["description"].strip(), unlisted_v,
-                                to_python(meta, list) if isinstance(meta, YMap) else {}))
+            out.append(
+                Selector(
+                    sid,
+                    strategy,
+                    tuple(targets or ()),
+                    spill,
+                    texts["name"].strip(),
+                    texts["description"].strip(),
+                    unlisted_v,
+                    to_python(meta, list) if isinstance(meta, YMap) else {},
+                )
+            )
     return out
 
 
-LEGACY_PROFILES = ("profile must be a mapping with description and pins; the legacy list syntax is no longer "
-                   "supported")
+LEGACY_PROFILES = (
+    "profile must be a mapping with description and pins; the legacy list syntax is no longer supported"
+)
 
 
-def _profiles(node: YNode | None, selector_ids: set[str], base: Callable[[str], str | None],
-              ck: _Check) -> list[Profile]:
+def _profiles(
+    node: YNode | None, selector_ids: set[str], base: Callable[[str], str | None], ck: _Check
+) -> list[Profile]:
     if node is None or (isinstance(node, YScalar) and node.value is None):
         return []
     if not isinstance(node, YMap):
@@ -427,26 +569,46 @@ def _profiles(node: YNode | None, selector_ids: set[str], base: Callable[[str], 
         if isinstance(value, YScalar) and value.value is None:
             value = YMap([], value.pos, value.end)
         if not isinstance(value, YMap):
-            ck.error("LS314", f"profiles.{name}: {LEGACY_PROFILES}", value, path,
-                     hint=f"write it as  {name}: {{description: ..., pins: {{requested-id: model-id}}}}")
+            ck.error(
+                "LS314",
+                f"profiles.{name}: {LEGACY_PROFILES}",
+                value,
+                path,
+                hint=f"write it as  {name}: {{description: ..., pins: {{requested-id: model-id}}}}",
+            )
             continue
         errors = len(ck.diags)
         description = go_text(value.get("description"))
         if description is None:
-            ck.error("LS302", f"'{path}.description' must be a string", value.get("description"),
-                     f"{path}.description")
+            ck.error(
+                "LS302",
+                f"'{path}.description' must be a string",
+                value.get("description"),
+                f"{path}.description",
+            )
         pins_node = value.get("pins")
         pins: list[tuple[str, str]] = []
-        if pins_node is not None and not isinstance(pins_node, YMap) and not (
-                isinstance(pins_node, YScalar) and pins_node.value is None):
-            ck.error("LS302", f"'{path}.pins' must be a mapping of requested IDs to model IDs", pins_node,
-                     f"{path}.pins")
+        if (
+            pins_node is not None
+            and not isinstance(pins_node, YMap)
+            and not (isinstance(pins_node, YScalar) and pins_node.value is None)
+        ):
+            ck.error(
+                "LS302",
+                f"'{path}.pins' must be a mapping of requested IDs to model IDs",
+                pins_node,
+                f"{path}.pins",
+            )
             continue
         for pkey, pval in _entries(pins_node):
             target = go_text(pval)
             if target is None:
-                ck.error("LS302", f"'{path}.pins.{pkey.value}' must be a model ID (or null)", pval,
-                         f"{path}.pins.{pkey.value}")
+                ck.error(
+                    "LS302",
+                    f"'{path}.pins.{pkey.value}' must be a model ID (or null)",
+                    pval,
+                    f"{path}.pins.{pkey.value}",
+                )
                 continue
             pins.append((str(pkey.value), target))
         if len(ck.diags) != errors:
@@ -454,16 +616,25 @@ def _profiles(node: YNode | None, selector_ids: set[str], base: Callable[[str], 
         if name.strip() == "":
             ck.error("LS314", "profiles: profile names cannot be empty", key, path)
         if not pins:
-            ck.error("LS314", f"profiles.{name}.pins must contain at least one entry", pins_node or key,
-                     f"{path}.pins", hint="pins map a requested model ID to the model that answers it")
+            ck.error(
+                "LS314",
+                f"profiles.{name}.pins must contain at least one entry",
+                pins_node or key,
+                f"{path}.pins",
+                hint="pins map a requested model ID to the model that answers it",
+            )
         for (pin, target), (pkey, pval) in zip(pins, _entries(pins_node)):
             if pin.strip() == "":
                 ck.error("LS314", f"profiles.{name}.pins: pin names cannot be empty", pkey, f"{path}.pins")
             if target == "" or base(target) is not None or target in selector_ids:
                 continue
-            ck.error("LS314", f"profiles.{name}.pins.{pin} references unknown model {target!r}", pval,
-                     f"{path}.pins.{pin}", hint="a pin's target is a model ID, alias, selector or peer model "
-                                                "(null disables the pin)")
+            ck.error(
+                "LS314",
+                f"profiles.{name}.pins.{pin} references unknown model {target!r}",
+                pval,
+                f"{path}.pins.{pin}",
+                hint="a pin's target is a model ID, alias, selector or peer model (null disables the pin)",
+            )
         if len(ck.diags) == errors:
             out.append(Profile(name, (description or ""), tuple(pins)))
     return out

@@ -33,9 +33,10 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -52,7 +53,7 @@ TAIL_BYTES = 64 << 10
 SCHEMA_VERSION = 1
 
 # API sort keys -> record fields (the same keys as llama-swap's activity table).
-SORT_KEYS: dict[str, Callable[["ActivityRecord"], Any]] = {
+SORT_KEYS: dict[str, Callable[[ActivityRecord], Any]] = {
     "id": lambda r: r.id,
     "time": lambda r: r.timestamp,
     "model": lambda r: r.model,
@@ -69,9 +70,25 @@ SORT_KEYS: dict[str, Callable[["ActivityRecord"], Any]] = {
     "wait": lambda r: r.wait_ms,
 }
 
-_COLUMNS = ("id", "ts", "model", "requested", "req_path", "status", "content_type", "wait_ms",
-            "duration_ms", "input_tokens", "output_tokens", "cache_tokens", "draft_tokens",
-            "draft_acc_tokens", "prompt_per_second", "tokens_per_second", "error")
+_COLUMNS = (
+    "id",
+    "ts",
+    "model",
+    "requested",
+    "req_path",
+    "status",
+    "content_type",
+    "wait_ms",
+    "duration_ms",
+    "input_tokens",
+    "output_tokens",
+    "cache_tokens",
+    "draft_tokens",
+    "draft_acc_tokens",
+    "prompt_per_second",
+    "tokens_per_second",
+    "error",
+)
 
 
 def default_path() -> Path:
@@ -81,19 +98,19 @@ def default_path() -> Path:
 
 
 def iso(ts: float) -> str:
-    return (_dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"))
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> float:
     """An RFC 3339 timestamp as epoch seconds; ValueError when it is not one."""
     value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
+        value = value.replace(tzinfo=_dt.UTC)
     return value.timestamp()
 
 
 # -- token counts from a response tail -------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Tokens:
@@ -131,7 +148,7 @@ def _last_object(tail: bytes | bytearray, key: bytes) -> dict | None:
         if colon >= len(tail) or tail[colon] != ord(":"):
             continue
         try:
-            text = tail[colon + 1:colon + 1 + _OBJECT_WINDOW].decode("utf-8", "replace").lstrip()
+            text = tail[colon + 1 : colon + 1 + _OBJECT_WINDOW].decode("utf-8", "replace").lstrip()
             value, _ = decoder.raw_decode(text)
         except ValueError:
             continue
@@ -202,14 +219,15 @@ class ResponseTap:
         tail = self.tail
         tail += chunk
         if len(tail) > 2 * self._limit:
-            del tail[:len(tail) - self._limit]
+            del tail[: len(tail) - self._limit]
 
     def tokens(self) -> Tokens:
         tail = self.tail
-        return tokens_from_tail(tail if len(tail) <= self._limit else tail[-self._limit:])
+        return tokens_from_tail(tail if len(tail) <= self._limit else tail[-self._limit :])
 
 
 # -- records ---------------------------------------------------------------------------------
+
 
 @dataclass
 class ActivityRecord:
@@ -262,9 +280,19 @@ class ActivityRecord:
         return tuple(getattr(self, "timestamp" if c == "ts" else c) for c in _COLUMNS)
 
 
-def make_record(*, model: str, requested: str, req_path: str, status: int, content_type: str,
-                arrived_wall: float, wait_s: float, duration_s: float, tap: ResponseTap | None,
-                error: str = "") -> ActivityRecord:
+def make_record(
+    *,
+    model: str,
+    requested: str,
+    req_path: str,
+    status: int,
+    content_type: str,
+    arrived_wall: float,
+    wait_s: float,
+    duration_s: float,
+    tap: ResponseTap | None,
+    error: str = "",
+) -> ActivityRecord:
     """A record (id 0 until stored) from what the request path measured."""
     t = tap.tokens() if tap is not None else Tokens()
     duration_ms = max(duration_s * 1000.0, t.upstream_ms)
@@ -278,15 +306,28 @@ def make_record(*, model: str, requested: str, req_path: str, status: int, conte
         if span > 0:
             tps = t.output / span
     return ActivityRecord(
-        id=0, timestamp=arrived_wall, model=model, requested=requested, req_path=req_path,
-        status=status, content_type=content_type, wait_ms=wait_s * 1000.0, duration_ms=duration_ms,
-        input_tokens=t.input, output_tokens=t.output, cache_tokens=t.cache, draft_tokens=t.draft,
-        draft_acc_tokens=t.draft_accepted, prompt_per_second=t.prompt_per_second,
-        tokens_per_second=tps, error=error,
+        id=0,
+        timestamp=arrived_wall,
+        model=model,
+        requested=requested,
+        req_path=req_path,
+        status=status,
+        content_type=content_type,
+        wait_ms=wait_s * 1000.0,
+        duration_ms=duration_ms,
+        input_tokens=t.input,
+        output_tokens=t.output,
+        cache_tokens=t.cache,
+        draft_tokens=t.draft,
+        draft_acc_tokens=t.draft_accepted,
+        prompt_per_second=t.prompt_per_second,
+        tokens_per_second=tps,
+        error=error,
     )
 
 
 # -- statistics ------------------------------------------------------------------------------
+
 
 def percentile(ordered: list[float], p: float) -> float:
     """Linear interpolation between closest ranks of an ascending list."""
@@ -303,8 +344,13 @@ def histogram(values: list[float]) -> dict[str, Any] | None:
         return None
     ordered = sorted(values)
     lo, hi = ordered[0], ordered[-1]
-    out: dict[str, Any] = {"min": lo, "max": hi, "p50": percentile(ordered, 50),
-                           "p95": percentile(ordered, 95), "p99": percentile(ordered, 99)}
+    out: dict[str, Any] = {
+        "min": lo,
+        "max": hi,
+        "p50": percentile(ordered, 50),
+        "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99),
+    }
     if lo == hi:
         return {"bins": [len(ordered)], "binSize": 0, **out}
     count = min(20, max(5, math.ceil(math.log2(len(ordered))) + 1))
@@ -323,9 +369,15 @@ _STOP = object()
 class ActivityStore:
     """The activity window in memory, persisted to SQLite by a writer thread."""
 
-    def __init__(self, path: str | os.PathLike | None, *, max_in_memory: int = DEFAULT_MAX_IN_MEMORY,
-                 max_rows: int = DEFAULT_MAX_ROWS, max_db_bytes: int = DEFAULT_MAX_DB_BYTES,
-                 queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        *,
+        max_in_memory: int = DEFAULT_MAX_IN_MEMORY,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_db_bytes: int = DEFAULT_MAX_DB_BYTES,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
         self.path = None if path in (None, "", ":memory:") else Path(path)
         self.max_in_memory = max(1, max_in_memory)
         self.max_rows = max(self.max_in_memory, max_rows)
@@ -361,7 +413,8 @@ class ActivityStore:
                 self._prepare(db)
                 rows = db.execute(
                     f"SELECT {', '.join(_COLUMNS)} FROM activity ORDER BY id DESC LIMIT ?",
-                    (self.max_in_memory,)).fetchall()
+                    (self.max_in_memory,),
+                ).fetchall()
                 top = db.execute("SELECT COALESCE(MAX(id), 0) FROM activity").fetchone()[0]
             except BaseException:
                 db.close()
@@ -388,7 +441,8 @@ class ActivityStore:
             "wait_ms REAL NOT NULL, duration_ms REAL NOT NULL, input_tokens INTEGER NOT NULL, "
             "output_tokens INTEGER NOT NULL, cache_tokens INTEGER NOT NULL, draft_tokens INTEGER NOT NULL, "
             "draft_acc_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL, "
-            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL)")
+            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL)"
+        )
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self, timeout: float = 5.0) -> None:
@@ -425,8 +479,11 @@ class ActivityStore:
                 self._dropped += 1
                 if not self._warned_drop:
                     self._warned_drop = True
-                    logger.warning("activity store: the writer is behind; records are kept in "
-                                   "memory but not written to %s", self.path)
+                    logger.warning(
+                        "activity store: the writer is behind; records are kept in "
+                        "memory but not written to %s",
+                        self.path,
+                    )
         for listener in tuple(self._listeners):
             try:
                 listener(rec)
@@ -445,17 +502,32 @@ class ActivityStore:
     def models(self) -> list[str]:
         return sorted({r.model for r in self._window})
 
-    def page(self, *, models: Iterable[str] = (), start: float | None = None, end: float | None = None,
-             min_id: int = 0, max_id: int = 0, limit: int = 25, page: int = 1, sort: str = "id",
-             order: str = "desc") -> dict[str, Any]:
+    def page(
+        self,
+        *,
+        models: Iterable[str] = (),
+        start: float | None = None,
+        end: float | None = None,
+        min_id: int = 0,
+        max_id: int = 0,
+        limit: int = 25,
+        page: int = 1,
+        sort: str = "id",
+        order: str = "desc",
+    ) -> dict[str, Any]:
         """llama-swap's ActivityPage: {data, page, limit, total, total_pages}."""
         rows = self._filtered(models, start, end, min_id, max_id)
         key = SORT_KEYS[sort]
         rows.sort(key=lambda r: (key(r), r.id), reverse=(order == "desc"))
         total = len(rows)
         first = (page - 1) * limit
-        return {"data": [r.to_json() for r in rows[first:first + limit]], "page": page, "limit": limit,
-                "total": total, "total_pages": math.ceil(total / limit) if total and limit else 0}
+        return {
+            "data": [r.to_json() for r in rows[first : first + limit]],
+            "page": page,
+            "limit": limit,
+            "total": total,
+            "total_pages": math.ceil(total / limit) if total and limit else 0,
+        }
 
     def stats(self, model: str = "") -> dict[str, Any]:
         """llama-swap's ActivityStats, plus the store's state and a wait histogram."""
@@ -472,17 +544,29 @@ class ActivityStore:
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"path": None if self.path is None else str(self.path), "persistent": self.persistent,
-                "degraded": self.degraded, "in_memory": len(self._window),
-                "max_in_memory": self.max_in_memory, "max_rows": self.max_rows, "dropped": self._dropped}
+        return {
+            "path": None if self.path is None else str(self.path),
+            "persistent": self.persistent,
+            "degraded": self.degraded,
+            "in_memory": len(self._window),
+            "max_in_memory": self.max_in_memory,
+            "max_rows": self.max_rows,
+            "dropped": self._dropped,
+        }
 
-    def _filtered(self, models: Iterable[str], start: float | None, end: float | None,
-                  min_id: int, max_id: int) -> list[ActivityRecord]:
+    def _filtered(
+        self, models: Iterable[str], start: float | None, end: float | None, min_id: int, max_id: int
+    ) -> list[ActivityRecord]:
         wanted = set(models)
-        return [r for r in self._window
-                if (not wanted or r.model in wanted)
-                and (start is None or r.timestamp >= start) and (end is None or r.timestamp <= end)
-                and (not min_id or r.id >= min_id) and (not max_id or r.id <= max_id)]
+        return [
+            r
+            for r in self._window
+            if (not wanted or r.model in wanted)
+            and (start is None or r.timestamp >= start)
+            and (end is None or r.timestamp <= end)
+            and (not min_id or r.id >= min_id)
+            and (not max_id or r.id <= max_id)
+        ]
 
     # the writer thread -------------------------------------------------------------------------
     def _degrade(self, reason: str) -> None:
@@ -522,9 +606,11 @@ class ActivityStore:
                 try:
                     with db:
                         db.execute("BEGIN")
-                        db.executemany(f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) "
-                                       f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                                       [r.row() for r in batch])
+                        db.executemany(
+                            f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                            [r.row() for r in batch],
+                        )
                         written += len(batch)
                         if written >= BATCH:
                             written = 0
@@ -535,8 +621,9 @@ class ActivityStore:
                 flag.set()
         try:
             if self.degraded is None:
-                db.execute("DELETE FROM activity WHERE id <= (SELECT MAX(id) FROM activity) - ?",
-                           (self.max_rows,))
+                db.execute(
+                    "DELETE FROM activity WHERE id <= (SELECT MAX(id) FROM activity) - ?", (self.max_rows,)
+                )
         except sqlite3.Error:
             pass
         db.close()

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from aiohttp import web
 
 from llamaswap.compiler.explain import explain
-from llamaswap.runtime.keys import DECISIONS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, REDACT, ROUTER, STARTED
+from llamaswap.runtime.keys import (
+    DECISIONS,
+    LIVE,
+    LOG_STREAMS,
+    LOGS,
+    METRICS,
+    PROCESSES,
+    REDACT,
+    ROUTER,
+    STARTED,
+)
 from llamaswap.runtime.listing import model_records
 from llamaswap.runtime.observe import health as health_check
 from llamaswap.runtime.processes import ProcessState
@@ -38,7 +47,8 @@ async def list_models(request: web.Request) -> web.Response:
         return proc.state if proc is not None else ProcessState.STOPPED
 
     data = model_records(
-        plan, int(request.app[STARTED]),
+        plan,
+        int(request.app[STARTED]),
         loaded=lambda m: state(m) not in (ProcessState.STOPPED, ProcessState.SHUTDOWN),
         active=lambda m: state(m) in (ProcessState.STARTING, ProcessState.READY),
     )
@@ -60,13 +70,20 @@ async def running(request: web.Request) -> web.Response:
             continue
         m = c.models.get(mid) if mid in plan.models else None  # None: a reload removed it
         redact = request.app[REDACT].of(plan)
-        out.append({
-            "model": mid, "state": proc.state.value, "cmd": redact(proc.spec.cmd), "proxy": redact(proc.spec.proxy),
-            "ttl": int(effective_ttl(plan, mid)) if m is not None else 0,
-            "name": m.name if m is not None else "", "description": m.description if m is not None else "",
-            "pid": proc.pid, "state_seconds": round(now - proc.state_since, 3),
-            **({} if m is not None else {"removed": True}),
-        })
+        out.append(
+            {
+                "model": mid,
+                "state": proc.state.value,
+                "cmd": redact(proc.spec.cmd),
+                "proxy": redact(proc.spec.proxy),
+                "ttl": int(effective_ttl(plan, mid)) if m is not None else 0,
+                "name": m.name if m is not None else "",
+                "description": m.description if m is not None else "",
+                "pid": proc.pid,
+                "state_seconds": round(now - proc.state_since, 3),
+                **({} if m is not None else {"removed": True}),
+            }
+        )
     return web.json_response({"running": out})
 
 
@@ -96,9 +113,16 @@ async def scheduler_state(request: web.Request) -> web.Response:
         return {
             "engine": plan.engine,
             "shutting_down": sched.shutting_down,
-            "models": {m: {"state": sched.state(m).value, "in_flight": sched.in_flight(m),
-                           "reserved": sched.reserved(m), "waiting": len(sched.waiting(m))}
-                       for m in plan.models if sched.knows(m)},
+            "models": {
+                m: {
+                    "state": sched.state(m).value,
+                    "in_flight": sched.in_flight(m),
+                    "reserved": sched.reserved(m),
+                    "waiting": len(sched.waiting(m)),
+                }
+                for m in plan.models
+                if sched.knows(m)
+            },
             "retiring": dict(sched.retiring()),  # models a reload restarts, evicts or removes
             "queue": [{"id": rid, "model": router.ticket_model(rid)} for rid in sched.queued()],
             "swaps": list(sched.swaps()),
@@ -158,8 +182,9 @@ async def what_if(request: web.Request) -> web.Response:
     except RuntimeError as exc:
         return error_response(request, 503, str(exc))
     decision = plan.policy.decide(real, running_set, explain=True)
-    return web.json_response({**decision.to_json(request=name),
-                              "explanation": explain(decision, plan.engine, name)})
+    return web.json_response(
+        {**decision.to_json(request=name), "explanation": explain(decision, plan.engine, name)}
+    )
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
@@ -182,8 +207,13 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
         if real is None:
             return web.Response(status=400, text="invalid logger. Use 'proxy', 'upstream' or a model's ID")
         buf = hub.model(real)
-    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "X-Accel-Buffering": "no",
-                                       "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "X-Accel-Buffering": "no",
+            "Cache-Control": "no-cache",
+        }
+    )
     await resp.prepare(request)
     streams = request.app[LOG_STREAMS]
     closing = asyncio.Event()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -31,8 +31,24 @@ from llamaswap.runtime.auth import OPEN_PATHS, refusal
 from llamaswap.runtime.crosssite import host_refusal, origin_refusal
 from llamaswap.runtime.dispatch import model_route, upstream_route
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver, InflightTracker
-from llamaswap.runtime.keys import (DECISIONS, LIMITS, LIVE, LOG_STREAMS, LOGS, METRICS, PROCESSES, REDACT, ROUTER,
-                                    SELECTORS, SESSION, STARTED, TRACKER, UPSTREAM_TIMEOUTS, UPSTREAMS, LiveConfig)
+from llamaswap.runtime.keys import (
+    DECISIONS,
+    LIMITS,
+    LIVE,
+    LOG_STREAMS,
+    LOGS,
+    METRICS,
+    PROCESSES,
+    REDACT,
+    ROUTER,
+    SELECTORS,
+    SESSION,
+    STARTED,
+    TRACKER,
+    UPSTREAM_TIMEOUTS,
+    UPSTREAMS,
+    LiveConfig,
+)
 from llamaswap.runtime.limits import PlanMemo, all_upstream_timeouts, server_limits
 from llamaswap.runtime.logs import UPSTREAM, HubHandler, LogHub
 from llamaswap.runtime.observe import DecisionLog, Metrics
@@ -48,12 +64,32 @@ logger = logging.getLogger("llamaswap.serve")
 
 # Routes whose JSON body names the model (POST).
 JSON_ROUTES = (
-    "/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/messages",
-    "/v1/messages/count_tokens", "/v1/embeddings", "/v1/rerank", "/v1/reranking", "/rerank",
-    "/reranking", "/infill", "/completion", "/v1/audio/speech", "/v1/audio/voices",
-    "/v1/images/generations", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/audioapi/v1/tasks/run",
-    "/v/chat/completions", "/v/responses", "/v/completions", "/v/messages", "/v/messages/count_tokens",
-    "/v/embeddings", "/v/rerank", "/v/reranking",
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/reranking",
+    "/rerank",
+    "/reranking",
+    "/infill",
+    "/completion",
+    "/v1/audio/speech",
+    "/v1/audio/voices",
+    "/v1/images/generations",
+    "/sdapi/v1/txt2img",
+    "/sdapi/v1/img2img",
+    "/audioapi/v1/tasks/run",
+    "/v/chat/completions",
+    "/v/responses",
+    "/v/completions",
+    "/v/messages",
+    "/v/messages/count_tokens",
+    "/v/embeddings",
+    "/v/rerank",
+    "/v/reranking",
 )
 # Routes whose multipart form names the model (POST).
 FORM_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
@@ -63,8 +99,7 @@ QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 
 def make_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
     """The supervisor of one model's upstream (at startup, and for a model a reload adds)."""
-    return ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model),
-                        tracker=app.get(TRACKER))
+    return ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model), tracker=app.get(TRACKER))
 
 
 def make_added_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
@@ -79,12 +114,15 @@ async def gate_middleware(request: web.Request, handler):
     """CORS preflight (204), then apiKeys (401): one middleware layer, as cheap as possible
     on the proxy's hot path."""
     if request.method == "OPTIONS":
-        return web.Response(status=204, headers={
-            "Access-Control-Allow-Origin": "*",
-            "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
-            "Access-Control-Max-Age": "86400",
-        })
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+                "Access-Control-Max-Age": "86400",
+            },
+        )
     app = request.app
     live = app[LIVE]
     if not live.api_keys and request.path not in OPEN_PATHS:
@@ -105,6 +143,7 @@ STATE_CHANGING = frozenset({model_route, upstream_route, api.unload_all, api.unl
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     plan = app[LIVE].plan
     hub = app[LOGS]
@@ -120,9 +159,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
         unsubscribe = hub.upstream.subscribe(to_terminal)
     # The terminal's handlers too (runtime/logs.configure: on `llamaswap` and UPSTREAM, not propagated).
-    redacting = [h for h in dict.fromkeys((handler, *logging.getLogger().handlers,
-                                           *logging.getLogger("llamaswap").handlers,
-                                           *logging.getLogger(UPSTREAM).handlers))]
+    redacting = [
+        h
+        for h in dict.fromkeys(
+            (
+                handler,
+                *logging.getLogger().handlers,
+                *logging.getLogger("llamaswap").handlers,
+                *logging.getLogger(UPSTREAM).handlers,
+            )
+        )
+    ]
     redact_filter = RedactFilter(lambda text: app[REDACT].of(app[LIVE].plan)(text))
     for h in redacting:
         h.addFilter(redact_filter)
@@ -135,8 +182,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAMS] = UpstreamClient()
     processes = {m: make_process(app, spec) for m, spec in process_specs(plan).items()}
     observer = EventsObserver(app[DECISIONS], app[METRICS], app[EVENTS])
-    router = Router(plan.policy, scheduler_settings(plan), processes, observer=observer,
-                    scheduling=scheduling_policy(plan))
+    router = Router(
+        plan.policy,
+        scheduler_settings(plan),
+        processes,
+        observer=observer,
+        scheduling=scheduling_policy(plan),
+    )
     # The router's own table: a reload adds and removes processes there.
     app[PROCESSES] = router.processes
     app[METRICS].bind(router.processes, router)
@@ -193,8 +245,13 @@ async def _preload(app: web.Application) -> None:
 WATCH = web.AppKey("watch_config", bool)
 
 
-def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = False, *,
-              tracker: ProcessTracker | None = None) -> web.Application:
+def build_app(
+    plan: Plan,
+    source: ConfigSource | None = None,
+    watch: bool = False,
+    *,
+    tracker: ProcessTracker | None = None,
+) -> web.Application:
     """The serve application for a compiled, error-free plan. `source`: where the config
     comes from, for hot reload (SIGHUP, `POST /api/config/reload`, and with `watch`, every
     change on disk); None: nothing to reload. `tracker` is told about every upstream
@@ -204,8 +261,7 @@ def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = Fals
     limits = PlanMemo(server_limits)
     # Model-dispatched bodies are read under their own limits (body.py); this bounds the
     # few other handlers that read one.
-    app = web.Application(middlewares=[gate_middleware],
-                          client_max_size=limits.of(plan).max_body or 1 << 30)
+    app = web.Application(middlewares=[gate_middleware], client_max_size=limits.of(plan).max_body or 1 << 30)
     app[LIVE] = LiveConfig(plan)
     app[LIMITS] = limits
     app[UPSTREAM_TIMEOUTS] = PlanMemo(all_upstream_timeouts)
@@ -222,8 +278,9 @@ def build_app(plan: Plan, source: ConfigSource | None = None, watch: bool = Fals
     app[LOG_STREAMS] = set()
     app[EVENTS] = events = EventHub()
     app[INFLIGHT] = InflightTracker(events)
-    app[ACTIVITY] = ActivityStore(store_path(plan.config),
-                                  max_in_memory=plan.config.metrics_max_in_memory if plan.config else 1000)
+    app[ACTIVITY] = ActivityStore(
+        store_path(plan.config), max_in_memory=plan.config.metrics_max_in_memory if plan.config else 1000
+    )
     app[webui.UI_FILES] = webui.load_ui_files()
     app.on_shutdown.append(api.end_log_streams)
     app.on_shutdown.append(webui.end_event_streams)

@@ -55,8 +55,10 @@ def api_key_of(request: web.Request) -> str | None:
 def upstream_auth(request: web.Request, model_key: str) -> tuple[frozenset[str], dict[str, str]]:
     """(headers not to forward, headers to send instead) for the upstream request."""
     if model_key:
-        return (frozenset({"authorization", "x-api-key"}),
-                {"Authorization": f"Bearer {model_key}", "x-api-key": model_key})
+        return (
+            frozenset({"authorization", "x-api-key"}),
+            {"Authorization": f"Bearer {model_key}", "x-api-key": model_key},
+        )
     keys = request.app[LIVE].api_keys
     if not keys:
         return frozenset(), {}
@@ -76,6 +78,9 @@ def refusal(request: web.Request) -> web.Response | None:
     path = request.path
     if path in OPEN_PATHS or path.startswith(UI_PREFIX) or api_key_of(request) in keys:
         return None
-    challenge = ({} if request.headers.get("X-Requested-With") == UI_CLIENT
-                 else {"WWW-Authenticate": 'Basic realm="llama-swap"'})
+    challenge = (
+        {}
+        if request.headers.get("X-Requested-With") == UI_CLIENT
+        else {"WWW-Authenticate": 'Basic realm="llama-swap"'}
+    )
     return error_response(request, 401, "unauthorized: invalid or missing API key", headers=challenge)

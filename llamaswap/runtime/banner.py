@@ -43,16 +43,30 @@ def example_model(plan: Plan) -> str | None:
     return plan.models[0] if plan.models else None
 
 
-def banner(plan: Plan, what: str, bound_host: str, port: int, loop: str, version: str,
-           tls: bool = False, prefer: str | None = None) -> list[tuple[str, bool]]:
+def banner(
+    plan: Plan,
+    what: str,
+    bound_host: str,
+    port: int,
+    loop: str,
+    version: str,
+    tls: bool = False,
+    prefer: str | None = None,
+) -> list[tuple[str, bool]]:
     """(line, to_stderr) pairs, in order. `prefer`: the model the curl should name, if known."""
     url = base_url(bound_host, port, tls)
     n = len(plan.models)
-    out: list[tuple[str, bool]] = [(
-        f"llamaswap {version} serving {what} on {url} ({n} model{'' if n == 1 else 's'}, {plan.engine} engine, "
-        f"{loop})", False)]
+    out: list[tuple[str, bool]] = [
+        (
+            f"llamaswap {version} serving {what} on {url} ({n} model{'' if n == 1 else 's'}, {plan.engine} engine, "
+            f"{loop})",
+            False,
+        )
+    ]
     if bound_host not in ("127.0.0.1", "localhost", "::1"):
-        out.append((f"note: listening on {bound_host or 'every interface'}: reachable from other hosts", True))
+        out.append(
+            (f"note: listening on {bound_host or 'every interface'}: reachable from other hosts", True)
+        )
     auth = []
     if plan.config is not None and plan.config.api_keys:
         auth = ["-H", f"Authorization: Bearer {KEY_PLACEHOLDER}"]
@@ -61,13 +75,32 @@ def banner(plan: Plan, what: str, bound_host: str, port: int, loop: str, version
     out.append(("try:", False))
     if example is not None:
         body = json.dumps({"model": example, "messages": [{"role": "user", "content": "hello"}]})
-        out.append(("  " + shlex.join(["curl", "-s", *insecure, f"{url}/v1/chat/completions", *auth, "-H",
-                                       "Content-Type: application/json", "-d", body]), False))
+        out.append(
+            (
+                "  "
+                + shlex.join(
+                    [
+                        "curl",
+                        "-s",
+                        *insecure,
+                        f"{url}/v1/chat/completions",
+                        *auth,
+                        "-H",
+                        "Content-Type: application/json",
+                        "-d",
+                        body,
+                    ]
+                ),
+                False,
+            )
+        )
     else:
         out.append(("  " + shlex.join(["curl", "-s", *insecure, f"{url}/health"]), False))
     out.append(("  " + shlex.join(["curl", "-s", *insecure, f"{url}/v1/models", *auth]), False))
     if example is None:
-        out.append(("note: the config defines no models, so /v1/models lists none; add them under 'models'", True))
+        out.append(
+            ("note: the config defines no models, so /v1/models lists none; add them under 'models'", True)
+        )
     if auth:
         out.append((f"note: replace {KEY_PLACEHOLDER} with one of the config's apiKeys", True))
     out.append(("stop with Ctrl-C", True))

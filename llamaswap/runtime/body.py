@@ -61,12 +61,14 @@ async def _read_some(request: web.Request, limits: BodyLimits) -> bytes:
         async with asyncio.timeout(limits.timeout):
             return await request.content.readany()
     except TimeoutError:
-        raise BodyError(408, f"request body timeout: no bytes for {limits.timeout:g}s "
-                             f"(server.bodyTimeout)") from None
+        raise BodyError(
+            408, f"request body timeout: no bytes for {limits.timeout:g}s (server.bodyTimeout)"
+        ) from None
 
 
-async def stream(request: web.Request, limits: BodyLimits, key: str, prefix: bytes = b"",
-                 already: int = 0) -> AsyncIterator[bytes]:
+async def stream(
+    request: web.Request, limits: BodyLimits, key: str, prefix: bytes = b"", already: int = 0
+) -> AsyncIterator[bytes]:
     """The body as it arrives (after `prefix`, standing for `already` bytes read)."""
     if prefix:
         yield prefix
@@ -89,8 +91,9 @@ async def read_all(request: web.Request, limits: BodyLimits, key: str) -> bytes:
     return bytes(buf)
 
 
-async def read_multipart_head(request: web.Request, limits: BodyLimits, key: str,
-                              boundary: bytes) -> tuple[bytes, str | None, int | None, bool]:
+async def read_multipart_head(
+    request: web.Request, limits: BodyLimits, key: str, boundary: bytes
+) -> tuple[bytes, str | None, int | None, bool]:
     """Read a multipart body up to the end of its `model` field.
 
     Returns (bytes read, the model or None, where the model field's part ends in those bytes

@@ -55,8 +55,10 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 def _response(status: int, reason: str, message: str, extra: str = "") -> bytes:
     body = json.dumps(envelope(status, message), separators=(",", ":")).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 class _Refuse(asyncio.Protocol):
@@ -68,9 +70,14 @@ class _Refuse(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:  # uvloop's are not asyncio.Transport
         cap = self.guard.limits.max_connections
-        transport.write(_response(503, "Service Unavailable",
-                                  f"too many connections (server.maxConnections = {cap}); try again later",
-                                  "Retry-After: 1\r\n"))
+        transport.write(
+            _response(
+                503,
+                "Service Unavailable",
+                f"too many connections (server.maxConnections = {cap}); try again later",
+                "Retry-After: 1\r\n",
+            )
+        )
         if transport.can_write_eof():
             transport.write_eof()
         self.timer = asyncio.get_running_loop().call_later(REFUSE_LINGER, transport.close)
@@ -101,8 +108,13 @@ class _Handler(RequestHandler):
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
-        elif (data and self._header_timeout is not None and self._header_timer is None
-              and not self._request_in_progress and not self._messages):
+        elif (
+            data
+            and self._header_timeout is not None
+            and self._header_timer is None
+            and not self._request_in_progress
+            and not self._messages
+        ):
             # The first bytes of a request head: it must be complete in time.
             self._header_timer = self._loop.call_later(self._header_timeout, self._header_late, count)
 
@@ -117,10 +129,19 @@ class _Handler(RequestHandler):
         self._header_timer = None
         if self._request_count != count or self._request_in_progress or self.transport is None:
             return
-        logger.warning("request header timeout: %s sent no complete request head within %gs "
-                       "(server.headerTimeout); closing", self._peer(), self._header_timeout)
-        self.transport.write(_response(408, "Request Timeout",
-                                       f"request header timeout ({self._header_timeout:g}s, server.headerTimeout)"))
+        logger.warning(
+            "request header timeout: %s sent no complete request head within %gs "
+            "(server.headerTimeout); closing",
+            self._peer(),
+            self._header_timeout,
+        )
+        self.transport.write(
+            _response(
+                408,
+                "Request Timeout",
+                f"request header timeout ({self._header_timeout:g}s, server.headerTimeout)",
+            )
+        )
         self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -133,13 +154,15 @@ class _Handler(RequestHandler):
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return str(peer[0]) if isinstance(peer, tuple) else "a client"
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         reason = (getattr(exc, "message", "") or str(exc)).strip().splitlines()
-        logger.warning("bad HTTP request from %s: %s", self._peer(),
-                       (reason[0] if reason else type(exc).__name__)[:200])
+        logger.warning(
+            "bad HTTP request from %s: %s", self._peer(), (reason[0] if reason else type(exc).__name__)[:200]
+        )
         saved, self.logger = self.logger, _SILENT
         try:
             return super().handle_error(request, status, exc, message)
@@ -168,13 +191,18 @@ class ConnectionGuard:
             now = time.monotonic()
             if now - self._refused_logged >= REFUSED_LOG_EVERY:
                 self._refused_logged = now
-                logger.warning("too many connections: %d open (server.maxConnections = %d); "
-                               "refused %d since the last report", len(server._connections), cap,
-                               self._refused)
+                logger.warning(
+                    "too many connections: %d open (server.maxConnections = %d); "
+                    "refused %d since the last report",
+                    len(server._connections),
+                    cap,
+                    self._refused,
+                )
                 self._refused = 0
             return _Refuse(self)
-        return _Handler(server, loop=server._loop, header_timeout=self.limits.header_timeout,
-                        **server._kwargs)
+        return _Handler(
+            server, loop=server._loop, header_timeout=self.limits.header_timeout, **server._kwargs
+        )
 
 
 class GuardedRunner(web.AppRunner):
@@ -182,8 +210,9 @@ class GuardedRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, limits: ServerLimits, **kwargs: Any) -> None:
         # 0 in the config turns the keep-alive timeout off; aiohttp has no "off".
-        kwargs.setdefault("keepalive_timeout",
-                          limits.keepalive_timeout if limits.keepalive_timeout is not None else 1e9)
+        kwargs.setdefault(
+            "keepalive_timeout", limits.keepalive_timeout if limits.keepalive_timeout is not None else 1e9
+        )
         super().__init__(app, **kwargs)
         self._limits = limits
 

@@ -36,7 +36,7 @@ def _split_host(value: str) -> str:
     """The host part of a Host header value, lower-case, without brackets or port."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value[1:]
+        return value[1 : value.find("]")] if "]" in value else value[1:]
     if value.count(":") == 1:
         return value.split(":", 1)[0]
     return value
@@ -84,13 +84,20 @@ def host_refusal(request: web.Request, allowed_hosts: tuple[str, ...]) -> web.Re
     host = request.headers.get("Host")
     if host_allowed(host, allowed_hosts):
         return None
-    return error_response(request, 403, f"request refused: Host {host!r} is not this server "
-                                        "(DNS rebinding guard; allow it with server.allowedHosts, or set apiKeys)")
+    return error_response(
+        request,
+        403,
+        f"request refused: Host {host!r} is not this server "
+        "(DNS rebinding guard; allow it with server.allowedHosts, or set apiKeys)",
+    )
 
 
 def origin_refusal(request: web.Request, allowed_origins: tuple[str, ...]) -> web.Response | None:
     ok, said = origin_allowed(request, allowed_origins)
     if ok:
         return None
-    return error_response(request, 403, f"cross-site request refused ({said}): allow the origin with "
-                                        "server.allowedOrigins, or set apiKeys")
+    return error_response(
+        request,
+        403,
+        f"cross-site request refused ({said}): allow the origin with server.allowedOrigins, or set apiKeys",
+    )

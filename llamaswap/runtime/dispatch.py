@@ -29,16 +29,43 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
 from llamaswap.runtime.auth import upstream_auth
-from llamaswap.runtime.body import (BodyError, BodyLimits, StreamBody, check_declared, read_all,
-                                    read_multipart_head, stream)
+from llamaswap.runtime.body import (
+    BodyError,
+    BodyLimits,
+    StreamBody,
+    check_declared,
+    read_all,
+    read_multipart_head,
+    stream,
+)
 from llamaswap.runtime.events import EVENTS, INFLIGHT
-from llamaswap.runtime.filters import (multipart_boundary, needs_rewrite, replace_multipart_head_model,
-                                       rewrite_body)
-from llamaswap.runtime.keys import (LIMITS, LIVE, METRICS, PROCESSES, REDACT, ROUTER, SELECTORS, SESSION,
-                                    UPSTREAM_TIMEOUTS, UPSTREAMS)
-from llamaswap.runtime.proxy import (UpstreamBroke, UpstreamError, UpstreamTimedOut, error_response, forward,
-                                     sse_error)
+from llamaswap.runtime.filters import (
+    multipart_boundary,
+    needs_rewrite,
+    replace_multipart_head_model,
+    rewrite_body,
+)
+from llamaswap.runtime.keys import (
+    LIMITS,
+    LIVE,
+    METRICS,
+    PROCESSES,
+    REDACT,
+    ROUTER,
+    SELECTORS,
+    SESSION,
+    UPSTREAM_TIMEOUTS,
+    UPSTREAMS,
+)
 from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
+from llamaswap.runtime.proxy import (
+    UpstreamBroke,
+    UpstreamError,
+    UpstreamTimedOut,
+    error_response,
+    forward,
+    sse_error,
+)
 from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
@@ -105,8 +132,12 @@ async def read_body(request: web.Request) -> Body:
             values = parse_qs(raw.decode("utf-8", "replace")).get("model")
             if values:
                 body.model = values[0]
-    elif ctype == "multipart/form-data" and (boundary := multipart_boundary(request.headers.get("Content-Type", ""))):
-        body.head, body.model, body.model_end, ended = await read_multipart_head(request, limits, key, boundary)
+    elif ctype == "multipart/form-data" and (
+        boundary := multipart_boundary(request.headers.get("Content-Type", ""))
+    ):
+        body.head, body.model, body.model_end, ended = await read_multipart_head(
+            request, limits, key, boundary
+        )
         body.rest = not ended
     else:
         body.rest = True
@@ -137,12 +168,17 @@ def _sse(payload: dict) -> bytes:
 
 
 def _loading_chunk(model: str, text: str) -> bytes:
-    return _sse({
-        "id": "llamaswap-loading", "object": "chat.completion.chunk", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": text},
-                     "finish_reason": None}],
-    })
+    return _sse(
+        {
+            "id": "llamaswap-loading",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "reasoning_content": text}, "finish_reason": None}
+            ],
+        }
+    )
 
 
 def swap_header(granted: Granted) -> dict[str, str]:
@@ -150,8 +186,10 @@ def swap_header(granted: Granted) -> dict[str, str]:
     swap = granted.swap
     if swap is None:
         return {}
-    return {"X-Llamaswap-Swap": f"model={swap.model}; evicted={','.join(swap.decision.evict)}; "
-                                f"set={swap.decision.set or ''}; waited={granted.waited:.3f}s"}
+    return {
+        "X-Llamaswap-Swap": f"model={swap.model}; evicted={','.join(swap.decision.evict)}; "
+        f"set={swap.decision.set or ''}; waited={granted.waited:.3f}s"
+    }
 
 
 class Measure:
@@ -165,8 +203,9 @@ class Measure:
         self.tap = ResponseTap()
 
 
-async def dispatch(request: web.Request, body: Body, requested: str, upstream_target: str,
-                   apply_filters: bool) -> web.StreamResponse:
+async def dispatch(
+    request: web.Request, body: Body, requested: str, upstream_target: str, apply_filters: bool
+) -> web.StreamResponse:
     """The request path, counted in `llamaswap_requests_total{model, status}`. A selector ID
     is first resolved to one of its targets (the body's model is rewritten to it).
     `upstream_target` is the path and query to send upstream, still percent-encoded."""
@@ -211,10 +250,20 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_ta
         asked = requested
 
         def record() -> None:
-            app[ACTIVITY].record(make_record(
-                model=model, requested=asked, req_path=request.path, status=code, content_type=ctype,
-                arrived_wall=arrived_wall, wait_s=measure.waited, duration_s=duration, tap=measure.tap,
-                error="" if code != 499 else "the client went away"))
+            app[ACTIVITY].record(
+                make_record(
+                    model=model,
+                    requested=asked,
+                    req_path=request.path,
+                    status=code,
+                    content_type=ctype,
+                    arrived_wall=arrived_wall,
+                    wait_s=measure.waited,
+                    duration_s=duration,
+                    tap=measure.tap,
+                    error="" if code != 499 else "the client went away",
+                )
+            )
 
         # After this handler returns (a small response is then already on its way out):
         # reading the usage from the tail must not delay the answer.
@@ -223,16 +272,23 @@ async def dispatch(request: web.Request, body: Body, requested: str, upstream_ta
             selectors.release(selector, requested)
 
 
-async def _dispatch(request: web.Request, body: Body, requested: str, upstream_target: str,
-                    apply_filters: bool, measure: Measure) -> web.StreamResponse:
+async def _dispatch(
+    request: web.Request,
+    body: Body,
+    requested: str,
+    upstream_target: str,
+    apply_filters: bool,
+    measure: Measure,
+) -> web.StreamResponse:
     app = request.app
     plan = app[LIVE].plan
     router = app[ROUTER]
     model = plan.resolve_model(requested)
     if model is None:
         if requested in plan.virtual.peer_fqns() or any(requested in p.models for p in plan.virtual.peers):
-            return error_response(request, 502, f"{requested} is a peer model: llamaswap does not forward to peers "
-                                                "yet")
+            return error_response(
+                request, 502, f"{requested} is a peer model: llamaswap does not forward to peers yet"
+            )
         return error_response(request, 404, "no local server found for requested model")
     cfg = plan.config.models[model]  # type: ignore[union-attr]
     queue_timeout = app[LIMITS].of(plan).queue_timeout
@@ -244,8 +300,11 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_t
     try:
         admission = await ticket.admission
         outcome: Granted | Rejected | None = ticket.outcome.result() if ticket.outcome.done() else None
-        loading = (outcome is None and admission in (Admission.WAITING, Admission.QUEUED)
-                   and _wants_loading_state(plan, model, request, body))
+        loading = (
+            outcome is None
+            and admission in (Admission.WAITING, Admission.QUEUED)
+            and _wants_loading_state(plan, model, request, body)
+        )
         if loading:
             stream = await _loading_stream(request, ticket, requested, deadline)
         elif outcome is None:
@@ -256,8 +315,10 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_t
                 pass
         outcome = ticket.outcome.result() if ticket.outcome.done() else None
         if outcome is None:  # the queue deadline passed first; `finally` cancels the ticket
-            message = (f"request for {requested!r} waited {queue_timeout:g}s without being served "
-                       "(routing.scheduler.settings.fifo.queue_timeout); try again later")
+            message = (
+                f"request for {requested!r} waited {queue_timeout:g}s without being served "
+                "(routing.scheduler.settings.fifo.queue_timeout); try again later"
+            )
             logger.warning("%s: %s", model, message)
             if stream is not None:
                 await stream.write(_loading_chunk(requested, f"\nerror: {message}\n"))
@@ -266,13 +327,18 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_t
             return error_response(request, 503, message, headers={"Retry-After": "1"})
         if isinstance(outcome, Rejected):
             if stream is not None:
-                await stream.write(_loading_chunk(
-                    requested, f"\nerror: {client_message(redact, outcome.message)}\n"))
+                await stream.write(
+                    _loading_chunk(requested, f"\nerror: {client_message(redact, outcome.message)}\n")
+                )
                 await stream.write(b"data: [DONE]\n\n")
                 return stream
-            return error_response(request, outcome.status, client_message(redact, outcome.message),
-                                  code="concurrency_limit" if outcome.status == 429 else None,
-                                  headers=outcome.headers)
+            return error_response(
+                request,
+                outcome.status,
+                client_message(redact, outcome.message),
+                code="concurrency_limit" if outcome.status == 429 else None,
+                headers=outcome.headers,
+            )
         current = app[LIVE].plan
         if current is not plan or outcome.model != model:
             # A reload came while it waited: it may be served by another model (its alias
@@ -293,14 +359,26 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_t
             if apply_filters and cfg.use_model_name and body.model_end is not None:
                 boundary = multipart_boundary(request.headers.get("Content-Type", ""))
                 assert boundary is not None
-                head = replace_multipart_head_model(head, boundary, body.model_end, cfg.use_model_name.encode())
+                head = replace_multipart_head_model(
+                    head, boundary, body.model_end, cfg.use_model_name.encode()
+                )
             data = upstream_body(request, body, head)
         url = cfg.proxy.rstrip("/") + upstream_target
         drop, add = upstream_auth(request, cfg.api_key)
         try:
-            return await forward(request, app[UPSTREAMS], app[SESSION], url, data, response=stream,
-                                 extra_headers=swap_header(outcome), drop_headers=drop, add_headers=add,
-                                 timeouts=_timeouts(app, current, plan, model), tap=measure.tap)
+            return await forward(
+                request,
+                app[UPSTREAMS],
+                app[SESSION],
+                url,
+                data,
+                response=stream,
+                extra_headers=swap_header(outcome),
+                drop_headers=drop,
+                add_headers=add,
+                timeouts=_timeouts(app, current, plan, model),
+                tap=measure.tap,
+            )
         except BodyError as exc:
             if stream is not None:
                 await stream.write(_loading_chunk(requested, f"\nerror: {exc}\n"))
@@ -319,8 +397,9 @@ async def _dispatch(request: web.Request, body: Body, requested: str, upstream_t
                 return stream
             return error_response(request, 502, f"upstream error ({model}): {exc}")
         except UpstreamBroke as exc:
-            logger.warning("%s: upstream failed mid-response (%s); aborting the client connection",
-                           model, exc)
+            logger.warning(
+                "%s: upstream failed mid-response (%s); aborting the client connection", model, exc
+            )
             if request.transport is not None:
                 request.transport.abort()
             return exc.response
@@ -382,16 +461,22 @@ def _wants_loading_state(plan: Plan, model: str, request: web.Request, body: Bod
     if enabled is None:
         enabled = c.send_loading_state
     path = request.path
-    return bool(enabled) and _is_streaming(request, body) and (
-        path.startswith("/v1/chat/completions") or path.startswith("/v/chat/completions"))
+    return (
+        bool(enabled)
+        and _is_streaming(request, body)
+        and (path.startswith("/v1/chat/completions") or path.startswith("/v/chat/completions"))
+    )
 
 
-async def _loading_stream(request: web.Request, ticket: Ticket, requested: str,
-                         deadline: float | None) -> web.StreamResponse:
+async def _loading_stream(
+    request: web.Request, ticket: Ticket, requested: str, deadline: float | None
+) -> web.StreamResponse:
     """Open the SSE response and report progress until the ticket has its outcome or the
     queue deadline (time.monotonic()) passes."""
-    resp = web.StreamResponse(status=200, headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
     await resp.prepare(request)
     started = time.monotonic()
     await resp.write(_loading_chunk(requested, f"━━━━━\nllamaswap loading model: {ticket.model}\n"))
@@ -403,8 +488,7 @@ async def _loading_stream(request: web.Request, ticket: Ticket, requested: str,
         tick = LOADING_TICK if deadline is None else max(0.0, min(LOADING_TICK, deadline - time.monotonic()))
         waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.position_changed())
         try:
-            await asyncio.wait([ticket.outcome, waiter], timeout=tick,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([ticket.outcome, waiter], timeout=tick, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
         if ticket.outcome.done():
@@ -443,7 +527,7 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     if path.startswith("/v/"):
         path = path[2:]
     elif path.startswith("/audioapi/"):
-        path = path[len("/audioapi"):]
+        path = path[len("/audioapi") :]
     return await dispatch(request, body, body.model, path + query, apply_filters=True)
 
 
@@ -457,8 +541,9 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
     for name in names:
         if rest == name:
             location = f"/upstream/{name}/" + query
-            raise (web.HTTPMovedPermanently if request.method in ("GET", "HEAD")
-                   else web.HTTPPermanentRedirect)(location)
+            raise (
+                web.HTTPMovedPermanently if request.method in ("GET", "HEAD") else web.HTTPPermanentRedirect
+            )(location)
         if rest.startswith(name + "/"):
             limits, key = body_limits(request)
             try:
@@ -466,8 +551,9 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
             except BodyError as exc:
                 return await body_error_response(request, exc)
             body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
-            return await dispatch(request, body, name, _raw_remainder(request, name, rest) + query,
-                                  apply_filters=False)
+            return await dispatch(
+                request, body, name, _raw_remainder(request, name, rest) + query, apply_filters=False
+            )
     return error_response(request, 404, f"no model found in path /upstream/{rest}")
 
 
@@ -475,8 +561,8 @@ def _raw_remainder(request: web.Request, name: str, rest: str) -> str:
     """The path after `/upstream/<name>` as the client sent it (still percent-encoded, so
     that e.g. `%2F` inside a segment stays one segment upstream)."""
     raw_path, _ = _raw_target(request)
-    raw_segments = raw_path[len("/upstream/"):].split("/")
+    raw_segments = raw_path[len("/upstream/") :].split("/")
     k = name.count("/") + 1
     if unquote("/".join(raw_segments[:k])) == name:
         return "/" + "/".join(raw_segments[k:])
-    return quote(rest[len(name):])  # the name itself was sent encoded: re-encode the decoded rest
+    return quote(rest[len(name) :])  # the name itself was sent encoded: re-encode the decoded rest

@@ -23,7 +23,8 @@ import collections
 import itertools
 import json
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -36,8 +37,9 @@ QUEUE_MIN_INTERVAL = 0.1  # seconds between two `queue` snapshots under load
 
 
 def frame(kind: str, data: Any) -> bytes:
-    payload = json.dumps({"type": kind, "data": json.dumps(data, separators=(",", ":"))},
-                         separators=(",", ":"))
+    payload = json.dumps(
+        {"type": kind, "data": json.dumps(data, separators=(",", ":"))}, separators=(",", ":")
+    )
     return b"event:message\ndata:" + payload.encode() + b"\n\n"
 
 
@@ -62,7 +64,7 @@ class Subscription:
         if not self._queue and not self.closed:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self._wakeup.clear()
         out = list(self._queue)
@@ -168,9 +170,17 @@ class InflightTracker:
 
     def begin(self, model: str, requested: str, method: str, path: str, remote: str | None) -> str:
         rid = str(next(self._ids))
-        entry = {"id": rid, "_wall": time.time(), "model": model, "requested": requested,
-                 "req_path": path, "method": method, "remote_ip": remote or "", "state": "waiting",
-                 "_started": time.monotonic()}
+        entry = {
+            "id": rid,
+            "_wall": time.time(),
+            "model": model,
+            "requested": requested,
+            "req_path": path,
+            "method": method,
+            "remote_ip": remote or "",
+            "state": "waiting",
+            "_started": time.monotonic(),
+        }
         self._entries[rid] = entry
         self._publish_upsert(entry)
         return rid
@@ -206,9 +216,14 @@ async def stream(request: web.Request, hub: EventHub, initial: list[tuple[str, A
     """Serve one `/api/events` client: the initial payload, then every event until the client
     leaves or the server shuts down. A comment line every KEEPALIVE seconds keeps proxies
     from timing the stream out."""
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "X-Accel-Buffering": "no",
+        }
+    )
     sub = hub.subscribe()
     try:
         await resp.prepare(request)

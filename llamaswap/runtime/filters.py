@@ -13,8 +13,9 @@ included) reaches the upstream unchanged.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from email.message import Message
-from typing import Any, Mapping
+from typing import Any
 
 from llamaswap.compiler.config import ModelConfig
 
@@ -94,6 +95,7 @@ def _apply_set(out: dict, params: Mapping[str, Any]) -> None:
 
 # -- multipart/form-data ----------------------------------------------------------------------
 
+
 def multipart_boundary(content_type: str) -> bytes | None:
     """The boundary of a `multipart/form-data` Content-Type header, or None."""
     msg = Message()
@@ -170,7 +172,7 @@ class MultipartModelScanner:
             start = self._part + len(d)
             k = buf.find(b"\r\n\r\n", start, j)
             if k != -1 and _field_name(bytes(buf[start:k])) == "model":
-                value = bytes(buf[k + 4:j])
+                value = bytes(buf[k + 4 : j])
                 if value.endswith(b"\r\n"):
                     value = value[:-2]
                 return value.decode("utf-8", "replace").strip(), j
@@ -181,4 +183,4 @@ def replace_multipart_head_model(head: bytes, boundary: bytes, end: int, value: 
     """`head` (the start of a multipart body) with the `model` field that ends at `end`
     replaced; the bytes from `end` on are untouched."""
     delim = b"--" + boundary
-    return replace_multipart_field(head[:end] + delim, boundary, "model", value)[:-len(delim)] + head[end:]
+    return replace_multipart_field(head[:end] + delim, boundary, "model", value)[: -len(delim)] + head[end:]

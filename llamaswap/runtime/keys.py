@@ -24,7 +24,6 @@ from llamaswap.runtime.selectors import SelectorTracker
 from llamaswap.runtime.upstream import UpstreamClient
 
 
-
 class LiveConfig:
     """What a hot reload replaces: the serving plan and the API keys it accepts. Handlers
     read `app[LIVE].plan` once per request; only the reloader (runtime/reload.py) writes."""

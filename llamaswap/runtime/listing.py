@@ -10,7 +10,8 @@ registered by setParamsByID come after them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from llamaswap.compiler.config import Capabilities, ModelConfig
 from llamaswap.compiler.plan import Plan
@@ -40,8 +41,12 @@ def render_capabilities(c: Capabilities) -> dict[str, Any]:
     if "image" in c.in_:
         caps["vision"] = True
     if c.in_ and c.out:
-        pairs = {("audio", "text"): "audio_transcriptions", ("text", "audio"): "audio_speech",
-                 ("text", "image"): "image_generation", ("image", "image"): "image_to_image"}
+        pairs = {
+            ("audio", "text"): "audio_transcriptions",
+            ("text", "audio"): "audio_speech",
+            ("text", "image"): "image_generation",
+            ("image", "image"): "image_to_image",
+        }
         for (i, o), name in pairs.items():
             if i in c.in_ and o in c.out:
                 caps[name] = True
@@ -63,13 +68,24 @@ def model_aliases(plan: Plan, model_id: str) -> list[str]:
     if m is None:
         return []
     out = [a for a in m.alias_ids() if plan.aliases.get(a) == model_id]
-    out += [k for k in m.filters.set_params_by_id if k != model_id and plan.aliases.get(k) == model_id
-            and k not in out]
+    out += [
+        k
+        for k in m.filters.set_params_by_id
+        if k != model_id and plan.aliases.get(k) == model_id and k not in out
+    ]
     return out
 
 
-def _record(id_: str, created: int, name: str, description: str, metadata: Mapping[str, Any] | None,
-            caps: Capabilities | None, status: str, internal: Mapping[str, Any]) -> dict[str, Any]:
+def _record(
+    id_: str,
+    created: int,
+    name: str,
+    description: str,
+    metadata: Mapping[str, Any] | None,
+    caps: Capabilities | None,
+    status: str,
+    internal: Mapping[str, Any],
+) -> dict[str, Any]:
     rec: dict[str, Any] = {"id": id_, "object": "model", "created": created, "owned_by": "llama-swap"}
     if name.strip():
         rec["name"] = name.strip()
@@ -92,8 +108,9 @@ def _record(id_: str, created: int, name: str, description: str, metadata: Mappi
     return rec
 
 
-def model_records(plan: Plan, created: int, loaded: Callable[[str], bool],
-                  active: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+def model_records(
+    plan: Plan, created: int, loaded: Callable[[str], bool], active: Callable[[str], bool] | None = None
+) -> list[dict[str, Any]]:
     """Every `/v1/models` record. `loaded(model)`: the process is not stopped; `active(model)`:
     it is starting or ready (a selector counts as loaded then); defaults to `loaded`."""
     active = active or loaded
@@ -110,7 +127,9 @@ def model_records(plan: Plan, created: int, loaded: Callable[[str], bool],
         internal: dict[str, Any] = {"type": "model"}
         if aliases:
             internal["aliases"] = aliases
-        data.append(_record(mid, created, m.name, m.description, m.metadata, m.capabilities, status, internal))
+        data.append(
+            _record(mid, created, m.name, m.description, m.metadata, m.capabilities, status, internal)
+        )
         if c.include_aliases_in_list:
             entries = {a.id: a for a in m.aliases if not isinstance(a, str)}
             for alias in aliases:
@@ -118,13 +137,32 @@ def model_records(plan: Plan, created: int, loaded: Callable[[str], bool],
                 if entry is not None and entry.unlisted:
                     continue
                 if alias.strip():
-                    data.append(_record(alias.strip(), created, (entry.name if entry and entry.name else m.name),
-                                        (entry.description if entry and entry.description else m.description),
-                                        m.metadata, m.capabilities, status, {"type": "alias", "modelID": mid}))
+                    data.append(
+                        _record(
+                            alias.strip(),
+                            created,
+                            (entry.name if entry and entry.name else m.name),
+                            (entry.description if entry and entry.description else m.description),
+                            m.metadata,
+                            m.capabilities,
+                            status,
+                            {"type": "alias", "modelID": mid},
+                        )
+                    )
     for peer in plan.virtual.peers:
         for model in peer.models:
-            data.append(_record(peer.fqn(model), created, f"{peer.id}: {model}", "", None, None, "unloaded",
-                                {"type": "peer", "peerID": peer.id}))
+            data.append(
+                _record(
+                    peer.fqn(model),
+                    created,
+                    f"{peer.id}: {model}",
+                    "",
+                    None,
+                    None,
+                    "unloaded",
+                    {"type": "peer", "peerID": peer.id},
+                )
+            )
     for sel in plan.virtual.selectors:
         if sel.unlisted:
             continue

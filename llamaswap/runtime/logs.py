@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from aiohttp.abc import AbstractAccessLogger
 
@@ -24,8 +24,13 @@ logger = logging.getLogger("llamaswap.process")
 class LogBuffer:
     """A ring of log lines bounded in count and bytes, with listeners for new lines."""
 
-    def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024,
-                 max_line: int = 8192, redact: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        max_lines: int = 1000,
+        max_bytes: int = 256 * 1024,
+        max_line: int = 8192,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.redact = redact  # applied to every line before it is kept or passed on
         self.max_lines = max(1, max_lines)
         self.max_bytes = max(1, max_bytes)
@@ -53,8 +58,7 @@ class LogBuffer:
         self._lines.append((self._next_seq, line))
         self._next_seq += 1
         self._bytes += size
-        while len(self._lines) > 1 and (len(self._lines) > self.max_lines
-                                        or self._bytes > self.max_bytes):
+        while len(self._lines) > 1 and (len(self._lines) > self.max_lines or self._bytes > self.max_bytes):
             _, old = self._lines.popleft()
             self._bytes -= len(old.encode("utf-8", "replace")) + 1
         for listener in tuple(self._listeners):
@@ -99,8 +103,9 @@ class LogHub:
     """The process-wide logs: `proxy` (llamaswap's own), one buffer per model, `upstream`
     (every model's lines prefixed `[model] `) and `combined` (proxy and upstream)."""
 
-    def __init__(self, max_lines: int = 1000, max_bytes: int = 256 * 1024,
-                 redact: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self, max_lines: int = 1000, max_bytes: int = 256 * 1024, redact: Callable[[str], str] | None = None
+    ) -> None:
         self._limits = (max_lines, max_bytes)
         self._redact = redact  # at the sources (proxy, models); the joined buffers get their lines
         self.proxy = LogBuffer(*self._limits, redact=redact)
@@ -190,7 +195,9 @@ def go_time(name: str, when: float) -> str:
         "rfc1123": lambda: t.strftime(f"%a, %d %b %Y %H:%M:%S {zone}"),
         "rfc1123z": lambda: t.strftime("%a, %d %b %Y %H:%M:%S %z"),
         "rfc3339": lambda: t.strftime("%Y-%m-%dT%H:%M:%S") + colon,
-        "rfc3339nano": lambda: t.strftime("%Y-%m-%dT%H:%M:%S") + f"{frac:.9f}"[1:].rstrip("0").rstrip(".") + colon,
+        "rfc3339nano": lambda: (
+            t.strftime("%Y-%m-%dT%H:%M:%S") + f"{frac:.9f}"[1:].rstrip("0").rstrip(".") + colon
+        ),
         "kitchen": lambda: f"{(t.hour % 12) or 12}:{t.minute:02d}{'PM' if t.hour >= 12 else 'AM'}",
         "stamp": lambda: t.strftime("%b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S"),
         "stampmilli": lambda: t.strftime("%b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S") + f"{frac:.3f}"[1:],
@@ -213,8 +220,11 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = go_time(self.time_format, record.created) if self.time_format else ""
-        text = record.getMessage() if record.name == UPSTREAM else (
-            f"{record.levelname.replace('WARNING', 'WARN')} {record.name}: {record.getMessage()}")
+        text = (
+            record.getMessage()
+            if record.name == UPSTREAM
+            else (f"{record.levelname.replace('WARNING', 'WARN')} {record.name}: {record.getMessage()}")
+        )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return f"{stamp} {text}" if stamp else text
@@ -253,15 +263,21 @@ def configure(level: str, log_to_stdout: str, time_format: str, fmt: str, stream
 
     stream = stream or sys.stderr
     formatter: logging.Formatter = JsonFormatter(time_format) if fmt == "json" else TextFormatter(time_format)
-    numeric = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
-               "ERROR": logging.ERROR}.get(level.strip().upper(), logging.INFO)
-    for name, wanted in (("llamaswap", log_to_stdout in ("proxy", "both")),
-                         (UPSTREAM, log_to_stdout in ("upstream", "both"))):
+    numeric = {
+        "DEBUG": logging.DEBUG,
+        "INFO": logging.INFO,
+        "WARN": logging.WARNING,
+        "ERROR": logging.ERROR,
+    }.get(level.strip().upper(), logging.INFO)
+    for name, wanted in (
+        ("llamaswap", log_to_stdout in ("proxy", "both")),
+        (UPSTREAM, log_to_stdout in ("upstream", "both")),
+    ):
         target = logging.getLogger(name)
         for old in [h for h in target.handlers if getattr(h, "_llamaswap_terminal", False)]:
             target.removeHandler(old)
-        handler = logging.StreamHandler(stream) if wanted else logging.NullHandler()
-        handler._llamaswap_terminal = True  # type: ignore[attr-defined]
+        handler: logging.Handler = logging.StreamHandler(stream) if wanted else logging.NullHandler()
+        handler._llamaswap_terminal = True  # type: ignore[attr-defined]  # marks ours for the next configure
         handler.setFormatter(formatter)
         target.addHandler(handler)
         target.setLevel(numeric if name == "llamaswap" else logging.INFO)
@@ -276,9 +292,23 @@ class AccessLog(AbstractAccessLogger):
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
-    def log(self, request, response, time: float) -> None:  # type: ignore[no-untyped-def]
+    def log(self, request, response, time: float) -> None:
         model = request.get("llamaswap.model") or "-"
         size = getattr(response, "body_length", 0)
-        self.logger.info("%s %s %s %s %.3fs %sB", request.method, request.path_qs, model, response.status, time, size,
-                         extra={"method": request.method, "path": request.path_qs, "model": model,
-                                "status": response.status, "duration": round(time, 6), "bytes": size})
+        self.logger.info(
+            "%s %s %s %s %.3fs %sB",
+            request.method,
+            request.path_qs,
+            model,
+            response.status,
+            time,
+            size,
+            extra={
+                "method": request.method,
+                "path": request.path_qs,
+                "model": model,
+                "status": response.status,
+                "duration": round(time, 6),
+                "bytes": size,
+            },
+        )

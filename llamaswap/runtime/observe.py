@@ -21,8 +21,9 @@ import datetime as _dt
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -41,12 +42,12 @@ WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300
 
 
 def _iso(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
 class DecisionRecord:
-    swap: "SwapRecord"
+    swap: SwapRecord
     requested: str
     candidates: list[dict]
     engine: str = "matrix"
@@ -79,12 +80,12 @@ class DecisionRecord:
 class DecisionLog:
     """The most recent committed swaps, newest last."""
 
-    def __init__(self, policy: "EvictionPolicy", maxlen: int = DEFAULT_RECORDS) -> None:
+    def __init__(self, policy: EvictionPolicy, maxlen: int = DEFAULT_RECORDS) -> None:
         self.policy = policy
         self._records: collections.deque[DecisionRecord] = collections.deque(maxlen=maxlen)
         self._by_swap: dict[int, DecisionRecord] = {}
 
-    def committed(self, swap: "SwapRecord", requested: str | None = None) -> DecisionRecord:
+    def committed(self, swap: SwapRecord, requested: str | None = None) -> DecisionRecord:
         """A swap was committed: keep its record (with the runner-up candidates)."""
         d = swap.decision
         try:
@@ -101,7 +102,7 @@ class DecisionLog:
         self._by_swap[swap.id] = record
         return record
 
-    def finished(self, swap: "SwapRecord") -> None:
+    def finished(self, swap: SwapRecord) -> None:
         """The swap ended: one structured log line with the record's fields."""
         record = self._by_swap.get(swap.id)
         if record is None:
@@ -138,22 +139,44 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.models = tuple(models)
-        self.requests = Counter("llamaswap_requests", "Model-dispatched requests by model and HTTP status.",
-                                ["model", "status"], registry=r)
-        self.in_flight = Gauge("llamaswap_requests_in_flight", "Requests being served, by model.", ["model"],
-                               registry=r)
-        self.swaps = Counter("llamaswap_swaps", "Committed swaps by target model and outcome.",
-                             ["model", "outcome"], registry=r)
-        self.evictions = Counter("llamaswap_evictions", "Models stopped, by model and reason "
-                                 "(swap, ttl, unload, shutdown, crash).", ["model", "reason"], registry=r)
-        self.load_duration = Histogram("llamaswap_load_duration_seconds",
-                                       "Time from a swap's start of loading to the upstream being ready.",
-                                       ["model"], buckets=LOAD_BUCKETS, registry=r)
-        self.queue_wait = Histogram("llamaswap_queue_wait_seconds",
-                                    "Time from a request's arrival to its grant.", ["model"],
-                                    buckets=WAIT_BUCKETS, registry=r)
-        self.reloads = Counter("llamaswap_reloads", "Config reloads by outcome (ok, failed).", ["outcome"],
-                               registry=r)
+        self.requests = Counter(
+            "llamaswap_requests",
+            "Model-dispatched requests by model and HTTP status.",
+            ["model", "status"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "llamaswap_requests_in_flight", "Requests being served, by model.", ["model"], registry=r
+        )
+        self.swaps = Counter(
+            "llamaswap_swaps",
+            "Committed swaps by target model and outcome.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.evictions = Counter(
+            "llamaswap_evictions",
+            "Models stopped, by model and reason (swap, ttl, unload, shutdown, crash).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.load_duration = Histogram(
+            "llamaswap_load_duration_seconds",
+            "Time from a swap's start of loading to the upstream being ready.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "llamaswap_queue_wait_seconds",
+            "Time from a request's arrival to its grant.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter(
+            "llamaswap_reloads", "Config reloads by outcome (ok, failed).", ["outcome"], registry=r
+        )
         for outcome in ("ok", "failed"):
             self.reloads.labels(outcome)
         for m in self.models:
@@ -181,7 +204,7 @@ class Metrics:
                 self.in_flight.labels(m).set(0)
         self.models = models
 
-    def bind(self, processes: dict, router: "Router") -> None:
+    def bind(self, processes: dict, router: Router) -> None:
         """Read live values (model state, queue) from these at scrape time."""
         self._state_source = processes
         self._queue_source = router
@@ -201,8 +224,9 @@ class _Live:
 
     def collect(self):
         m = self.metrics
-        state = GaugeMetricFamily("llamaswap_model_state", "1 for each model's current process state.",
-                                  labels=["model", "state"])
+        state = GaugeMetricFamily(
+            "llamaswap_model_state", "1 for each model's current process state.", labels=["model", "state"]
+        )
         procs = m._state_source or {}
         for model in m.models:
             proc = procs.get(model)
@@ -210,10 +234,12 @@ class _Live:
             for s in ("stopped", "starting", "ready", "stopping", "shutdown"):
                 state.add_metric([model, s], 1.0 if s == current else 0.0)
         yield state
-        depth = GaugeMetricFamily("llamaswap_queue_depth", "Requests waiting for a grant (queued or "
-                                  "waiting on a swap).")
-        oldest = GaugeMetricFamily("llamaswap_oldest_waiting_seconds",
-                                   "Age of the oldest request waiting for a grant (0 when none).")
+        depth = GaugeMetricFamily(
+            "llamaswap_queue_depth", "Requests waiting for a grant (queued or waiting on a swap)."
+        )
+        oldest = GaugeMetricFamily(
+            "llamaswap_oldest_waiting_seconds", "Age of the oldest request waiting for a grant (0 when none)."
+        )
         router = m._queue_source
         waiting = router.waiting_tickets() if router is not None else []
         depth.add_metric([], float(len(waiting)))
@@ -226,7 +252,7 @@ class _Live:
         yield oldest
 
 
-def health(router: "Router", stall_timeout: float) -> tuple[bool, str]:
+def health(router: Router, stall_timeout: float) -> tuple[bool, str]:
     """(ok, reason). Not ok when the owner task is gone, or when work waits without progress."""
     owner = router.owner
     if owner is None:
@@ -240,8 +266,10 @@ def health(router: "Router", stall_timeout: float) -> tuple[bool, str]:
     if waiting:
         idle = time.monotonic() - router.last_advance
         if idle > stall_timeout:
-            return False, (f"scheduler stalled: {len(waiting)} request(s) waiting and nothing started, "
-                           f"finished or granted for {idle:.1f}s (window {stall_timeout:g}s)")
+            return False, (
+                f"scheduler stalled: {len(waiting)} request(s) waiting and nothing started, "
+                f"finished or granted for {idle:.1f}s (window {stall_timeout:g}s)"
+            )
     return True, "OK"
 
 
@@ -252,10 +280,10 @@ class AppObserver:
         self.decisions = decisions
         self.metrics = metrics
 
-    def swap_started(self, record: "SwapRecord", requested: str) -> None:
+    def swap_started(self, record: SwapRecord, requested: str) -> None:
         self.decisions.committed(record, requested)
 
-    def swap_finished(self, record: "SwapRecord") -> None:
+    def swap_finished(self, record: SwapRecord) -> None:
         outcome = "error" if record.error else "ok"
         self.metrics.swaps.labels(record.model, outcome).inc()
         if record.load_seconds is not None and not record.error:

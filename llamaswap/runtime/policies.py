@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from llamaswap.compiler.decision import Decision
 from llamaswap.compiler.suggest import did_you_mean
@@ -70,7 +71,11 @@ class PolicyOptionError(PolicyError):
 
 
 def _number(name: str, value: Any, low: float, high: float | None = None, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not isinstance(value, int))
+    ):
         kind = "an integer" if integer else "a number"
         raise PolicyOptionError(f"option {name!r} must be {kind}, not {value!r}", name)
     if value < low or (high is not None and value > high):
@@ -85,8 +90,14 @@ class HoldPolicy(FifoPolicy):
     name = "hold"
     OPTIONS = ("budget", "quantile", "min_history", "history", "load_time")
 
-    def __init__(self, budget: float = 1.0, quantile: float = 0.75, min_history: int = 3,
-                 history: int = 64, load_time: float = 10.0) -> None:
+    def __init__(
+        self,
+        budget: float = 1.0,
+        quantile: float = 0.75,
+        min_history: int = 3,
+        history: int = 64,
+        load_time: float = 10.0,
+    ) -> None:
         self.budget = _number("budget", budget, 0.0)
         self.quantile = _number("quantile", quantile, 0.0, 1.0)
         self.min_history = int(_number("min_history", min_history, 1, integer=True))
@@ -136,7 +147,7 @@ class HoldPolicy(FifoPolicy):
         return max(0.0, ordered[index] - (now - last))
 
     # -- the choice -------------------------------------------------------------------------
-    def hold(self, scheduler: "Scheduler", target: str, decision: Decision, now: float) -> float | None:
+    def hold(self, scheduler: Scheduler, target: str, decision: Decision, now: float) -> float | None:
         hot = [self.hot_for(v, now) for v in decision.evict]
         if not any(hot):
             self._since.pop(target, None)
@@ -176,23 +187,33 @@ def make_policy(name: str, options: Mapping[str, Any] | None = None) -> Scheduli
         if ep is None:
             hint = did_you_mean(name, available()) or (
                 f"built-in: {', '.join(sorted(BUILTIN))}; others install an entry point in the "
-                f"{ENTRY_POINT_GROUP!r} group")
-            raise PolicyError(f"unknown scheduling policy {name!r} (available: {', '.join(available())})",
-                              hint=hint)
+                f"{ENTRY_POINT_GROUP!r} group"
+            )
+            raise PolicyError(
+                f"unknown scheduling policy {name!r} (available: {', '.join(available())})", hint=hint
+            )
         try:
             factory = ep.load()
         except Exception as exc:  # a broken plugin is the user's to fix: say which and why
-            raise PolicyError(f"scheduling policy {name!r}: cannot load entry point {ep.value!r}: {exc}") from None
+            raise PolicyError(
+                f"scheduling policy {name!r}: cannot load entry point {ep.value!r}: {exc}"
+            ) from None
     if factory is FifoPolicy and options:
         key = sorted(options)[0]
-        raise PolicyOptionError(f"policy 'fifo' takes no options (got {key!r})", key,
-                                hint="FIFO's own knobs are routing.scheduler.settings.fifo")
+        raise PolicyOptionError(
+            f"policy 'fifo' takes no options (got {key!r})",
+            key,
+            hint="FIFO's own knobs are routing.scheduler.settings.fifo",
+        )
     known = getattr(factory, "OPTIONS", None)
     if known is not None:
         for key in sorted(options):
             if key not in known:
-                raise PolicyOptionError(f"policy {name!r} has no option {key!r} (options: {', '.join(known)})", key,
-                                        hint=did_you_mean(key, known, fold=True))
+                raise PolicyOptionError(
+                    f"policy {name!r} has no option {key!r} (options: {', '.join(known)})",
+                    key,
+                    hint=did_you_mean(key, known, fold=True),
+                )
     try:
         policy = factory(**options)
     except PolicyError:
@@ -201,8 +222,10 @@ def make_policy(name: str, options: Mapping[str, Any] | None = None) -> Scheduli
         raise PolicyOptionError(f"policy {name!r}: {exc}") from None
     for method in ("hold", "choose", "on_request", "on_swap_started", "on_swap_done", "on_serve_done"):
         if not callable(getattr(policy, method, None)):
-            raise PolicyError(f"scheduling policy {name!r} has no {method}() method",
-                              hint="subclass llamaswap.runtime.scheduler.FifoPolicy and override what you need")
+            raise PolicyError(
+                f"scheduling policy {name!r} has no {method}() method",
+                hint="subclass llamaswap.runtime.scheduler.FifoPolicy and override what you need",
+            )
     return policy
 
 
@@ -214,4 +237,3 @@ def check_policy(name: str, options: Mapping[str, Any]) -> tuple[str | None, str
     except PolicyError as exc:
         return exc.option, str(exc), exc.hint
     return None
-

@@ -52,8 +52,9 @@ import os
 import shlex
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -90,7 +91,7 @@ PROGRESS_AFTER = 5.0
 PROGRESS_EVERY = 10.0
 
 
-def _log_transition(model: str, old: "ProcessState", new: "ProcessState", seconds: float, detail: str) -> None:
+def _log_transition(model: str, old: ProcessState, new: ProcessState, seconds: float, detail: str) -> None:
     """One info line per start, ready and stop, with how long the step took. A failed start or
     a crash has its own warning where it is detected."""
     extra = {"model": model, "event": str(new), "from": str(old), "seconds": round(seconds, 3)}
@@ -99,8 +100,9 @@ def _log_transition(model: str, old: "ProcessState", new: "ProcessState", second
     elif new is ProcessState.READY:
         logger.info("%s: ready in %.2fs", model, seconds, extra=extra)
     elif new is ProcessState.STOPPING:
-        logger.info("%s: stopping after %.1fs ready%s", model, seconds, f" ({detail})" if detail else "",
-                    extra=extra)
+        logger.info(
+            "%s: stopping after %.1fs ready%s", model, seconds, f" ({detail})" if detail else "", extra=extra
+        )
     elif new is ProcessState.STOPPED and old is ProcessState.STOPPING:
         how = detail.removeprefix("stopped (").removesuffix(")") if detail.startswith("stopped (") else detail
         logger.info("%s: stopped in %.2fs%s", model, seconds, f" ({how})" if how else "", extra=extra)
@@ -117,16 +119,18 @@ class ProcessState(enum.StrEnum):
 
 
 S = ProcessState
-TRANSITIONS: frozenset[tuple[ProcessState, ProcessState]] = frozenset({
-    (S.STOPPED, S.STARTING),
-    (S.STARTING, S.READY),
-    (S.STARTING, S.STOPPED),   # spawn failed, or exited before it was healthy
-    (S.STARTING, S.STOPPING),  # stop arrived (abort) or health check timed out
-    (S.READY, S.STOPPING),
-    (S.READY, S.STOPPED),      # crashed: exited by itself
-    (S.STOPPING, S.STOPPED),
-    (S.STOPPED, S.SHUTDOWN),
-})
+TRANSITIONS: frozenset[tuple[ProcessState, ProcessState]] = frozenset(
+    {
+        (S.STOPPED, S.STARTING),
+        (S.STARTING, S.READY),
+        (S.STARTING, S.STOPPED),  # spawn failed, or exited before it was healthy
+        (S.STARTING, S.STOPPING),  # stop arrived (abort) or health check timed out
+        (S.READY, S.STOPPING),
+        (S.READY, S.STOPPED),  # crashed: exited by itself
+        (S.STOPPING, S.STOPPED),
+        (S.STOPPED, S.SHUTDOWN),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +199,7 @@ class StartError(Exception):
 
 # --- the supervisor ------------------------------------------------------------------------
 
+
 @dataclass(eq=False, slots=True)
 class _Run:
     """One spawn attempt. Fields other than `exited`/`returncode` are set by the owner."""
@@ -231,7 +236,7 @@ class _Stop:
 
 @dataclass(slots=True)
 class _Respec:
-    spec: "ProcessSpec"
+    spec: ProcessSpec
     at_next_stop: bool
 
 
@@ -315,10 +320,15 @@ def describe_exit(returncode: int) -> str:
 class ModelProcess:
     """Supervises the upstream of one model. See the module docstring for the rules."""
 
-    def __init__(self, spec: ProcessSpec, *, on_state_change: StateListener | None = None,
-                 session: aiohttp.ClientSession | None = None,
-                 log: LogBuffer | None = None,
-                 tracker: ProcessTracker | None = None) -> None:
+    def __init__(
+        self,
+        spec: ProcessSpec,
+        *,
+        on_state_change: StateListener | None = None,
+        session: aiohttp.ClientSession | None = None,
+        log: LogBuffer | None = None,
+        tracker: ProcessTracker | None = None,
+    ) -> None:
         self.spec = spec
         self._tracker = tracker
         self.log = log if log is not None else LogBuffer(spec.log_lines, spec.log_bytes)
@@ -413,9 +423,13 @@ class ModelProcess:
 
     async def _own(self) -> None:
         handlers: dict[type, Callable[[Any], None]] = {
-            _EnsureReady: self._on_ensure_ready, _Stop: self._on_stop, _Respec: self._on_respec,
-            _Spawned: self._on_spawned, _SpawnFailed: self._on_spawn_failed,
-            _Healthy: self._on_healthy, _HealthTimedOut: self._on_health_timed_out,
+            _EnsureReady: self._on_ensure_ready,
+            _Stop: self._on_stop,
+            _Respec: self._on_respec,
+            _Spawned: self._on_spawned,
+            _SpawnFailed: self._on_spawn_failed,
+            _Healthy: self._on_healthy,
+            _HealthTimedOut: self._on_health_timed_out,
             _Exited: self._on_exited,
         }
         try:
@@ -434,8 +448,7 @@ class ModelProcess:
                 msg = self._inbox.get_nowait()
                 reply = getattr(msg, "reply", None)
                 if isinstance(msg, _EnsureReady):
-                    self._fail([msg.reply], StartError("shutdown", model=self.spec.model,
-                                                   kind="shutdown"))
+                    self._fail([msg.reply], StartError("shutdown", model=self.spec.model, kind="shutdown"))
                 elif reply is not None and not reply.done():
                     reply.set_result(None)
             for task in tuple(self._helpers):
@@ -445,15 +458,23 @@ class ModelProcess:
             if self._own_session and self._session is not None:
                 await self._session.close()
 
-    def _set_state(self, new: ProcessState, detail: str = "", pid: int | None = None,
-                   crashed: bool = False) -> None:
+    def _set_state(
+        self, new: ProcessState, detail: str = "", pid: int | None = None, crashed: bool = False
+    ) -> None:
         old = self._state
         assert (old, new) in TRANSITIONS, f"{self.spec.model}: {old} -> {new}"
         since = self._state_since
         self._state = new
         self._state_since = time.monotonic()
-        event = StateChanged(self.spec.model, old, new, self._state_since,
-                             pid if pid is not None else self.pid, detail, crashed)
+        event = StateChanged(
+            self.spec.model,
+            old,
+            new,
+            self._state_since,
+            pid if pid is not None else self.pid,
+            detail,
+            crashed,
+        )
         _log_transition(self.spec.model, old, new, self._state_since - since, detail)
         for listener in tuple(self._listeners):
             try:
@@ -550,16 +571,15 @@ class ModelProcess:
     def _on_healthy(self, msg: _Healthy) -> None:
         # Our own leader must still be alive: an answer from a process that took the port
         # after ours died is no readiness (its exit is on the way and fails the start).
-        if (msg.run is self._run and self._state is ProcessState.STARTING
-                and not _leader_exited(msg.run)):
+        if msg.run is self._run and self._state is ProcessState.STARTING and not _leader_exited(msg.run):
             self._become_ready(msg.run)
 
     def _on_health_timed_out(self, msg: _HealthTimedOut) -> None:
         if msg.run is not self._run or self._state is not ProcessState.STARTING:
             return
         error = self._error(
-            f"health check timed out after {self.spec.health_check_timeout:g}s",
-            "health_timeout")
+            f"health check timed out after {self.spec.health_check_timeout:g}s", "health_timeout"
+        )
         logger.warning("%s: %s", self.spec.model, error)
         # The waiters hear of it once the process group is gone (see _enter_stopped).
         self._failed_start = error
@@ -574,7 +594,9 @@ class ModelProcess:
             lines = self.log.lines_since(run.first_log_seq)[-START_ERROR_LINES:]
             error = self._error(
                 f"upstream command exited prematurely ({how}): "
-                + ("\n".join(lines) if lines else "(no output)"), "exited")
+                + ("\n".join(lines) if lines else "(no output)"),
+                "exited",
+            )
             logger.warning("%s: %s", self.spec.model, error)
             self._fail(self._start_waiters, error)
             self._enter_stopped(str(error))
@@ -582,8 +604,9 @@ class ModelProcess:
             logger.warning("%s: upstream process exited unexpectedly (%s)", self.spec.model, how)
             self._enter_stopped(f"upstream process exited unexpectedly ({how})", crashed=True)
         elif run.crashed or self._died_of_its_own(run, msg.returncode):  # STOPPING
-            logger.warning("%s: upstream process exited unexpectedly (%s) before its stop",
-                           self.spec.model, how)
+            logger.warning(
+                "%s: upstream process exited unexpectedly (%s) before its stop", self.spec.model, how
+            )
             self._enter_stopped(f"upstream process exited unexpectedly ({how})", crashed=True)
         else:  # STOPPING
             self._enter_stopped(f"stopped ({how})")
@@ -602,8 +625,11 @@ class ModelProcess:
         try:
             argv = split_command(self.spec.cmd)
         except CommandError as exc:
-            why = (f"model {self.spec.model} has no cmd: there is nothing to start" if str(exc) == "empty command"
-                   else f"model {self.spec.model}: {exc}")
+            why = (
+                f"model {self.spec.model} has no cmd: there is nothing to start"
+                if str(exc) == "empty command"
+                else f"model {self.spec.model}: {exc}"
+            )
             self._fail(self._start_waiters, self._error(why, "command"))
             return
         run = self._run = _Run(first_log_seq=self.log.next_seq)
@@ -643,8 +669,7 @@ class ModelProcess:
                 run.health_task.cancel()
         if self._next_spec is not None:
             self.spec, self._next_spec = self._next_spec, None
-        self._set_state(ProcessState.STOPPED, detail, pid=run.pid if run else None,
-                        crashed=crashed)
+        self._set_state(ProcessState.STOPPED, detail, pid=run.pid if run else None, crashed=crashed)
         failed, self._failed_start = self._failed_start, None
         if failed is not None:
             self._fail(self._start_waiters, failed)
@@ -664,8 +689,7 @@ class ModelProcess:
     def _kill(self, run: _Run) -> None:
         run.killed = True
         if run.returncode is None and _killpg(run.pid, signal.SIGKILL):
-            logger.warning("%s: graceful stop timed out, killed process group %s",
-                           self.spec.model, run.pid)
+            logger.warning("%s: graceful stop timed out, killed process group %s", self.spec.model, run.pid)
 
     def _send_stop_signal(self, run: _Run) -> None:
         if self.spec.cmd_stop.strip():
@@ -693,8 +717,14 @@ class ModelProcess:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                env=env, start_new_session=True, preexec_fn=reaper.pdeathsig_preexec())
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=reaper.pdeathsig_preexec(),
+            )
         except BaseException:
             os.close(read_fd)
             raise
@@ -704,7 +734,8 @@ class ModelProcess:
         try:
             transport, _ = await loop.connect_read_pipe(
                 lambda: LinePipe(self.log.append, done, self.log.max_line),
-                os.fdopen(read_fd, "rb", buffering=0))
+                os.fdopen(read_fd, "rb", buffering=0),
+            )
         except BaseException:
             _killpg(proc.pid, signal.SIGKILL)
             raise
@@ -715,14 +746,16 @@ class ModelProcess:
         host, port = _port_of(self.spec.proxy)
         holder = reaper.port_holder(host, port) if port is not None else None
         if holder is not None:
-            self._inbox.put_nowait(_SpawnFailed(run, self._error(
-                f"cannot start upstream: {holder.describe()}", "port_in_use")))
+            self._inbox.put_nowait(
+                _SpawnFailed(run, self._error(f"cannot start upstream: {holder.describe()}", "port_in_use"))
+            )
             return
         try:
             proc, done, transport = await self._spawn(argv, self._environment())
         except OSError as exc:
-            self._inbox.put_nowait(_SpawnFailed(run, self._error(
-                f"unable to start upstream command: {exc}", "spawn")))
+            self._inbox.put_nowait(
+                _SpawnFailed(run, self._error(f"unable to start upstream command: {exc}", "spawn"))
+            )
             return
         if self._tracker is not None:
             try:
@@ -754,9 +787,14 @@ class ModelProcess:
         delay = 0.002
         while _killpg(pgid, signal.SIGKILL) and reaper.group_alive(pgid):
             if loop.time() >= deadline:
-                logger.error("%s: process group %s still has live members %s %.0fs after "
-                             "SIGKILL; reporting the exit anyway", self.spec.model, pgid,
-                             reaper.group_members(pgid), REAP_DEADLINE)
+                logger.error(
+                    "%s: process group %s still has live members %s %.0fs after "
+                    "SIGKILL; reporting the exit anyway",
+                    self.spec.model,
+                    pgid,
+                    reaper.group_members(pgid),
+                    REAP_DEADLINE,
+                )
                 return  # still tracked: the watchdog tries again when llamaswap exits
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
@@ -775,10 +813,18 @@ class ModelProcess:
         while not run.exited.is_set():
             began = loop.time()
             if began >= progress_at:
-                logger.info("%s: still loading after %.0fs (waiting for %s to answer 200; giving up after %gs)",
-                            self.spec.model, began - run.spawned_at, url, self.spec.health_check_timeout,
-                            extra={"model": self.spec.model, "event": "loading",
-                                   "seconds": round(began - run.spawned_at, 1)})
+                logger.info(
+                    "%s: still loading after %.0fs (waiting for %s to answer 200; giving up after %gs)",
+                    self.spec.model,
+                    began - run.spawned_at,
+                    url,
+                    self.spec.health_check_timeout,
+                    extra={
+                        "model": self.spec.model,
+                        "event": "loading",
+                        "seconds": round(began - run.spawned_at, 1),
+                    },
+                )
                 progress_at += PROGRESS_EVERY
             if began >= deadline:
                 self._inbox.put_nowait(_HealthTimedOut(run))

@@ -19,8 +19,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 import yarl
@@ -32,10 +33,20 @@ from llamaswap.runtime.errors import envelope_bytes
 from llamaswap.runtime.limits import UpstreamTimeouts
 from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError, UpstreamTimeout
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 # Never forwarded upstream: recomputed (length, host), or already handled (the body has been
 # read whole, so `Expect: 100-continue` is answered here, not by the upstream).
 _NOT_UPSTREAM = frozenset({"host", "content-length", "expect"})
@@ -47,7 +58,9 @@ def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
     tokens: set[str] = set()
     if "Connection" not in headers:
         return tokens
-    for value in headers.getall("Connection", []) if hasattr(headers, "getall") else [headers.get("Connection", "")]:
+    for value in (
+        headers.getall("Connection", []) if hasattr(headers, "getall") else [headers.get("Connection", "")]
+    ):
         for tok in value.split(","):
             tok = tok.strip().lower()
             if tok:
@@ -110,13 +123,20 @@ class UpstreamBroke(Exception):
         self.response = response
 
 
-async def forward(request: web.Request, upstreams: UpstreamClient, session: aiohttp.ClientSession, url: str,
-                  body: bytes | StreamBody | None, *, drop_headers: frozenset[str] = frozenset(),
-                  add_headers: Mapping[str, str] | None = None,
-                  extra_headers: Mapping[str, str] | None = None,
-                  response: web.StreamResponse | None = None,
-                  timeouts: UpstreamTimeouts | None = None,
-                  tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
+async def forward(
+    request: web.Request,
+    upstreams: UpstreamClient,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes | StreamBody | None,
+    *,
+    drop_headers: frozenset[str] = frozenset(),
+    add_headers: Mapping[str, str] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    response: web.StreamResponse | None = None,
+    timeouts: UpstreamTimeouts | None = None,
+    tap: Callable[[bytes], None] | None = None,
+) -> web.StreamResponse:
     """Send the request to `url` and relay the answer.
 
     Plain-HTTP upstreams go through the lean pooled client (`upstream.py`); HTTPS upstreams,
@@ -129,13 +149,26 @@ async def forward(request: web.Request, upstreams: UpstreamClient, session: aioh
     `tap` sees every body chunk relayed (the activity store reads usage from the tail).
     """
     parts = urlsplit(url)
-    if (parts.scheme != "http" or request.method == "HEAD" or "upgrade" in request.headers
-            or parts.hostname is None):
-        return await _forward_aiohttp(request, session, url, body, drop_headers=drop_headers,
-                                      add_headers=add_headers, extra_headers=extra_headers,
-                                      response=response, timeouts=timeouts, tap=tap)
+    if (
+        parts.scheme != "http"
+        or request.method == "HEAD"
+        or "upgrade" in request.headers
+        or parts.hostname is None
+    ):
+        return await _forward_aiohttp(
+            request,
+            session,
+            url,
+            body,
+            drop_headers=drop_headers,
+            add_headers=add_headers,
+            extra_headers=extra_headers,
+            response=response,
+            timeouts=timeouts,
+            tap=tap,
+        )
     # Everything after the authority, untouched: urlsplit would drop a `#` and re-join parts.
-    target = url[url.index(parts.netloc, len(parts.scheme)) + len(parts.netloc):] or "/"
+    target = url[url.index(parts.netloc, len(parts.scheme)) + len(parts.netloc) :] or "/"
     if not target.startswith("/"):
         target = "/" + target
     try:
@@ -151,25 +184,53 @@ async def forward(request: web.Request, upstreams: UpstreamClient, session: aioh
     data, length = (body.chunks, body.length) if isinstance(body, StreamBody) else (body, None)
     try:
         upstream = await upstreams.pool(parts.hostname, port).request(
-            request.method, target, headers.items(), data, length=length,
-            **({} if t is None else {"connect_timeout": t.connect, "header_timeout": t.response_header,
-                                     "idle_timeout": t.stream_idle, "idle_conn": t.idle_conn,
-                                     "keepalive": t.keepalive}))
+            request.method,
+            target,
+            headers.items(),
+            data,
+            length=length,
+            **(
+                {}
+                if t is None
+                else {
+                    "connect_timeout": t.connect,
+                    "header_timeout": t.response_header,
+                    "idle_timeout": t.stream_idle,
+                    "idle_conn": t.idle_conn,
+                    "keepalive": t.keepalive,
+                }
+            ),
+        )
     except UpstreamTimeout as exc:
         raise UpstreamTimedOut(_timeout_message(exc)) from exc
     except (UpstreamConnectError, UpstreamClosed, OSError) as exc:
         raise UpstreamError(str(exc) or type(exc).__name__) from exc
-    return await _relay(request, upstream, upstream.iter_chunks, upstream.read, upstream.close,
-                        (UpstreamClosed, ConnectionError), extra_headers, response, tap)
+    return await _relay(
+        request,
+        upstream,
+        upstream.iter_chunks,
+        upstream.read,
+        upstream.close,
+        (UpstreamClosed, ConnectionError),
+        extra_headers,
+        response,
+        tap,
+    )
 
 
-async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession, url: str,
-                           body: bytes | StreamBody | None, *, drop_headers: frozenset[str] = frozenset(),
-                           add_headers: Mapping[str, str] | None = None,
-                           extra_headers: Mapping[str, str] | None = None,
-                           response: web.StreamResponse | None = None,
-                           timeouts: UpstreamTimeouts | None = None,
-                           tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
+async def _forward_aiohttp(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes | StreamBody | None,
+    *,
+    drop_headers: frozenset[str] = frozenset(),
+    add_headers: Mapping[str, str] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    response: web.StreamResponse | None = None,
+    timeouts: UpstreamTimeouts | None = None,
+    tap: Callable[[bytes], None] | None = None,
+) -> web.StreamResponse:
     headers = upstream_headers(request.headers, drop_headers)
     if add_headers:
         headers.extend(add_headers)
@@ -184,14 +245,25 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
     idle = timeouts.stream_idle if timeouts is not None else None
     try:
         up_cm = session.request(
-            request.method, yarl.URL(url, encoded=True), headers=headers, data=data, allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect if timeouts else 30,
-                                          sock_connect=timeouts.connect if timeouts else 30))
+            request.method,
+            yarl.URL(url, encoded=True),
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=timeouts.connect if timeouts else 30,
+                sock_connect=timeouts.connect if timeouts else 30,
+            ),
+        )
         async with asyncio.timeout(header_timeout):
             upstream = await up_cm.__aenter__()
     except TimeoutError as exc:
-        raise UpstreamTimedOut(f"no response header within {header_timeout:g}s (timeouts.responseHeader)"
-                               if header_timeout is not None else "connect timeout (timeouts.connect)") from exc
+        raise UpstreamTimedOut(
+            f"no response header within {header_timeout:g}s (timeouts.responseHeader)"
+            if header_timeout is not None
+            else "connect timeout (timeouts.connect)"
+        ) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
 
@@ -211,18 +283,32 @@ async def _forward_aiohttp(request: web.Request, session: aiohttp.ClientSession,
         return b"".join([c async for c in chunks()])
 
     try:
-        return await _relay(request, upstream, chunks, read, upstream.close,
-                            (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError),
-                            extra_headers, response, tap)
+        return await _relay(
+            request,
+            upstream,
+            chunks,
+            read,
+            upstream.close,
+            (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError),
+            extra_headers,
+            response,
+            tap,
+        )
     finally:
         await up_cm.__aexit__(None, None, None)
 
 
-async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], AsyncIterator[bytes]],
-                 read: Callable[[], Awaitable[bytes]], close: Callable[[], None],
-                 broken: tuple[type[BaseException], ...], extra_headers: Mapping[str, str] | None,
-                 response: web.StreamResponse | None,
-                 tap: Callable[[bytes], None] | None = None) -> web.StreamResponse:
+async def _relay(
+    request: web.Request,
+    upstream: Any,
+    chunks: Callable[[], AsyncIterator[bytes]],
+    read: Callable[[], Awaitable[bytes]],
+    close: Callable[[], None],
+    broken: tuple[type[BaseException], ...],
+    extra_headers: Mapping[str, str] | None,
+    response: web.StreamResponse | None,
+    tap: Callable[[bytes], None] | None = None,
+) -> web.StreamResponse:
     """Relay an upstream response (status, headers, body as it arrives) to the client."""
     started: web.StreamResponse | None = response
     try:
@@ -242,8 +328,9 @@ async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], Async
             payload = await read()
             if tap is not None:
                 tap(payload)
-            return web.Response(status=upstream.status, reason=upstream.reason or None, body=payload,
-                                headers=out_headers)
+            return web.Response(
+                status=upstream.status, reason=upstream.reason or None, body=payload, headers=out_headers
+            )
         if stream:
             out_headers["X-Accel-Buffering"] = "no"
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason or None, headers=out_headers)
@@ -266,8 +353,11 @@ async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], Async
             message = _timeout_message(exc)
             if started is None:
                 raise UpstreamTimedOut(message) from exc
-            if is_event_stream(started.headers) and request.transport is not None \
-                    and not request.transport.is_closing():
+            if (
+                is_event_stream(started.headers)
+                and request.transport is not None
+                and not request.transport.is_closing()
+            ):
                 try:
                     await started.write(sse_error(504, f"upstream timeout: {message}"))
                 except (ConnectionError, RuntimeError):
@@ -281,8 +371,13 @@ async def _relay(request: web.Request, upstream: Any, chunks: Callable[[], Async
         raise
 
 
-def error_response(request: web.Request, status: int, message: str, code: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> web.Response:
+def error_response(
+    request: web.Request,
+    status: int,
+    message: str,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     """llama-swap's error envelope, or plain text when the client asks for text/plain."""
     accept = request.headers.get("Accept", "")
     hdrs = dict(headers or {})

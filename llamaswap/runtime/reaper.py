@@ -42,9 +42,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 PR_SET_PDEATHSIG = 1
 # How long a cleanup (watchdog or leftovers) waits for SIGKILLed groups to be gone.
@@ -54,6 +54,7 @@ STATE_VERSION = 1
 
 # -- /proc ---------------------------------------------------------------------------------
 
+
 def _stat_fields(pid: int) -> list[bytes] | None:
     """Fields of /proc/PID/stat from the state on (index 0 = state, field 3 in proc(5))."""
     try:
@@ -61,7 +62,7 @@ def _stat_fields(pid: int) -> list[bytes] | None:
             raw = f.read()
     except OSError:
         return None
-    return raw[raw.rindex(b")") + 2:].split()
+    return raw[raw.rindex(b")") + 2 :].split()
 
 
 def start_time(pid: int) -> int | None:
@@ -121,8 +122,11 @@ def ours(pgid: int, leader_start: int | None) -> bool:
     return int(fields[19]) == leader_start
 
 
-def kill_groups(groups: Iterable[tuple[int, int | None]], deadline: float = REAP_DEADLINE,
-                sleep: Callable[[float], None] = time.sleep) -> list[int]:
+def kill_groups(
+    groups: Iterable[tuple[int, int | None]],
+    deadline: float = REAP_DEADLINE,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[int]:
     """SIGKILL each (pgid, leader start time) that is still ours and wait until they are all
     gone (re-sending SIGKILL while waiting). Returns the groups still alive at the deadline."""
     targets = [pgid for pgid, started in groups if pgid > 1 and ours(pgid, started)]
@@ -139,6 +143,7 @@ def kill_groups(groups: Iterable[tuple[int, int | None]], deadline: float = REAP
 
 
 # -- parent-death signal -------------------------------------------------------------------
+
 
 def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
@@ -171,6 +176,7 @@ def pdeathsig_preexec() -> Callable[[], None] | None:
 
 # -- ports ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class PortHolder:
     port: int
@@ -197,7 +203,7 @@ def _listening_inodes(port: int) -> list[int]:
     inodes = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(table, "r") as f:
+            with open(table) as f:
                 lines = f.readlines()[1:]
         except OSError:
             continue
@@ -212,7 +218,7 @@ def _listening_inodes(port: int) -> list[int]:
             if len(raw) == 4:
                 ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(raw[::-1])
             else:  # four little-endian 32-bit words
-                ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                ip = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
                 if ip.ipv4_mapped is not None:
                     ip = ip.ipv4_mapped
             if ip.is_loopback or ip.is_unspecified:
@@ -264,6 +270,7 @@ def port_holder(host: str, port: int) -> PortHolder | None:
 
 
 # -- the state file ------------------------------------------------------------------------
+
 
 def runtime_dir(configured: str = "") -> Path:
     """`configured`, else $XDG_RUNTIME_DIR/llamaswap, else <tmp>/llamaswap-UID."""
@@ -322,8 +329,9 @@ class StateFile:
                     raise
                 previous = self._read()
                 who = f" (pid {previous.get('pid')})" if previous else ""
-                raise AlreadyServing(f"another llamaswap{who} is serving this config "
-                                     f"(state in {self.path}); stop it first") from None
+                raise AlreadyServing(
+                    f"another llamaswap{who} is serving this config (state in {self.path}); stop it first"
+                ) from None
             try:  # a watchdog may have removed the file between our open and our lock
                 if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
                     break
@@ -354,9 +362,11 @@ class StateFile:
             if pgid <= 1 or not ours(pgid, started) or not group_alive(pgid):
                 continue
             groups.append((pgid, started))
-            out.append(f"stopping leftover upstream of an earlier llamaswap (pid "
-                       f"{previous.get('pid')}): model {entry.get('model')!r}, process group "
-                       f"{pgid}, port {entry.get('port')}")
+            out.append(
+                f"stopping leftover upstream of an earlier llamaswap (pid "
+                f"{previous.get('pid')}): model {entry.get('model')!r}, process group "
+                f"{pgid}, port {entry.get('port')}"
+            )
         left = kill_groups(groups)
         out += [f"leftover process group {p} is still alive after SIGKILL" for p in left]
         return out
@@ -371,11 +381,14 @@ class StateFile:
 
     def write(self) -> None:
         data = {
-            "version": STATE_VERSION, "pid": os.getpid(), "start_time": start_time(os.getpid()),
+            "version": STATE_VERSION,
+            "pid": os.getpid(),
+            "start_time": start_time(os.getpid()),
             "config": self.config,
-            "upstreams": [{"model": u.model, "pid": u.pid, "pgid": u.pgid,
-                           "start_time": u.start_time, "port": u.port}
-                          for u in self.upstreams.values()],
+            "upstreams": [
+                {"model": u.model, "pid": u.pid, "pgid": u.pgid, "start_time": u.start_time, "port": u.port}
+                for u in self.upstreams.values()
+            ],
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
@@ -398,6 +411,7 @@ class StateFile:
 
 # -- the watchdog --------------------------------------------------------------------------
 
+
 class Watchdog:
     """llamaswap's side of the watchdog process: spawn it, tell it about groups."""
 
@@ -413,8 +427,9 @@ class Watchdog:
         if self.state_path is not None:
             argv.append(str(self.state_path))
         try:
-            self.proc = subprocess.Popen(argv, stdin=read_fd, stdout=subprocess.DEVNULL,
-                                         start_new_session=True, close_fds=True)
+            self.proc = subprocess.Popen(
+                argv, stdin=read_fd, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True
+            )
         finally:
             os.close(read_fd)
         self._write_fd = write_fd
@@ -469,8 +484,9 @@ class Supervision:
         self.watchdog = watchdog
 
     @classmethod
-    def begin(cls, config_path: str | None, configured_dir: str = "",
-              log: Callable[[str], None] = lambda line: None) -> "Supervision":
+    def begin(
+        cls, config_path: str | None, configured_dir: str = "", log: Callable[[str], None] = lambda line: None
+    ) -> Supervision:
         """Raises AlreadyServing; a runtime dir that cannot be written only costs the
         leftover cleanup of a later start (logged)."""
         real = os.path.realpath(config_path) if config_path is not None else None
@@ -572,8 +588,7 @@ def _remove_state_of(parent: int, path: Path) -> None:
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "watch":
         return watch(int(argv[1]), argv[2] if len(argv) > 2 else None)
-    print("usage: python -m llamaswap.runtime.reaper watch PARENT_PID [STATE_FILE]",
-          file=sys.stderr)
+    print("usage: python -m llamaswap.runtime.reaper watch PARENT_PID [STATE_FILE]", file=sys.stderr)
     return 2
 
 

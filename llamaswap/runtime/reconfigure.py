@@ -71,11 +71,19 @@ class ReloadPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.restarted or self.updated or self.aliases
-                    or self.decisions_changed or self.evict)
+        return not (
+            self.added
+            or self.removed
+            or self.restarted
+            or self.updated
+            or self.aliases
+            or self.decisions_changed
+            or self.evict
+        )
 
     def summary(self) -> str:
         """One line: models added/removed/restarted/updated, aliases, decisions, eviction."""
+
         def names(xs: Iterable[str]) -> str:
             return "[" + ", ".join(xs) + "]"
 
@@ -101,8 +109,10 @@ class ReloadPlan:
 
     def to_json(self) -> dict:
         return {
-            "added": list(self.added), "removed": list(self.removed),
-            "restarted": list(self.restarted), "updated": list(self.updated),
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "restarted": list(self.restarted),
+            "updated": list(self.updated),
             "unchanged": list(self.unchanged),
             "fields": {m: list(f) for m, f in sorted(self.fields.items())},
             "aliases": {a: {"old": o, "new": n} for a, (o, n) in sorted(self.aliases.items())},
@@ -110,7 +120,8 @@ class ReloadPlan:
             "decisions_changed": self.decisions_changed,
             "decisions_note": self.decisions_note,
             "decision_examples": list(self.decision_examples),
-            "evict": list(self.evict), "evict_reason": self.evict_reason,
+            "evict": list(self.evict),
+            "evict_reason": self.evict_reason,
             "summary": self.summary(),
         }
 
@@ -120,13 +131,18 @@ def model_fields_changed(old: Plan, new: Plan, model: str) -> tuple[tuple[str, .
     assert old.config is not None and new.config is not None
     a, b = old.config.models[model], new.config.models[model]
     restart = tuple(f for f in RESTART_FIELDS if getattr(a, f) != getattr(b, f))
-    live = [f for f in type(a).model_fields
-            if f not in RESTART_FIELDS and f not in _IGNORED_FIELDS and getattr(a, f) != getattr(b, f)]
+    live = [
+        f
+        for f in type(a).model_fields
+        if f not in RESTART_FIELDS and f not in _IGNORED_FIELDS and getattr(a, f) != getattr(b, f)
+    ]
     # Effective values that come from global settings.
     if effective_ttl(old, model) != effective_ttl(new, model) and "ttl" not in live:
         live.append("ttl")
-    if (effective_unload_timeout(old, model) != effective_unload_timeout(new, model)
-            and "unload_timeout" not in live):
+    if (
+        effective_unload_timeout(old, model) != effective_unload_timeout(new, model)
+        and "unload_timeout" not in live
+    ):
         live.append("unload_timeout")
     if health_check_timeout(old) != health_check_timeout(new):
         live.append("health_check_timeout")
@@ -148,16 +164,16 @@ def allowed(policy: EvictionPolicy, state: Iterable[str]) -> bool:
             return True
         got = seen.get(s)
         if got is None:
-            got = any(not policy.evict_for(m, tuple(sorted(s - {m}))) and reach(s - {m})
-                      for m in sorted(s))
+            got = any(not policy.evict_for(m, tuple(sorted(s - {m}))) and reach(s - {m}) for m in sorted(s))
             seen[s] = got
         return got
 
     return reach(frozenset(state))
 
 
-def minimal_eviction(policy: EvictionPolicy, running: Iterable[str],
-                     cost: Mapping[str, int] | None = None) -> tuple[str, ...]:
+def minimal_eviction(
+    policy: EvictionPolicy, running: Iterable[str], cost: Mapping[str, int] | None = None
+) -> tuple[str, ...]:
     """The cheapest subset of `running` whose stop leaves a state `policy` allows: lowest sum
     of evict costs (default 1 each), then fewest models, then names. () when it is allowed."""
     models = tuple(sorted(set(running)))
@@ -180,20 +196,24 @@ def minimal_eviction(policy: EvictionPolicy, running: Iterable[str],
     return tuple(sorted(chosen))
 
 
-def forced_eviction(policy: EvictionPolicy, running: Iterable[str],
-                    cost: Mapping[str, int] | None = None) -> tuple[tuple[str, ...], str]:
+def forced_eviction(
+    policy: EvictionPolicy, running: Iterable[str], cost: Mapping[str, int] | None = None
+) -> tuple[tuple[str, ...], str]:
     """(`minimal_eviction`, why in words; "" when nothing must go)."""
     survivors = tuple(sorted(set(running)))
     evict = minimal_eviction(policy, survivors, cost)
     if not evict:
         return (), ""
     kept = sorted(set(survivors) - set(evict))
-    return evict, (f"the new config does not allow [{', '.join(survivors)}] together; "
-                   f"stopping the cheapest by evict cost keeps [{', '.join(kept)}]")
+    return evict, (
+        f"the new config does not allow [{', '.join(survivors)}] together; "
+        f"stopping the cheapest by evict cost keeps [{', '.join(kept)}]"
+    )
 
 
-def reload_plan(old: Plan, new: Plan, running: Iterable[str] = (),
-                diff_max: int = DIFF_DECISIONS_MAX) -> ReloadPlan:
+def reload_plan(
+    old: Plan, new: Plan, running: Iterable[str] = (), diff_max: int = DIFF_DECISIONS_MAX
+) -> ReloadPlan:
     """What reloading from `old` to `new` changes while `running` models run."""
     old_models, new_models = set(old.models), set(new.models)
     added = tuple(sorted(new_models - old_models))
@@ -210,11 +230,16 @@ def reload_plan(old: Plan, new: Plan, running: Iterable[str] = (),
             fields[m] = live
         else:
             unchanged.append(m)
-    aliases = {a: (old.aliases.get(a), new.aliases.get(a))
-               for a in sorted(set(old.aliases) | set(new.aliases))
-               if old.aliases.get(a) != new.aliases.get(a)}
-    ports = {m: (old.ports.get(m), new.ports.get(m))
-             for m in sorted(old_models & new_models) if old.ports.get(m) != new.ports.get(m)}
+    aliases = {
+        a: (old.aliases.get(a), new.aliases.get(a))
+        for a in sorted(set(old.aliases) | set(new.aliases))
+        if old.aliases.get(a) != new.aliases.get(a)
+    }
+    ports = {
+        m: (old.ports.get(m), new.ports.get(m))
+        for m in sorted(old_models & new_models)
+        if old.ports.get(m) != new.ports.get(m)
+    }
 
     changed: int | None = 0
     note = ""
@@ -229,8 +254,17 @@ def reload_plan(old: Plan, new: Plan, running: Iterable[str] = (),
 
     evict, reason = forced_eviction(new.policy, set(running) & new_models, new.evict_costs)
     return ReloadPlan(
-        added=added, removed=removed, restarted=tuple(restarted), updated=tuple(updated),
-        unchanged=tuple(unchanged), fields=fields, aliases=aliases, ports=ports,
-        decisions_changed=changed, decisions_note=note, decision_examples=tuple(examples),
-        evict=evict, evict_reason=reason,
+        added=added,
+        removed=removed,
+        restarted=tuple(restarted),
+        updated=tuple(updated),
+        unchanged=tuple(unchanged),
+        fields=fields,
+        aliases=aliases,
+        ports=ports,
+        decisions_changed=changed,
+        decisions_note=note,
+        decision_examples=tuple(examples),
+        evict=evict,
+        evict_reason=reason,
     )

@@ -62,15 +62,21 @@ def process_specs(plan: Plan) -> dict[str, ProcessSpec]:
     hct = health_check_timeout(plan)
     return {
         m: ProcessSpec(
-            model=m, cmd=c.models[m].cmd, proxy=c.models[m].proxy, cmd_stop=c.models[m].cmd_stop,
-            env=tuple(c.models[m].env), check_endpoint=c.models[m].check_endpoint,
-            health_check_timeout=hct, unload_timeout=effective_unload_timeout(plan, m),
+            model=m,
+            cmd=c.models[m].cmd,
+            proxy=c.models[m].proxy,
+            cmd_stop=c.models[m].cmd_stop,
+            env=tuple(c.models[m].env),
+            check_endpoint=c.models[m].check_endpoint,
+            health_check_timeout=hct,
+            unload_timeout=effective_unload_timeout(plan, m),
         )
         for m in plan.models
     }
 
 
 # -- where the config comes from ---------------------------------------------------------------
+
 
 class SourceError(Exception):
     """The config cannot be read (the message names the file and why)."""
@@ -87,9 +93,13 @@ class ConfigSource:
     build: Callable[[Mapping[str, str], CompileOptions], Plan]
     options: CompileOptions = field(default_factory=CompileOptions)
 
-    def compile(self, keep_ports: Mapping[str, int], keep_start_port: int | None) -> tuple[Plan, dict[str, str]]:
+    def compile(
+        self, keep_ports: Mapping[str, int], keep_start_port: int | None
+    ) -> tuple[Plan, dict[str, str]]:
         texts = self.read()
-        options = dataclasses.replace(self.options, keep_ports=dict(keep_ports), keep_start_port=keep_start_port)
+        options = dataclasses.replace(
+            self.options, keep_ports=dict(keep_ports), keep_start_port=keep_start_port
+        )
         return self.build(texts, options), texts
 
 
@@ -108,20 +118,28 @@ def read_text_file(path: str) -> str:
 
 def file_source(path: str, options: CompileOptions) -> ConfigSource:
     """One config file."""
-    return ConfigSource(path, (path,), lambda: {path: read_text_file(path)},
-                        lambda texts, opts: compile_text(texts[path], path, opts), options)
+    return ConfigSource(
+        path,
+        (path,),
+        lambda: {path: read_text_file(path)},
+        lambda texts, opts: compile_text(texts[path], path, opts),
+        options,
+    )
 
 
 def text_source(text: str, name: str, options: CompileOptions) -> ConfigSource:
     """A config that is not a file (the built-in demo): reloading it changes nothing."""
-    return ConfigSource(name, (), lambda: {name: text},
-                        lambda texts, opts: compile_text(texts[name], name, opts), options)
+    return ConfigSource(
+        name, (), lambda: {name: text}, lambda texts, opts: compile_text(texts[name], name, opts), options
+    )
 
 
 # -- records -------------------------------------------------------------------------------------
 
+
 def _iso(ts: float) -> str:
     import datetime as _dt
+
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds")
 
 
@@ -146,21 +164,32 @@ class ReloadRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "time": _iso(self.time), "trigger": self.trigger, "ok": self.ok,
+            "id": self.id,
+            "time": _iso(self.time),
+            "trigger": self.trigger,
+            "ok": self.ok,
             "outcome": "ok" if self.ok else "failed",
-            "seconds": round(self.seconds, 6), "error": self.error, "summary": self.summary,
-            "diagnostics": list(self.diagnostics), "diagnostics_text": self.diagnostics_text,
+            "seconds": round(self.seconds, 6),
+            "error": self.error,
+            "summary": self.summary,
+            "diagnostics": list(self.diagnostics),
+            "diagnostics_text": self.diagnostics_text,
             "changes": self.plan.to_json() if self.plan is not None else None,
         }
 
 
 # -- the reloader ----------------------------------------------------------------------------------
 
+
 class Reloader:
     """Reloads the app's config; the only writer of `app[LIVE]` after startup."""
 
-    def __init__(self, app: web.Application, source: ConfigSource | None,
-                 make_process: Callable[[web.Application, ProcessSpec], ModelProcess]) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        source: ConfigSource | None,
+        make_process: Callable[[web.Application, ProcessSpec], ModelProcess],
+    ) -> None:
         self.app = app
         self.source = source
         self._make_process = make_process
@@ -197,23 +226,35 @@ class Reloader:
                 raise
             except Exception as exc:  # never let a reload take serving down
                 logger.exception("reload failed")
-                record = ReloadRecord(self._ids, wall, trigger, False, time.monotonic() - started,
-                                      error=f"{type(exc).__name__}: {exc}")
+                record = ReloadRecord(
+                    self._ids,
+                    wall,
+                    trigger,
+                    False,
+                    time.monotonic() - started,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             self.records.append(record)
             self.app[METRICS].reloads.labels("ok" if record.ok else "failed").inc()
             if record.ok:
                 logger.info("config reloaded (%s, %.3fs): %s", trigger, record.seconds, record.summary)
             else:
                 text = record.diagnostics_text.rstrip()
-                logger.error("config reload failed (%s): %s; still serving the previous config%s",
-                             trigger, record.error, "\n" + text if text else "")
+                logger.error(
+                    "config reload failed (%s): %s; still serving the previous config%s",
+                    trigger,
+                    record.error,
+                    "\n" + text if text else "",
+                )
             return record
 
     async def _reload(self, rid: int, wall: float, started: float, trigger: str) -> ReloadRecord:
         live = self.app[LIVE]
         old = live.plan
         if self.source is None:
-            return ReloadRecord(rid, wall, trigger, False, 0.0, error="this server has no config source to reload")
+            return ReloadRecord(
+                rid, wall, trigger, False, 0.0, error="this server has no config source to reload"
+            )
         assert old.config is not None
         try:
             new, texts = await asyncio.to_thread(self.source.compile, old.ports, old.config.start_port)
@@ -223,19 +264,30 @@ class Reloader:
         text = render_text([d for d in new.diagnostics if d.severity is not Severity.INFO], texts)
         if not new.ok:
             errors = sum(1 for d in new.diagnostics if d.severity is Severity.ERROR)
-            return ReloadRecord(rid, wall, trigger, False, time.monotonic() - started,
-                                error=f"{self.source.name}: the config has {errors} error(s)",
-                                diagnostics=shown, diagnostics_text=text)
+            return ReloadRecord(
+                rid,
+                wall,
+                trigger,
+                False,
+                time.monotonic() - started,
+                error=f"{self.source.name}: the config has {errors} error(s)",
+                diagnostics=shown,
+                diagnostics_text=text,
+            )
         router = self.app[ROUTER]
         running = await router.call(
-            lambda s: tuple(m for m in old.models if s.knows(m) and s.state(m) is not ModelState.STOPPED))
+            lambda s: tuple(m for m in old.models if s.knows(m) and s.state(m) is not ModelState.STOPPED)
+        )
         changes = await asyncio.to_thread(reload_plan, old, new, running)
         specs = process_specs(new)
         # A new scheduling policy only when its config changed (a kept one keeps what it learnt).
         assert new.config is not None
         was, now_ = old.config.routing.scheduler, new.config.routing.scheduler
-        scheduling = (scheduling_policy(new)
-                      if (was.policy_name, was.policy_options) != (now_.policy_name, now_.policy_options) else None)
+        scheduling = (
+            scheduling_policy(new)
+            if (was.policy_name, was.policy_options) != (now_.policy_name, now_.policy_options)
+            else None
+        )
         # The swap of the live plan and the router's event happen in one step (no await
         # between them): a request resolved against the new plan reaches the owner after it.
         live.plan = new
@@ -244,17 +296,32 @@ class Reloader:
         self.app[SELECTORS].replan(new)
         self.app[METRICS].set_models(new.models)
         evict, why = await router.reconfigure(
-            new.policy, scheduler_settings(new), specs, restart=changes.restarted,
-            evict_costs=new.evict_costs, resolve=new.resolve_model,
-            make_process=lambda spec: self._make_process(self.app, spec), scheduling=scheduling)
+            new.policy,
+            scheduler_settings(new),
+            specs,
+            restart=changes.restarted,
+            evict_costs=new.evict_costs,
+            resolve=new.resolve_model,
+            make_process=lambda spec: self._make_process(self.app, spec),
+            scheduling=scheduling,
+        )
         if evict != changes.evict:  # what ran changed while the reload was computed
             changes = dataclasses.replace(changes, evict=evict, evict_reason=why)
         self.loaded_at = wall
-        return ReloadRecord(rid, wall, trigger, True, time.monotonic() - started,
-                            diagnostics=shown, diagnostics_text=text, plan=changes)
+        return ReloadRecord(
+            rid,
+            wall,
+            trigger,
+            True,
+            time.monotonic() - started,
+            diagnostics=shown,
+            diagnostics_text=text,
+            plan=changes,
+        )
 
 
 # -- the watcher ------------------------------------------------------------------------------------
+
 
 def _digest(path: Path) -> str | None:
     try:
@@ -284,8 +351,13 @@ class ConfigWatcher:
     """Polls `paths` (stdlib only: content hashes) and calls `on_change` when what they hold
     changed and then stayed the same for `settle` seconds."""
 
-    def __init__(self, paths: tuple[str, ...], on_change: Callable[[], Awaitable[Any]],
-                 interval: float = WATCH_INTERVAL, settle: float = WATCH_SETTLE) -> None:
+    def __init__(
+        self,
+        paths: tuple[str, ...],
+        on_change: Callable[[], Awaitable[Any]],
+        interval: float = WATCH_INTERVAL,
+        settle: float = WATCH_SETTLE,
+    ) -> None:
         self.paths = paths
         self.on_change = on_change
         self.interval = interval
@@ -345,7 +417,7 @@ async def reloads_view(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", str(RECORDS)))
     except ValueError:
         limit = RECORDS
-    records = list(request.app[RELOADER].records)[-max(0, limit):] if limit > 0 else []
+    records = list(request.app[RELOADER].records)[-max(0, limit) :] if limit > 0 else []
     return web.json_response({"reloads": [r.to_json() for r in reversed(records)]})
 
 

@@ -52,8 +52,9 @@ import collections
 import itertools
 import logging
 import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState, StartError, StateChanged
@@ -66,7 +67,7 @@ logger = logging.getLogger("llamaswap.router")
 @dataclass(frozen=True, slots=True)
 class Granted:
     model: str
-    swap: "SwapRecord | None" = None  # the swap this request waited for, if any
+    swap: SwapRecord | None = None  # the swap this request waited for, if any
     waited: float = 0.0  # seconds from submit() to the grant
 
 
@@ -130,11 +131,21 @@ class _Unobserved:
 class Ticket:
     """One request's passage through the scheduler."""
 
-    __slots__ = ("req_id", "model", "requested", "arrived", "admission", "outcome", "position",
-                 "_position_event", "released")
+    __slots__ = (
+        "req_id",
+        "model",
+        "requested",
+        "arrived",
+        "admission",
+        "outcome",
+        "position",
+        "_position_event",
+        "released",
+    )
 
-    def __init__(self, req_id: int, model: str, requested: str, arrived: float,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, req_id: int, model: str, requested: str, arrived: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.req_id = req_id
         self.model = model
         self.requested = requested
@@ -159,6 +170,7 @@ class Ticket:
 
 # -- events: the facts posted into the owner's inbox -----------------------------------------
 
+
 @dataclass(frozen=True, slots=True, eq=False)
 class RequestArrived:
     ticket: Ticket
@@ -167,18 +179,21 @@ class RequestArrived:
 @dataclass(frozen=True, slots=True, eq=False)
 class RequestCancelled:
     """The holder gave up on its ticket before the grant."""
+
     req_id: int
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ServeFinished:
     """The response of a granted ticket is finished (or failed)."""
+
     req_id: int
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SwapFinished:
     """A swap task ended: the model is ready (`error` None) or it is not."""
+
     record: SwapRecord
     error: str | None
     load_seconds: float | None  # set when the model turned ready
@@ -193,6 +208,7 @@ class StopFinished:
 @dataclass(frozen=True, slots=True, eq=False)
 class ProcessExited:
     """A ready upstream exited by itself."""
+
     model: str
 
 
@@ -220,6 +236,7 @@ class ReconfigureRequested:
     models to restart once idle, the evict costs (for what the new policy forbids), how a
     requested name resolves now, and how to make the process of an added model. The reply
     is the eviction applied, and why."""
+
     policy: EvictionPolicy
     settings: SchedulerSettings
     specs: Mapping[str, ProcessSpec]
@@ -237,12 +254,23 @@ class QueryAsked:
     reply: asyncio.Future[Any]
 
 
-Event = (RequestArrived | RequestCancelled | ServeFinished | SwapFinished | StopFinished
-         | ProcessExited | UnloadRequested | CloseRequested | ShutdownRequested | ReconfigureRequested
-         | QueryAsked)
+Event = (
+    RequestArrived
+    | RequestCancelled
+    | ServeFinished
+    | SwapFinished
+    | StopFinished
+    | ProcessExited
+    | UnloadRequested
+    | CloseRequested
+    | ShutdownRequested
+    | ReconfigureRequested
+    | QueryAsked
+)
 
 
 # -- commands: the scheduler's outputs, carried out by the owner after each input ------------
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _StartSwap:
@@ -323,9 +351,15 @@ _Handler = Callable[[Any, float], None]
 class Router:
     """Owns the scheduler; the HTTP layer talks to it through tickets and a few commands."""
 
-    def __init__(self, policy: EvictionPolicy, settings: SchedulerSettings,
-                 processes: Mapping[str, ModelProcess], *, observer: Observer | None = None,
-                 scheduling: SchedulingPolicy | None = None) -> None:
+    def __init__(
+        self,
+        policy: EvictionPolicy,
+        settings: SchedulerSettings,
+        processes: Mapping[str, ModelProcess],
+        *,
+        observer: Observer | None = None,
+        scheduling: SchedulingPolicy | None = None,
+    ) -> None:
         self.policy = policy
         self.settings = settings
         self.processes = dict(processes)
@@ -488,20 +522,37 @@ class Router:
         if stops:
             await asyncio.wait(stops)
 
-    async def reconfigure(self, policy: EvictionPolicy, settings: SchedulerSettings,
-                          specs: Mapping[str, ProcessSpec], *, restart: Iterable[str] = (),
-                          evict_costs: Mapping[str, int] | None = None,
-                          resolve: Callable[[str], str | None],
-                          make_process: Callable[[ProcessSpec], ModelProcess],
-                          scheduling: SchedulingPolicy | None = None) -> tuple[tuple[str, ...], str]:
+    async def reconfigure(
+        self,
+        policy: EvictionPolicy,
+        settings: SchedulerSettings,
+        specs: Mapping[str, ProcessSpec],
+        *,
+        restart: Iterable[str] = (),
+        evict_costs: Mapping[str, int] | None = None,
+        resolve: Callable[[str], str | None],
+        make_process: Callable[[ProcessSpec], ModelProcess],
+        scheduling: SchedulingPolicy | None = None,
+    ) -> tuple[tuple[str, ...], str]:
         """Apply a hot reload (see the module docstring); returns once the owner applied it
         (models still draining stop later), with the models the new policy evicts and why."""
         assert self._loop is not None
         if self._closing or self._owner is None or self._owner.done():
             raise RuntimeError("the scheduler task is not running")
         reply: asyncio.Future[tuple[tuple[str, ...], str]] = self._loop.create_future()
-        self._post(ReconfigureRequested(policy, settings, dict(specs), tuple(restart), dict(evict_costs or {}),
-                                        resolve, make_process, scheduling, reply))
+        self._post(
+            ReconfigureRequested(
+                policy,
+                settings,
+                dict(specs),
+                tuple(restart),
+                dict(evict_costs or {}),
+                resolve,
+                make_process,
+                scheduling,
+                reply,
+            )
+        )
         return await reply
 
     async def call(self, fn: Callable[[Scheduler], Any]) -> Any:
@@ -677,8 +728,9 @@ class Router:
         self._retired.update(m for m in self.processes if m not in event.specs)
         sched = self.scheduler
         # What runs now, among the models the new config keeps: the new policy must allow it.
-        running = [m for m in event.settings.models
-                   if sched.knows(m) and sched.state(m) is not ModelState.STOPPED]
+        running = [
+            m for m in event.settings.models if sched.knows(m) and sched.state(m) is not ModelState.STOPPED
+        ]
         evict, why = forced_eviction(event.policy, running, event.evict_costs)
         if evict:
             logger.warning("reload: evicting %s: %s", ", ".join(evict), why)
@@ -697,8 +749,15 @@ class Router:
                 self._waited_for.pop(ticket.req_id, None)  # it no longer waits for that swap
         self.policy = event.policy
         self.settings = event.settings
-        sched.reconfigure(event.policy, event.settings, now, restart=sorted(restart), evict=evict,
-                          moves=moves, scheduling=event.scheduling)
+        sched.reconfigure(
+            event.policy,
+            event.settings,
+            now,
+            restart=sorted(restart),
+            evict=evict,
+            moves=moves,
+            scheduling=event.scheduling,
+        )
         self._carry_out(now)
         if not event.reply.done():
             event.reply.set_result((evict, why))
@@ -725,8 +784,9 @@ class Router:
                 event.reply.set_result(result)
 
     # -- carrying out the scheduler's commands -------------------------------------------
-    def _carry_out(self, now: float, *, arriving: Ticket | None = None,
-                   finishing: SwapRecord | None = None) -> list[asyncio.Task]:
+    def _carry_out(
+        self, now: float, *, arriving: Ticket | None = None, finishing: SwapRecord | None = None
+    ) -> list[asyncio.Task]:
         """Carry out what the scheduler just asked for. `arriving`: the ticket whose request
         was handled; `finishing`: the swap whose end was handled. Returns the stop tasks."""
         stops: list[asyncio.Task] = []
@@ -791,11 +851,13 @@ class Router:
         self._notify(self._observer.swap_started, record, requested)
         for evicted in decision.evict:
             self._notify(self._observer.evicted, evicted, "swap")
-        self._spawn(self._swap(model, decision.evict, command.stop_timeout, record),
-                    f"llamaswap:swap:{model}")
+        self._spawn(
+            self._swap(model, decision.evict, command.stop_timeout, record), f"llamaswap:swap:{model}"
+        )
 
-    async def _swap(self, model: str, evict: tuple[str, ...], stop_timeout: float,
-                    record: SwapRecord) -> None:
+    async def _swap(
+        self, model: str, evict: tuple[str, ...], stop_timeout: float, record: SwapRecord
+    ) -> None:
         """Stop `evict`, make `model` ready, and report how it went; changes nothing itself
         (`record` only travels back in the report)."""
         error: str | None = None
@@ -828,14 +890,16 @@ class Router:
             self._notify(self._observer.evicted, model, reason)
         # Stops issued together (one unload's buckets) run in order, smallest timeout first.
         previous = self._stop_chain if reason == "unload" else None
-        task = self._spawn(self._stop(models, reason, command.timeout, previous),
-                           f"llamaswap:stop:{','.join(models)}")
+        task = self._spawn(
+            self._stop(models, reason, command.timeout, previous), f"llamaswap:stop:{','.join(models)}"
+        )
         if reason == "unload":
             self._stop_chain = task
         return task
 
-    async def _stop(self, models: tuple[str, ...], reason: str, timeout: float,
-                    previous: asyncio.Task | None) -> None:
+    async def _stop(
+        self, models: tuple[str, ...], reason: str, timeout: float, previous: asyncio.Task | None
+    ) -> None:
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
@@ -843,17 +907,23 @@ class Router:
                 for m in models:
                     logger.info("%s: unloading model, TTL of %ss reached", m, self.settings.ttl_of(m))
             if reason == "shutdown":
-                await asyncio.gather(*(self.processes[m].shutdown(timeout) for m in models
-                                       if m in self.processes), return_exceptions=True)
+                await asyncio.gather(
+                    *(self.processes[m].shutdown(timeout) for m in models if m in self.processes),
+                    return_exceptions=True,
+                )
             else:
-                await asyncio.gather(*(self.processes[m].stop(timeout, reason) for m in models
-                                       if m in self.processes), return_exceptions=True)
+                await asyncio.gather(
+                    *(self.processes[m].stop(timeout, reason) for m in models if m in self.processes),
+                    return_exceptions=True,
+                )
         finally:
             self._post(StopFinished(models))
 
     def _on_process_change(self, change: StateChanged) -> None:
         if change.old is ProcessState.READY and change.new is ProcessState.STOPPED:
-            logger.warning("%s: upstream exited unexpectedly (%s)", change.model, change.detail or "no detail")
+            logger.warning(
+                "%s: upstream exited unexpectedly (%s)", change.model, change.detail or "no detail"
+            )
             self._post(ProcessExited(change.model))
         elif change.crashed:
             # It died by itself just as it was being stopped (e.g. evicted by a queued

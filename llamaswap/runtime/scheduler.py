@@ -87,9 +87,10 @@ waiters of a retiring model's swap go back to the queue, to be served by the new
 from __future__ import annotations
 
 import enum
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Hashable, Iterable, Mapping, Protocol
+from typing import Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 
@@ -227,9 +228,7 @@ class Effects(Protocol):
         """Hand the request to `model`. True: the caller took it (report `serve_done` when the
         response is finished). False: the caller had gone (no `serve_done` will follow)."""
 
-    def reject(
-        self, req_id: ReqId, status: int, message: str, headers: Mapping[str, str]
-    ) -> None:
+    def reject(self, req_id: ReqId, status: int, message: str, headers: Mapping[str, str]) -> None:
         """Fail the request with an HTTP status, a message and extra headers."""
 
     def queue_position(self, req_id: ReqId, position: int) -> None:
@@ -272,7 +271,7 @@ class SchedulingPolicy(Protocol):
 
     def choose(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision: ...
 
-    def hold(self, scheduler: "Scheduler", target: str, decision: Decision, now: float) -> float | None: ...
+    def hold(self, scheduler: Scheduler, target: str, decision: Decision, now: float) -> float | None: ...
 
     def on_request(self, model: str, now: float) -> None: ...
 
@@ -293,7 +292,7 @@ class FifoPolicy:
     def choose(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision:
         return decision
 
-    def hold(self, scheduler: "Scheduler", target: str, decision: Decision, now: float) -> float | None:
+    def hold(self, scheduler: Scheduler, target: str, decision: Decision, now: float) -> float | None:
         return None
 
     def on_request(self, model: str, now: float) -> None:
@@ -538,10 +537,17 @@ class Scheduler:
         self._drain(now)
         self._finish(now)
 
-    def reconfigure(self, policy: EvictionPolicy, settings: SchedulerSettings, now: float, *,
-                    restart: Iterable[str] = (), evict: Iterable[str] = (),
-                    moves: Mapping[ReqId, str | None] | None = None,
-                    scheduling: SchedulingPolicy | None = None) -> None:
+    def reconfigure(
+        self,
+        policy: EvictionPolicy,
+        settings: SchedulerSettings,
+        now: float,
+        *,
+        restart: Iterable[str] = (),
+        evict: Iterable[str] = (),
+        moves: Mapping[ReqId, str | None] | None = None,
+        scheduling: SchedulingPolicy | None = None,
+    ) -> None:
         """A hot reload: from now on decide with `policy` and `settings` (and `scheduling`,
         when the scheduling policy changed; None keeps the current one and what it learnt).
         `restart`: models whose process must be restarted once idle; `evict`: running models
@@ -659,7 +665,9 @@ class Scheduler:
         self._held.clear()
         to_stop = self._mark_stopping(self._models)
         if to_stop:
-            stop_timeout = timeout if timeout is not None and timeout > 0 else self._settings.swap_stop_timeout
+            stop_timeout = (
+                timeout if timeout is not None and timeout > 0 else self._settings.swap_stop_timeout
+            )
             self._effects.stop_processes(tuple(to_stop), "shutdown", stop_timeout)
 
     def tick(self, now: float) -> None:
@@ -821,9 +829,7 @@ class Scheduler:
         for swap in self._active.values():
             if swap.model in evict or model in swap.evict or not swap.evict.isdisjoint(evict):
                 return True
-        return any(
-            self._state[m] is ModelState.STOPPING or self._in_flight[m] > 0 for m in evict
-        )
+        return any(self._state[m] is ModelState.STOPPING or self._in_flight[m] > 0 for m in evict)
 
     def _victims(self, guard: _Request, running: tuple[str, ...], now: float) -> frozenset[str]:
         return frozenset(self._evict_for(guard.model, running, now))
@@ -847,13 +853,13 @@ class Scheduler:
     def _running(self) -> tuple[str, ...]:
         if self._gone:  # removed models are unknown to the policy
             gone = self._gone
-            return tuple(sorted(m for m, s in self._state.items()
-                                if s is not ModelState.STOPPED and m not in gone))
+            return tuple(
+                sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED and m not in gone)
+            )
         return tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
 
     def _settling(self, model: str) -> bool:
-        return (self._state[model] is ModelState.STOPPING or model in self._detached
-                or model in self._retiring)
+        return self._state[model] is ModelState.STOPPING or model in self._detached or model in self._retiring
 
     def _idle(self, model: str) -> bool:
         return (
@@ -897,8 +903,12 @@ class Scheduler:
                 self._mark_stopping([model])
                 self._reload_stopped.add(model)
                 self._effects.stop_processes((model,), "reload", self._settings.unload_timeout_of(model))
-            elif (state is ModelState.STOPPED and model not in self._active and model not in self._detached
-                  and (reason != "removed" or self._reserved[model] == 0)):
+            elif (
+                state is ModelState.STOPPED
+                and model not in self._active
+                and model not in self._detached
+                and (reason != "removed" or self._reserved[model] == 0)
+            ):
                 del self._retiring[model]
                 if reason == "restart" and model in self._reload_stopped:
                     restarts.append(model)
@@ -961,7 +971,9 @@ class Scheduler:
         try:
             self._state[model] = _TRANSITIONS[self._state[model], event]
         except KeyError:
-            raise SchedulerError(f"{model!r}: {event} is impossible in state {self._state[model].value}") from None
+            raise SchedulerError(
+                f"{model!r}: {event} is impossible in state {self._state[model].value}"
+            ) from None
 
     def _shutdown_message(self) -> str:
         return f"{self._name} is shutting down"

@@ -12,7 +12,7 @@ The tracker counts only the requests it routed; it lives on the event loop (no l
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from llamaswap.compiler.plan import Plan
 from llamaswap.compiler.virtual import Selector

@@ -26,8 +26,8 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from importlib import resources
-from typing import Callable
 
 from aiohttp import web
 
@@ -36,8 +36,8 @@ from llamaswap.runtime import reaper
 from llamaswap.runtime.app import build_app
 from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
 from llamaswap.runtime.keys import LIMITS, ROUTER
-from llamaswap.runtime.reload import RELOADER, ConfigSource
 from llamaswap.runtime.logs import AccessLog
+from llamaswap.runtime.reload import RELOADER, ConfigSource
 
 logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
@@ -92,10 +92,18 @@ def reload_requested(app: web.Application | None) -> None:
     reloader.trigger("SIGHUP")
 
 
-async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int], None],
-                stop: asyncio.Event | None = None, ssl_context: "ssl.SSLContext | None" = None, *,
-                source: ConfigSource | None = None, watch: bool = False,
-                shutdown_timeout: float | None = None) -> None:
+async def serve(
+    plan: Plan,
+    host: str,
+    port: int,
+    on_ready: Callable[[str, int], None],
+    stop: asyncio.Event | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    source: ConfigSource | None = None,
+    watch: bool = False,
+    shutdown_timeout: float | None = None,
+) -> None:
     """Serve `plan` on host:port (HTTPS with `ssl_context`) until `stop` is set or SIGINT/SIGTERM
     arrives. `source`: where `plan` came from (for hot reload); `watch`: reload when it changes
     on disk; `shutdown_timeout` (seconds) overrides the config's `llamaswap.shutdownTimeout`.
@@ -106,14 +114,21 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     app: web.Application | None = None
     killers: set[asyncio.Task] = set()
     settings = plan.config.llamaswap if plan.config is not None else None
-    drain_timeout = (shutdown_timeout if shutdown_timeout is not None
-                     else settings.shutdown_timeout if settings is not None
-                     else DEFAULT_SHUTDOWN_TIMEOUT)
+    drain_timeout = (
+        shutdown_timeout
+        if shutdown_timeout is not None
+        else settings.shutdown_timeout
+        if settings is not None
+        else DEFAULT_SHUTDOWN_TIMEOUT
+    )
 
     def on_signal(sig: signal.Signals) -> None:
         if not stop.is_set():
-            logger.info("%s: shutting down: requests in flight may finish within %gs "
-                        "(again to stop at once)", sig.name, drain_timeout)
+            logger.info(
+                "%s: shutting down: requests in flight may finish within %gs (again to stop at once)",
+                sig.name,
+                drain_timeout,
+            )
             stop.set()
             return
         kill.set()
@@ -127,7 +142,8 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     supervision = reaper.Supervision.begin(
         None if plan.file == DEMO_NAME else plan.file,
         settings.runtime_dir if settings is not None else "",
-        log=lambda line: logger.warning("%s", line))
+        log=lambda line: logger.warning("%s", line),
+    )
     # Installed before the app starts (preload may spawn upstreams) and kept until every
     # upstream is stopped: a signal must never kill llamaswap half-way and orphan them.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -136,8 +152,14 @@ async def serve(plan: Plan, host: str, port: int, on_ready: Callable[[str, int],
     try:
         app = build_app(plan, source, watch, tracker=supervision)
         raise_open_files_limit()
-        runner = GuardedRunner(app, app[LIMITS].of(plan), handler_cancellation=True, access_log_class=AccessLog,
-                               access_log=logging.getLogger("llamaswap.access"), shutdown_timeout=5.0)
+        runner = GuardedRunner(
+            app,
+            app[LIMITS].of(plan),
+            handler_cancellation=True,
+            access_log_class=AccessLog,
+            access_log=logging.getLogger("llamaswap.access"),
+            shutdown_timeout=5.0,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:
@@ -181,7 +203,8 @@ async def _drain(router, timeout: float, kill: asyncio.Event) -> None:
     if drained.done() and not drained.cancelled() and drained.result():
         logger.info("every request in flight has finished")
     elif not kill.is_set():
-        logger.warning("shutdown timeout (%gs) reached with requests still in flight; "
-                       "stopping the upstreams", timeout)
+        logger.warning(
+            "shutdown timeout (%gs) reached with requests still in flight; stopping the upstreams", timeout
+        )
     if not drained.done():
         drained.cancel()

@@ -11,7 +11,12 @@
 from __future__ import annotations
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime.scheduler import DEFAULT_MAX_WAIT, DEFAULT_UNLOAD_TIMEOUT, SchedulerSettings, SchedulingPolicy
+from llamaswap.runtime.scheduler import (
+    DEFAULT_MAX_WAIT,
+    DEFAULT_UNLOAD_TIMEOUT,
+    SchedulerSettings,
+    SchedulingPolicy,
+)
 
 _UNSET = object()
 
@@ -81,6 +86,7 @@ def scheduling_policy(plan: Plan, name: str | None = None) -> SchedulingPolicy:
     c = plan.config
     assert c is not None
     if name is not None:
-        return make_policy(name, c.routing.scheduler.policy_options if name == c.routing.scheduler.policy_name
-                           else {})
+        return make_policy(
+            name, c.routing.scheduler.policy_options if name == c.routing.scheduler.policy_name else {}
+        )
     return make_policy(c.routing.scheduler.policy_name or "fifo", c.routing.scheduler.policy_options)

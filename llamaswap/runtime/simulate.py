@@ -21,13 +21,25 @@ from __future__ import annotations
 import heapq
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.runtime.scheduler import ReqId, Scheduler, SchedulerSettings, SchedulingPolicy
 
-__all__ = ["KEEP", "compare_table", "format_trace", "trace_from_activity", "TraceError", "TraceIssue", "TraceRequest", "parse_trace", "resolve_trace", "simulate"]
+__all__ = [
+    "KEEP",
+    "compare_table",
+    "format_trace",
+    "trace_from_activity",
+    "TraceError",
+    "TraceIssue",
+    "TraceRequest",
+    "parse_trace",
+    "resolve_trace",
+    "simulate",
+]
 
 KEEP: Any = object()  # simulate(max_wait_override=KEEP): use the settings' max_wait
 _DIGITS = 6  # virtual times are rounded to microseconds in the output
@@ -115,8 +127,9 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
     return requests
 
 
-def resolve_trace(requests: Iterable[TraceRequest],
-                  resolve: Callable[[str], str | None]) -> list[TraceRequest]:
+def resolve_trace(
+    requests: Iterable[TraceRequest], resolve: Callable[[str], str | None]
+) -> list[TraceRequest]:
     """The requests with each model name (an ID or an alias) replaced by the model's ID, e.g.
     `resolve=plan.resolve_model`. Raises TraceError listing every line whose model is unknown."""
     resolved: list[TraceRequest] = []
@@ -135,8 +148,13 @@ def resolve_trace(requests: Iterable[TraceRequest],
 class _World:
     """The simulated runtime: the scheduler's Effects, turning each into future events."""
 
-    def __init__(self, load_times: Mapping[str, float], default_load_time: float, stop_time: float,
-                 requests: list[TraceRequest]) -> None:
+    def __init__(
+        self,
+        load_times: Mapping[str, float],
+        default_load_time: float,
+        stop_time: float,
+        requests: list[TraceRequest],
+    ) -> None:
         self.load_times = load_times
         self.default_load_time = default_load_time
         self.stop_time = stop_time
@@ -162,7 +180,9 @@ class _World:
         self.loads[model] = self.loads.get(model, 0) + 1
         for victim in decision.evict:
             self.evictions[victim] = self.evictions.get(victim, 0) + 1
-        took = (self.stop_time if decision.evict else 0.0) + self.load_times.get(model, self.default_load_time)
+        took = (self.stop_time if decision.evict else 0.0) + self.load_times.get(
+            model, self.default_load_time
+        )
         self.schedule(self.now + took, "swap_done", model)
 
     def grant(self, req_id: ReqId, model: str) -> bool:
@@ -212,7 +232,9 @@ def simulate(
     """
     requests = list(requests)
     load_times = dict(load_times or {})
-    issues = [TraceIssue(r.line, f"unknown model {r.model!r}") for r in requests if r.model not in settings.models]
+    issues = [
+        TraceIssue(r.line, f"unknown model {r.model!r}") for r in requests if r.model not in settings.models
+    ]
     if issues:
         raise TraceError(issues)
     unknown = sorted(set(load_times) - set(settings.models))
@@ -260,8 +282,12 @@ def _report(ordered: list[TraceRequest], world: _World, verbose: bool) -> dict:
 
     waits = sorted(world.granted_at[i] - ordered[i].at for i in world.granted_at)
     if waits:
-        wait = {"mean": r(sum(waits) / len(waits)), "p50": r(_percentile(waits, 0.5)),
-                "p95": r(_percentile(waits, 0.95)), "max": r(waits[-1])}
+        wait = {
+            "mean": r(sum(waits) / len(waits)),
+            "p50": r(_percentile(waits, 0.5)),
+            "p95": r(_percentile(waits, 0.95)),
+            "max": r(waits[-1]),
+        }
     else:
         wait = {"mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0.0}
     makespan = 0.0
@@ -295,16 +321,22 @@ def _report(ordered: list[TraceRequest], world: _World, verbose: bool) -> dict:
     return out
 
 
-def compare_table(results: Mapping[str, dict], load_times: Mapping[str, float],
-                  default_load_time: float = 1.0) -> dict[str, dict]:
+def compare_table(
+    results: Mapping[str, dict], load_times: Mapping[str, float], default_load_time: float = 1.0
+) -> dict[str, dict]:
     """The side-by-side summary of `plan --trace --compare`: per policy (in the given order)
     swaps, load-seconds (each load at its load time), waits, makespan and rejections."""
     rows = {}
     for name, result in results.items():
         load_seconds = sum(n * load_times.get(m, default_load_time) for m, n in result["loads"].items())
-        rows[name] = {"swaps": result["swaps"], "load_seconds": round(load_seconds, _DIGITS),
-                      "wait": dict(result["wait"]), "makespan": result["makespan"],
-                      "rejected": result.get("rejected", 0), "loads": dict(result["loads"])}
+        rows[name] = {
+            "swaps": result["swaps"],
+            "load_seconds": round(load_seconds, _DIGITS),
+            "wait": dict(result["wait"]),
+            "makespan": result["makespan"],
+            "rejected": result.get("rejected", 0),
+            "loads": dict(result["loads"]),
+        }
     return rows
 
 
@@ -319,7 +351,11 @@ def trace_from_activity(rows: Iterable[tuple[float, str, float, float]]) -> list
     t0 = min(row[0] for row in rows)
     out = []
     for ts, model, wait_ms, duration_ms in sorted(rows, key=lambda row: row[0]):
-        out.append(TraceRequest(round(ts - t0, _DIGITS), model, round(max(0.0, duration_ms - wait_ms) / 1000.0, _DIGITS)))
+        out.append(
+            TraceRequest(
+                round(ts - t0, _DIGITS), model, round(max(0.0, duration_ms - wait_ms) / 1000.0, _DIGITS)
+            )
+        )
     return out
 
 

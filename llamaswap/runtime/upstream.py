@@ -27,7 +27,7 @@ import collections
 import socket
 import string
 import time
-from typing import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from urllib.parse import quote
 
 import httptools
@@ -80,7 +80,7 @@ POOL_DEFAULT = _PoolDefault()
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, pool: "UpstreamPool") -> None:
+    def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -152,8 +152,7 @@ class _Conn(asyncio.Protocol):
                 self.complete = True
                 self._wake()
             else:
-                self._fail(UpstreamClosed(
-                    "upstream closed the connection" + (f": {exc}" if exc else "")))
+                self._fail(UpstreamClosed("upstream closed the connection" + (f": {exc}" if exc else "")))
 
     def _ends_with_close(self) -> bool:
         if self.head is None or not self.head.done() or self.head.cancelled() or self.head.exception():
@@ -217,7 +216,8 @@ class UpstreamResponse:
         self.status: int = parser.get_status_code()
         self.reason: str = conn.status_text.decode("latin-1", "replace")
         self.headers: CIMultiDict = CIMultiDict(
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in conn.headers)
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in conn.headers
+        )
         self._done = False
         self._bodyless = method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200
 
@@ -267,8 +267,9 @@ class UpstreamResponse:
         conn = self._conn
         # A bodyless response the parser did not see end (HEAD: llhttp cannot know it has no
         # body) leaves the connection in an unknown state: never reuse it.
-        conn.pool._release(conn, reuse=conn.complete and conn.keep_alive and conn.error is None
-                           and not conn.no_reuse)
+        conn.pool._release(
+            conn, reuse=conn.complete and conn.keep_alive and conn.error is None and not conn.no_reuse
+        )
 
     def _abort(self) -> None:
         if not self._done:
@@ -290,7 +291,9 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout  # when a request does not give its own
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
-        self._host_header = f"{host}:{port}".encode("latin-1") if ":" not in host else f"[{host}]:{port}".encode()
+        self._host_header = (
+            f"{host}:{port}".encode("latin-1") if ":" not in host else f"[{host}]:{port}".encode()
+        )
 
     async def _connect(self, timeout: float | None, keepalive: float | None) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -298,10 +301,13 @@ class UpstreamPool:
             async with asyncio.timeout(timeout):
                 transport, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
         except TimeoutError:
-            raise UpstreamTimeout(f"cannot connect to {self.host}:{self.port} within {timeout:g}s",
-                                  "connect") from None
+            raise UpstreamTimeout(
+                f"cannot connect to {self.host}:{self.port} within {timeout:g}s", "connect"
+            ) from None
         except OSError as exc:
-            raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+            raise UpstreamConnectError(
+                f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
+            ) from exc
         if keepalive:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -315,8 +321,13 @@ class UpstreamPool:
             self._idle.remove(conn)
 
     def _release(self, conn: _Conn, reuse: bool) -> None:
-        if reuse and not conn.closed and len(self._idle) < MAX_IDLE and conn.transport is not None \
-                and not conn.transport.is_closing():
+        if (
+            reuse
+            and not conn.closed
+            and len(self._idle) < MAX_IDLE
+            and conn.transport is not None
+            and not conn.transport.is_closing()
+        ):
             conn._reset()
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
@@ -339,11 +350,20 @@ class UpstreamPool:
             return candidate
         return None
 
-    async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
-                      body: bytes | AsyncIterable[bytes] | None, *, length: int | None = None,
-                      connect_timeout: float | None | _PoolDefault = POOL_DEFAULT, header_timeout: float | None = None,
-                      idle_timeout: float | None = None, idle_conn: float | None = None,
-                      keepalive: float | None = None) -> UpstreamResponse:
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes] | None,
+        *,
+        length: int | None = None,
+        connect_timeout: float | None | _PoolDefault = POOL_DEFAULT,
+        header_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        idle_conn: float | None = None,
+        keepalive: float | None = None,
+    ) -> UpstreamResponse:
         """Send a request; return once the response head has arrived.
 
         `body` is bytes, or an async iterable of chunks sent as they come (with
@@ -355,8 +375,11 @@ class UpstreamPool:
         for name, value in headers:
             head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
         if streamed:
-            head.append(b"Content-Length: %d\r\n" % length if length is not None
-                        else b"Transfer-Encoding: chunked\r\n")
+            head.append(
+                b"Content-Length: %d\r\n" % length
+                if length is not None
+                else b"Transfer-Encoding: chunked\r\n"
+            )
         elif fixed is not None and (fixed or method not in ("GET", "HEAD", "DELETE", "OPTIONS")):
             head.append(b"Content-Length: %d\r\n" % len(fixed))
         head.append(b"\r\n")
@@ -369,7 +392,8 @@ class UpstreamPool:
             if conn is None:
                 conn = await self._connect(
                     self.connect_timeout if isinstance(connect_timeout, _PoolDefault) else connect_timeout,
-                    keepalive)
+                    keepalive,
+                )
             conn.used += 1
             loop = asyncio.get_running_loop()
             conn.head = loop.create_future()
@@ -385,8 +409,9 @@ class UpstreamPool:
                         async with asyncio.timeout(header_timeout):
                             await conn.head
                     except TimeoutError:
-                        raise UpstreamTimeout(f"no response header within {header_timeout:g}s",
-                                              "header") from None
+                        raise UpstreamTimeout(
+                            f"no response header within {header_timeout:g}s", "header"
+                        ) from None
             except UpstreamClosed:
                 if reused and attempt == 0 and not conn.got_bytes:
                     continue  # a stale keep-alive connection: try once more on a new one

@@ -31,8 +31,12 @@ from llamaswap.runtime.settings import effective_ttl
 
 UI_FILES = web.AppKey("ui_files", dict)
 PAGES = ("models", "live", "decisions", "activity", "logs", "playground", "config")
-_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-          ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 
 def load_ui_files() -> dict[str, tuple[bytes, str]]:
@@ -56,13 +60,16 @@ def load_ui_files() -> dict[str, tuple[bytes, str]]:
 
 # -- static files and redirects ----------------------------------------------------------------
 
+
 def _file(request: web.Request, name: str) -> web.Response:
     got = request.app[UI_FILES].get(name)
     if got is None:
         return error_response(request, 404, f"no such UI file: /ui/{name}")
     body, ctype = got
-    return web.Response(body=body, headers={"Content-Type": ctype, "Cache-Control": "no-cache",
-                                            "X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        body=body,
+        headers={"Content-Type": ctype, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def ui_page(request: web.Request) -> web.Response:
@@ -88,6 +95,7 @@ async def upstream_to_ui(request: web.Request) -> web.Response:
 
 # -- what the pages read -----------------------------------------------------------------------
 
+
 def model_status(app: web.Application) -> list[dict[str, Any]]:
     """Every model with its process state: llama-swap's modelStatus entries, plus pid, TTL,
     since when the model is in its state, and the last decision that started it."""
@@ -103,17 +111,27 @@ def model_status(app: web.Application) -> list[dict[str, Any]]:
         proc = procs.get(mid)
         last = decisions.get(mid)
         state = proc.state.value if proc is not None else "stopped"
-        out.append({
-            "id": mid, "name": m.name, "description": m.description, "state": state,
-            "unlisted": m.unlisted, "peerID": "",
-            "aliases": sorted(a for a, real in plan.aliases.items() if real == mid),
-            "ttl": int(effective_ttl(plan, mid)),
-            "pid": proc.pid if proc is not None and state != "stopped" else None,
-            "state_since": iso(now_wall - (now - proc.state_since)) if proc is not None else None,
-            "last_decision": None if last is None else {
-                k: v for k, v in last.to_json().items()
-                if k in ("id", "time", "explanation", "status", "evicted", "load_seconds")},
-        })
+        out.append(
+            {
+                "id": mid,
+                "name": m.name,
+                "description": m.description,
+                "state": state,
+                "unlisted": m.unlisted,
+                "peerID": "",
+                "aliases": sorted(a for a, real in plan.aliases.items() if real == mid),
+                "ttl": int(effective_ttl(plan, mid)),
+                "pid": proc.pid if proc is not None and state != "stopped" else None,
+                "state_since": iso(now_wall - (now - proc.state_since)) if proc is not None else None,
+                "last_decision": None
+                if last is None
+                else {
+                    k: v
+                    for k, v in last.to_json().items()
+                    if k in ("id", "time", "explanation", "status", "evicted", "load_seconds")
+                },
+            }
+        )
     return out
 
 
@@ -145,8 +163,15 @@ async def live_snapshot(app: web.Application) -> dict[str, Any]:
     router = app[ROUTER]
 
     def read(sched) -> tuple:
-        counts = {m: {"state": sched.state(m).value, "in_flight": sched.in_flight(m),
-                      "waiting": len(sched.waiting(m))} for m in plan.models if sched.knows(m)}
+        counts = {
+            m: {
+                "state": sched.state(m).value,
+                "in_flight": sched.in_flight(m),
+                "waiting": len(sched.waiting(m)),
+            }
+            for m in plan.models
+            if sched.knows(m)
+        }
         return counts, tuple(sched.queued()), tuple(sched.swaps())
 
     counts, queued, swaps = await router.call(read)
@@ -156,8 +181,15 @@ async def live_snapshot(app: web.Application) -> dict[str, Any]:
     for i, rid in enumerate(queued):
         t = tickets.get(rid)
         if t is not None:
-            queue.append({"id": rid, "model": t.model, "requested": t.requested,
-                          "position": t.position or i + 1, "waited_s": round(max(0.0, now - t.arrived), 3)})
+            queue.append(
+                {
+                    "id": rid,
+                    "model": t.model,
+                    "requested": t.requested,
+                    "position": t.position or i + 1,
+                    "waited_s": round(max(0.0, now - t.arrived), 3),
+                }
+            )
     decisions = app[DECISIONS]
     in_swaps = []
     for m in swaps:
@@ -165,10 +197,17 @@ async def live_snapshot(app: web.Application) -> dict[str, Any]:
         if rec is None:
             continue
         record = decisions.for_swap(rec.id)
-        in_swaps.append({"model": m, "requested": record.requested if record else m,
-                         "evict": list(rec.decision.evict), "set": rec.decision.set,
-                         "decision_id": rec.id, "started": iso(rec.started_wall),
-                         "elapsed_s": round(max(0.0, now_wall - rec.started_wall), 3)})
+        in_swaps.append(
+            {
+                "model": m,
+                "requested": record.requested if record else m,
+                "evict": list(rec.decision.evict),
+                "set": rec.decision.set,
+                "decision_id": rec.id,
+                "started": iso(rec.started_wall),
+                "elapsed_s": round(max(0.0, now_wall - rec.started_wall), 3),
+            }
+        )
     return {"time": iso(now_wall), "models": counts, "queue": queue, "swaps": in_swaps}
 
 
@@ -182,11 +221,26 @@ async def live(request: web.Request) -> web.Response:
 def graph_json(plan) -> dict[str, Any]:
     """The compiler's coexist view as JSON nodes and edges (the UI draws it)."""
     g = build_graph(plan, "coexist")
-    nodes = [{"model": a["model"], "label": a["label"], "aliases": a["aliases"], "alone": a["alone"],
-              **({"evict_cost": a["evict_cost"]} if "evict_cost" in a else {"group": a.get("group")})}
-             for _, a in g.nodes(data=True)]
-    edges = [{"a": g.nodes[u]["model"], "b": g.nodes[v]["model"], "weight": a.get("weight"),
-              "label": a.get("label", ""), "sets": a.get("sets", [])} for u, v, a in g.edges(data=True)]
+    nodes = [
+        {
+            "model": a["model"],
+            "label": a["label"],
+            "aliases": a["aliases"],
+            "alone": a["alone"],
+            **({"evict_cost": a["evict_cost"]} if "evict_cost" in a else {"group": a.get("group")}),
+        }
+        for _, a in g.nodes(data=True)
+    ]
+    edges = [
+        {
+            "a": g.nodes[u]["model"],
+            "b": g.nodes[v]["model"],
+            "weight": a.get("weight"),
+            "label": a.get("label", ""),
+            "sets": a.get("sets", []),
+        }
+        for u, v, a in g.edges(data=True)
+    ]
     return {"engine": plan.engine, "notes": list(g.graph.get("notes", [])), "nodes": nodes, "edges": edges}
 
 
@@ -209,19 +263,34 @@ async def config_summary(request: web.Request) -> web.Response:
     c = plan.config
     assert c is not None
     group_of = {m: g.name for g in plan.groups for m in g.members}
-    models = [{**m, "ttl": int(effective_ttl(plan, m["id"])), "group": group_of.get(m["id"]),
-               "concurrency_limit": c.models[m["id"]].concurrency_limit or 10}
-              for m in art["models"]]
+    models = [
+        {
+            **m,
+            "ttl": int(effective_ttl(plan, m["id"])),
+            "group": group_of.get(m["id"]),
+            "concurrency_limit": c.models[m["id"]].concurrency_limit or 10,
+        }
+        for m in art["models"]
+    ]
     store = app.get(ACTIVITY)
-    return web.json_response({
-        "file": plan.file, "engine": plan.engine, "models": models, "sets": art["sets"],
-        "groups": art["groups"], "preload": art["preload"], "diagnostics": art["diagnostics"],
-        "api_keys": bool(app[LIVE].api_keys), **(await reload_state(app)),
-        "store": store.describe() if store is not None else None,
-    })
+    return web.json_response(
+        {
+            "file": plan.file,
+            "engine": plan.engine,
+            "models": models,
+            "sets": art["sets"],
+            "groups": art["groups"],
+            "preload": art["preload"],
+            "diagnostics": art["diagnostics"],
+            "api_keys": bool(app[LIVE].api_keys),
+            **(await reload_state(app)),
+            "store": store.describe() if store is not None else None,
+        }
+    )
 
 
 # -- activity (llama-swap's shapes) ------------------------------------------------------------
+
 
 class _BadQuery(ValueError):
     pass
@@ -270,9 +339,19 @@ async def activity(request: web.Request) -> web.Response:
     except _BadQuery as exc:
         return error_response(request, 400, str(exc))
     models = [m.strip() for m in q.getall("model", []) if m.strip()]
-    return web.json_response(request.app[ACTIVITY].page(
-        models=models, start=start, end=end, min_id=min_id, max_id=max_id, limit=limit, page=page,
-        sort=sort, order=order))
+    return web.json_response(
+        request.app[ACTIVITY].page(
+            models=models,
+            start=start,
+            end=end,
+            min_id=min_id,
+            max_id=max_id,
+            limit=limit,
+            page=page,
+            sort=sort,
+            order=order,
+        )
+    )
 
 
 async def activity_stats(request: web.Request) -> web.Response:
@@ -280,6 +359,7 @@ async def activity_stats(request: web.Request) -> web.Response:
 
 
 # -- the live feed -----------------------------------------------------------------------------
+
 
 async def events(request: web.Request) -> web.StreamResponse:
     app = request.app

@@ -66,8 +66,9 @@ _WORD = re.compile(r"\S+\s*")
 class _State:
     """Everything the handlers share; one instance per server."""
 
-    def __init__(self, name: str, startup_delay: float, fail_health: bool,
-                 token_delay: float, exit_after: float | None) -> None:
+    def __init__(
+        self, name: str, startup_delay: float, fail_health: bool, token_delay: float, exit_after: float | None
+    ) -> None:
         self.name = name
         self.pid = os.getpid()
         self.fingerprint = f"{name}:{self.pid}"
@@ -95,6 +96,7 @@ RAW_BODY = "fake_upstream.body"  # request key: the body, when it was small enou
 
 # --- recording and counting ----------------------------------------------------------------
 
+
 @web.middleware
 async def _observe(request: web.Request, handler):
     st = request.app[STATE]
@@ -106,18 +108,20 @@ async def _observe(request: web.Request, handler):
         parsed = json.loads(raw) if raw else None
     except ValueError:
         parsed = None
-    st.requests.append({
-        "method": request.method,
-        "path": request.path,
-        "raw_path": request.raw_path,
-        "query": dict(request.query),
-        # Lower-cased names so a test can check hop-by-hop removal without caring about case.
-        "headers": {k.lower(): v for k, v in request.headers.items()},
-        "json": parsed,
-        "body": raw.decode("utf-8", "replace"),
-        "body_length": length,
-        "body_sha256": digest,
-    })
+    st.requests.append(
+        {
+            "method": request.method,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query": dict(request.query),
+            # Lower-cased names so a test can check hop-by-hop removal without caring about case.
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "json": parsed,
+            "body": raw.decode("utf-8", "replace"),
+            "body_length": length,
+            "body_sha256": digest,
+        }
+    )
     request["arrived"] = time.monotonic()
     st.total += 1
     st.inflight += 1
@@ -154,8 +158,8 @@ async def _name_response(request: web.Request, response: web.StreamResponse) -> 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error") -> web.Response:
     return web.json_response(
-        {"error": {"message": message, "type": type_, "param": None, "code": None}},
-        status=status)
+        {"error": {"message": message, "type": type_, "param": None, "code": None}}, status=status
+    )
 
 
 async def _body(request: web.Request) -> dict:
@@ -163,13 +167,33 @@ async def _body(request: web.Request) -> dict:
     try:
         body = json.loads(request.get(RAW_BODY, b"") or b"{}")
     except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"error": {
-            "message": "invalid JSON body", "type": "invalid_request_error",
-            "param": None, "code": None}}), content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {
+                    "error": {
+                        "message": "invalid JSON body",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ),
+            content_type="application/json",
+        )
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": {
-            "message": "JSON body must be an object", "type": "invalid_request_error",
-            "param": None, "code": None}}), content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {
+                    "error": {
+                        "message": "JSON body must be an object",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ),
+            content_type="application/json",
+        )
     return body
 
 
@@ -187,6 +211,7 @@ async def _apply_delay(request: web.Request, body: dict) -> None:
 
 
 # --- text generation ---------------------------------------------------------------------
+
 
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
@@ -222,10 +247,12 @@ def _timings(prompt: str, completion: int, arrived: float, first_token: float, d
     predicted_ms = max((done - first_token) * 1000.0, 0.001)
     return {
         "cache_n": 0,
-        "prompt_n": p, "prompt_ms": round(prompt_ms, 3),
+        "prompt_n": p,
+        "prompt_ms": round(prompt_ms, 3),
         "prompt_per_token_ms": round(prompt_ms / p, 3) if p else 0.0,
         "prompt_per_second": round(p * 1000.0 / prompt_ms, 3),
-        "predicted_n": completion, "predicted_ms": round(predicted_ms, 3),
+        "predicted_n": completion,
+        "predicted_ms": round(predicted_ms, 3),
         "predicted_per_token_ms": round(predicted_ms / completion, 3) if completion else 0.0,
         "predicted_per_second": round(completion * 1000.0 / predicted_ms, 3),
     }
@@ -236,8 +263,7 @@ async def _stream(request: web.Request, body: dict, chunks) -> web.StreamRespons
     st = request.app[STATE]
     token_delay = _number(body.get("token_delay"), st.token_delay)
     stall_after = body.get("stall_after")
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     for i, chunk in enumerate(chunks):
         if isinstance(stall_after, int) and i >= stall_after:
@@ -254,29 +280,32 @@ async def _stream(request: web.Request, body: dict, chunks) -> web.StreamRespons
 
 # --- handlers ------------------------------------------------------------------------------
 
+
 async def health(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if st.healthy_at is not None and time.monotonic() >= st.healthy_at:
         return web.json_response({"status": "ok"})
     return web.json_response(
-        {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
-        status=503)
+        {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}, status=503
+    )
 
 
 async def root(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return web.json_response({"name": st.name, "pid": st.pid,
-                              "system_fingerprint": st.fingerprint})
+    return web.json_response({"name": st.name, "pid": st.pid, "system_fingerprint": st.fingerprint})
 
 
 async def models(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return web.json_response({
-        "object": "list",
-        "system_fingerprint": st.fingerprint,
-        "data": [{"id": st.name, "object": "model", "created": st.started_wall,
-                  "owned_by": st.fingerprint}],
-    })
+    return web.json_response(
+        {
+            "object": "list",
+            "system_fingerprint": st.fingerprint,
+            "data": [
+                {"id": st.name, "object": "model", "created": st.started_wall, "owned_by": st.fingerprint}
+            ],
+        }
+    )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -298,22 +327,37 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if token_delay > 0 and len(tokens) > 1:
             await asyncio.sleep(token_delay * (len(tokens) - 1))
         now = time.monotonic()
-        return web.json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": st.fingerprint,
-            "choices": [{"index": 0, "logprobs": None, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": "".join(tokens),
-                                     "refusal": None}}],
-            "usage": _usage(prompt, len(tokens)),
-            "timings": _timings(prompt, len(tokens), arrived, first_at, now),
-        })
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": st.fingerprint,
+                "choices": [
+                    {
+                        "index": 0,
+                        "logprobs": None,
+                        "finish_reason": finish,
+                        "message": {"role": "assistant", "content": "".join(tokens), "refusal": None},
+                    }
+                ],
+                "usage": _usage(prompt, len(tokens)),
+                "timings": _timings(prompt, len(tokens), arrived, first_at, now),
+            }
+        )
     first_token: list[float] = []
 
     def chunk(delta: dict, finish_reason: str | None, **extra) -> dict:
-        return {"id": cid, "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": st.fingerprint,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish_reason}], **extra}
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": st.fingerprint,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            **extra,
+        }
 
     def first(delta: dict) -> dict:
         first_token.append(time.monotonic())
@@ -349,14 +393,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
     cid, created = st.next_id("cmpl"), int(time.time())
 
     def record(text: str, finish_reason: str | None) -> dict:
-        return {"id": cid, "object": "text_completion", "created": created, "model": model,
-                "system_fingerprint": st.fingerprint,
-                "choices": [{"index": 0, "text": text, "logprobs": None,
-                             "finish_reason": finish_reason}]}
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": st.fingerprint,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        }
 
     if not body.get("stream"):
-        return web.json_response({**record("".join(tokens), finish),
-                                  "usage": _usage(prompt, len(tokens))})
+        return web.json_response({**record("".join(tokens), finish), "usage": _usage(prompt, len(tokens))})
     chunks = [record(t, None) for t in tokens] + [record("", finish)]
     return await _stream(request, body, chunks)
 
@@ -378,8 +425,9 @@ async def embeddings(request: web.Request) -> web.Response:
     await _apply_delay(request, body)
     inputs = body.get("input", "")
     # A list of token ids is one input; a list of strings or of id lists is several.
-    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs
-                                   and all(isinstance(i, int) for i in inputs)):
+    if isinstance(inputs, str) or (
+        isinstance(inputs, list) and inputs and all(isinstance(i, int) for i in inputs)
+    ):
         inputs = [inputs]
     if not isinstance(inputs, list):
         return _error(400, "input must be a string or a list")
@@ -393,20 +441,30 @@ async def embeddings(request: web.Request) -> web.Response:
             encoded = vec
         data.append({"object": "embedding", "index": i, "embedding": encoded})
     n = sum(len(str(i).split()) for i in inputs)
-    return web.json_response({
-        "object": "list", "data": data, "model": body.get("model", st.name),
-        "system_fingerprint": st.fingerprint,
-        "usage": {"prompt_tokens": n, "total_tokens": n},
-    })
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.get("model", st.name),
+            "system_fingerprint": st.fingerprint,
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+        }
+    )
 
 
 async def echo(request: web.Request) -> web.Response:
     """Any other path: say who answered and what was asked (for passthrough tests)."""
     st = request.app[STATE]
-    return web.json_response({"name": st.name, "pid": st.pid,
-                              "system_fingerprint": st.fingerprint,
-                              "method": request.method, "path": request.path,
-                              "query": dict(request.query)})
+    return web.json_response(
+        {
+            "name": st.name,
+            "pid": st.pid,
+            "system_fingerprint": st.fingerprint,
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+        }
+    )
 
 
 async def debug_last_request(request: web.Request) -> web.Response:
@@ -422,19 +480,27 @@ async def debug_requests(request: web.Request) -> web.Response:
 
 async def debug_inflight(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return web.json_response({"inflight": st.inflight, "total": st.total,
-                              "cancelled": st.cancelled})
+    return web.json_response({"inflight": st.inflight, "total": st.total, "cancelled": st.cancelled})
 
 
 async def debug_info(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return web.json_response({
-        "name": st.name, "pid": st.pid, "system_fingerprint": st.fingerprint,
-        "started_monotonic": st.started, "healthy_monotonic": st.healthy_at,
-        "startup_delay": st.startup_delay, "fail_health": st.fail_health,
-        "token_delay": st.token_delay, "exit_after": st.exit_after,
-        "inflight": st.inflight, "total": st.total, "cancelled": st.cancelled,
-    })
+    return web.json_response(
+        {
+            "name": st.name,
+            "pid": st.pid,
+            "system_fingerprint": st.fingerprint,
+            "started_monotonic": st.started,
+            "healthy_monotonic": st.healthy_at,
+            "startup_delay": st.startup_delay,
+            "fail_health": st.fail_health,
+            "token_delay": st.token_delay,
+            "exit_after": st.exit_after,
+            "inflight": st.inflight,
+            "total": st.total,
+            "cancelled": st.cancelled,
+        }
+    )
 
 
 def make_app(state: _State) -> web.Application:
@@ -458,10 +524,12 @@ def make_app(state: _State) -> web.Application:
 
 # --- process -------------------------------------------------------------------------------
 
+
 def _bind(host: str, port: int) -> socket.socket:
     # One socket, so `--port 0` on a name with several addresses still yields one port.
     family, type_, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -475,8 +543,9 @@ def _bind(host: str, port: int) -> socket.socket:
 async def _serve(host: str, port: int, state: _State) -> int:
     loop = asyncio.get_running_loop()
     sock = _bind(host, port)
-    runner = web.AppRunner(make_app(state), access_log=None, handler_cancellation=True,
-                           shutdown_timeout=SHUTDOWN_GRACE)
+    runner = web.AppRunner(
+        make_app(state), access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE
+    )
     await runner.setup()
     await web.SockSite(runner, sock).start()
 
@@ -484,13 +553,15 @@ async def _serve(host: str, port: int, state: _State) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if state.exit_after is not None:
-        loop.call_later(max(0.0, state.exit_after - (time.monotonic() - state.started)),
-                        _crash, state)
+        loop.call_later(max(0.0, state.exit_after - (time.monotonic() - state.started)), _crash, state)
 
     shown = f"[{host}]" if ":" in host else host
     print(f"listening on http://{shown}:{sock.getsockname()[1]}", flush=True)
-    print(f"{state.name}: pid {state.pid} serving (startup delay {state.startup_delay:g}s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"{state.name}: pid {state.pid} serving (startup delay {state.startup_delay:g}s)",
+        file=sys.stderr,
+        flush=True,
+    )
     await stop.wait()
     print(f"{state.name}: shutting down", file=sys.stderr, flush=True)
     await runner.cleanup()
@@ -498,15 +569,25 @@ async def _serve(host: str, port: int, state: _State) -> int:
 
 
 def _crash(state: _State) -> None:
-    print(f"{state.name}: exiting with code {CRASH_EXIT_CODE} after {state.exit_after:g}s "
-          "(simulated crash)", file=sys.stderr, flush=True)
+    print(
+        f"{state.name}: exiting with code {CRASH_EXIT_CODE} after {state.exit_after:g}s (simulated crash)",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.stdout.flush()
     os._exit(CRASH_EXIT_CODE)
 
 
-def run(*, host: str = "127.0.0.1", port: int = 0, name: str = "fake",
-        startup_delay: float = 0.0, fail_health: bool = False,
-        exit_after: float | None = None, token_delay: float = 0.0) -> int:
+def run(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    name: str = "fake",
+    startup_delay: float = 0.0,
+    fail_health: bool = False,
+    exit_after: float | None = None,
+    token_delay: float = 0.0,
+) -> int:
     """Serve until SIGTERM/SIGINT (exit code 0) or `exit_after` (CRASH_EXIT_CODE)."""
     state = _State(name, startup_delay, fail_health, token_delay, exit_after)
     try:

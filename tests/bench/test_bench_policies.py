@@ -9,21 +9,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from lowerbound import chain_bound  # noqa: E402
-from traces import KINDS, generate, trace_lines  # noqa: E402
+from lowerbound import chain_bound
+from traces import KINDS, generate, trace_lines
 
-from llamaswap.compiler.plan import compile_text  # noqa: E402
-from llamaswap.runtime.policies import make_policy  # noqa: E402
-from llamaswap.runtime.settings import scheduler_settings  # noqa: E402
-from llamaswap.runtime.simulate import TraceRequest, parse_trace, simulate  # noqa: E402
+from llamaswap.compiler.plan import compile_text
+from llamaswap.runtime.policies import make_policy
+from llamaswap.runtime.settings import scheduler_settings
+from llamaswap.runtime.simulate import TraceRequest, parse_trace, simulate
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_traces_are_seeded_valid_and_differ_by_seed(kind):
     a, b, c = generate(kind, 1), generate(kind, 1), generate(kind, 2)
     assert a == b and a.requests != c.requests and a.load_times != c.load_times
-    assert parse_trace(trace_lines(a.requests)) == [TraceRequest(r.at, r.model, r.duration, i + 1)
-                                                     for i, r in enumerate(a.requests)]
+    assert parse_trace(trace_lines(a.requests)) == [
+        TraceRequest(r.at, r.model, r.duration, i + 1) for i, r in enumerate(a.requests)
+    ]
     assert {r.model for r in a.requests} <= set(a.models)
     assert compile_text(a.config(), f"{kind}.yaml").ok
 
@@ -47,7 +48,12 @@ def test_no_schedule_beats_the_bound(kind, policy):
     """The bound holds for every schedule within its budget, so also for the ones we run."""
     world = generate(kind, 0)
     plan = compile_text(world.config(), "w.yaml")
-    out = simulate(plan.policy, scheduler_settings(plan), world.requests, world.load_times,
-                   scheduling=make_policy(policy))
+    out = simulate(
+        plan.policy,
+        scheduler_settings(plan),
+        world.requests,
+        world.load_times,
+        scheduling=make_policy(policy),
+    )
     assert out["rejected"] == 0
     assert chain_bound(world.requests, out["wait"]["max"]) <= out["swaps"]

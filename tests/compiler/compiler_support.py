@@ -7,7 +7,7 @@ test says "the error points at `bgi`" rather than repeating column arithmetic.
 from __future__ import annotations
 
 import textwrap
-from typing import Mapping
+from collections.abc import Mapping
 
 from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.plan import CompileOptions, Plan, compile_text
@@ -30,8 +30,9 @@ def models_yaml(*ids: str, indent: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_yaml(text: str, env: Mapping[str, str] | None = None, budget: int | None = None,
-                 dedent: bool = True) -> Plan:
+def compile_yaml(
+    text: str, env: Mapping[str, str] | None = None, budget: int | None = None, dedent: bool = True
+) -> Plan:
     source = textwrap.dedent(text) if dedent else text
     opts: dict = {"env": dict(env or {})}
     if budget is not None:
@@ -39,9 +40,13 @@ def compile_yaml(text: str, env: Mapping[str, str] | None = None, budget: int | 
     return compile_text(source, FILE, CompileOptions(**opts))
 
 
-def matrix(sets: Mapping[str, str] | str, models: tuple[str, ...] = ("a", "b", "c", "d"),
-           vars: Mapping[str, str] | None = None, costs: Mapping[str, object] | None = None,
-           budget: int | None = None) -> Plan:
+def matrix(
+    sets: Mapping[str, str] | str,
+    models: tuple[str, ...] = ("a", "b", "c", "d"),
+    vars: Mapping[str, str] | None = None,
+    costs: Mapping[str, object] | None = None,
+    budget: int | None = None,
+) -> Plan:
     """Compile a matrix config. `sets` may be raw YAML lines (already indented by 4)."""
     text = models_yaml(*models) + "matrix:\n"
     if vars:
@@ -69,7 +74,8 @@ def one(plan: Plan, code: str) -> Diagnostic:
     """The single diagnostic with `code` (fails listing all of them otherwise)."""
     found = [d for d in plan.diagnostics if d.code == code]
     assert len(found) == 1, f"expected one {code}, got: " + "; ".join(
-        f"{d.code}@{d.line}:{d.column} {d.message}" for d in plan.diagnostics)
+        f"{d.code}@{d.line}:{d.column} {d.message}" for d in plan.diagnostics
+    )
     return found[0]
 
 
@@ -92,5 +98,7 @@ def combos(plan: Plan, name: str) -> list[list[str]] | None:
     for s in plan.sets:
         if s.name == name:
             return None if s.combinations is None else [list(c) for c in s.combinations]
-    raise KeyError(f"no set {name!r} in plan (sets: {[s.name for s in plan.sets]}; diagnostics: "
-                   f"{[d.code + ' ' + d.message for d in plan.diagnostics]})")
+    raise KeyError(
+        f"no set {name!r} in plan (sets: {[s.name for s in plan.sets]}; diagnostics: "
+        f"{[d.code + ' ' + d.message for d in plan.diagnostics]})"
+    )

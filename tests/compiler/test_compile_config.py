@@ -4,8 +4,8 @@ scheduler block and preload (reference §2, §2.1, §2.2, §2.4)."""
 from __future__ import annotations
 
 import pytest
-
 from compiler_support import at, codes, compile_yaml, errors, locate, one
+
 from llamaswap.compiler.diagnostics import Severity
 from llamaswap.compiler.keys import TOP
 
@@ -19,6 +19,7 @@ models:
 
 # -- YAML --------------------------------------------------------------------------------------
 
+
 def test_yaml_syntax_error_is_located():
     text = "models:\n  a: {cmd: x\n  b: 1\n"
     plan = compile_yaml(text, dedent=False)
@@ -27,8 +28,10 @@ def test_yaml_syntax_error_is_located():
     assert plan.config is None and not plan.ok
 
 
-@pytest.mark.parametrize("text, code", [("", "LS303"), ("# only a comment\n", "LS303"), ("- a\n- b\n", "LS302"),
-                                        ("just text\n", "LS302")])
+@pytest.mark.parametrize(
+    "text, code",
+    [("", "LS303"), ("# only a comment\n", "LS303"), ("- a\n- b\n", "LS302"), ("just text\n", "LS302")],
+)
 def test_empty_or_non_mapping_config(text, code):
     plan = compile_yaml(text, dedent=False)
     assert codes(plan) == [code]
@@ -75,12 +78,16 @@ def test_yaml_1_2_scalars():
 
 # -- keys ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("yaml_text, key, hint", [
-    ("healthCheckTimout: 5\n", "healthCheckTimout", "did you mean 'healthCheckTimeout'?"),
-    ("starport: 5\n", "starport", "did you mean 'startPort'?"),
-    ("global_ttl: 5\n", "global_ttl", "did you mean 'globalTTL'?"),
-    ("Models: {}\n", "Models", "did you mean 'models'?"),
-])
+
+@pytest.mark.parametrize(
+    "yaml_text, key, hint",
+    [
+        ("healthCheckTimout: 5\n", "healthCheckTimout", "did you mean 'healthCheckTimeout'?"),
+        ("starport: 5\n", "starport", "did you mean 'startPort'?"),
+        ("global_ttl: 5\n", "global_ttl", "did you mean 'globalTTL'?"),
+        ("Models: {}\n", "Models", "did you mean 'models'?"),
+    ],
+)
 def test_unknown_top_level_key_with_hint(yaml_text, key, hint):
     # llama-swap ignores unknown keys, so they are warnings (errors under compile --strict).
     text = M2 + yaml_text
@@ -145,25 +152,76 @@ def test_free_form_keys_are_not_checked():
 
 def test_every_documented_key_is_known():
     top = set(TOP.children or {})
-    assert {"healthCheckTimeout", "logLevel", "logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
-            "captureBuffer", "store", "ui", "performance", "startPort", "sendLoadingState", "includeAliasesInList",
-            "globalTTL", "unloadTimeout", "macros", "models", "apiKeys", "hooks", "routing", "groups", "matrix",
-            "peers", "upstream", "profiles", "selectors"} <= top
+    assert {
+        "healthCheckTimeout",
+        "logLevel",
+        "logTimeFormat",
+        "logToStdout",
+        "logRequests",
+        "metricsMaxInMemory",
+        "captureBuffer",
+        "store",
+        "ui",
+        "performance",
+        "startPort",
+        "sendLoadingState",
+        "includeAliasesInList",
+        "globalTTL",
+        "unloadTimeout",
+        "macros",
+        "models",
+        "apiKeys",
+        "hooks",
+        "routing",
+        "groups",
+        "matrix",
+        "peers",
+        "upstream",
+        "profiles",
+        "selectors",
+    } <= top
     model = set((TOP.children or {})["models"].each.children or {})
-    assert {"cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout", "unlisted",
-            "useModelName", "name", "description", "concurrencyLimit", "filters", "macros", "metadata",
-            "sendLoadingState", "timeouts", "compat", "capabilities"} <= model
+    assert {
+        "cmd",
+        "cmdStop",
+        "proxy",
+        "aliases",
+        "env",
+        "checkEndpoint",
+        "ttl",
+        "unloadTimeout",
+        "unlisted",
+        "useModelName",
+        "name",
+        "description",
+        "concurrencyLimit",
+        "filters",
+        "macros",
+        "metadata",
+        "sendLoadingState",
+        "timeouts",
+        "compat",
+        "capabilities",
+    } <= model
 
 
 # -- types and values -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line, path, message", [
-    ('startPort: "9000"', "startPort", "'startPort' must be a whole number, got the string '9000'"),
-    ("sendLoadingState: 1", "sendLoadingState", "'sendLoadingState' must be true or false, got the number 1"),
-    ("globalTTL: [1]", "globalTTL", "'globalTTL' must be a whole number, got a list"),
-    ("apiKeys: key", "apiKeys", "'apiKeys' must be a list, got the string 'key'"),
-    ("models: [a]", "models", "'models' must be a mapping, got a list"),
-])
+
+@pytest.mark.parametrize(
+    "line, path, message",
+    [
+        ('startPort: "9000"', "startPort", "'startPort' must be a whole number, got the string '9000'"),
+        (
+            "sendLoadingState: 1",
+            "sendLoadingState",
+            "'sendLoadingState' must be true or false, got the number 1",
+        ),
+        ("globalTTL: [1]", "globalTTL", "'globalTTL' must be a whole number, got a list"),
+        ("apiKeys: key", "apiKeys", "'apiKeys' must be a list, got the string 'key'"),
+        ("models: [a]", "models", "'models' must be a mapping, got a list"),
+    ],
+)
 def test_wrong_types(line, path, message):
     text = (M2 if not line.startswith("models") else "") + line + "\n"
     d = one(compile_yaml(text, dedent=False), "LS302")
@@ -184,8 +242,14 @@ def test_wrong_types_are_all_reported_and_the_rest_still_checked():
       b: {{cmd: "{FAKE}", ttl: -5}}
     """
     plan = compile_yaml(text)
-    assert [d.path for d in errors(plan)] == ["startPort", "globalTTL", "models.a.ttl", "models.a.unlisted",
-                                              "models.a.aliases[1]", "models.b.ttl"]
+    assert [d.path for d in errors(plan)] == [
+        "startPort",
+        "globalTTL",
+        "models.a.ttl",
+        "models.a.unlisted",
+        "models.a.aliases[1]",
+        "models.b.ttl",
+    ]
     assert one(plan, "LS303").message == "model b: invalid TTL value -5"
 
 
@@ -214,23 +278,29 @@ def test_empty_values_mean_unset():
     assert plan.config.models["a"].aliases == ()
 
 
-@pytest.mark.parametrize("line, code, message", [
-    ("startPort: 0", "LS303", "startPort must be greater than 1"),
-    ("globalTTL: -1", "LS303", "globalTTL must be >= 0"),
-    ("unloadTimeout: -1", "LS303", "unloadTimeout must be >= 0"),
-    ('apiKeys: [""]', "LS311", "empty api key found in apiKeys"),
-    ('apiKeys: ["a b"]', "LS311", "apiKeys[0]: api key cannot contain spaces"),
-])
+@pytest.mark.parametrize(
+    "line, code, message",
+    [
+        ("startPort: 0", "LS303", "startPort must be greater than 1"),
+        ("globalTTL: -1", "LS303", "globalTTL must be >= 0"),
+        ("unloadTimeout: -1", "LS303", "unloadTimeout must be >= 0"),
+        ('apiKeys: [""]', "LS311", "empty api key found in apiKeys"),
+        ('apiKeys: ["a b"]', "LS311", "apiKeys[0]: api key cannot contain spaces"),
+    ],
+)
 def test_scalar_rules(line, code, message):
     text = M2 + line + "\n"
     d = one(compile_yaml(text, dedent=False), code)
     assert d.message == message
 
 
-@pytest.mark.parametrize("field, message", [
-    ("ttl: -2", "model a: invalid TTL value -2"),
-    ("unloadTimeout: -1", "model a: invalid unloadTimeout value -1"),
-])
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ("ttl: -2", "model a: invalid TTL value -2"),
+        ("unloadTimeout: -1", "model a: invalid unloadTimeout value -1"),
+    ],
+)
 def test_model_value_rules(field, message):
     text = f"models:\n  a:\n    proxy: http://127.0.0.1:1\n    {field}\n"
     if not field.startswith("cmd"):
@@ -239,27 +309,54 @@ def test_model_value_rules(field, message):
     assert d.message == message
 
 
-@pytest.mark.parametrize("line, code, message", [
-    ("logLevel: verbose", "LS412", "logLevel 'verbose' is not one of: debug, info, warn, error; it is read as info"),
-    ("healthCheckTimeout: -1", "LS412", "healthCheckTimeout -1: llama-swap waits at least 15 s for a model to "
-                                        "become ready; llamaswap waits 1 s"),
-    ("sendLoadingState: yes", "LS412", "'sendLoadingState': 'yes' is read as true (YAML 1.1 word); write true"),
-    ("globalTTL: 1.5", "LS412", "'globalTTL': 1.5 is read as 1 (a whole number is expected; the fraction is "
-                                "dropped)"),
-])
+@pytest.mark.parametrize(
+    "line, code, message",
+    [
+        (
+            "logLevel: verbose",
+            "LS412",
+            "logLevel 'verbose' is not one of: debug, info, warn, error; it is read as info",
+        ),
+        (
+            "healthCheckTimeout: -1",
+            "LS412",
+            "healthCheckTimeout -1: llama-swap waits at least 15 s for a model to "
+            "become ready; llamaswap waits 1 s",
+        ),
+        (
+            "sendLoadingState: yes",
+            "LS412",
+            "'sendLoadingState': 'yes' is read as true (YAML 1.1 word); write true",
+        ),
+        (
+            "globalTTL: 1.5",
+            "LS412",
+            "'globalTTL': 1.5 is read as 1 (a whole number is expected; the fraction is dropped)",
+        ),
+    ],
+)
 def test_values_llama_swap_reads_leniently_warn(line, code, message):
     plan = compile_yaml(M2 + line + "\n", dedent=False)
     d = one(plan, code)
     assert plan.ok and d.severity is Severity.WARNING and d.message == message
 
 
-@pytest.mark.parametrize("field, code, message", [
-    ("concurrencyLimit: -1", "LS412", "model a: concurrencyLimit -1 is read as the default, 10"),
-    ('env: ["NOVALUE"]', "LS412", "model a: env entry 'NOVALUE' is not NAME=value; it is passed as is and sets "
-                                  "nothing"),
-    ("cmd: \"x 'unbalanced\"", "LS411", "model a: cannot split command: No closing quotation: requests for it "
-                                        "fail when it starts"),
-])
+@pytest.mark.parametrize(
+    "field, code, message",
+    [
+        ("concurrencyLimit: -1", "LS412", "model a: concurrencyLimit -1 is read as the default, 10"),
+        (
+            'env: ["NOVALUE"]',
+            "LS412",
+            "model a: env entry 'NOVALUE' is not NAME=value; it is passed as is and sets nothing",
+        ),
+        (
+            'cmd: "x \'unbalanced"',
+            "LS411",
+            "model a: cannot split command: No closing quotation: requests for it fail when it starts",
+        ),
+    ],
+)
 def test_model_values_llama_swap_loads_warn(field, code, message):
     text = f"models:\n  a:\n    proxy: http://127.0.0.1:1\n    {field}\n"
     if not field.startswith("cmd"):
@@ -291,12 +388,15 @@ def test_proxy_urls_go_accepts_but_cannot_work_warn(proxy):
     assert plan.ok and d.path == "models.a.proxy"
 
 
-@pytest.mark.parametrize("proxy, why", [
-    ("http://host:abc", "invalid port ':abc' after host"),
-    (":8080", "missing protocol scheme"),
-    ("10.0.0.1:8080", "first path segment in URL cannot contain colon"),
-    ("http://a%zz", "invalid URL escape"),
-])
+@pytest.mark.parametrize(
+    "proxy, why",
+    [
+        ("http://host:abc", "invalid port ':abc' after host"),
+        (":8080", "missing protocol scheme"),
+        ("10.0.0.1:8080", "first path segment in URL cannot contain colon"),
+        ("http://a%zz", "invalid URL escape"),
+    ],
+)
 def test_invalid_proxy_url(proxy, why):
     # Refused where Go's url.Parse refuses it, as llama-swap does.
     text = f"models:\n  a:\n    cmd: x\n    proxy: '{proxy}'\n"
@@ -305,6 +405,7 @@ def test_invalid_proxy_url(proxy, why):
 
 
 # -- aliases ------------------------------------------------------------------------------------
+
 
 def test_aliases_resolve_and_are_unique_across_models():
     text = f"""\
@@ -321,7 +422,11 @@ def test_aliases_resolve_and_are_unique_across_models():
     assert d.message == "duplicate alias chat found in model: b"
     assert at(d) == locate(text, "chat", 1)
     assert plan.aliases == {"chat": "a", "gpt": "a"}
-    assert plan.resolve_model("gpt") == "a" and plan.resolve_model("b") == "b" and plan.resolve_model("x") is None
+    assert (
+        plan.resolve_model("gpt") == "a"
+        and plan.resolve_model("b") == "b"
+        and plan.resolve_model("x") is None
+    )
 
 
 def test_alias_equal_to_a_model_id_warns():
@@ -349,28 +454,41 @@ def test_set_params_by_id_conflicts():
 
 # -- routing layouts ------------------------------------------------------------------------
 
+
 def test_no_router_means_groups_with_default_group():
     plan = compile_yaml(M2, dedent=False)
     assert plan.engine == "group" and plan.sets == ()
-    assert [(g.name, g.members, g.swap, g.exclusive) for g in plan.groups] == [("(default)", ("a", "b"), True, True)]
+    assert [(g.name, g.members, g.swap, g.exclusive) for g in plan.groups] == [
+        ("(default)", ("a", "b"), True, True)
+    ]
 
 
 def test_legacy_groups_and_default_group():
-    text = M2 + "  c: {cmd: x, proxy: 'http://h:1'}\ngroups:\n  g: {members: [b], swap: false, persistent: true}\n"
+    text = (
+        M2
+        + "  c: {cmd: x, proxy: 'http://h:1'}\ngroups:\n  g: {members: [b], swap: false, persistent: true}\n"
+    )
     plan = compile_yaml(text, dedent=False)
     assert plan.ok, plan.diagnostics
     assert [(g.name, g.members, g.swap, g.persistent) for g in plan.groups] == [
-        ("g", ("b",), False, True), ("(default)", ("a", "c"), True, False)]
+        ("g", ("b",), False, True),
+        ("(default)", ("a", "c"), True, False),
+    ]
 
 
 def test_routing_groups():
-    text = M2 + "routing:\n  router:\n    use: group\n    settings:\n      groups:\n        g: {members: [a, b]}\n"
+    text = (
+        M2
+        + "routing:\n  router:\n    use: group\n    settings:\n      groups:\n        g: {members: [a, b]}\n"
+    )
     plan = compile_yaml(text, dedent=False)
     assert plan.ok and [g.name for g in plan.groups] == ["g"]
 
 
 def test_routing_matrix():
-    text = M2 + "routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n        sets: {s: a & b}\n"
+    text = (
+        M2 + "routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n        sets: {s: a & b}\n"
+    )
     plan = compile_yaml(text, dedent=False)
     assert plan.ok and plan.engine == "matrix" and plan.groups == ()
 
@@ -380,13 +498,16 @@ def test_legacy_matrix():
     assert plan.ok and plan.engine == "matrix"
 
 
-@pytest.mark.parametrize("extra, code, key", [
-    ("matrix: {sets: {s: a}}\nrouting: {router: {use: matrix}}\n", "LS211", "matrix"),
-    ("groups: {g: {members: [a]}}\nrouting: {router: {use: group}}\n", "LS211", "groups"),
-    ("groups: {g: {members: [a]}}\nmatrix: {sets: {s: a}}\n", "LS212", "groups"),
-    ("routing: {router: {use: matrix}}\n", "LS210", "use"),
-    ("routing: {router: {use: groups}}\n", "LS216", "use"),
-])
+@pytest.mark.parametrize(
+    "extra, code, key",
+    [
+        ("matrix: {sets: {s: a}}\nrouting: {router: {use: matrix}}\n", "LS211", "matrix"),
+        ("groups: {g: {members: [a]}}\nrouting: {router: {use: group}}\n", "LS211", "groups"),
+        ("groups: {g: {members: [a]}}\nmatrix: {sets: {s: a}}\n", "LS212", "groups"),
+        ("routing: {router: {use: matrix}}\n", "LS210", "use"),
+        ("routing: {router: {use: groups}}\n", "LS216", "use"),
+    ],
+)
 def test_mixing_rules(extra, code, key):
     text = M2 + extra
     plan = compile_yaml(text, dedent=False)
@@ -414,9 +535,13 @@ def test_unknown_router_hint():
 
 # -- groups ----------------------------------------------------------------------------------
 
+
 def test_group_rules_are_located():
-    text = M2 + "  c: {cmd: x, proxy: 'http://h:1', aliases: [cc]}\n" + (
-        "groups:\n  g1: {members: [a, b, a]}\n  g2: {members: [b, zz, cc]}\n")
+    text = (
+        M2
+        + "  c: {cmd: x, proxy: 'http://h:1', aliases: [cc]}\n"
+        + ("groups:\n  g1: {members: [a, b, a]}\n  g2: {members: [b, zz, cc]}\n")
+    )
     plan = compile_yaml(text, dedent=False)
     dup, multi = one(plan, "LS213"), one(plan, "LS214")
     assert dup.message == "duplicate model member a found in group: g1"
@@ -424,15 +549,20 @@ def test_group_rules_are_located():
     assert multi.message == "model member b is used in multiple groups: g1 and g2"
     assert at(multi) == locate(text, "b, zz", dedent=False)
     unknown = [d for d in plan.diagnostics if d.code == "LS215"]
-    assert [d.message for d in unknown] == ["group g2: no model config for 'zz'", "group g2: no model config for 'cc'"]
+    assert [d.message for d in unknown] == [
+        "group g2: no model config for 'zz'",
+        "group g2: no model config for 'cc'",
+    ]
     assert "real model ID 'c'" in (unknown[1].hint or "")
 
 
 # -- scheduler and preload ---------------------------------------------------------------------
 
+
 def test_scheduler_priority():
     text = M2.replace('--name a"}', '--name a", aliases: [alpha]}') + (
-        "routing:\n  scheduler:\n    settings:\n      fifo:\n        priority: {alpha: 3, b: 1, ghost: 9}\n")
+        "routing:\n  scheduler:\n    settings:\n      fifo:\n        priority: {alpha: 3, b: 1, ghost: 9}\n"
+    )
     plan = compile_yaml(text, dedent=False)
     assert plan.priority == {"a": 3, "b": 1}
     d = one(plan, "LS218")
@@ -447,7 +577,8 @@ def test_unknown_scheduler():
 
 def test_preload_resolves_aliases_and_drops_unknown():
     text = M2.replace('--name b"}', '--name b", aliases: [bee]}') + (
-        "hooks:\n  on_startup:\n    preload: [' bee ', a, ghost, b, '']\n")
+        "hooks:\n  on_startup:\n    preload: [' bee ', a, ghost, b, '']\n"
+    )
     plan = compile_yaml(text, dedent=False)
     assert plan.preload == ("b", "a")
     d = one(plan, "LS406")
@@ -455,20 +586,33 @@ def test_preload_resolves_aliases_and_drops_unknown():
 
 
 def test_groups_under_matrix_router_are_ignored_with_a_warning():
-    text = M2 + ("routing:\n  router:\n    use: matrix\n    settings:\n      groups: {g: {members: [a]}}\n"
-                 "      matrix: {sets: {s: a & b}}\n")
+    text = M2 + (
+        "routing:\n  router:\n    use: matrix\n    settings:\n      groups: {g: {members: [a]}}\n"
+        "      matrix: {sets: {s: a & b}}\n"
+    )
     plan = compile_yaml(text, dedent=False)
     assert plan.engine == "matrix" and plan.ok
     d = one(plan, "LS407")
     assert at(d) == locate(text, "groups", dedent=False)
 
 
-@pytest.mark.parametrize("text, message, hint", [
-    ("models:\n\ta: 1\n", "YAML syntax error: found character '\\t' that cannot start any token "
-                          "(while scanning for the next token)", "indent with spaces"),
-    ("models: {}\n---\nx: 1\n", "YAML syntax error: expected a single document in the stream, but found another "
-                                "document (started at line 1, column 1)", "check indentation"),
-])
+@pytest.mark.parametrize(
+    "text, message, hint",
+    [
+        (
+            "models:\n\ta: 1\n",
+            "YAML syntax error: found character '\\t' that cannot start any token "
+            "(while scanning for the next token)",
+            "indent with spaces",
+        ),
+        (
+            "models: {}\n---\nx: 1\n",
+            "YAML syntax error: expected a single document in the stream, but found another "
+            "document (started at line 1, column 1)",
+            "check indentation",
+        ),
+    ],
+)
 def test_yaml_error_messages_read_well(text, message, hint):
     d = one(compile_yaml(text, dedent=False), "LS300")
     assert d.message == message and (d.hint or "").startswith(hint)

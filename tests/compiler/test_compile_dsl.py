@@ -18,25 +18,28 @@ def shape(node):
     return (tag, *[shape(c) for c in node.children])
 
 
-@pytest.mark.parametrize("dsl, expected", [
-    ("L", "L"),
-    ("a & b", ("&", "a", "b")),
-    ("a | b", ("|", "a", "b")),
-    ("a | b & c", ("|", "a", ("&", "b", "c"))),          # & binds tighter than |
-    ("a & b | c", ("|", ("&", "a", "b"), "c")),
-    ("(a | b) & c", ("&", ("|", "a", "b"), "c")),
-    ("a|b|c", ("|", "a", "b", "c")),                      # n-ary chains
-    ("a&b&c&d", ("&", "a", "b", "c", "d")),
-    ("((a))", "a"),
-    ("+llms & v", ("&", "+llms", "v")),
-    ("  a\t&\n b  ", ("&", "a", "b")),                    # whitespace anywhere
-    ("a\u3000&\u00a0b", ("&", "a", "b")),                 # Unicode whitespace too
-    ("qwen2.5-7b_q4 & x", ("&", "qwen2.5-7b_q4", "x")),   # '.', '-', '_' in identifiers
-    ("modèle & 模型 & ٣", ("&", "modèle", "模型", "٣")),   # Unicode letters and digits
-    ('"org/model:q4" & v', ("&", '"org/model:q4"', "v")),
-    ('"a \\" b" | c', ("|", '"a " b"', "c")),
-    ("+set.v2-x", "+set.v2-x"),
-])
+@pytest.mark.parametrize(
+    "dsl, expected",
+    [
+        ("L", "L"),
+        ("a & b", ("&", "a", "b")),
+        ("a | b", ("|", "a", "b")),
+        ("a | b & c", ("|", "a", ("&", "b", "c"))),  # & binds tighter than |
+        ("a & b | c", ("|", ("&", "a", "b"), "c")),
+        ("(a | b) & c", ("&", ("|", "a", "b"), "c")),
+        ("a|b|c", ("|", "a", "b", "c")),  # n-ary chains
+        ("a&b&c&d", ("&", "a", "b", "c", "d")),
+        ("((a))", "a"),
+        ("+llms & v", ("&", "+llms", "v")),
+        ("  a\t&\n b  ", ("&", "a", "b")),  # whitespace anywhere
+        ("a\u3000&\u00a0b", ("&", "a", "b")),  # Unicode whitespace too
+        ("qwen2.5-7b_q4 & x", ("&", "qwen2.5-7b_q4", "x")),  # '.', '-', '_' in identifiers
+        ("modèle & 模型 & ٣", ("&", "modèle", "模型", "٣")),  # Unicode letters and digits
+        ('"org/model:q4" & v', ("&", '"org/model:q4"', "v")),
+        ('"a \\" b" | c', ("|", '"a " b"', "c")),
+        ("+set.v2-x", "+set.v2-x"),
+    ],
+)
 def test_grammar(dsl, expected):
     node = parse_dsl(dsl)
     assert not isinstance(node, SyntaxProblem), node
@@ -44,35 +47,38 @@ def test_grammar(dsl, expected):
 
 
 def test_spans_are_code_point_offsets():
-    node = parse_dsl("模型 & +ref & \"q/x\"")
+    node = parse_dsl('模型 & +ref & "q/x"')
     assert isinstance(node, And)
     spans = [(c.start, c.end) for c in node.children]
     assert spans == [(0, 2), (5, 9), (12, 17)]
 
 
-@pytest.mark.parametrize("dsl, code, offset, message", [
-    ("", "LS100", 0, "empty DSL expression"),
-    ("  \t ", "LS100", 0, "empty DSL expression"),
-    ("a & org/b", "LS101", 7, "tokenize: unexpected character '/' at position 7"),
-    ("a @ b", "LS101", 2, "tokenize: unexpected character '@' at position 2"),
-    ("a, b", "LS101", 1, "tokenize: unexpected character ',' at position 1"),
-    ("qwen:7b", "LS101", 4, "tokenize: unexpected character ':' at position 4"),
-    ("a & ½", "LS101", 4, "tokenize: unexpected character '½' at position 4"),   # \w, but not a letter
-    ("模型 & !", "LS101", 5, "tokenize: unexpected character '!' at position 5"),  # rune index
-    ("+", "LS102", 0, "tokenize: expected set name after '+' at position 0"),
-    ("a & + b", "LS102", 4, "tokenize: expected set name after '+' at position 4"),
-    ("(a | b", "LS103", 0, "parse: missing closing parenthesis"),
-    ("a & (b | (c)", "LS103", 4, "parse: missing closing parenthesis"),
-    ("()", "LS104", 1, 'parse: unexpected token ")"'),
-    ("a &", "LS104", 2, 'parse: unexpected token ""'),
-    ("a & | b", "LS104", 4, 'parse: unexpected token "|"'),
-    ("& a", "LS104", 0, 'parse: unexpected token "&"'),
-    ("a b", "LS105", 2, 'parse: unexpected token "b" after expression'),
-    ("a)", "LS105", 1, 'parse: unexpected token ")" after expression'),
-    ("(a) (b)", "LS105", 4, 'parse: unexpected token "(" after expression'),
-    ('a & "org/m', "LS106", 4, "tokenize: unterminated quoted identifier at position 4"),
-    ('a & ""', "LS107", 4, "parse: empty quoted identifier"),
-])
+@pytest.mark.parametrize(
+    "dsl, code, offset, message",
+    [
+        ("", "LS100", 0, "empty DSL expression"),
+        ("  \t ", "LS100", 0, "empty DSL expression"),
+        ("a & org/b", "LS101", 7, "tokenize: unexpected character '/' at position 7"),
+        ("a @ b", "LS101", 2, "tokenize: unexpected character '@' at position 2"),
+        ("a, b", "LS101", 1, "tokenize: unexpected character ',' at position 1"),
+        ("qwen:7b", "LS101", 4, "tokenize: unexpected character ':' at position 4"),
+        ("a & ½", "LS101", 4, "tokenize: unexpected character '½' at position 4"),  # \w, but not a letter
+        ("模型 & !", "LS101", 5, "tokenize: unexpected character '!' at position 5"),  # rune index
+        ("+", "LS102", 0, "tokenize: expected set name after '+' at position 0"),
+        ("a & + b", "LS102", 4, "tokenize: expected set name after '+' at position 4"),
+        ("(a | b", "LS103", 0, "parse: missing closing parenthesis"),
+        ("a & (b | (c)", "LS103", 4, "parse: missing closing parenthesis"),
+        ("()", "LS104", 1, 'parse: unexpected token ")"'),
+        ("a &", "LS104", 2, 'parse: unexpected token ""'),
+        ("a & | b", "LS104", 4, 'parse: unexpected token "|"'),
+        ("& a", "LS104", 0, 'parse: unexpected token "&"'),
+        ("a b", "LS105", 2, 'parse: unexpected token "b" after expression'),
+        ("a)", "LS105", 1, 'parse: unexpected token ")" after expression'),
+        ("(a) (b)", "LS105", 4, 'parse: unexpected token "(" after expression'),
+        ('a & "org/m', "LS106", 4, "tokenize: unterminated quoted identifier at position 4"),
+        ('a & ""', "LS107", 4, "parse: empty quoted identifier"),
+    ],
+)
 def test_syntax_errors(dsl, code, offset, message):
     problem = parse_dsl(dsl)
     assert isinstance(problem, SyntaxProblem)

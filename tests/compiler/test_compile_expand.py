@@ -6,33 +6,46 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from compiler_support import codes, combos, matrix, one
+
 from llamaswap.compiler.expand import COUNT_CAP, count_combinations, expand_sets
 from llamaswap.compiler.resolve import resolve_matrix
 
 MODELS = ("a", "b", "c", "d", "e", "L", "v", "g", "q", "m")
 
 
-@pytest.mark.parametrize("dsl, expected", [
-    ("L", [["L"]]),
-    ("a & b", [["a", "b"]]),
-    ("a | b", [["a"], ["b"]]),
-    ("(a | b) & c", [["a", "c"], ["b", "c"]]),
-    ("(a | b) & (c | d)", [["a", "c"], ["a", "d"], ["b", "c"], ["b", "d"]]),
-    ("(g | q | m) & v", [["g", "v"], ["q", "v"], ["m", "v"]]),
-    ("a | b & c", [["a"], ["b", "c"]]),                       # precedence
-    ("a & b | c", [["a", "b"], ["c"]]),
-    ("c | b | a", [["c"], ["b"], ["a"]]),                     # OR keeps child order
-    ("a & b & c & d", [["a", "b", "c", "d"]]),                # n-ary AND
-    ("(a | b) & (c | d) & (e | L)", [                          # left-major product
-        ["a", "c", "e"], ["L", "a", "c"], ["a", "d", "e"], ["L", "a", "d"],
-        ["b", "c", "e"], ["L", "b", "c"], ["b", "d", "e"], ["L", "b", "d"]]),
-    ("d & c & b & a", [["a", "b", "c", "d"]]),                # each combination sorted
-    ("a & a", [["a"]]),                                       # deduplicated inside
-    ("(a | b) & (a | b)", [["a"], ["a", "b"], ["b"]]),        # ...and across the set
-    ("a | a", [["a"]]),
-])
+@pytest.mark.parametrize(
+    "dsl, expected",
+    [
+        ("L", [["L"]]),
+        ("a & b", [["a", "b"]]),
+        ("a | b", [["a"], ["b"]]),
+        ("(a | b) & c", [["a", "c"], ["b", "c"]]),
+        ("(a | b) & (c | d)", [["a", "c"], ["a", "d"], ["b", "c"], ["b", "d"]]),
+        ("(g | q | m) & v", [["g", "v"], ["q", "v"], ["m", "v"]]),
+        ("a | b & c", [["a"], ["b", "c"]]),  # precedence
+        ("a & b | c", [["a", "b"], ["c"]]),
+        ("c | b | a", [["c"], ["b"], ["a"]]),  # OR keeps child order
+        ("a & b & c & d", [["a", "b", "c", "d"]]),  # n-ary AND
+        (
+            "(a | b) & (c | d) & (e | L)",
+            [  # left-major product
+                ["a", "c", "e"],
+                ["L", "a", "c"],
+                ["a", "d", "e"],
+                ["L", "a", "d"],
+                ["b", "c", "e"],
+                ["L", "b", "c"],
+                ["b", "d", "e"],
+                ["L", "b", "d"],
+            ],
+        ),
+        ("d & c & b & a", [["a", "b", "c", "d"]]),  # each combination sorted
+        ("a & a", [["a"]]),  # deduplicated inside
+        ("(a | b) & (a | b)", [["a"], ["a", "b"], ["b"]]),  # ...and across the set
+        ("a | a", [["a"]]),
+    ],
+)
 def test_expansion(dsl, expected):
     plan = matrix({"s": dsl}, models=MODELS)
     assert combos(plan, "s") == expected
@@ -62,8 +75,10 @@ def test_solver_order_puts_dependencies_first():
 
 
 def test_solver_order_is_depth_first_in_definition_order():
-    plan = matrix({"top": "+mid & a", "other": "b", "mid": "+leaf | c", "leaf": "d", "last": "+other & +leaf"},
-                  models=MODELS)
+    plan = matrix(
+        {"top": "+mid & a", "other": "b", "mid": "+leaf | c", "leaf": "d", "last": "+other & +leaf"},
+        models=MODELS,
+    )
     assert [s.name for s in plan.sets] == ["leaf", "mid", "top", "other", "last"]
 
 
@@ -138,7 +153,7 @@ def test_counts_saturate_and_a_set_past_the_budget_stays_symbolic():
     assert time.perf_counter() - start < 10
     last = next(s for s in plan.sets if s.name == "t79")
     assert last.symbolic and last.count == COUNT_CAP
-    assert last.distinct == 2**len(MODELS) - 1 and not last.distinct_exact
+    assert last.distinct == 2 ** len(MODELS) - 1 and not last.distinct_exact
 
 
 def test_count_matches_expansion_before_dedup():
@@ -174,7 +189,8 @@ def test_repeated_product_over_four_models_expands_to_its_distinct_combinations(
     assert "LS450" not in codes(plan)
     # Every non-empty subset of four models, first occurrence first.
     assert sorted(map(tuple, combos(plan, "all"))) == sorted(
-        tuple(m for m in "abcd" if mask >> "abcd".index(m) & 1) for mask in range(1, 16))
+        tuple(m for m in "abcd" if mask >> "abcd".index(m) & 1) for mask in range(1, 16)
+    )
 
 
 def test_budget_charges_distinct_not_raw_combinations():

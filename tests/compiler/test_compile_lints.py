@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from compiler_support import at, codes, locate, matrix, models_yaml, compile_yaml, one
+from compiler_support import at, codes, compile_yaml, locate, matrix, models_yaml, one
+
 from llamaswap.compiler.diagnostics import Severity
 
 MODELS = ("a", "b", "c", "d")
@@ -68,8 +69,10 @@ def test_var_used_only_in_evict_costs_counts_as_used():
 
 
 def test_evict_cost_on_a_model_that_never_shares_a_set():
-    text = models_yaml(*MODELS) + ("matrix:\n  vars: {L: d}\n  evict_costs:\n    L: 30\n    a: 2\n"
-                                   "  sets:\n    s: (a | b) & c\n    full: L\n")
+    text = models_yaml(*MODELS) + (
+        "matrix:\n  vars: {L: d}\n  evict_costs:\n    L: 30\n    a: 2\n"
+        "  sets:\n    s: (a | b) & c\n    full: L\n"
+    )
     plan = compile_yaml(text, dedent=False)
     d = one(plan, "LS404")
     assert d.message.startswith("evict cost for 'd' never matters")
@@ -87,8 +90,10 @@ def test_evict_cost_lint_sees_into_symbolic_sets():
 def test_duplicate_sets_report_the_later_one():
     plan = matrix({"s": "a & b", "t": "b & a", "u": "(c | d)", "v": "d | c"}, models=MODELS)
     found = [(d.path, d.message) for d in warnings(plan, "LS405")]
-    assert found == [("matrix.sets.t", "set 't' has exactly the same combinations as set 's'"),
-                     ("matrix.sets.v", "set 'v' has exactly the same combinations as set 'u'")]
+    assert found == [
+        ("matrix.sets.t", "set 't' has exactly the same combinations as set 's'"),
+        ("matrix.sets.v", "set 'v' has exactly the same combinations as set 'u'"),
+    ]
 
 
 def test_duplicate_in_definition_order_even_when_solver_order_differs():
@@ -107,8 +112,8 @@ def test_redundancy_lint_stays_fast_on_large_tables():
     import time
 
     models = tuple(f"m{i}" for i in range(60))
-    groups = ["(" + " | ".join(models[g * 10:(g + 1) * 10]) + ")" for g in range(6)]
-    sets = {f"s{i}": " & ".join(groups[i:i + 4]) for i in range(3)}  # 10^4 combinations each
+    groups = ["(" + " | ".join(models[g * 10 : (g + 1) * 10]) + ")" for g in range(6)]
+    sets = {f"s{i}": " & ".join(groups[i : i + 4]) for i in range(3)}  # 10^4 combinations each
     start = time.perf_counter()
     plan = matrix(sets, models=models)
     assert time.perf_counter() - start < 10

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from compiler_support import at, codes, compile_yaml, locate, one
 
 FAKE = "llamaswap fake-upstream"
@@ -38,8 +37,12 @@ def test_global_and_model_macros_reverse_order_and_typed_values():
     assert m1.cmd == f"{FAKE} --port 5801 -c 8192 --name m1"
     assert m0.cmd == f"{FAKE} --port 5800 -c 4096 --name m0"
     # A value that is exactly ${name} keeps the macro's type; interpolation gives strings.
-    assert m1.metadata == {"ctx": 8192, "flag": True, "text": "ctx=8192 flag=true",
-                           "nested": (8192, {"deep": "m1"})}
+    assert m1.metadata == {
+        "ctx": 8192,
+        "flag": True,
+        "text": "ctx=8192 flag=true",
+        "nested": (8192, {"deep": "m1"}),
+    }
     assert m0.metadata == {"ctx": 4096}
 
 
@@ -56,7 +59,7 @@ def test_a_macro_can_only_use_macros_declared_before_it():
     d = one(plan, "LS307")
     assert d.message == "macro '${late}' should have been substituted in models.m.cmd (through macro 'early')"
     assert "declared" in (d.hint or "")
-    assert at(d) == locate(text, "${late}")   # where the leftover is written
+    assert at(d) == locate(text, "${late}")  # where the leftover is written
     assert d.path == "macros.early"
 
 
@@ -105,7 +108,7 @@ def test_port_allocation_sorted_ids_from_start_port_only_for_cmd_users():
     assert plan.ports == {"alpha": 9000, "gamma": 9001, "zeta": 9002}
     assert plan.config.models["gamma"].proxy == "http://127.0.0.1:9001/v1"
     assert plan.config.models["gamma"].metadata == {"port": 9001}
-    assert plan.config.models["alpha"].proxy == "http://localhost:9000"   # the default proxy
+    assert plan.config.models["alpha"].proxy == "http://localhost:9000"  # the default proxy
     assert plan.config.models["beta"].proxy == "http://127.0.0.1:7000"
 
 
@@ -128,9 +131,10 @@ def test_port_in_explicit_proxy_without_cmd_points_at_port():
         proxy: "http://127.0.0.1:${{PORT}}"
     """
     d = one(compile_yaml(text), "LS308")
-    assert d.message == ("model m: proxy uses ${PORT} but cmd does not - ${PORT} is only available when "
-                         "used in cmd")
-    assert at(d) == locate(text, "${PORT}\"")
+    assert d.message == (
+        "model m: proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd"
+    )
+    assert at(d) == locate(text, '${PORT}"')
     assert d.path == "models.m.proxy"
 
 
@@ -156,7 +160,7 @@ def test_pid_only_in_cmd_stop():
     plan = compile_yaml(text)
     d = one(plan, "LS307")
     assert d.message == "macro '${PID}' is only available in cmdStop (found in models.m.env[0])"
-    assert at(d) == locate(text, "${PID}\"")
+    assert at(d) == locate(text, '${PID}"')
     assert plan.config.models["m"].cmd_stop == "kill -TERM ${PID}"
 
 
@@ -198,13 +202,16 @@ def test_comment_lines_in_cmd_are_dropped_before_expansion():
     assert "not_a_macro" not in plan.config.models["m"].cmd
 
 
-@pytest.mark.parametrize("name, message", [
-    ("PORT", "macro name 'PORT' is reserved"),
-    ("PID", "macro name 'PID' is reserved"),
-    ("MODEL_ID", "macro name 'MODEL_ID' is reserved"),
-    ("has space", "macro name 'has space' must match ^[a-zA-Z0-9_-]+$"),
-    ("x" * 64, f"macro name '{'x' * 64}' exceeds maximum length of 63 characters"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("PORT", "macro name 'PORT' is reserved"),
+        ("PID", "macro name 'PID' is reserved"),
+        ("MODEL_ID", "macro name 'MODEL_ID' is reserved"),
+        ("has space", "macro name 'has space' must match ^[a-zA-Z0-9_-]+$"),
+        ("x" * 64, f"macro name '{'x' * 64}' exceeds maximum length of 63 characters"),
+    ],
+)
 def test_macro_declaration_rules(name, message):
     text = f"""\
     macros:
@@ -230,8 +237,11 @@ def test_macro_self_reference_and_non_scalar_value():
     """
     plan = compile_yaml(text)
     messages = [d.message for d in plan.diagnostics if d.code == "LS306"]
-    assert messages == ["macro 'loop' contains self-reference", "macro 'listy' must be a string, number or boolean",
-                        "model m: macro name 'PID' is reserved"]
+    assert messages == [
+        "macro 'loop' contains self-reference",
+        "macro 'listy' must be a string, number or boolean",
+        "model m: macro name 'PID' is reserved",
+    ]
 
 
 def test_env_substitution_everywhere_first():
@@ -246,7 +256,7 @@ def test_env_substitution_everywhere_first():
     plan = compile_yaml(text, env={"MODELS_DIR": "/srv/models", "TTL": "30"})
     assert plan.ok, plan.diagnostics
     assert plan.config.models["m"].cmd.endswith("--name /srv/models/gguf")
-    assert plan.config.models["m"].ttl == 30          # a whole-value env ref is typed like YAML
+    assert plan.config.models["m"].ttl == 30  # a whole-value env ref is typed like YAML
 
 
 def test_env_unset_is_one_located_error():

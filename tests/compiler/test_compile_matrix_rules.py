@@ -5,7 +5,6 @@ single-quoted and double-quoted YAML scalars alike."""
 from __future__ import annotations
 
 import pytest
-
 from compiler_support import at, codes, combos, compile_yaml, errors, locate, one
 
 HEAD = """\
@@ -24,6 +23,7 @@ def config(matrix_body: str) -> str:
 
 # -- 1. at least one set -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("body", ["  vars: {g: gemma}\n", "  sets: {}\n", "  sets:\n"])
 def test_matrix_needs_a_set(body):
     text = config(body)
@@ -41,12 +41,14 @@ def test_vars_are_optional():
 
 # -- 2. vars -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", ["big_model", "a" * 33, "g!", "g/x"])
 def test_var_key_pattern(key):
     text = config(f"  vars:\n    '{key}': gemma\n  sets:\n    s: qwen\n")
     d = one(compile_yaml(text, dedent=False), "LS205")
-    assert d.message == (f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
-                         "characters long")
+    assert d.message == (
+        f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 characters long"
+    )
     assert at(d) == locate(text, f"'{key}'", dedent=False)
     assert d.path == f"matrix.vars.{key}"
 
@@ -82,8 +84,18 @@ def test_var_wins_over_a_model_id_of_the_same_name():
 
 # -- 3. evict costs ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, shown", [("0", "0"), ("-3", "-3"), ("2.5", "2.5"), ('"3"', "the string '3'"),
-                                          ("true", "true"), ("[1]", "a list")])
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("0", "0"),
+        ("-3", "-3"),
+        ("2.5", "2.5"),
+        ('"3"', "the string '3'"),
+        ("true", "true"),
+        ("[1]", "a list"),
+    ],
+)
 def test_evict_cost_must_be_a_positive_integer(value, shown):
     text = config(f"  vars: {{g: gemma}}\n  evict_costs:\n    g: {value}\n  sets:\n    s: g & qwen\n")
     d = one(compile_yaml(text, dedent=False), "LS207")
@@ -94,8 +106,10 @@ def test_evict_cost_must_be_a_positive_integer(value, shown):
 
 
 def test_evict_cost_keys_are_vars_or_models():
-    text = config("  vars: {g: gemma}\n  evict_costs:\n    g: 2\n    qwen: 3\n    nope: 4\n    qwen-alias: 5\n"
-                  "  sets:\n    s: g & qwen\n")
+    text = config(
+        "  vars: {g: gemma}\n  evict_costs:\n    g: 2\n    qwen: 3\n    nope: 4\n    qwen-alias: 5\n"
+        "  sets:\n    s: g & qwen\n"
+    )
     plan = compile_yaml(text, dedent=False)
     d = one(plan, "LS208")
     assert d.message == "evict_costs: unknown var or model 'nope'"
@@ -116,18 +130,21 @@ STYLES = {
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("dsl, token, code", [
-    ("gemma & bogus", "bogus", "LS201"),
-    ("(gemma | qwen) & voxtrl", "voxtrl", "LS201"),
-    ("gemma & qwen-alias", "qwen-alias", "LS202"),
-    ("gemma & +nothere", "+nothere", "LS203"),
-    ("gemma & org/x", "/", "LS101"),
-    ("gemma & + x", "+", "LS102"),
-    ("gemma & (qwen | voxtral", "(", "LS103"),
-    ("gemma & | qwen", "|", "LS104"),
-    ("gemma qwen", "qwen", "LS105"),
-    ('gemma & "a/b', '"a/b', "LS106"),
-])
+@pytest.mark.parametrize(
+    "dsl, token, code",
+    [
+        ("gemma & bogus", "bogus", "LS201"),
+        ("(gemma | qwen) & voxtrl", "voxtrl", "LS201"),
+        ("gemma & qwen-alias", "qwen-alias", "LS202"),
+        ("gemma & +nothere", "+nothere", "LS203"),
+        ("gemma & org/x", "/", "LS101"),
+        ("gemma & + x", "+", "LS102"),
+        ("gemma & (qwen | voxtral", "(", "LS103"),
+        ("gemma & | qwen", "|", "LS104"),
+        ("gemma qwen", "qwen", "LS105"),
+        ('gemma & "a/b', '"a/b', "LS106"),
+    ],
+)
 def test_dsl_errors_point_at_the_token(style, dsl, token, code):
     scalar = STYLES[style](dsl)
     if style == "plain" and dsl.startswith('"'):
@@ -151,7 +168,7 @@ def test_unknown_name_message_and_hint():
 
 
 def test_alias_in_a_set_names_the_real_model():
-    text = config("  sets:\n    s: \"gemma & qwen-alias\"\n")
+    text = config('  sets:\n    s: "gemma & qwen-alias"\n')
     d = one(compile_yaml(text, dedent=False), "LS202")
     assert "'qwen'" in (d.hint or "")
     assert d.message == "set 's': 'qwen-alias' is an alias; sets must use real model IDs"
@@ -178,6 +195,7 @@ def test_every_set_is_checked_in_one_run():
 
 # -- 5. cycles -------------------------------------------------------------------------------
 
+
 def test_self_reference_is_a_cycle():
     text = config("  sets:\n    s: gemma | +s\n")
     d = one(compile_yaml(text, dedent=False), "LS204")
@@ -186,7 +204,9 @@ def test_self_reference_is_a_cycle():
 
 
 def test_cycle_error_shows_the_whole_cycle_and_points_at_the_closing_reference():
-    text = config("  sets:\n    ok: gemma\n    a: +b & gemma\n    b: qwen | +c\n    c: +a\n    d: +a & qwen\n")
+    text = config(
+        "  sets:\n    ok: gemma\n    a: +b & gemma\n    b: qwen | +c\n    c: +a\n    d: +a & qwen\n"
+    )
     plan = compile_yaml(text, dedent=False)
     d = one(plan, "LS204")
     assert d.message == "circular reference detected involving set 'a': a -> b -> c -> a"
@@ -207,6 +227,7 @@ def test_two_separate_cycles_are_two_errors():
 
 # -- 6. YAML shape -------------------------------------------------------------------------
 
+
 def test_sets_must_be_a_mapping():
     text = config("  sets: [gemma]\n")
     d = one(compile_yaml(text, dedent=False), "LS302")
@@ -223,8 +244,10 @@ def test_a_set_must_be_a_dsl_string(value):
 
 
 def test_routing_layout_paths():
-    text = HEAD + ("routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n        sets:\n"
-                   "          s: gemma & nope\n")
+    text = HEAD + (
+        "routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n        sets:\n"
+        "          s: gemma & nope\n"
+    )
     d = one(compile_yaml(text, dedent=False), "LS201")
     assert d.path == "routing.router.settings.matrix.sets.s"
     assert at(d) == locate(text, "nope", dedent=False)

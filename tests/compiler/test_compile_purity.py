@@ -38,10 +38,13 @@ def all_modules() -> list[str]:
 
 def test_compiler_imports_nothing_impure(tmp_path):
     sample = tmp_path / "c.yaml"
-    sample.write_text("models:\n  a: {cmd: 'x --port ${PORT}'}\n  b: {cmd: 'x --port ${PORT}'}\n"
-                      "matrix:\n  sets: {s: a & b}\n")
-    result = subprocess.run([sys.executable, "-c", PROBE, str(sample)], capture_output=True, text=True,
-                            timeout=120)
+    sample.write_text(
+        "models:\n  a: {cmd: 'x --port ${PORT}'}\n  b: {cmd: 'x --port ${PORT}'}\n"
+        "matrix:\n  sets: {s: a & b}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(sample)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report["modules"]) == set(all_modules()) and report["modules"]

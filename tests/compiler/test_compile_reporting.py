@@ -69,14 +69,23 @@ def test_did_you_mean_words_the_hint_as_the_user_would_write_the_name() -> None:
 
 
 def _calls(tree: ast.AST, name: str) -> int:
-    return sum(1 for n in ast.walk(tree) if isinstance(n, ast.Call) and (
-        (isinstance(n.func, ast.Name) and n.func.id == name)
-        or (isinstance(n.func, ast.Attribute) and n.func.attr == name)))
+    return sum(
+        1
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and (
+            (isinstance(n.func, ast.Name) and n.func.id == name)
+            or (isinstance(n.func, ast.Attribute) and n.func.attr == name)
+        )
+    )
 
 
 def _imports(tree: ast.AST, module: str) -> bool:
-    return any((isinstance(n, ast.Import) and any(a.name == module for a in n.names))
-               or (isinstance(n, ast.ImportFrom) and n.module == module) for n in ast.walk(tree))
+    return any(
+        (isinstance(n, ast.Import) and any(a.name == module for a in n.names))
+        or (isinstance(n, ast.ImportFrom) and n.module == module)
+        for n in ast.walk(tree)
+    )
 
 
 def test_diagnostics_are_built_in_one_place_and_hints_come_from_one_helper() -> None:

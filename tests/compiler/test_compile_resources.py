@@ -6,8 +6,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-
 from compiler_support import codes, combos, compile_yaml, locate, one
+
 from llamaswap.compiler.diagnostics import Severity
 from llamaswap.compiler.resources import UNITS, format_size, parse_size
 
@@ -29,20 +29,40 @@ matrix:
 
 # -- sizes ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("written, expected", [
-    ("24GiB", 24 * GiB), ("1.5GiB", 3 * GiB // 2), ("512MiB", 512 * MiB), ("1 KiB", 1024), ("2TiB", 2 << 40),
-    ("24GB", 24 * 10**9), ("10MB", 10**7), ("3KB", 3000), ("7B", 7), (".5GiB", GiB // 2),
-    (24, 24 * MiB), (1.5, 3 * MiB // 2), ("100", 100 * MiB), (0, 0),
-])
+
+@pytest.mark.parametrize(
+    "written, expected",
+    [
+        ("24GiB", 24 * GiB),
+        ("1.5GiB", 3 * GiB // 2),
+        ("512MiB", 512 * MiB),
+        ("1 KiB", 1024),
+        ("2TiB", 2 << 40),
+        ("24GB", 24 * 10**9),
+        ("10MB", 10**7),
+        ("3KB", 3000),
+        ("7B", 7),
+        (".5GiB", GiB // 2),
+        (24, 24 * MiB),
+        (1.5, 3 * MiB // 2),
+        ("100", 100 * MiB),
+        (0, 0),
+    ],
+)
 def test_sizes_take_units_and_bare_numbers_are_mib(written, expected):
     amount, problem, _ = parse_size(written)
     assert problem is None and amount == expected
 
 
-@pytest.mark.parametrize("written, hint", [
-    ("24Gib", "did you mean '24GiB'?"), ("24gb", "did you mean '24GB'?"), ("24G", "did you mean '24GiB'?"),
-    ("24Gi", "did you mean '24GiB'?"),
-])
+@pytest.mark.parametrize(
+    "written, hint",
+    [
+        ("24Gib", "did you mean '24GiB'?"),
+        ("24gb", "did you mean '24GB'?"),
+        ("24G", "did you mean '24GiB'?"),
+        ("24Gi", "did you mean '24GiB'?"),
+    ],
+)
 def test_unit_typos_get_a_hint(written, hint):
     amount, problem, got = parse_size(written)
     assert amount is None and "unknown unit" in problem and got == hint
@@ -63,6 +83,7 @@ def test_format_size_picks_the_largest_binary_unit():
 
 # -- no resources: exactly as before ---------------------------------------------------------------
 
+
 def test_a_config_without_resources_has_no_resources_anywhere():
     plan = compile_yaml("""\
         models:
@@ -75,6 +96,7 @@ def test_a_config_without_resources_has_no_resources_anywhere():
 
 
 # -- the schema ------------------------------------------------------------------------------------
+
 
 def test_unknown_device_is_located_with_a_did_you_mean():
     text = BOX.replace("devices: [gpu1]", "devices: [gpu2]") + "  sets: {s: embed}\n"
@@ -108,8 +130,12 @@ def test_a_resource_no_device_holds_is_named_in_the_hint():
 
 
 def test_split_and_devices_together_and_a_device_listed_twice():
-    text = BOX.replace("split: [gpu0, gpu1]", "split: [gpu0, gpu0]").replace(
-        "devices: [gpu1]", "devices: [gpu1], split: [gpu1]") + "  sets: {s: embed}\n"
+    text = (
+        BOX.replace("split: [gpu0, gpu1]", "split: [gpu0, gpu0]").replace(
+            "devices: [gpu1]", "devices: [gpu1], split: [gpu1]"
+        )
+        + "  sets: {s: embed}\n"
+    )
     plan = compile_yaml(text, dedent=False)
     messages = [d.message for d in plan.diagnostics if d.code == "LS321"]
     assert any("listed twice" in m for m in messages) and any("not both" in m for m in messages)
@@ -133,7 +159,7 @@ def test_device_budgets_must_be_mappings_and_a_broken_budget_does_not_cascade():
 
 def test_a_model_without_resources_is_a_warning():
     text = BOX + "  sets: {s: llama-70b}\n"
-    text = text.replace("models:\n", "models:\n  free: {cmd: \"x --port ${PORT}\"}\n")
+    text = text.replace("models:\n", 'models:\n  free: {cmd: "x --port ${PORT}"}\n')
     plan = compile_yaml(text, dedent=False)
     assert plan.ok and "LS413" in codes(plan)
 
@@ -144,6 +170,7 @@ def test_groups_engine_warns_that_resources_are_not_used():
 
 
 # -- Check -----------------------------------------------------------------------------------------
+
 
 def test_every_combination_of_a_hand_written_set_must_fit():
     text = BOX + "  sets:\n    ok: llama-70b & embed\n    bad: llama-70b & (coder-7b | qwen-32b)\n"
@@ -161,12 +188,14 @@ def test_a_set_that_fits_is_silent():
 
 
 def test_a_symbolic_set_whose_support_does_not_fit_is_noted():
-    plan = compile_yaml(BOX + "  sets:\n    s: (qwen-32b | coder-7b) & (llama-70b | embed)\n", dedent=False,
-                        budget=1)
+    plan = compile_yaml(
+        BOX + "  sets:\n    s: (qwen-32b | coder-7b) & (llama-70b | embed)\n", dedent=False, budget=1
+    )
     assert "LS452" in codes(plan)
 
 
 # -- Derive ----------------------------------------------------------------------------------------
+
 
 def test_sets_auto_derives_the_maximal_fitting_combinations():
     plan = compile_yaml(BOX + "  sets: auto\n", dedent=False)
@@ -187,7 +216,10 @@ def test_derived_sets_in_json_with_placements():
     placements = out["resources"]["placements"]
     assert placements[0]["placement"] == {"llama-70b": ["gpu0", "gpu1"], "embed": ["gpu1"]}
     gpu1 = placements[0]["use"][1]
-    assert gpu1["device"] == "gpu1" and gpu1["use"]["vram"] == {"used": 20 * GiB + 3 * GiB // 2, "budget": 24 * GiB}
+    assert gpu1["device"] == "gpu1" and gpu1["use"]["vram"] == {
+        "used": 20 * GiB + 3 * GiB // 2,
+        "budget": 24 * GiB,
+    }
     assert plan.artifact_json()["resources"] == out["resources"]
 
 
@@ -214,7 +246,7 @@ def test_sets_auto_past_the_budget_is_an_error():
 
 
 def test_models_needing_nothing_join_every_derived_set():
-    text = BOX.replace("models:\n", "models:\n  free: {cmd: \"x --port ${PORT}\", resources: {}}\n")
+    text = BOX.replace("models:\n", 'models:\n  free: {cmd: "x --port ${PORT}", resources: {}}\n')
     plan = compile_yaml(text + "  sets: auto\n", dedent=False)
     assert plan.ok and all("free" in s.combinations[0] for s in plan.sets)
 

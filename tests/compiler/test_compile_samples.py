@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from golden_helper import REPO_ROOT, assert_golden, golden_path, stale_goldens, updating
+
 from llamaswap.cli import cli
 from llamaswap.compiler.diagnostics import CODES
 
@@ -61,7 +61,9 @@ def test_json_golden(sample: Path, monkeypatch: pytest.MonkeyPatch):
     assert obj["ok"] is (sample in VALID)
     assert all(d["code"] in CODES for d in obj["diagnostics"])
     assert all(not Path(d["file"]).is_absolute() for d in obj["diagnostics"])
-    assert_golden(golden_name(sample, ".json"), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    assert_golden(
+        golden_name(sample, ".json"), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )
 
 
 @pytest.mark.parametrize("sample", VALID, ids=lambda p: p.stem)
@@ -87,19 +89,41 @@ def test_invalid_samples_cover_many_problem_classes(monkeypatch: pytest.MonkeyPa
 
 
 def test_many_problems_reports_every_problem_in_one_run(monkeypatch: pytest.MonkeyPatch):
-    _, out = run_compile(SAMPLES / "invalid" / "many-problems.yaml", "--format", "json", monkeypatch=monkeypatch)
+    _, out = run_compile(
+        SAMPLES / "invalid" / "many-problems.yaml", "--format", "json", monkeypatch=monkeypatch
+    )
     found = {d["code"] for d in json.loads(out)["diagnostics"]}
-    assert {"LS302", "LS408", "LS307", "LS309", "LS308", "LS205", "LS206", "LS207", "LS208", "LS201", "LS202",
-            "LS104", "LS204", "LS203"} <= found
+    assert {
+        "LS302",
+        "LS408",
+        "LS307",
+        "LS309",
+        "LS308",
+        "LS205",
+        "LS206",
+        "LS207",
+        "LS208",
+        "LS201",
+        "LS202",
+        "LS104",
+        "LS204",
+        "LS203",
+    } <= found
 
 
 def test_github_golden(monkeypatch: pytest.MonkeyPatch):
     sample = SAMPLES / "invalid" / "many-problems.yaml"
     code, out = run_compile(sample, "--format", "github", monkeypatch=monkeypatch)
     assert code == 1
-    assert all(line.startswith(("::error file=samples/invalid/many-problems.yaml,line=",
-                                "::warning file=samples/invalid/many-problems.yaml,line=")) for line in
-               out.splitlines())
+    assert all(
+        line.startswith(
+            (
+                "::error file=samples/invalid/many-problems.yaml,line=",
+                "::warning file=samples/invalid/many-problems.yaml,line=",
+            )
+        )
+        for line in out.splitlines()
+    )
     assert_golden(golden_name(sample, ".github"), out)
 
 
@@ -112,6 +136,7 @@ def test_no_stale_goldens():
 
 
 def test_generated_sample_is_up_to_date():
-    result = subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--check"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, str(SAMPLES / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr

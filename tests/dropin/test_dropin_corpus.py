@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
 from corpus_cases import Case, cases
-from llamaswap.compiler.plan import CompileOptions, compile_text
 from serve_support import start_serve
+
+from llamaswap.compiler.plan import CompileOptions, compile_text
 
 CASES = cases()
 STARTS = [c for c in CASES if c.starts]
@@ -51,8 +51,13 @@ def test_llama_swap_refuses_it_so_compile_refuses_it(case: Case) -> None:
 @pytest.mark.parametrize("case", [c for c in STARTS if c.warns][:3], ids=lambda c: c.name)
 def test_strict_compile_turns_the_warnings_into_failure(case: Case) -> None:
     def run(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "llamaswap", "compile", *extra, str(case.path)],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "llamaswap", "compile", *extra, str(case.path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     assert run().returncode == 0
     strict = run("--strict")
@@ -78,8 +83,10 @@ def test_serve_lists_the_ids_llama_swap_lists(case: Case, tmp_path) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name, model", [("proxy-only-remote", "gpu-box-llama"), ("null-model", "parked"),
-                                         ("cmd-unbalanced-quote", "broken")])
+@pytest.mark.parametrize(
+    "name, model",
+    [("proxy-only-remote", "gpu-box-llama"), ("null-model", "parked"), ("cmd-unbalanced-quote", "broken")],
+)
 def test_a_model_that_cannot_start_fails_clearly_when_requested(name: str, model: str, tmp_path) -> None:
     case = next(c for c in STARTS if c.name == name)
     server = start_serve(case.path, cwd=tmp_path)

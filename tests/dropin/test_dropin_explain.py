@@ -10,8 +10,13 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "valid" / "matrix-exa
 
 
 def plan(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "llamaswap", "plan", str(SAMPLE), *args], capture_output=True,
-                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-m", "llamaswap", "plan", str(SAMPLE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 

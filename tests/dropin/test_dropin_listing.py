@@ -34,7 +34,11 @@ def test_aliases_in_declared_order_then_set_params_by_id_names_and_no_empty_key(
           b:
             cmd: x --port ${PORT}
         """)
-    assert recs["a"]["meta"]["llamaswap"] == {"family": "f", "type": "model", "aliases": ["zeta", "alpha", "a-fast"]}
+    assert recs["a"]["meta"]["llamaswap"] == {
+        "family": "f",
+        "type": "model",
+        "aliases": ["zeta", "alpha", "a-fast"],
+    }
     assert recs["b"]["meta"]["llamaswap"] == {"type": "model"}
     assert recs["zeta"]["meta"]["llamaswap"] == {"family": "f", "type": "alias", "modelID": "a"}
     assert recs["a-fast"]["meta"]["llamaswap"]["modelID"] == "a"
@@ -53,8 +57,11 @@ def test_capabilities_render_like_llama_swap():
             capabilities: {in: [text], out: [audio]}
         """)
     vlm = recs["vlm"]
-    assert vlm["architecture"] == {"input_modalities": ["text", "image"], "output_modalities": ["text"],
-                                   "modality": "text+image->text"}
+    assert vlm["architecture"] == {
+        "input_modalities": ["text", "image"],
+        "output_modalities": ["text"],
+        "modality": "text+image->text",
+    }
     assert vlm["capabilities"] == {"vision": True, "function_calling": True}
     assert vlm["supported_parameters"] == ["tools", "tool_choice"]
     assert vlm["context_length"] == 32768
@@ -64,7 +71,8 @@ def test_capabilities_render_like_llama_swap():
 
 
 def test_peers_and_selectors_are_listed():
-    recs = records("""\
+    recs = records(
+        """\
         models:
           a: {cmd: "x --port ${PORT}"}
           b: {cmd: "x --port ${PORT}", aliases: [bee]}
@@ -73,7 +81,9 @@ def test_peers_and_selectors_are_listed():
           hidden: {strategy: pin, targets: [a], unlisted: true}
         peers:
           box: {proxy: "http://10.0.0.2:8080", models: [big, big, small]}
-        """, loaded=frozenset({"b"}))
+        """,
+        loaded=frozenset({"b"}),
+    )
     assert set(recs) == {"a", "b", "auto", "box/big", "box/small"}
     assert recs["box/big"]["name"] == "box: big"
     assert recs["box/big"]["meta"]["llamaswap"] == {"type": "peer", "peerID": "box"}

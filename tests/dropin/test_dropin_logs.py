@@ -7,26 +7,28 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from serve_support import free_port_block, model, start_serve, upstream_cmd
 
 from llamaswap.runtime.logs import UPSTREAM, JsonFormatter, TextFormatter, go_time
-from serve_support import free_port_block, model, start_serve, upstream_cmd
 
 WHEN = 1767268800.123456  # 2026-01-01T12:00:00.123456Z
 
 
-@pytest.mark.parametrize("name, pattern", [
-    ("rfc3339", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d\d:\d\d|Z)"),
-    ("RFC3339Nano", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}([+-]\d\d:\d\d|Z)"),
-    ("kitchen", r"\d{1,2}:\d\dPM|\d{1,2}:\d\dAM"),
-    ("stampmilli", r"[A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d\.\d{3}"),
-    ("ansic", r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d \d{4}"),
-    ("2006-01-02", r""),  # a Go layout, not a name: llama-swap prints no timestamp
-])
+@pytest.mark.parametrize(
+    "name, pattern",
+    [
+        ("rfc3339", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d\d:\d\d|Z)"),
+        ("RFC3339Nano", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}([+-]\d\d:\d\d|Z)"),
+        ("kitchen", r"\d{1,2}:\d\dPM|\d{1,2}:\d\dAM"),
+        ("stampmilli", r"[A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d\.\d{3}"),
+        ("ansic", r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d \d{4}"),
+        ("2006-01-02", r""),  # a Go layout, not a name: llama-swap prints no timestamp
+    ],
+)
 def test_log_time_formats_are_llama_swaps_names(name, pattern):
     assert re.fullmatch(pattern, go_time(name, WHEN)), go_time(name, WHEN)
 
@@ -38,28 +40,45 @@ def record(name: str, msg: str, **extra) -> logging.LogRecord:
 
 
 def test_text_and_json_formats():
-    assert TextFormatter("").format(record("llamaswap.process", "a: ready in 1.00s")) == \
-        "INFO llamaswap.process: a: ready in 1.00s"
+    assert (
+        TextFormatter("").format(record("llamaswap.process", "a: ready in 1.00s"))
+        == "INFO llamaswap.process: a: ready in 1.00s"
+    )
     assert TextFormatter("").format(record(UPSTREAM, "[a] hello")) == "[a] hello"
-    assert re.match(r"\d{4}-\d\d-\d\dT\S+ WARN x: y$", TextFormatter("rfc3339").format(
-        record("x", "y") if False else logging.LogRecord("x", logging.WARNING, __file__, 1, "y", (), None)))
+    assert re.match(
+        r"\d{4}-\d\d-\d\dT\S+ WARN x: y$",
+        TextFormatter("rfc3339").format(
+            record("x", "y") if False else logging.LogRecord("x", logging.WARNING, __file__, 1, "y", (), None)
+        ),
+    )
     line = JsonFormatter().format(record("llamaswap.access", 'GET "/v1/models"\n', status=200, model="-"))
     obj = json.loads(line)
     assert "\n" not in line
     assert (obj["level"], obj["logger"], obj["msg"], obj["status"], obj["model"]) == (
-        "info", "llamaswap.access", 'GET "/v1/models"\n', 200, "-")
+        "info",
+        "llamaswap.access",
+        'GET "/v1/models"\n',
+        200,
+        "-",
+    )
 
 
 def serve_with(tmp_path: Path, log_to_stdout: str, *args: str, startup_delay: float = 0.0):
-    config = {"healthCheckTimeout": 30, "logToStdout": log_to_stdout, "startPort": free_port_block(1),
-              "models": {"m": model(upstream_cmd("m", startup_delay=startup_delay))}}
+    config = {
+        "healthCheckTimeout": 30,
+        "logToStdout": log_to_stdout,
+        "startPort": free_port_block(1),
+        "models": {"m": model(upstream_cmd("m", startup_delay=startup_delay))},
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return start_serve(path, cwd=tmp_path, args=args)
 
 
 def wait_for(server, pattern: str) -> str:
-    return server.wait(lambda: re.search(pattern, server.log(), re.M) and server.log(), f"log line {pattern!r}")
+    return server.wait(
+        lambda: re.search(pattern, server.log(), re.M) and server.log(), f"log line {pattern!r}"
+    )
 
 
 @pytest.mark.e2e
@@ -85,8 +104,10 @@ def test_both_and_json_give_upstream_lifecycle_and_access_lines_one_object_each(
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mode, proxy_lines, upstream_lines", [
-    ("proxy", True, False), ("upstream", False, True), ("none", False, False)])
+@pytest.mark.parametrize(
+    "mode, proxy_lines, upstream_lines",
+    [("proxy", True, False), ("upstream", False, True), ("none", False, False)],
+)
 def test_log_to_stdout_picks_what_reaches_the_terminal(tmp_path: Path, mode, proxy_lines, upstream_lines):
     server = serve_with(tmp_path, mode)
     try:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from serve_support import free_port_block, model, start_serve, upstream_cmd
 
 from llamaswap.compiler.plan import CompileOptions, compile_text
 from llamaswap.runtime.selectors import SelectorTracker
-from serve_support import free_port_block, model, start_serve, upstream_cmd
 
 
 def tracker(text: str) -> SelectorTracker:
@@ -60,8 +60,10 @@ def test_selectors_answer_requests_and_peers_say_they_are_not_forwarded(tmp_path
         "healthCheckTimeout": 30,
         "startPort": free_port_block(2),
         "models": {"a": model(upstream_cmd("a")), "b": model(upstream_cmd("b"))},
-        "selectors": {"pinned": {"strategy": "pin", "targets": ["b", "a"]},
-                      "warm": {"strategy": "warm", "targets": ["a", "b"]}},
+        "selectors": {
+            "pinned": {"strategy": "pin", "targets": ["b", "a"]},
+            "warm": {"strategy": "warm", "targets": ["a", "b"]},
+        },
         "peers": {"box": {"proxy": "http://127.0.0.1:9", "models": ["far"]}},
     }
     path = tmp_path / "c.yaml"

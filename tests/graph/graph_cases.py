@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from golden_helper import GOLDEN_DIR, REPO_ROOT, TESTS_DIR
+
 from llamaswap.cli import cli
 
 CONFIGS = TESTS_DIR / "graph" / "configs"
@@ -47,8 +47,10 @@ class Case:
 
 
 def cases() -> list[Case]:
-    out = [Case(f"configs/{p.stem}", p, ARGS.get(p.stem, ()), GOLDEN / "configs")
-           for p in sorted(CONFIGS.glob("*.yaml"))]
+    out = [
+        Case(f"configs/{p.stem}", p, ARGS.get(p.stem, ()), GOLDEN / "configs")
+        for p in sorted(CONFIGS.glob("*.yaml"))
+    ]
     out += [Case(f"samples/{p.stem}", p, (), GOLDEN) for p in sorted(SAMPLES.glob("*.yaml"))]
     return out
 
@@ -85,7 +87,9 @@ def dot_program() -> str:
     exe = shutil.which("dot")
     if exe is None:
         if REQUIRE_GRAPHVIZ:
-            pytest.fail("Graphviz's dot is required (LLAMASWAP_REQUIRE_GRAPHVIZ=1) but not on PATH; "
-                        "install Debian's graphviz package")
+            pytest.fail(
+                "Graphviz's dot is required (LLAMASWAP_REQUIRE_GRAPHVIZ=1) but not on PATH; "
+                "install Debian's graphviz package"
+            )
         pytest.skip("Graphviz's dot is not installed")
     return exe

@@ -10,13 +10,12 @@ import subprocess
 
 import networkx as nx
 import pytest
-
 from graph_cases import CASES, VIEWS, Run, dot_program, run_cli, run_graph
+
 from llamaswap.cli import compile_config
 from llamaswap.compiler.graph import build_graph
 from llamaswap.compiler.reachable import reachable_states
 from llamaswap.compiler.render import dot_quote, load_node_link, mermaid_text, render_dot, render_json
-
 
 EXPECTED_FAILURES = ("are symbolic (too large to expand)", "too many to draw")
 
@@ -121,7 +120,9 @@ def test_svg_png(tmp_path, fmt, magic):
 
 def test_missing_graphviz_names_the_package(tmp_path):
     case = next(c for c in CASES if c.name == "configs/matrix")
-    run = run_cli("graph", str(case.config), "--view", "coexist", "--format", "svg", env={"PATH": str(tmp_path)})
+    run = run_cli(
+        "graph", str(case.config), "--view", "coexist", "--format", "svg", env={"PATH": str(tmp_path)}
+    )
     assert run.code == 1
     assert "Graphviz's `dot` program is not installed" in run.stderr
     assert "apt-get install graphviz" in run.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from golden_helper import assert_golden, stale_goldens, updating
 from graph_cases import CASES, GOLDEN, TEXT_FORMATS, VIEWS, outcome, run_graph
 
@@ -18,12 +17,19 @@ def test_golden(case, view, fmt):
     if updating():
         stale.unlink(missing_ok=True)
     else:
-        assert not stale.exists(), f"{stale.name} is stale: the run {'succeeded' if suffix == '' else 'failed'}"
+        assert not stale.exists(), (
+            f"{stale.name} is stale: the run {'succeeded' if suffix == '' else 'failed'}"
+        )
     assert_golden(path.with_name(path.name + suffix), text)
 
 
 def test_no_orphan_goldens():
-    expected = {c.golden(v, f).with_name(c.golden(v, f).name + s)
-                for c in CASES for v in VIEWS for f in TEXT_FORMATS for s in ("", ".err")}
+    expected = {
+        c.golden(v, f).with_name(c.golden(v, f).name + s)
+        for c in CASES
+        for v in VIEWS
+        for f in TEXT_FORMATS
+        for s in ("", ".err")
+    }
     orphans = stale_goldens(GOLDEN, expected)
     assert not orphans, f"golden files without a case: {[str(p.relative_to(GOLDEN)) for p in orphans]}"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from graph_cases import CASES, run_cli, run_graph
+
 from llamaswap.compiler.render import load_node_link
 
 
@@ -45,7 +45,11 @@ def test_transitions_agree_with_plan_all(case):
     got = {}
     for u, v, k, e in g.edges(keys=True, data=True):
         assert k == e["request"]
-        got[(tuple(g.nodes[u]["models"]), tuple(g.nodes[v]["models"]), k)] = (tuple(e["evict"]), e["set"], e["cost"])
+        got[(tuple(g.nodes[u]["models"]), tuple(g.nodes[v]["models"]), k)] = (
+            tuple(e["evict"]),
+            e["set"],
+            e["cost"],
+        )
         label = e["request"] + (f"\nevict {', '.join(e['evict'])}" if e["evict"] else "")
         assert e["label"] == label
     assert got == expected
@@ -53,7 +57,9 @@ def test_transitions_agree_with_plan_all(case):
     assert len(expected) + no_ops == len(decisions)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name in ("configs/matrix", "configs/groups")], ids=str)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name in ("configs/matrix", "configs/groups")], ids=str
+)
 def test_focus_is_a_contraction_of_the_full_graph(case):
     """--focus M keeps the states holding M and contracts all the others into one node; the
     edges it draws account for every request that loads, keeps or evicts M."""

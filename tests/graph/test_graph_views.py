@@ -5,18 +5,26 @@ enumerated states, `maximal` against a quadratic scan; plus the size limits and 
 from __future__ import annotations
 
 import itertools
-import sys
 import subprocess
+import sys
 
 import networkx as nx
-from hypothesis import given, settings, strategies as st
-
 from graph_cases import CASES, run_cli, run_graph
-from llamaswap.cli import compile_config
-from llamaswap.compiler.graph import (DRAW_MAX_EDGES, DRAW_MAX_NODES, GraphError, build_graph, maximal, model_id,
-                                      reachable_group_states)
-from llamaswap.compiler.plan import CompileOptions, compile_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.fuzz import examples
+
+from llamaswap.cli import compile_config
+from llamaswap.compiler.graph import (
+    DRAW_MAX_EDGES,
+    DRAW_MAX_NODES,
+    GraphError,
+    build_graph,
+    maximal,
+    model_id,
+    reachable_group_states,
+)
+from llamaswap.compiler.plan import CompileOptions, compile_text
 
 
 def _case(name):
@@ -24,15 +32,23 @@ def _case(name):
 
 
 def _weights(g: nx.Graph) -> dict[tuple[str, str], int]:
-    return {tuple(sorted((g.nodes[u]["model"], g.nodes[v]["model"]))): d["weight"] for u, v, d in g.edges(data=True)}
+    return {
+        tuple(sorted((g.nodes[u]["model"], g.nodes[v]["model"]))): d["weight"]
+        for u, v, d in g.edges(data=True)
+    }
 
 
 def test_coexist_matrix_example():
     g = build_graph(compile_config(str(_case("configs/matrix").config)), "coexist")
     assert _weights(g) == {
-        ("gemma", "voxtral"): 2, ("qwen", "voxtral"): 2, ("mistral", "voxtral"): 1,
-        ("reranker", "voxtral"): 2, ("gemma", "reranker"): 1, ("qwen", "reranker"): 1,
-        ("gemma", "sd"): 1, ("qwen", "sd"): 1,
+        ("gemma", "voxtral"): 2,
+        ("qwen", "voxtral"): 2,
+        ("mistral", "voxtral"): 1,
+        ("reranker", "voxtral"): 2,
+        ("gemma", "reranker"): 1,
+        ("qwen", "reranker"): 1,
+        ("gemma", "sd"): 1,
+        ("qwen", "sd"): 1,
     }
     assert g.edges[model_id("gemma"), model_id("voxtral")]["sets"] == ["standard", "with_rerank"]
     assert [n for n, d in g.nodes(data=True) if d["alone"]] == [model_id("llama-70B"), model_id("whisper")]
@@ -63,7 +79,7 @@ def matrix_configs(draw):
     for i in range(draw(st.integers(1, 3))):
         sets.append((f"s{i}", draw(_exprs([n for n, _ in sets]))))
     text = "models:\n" + "".join(f"  {m}:\n    cmd: server --port ${{PORT}}\n" for m in MODELS)
-    text += "matrix:\n  sets:\n" + "".join(f"    {n}: \"{e}\"\n" for n, e in sets)
+    text += "matrix:\n  sets:\n" + "".join(f'    {n}: "{e}"\n' for n, e in sets)
     return text
 
 
@@ -97,6 +113,7 @@ def test_symbolic_sample_coexist_matches_expanded():
 
 
 # -- groups: the pair rule == the enumerated states ----------------------------------------------
+
 
 @st.composite
 def group_configs(draw):
@@ -134,6 +151,7 @@ def test_group_coexist_matches_the_reachable_states(text):
 
 # -- maximal -------------------------------------------------------------------------------------
 
+
 @given(st.lists(st.frozensets(st.sampled_from(MODELS), min_size=1), max_size=12))
 def test_maximal_matches_a_quadratic_scan(combos):
     want = {c for c in combos if not any(c < d for d in combos)}
@@ -149,8 +167,11 @@ def test_sets_view_with_a_symbolic_set_covers_the_expanded_one():
     full = build_graph(compile_config(str(case.config)), "sets")
     part = build_graph(compile_config(str(case.config), 10), "sets")
     listed = {tuple(d["models"]) for _, d in part.nodes(data=True) if d["kind"] == "combination"}
-    symbolic = {n: {part.nodes[m]["model"] for m in part.successors(n)}
-                for n, d in part.nodes(data=True) if d["kind"] == "symbolic_set"}
+    symbolic = {
+        n: {part.nodes[m]["model"] for m in part.successors(n)}
+        for n, d in part.nodes(data=True)
+        if d["kind"] == "symbolic_set"
+    }
     assert symbolic
     for _, d in full.nodes(data=True):
         if d["kind"] == "combination":
@@ -160,11 +181,12 @@ def test_sets_view_with_a_symbolic_set_covers_the_expanded_one():
 
 # -- limits and errors ---------------------------------------------------------------------------
 
+
 def _product(tmp_path, factors: int, width: int) -> str:
     """One set, the product of `factors` alternatives of `width` models each."""
     groups = [[f"{chr(97 + f)}{i}" for i in range(1, width + 1)] for f in range(factors)]
     text = "models:\n" + "".join(f"  {m}:\n    cmd: server --port ${{PORT}}\n" for g in groups for m in g)
-    text += "matrix:\n  sets:\n    product: \"" + " & ".join("(" + " | ".join(g) + ")" for g in groups) + "\"\n"
+    text += 'matrix:\n  sets:\n    product: "' + " & ".join("(" + " | ".join(g) + ")" for g in groups) + '"\n'
     path = tmp_path / f"product-{factors}x{width}.yaml"
     path.write_text(text)
     return str(path)
@@ -182,7 +204,10 @@ def test_too_many_states_to_draw_suggests_focus(tmp_path):
         assert run_cli("graph", config, "--view", "transitions", "--format", fmt).code == 0
     focused = run_cli("graph", config, "--view", "transitions", "--format", "dot", "--focus", "a1")
     assert focused.code == 0, focused.stderr
-    assert "16 nodes" in run_cli("graph", config, "--view", "transitions", "--focus", "a1").stdout.splitlines()[0]
+    assert (
+        "16 nodes"
+        in run_cli("graph", config, "--view", "transitions", "--focus", "a1").stdout.splitlines()[0]
+    )
     assert "xlabel=" in focused.stdout  # 226 edges: labels placed after the layout
 
 
@@ -190,8 +215,10 @@ def test_too_many_edges_to_draw(tmp_path):
     config = _product(tmp_path, 3, 6)  # 343 states; a1's part has 50 states but 602 edges
     run = run_cli("graph", config, "--view", "transitions", "--format", "dot", "--focus", "a1")
     assert run.code == 1
-    assert ("the transitions graph has 50 nodes and 602 edges, too many to draw "
-            f"(limits: {DRAW_MAX_NODES} nodes, {DRAW_MAX_EDGES} edges)") in run.stderr
+    assert (
+        "the transitions graph has 50 nodes and 602 edges, too many to draw "
+        f"(limits: {DRAW_MAX_NODES} nodes, {DRAW_MAX_EDGES} edges)"
+    ) in run.stderr
 
 
 def test_symbolic_transitions_explain_what_to_do():
@@ -208,14 +235,16 @@ def test_symbolic_transitions_explain_what_to_do():
 
 def test_config_with_errors_exits_1(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("models:\n  a:\n    cmd: x --port ${PORT}\nmatrix:\n  sets:\n    s: \"a & nope\"\n")
+    bad.write_text('models:\n  a:\n    cmd: x --port ${PORT}\nmatrix:\n  sets:\n    s: "a & nope"\n')
     run = run_cli("graph", str(bad), "--view", "coexist")
     assert run.code == 1 and "the config has errors" in run.stderr
 
 
 def test_graph_modules_stay_pure():
-    code = ("import sys, llamaswap.compiler.graph, llamaswap.compiler.render; "
-            "print(sorted({'click', 'subprocess', 'asyncio', 'aiohttp'} & set(sys.modules)))")
+    code = (
+        "import sys, llamaswap.compiler.graph, llamaswap.compiler.render; "
+        "print(sorted({'click', 'subprocess', 'asyncio', 'aiohttp'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -227,7 +256,7 @@ def test_counts_saturate_like_the_set_table():
 
     sets = {"t0": "a | b | c", **{f"t{k + 1}": f"+t{k} & +t{k} | d" for k in range(40)}}
     text = "models:\n" + "".join(f"  {m}:\n    cmd: server --port ${{PORT}}\n" for m in "abcd")
-    text += "matrix:\n  sets:\n" + "".join(f"    {n}: \"{e}\"\n" for n, e in sets.items())
+    text += "matrix:\n  sets:\n" + "".join(f'    {n}: "{e}"\n' for n, e in sets.items())
     # Over four models the chain has at most 15 distinct combinations, which expand; a small
     # budget keeps the chain symbolic, counted on its expressions.
     plan = compile_text(text, "chain.yaml", CompileOptions(expand_budget=5))

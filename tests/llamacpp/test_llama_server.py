@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from llamacpp_helpers import (
     http_request,
     post_json,
@@ -22,14 +21,18 @@ HOST = "127.0.0.1"
 
 
 def test_binary_reports_version(llama_server_bin: Path) -> None:
-    proc = subprocess.run([str(llama_server_bin), "--version"], capture_output=True,
-                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(llama_server_bin), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "version" in (proc.stdout + proc.stderr).lower()
 
 
-def test_models_are_distinct_and_deterministic(gguf_models: dict[str, Path],
-                                               tmp_path: Path) -> None:
+def test_models_are_distinct_and_deterministic(gguf_models: dict[str, Path], tmp_path: Path) -> None:
     import gguf_models as models
 
     assert len(gguf_models) == 2
@@ -41,15 +44,18 @@ def test_models_are_distinct_and_deterministic(gguf_models: dict[str, Path],
 
 
 @pytest.mark.parametrize("model_name", ["tiny-llama-a", "tiny-llama-b"])
-def test_llama_server_serves_chat_and_stops(llama_server_bin: Path,
-                                            gguf_models: dict[str, Path],
-                                            tmp_path: Path, model_name: str) -> None:
+def test_llama_server_serves_chat_and_stops(
+    llama_server_bin: Path, gguf_models: dict[str, Path], tmp_path: Path, model_name: str
+) -> None:
     log_path = tmp_path / "llama-server.log"
-    with running_llama_server(llama_server_bin, gguf_models[model_name], log_path=log_path,
-                              host=HOST, alias=model_name) as (proc, port):
+    with running_llama_server(
+        llama_server_bin, gguf_models[model_name], log_path=log_path, host=HOST, alias=model_name
+    ) as (proc, port):
         ready_s = wait_healthy(proc, HOST, port, timeout=60, log_path=log_path)
-        print(f"\n{model_name}: llama-server pid {proc.pid} healthy on :{port} "
-              f"{ready_s * 1000:.0f} ms after spawn")
+        print(
+            f"\n{model_name}: llama-server pid {proc.pid} healthy on :{port} "
+            f"{ready_s * 1000:.0f} ms after spawn"
+        )
 
         status, models_body = http_request("GET", HOST, port, "/v1/models")
         assert status == 200
@@ -71,8 +77,7 @@ def test_llama_server_serves_chat_and_stops(llama_server_bin: Path,
         assert choice["finish_reason"] in ("length", "stop")
         assert 0 < body["usage"]["completion_tokens"] <= 8
 
-        chunks = list(stream_sse(HOST, port, "/v1/chat/completions",
-                                 {**request, "stream": True}))
+        chunks = list(stream_sse(HOST, port, "/v1/chat/completions", {**request, "stream": True}))
         assert chunks and chunks[-1] == "[DONE]", chunks[-3:]
         events = [json.loads(c) for c in chunks[:-1]]
         assert all(e["object"] == "chat.completion.chunk" for e in events)

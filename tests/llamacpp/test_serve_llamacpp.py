@@ -15,11 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from llamacpp_helpers import DEFAULT_SERVER_ARGS, http_request, post_json, stream_sse
 from support.upstream import pid_alive
 
@@ -36,7 +35,7 @@ def _proc_children(pid: int) -> set[int]:
             stat = Path(f"/proc/{entry}/stat").read_bytes()
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2:].split()
+        fields = stat[stat.rindex(b")") + 2 :].split()
         if fields[0] in (b"Z", b"X"):
             continue
         if int(fields[1]) == pid:
@@ -97,7 +96,9 @@ def server(llama_server_bin: Path, gguf_models: dict[str, Path], tmp_path_factor
     with open(log, "wb") as errf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llamaswap", "serve", str(config), "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=errf)
+            stdout=subprocess.PIPE,
+            stderr=errf,
+        )
     assert proc.stdout is not None
     banner = proc.stdout.readline().decode()
     match = URL.search(banner)
@@ -116,9 +117,12 @@ def server(llama_server_bin: Path, gguf_models: dict[str, Path], tmp_path_factor
 
 
 def test_first_model_loads_and_answers(server: Server) -> None:
-    status, body = post_json(server.host, server.port, "/v1/chat/completions", {
-        "model": "tiny-llama-a", "max_tokens": 8,
-        "messages": [{"role": "user", "content": "hello"}]})
+    status, body = post_json(
+        server.host,
+        server.port,
+        "/v1/chat/completions",
+        {"model": "tiny-llama-a", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]},
+    )
     assert status == 200, body
     assert body["choices"][0]["message"]["content"] is not None
     running = server.running()
@@ -129,9 +133,12 @@ def test_first_model_loads_and_answers(server: Server) -> None:
 
 def test_swap_to_second_model_stops_the_first(server: Server) -> None:
     before = server.running()["tiny-llama-a"]["pid"]
-    status, body = post_json(server.host, server.port, "/v1/chat/completions", {
-        "model": "tiny-llama-b", "max_tokens": 8,
-        "messages": [{"role": "user", "content": "hello"}]})
+    status, body = post_json(
+        server.host,
+        server.port,
+        "/v1/chat/completions",
+        {"model": "tiny-llama-b", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]},
+    )
     assert status == 200, body
     running = server.running()
     assert list(running) == ["tiny-llama-b"], running
@@ -140,9 +147,19 @@ def test_swap_to_second_model_stops_the_first(server: Server) -> None:
 
 
 def test_streaming_through_the_proxy_swaps_back(server: Server) -> None:
-    chunks = list(stream_sse(server.host, server.port, "/v1/chat/completions", {
-        "model": "tiny-llama-a", "max_tokens": 8, "stream": True,
-        "messages": [{"role": "user", "content": "hi"}]}))
+    chunks = list(
+        stream_sse(
+            server.host,
+            server.port,
+            "/v1/chat/completions",
+            {
+                "model": "tiny-llama-a",
+                "max_tokens": 8,
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+    )
     assert chunks[-1] == "[DONE]"
     objects = [json.loads(c) for c in chunks[:-1]]
     assert objects and all(o["object"] == "chat.completion.chunk" for o in objects)

@@ -10,10 +10,10 @@ later-defined sets (acyclic: a set may only reference sets of lower random rank)
 
 from __future__ import annotations
 
-from hypothesis import assume, strategies as st
-
 import re
 
+from hypothesis import assume
+from hypothesis import strategies as st
 from support.brute_force import GroupSpec, MatrixSpec, Tree
 
 MODEL_POOL = ("a", "b", "c", "d", "e", "B", "Zz", "a-1", "a.2", "m_3", "ü")
@@ -44,7 +44,13 @@ def matrix_specs(draw, tie_heavy: bool = False, max_sets: int = 4) -> MatrixSpec
     models = draw(st.lists(st.sampled_from(MODEL_POOL), min_size=2, max_size=6, unique=True))
     vars_: dict[str, str] = {}
     if not tie_heavy and draw(st.booleans()):
-        keys = draw(st.lists(st.sampled_from(VAR_POOL + tuple(m for m in models if VAR_KEY.match(m))), max_size=3, unique=True))
+        keys = draw(
+            st.lists(
+                st.sampled_from(VAR_POOL + tuple(m for m in models if VAR_KEY.match(m))),
+                max_size=3,
+                unique=True,
+            )
+        )
         for k in keys:
             vars_[k] = draw(st.sampled_from(models))
     # A model whose ID is shadowed by a var key can only be named through a var.
@@ -110,7 +116,9 @@ def group_specs(draw) -> GroupSpec:
             break
         members = draw(st.lists(st.sampled_from(free), min_size=1, max_size=len(free), unique=True))
         free = [m for m in free if m not in members]
-        groups.append((f"g{i}", draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), tuple(members)))
+        groups.append(
+            (f"g{i}", draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), tuple(members))
+        )
     return GroupSpec(models, groups, routing=draw(st.booleans()))
 
 

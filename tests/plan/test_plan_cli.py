@@ -79,8 +79,16 @@ def test_json_shape_without_explain(write) -> None:
     assert len(lines) == 1  # one object
     out = json.loads(lines[0])
     assert set(out) == DECISION_KEYS
-    assert out == {"request": "t", "model": "t", "running": ["a", "b", "c"], "evict": ["c"], "set": "all",
-                   "dsl": "+pool & +pool & +pool", "target_set": ["a", "b", "t"], "cost": 1}
+    assert out == {
+        "request": "t",
+        "model": "t",
+        "running": ["a", "b", "c"],
+        "evict": ["c"],
+        "set": "all",
+        "dsl": "+pool & +pool & +pool",
+        "target_set": ["a", "b", "t"],
+        "cost": 1,
+    }
     assert list(out) == sorted(out)  # deterministic key order
     assert r.stderr == ""
 
@@ -90,8 +98,10 @@ def test_json_shape_with_explain_ranks_candidates_best_first(write) -> None:
     assert r.exit_code == 0
     out = json.loads(r.stdout)
     assert set(out) == DECISION_KEYS | {"candidates"}
-    assert out["candidates"] == [{"set": "all", "combination": ["a", "b", "t"], "cost": 1},
-                                 {"set": "pool", "combination": ["t"], "cost": 3}]
+    assert out["candidates"] == [
+        {"set": "all", "combination": ["a", "b", "t"], "cost": 1},
+        {"set": "pool", "combination": ["t"], "cost": 3},
+    ]
     for c in out["candidates"]:
         assert set(c) == {"set", "combination", "cost"}
         assert isinstance(c["set"], str) and isinstance(c["cost"], int)
@@ -100,7 +110,9 @@ def test_json_shape_with_explain_ranks_candidates_best_first(write) -> None:
 
 @pytest.mark.parametrize("request_, running, want_set", [("loner", "a,b", None), ("a", "a,b", "all")])
 def test_json_types_when_no_candidate_applies(write, request_: str, running: str, want_set) -> None:
-    r = run(write("m.yaml", MATRIX), "--running", running, "--request", request_, "--format", "json", "--explain")
+    r = run(
+        write("m.yaml", MATRIX), "--running", running, "--request", request_, "--format", "json", "--explain"
+    )
     out = json.loads(r.stdout)
     assert out["set"] == want_set and out["candidates"] == []
     assert isinstance(out["cost"], int) and isinstance(out["target_set"], list)
@@ -111,8 +123,16 @@ def test_group_engine_json_has_null_dsl_and_the_group_as_set(write) -> None:
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == DECISION_KEYS
-    assert out == {"request": "b", "model": "b", "running": ["a", "c"], "evict": ["a"], "set": "g", "dsl": None,
-                   "target_set": ["b", "c"], "cost": 1}
+    assert out == {
+        "request": "b",
+        "model": "b",
+        "running": ["a", "c"],
+        "evict": ["a"],
+        "set": "g",
+        "dsl": None,
+        "target_set": ["b", "c"],
+        "cost": 1,
+    }
 
 
 def test_aliases_are_resolved_in_request_and_running(write) -> None:
@@ -129,7 +149,7 @@ def test_text_explains_in_a_sentence_or_two(write) -> None:
     path = write("m.yaml", MATRIX)
     r = run(path, "--running", "a,b,c", "--request", "t")
     assert r.exit_code == 0
-    line, = r.stdout.splitlines()
+    (line,) = r.stdout.splitlines()
     assert line.startswith("Start t in set 'all'") and "stop c" in line and line.endswith(".")
     assert 1 <= line.count(". ") + 1 <= 2
     alias = run(path, "--running", "b", "--request", "alpha").stdout
@@ -160,13 +180,16 @@ def test_config_with_errors_exits_1_with_the_diagnostics(write) -> None:
         assert "LS201" in r.stderr and "nope" in r.stderr
 
 
-@pytest.mark.parametrize("args", [
-    [],                                           # no mode
-    ["--all", "--request", "t"],                  # two modes
-    ["--running", "a"],                           # --running without --request
-    ["--all", "--exit-code"],                     # --exit-code without --diff
-    ["--request", "t", "--format", "yaml"],       # bad choice
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # no mode
+        ["--all", "--request", "t"],  # two modes
+        ["--running", "a"],  # --running without --request
+        ["--all", "--exit-code"],  # --exit-code without --diff
+        ["--request", "t", "--format", "yaml"],  # bad choice
+    ],
+)
 def test_usage_errors_exit_2(write, args: list[str]) -> None:
     r = run(write("m.yaml", MATRIX), *args)
     assert r.exit_code == 2
@@ -189,7 +212,8 @@ def test_all_json_lines_cover_every_state_and_model(write, text: str) -> None:
     assert len(lines) == len(table.states) * len(plan.models)
     assert {tuple(d["running"]) for d in lines} == set(table.states)
     assert {(tuple(d["running"]), d["model"]) for d in lines} == {
-        (s, m) for s in table.states for m in plan.models}
+        (s, m) for s in table.states for m in plan.models
+    }
     for d in lines:
         assert set(d) == DECISION_KEYS
         assert d == plan.policy.decide(d["model"], tuple(d["running"])).to_json()
@@ -256,7 +280,7 @@ def test_diff_lists_every_differing_decision_side_by_side(write) -> None:
 
 
 def test_diff_with_a_model_only_in_one_config(write) -> None:
-    extra = MATRIX.replace("  loner:\n", "  newbie:\n    cmd: \"server --port ${PORT}\"\n  loner:\n")
+    extra = MATRIX.replace("  loner:\n", '  newbie:\n    cmd: "server --port ${PORT}"\n  loner:\n')
     r = run(write("old.yaml", MATRIX), "--diff", write("new.yaml", extra), "--format", "json", "--exit-code")
     assert r.exit_code == 1
     rows = [json.loads(line) for line in r.stdout.splitlines()]
@@ -280,8 +304,11 @@ def test_all_lists_a_repeated_product_by_its_distinct_combinations(write) -> Non
     """`+base & ... & +base` (six times) over four models is 1,000,000 combinations before
     de-duplication but at most 15 distinct ones: it expands, and `plan --all` lists it."""
     base = "a | b | c | t | a & b | a & c | a & t | b & c | b & t | c & t"
-    text = ("models:\n" + "".join(f"  {m}: {{cmd: 'server --port ${{PORT}}'}}\n" for m in "abct")
-            + f"matrix:\n  sets:\n    base: '{base}'\n    all: '{' & '.join(['+base'] * 6)}'\n")
+    text = (
+        "models:\n"
+        + "".join(f"  {m}: {{cmd: 'server --port ${{PORT}}'}}\n" for m in "abct")
+        + f"matrix:\n  sets:\n    base: '{base}'\n    all: '{' & '.join(['+base'] * 6)}'\n"
+    )
     path = write("six.yaml", text)
     plan = compile_text(text, path)
     assert not any(s.symbolic for s in plan.sets) and plan.policy.table is not None

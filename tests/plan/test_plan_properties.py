@@ -21,12 +21,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from llamaswap.compiler.plan import CompileOptions, compile_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from plan_configs import UNKNOWN, group_specs, matrix_specs, running_states, tie_heavy_specs
 from support.brute_force import BruteMatrix, MatrixSpec, from_plan
 from support.fuzz import examples
+
+from llamaswap.compiler.plan import CompileOptions, compile_text
 
 # Generous per-test timeouts: when a property fails, Hypothesis shrinks for a while and its
 # report (the minimal failing config) is worth the wait. Passing runs take seconds.
@@ -80,13 +81,19 @@ def check_matrix(plan, ref: BruteMatrix, states: list[tuple[str, ...]]) -> int:
             if explained.candidates:
                 first = explained.candidates[0]
                 assert (first.set, first.combination, first.cost) == (
-                    explained.set, explained.target_set, explained.cost)
+                    explained.set,
+                    explained.target_set,
+                    explained.cost,
+                )
     return checked
 
 
 @PROPS
-@given(spec=matrix_specs(), extra=st.lists(running_states(["a", "b", "c", "B", "ü", "a-1"]), max_size=4),
-       seed=st.integers(0, 2**32))
+@given(
+    spec=matrix_specs(),
+    extra=st.lists(running_states(["a", "b", "c", "B", "ü", "a-1"]), max_size=4),
+    seed=st.integers(0, 2**32),
+)
 def test_matrix_paths_agree_with_brute_force(spec: MatrixSpec, extra, seed: int) -> None:
     plan = _compile(spec)
     ref = spec.reference()
@@ -135,8 +142,10 @@ def test_past_the_precompute_budget_the_solver_answers(spec: MatrixSpec, seed: i
 
 
 @PROPS
-@given(spec=group_specs(), extra=st.lists(st.lists(st.sampled_from(["a", "b", "c", "B", "ü", UNKNOWN]),
-                                                    unique=True), max_size=6))
+@given(
+    spec=group_specs(),
+    extra=st.lists(st.lists(st.sampled_from(["a", "b", "c", "B", "ü", UNKNOWN]), unique=True), max_size=6),
+)
 def test_group_policy_agrees_with_brute_force(spec, extra) -> None:
     plan = _compile(spec)
     assert plan.engine == "group"
@@ -149,12 +158,21 @@ def test_group_policy_agrees_with_brute_force(spec, extra) -> None:
     for state in states:
         for target in plan.models:
             want = ref.decide(target, state)
-            for got in (policy.solve(target, state, False), policy.decide(target, state),
-                        policy.decide(target, tuple(reversed(state)) + state[:1]),
-                        table.get(target, state) or policy.decide(target, state)):
+            for got in (
+                policy.solve(target, state, False),
+                policy.decide(target, state),
+                policy.decide(target, tuple(reversed(state)) + state[:1]),
+                table.get(target, state) or policy.decide(target, state),
+            ):
                 assert got.evict == want.evict, (target, state, got, want)
                 assert (got.target, got.running, got.set, got.dsl, got.target_set, got.cost) == (
-                    want.target, want.running, want.set, want.dsl, want.target_set, want.cost)
+                    want.target,
+                    want.running,
+                    want.set,
+                    want.dsl,
+                    want.target_set,
+                    want.cost,
+                )
                 assert got.rule
             assert policy.decide(target, state, explain=True).candidates == ()
     # Reachable states are closed under the policy's own decisions.
@@ -167,9 +185,11 @@ def test_group_policy_agrees_with_brute_force(spec, extra) -> None:
 
 @pytest.mark.parametrize("routing", [False, True])
 def test_routing_block_and_legacy_matrix_give_the_same_policy(routing: bool) -> None:
-    spec = MatrixSpec(["t", "a", "b", "c"], [("pool", ("or", tuple(("leaf", m) for m in "tabc"))),
-                                             ("all", ("and", (("ref", "pool"),) * 3))],
-                      evict_costs={"a": 2})
+    spec = MatrixSpec(
+        ["t", "a", "b", "c"],
+        [("pool", ("or", tuple(("leaf", m) for m in "tabc"))), ("all", ("and", (("ref", "pool"),) * 3))],
+        evict_costs={"a": 2},
+    )
     plan = compile_text(spec.to_yaml(routing=routing), "c.yaml")
     assert plan.ok and plan.engine == "matrix"
     check_matrix(plan, spec.reference(), list(plan.policy.table.states) + [("a", "b", "c")])

@@ -61,8 +61,11 @@ def test_group_states_are_the_closure_under_the_policy():
 
 def test_too_many_states_for_the_decision_cap_is_a_reason_not_a_listing():
     plan = _plan(MATRIX, precompute_budget=0)
-    with pytest.raises(StatesError, match=r"more than 3 reachable running states \(x 3 models: over 10 "
-                                          r"decisions\); too many to list"):
+    with pytest.raises(
+        StatesError,
+        match=r"more than 3 reachable running states \(x 3 models: over 10 "
+        r"decisions\); too many to list",
+    ):
         reachable_states(plan, max_decisions=10)
     assert enumerate_states(plan, 3) is None
 
@@ -88,14 +91,24 @@ def test_diff_lists_each_changed_decision_and_models_only_one_side_knows():
         assert not same_decision(change.old, change.new)
     # States of either plan (a, c is reachable only in the new one), by size then names.
     assert [(c.running, c.request) for c in changes] == [
-        (("a",), "c"), (("c",), "a"), (("a", "b"), "c"), (("a", "c"), "a"), (("a", "c"), "c")]
+        (("a",), "c"),
+        (("c",), "a"),
+        (("a", "b"), "c"),
+        (("a", "c"), "a"),
+        (("a", "c"), "c"),
+    ]
     first = changes[0]
     assert first.to_json() == {
-        "running": ["a"], "request": "c",
+        "running": ["a"],
+        "request": "c",
         "old": {"evict": ["a"], "set": "c", "dsl": "c", "target_set": ["c"], "cost": 1},
-        "new": {"evict": [], "set": "ac", "dsl": "a & c", "target_set": ["a", "c"], "cost": 0}}
-    assert first.lines() == ["[a] + c", "  - old: evict [a]; set c [c]; cost 1",
-                             "  + new: evict []; set ac [a, c]; cost 0"]
+        "new": {"evict": [], "set": "ac", "dsl": "a & c", "target_set": ["a", "c"], "cost": 0},
+    }
+    assert first.lines() == [
+        "[a] + c",
+        "  - old: evict [a]; set c [c]; cost 1",
+        "  + new: evict []; set ac [a, c]; cost 0",
+    ]
 
     extra = _plan(MATRIX.replace("  c: {cmd", '  d: {cmd: "server --port ${PORT}"}\n  c: {cmd'))
     changes = list(diff_plans(old, extra))

@@ -23,8 +23,9 @@ REPORT_KEYS = {"requests", "swaps", "loads", "evictions", "served_order", "wait"
 def trace_run(tmp_path: Path, trace: str, *args: str, config: str = EXCLUSIVE):
     (tmp_path / "config.yaml").write_text(config)
     (tmp_path / "trace.jsonl").write_text(trace)
-    return CliRunner().invoke(cli, ["plan", str(tmp_path / "config.yaml"), "--trace",
-                                    str(tmp_path / "trace.jsonl"), *args])
+    return CliRunner().invoke(
+        cli, ["plan", str(tmp_path / "config.yaml"), "--trace", str(tmp_path / "trace.jsonl"), *args]
+    )
 
 
 def test_abcabc_is_served_aabbcc_with_three_swaps(tmp_path):
@@ -44,8 +45,9 @@ def test_abcabc_is_served_aabbcc_with_three_swaps(tmp_path):
 
 def test_load_times_verbose_and_text(tmp_path):
     trace = '{"at": 0, "model": "a", "duration": 2}\n{"at": 1, "model": "b"}\n'
-    result = trace_run(tmp_path, trace, "--load-time", "alpha=3", "--load-time", "b=5", "--verbose",
-                       "--format", "json")
+    result = trace_run(
+        tmp_path, trace, "--load-time", "alpha=3", "--load-time", "b=5", "--verbose", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     rows = report["per_request"]
@@ -83,5 +85,7 @@ def test_bad_traces_are_located_errors_not_tracebacks(tmp_path):
     assert "trace.jsonl:2: error: unknown model 'not-a-model'" in result.stderr
     usage = trace_run(tmp_path, "a\n", "--load-time", "a=fast")
     assert usage.exit_code == 2
-    missing = CliRunner().invoke(cli, ["plan", str(tmp_path / "config.yaml"), "--trace", str(tmp_path / "nope")])
+    missing = CliRunner().invoke(
+        cli, ["plan", str(tmp_path / "config.yaml"), "--trace", str(tmp_path / "nope")]
+    )
     assert missing.exit_code == 2

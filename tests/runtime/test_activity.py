@@ -11,14 +11,33 @@ import threading
 
 import pytest
 
-from llamaswap.runtime.activity import (ActivityRecord, ActivityStore, ResponseTap, default_path,
-                                        histogram, make_record, percentile, tokens_from_tail)
+from llamaswap.runtime.activity import (
+    ActivityRecord,
+    ActivityStore,
+    ResponseTap,
+    default_path,
+    histogram,
+    make_record,
+    percentile,
+    tokens_from_tail,
+)
 
 
 def rec(model: str = "m", **kw) -> ActivityRecord:
-    base = dict(id=0, timestamp=1_700_000_000.0, model=model, requested=model, req_path="/v1/chat/completions",
-                status=200, content_type="application/json", wait_ms=1.0, duration_ms=10.0,
-                input_tokens=3, output_tokens=5, tokens_per_second=50.0)
+    base = dict(
+        id=0,
+        timestamp=1_700_000_000.0,
+        model=model,
+        requested=model,
+        req_path="/v1/chat/completions",
+        status=200,
+        content_type="application/json",
+        wait_ms=1.0,
+        duration_ms=10.0,
+        input_tokens=3,
+        output_tokens=5,
+        tokens_per_second=50.0,
+    )
     base.update(kw)
     return ActivityRecord(**base)
 
@@ -109,10 +128,27 @@ def test_page_filters_sorts_and_paginates():
     asc = store.page(sort="duration", order="asc", limit=3)
     assert [r["duration_ms"] for r in asc["data"]] == [94, 95, 96]
     first = store.page()["data"][0]
-    assert set(first) >= {"id", "timestamp", "model", "req_path", "resp_content_type", "resp_status_code",
-                          "tokens", "duration_ms", "has_capture", "wait_ms"}
-    assert set(first["tokens"]) == {"cache_tokens", "draft_tokens", "draft_acc_tokens", "input_tokens",
-                                    "output_tokens", "prompt_per_second", "tokens_per_second"}
+    assert set(first) >= {
+        "id",
+        "timestamp",
+        "model",
+        "req_path",
+        "resp_content_type",
+        "resp_status_code",
+        "tokens",
+        "duration_ms",
+        "has_capture",
+        "wait_ms",
+    }
+    assert set(first["tokens"]) == {
+        "cache_tokens",
+        "draft_tokens",
+        "draft_acc_tokens",
+        "input_tokens",
+        "output_tokens",
+        "prompt_per_second",
+        "tokens_per_second",
+    }
     assert first["timestamp"].endswith("Z")
 
 
@@ -122,20 +158,38 @@ def test_stats_and_histograms():
         store.record(rec(tokens_per_second=tps, prompt_per_second=-1.0, cache_tokens=2))
     stats = store.stats()
     assert stats["total_requests"] == 4
-    assert (stats["total_input_tokens"], stats["total_output_tokens"], stats["total_cache_tokens"]) == (12, 20, 8)
+    assert (stats["total_input_tokens"], stats["total_output_tokens"], stats["total_cache_tokens"]) == (
+        12,
+        20,
+        8,
+    )
     assert stats["prompt_histogram"] is None
     gen = stats["gen_histogram"]
     assert sum(gen["bins"]) == 4 and gen["min"] == 10.0 and gen["max"] == 40.0 and gen["p50"] == 25.0
     assert store.stats("other")["total_requests"] == 0
-    assert histogram([5.0, 5.0]) == {"bins": [2], "binSize": 0, "min": 5.0, "max": 5.0,
-                                     "p50": 5.0, "p95": 5.0, "p99": 5.0}
+    assert histogram([5.0, 5.0]) == {
+        "bins": [2],
+        "binSize": 0,
+        "min": 5.0,
+        "max": 5.0,
+        "p50": 5.0,
+        "p95": 5.0,
+        "p99": 5.0,
+    }
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
 
 
 # -- the response-tail scan -------------------------------------------------------------------
 
-TIMINGS = {"cache_n": 1, "prompt_n": 4, "prompt_ms": 20.0, "prompt_per_second": 200.0,
-           "predicted_n": 9, "predicted_ms": 300.0, "predicted_per_second": 30.0}
+TIMINGS = {
+    "cache_n": 1,
+    "prompt_n": 4,
+    "prompt_ms": 20.0,
+    "prompt_per_second": 200.0,
+    "predicted_n": 9,
+    "predicted_ms": 300.0,
+    "predicted_per_second": 30.0,
+}
 
 
 def sse(*events: dict) -> bytes:
@@ -143,18 +197,33 @@ def sse(*events: dict) -> bytes:
 
 
 def test_timings_from_a_streamed_response_win_over_usage():
-    body = sse({"choices": [{"delta": {"content": "hi"}}], "usage": None},
-               {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 8}},
-               {"choices": [{"delta": {}, "finish_reason": "stop"}], "timings": TIMINGS})
+    body = sse(
+        {"choices": [{"delta": {"content": "hi"}}], "usage": None},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 8}},
+        {"choices": [{"delta": {}, "finish_reason": "stop"}], "timings": TIMINGS},
+    )
     t = tokens_from_tail(body)
-    assert (t.input, t.output, t.cache, t.prompt_per_second, t.tokens_per_second, t.upstream_ms) == \
-        (4, 9, 1, 200.0, 30.0, 320.0)
+    assert (t.input, t.output, t.cache, t.prompt_per_second, t.tokens_per_second, t.upstream_ms) == (
+        4,
+        9,
+        1,
+        200.0,
+        30.0,
+        320.0,
+    )
 
 
 def test_usage_of_a_json_response_and_of_anthropic_style_bodies():
-    body = json.dumps({"choices": [{"message": {"content": "usage"}}],
-                       "usage": {"prompt_tokens": 3, "completion_tokens": 8,
-                                 "prompt_tokens_details": {"cached_tokens": 2}}}).encode()
+    body = json.dumps(
+        {
+            "choices": [{"message": {"content": "usage"}}],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 8,
+                "prompt_tokens_details": {"cached_tokens": 2},
+            },
+        }
+    ).encode()
     t = tokens_from_tail(body)
     assert (t.input, t.output, t.cache, t.tokens_per_second) == (3, 8, 2, -1.0)
     anthropic = tokens_from_tail(b'{"usage": {"input_tokens": 5, "output_tokens": 6}}')
@@ -179,16 +248,26 @@ def test_a_cut_off_usage_object_is_skipped_for_an_earlier_whole_one():
 def test_make_record_derives_a_rate_without_timings():
     tap = ResponseTap()
     tap(b'{"usage": {"prompt_tokens": 1, "completion_tokens": 10}}')
-    r = make_record(model="m", requested="alias", req_path="/v1/chat/completions", status=200,
-                    content_type="application/json", arrived_wall=1.0, wait_s=0.5, duration_s=1.5, tap=tap)
+    r = make_record(
+        model="m",
+        requested="alias",
+        req_path="/v1/chat/completions",
+        status=200,
+        content_type="application/json",
+        arrived_wall=1.0,
+        wait_s=0.5,
+        duration_s=1.5,
+        tap=tap,
+    )
     assert r.tokens_per_second == pytest.approx(10.0)
     assert (r.wait_ms, r.duration_ms, r.requested) == (500.0, 1500.0, "alias")
 
 
 def test_a_disk_full_warning_from_the_writer_is_logged_in_the_event_loop(tmp_path):
     async def main() -> list[str]:
-        store = ActivityStore(tmp_path / "small.sqlite3", max_db_bytes=64 << 10, max_rows=1_000_000,
-                              max_in_memory=10_000)
+        store = ActivityStore(
+            tmp_path / "small.sqlite3", max_db_bytes=64 << 10, max_rows=1_000_000, max_in_memory=10_000
+        )
         store.open()
         threads: list[str] = []
         handler = logging.Handler()

@@ -11,6 +11,7 @@ from llamaswap.runtime.logs import HubHandler, LinePipe, LogBuffer, LogHub
 def run(coro, timeout: float = 30.0):
     async def bounded():
         return await asyncio.wait_for(coro, timeout)
+
     return asyncio.run(bounded())
 
 

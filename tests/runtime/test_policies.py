@@ -6,18 +6,17 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support.policies import RecordingEffects, StubPolicy
 
 from llamaswap.cli import cli
 from llamaswap.compiler.plan import CompileOptions, compile_text
 from llamaswap.runtime.policies import HoldPolicy, PolicyError, PolicyOptionError, check_policy, make_policy
 from llamaswap.runtime.scheduler import Admission, FifoPolicy, ModelState, Scheduler, SchedulerSettings
 from llamaswap.runtime.simulate import TraceRequest, simulate
-from support.policies import RecordingEffects, StubPolicy
 
 EXCLUSIVE = {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
 
@@ -54,8 +53,9 @@ class FixedHold(FifoPolicy):
 
 def make(scheduling=None, **settings):
     effects = RecordingEffects()
-    s = Scheduler(StubPolicy(EXCLUSIVE), SchedulerSettings(("a", "b", "c"), **settings), effects,
-                  scheduling=scheduling)
+    s = Scheduler(
+        StubPolicy(EXCLUSIVE), SchedulerSettings(("a", "b", "c"), **settings), effects, scheduling=scheduling
+    )
     return s, effects
 
 
@@ -171,7 +171,11 @@ def test_make_policy_builtins_and_errors():
     with pytest.raises(PolicyOptionError, match="takes no options"):
         make_policy("fifo", {"x": 1})
     assert check_policy("hold", {}) is None
-    assert check_policy("hold", {"budget": "x"}) == ("budget", "option 'budget' must be a number, not 'x'", None)
+    assert check_policy("hold", {"budget": "x"}) == (
+        "budget",
+        "option 'budget' must be a number, not 'x'",
+        None,
+    )
 
 
 def test_hold_learns_return_gaps_and_load_times():
@@ -187,7 +191,7 @@ def test_hold_learns_return_gaps_and_load_times():
 # --- configuration ----------------------------------------------------------------------------
 
 FAKE = "llamaswap fake-upstream --port ${PORT}"
-BASE = f"models:\n  a: {{cmd: \"{FAKE}\"}}\n  b: {{cmd: \"{FAKE}\"}}\n"
+BASE = f'models:\n  a: {{cmd: "{FAKE}"}}\n  b: {{cmd: "{FAKE}"}}\n'
 
 
 def compiled(extra: str):
@@ -195,7 +199,9 @@ def compiled(extra: str):
 
 
 def errors(plan):
-    return [(d.code, d.line, d.column, d.message, d.hint) for d in plan.diagnostics if d.severity.value == "error"]
+    return [
+        (d.code, d.line, d.column, d.message, d.hint) for d in plan.diagnostics if d.severity.value == "error"
+    ]
 
 
 def test_config_names_a_policy_with_options():
@@ -209,15 +215,32 @@ def test_config_names_a_policy_with_options():
 
 def test_config_policy_errors_are_located():
     assert errors(compiled("routing:\n  scheduler:\n    policy: hodl\n")) == [
-        ("LS219", 6, 13, "routing.scheduler.policy: unknown scheduling policy 'hodl' (available: fifo, hold)",
-         "did you mean 'hold'?")]
+        (
+            "LS219",
+            6,
+            13,
+            "routing.scheduler.policy: unknown scheduling policy 'hodl' (available: fifo, hold)",
+            "did you mean 'hold'?",
+        )
+    ]
     assert errors(compiled("routing:\n  scheduler:\n    policy:\n      use: hold\n      budgte: 2\n")) == [
-        ("LS219", 8, 7, "routing.scheduler.policy: policy 'hold' has no option 'budgte' (options: budget, "
-         "quantile, min_history, history, load_time)", "did you mean 'budget'?")]
+        (
+            "LS219",
+            8,
+            7,
+            "routing.scheduler.policy: policy 'hold' has no option 'budgte' (options: budget, "
+            "quantile, min_history, history, load_time)",
+            "did you mean 'budget'?",
+        )
+    ]
     assert errors(compiled("routing:\n  scheduler:\n    policy: {use: hold, budget: -1}\n"))[0][:3] == (
-        "LS219", 6, 25)
+        "LS219",
+        6,
+        25,
+    )
     assert errors(compiled("routing:\n  scheduler:\n    policy: {budget: 1}\n"))[0][3] == (
-        "routing.scheduler.policy.use must name a scheduling policy")
+        "routing.scheduler.policy.use must name a scheduling policy"
+    )
     # Without a checker (library use) only the shape is checked.
     assert compile_text(BASE + "routing: {scheduler: {policy: hodl}}\n", "c.yaml").ok
 
@@ -246,19 +269,41 @@ def write(tmp_path: Path, config: str = CONFIG) -> tuple[Path, Path]:
 
 def test_compare_prints_the_policies_side_by_side(tmp_path):
     c, t = write(tmp_path)
-    args = ["plan", str(c), "--trace", str(t), "--load-time", "a=10", "--load-time", "b=2",
-            "--compare", "fifo,hold"]
+    args = [
+        "plan",
+        str(c),
+        "--trace",
+        str(t),
+        "--load-time",
+        "a=10",
+        "--load-time",
+        "b=2",
+        "--compare",
+        "fifo,hold",
+    ]
     first = CliRunner().invoke(cli, args, catch_exceptions=False)
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     assert first.output == again.output  # deterministic
     lines = first.output.splitlines()
     assert lines[0] == f"42 requests in {t}"
-    assert lines[1].split() == ["policy", "swaps", "load-s", "p50", "p95", "max", "mean", "makespan", "rejected"]
+    assert lines[1].split() == [
+        "policy",
+        "swaps",
+        "load-s",
+        "p50",
+        "p95",
+        "max",
+        "mean",
+        "makespan",
+        "rejected",
+    ]
     assert [line.split()[0] for line in lines[2:4]] == ["fifo", "hold"]
     data = json.loads(CliRunner().invoke(cli, args + ["--format", "json"], catch_exceptions=False).output)
     assert list(data["policies"]) == ["fifo", "hold"]
-    plain = json.loads(CliRunner().invoke(cli, args[:-2] + ["--format", "json"], catch_exceptions=False).output)
+    plain = json.loads(
+        CliRunner().invoke(cli, args[:-2] + ["--format", "json"], catch_exceptions=False).output
+    )
     fifo = data["policies"]["fifo"]
     assert fifo["swaps"] == plain["swaps"] and fifo["wait"] == plain["wait"]  # the same run as plan --trace
     assert fifo["load_seconds"] == 10 * plain["loads"]["a"] + 2 * plain["loads"]["b"]
@@ -269,23 +314,41 @@ def test_compare_prints_the_policies_side_by_side(tmp_path):
 def test_compare_rejects_unknown_policies(tmp_path):
     c, t = write(tmp_path)
     r = CliRunner().invoke(cli, ["plan", str(c), "--trace", str(t), "--compare", "fifo,hodl"])
-    assert r.exit_code == 2 and "unknown scheduling policy 'hodl'" in r.output and "did you mean 'hold'?" in r.output
+    assert (
+        r.exit_code == 2
+        and "unknown scheduling policy 'hodl'" in r.output
+        and "did you mean 'hold'?" in r.output
+    )
     r = CliRunner().invoke(cli, ["plan", str(c), "--all", "--compare", "fifo"])
     assert r.exit_code == 2 and "go with --trace" in r.output
 
 
 def test_plan_trace_runs_the_configured_policy(tmp_path):
     c, t = write(tmp_path, CONFIG + "routing: {scheduler: {policy: hold}}\n")
-    args = ["plan", str(c), "--trace", str(t), "--load-time", "a=10", "--load-time", "b=2", "--format", "json"]
+    args = [
+        "plan",
+        str(c),
+        "--trace",
+        str(t),
+        "--load-time",
+        "a=10",
+        "--load-time",
+        "b=2",
+        "--format",
+        "json",
+    ]
     configured = json.loads(CliRunner().invoke(cli, args, catch_exceptions=False).output)
-    compared = json.loads(CliRunner().invoke(cli, args + ["--compare", "hold"], catch_exceptions=False).output)
+    compared = json.loads(
+        CliRunner().invoke(cli, args + ["--compare", "hold"], catch_exceptions=False).output
+    )
     assert configured["swaps"] == compared["policies"]["hold"]["swaps"]
 
 
 def test_simulate_with_a_policy_object():
     reqs = [TraceRequest(0, "a", 1), TraceRequest(2, "b", 1)]
-    out = simulate(StubPolicy(EXCLUSIVE), SchedulerSettings(("a", "b", "c")), reqs, {}, 1.0,
-                   scheduling=FixedHold(3.0))
+    out = simulate(
+        StubPolicy(EXCLUSIVE), SchedulerSettings(("a", "b", "c")), reqs, {}, 1.0, scheduling=FixedHold(3.0)
+    )
     assert out["wait"]["max"] == 4.0  # b held from 2 to 5, then loads for 1 s
 
 
@@ -327,8 +390,14 @@ def install_plugin(root: Path) -> dict[str, str]:
 
 
 def run(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "llamaswap", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "llamaswap", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_an_entry_point_policy_is_found_configured_and_run(tmp_path):
@@ -338,7 +407,9 @@ def test_an_entry_point_policy_is_found_configured_and_run(tmp_path):
     c, t = write(tmp_path, CONFIG + "routing:\n  scheduler:\n    policy: {use: patient, seconds: 4}\n")
     r = run(["compile", str(c)], env, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = run(["plan", str(c), "--trace", str(t), "--compare", "fifo,patient", "--format", "json"], env, tmp_path)
+    r = run(
+        ["plan", str(c), "--trace", str(t), "--compare", "fifo,patient", "--format", "json"], env, tmp_path
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["policies"]
     assert list(rows) == ["fifo", "patient"]

@@ -17,6 +17,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support.upstream import (
+    fake_upstream_cmd,
+    free_port,
+    pid_alive,
+    wait_until,
+    wait_until_async,
+)
 
 from llamaswap.runtime.logs import LogHub
 from llamaswap.runtime.processes import (
@@ -25,13 +32,6 @@ from llamaswap.runtime.processes import (
     ProcessState,
     StartError,
     StateChanged,
-)
-from support.upstream import (
-    fake_upstream_cmd,
-    free_port,
-    pid_alive,
-    wait_until,
-    wait_until_async,
 )
 
 S = ProcessState
@@ -42,11 +42,11 @@ def py(code: str) -> str:
     return shlex.join([sys.executable, "-u", "-c", textwrap.dedent(code).strip()])
 
 
-def make_spec(cmd: str, *, port: int | None = None, check_endpoint: str = "none",
-              **kw) -> ProcessSpec:
+def make_spec(cmd: str, *, port: int | None = None, check_endpoint: str = "none", **kw) -> ProcessSpec:
     port = port or free_port()
-    return ProcessSpec(model="m", cmd=cmd, proxy=f"http://127.0.0.1:{port}",
-                       check_endpoint=check_endpoint, **kw)
+    return ProcessSpec(
+        model="m", cmd=cmd, proxy=f"http://127.0.0.1:{port}", check_endpoint=check_endpoint, **kw
+    )
 
 
 class Recorder:
@@ -74,12 +74,14 @@ class Recorder:
 async def wait_for_log(process: ModelProcess, text: str, timeout: float = 10.0) -> str:
     def find():
         return next((line for line in process.log_history() if text in line), None)
+
     return await wait_until_async(find, timeout, message=f"log line containing {text!r}")
 
 
 def run(coro, timeout: float = 30.0, loop_factory=None):
     async def bounded():
         return await asyncio.wait_for(coro, timeout)
+
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(bounded())
 
@@ -111,11 +113,16 @@ SLOW_STOPPER = """
 
 # --- start and readiness -------------------------------------------------------------------
 
+
 def test_fake_upstream_ready_promptly_shared_start_then_sigterm_stop():
     async def scenario():
         port = free_port()
-        spec = make_spec(fake_upstream_cmd(port, name="a", startup_delay=0.3), port=port,
-                         check_endpoint="/health", health_check_timeout=20)
+        spec = make_spec(
+            fake_upstream_cmd(port, name="a", startup_delay=0.3),
+            port=port,
+            check_endpoint="/health",
+            health_check_timeout=20,
+        )
         rec = Recorder()
         process = ModelProcess(spec, on_state_change=rec)
         try:
@@ -128,8 +135,9 @@ def test_fake_upstream_ready_promptly_shared_start_then_sigterm_stop():
             async with aiohttp.ClientSession() as session:
                 async with session.get(spec.proxy + "/debug/info") as resp:
                     info = await resp.json()
-                async with session.post(spec.proxy + "/v1/chat/completions",
-                                        json={"model": "m", "messages": []}) as resp:
+                async with session.post(
+                    spec.proxy + "/v1/chat/completions", json={"model": "m", "messages": []}
+                ) as resp:
                     assert resp.headers["X-Upstream-Pid"] == str(pid)
             assert info["pid"] == pid
             # Monotonic clocks are shared across processes on Linux: compare directly.
@@ -169,8 +177,9 @@ def test_premature_exit_fails_at_once_with_the_last_log_lines():
 
     async def scenario():
         rec = Recorder()
-        process = ModelProcess(make_spec(cmd, check_endpoint="/health",
-                                         health_check_timeout=30), on_state_change=rec)
+        process = ModelProcess(
+            make_spec(cmd, check_endpoint="/health", health_check_timeout=30), on_state_change=rec
+        )
         began = time.monotonic()
         with pytest.raises(StartError) as info:
             await process.ensure_ready()
@@ -195,8 +204,9 @@ def test_health_check_timeout_kills_the_process():
 
     async def scenario():
         rec = Recorder()
-        process = ModelProcess(make_spec(cmd, check_endpoint="/health",
-                                         health_check_timeout=0.5), on_state_change=rec)
+        process = ModelProcess(
+            make_spec(cmd, check_endpoint="/health", health_check_timeout=0.5), on_state_change=rec
+        )
         began = time.monotonic()
         with pytest.raises(StartError) as info:
             await process.ensure_ready()
@@ -205,8 +215,11 @@ def test_health_check_timeout_kills_the_process():
         assert str(info.value) == "health check timed out after 0.5s"
         stopped = await rec.wait_for(S.STOPPED)
         assert not pid_alive(stopped.pid)
-        assert rec.transitions() == [("stopped", "starting"), ("starting", "stopping"),
-                                     ("stopping", "stopped")]
+        assert rec.transitions() == [
+            ("stopped", "starting"),
+            ("starting", "stopping"),
+            ("stopping", "stopped"),
+        ]
         await process.shutdown()
 
     run(scenario())
@@ -215,10 +228,10 @@ def test_health_check_timeout_kills_the_process():
 def test_concurrent_callers_share_one_failed_start():
     async def scenario():
         rec = Recorder()
-        process = ModelProcess(make_spec(py("import sys; sys.exit(3)"),
-                                         check_endpoint="/health"), on_state_change=rec)
-        results = await asyncio.gather(*(process.ensure_ready() for _ in range(4)),
-                                       return_exceptions=True)
+        process = ModelProcess(
+            make_spec(py("import sys; sys.exit(3)"), check_endpoint="/health"), on_state_change=rec
+        )
+        results = await asyncio.gather(*(process.ensure_ready() for _ in range(4)), return_exceptions=True)
         assert all(isinstance(r, StartError) and r.kind == "exited" for r in results)
         assert len({id(r) for r in results}) == 1
         assert rec.transitions() == [("stopped", "starting"), ("starting", "stopped")]
@@ -233,11 +246,13 @@ def test_command_and_spawn_errors():
         empty = ModelProcess(make_spec("  # only a comment\n\n"), on_state_change=rec)
         with pytest.raises(StartError) as info:
             await empty.ensure_ready()
-        assert (info.value.kind, str(info.value)) == ("command", "model m has no cmd: there is nothing to start")
+        assert (info.value.kind, str(info.value)) == (
+            "command",
+            "model m has no cmd: there is nothing to start",
+        )
         assert rec.events == [] and empty.state is S.STOPPED
 
-        missing = ModelProcess(make_spec("/nonexistent/llama-server --port 1"),
-                               on_state_change=rec)
+        missing = ModelProcess(make_spec("/nonexistent/llama-server --port 1"), on_state_change=rec)
         with pytest.raises(StartError) as info:
             await missing.ensure_ready()
         assert info.value.kind == "spawn"
@@ -250,17 +265,21 @@ def test_command_and_spawn_errors():
 
 def test_comment_lines_continuations_and_env(monkeypatch):
     monkeypatch.setenv("LLAMASWAP_TEST_INHERITED", "from-parent")
-    script = ("import json, os, sys; print(json.dumps({'argv': sys.argv[1:], "
-              "'foo': os.environ.get('FOO'), 'empty': os.environ.get('EMPTY'), "
-              "'inherited': os.environ.get('LLAMASWAP_TEST_INHERITED')}))")
-    cmd = "\n".join([
-        "# a leading comment",
-        f"{shlex.quote(sys.executable)} -u -c {shlex.quote(script)} \\",
-        "    # a comment between continued lines",
-        "    --alpha 'two words' \\   ",
-        "    --beta=$HOME   \\",
-        "    '#not-a-comment'",
-    ])
+    script = (
+        "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], "
+        "'foo': os.environ.get('FOO'), 'empty': os.environ.get('EMPTY'), "
+        "'inherited': os.environ.get('LLAMASWAP_TEST_INHERITED')}))"
+    )
+    cmd = "\n".join(
+        [
+            "# a leading comment",
+            f"{shlex.quote(sys.executable)} -u -c {shlex.quote(script)} \\",
+            "    # a comment between continued lines",
+            "    --alpha 'two words' \\   ",
+            "    --beta=$HOME   \\",
+            "    '#not-a-comment'",
+        ]
+    )
 
     async def scenario():
         process = ModelProcess(make_spec(cmd, env=("FOO=bar=baz", "EMPTY=")))
@@ -268,7 +287,9 @@ def test_comment_lines_continuations_and_env(monkeypatch):
         line = await wait_for_log(process, '"argv"')
         assert json.loads(line) == {
             "argv": ["--alpha", "two words", "--beta=$HOME", "#not-a-comment"],
-            "foo": "bar=baz", "empty": "", "inherited": "from-parent",
+            "foo": "bar=baz",
+            "empty": "",
+            "inherited": "from-parent",
         }
         await process.shutdown()
 
@@ -276,6 +297,7 @@ def test_comment_lines_continuations_and_env(monkeypatch):
 
 
 # --- stopping ------------------------------------------------------------------------------
+
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored():
     cmd = py("""
@@ -313,8 +335,10 @@ def test_cmd_stop_runs_with_the_pid_instead_of_sigterm(tmp_path: Path):
         while True:
             time.sleep(1)
     """)
-    stop_script = ("import os, signal, sys; open(sys.argv[2], 'w').write(sys.argv[1]); "
-                   "print('cmdStop for', sys.argv[1]); os.kill(int(sys.argv[1]), signal.SIGUSR1)")
+    stop_script = (
+        "import os, signal, sys; open(sys.argv[2], 'w').write(sys.argv[1]); "
+        "print('cmdStop for', sys.argv[1]); os.kill(int(sys.argv[1]), signal.SIGUSR1)"
+    )
     cmd_stop = f"{shlex.quote(sys.executable)} -u -c {shlex.quote(stop_script)} ${{PID}} {marker}"
 
     async def scenario():
@@ -346,8 +370,9 @@ GRANDCHILD = """
 
 
 # The same, with a leader that ignores SIGTERM too.
-STUBBORN_GRANDPARENT = ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                        + textwrap.dedent(GRANDCHILD))
+STUBBORN_GRANDPARENT = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + textwrap.dedent(
+    GRANDCHILD
+)
 
 
 @pytest.mark.parametrize("loop_factory", loop_factories())
@@ -368,8 +393,7 @@ def test_a_grandchild_dies_with_the_group_on_stop(loop_factory):
 
 
 @pytest.mark.parametrize("loop_factory", loop_factories())
-def test_crash_after_ready_is_reported_even_if_a_grandchild_holds_the_pipe(
-        tmp_path: Path, loop_factory):
+def test_crash_after_ready_is_reported_even_if_a_grandchild_holds_the_pipe(tmp_path: Path, loop_factory):
     marker = tmp_path / "crash-now"
 
     async def scenario():
@@ -412,8 +436,13 @@ def test_ensure_ready_during_a_stop_waits_it_out_then_starts_anew(tmp_path: Path
         assert process.pid not in (None, first)
         assert not pid_alive(first)
         assert rec.transitions() == [
-            ("stopped", "starting"), ("starting", "ready"), ("ready", "stopping"),
-            ("stopping", "stopped"), ("stopped", "starting"), ("starting", "ready")]
+            ("stopped", "starting"),
+            ("starting", "ready"),
+            ("ready", "stopping"),
+            ("stopping", "stopped"),
+            ("stopped", "starting"),
+            ("starting", "ready"),
+        ]
         await process.shutdown(timeout=5)
 
     run(scenario())
@@ -424,8 +453,9 @@ def test_a_stop_while_starting_aborts_the_start():
 
     async def scenario():
         rec = Recorder()
-        process = ModelProcess(make_spec(cmd, check_endpoint="/health",
-                                         health_check_timeout=30), on_state_change=rec)
+        process = ModelProcess(
+            make_spec(cmd, check_endpoint="/health", health_check_timeout=30), on_state_change=rec
+        )
         # Spawned and polling /health: the stop aborts a start in progress.
         starting = asyncio.create_task(process.ensure_ready())
         await wait_until_async(lambda: process.pid, 10, message="spawned")
@@ -437,14 +467,17 @@ def test_a_stop_while_starting_aborts_the_start():
         assert not pid_alive(pid)
 
         # Stop queued right behind the start, before the spawn finished.
-        results = await asyncio.gather(process.ensure_ready(), process.stop(timeout=5),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            process.ensure_ready(), process.stop(timeout=5), return_exceptions=True
+        )
         assert isinstance(results[0], StartError) and results[0].kind == "aborted"
         assert results[1] is None
         assert process.state is S.STOPPED
         assert not pid_alive(rec.events[-1].pid)
-        assert rec.transitions() == [("stopped", "starting"), ("starting", "stopping"),
-                                     ("stopping", "stopped")] * 2
+        assert (
+            rec.transitions()
+            == [("stopped", "starting"), ("starting", "stopping"), ("stopping", "stopped")] * 2
+        )
         await process.shutdown()
 
     run(scenario())
@@ -454,8 +487,7 @@ def test_shutdown_leaves_no_process_alive(tmp_path: Path):
     async def scenario():
         plain = ModelProcess(make_spec(py("import time; print('up', flush=True); time.sleep(60)")))
         stubborn = ModelProcess(make_spec(py(STUBBORN_GRANDPARENT)))
-        starting = ModelProcess(make_spec(py("import time; time.sleep(60)"),
-                                          check_endpoint="/health"))
+        starting = ModelProcess(make_spec(py("import time; time.sleep(60)"), check_endpoint="/health"))
         never = ModelProcess(make_spec(py("pass")))
         await asyncio.gather(plain.ensure_ready(), stubborn.ensure_ready())
         grandchild = int((await wait_for_log(stubborn, "grandchild")).split()[1])
@@ -471,8 +503,7 @@ def test_shutdown_leaves_no_process_alive(tmp_path: Path):
         with pytest.raises(StartError) as info:
             await pending
         assert info.value.kind == "shutdown"
-        await wait_until_async(lambda: not any(pid_alive(p) for p in pids), 5,
-                               message="every process gone")
+        await wait_until_async(lambda: not any(pid_alive(p) for p in pids), 5, message="every process gone")
         for p in processes:
             with pytest.raises(StartError) as info:
                 await p.ensure_ready()
@@ -484,6 +515,7 @@ def test_shutdown_leaves_no_process_alive(tmp_path: Path):
 
 
 # --- logs ----------------------------------------------------------------------------------
+
 
 def test_process_output_fills_a_bounded_log():
     cmd = py("""

@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from support.upstream import pid_alive, wait_until
 
 from llamaswap.runtime import reaper
-from support.upstream import pid_alive, wait_until
 
 
 def spawn_group(*, child: bool = False) -> tuple[subprocess.Popen, int | None]:
@@ -48,13 +48,27 @@ def test_leftovers_are_killed_only_when_they_are_the_very_processes_recorded(tmp
         orphaned.wait()
         assert pid_alive(member) and reaper.group_alive(orphaned.pid)
         state = reaper.StateFile(tmp_path / "run", "k", "/x/config.yaml")
-        write_state(state, 999999999, [
-            {"model": "a", "pid": live.pid, "pgid": live.pid,
-             "start_time": reaper.start_time(live.pid), "port": 1},
-            {"model": "b", "pid": stranger.pid, "pgid": stranger.pid,
-             "start_time": reaper.start_time(stranger.pid) - 1, "port": 2},
-            {"model": "c", "pid": orphaned.pid, "pgid": orphaned.pid, "start_time": 12345, "port": 3},
-        ])
+        write_state(
+            state,
+            999999999,
+            [
+                {
+                    "model": "a",
+                    "pid": live.pid,
+                    "pgid": live.pid,
+                    "start_time": reaper.start_time(live.pid),
+                    "port": 1,
+                },
+                {
+                    "model": "b",
+                    "pid": stranger.pid,
+                    "pgid": stranger.pid,
+                    "start_time": reaper.start_time(stranger.pid) - 1,
+                    "port": 2,
+                },
+                {"model": "c", "pid": orphaned.pid, "pgid": orphaned.pid, "start_time": 12345, "port": 3},
+            ],
+        )
         cleaned = state.acquire()
         assert [line.split("model ")[1].split(",")[0] for line in cleaned] == ["'a'", "'c'"]
         live.wait(5)
@@ -70,10 +84,18 @@ def test_leftovers_are_killed_only_when_they_are_the_very_processes_recorded(tmp
 
 
 def test_the_lock_refuses_a_second_owner_while_the_first_lives(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from llamaswap.runtime import reaper;"
-        f"s = reaper.StateFile(Path({str(tmp_path)!r}), 'k', None); s.acquire();"
-        "print('held', flush=True); time.sleep(300)")], stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from llamaswap.runtime import reaper;"
+                f"s = reaper.StateFile(Path({str(tmp_path)!r}), 'k', None); s.acquire();"
+                "print('held', flush=True); time.sleep(300)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout.readline() == b"held\n"
         with pytest.raises(reaper.AlreadyServing, match=f"another llamaswap \\(pid {holder.pid}\\)"):

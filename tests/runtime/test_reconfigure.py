@@ -80,12 +80,20 @@ def test_live_settings_update_without_restart():
 
 def test_added_removed_and_alias_moves():
     old = plan_of(BASE)
-    new_text = BASE.replace("""      c:
+    new_text = (
+        BASE.replace(
+            """      c:
         cmd: fake --port ${PORT} --name c
         ttl: 30
-""", """      d:
+""",
+            """      d:
         cmd: fake --port ${PORT} --name d
-""").replace("[a, b, c]", "[a, b, d]").replace("aliases: [first]", "").replace("--name b\n", "--name b\n        aliases: [first]\n")
+""",
+        )
+        .replace("[a, b, c]", "[a, b, d]")
+        .replace("aliases: [first]", "")
+        .replace("--name b\n", "--name b\n        aliases: [first]\n")
+    )
     new = plan_of(new_text, old)
     rp = reload_plan(old, new, running=("c",))
     assert rp.added == ("d",) and rp.removed == ("c",)
@@ -99,7 +107,7 @@ def test_port_pinning_keeps_unchanged_models_ports():
     old = plan_of(BASE)
     assert dict(old.ports) == {"a": 7000, "b": 7001, "c": 7002}
     # A model that sorts first would shift every port without pinning.
-    text = BASE.replace("models:\n", "models:\n      \"0\":\n        cmd: fake --port ${PORT} --name zero\n", 1)
+    text = BASE.replace("models:\n", 'models:\n      "0":\n        cmd: fake --port ${PORT} --name zero\n', 1)
     unpinned = plan_of(text)
     assert dict(unpinned.ports) == {"0": 7000, "a": 7001, "b": 7002, "c": 7003}
     pinned = plan_of(text, old)
@@ -156,14 +164,17 @@ def test_minimal_eviction_prefers_cost_then_count():
 
 def test_removed_models_are_not_part_of_the_new_running_state():
     old = plan_of(MATRIX % 'all: "a & b & c"')
-    new = plan_of("""
+    new = plan_of(
+        """
         models:
           a: {cmd: "fake --port ${PORT} --name a"}
           b: {cmd: "fake --port ${PORT} --name b"}
         matrix:
           sets:
             one: "a | b"
-    """, old)
+    """,
+        old,
+    )
     rp = reload_plan(old, new, running=("a", "c"))
     assert rp.removed == ("c",) and rp.evict == ()
 

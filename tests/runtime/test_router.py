@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import os
 import signal
-from typing import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+
+from support.policies import StubPolicy
+from support.upstream import fake_upstream_cmd, free_port, pid_alive, run_async, wait_until_async
 
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState
 from llamaswap.runtime.router import Granted, Observer, Rejected, Router, SwapRecord
 from llamaswap.runtime.scheduler import Admission, ModelState, SchedulerSettings
-from support.policies import StubPolicy
-from support.upstream import fake_upstream_cmd, free_port, pid_alive, run_async, wait_until_async
 
 EXCLUSIVE = {"a": ["b"], "b": ["a"]}  # a and b never run together
 TIMEOUT = 10.0
@@ -50,16 +51,23 @@ class RecordingObserver:
 
 
 @contextlib.asynccontextmanager
-async def running_router(evict: Mapping[str, list[str]] | None = None, models: tuple[str, ...] = ("a", "b"),
-                         startup_delay: Mapping[str, float] | None = None
-                         ) -> AsyncIterator[tuple[Router, dict[str, ModelProcess], RecordingObserver]]:
+async def running_router(
+    evict: Mapping[str, list[str]] | None = None,
+    models: tuple[str, ...] = ("a", "b"),
+    startup_delay: Mapping[str, float] | None = None,
+) -> AsyncIterator[tuple[Router, dict[str, ModelProcess], RecordingObserver]]:
     processes = {}
     for model in models:
         port = free_port()
         delay = (startup_delay or {}).get(model, 0.0)
-        spec = ProcessSpec(model=model, cmd=fake_upstream_cmd(port, name=model, startup_delay=delay),
-                           proxy=f"http://127.0.0.1:{port}", check_endpoint="/health",
-                           health_check_timeout=20, unload_timeout=5)
+        spec = ProcessSpec(
+            model=model,
+            cmd=fake_upstream_cmd(port, name=model, startup_delay=delay),
+            proxy=f"http://127.0.0.1:{port}",
+            check_endpoint="/health",
+            health_check_timeout=20,
+            unload_timeout=5,
+        )
         processes[model] = ModelProcess(spec)
     observer = RecordingObserver()
     reports: Observer = observer  # the test double fits the Protocol (a type checker says so)
@@ -110,8 +118,12 @@ def test_grant_starts_a_swap_then_the_ready_model_is_granted_on_the_fast_path():
             await wait_for(lambda: observer.count("served", "a") == 2, "both responses served")
             assert await router.call(lambda s: s.in_flight("a")) == 0
             assert router.swaps_started == 1
-            assert observer.calls[:3] == [("swap_started", "a", "alias-of-a"), ("granted", "a"),
-                                          ("swap_finished", "a", None)]
+            assert observer.calls[:3] == [
+                ("swap_started", "a", "alias-of-a"),
+                ("granted", "a"),
+                ("swap_finished", "a", None),
+            ]
+
     run_async(scenario())
 
 
@@ -131,6 +143,7 @@ def test_a_second_request_joins_the_swap_in_progress():
             router.release(first)
             router.release(second)
             await wait_for(lambda: observer.count("served", "a") == 2, "both responses served")
+
     run_async(scenario())
 
 
@@ -156,6 +169,7 @@ def test_a_request_for_a_conflicting_model_queues_until_the_busy_one_is_done():
             assert procs["b"].state is ProcessState.READY
             assert observer.count("evicted", "a", "swap") == 1
             router.release(waiting)
+
     run_async(scenario())
 
 
@@ -185,6 +199,7 @@ def test_a_client_that_gives_up_before_the_grant_holds_nothing():
             after = router.submit("b")
             assert await after.admission is Admission.GRANTED
             router.release(after)
+
     run_async(scenario())
 
 
@@ -207,6 +222,7 @@ def test_a_crashed_upstream_is_reported_and_the_next_request_restarts_it():
             assert got.swap is not None and router.swaps_started == 2
             assert procs["a"].pid not in (None, old_pid) and pid_alive(procs["a"].pid)
             router.release(again)
+
     run_async(scenario())
 
 
@@ -227,6 +243,7 @@ def test_unload_returns_once_the_model_is_stopped():
             await asyncio.wait_for(router.unload(), TIMEOUT)  # None: all
             assert procs["b"].state is ProcessState.STOPPED
             assert await scheduler_state(router, "b") is ModelState.STOPPED
+
     run_async(scenario())
 
 
@@ -250,4 +267,5 @@ def test_shutdown_rejects_the_waiting_stops_every_model_and_refuses_new_work():
             assert late.admission.result() is Admission.REJECTED
             assert late.outcome.result() == Rejected(503, "stub is shutting down", {})
             router.release(holder)  # after shutdown: harmless
+
     run_async(scenario())

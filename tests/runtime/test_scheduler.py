@@ -11,6 +11,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from support.policies import Group, GroupTestPolicy, MatrixTestPolicy, RecordingEffects, StubPolicy
 
 from llamaswap.compiler.decision import EvictionPolicy
 from llamaswap.runtime.scheduler import (
@@ -21,7 +22,6 @@ from llamaswap.runtime.scheduler import (
     SchedulerError,
     SchedulerSettings,
 )
-from support.policies import GroupTestPolicy, Group, MatrixTestPolicy, RecordingEffects, StubPolicy
 
 EXCLUSIVE = {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
 
@@ -234,8 +234,9 @@ def test_groups_gotcha_ready_target_still_evicts_and_waits_for_serving():
 
 def test_priority_queue_order():
     models = ("z", "A", "B", "C", "D")
-    s, eff = make(StubPolicy({m: ["z"] for m in "ABCD"}), models=models,
-                  priority={"A": 10, "B": 5, "C": 5, "D": 1})
+    s, eff = make(
+        StubPolicy({m: ["z"] for m in "ABCD"}), models=models, priority={"A": 10, "B": 5, "C": 5, "D": 1}
+    )
     warm(s, eff, "z")
     s.request("hold", "z", 0)  # z busy: everyone else must wait to evict it
     for model in "BDCA":

@@ -25,7 +25,7 @@ LLAMASWAP_HYPOTHESIS_EXAMPLES=3000 runs a random, longer session (see tests/supp
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -36,11 +36,11 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from support.fuzz import examples
+from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
 from llamaswap.runtime.policies import BUILTIN, make_policy
 from llamaswap.runtime.scheduler import FifoPolicy, Scheduler, SchedulerSettings, SchedulingPolicy
-from support.fuzz import examples
-from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
 SETTINGS = settings(max_examples=examples(100), stateful_step_count=40)
 
@@ -53,7 +53,9 @@ def configs(draw):
     if draw(st.booleans()):
         sets = []
         for i in range(draw(st.integers(1, 3))):
-            combos = draw(st.lists(st.sets(st.sampled_from(models), min_size=1, max_size=3), min_size=1, max_size=4))
+            combos = draw(
+                st.lists(st.sets(st.sampled_from(models), min_size=1, max_size=3), min_size=1, max_size=4)
+            )
             sets.append((f"s{i}", [sorted(c) for c in combos]))
         costs = draw(st.dictionaries(st.sampled_from(models), st.integers(1, 3)))
         policy = MatrixTestPolicy(sets, costs)
@@ -62,8 +64,12 @@ def configs(draw):
         groups = {}
         for gi in sorted({s for s in slots if s is not None}):
             members = tuple(m for m, s in zip(models, slots) if s == gi)
-            groups[f"g{gi}"] = Group(members, swap=draw(st.booleans()), exclusive=draw(st.booleans()),
-                                     persistent=draw(st.booleans()))
+            groups[f"g{gi}"] = Group(
+                members,
+                swap=draw(st.booleans()),
+                exclusive=draw(st.booleans()),
+                persistent=draw(st.booleans()),
+            )
         policy = GroupTestPolicy(models, groups)
     per_model = lambda values: draw(st.fixed_dictionaries({m: values for m in models}))  # noqa: E731
     config = SchedulerSettings(
@@ -92,7 +98,14 @@ class SchedulerMachine(RuleBasedStateMachine):
     def setup(self, config):
         self.policy, self.settings = config
         self.models = self.settings.models
-        self.s = Scheduler(self.policy, self.settings, self, scheduling=make_policy(*self.scheduling) if isinstance(self.scheduling, tuple) else self.scheduling())
+        self.s = Scheduler(
+            self.policy,
+            self.settings,
+            self,
+            scheduling=make_policy(*self.scheduling)
+            if isinstance(self.scheduling, tuple)
+            else self.scheduling(),
+        )
         self.now = 0.0
         self.world = {m: "stopped" for m in self.models}
         self.swaps: dict[str, dict] = {}  # outstanding swaps: model -> {decision, detached}
@@ -293,8 +306,15 @@ class SchedulerMachine(RuleBasedStateMachine):
             moves[rid] = target
             if target is not None:
                 self.pending[rid] = (target, self.pending[rid][1])
-        self.call(self.s.reconfigure, self.policy, self.settings, self.now, restart=sorted(restart),
-                  evict=sorted(evict), moves=moves)
+        self.call(
+            self.s.reconfigure,
+            self.policy,
+            self.settings,
+            self.now,
+            restart=sorted(restart),
+            evict=sorted(evict),
+            moves=moves,
+        )
 
     @precondition(lambda self: self.next_id > 40 and not self.s.shutting_down)
     @rule()

@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
 from llamaswap.runtime.scheduler import SchedulerSettings
-from llamaswap.runtime.simulate import TraceError, TraceIssue, TraceRequest, parse_trace, resolve_trace, simulate
-from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
+from llamaswap.runtime.simulate import (
+    TraceError,
+    TraceIssue,
+    TraceRequest,
+    parse_trace,
+    resolve_trace,
+    simulate,
+)
 
 ALONE = MatrixTestPolicy([("a", [["a"]]), ("b", [["b"]]), ("c", [["c"]])])  # mutually exclusive
 
@@ -193,4 +200,8 @@ def test_resolve_trace_maps_aliases_to_ids_and_lists_every_unknown_model():
         resolve_trace(trace, aliases.get)
     assert exc.value.issues == (TraceIssue(3, "unknown model 'ghost'"), TraceIssue(5, "unknown model 'nope'"))
     resolved = resolve_trace(trace[:2] + trace[3:4], aliases.get)
-    assert resolved == [TraceRequest(0.0, "a", 1.0, 1), TraceRequest(0.0, "b", 1.0, 2), TraceRequest(2.0, "a", 3.0, 4)]
+    assert resolved == [
+        TraceRequest(0.0, "a", 1.0, 1),
+        TraceRequest(0.0, "b", 1.0, 2),
+        TraceRequest(2.0, "a", 3.0, 4),
+    ]

@@ -66,12 +66,16 @@ class Server:
 
 def fixed(body: bytes = OK_BODY, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
-        len(body), extra, body)
+        len(body),
+        extra,
+        body,
+    )
 
 
 async def post(client: UpstreamClient, port: int, body: bytes = b'{"model":"m"}'):
     resp = await client.pool("127.0.0.1", port).request(
-        "POST", "/v1/chat/completions", [("Content-Type", "application/json")], body)
+        "POST", "/v1/chat/completions", [("Content-Type", "application/json")], body
+    )
     return resp, await resp.read()
 
 
@@ -97,7 +101,9 @@ def test_chunks_are_handed_over_as_they_arrive():
         release = asyncio.Event()
 
         async def paced(writer):
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
             writer.write(b"6\r\ndata:1\r\n")
             await writer.drain()
             await release.wait()

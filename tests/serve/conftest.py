@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from serve_support import API_KEY, Serve, ServeFactory, model, upstream_cmd
 
 
@@ -44,24 +43,32 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     one with sendLoadingState; every model may run with every other. Requests carry the key.
     Tests that unload must leave the models they need loadable (they always are)."""
     factory = ServeFactory(tmp_path_factory.mktemp("api"))
-    server = factory({
-        "healthCheckTimeout": 30,
-        "apiKeys": [API_KEY],
-        "models": {
-            "chat": model(upstream_cmd("chat"), aliases=["chat-alias"], name="Chat",
-                          description="the chat model", useModelName="upstream-chat",
-                          metadata={"family": "fake", "size": 7},
-                          filters={"stripParams": "secret, nested.drop, model",
-                                   "setParams": {"temperature": 0.5, "options.k": 3, "model": "no"},
-                                   "setParamsByID": {"chat-fast": {"mode": "fast"}}}),
-            "org": model(upstream_cmd("org")),
-            "org/model": model(upstream_cmd("org/model")),
-            "hidden": model(upstream_cmd("hidden"), unlisted=True),
-            "reasoner": model(upstream_cmd("reasoner"), sendLoadingState=True),
-        },
-        "matrix": {"vars": {"om": "org/model"},
-                   "sets": {"all": "chat & org & om & hidden & reasoner"}},
-    })
+    server = factory(
+        {
+            "healthCheckTimeout": 30,
+            "apiKeys": [API_KEY],
+            "models": {
+                "chat": model(
+                    upstream_cmd("chat"),
+                    aliases=["chat-alias"],
+                    name="Chat",
+                    description="the chat model",
+                    useModelName="upstream-chat",
+                    metadata={"family": "fake", "size": 7},
+                    filters={
+                        "stripParams": "secret, nested.drop, model",
+                        "setParams": {"temperature": 0.5, "options.k": 3, "model": "no"},
+                        "setParamsByID": {"chat-fast": {"mode": "fast"}},
+                    },
+                ),
+                "org": model(upstream_cmd("org")),
+                "org/model": model(upstream_cmd("org/model")),
+                "hidden": model(upstream_cmd("hidden"), unlisted=True),
+                "reasoner": model(upstream_cmd("reasoner"), sendLoadingState=True),
+            },
+            "matrix": {"vars": {"om": "org/model"}, "sets": {"all": "chat & org & om & hidden & reasoner"}},
+        }
+    )
     server.headers = {"Authorization": f"Bearer {API_KEY}"}
     try:
         yield server

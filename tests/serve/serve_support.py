@@ -27,12 +27,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
-
 from support.upstream import Response, http, pid_alive, wait_until
 
 PY = sys.executable
@@ -43,11 +43,28 @@ DEADLINE = 30.0
 
 # -- configs ----------------------------------------------------------------------------------
 
-def upstream_cmd(name: str, *, startup_delay: float = 0.0, fail_health: bool = False,
-                 token_delay: float = 0.0, exit_after: float | None = None) -> str:
+
+def upstream_cmd(
+    name: str,
+    *,
+    startup_delay: float = 0.0,
+    fail_health: bool = False,
+    token_delay: float = 0.0,
+    exit_after: float | None = None,
+) -> str:
     """The fake upstream as a config `cmd` (${PORT} is substituted by the compiler)."""
-    parts = [PY, "-m", "llamaswap", "fake-upstream", "--host", "127.0.0.1", "--port", "${PORT}",
-             "--name", name]
+    parts = [
+        PY,
+        "-m",
+        "llamaswap",
+        "fake-upstream",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "${PORT}",
+        "--name",
+        name,
+    ]
     if startup_delay:
         parts += ["--startup-delay", str(startup_delay)]
     if fail_health:
@@ -106,6 +123,7 @@ def model(cmd: str, **keys: Any) -> dict:
 
 # -- processes --------------------------------------------------------------------------------
 
+
 def process_table() -> dict[int, tuple[int, int]]:
     """pid -> (ppid, pgid) of every live process (zombies excluded)."""
     table: dict[int, tuple[int, int]] = {}
@@ -117,7 +135,7 @@ def process_table() -> dict[int, tuple[int, int]]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2:].split()
+        fields = stat[stat.rindex(b")") + 2 :].split()
         if fields[0] in (b"Z", b"X"):
             continue
         table[int(entry)] = (int(fields[1]), int(fields[2]))
@@ -146,11 +164,19 @@ def in_groups(pgids: set[int]) -> set[int]:
 
 # -- a client that can read a response bit by bit, or walk away -----------------------------
 
+
 class Call:
     """One HTTP request on its own connection (http.client: real socket, no pooling)."""
 
-    def __init__(self, url: str, method: str, path: str, body: Any = None,
-                 headers: dict[str, str] | None = None, timeout: float = DEADLINE) -> None:
+    def __init__(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = DEADLINE,
+    ) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         self.conn = httpclient.HTTPConnection(host, int(port), timeout=timeout)
         headers = dict(headers or {})
@@ -197,6 +223,7 @@ def envelope(message: str, type_: str, code: str) -> dict:
 
 # -- the server -------------------------------------------------------------------------------
 
+
 @dataclass
 class Serve:
     """A running `llamaswap serve` subprocess."""
@@ -211,8 +238,9 @@ class Serve:
     exit_code: int | None = None
 
     # HTTP
-    def request(self, method: str, path: str, body: Any = None, headers: dict | None = None,
-                timeout: float = DEADLINE) -> Response:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float = DEADLINE
+    ) -> Response:
         resp = http(method, self.url + path, body, {**self.headers, **(headers or {})}, timeout)
         pid = resp.headers.get("X-Upstream-Pid")
         if pid and pid.isdigit():
@@ -229,12 +257,17 @@ class Serve:
         return Call(self.url, method, path, body, {**self.headers, **(headers or {})})
 
     def chat_call(self, model_id: str, content: str = "hello", **fields: Any) -> Call:
-        return self.call("POST", "/v1/chat/completions", {
-            "model": model_id, "messages": [{"role": "user", "content": content}], **fields})
+        return self.call(
+            "POST",
+            "/v1/chat/completions",
+            {"model": model_id, "messages": [{"role": "user", "content": content}], **fields},
+        )
 
     def chat(self, model: str, content: str = "hello", **fields: Any) -> Response:
-        return self.post("/v1/chat/completions", {
-            "model": model, "messages": [{"role": "user", "content": content}], **fields})
+        return self.post(
+            "/v1/chat/completions",
+            {"model": model, "messages": [{"role": "user", "content": content}], **fields},
+        )
 
     # state
     def running(self) -> dict[str, dict]:
@@ -263,21 +296,25 @@ class Serve:
 
     def wait_state(self, model_id: str, state: str, timeout: float = DEADLINE) -> dict:
         """Wait until /running shows the model in `state`; its entry then."""
+
         def check():
             entry = self.running().get(model_id, {"model": model_id, "state": "stopped"})
             return entry if entry["state"] == state else None
+
         return self.wait(check, f"{model_id} to be {state}", timeout)
 
     def wait_queued(self, model_id: str, count: int = 1) -> dict:
         def check():
             snap = self.scheduler()
             return snap if sum(q["model"] == model_id for q in snap["queue"]) >= count else None
+
         return self.wait(check, f"{count} request(s) for {model_id} to be queued")
 
     def wait_reserved(self, model_id: str, count: int) -> dict:
         def check():
             snap = self.scheduler()
             return snap if snap["models"][model_id]["reserved"] >= count else None
+
         return self.wait(check, f"{count} admitted request(s) for {model_id}")
 
     def log(self) -> str:
@@ -309,13 +346,15 @@ class Serve:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                raise AssertionError(f"llamaswap serve did not exit within {timeout}s "
-                                     f"of its signal\n{self.log()}")
+                raise AssertionError(
+                    f"llamaswap serve did not exit within {timeout}s of its signal\n{self.log()}"
+                )
         self.exit_code = self.proc.returncode
         groups = set(self.pids)
 
         def gone() -> bool:
             return not any(pid_alive(p) for p in watched) and not in_groups(groups)
+
         try:
             wait_until(gone, timeout=5.0, message="every upstream process to be gone")
         except AssertionError:
@@ -329,14 +368,26 @@ class Serve:
         return self.exit_code
 
 
-def start_serve(config_path: Path | None, *, cwd: Path, args: tuple[str, ...] = (),
-                executable: tuple[str, ...] = (PY, "-m", "llamaswap"),
-                timeout: float = DEADLINE, **popen: Any) -> Serve:
+def start_serve(
+    config_path: Path | None,
+    *,
+    cwd: Path,
+    args: tuple[str, ...] = (),
+    executable: tuple[str, ...] = (PY, "-m", "llamaswap"),
+    timeout: float = DEADLINE,
+    **popen: Any,
+) -> Serve:
     """Run `llamaswap serve [CONFIG] --listen 127.0.0.1:0` and wait for its URL (`popen`:
     extra subprocess.Popen arguments, e.g. a controlling terminal)."""
     stderr_path = cwd / f"serve-{time.monotonic_ns()}.stderr"
-    argv = [*executable, "serve", *([str(config_path)] if config_path else []),
-            "--listen", "127.0.0.1:0", *args]
+    argv = [
+        *executable,
+        "serve",
+        *([str(config_path)] if config_path else []),
+        "--listen",
+        "127.0.0.1:0",
+        *args,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     # The activity store's default place: one per test directory (a restart in the same
     # test finds its records; other tests do not see them).
@@ -356,15 +407,18 @@ def start_serve(config_path: Path | None, *, cwd: Path, args: tuple[str, ...] = 
                 break
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"llamaswap serve printed no URL in {timeout}s: {out!r}\n"
-                                     f"{stderr_path.read_text(errors='replace')}")
+                raise AssertionError(
+                    f"llamaswap serve printed no URL in {timeout}s: {out!r}\n"
+                    f"{stderr_path.read_text(errors='replace')}"
+                )
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 4096)
                 if not chunk:
                     raise AssertionError(
                         f"llamaswap serve exited ({proc.wait()}) before listening: {out!r}\n"
-                        f"{stderr_path.read_text(errors='replace')}")
+                        f"{stderr_path.read_text(errors='replace')}"
+                    )
                 out += chunk
     except BaseException:
         proc.kill()

@@ -10,7 +10,6 @@ import threading
 import uuid
 
 import pytest
-
 from serve_support import API_KEY, Call, envelope
 from support.upstream import http
 
@@ -26,30 +25,53 @@ def last_upstream_request(server, model_id: str) -> dict:
 def test_health_is_open_and_everything_else_needs_a_key(api_server):
     url = api_server.url
     assert (http("GET", url + "/health").status, http("GET", url + "/health").body) == (200, b"OK")
-    for method, path in (("GET", "/v1/models"), ("GET", "/running"), ("GET", "/logs"),
-                         ("GET", "/api/scheduler"), ("GET", "/unload"),
-                         ("POST", "/v1/chat/completions"), ("GET", "/upstream/chat/")):
+    for method, path in (
+        ("GET", "/v1/models"),
+        ("GET", "/running"),
+        ("GET", "/logs"),
+        ("GET", "/api/scheduler"),
+        ("GET", "/unload"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/upstream/chat/"),
+    ):
         resp = http(method, url + path, {"model": "chat"} if method == "POST" else None)
         assert resp.status == 401, (method, path)
         assert resp.headers["WWW-Authenticate"] == 'Basic realm="llama-swap"'
-        assert resp.json() == envelope("unauthorized: invalid or missing API key",
-                                       "authentication_error", "unauthorized")
+        assert resp.json() == envelope(
+            "unauthorized: invalid or missing API key", "authentication_error", "unauthorized"
+        )
     basic = base64.b64encode(f"anyone:{API_KEY}".encode()).decode()
-    for headers in ({"Authorization": f"Basic {basic}"}, {"Authorization": f"Bearer {API_KEY}"},
-                    {"x-api-key": API_KEY}):
+    for headers in (
+        {"Authorization": f"Basic {basic}"},
+        {"Authorization": f"Bearer {API_KEY}"},
+        {"x-api-key": API_KEY},
+    ):
         assert http("GET", url + "/v1/models", headers=headers).status == 200, headers
     # CORS preflight needs no key.
-    call = Call(url, "OPTIONS", "/v1/chat/completions",
-                headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST",
-                         "Access-Control-Request-Headers": "authorization, content-type"})
+    call = Call(
+        url,
+        "OPTIONS",
+        "/v1/chat/completions",
+        headers={
+            "Origin": "http://example.test",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     resp = call.response()
     resp.read()
     call.disconnect()
     assert resp.status == 204
-    assert (resp.getheader("Access-Control-Allow-Origin"), resp.getheader("Access-Control-Max-Age")) == ("*", "86400")
+    assert (resp.getheader("Access-Control-Allow-Origin"), resp.getheader("Access-Control-Max-Age")) == (
+        "*",
+        "86400",
+    )
     assert resp.getheader("Access-Control-Allow-Headers") == "authorization, content-type"
-    for headers in ({"Authorization": "Bearer wrong"}, {"x-api-key": "wrong"},
-                    {"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:x".encode()).decode()}):
+    for headers in (
+        {"Authorization": "Bearer wrong"},
+        {"x-api-key": "wrong"},
+        {"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:x".encode()).decode()},
+    ):
         assert http("GET", url + "/v1/models", headers=headers).status == 401, headers
 
 
@@ -68,9 +90,17 @@ def test_v1_models_lists_listed_models_with_their_status(api_server):
     assert records["chat"]["status"] == {"value": "unloaded"}
     chat = records["chat"]
     assert (chat["object"], chat["owned_by"], chat["name"], chat["description"]) == (
-        "model", "llama-swap", "Chat", "the chat model")
-    assert chat["meta"]["llamaswap"] == {"family": "fake", "size": 7, "type": "model",
-                                         "aliases": ["chat-alias", "chat-fast"]}
+        "model",
+        "llama-swap",
+        "Chat",
+        "the chat model",
+    )
+    assert chat["meta"]["llamaswap"] == {
+        "family": "fake",
+        "size": 7,
+        "type": "model",
+        "aliases": ["chat-alias", "chat-fast"],
+    }
     assert isinstance(chat["created"], int)
     assert api_server.get("/models").json() == body
     # Unlisted models still answer.
@@ -122,11 +152,20 @@ def test_the_model_comes_from_a_form_field_or_the_query(api_server):
     # multipart (audio transcription): the `model` field; useModelName rewrites it there too.
     boundary = "llamaswap-test-boundary"
     audio = bytes(range(256)) + b"\r\n\r\n--almost-a-boundary\r\n"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nchat-alias\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-            f"Content-Type: audio/wav\r\n\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-    resp = api_server.post("/v1/audio/transcriptions", body,
-                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nchat-alias\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            f"Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + audio
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    resp = api_server.post(
+        "/v1/audio/transcriptions",
+        body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert resp.status == 200 and resp.headers["X-Upstream-Name"] == "chat"
     seen = last_upstream_request(api_server, "chat")
     assert seen["path"] == "/v1/audio/transcriptions"
@@ -137,8 +176,11 @@ def test_the_model_comes_from_a_form_field_or_the_query(api_server):
     assert seen["headers"]["content-type"] == f"multipart/form-data; boundary={boundary}"
 
     # urlencoded form
-    resp = api_server.post("/v1/audio/speech", b"model=org&input=hello",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = api_server.post(
+        "/v1/audio/speech",
+        b"model=org&input=hello",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status == 200 and resp.headers["X-Upstream-Name"] == "org"
     assert last_upstream_request(api_server, "org")["body"] == "model=org&input=hello"
 
@@ -151,13 +193,24 @@ def test_the_model_comes_from_a_form_field_or_the_query(api_server):
 
 
 def test_filters_rewrite_json_bodies(api_server):
-    body = {"model": "chat-fast", "secret": "s", "nested": {"drop": 1, "keep": 2},
-            "temperature": 0.9, "messages": [{"role": "user", "content": "hi"}]}
+    body = {
+        "model": "chat-fast",
+        "secret": "s",
+        "nested": {"drop": 1, "keep": 2},
+        "temperature": 0.9,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     resp = api_server.post("/v1/chat/completions", body)
     assert resp.status == 200
     seen = last_upstream_request(api_server, "chat")["json"]
-    assert seen == {"model": "upstream-chat", "nested": {"keep": 2}, "temperature": 0.5,
-                    "options": {"k": 3}, "mode": "fast", "messages": [{"role": "user", "content": "hi"}]}
+    assert seen == {
+        "model": "upstream-chat",
+        "nested": {"keep": 2},
+        "temperature": 0.5,
+        "options": {"k": 3},
+        "mode": "fast",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     # setParamsByID applies only to the name it is keyed by.
     assert api_server.chat("chat-alias").status == 200
     seen = last_upstream_request(api_server, "chat")["json"]
@@ -169,11 +222,22 @@ def test_filters_rewrite_json_bodies(api_server):
 
 
 def test_hop_by_hop_headers_are_not_forwarded(api_server):
-    call = Call(api_server.url, "POST", "/v1/chat/completions",
-                {"model": "org", "messages": [{"role": "user", "content": "hi"}]},
-                {**api_server.headers, "Connection": "keep-alive, X-Drop-Me", "X-Drop-Me": "1",
-                 "Keep-Alive": "timeout=5", "TE": "trailers", "Proxy-Authorization": "Basic eA==",
-                 "Proxy-Connection": "keep-alive", "X-Keep-Me": "yes"})
+    call = Call(
+        api_server.url,
+        "POST",
+        "/v1/chat/completions",
+        {"model": "org", "messages": [{"role": "user", "content": "hi"}]},
+        {
+            **api_server.headers,
+            "Connection": "keep-alive, X-Drop-Me",
+            "X-Drop-Me": "1",
+            "Keep-Alive": "timeout=5",
+            "TE": "trailers",
+            "Proxy-Authorization": "Basic eA==",
+            "Proxy-Connection": "keep-alive",
+            "X-Keep-Me": "yes",
+        },
+    )
     resp = call.response()
     resp.read()
     call.disconnect()
@@ -189,12 +253,12 @@ def test_hop_by_hop_headers_are_not_forwarded(api_server):
 def test_errors_use_llama_swaps_envelope(api_server):
     resp = api_server.chat("no-such-model")
     assert resp.status == 404
-    assert resp.json() == envelope("no local server found for requested model",
-                                   "invalid_request_error", "not_found")
+    assert resp.json() == envelope(
+        "no local server found for requested model", "invalid_request_error", "not_found"
+    )
     resp = api_server.post("/v1/chat/completions", {"messages": []})
     assert resp.status == 400  # llama-swap says 404; a request without a model is malformed
-    assert resp.json() == envelope("no model id could be identified", "invalid_request_error",
-                                   "bad_request")
+    assert resp.json() == envelope("no model id could be identified", "invalid_request_error", "bad_request")
     resp = api_server.post("/v1/chat/completions", b"{not json")
     assert resp.status == 400
     assert resp.json() == envelope("invalid JSON body", "invalid_request_error", "bad_request")
@@ -207,8 +271,13 @@ def test_upstream_passthrough(api_server):
     resp = api_server.get("/upstream/org/model/some/path?x=1")
     assert resp.status == 200
     assert resp.json() | {"pid": 0, "system_fingerprint": ""} == {
-        "name": "org/model", "pid": 0, "system_fingerprint": "", "method": "GET",
-        "path": "/some/path", "query": {"x": "1"}}
+        "name": "org/model",
+        "pid": 0,
+        "system_fingerprint": "",
+        "method": "GET",
+        "path": "/some/path",
+        "query": {"x": "1"},
+    }
     resp = api_server.get("/upstream/org/other")
     assert resp.status == 200 and resp.json()["name"] == "org" and resp.json()["path"] == "/other"
     # Aliases work; filters do not apply on /upstream.

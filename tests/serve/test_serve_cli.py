@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from serve_support import PY, start_serve
 from support.upstream import http
 
@@ -42,8 +41,13 @@ def llamaswap_argv() -> tuple[str, ...]:
 def run_curl(argv: list[str]) -> tuple[int, str]:
     """Run a printed curl command: with curl when installed, else the same request by urllib."""
     if shutil.which("curl"):
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                             env={k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")})
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+        )
         return out.returncode, out.stdout
     url, headers, data = None, {}, None
     args = iter(argv[1:])
@@ -110,8 +114,9 @@ def run_cli(*args: str):
 
 
 def test_a_config_with_errors_is_refused_with_its_diagnostics(tmp_path):
-    config = write(tmp_path, "models:\n  a:\n    cmd: x --port ${PORT}\n    ttl: -5\n"
-                             "matrix:\n  sets:\n    s: \"a & \"\n")
+    config = write(
+        tmp_path, 'models:\n  a:\n    cmd: x --port ${PORT}\n    ttl: -5\nmatrix:\n  sets:\n    s: "a & "\n'
+    )
     out = run_cli("serve", str(config), "--listen", "127.0.0.1:0")
     assert out.exit_code == 1
     assert out.stdout == ""  # no URL: nothing is served
@@ -119,10 +124,13 @@ def test_a_config_with_errors_is_refused_with_its_diagnostics(tmp_path):
     assert out.stderr.rstrip().endswith("the config has errors; not serving")
 
 
-@pytest.mark.parametrize("listen, message", [
-    ("127.0.0.1:99999", "port must be between 0 and 65535"),
-    ("127.0.0.1:http", "expected HOST:PORT, e.g. 127.0.0.1:8080"),
-])
+@pytest.mark.parametrize(
+    "listen, message",
+    [
+        ("127.0.0.1:99999", "port must be between 0 and 65535"),
+        ("127.0.0.1:http", "expected HOST:PORT, e.g. 127.0.0.1:8080"),
+    ],
+)
 def test_a_bad_listen_address_is_a_usage_error(tmp_path, listen, message):
     config = write(tmp_path, "models:\n  a:\n    cmd: x --port ${PORT}\n")
     out = run_cli("serve", str(config), "--listen", listen)

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from serve_support import envelope, model, shell_cmd, upstream_cmd
 from support.upstream import http, pid_alive
 
@@ -26,18 +25,23 @@ def upstream_inflight(server, model_id: str) -> dict:
 
 def consistent_and_idle(snap: dict) -> bool:
     """Nothing queued, waiting, swapping or in flight, and no reservation left behind."""
-    return (not snap["queue"] and not snap["swaps"]
-            and all(m["in_flight"] == 0 and m["reserved"] == 0 and m["waiting"] == 0
-                    for m in snap["models"].values()))
+    return (
+        not snap["queue"]
+        and not snap["swaps"]
+        and all(
+            m["in_flight"] == 0 and m["reserved"] == 0 and m["waiting"] == 0 for m in snap["models"].values()
+        )
+    )
 
 
 def test_clients_that_leave_free_their_slot_and_cancel_the_upstream(serve):
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"a": model(upstream_cmd("a")),
-                   "b": model(upstream_cmd("b"), concurrencyLimit=1)},
-        "matrix": {"sets": {"only_a": "a", "only_b": "b"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {"a": model(upstream_cmd("a")), "b": model(upstream_cmd("b"), concurrencyLimit=1)},
+            "matrix": {"sets": {"only_a": "a", "only_b": "b"}},
+        }
+    )
     assert server.chat("a").status == 200
 
     # A stream that never ends on its own holds `a` in flight.
@@ -80,16 +84,20 @@ def test_clients_that_leave_free_their_slot_and_cancel_the_upstream(serve):
     next(stream.events())
     assert upstream_inflight(server, "b") == {"inflight": 1, "total": 2, "cancelled": 0}
     stream.disconnect()
-    server.wait(lambda: upstream_inflight(server, "b") == {"inflight": 0, "total": 2, "cancelled": 1},
-                "the upstream to see its request cancelled")
+    server.wait(
+        lambda: upstream_inflight(server, "b") == {"inflight": 0, "total": 2, "cancelled": 1},
+        "the upstream to see its request cancelled",
+    )
     server.wait(lambda: consistent_and_idle(server.scheduler()), "an idle, consistent scheduler")
 
 
 def test_crash_mid_request_gives_502_and_the_next_request_restarts(serve):
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"m": model(upstream_cmd("m"), aliases=["m-alias"])},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {"m": model(upstream_cmd("m"), aliases=["m-alias"])},
+        }
+    )
     first = server.chat("m")
     pid1 = int(first.headers["X-Upstream-Pid"])
 
@@ -131,16 +139,22 @@ def test_crash_mid_request_gives_502_and_the_next_request_restarts(serve):
 
 def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
     flag = tmp_path / "second-run"
-    script = (f"if [ -e {flag} ]; then exec {upstream_cmd('f')}; "
-              f"else touch {flag}; echo 'no GPU today' >&2; exit 3; fi")
-    server = serve({"healthCheckTimeout": 30, "logLevel": "warn", "models": {"f": model(shell_cmd(script))}},
-                   args=("--log-level", "debug"))  # the flag wins over the config's logLevel
+    script = (
+        f"if [ -e {flag} ]; then exec {upstream_cmd('f')}; "
+        f"else touch {flag}; echo 'no GPU today' >&2; exit 3; fi"
+    )
+    server = serve(
+        {"healthCheckTimeout": 30, "logLevel": "warn", "models": {"f": model(shell_cmd(script))}},
+        args=("--log-level", "debug"),
+    )  # the flag wins over the config's logLevel
     first = server.chat("f")
     assert first.status == 500
     # The client gets the reason; the upstream's own output stays in the logs.
     assert first.json() == envelope(
         "unspecific error: upstream command exited prematurely (exit code 3); its output is in /logs",
-        "server_error", "internal_error")
+        "server_error",
+        "internal_error",
+    )
     assert "no GPU today" in server.get("/logs").body.decode()
     assert server.state("f") == "stopped"
     second = server.chat("f")
@@ -151,14 +165,14 @@ def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
 
 def test_health_check_timeout_gives_500_and_the_next_request_retries(serve):
     # healthCheckTimeout is honoured as written (llama-swap would raise 1 to 15).
-    server = serve({"healthCheckTimeout": 1,
-                    "models": {"h": model(upstream_cmd("h", fail_health=True))}})
+    server = serve({"healthCheckTimeout": 1, "models": {"h": model(upstream_cmd("h", fail_health=True))}})
     started = time.monotonic()
     first = server.chat("h")
     assert time.monotonic() - started >= 0.99  # (ms granularity of the loop clock)
     assert first.status == 500
-    assert first.json() == envelope("unspecific error: health check timed out after 1s",
-                                    "server_error", "internal_error")
+    assert first.json() == envelope(
+        "unspecific error: health check timed out after 1s", "server_error", "internal_error"
+    )
     second = server.chat("h")  # a fresh attempt, not a cached failure
     assert second.status == 500
     assert "health check timed out" in second.json()["error"]["message"]
@@ -168,14 +182,18 @@ def test_health_check_timeout_gives_500_and_the_next_request_retries(serve):
 
 
 def test_ttl_unloads_idle_models_and_never_one_in_use(serve):
-    server = serve({
-        "healthCheckTimeout": 30,
-        "globalTTL": 1,
-        "models": {"t": model(upstream_cmd("t"), ttl=1),
-                   "g": model(upstream_cmd("g")),  # ttl -1: globalTTL
-                   "keep": model(upstream_cmd("keep"), ttl=0)},  # never
-        "matrix": {"sets": {"all": "t & g & keep"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "globalTTL": 1,
+            "models": {
+                "t": model(upstream_cmd("t"), ttl=1),
+                "g": model(upstream_cmd("g")),  # ttl -1: globalTTL
+                "keep": model(upstream_cmd("keep"), ttl=0),
+            },  # never
+            "matrix": {"sets": {"all": "t & g & keep"}},
+        }
+    )
     with ThreadPoolExecutor(3) as pool:  # they may run together: load them in parallel
         loaded = dict(zip(("keep", "g", "t"), pool.map(server.chat, ("keep", "g", "t"))))
     assert all(r.status == 200 for r in loaded.values())
@@ -201,12 +219,16 @@ def test_ttl_unloads_idle_models_and_never_one_in_use(serve):
 
 def test_unload_during_a_swap(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"u": model(gate.wrap(upstream_cmd("u")), aliases=["u-alias"]),
-                   "v": model(upstream_cmd("v"))},
-        "matrix": {"sets": {"both": "u & v"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "u": model(gate.wrap(upstream_cmd("u")), aliases=["u-alias"]),
+                "v": model(upstream_cmd("v")),
+            },
+            "matrix": {"sets": {"both": "u & v"}},
+        }
+    )
     assert server.chat("v").status == 200
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(server.chat, "u")
@@ -219,8 +241,9 @@ def test_unload_during_a_swap(serve):
         assert not pid_alive(leader)
         waited = pending.result()
     assert waited.status == 500
-    assert waited.json() == envelope("unspecific error: matrix: model unloaded", "server_error",
-                                     "internal_error")
+    assert waited.json() == envelope(
+        "unspecific error: matrix: model unloaded", "server_error", "internal_error"
+    )
     server.wait(lambda: consistent_and_idle(server.scheduler()), "an idle, consistent scheduler")
     assert all(m["state"] == "stopped" for m in server.scheduler()["models"].values())
 

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from serve_support import envelope, model, shell_cmd, upstream_cmd
 from support.upstream import pid_alive
 
@@ -32,17 +31,23 @@ def grandchild_script(name: str, pidfile: Path) -> str:
 def test_eviction_and_sigterm_leave_no_process_and_answer_waiting_requests_503(serve, tmp_path):
     gate = serve.gate()
     k_pidfile, g_pidfile = tmp_path / "k.pid", tmp_path / "g.pid"
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {
-            "k": model(shell_cmd(grandchild_script("k", k_pidfile) + f"exec {upstream_cmd('k')}")),
-            # g's wrapper starts its grandchild, then waits for the gate: it stays `starting`.
-            "g": model(shell_cmd(grandchild_script("g", g_pidfile)
-                                 + f"while [ ! -e {gate.path} ]; do sleep 0.02; done; "
-                                 + f"exec {upstream_cmd('g')}")),
-            "c": model(upstream_cmd("c")),
-        },
-    })  # no groups: one model at a time
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "k": model(shell_cmd(grandchild_script("k", k_pidfile) + f"exec {upstream_cmd('k')}")),
+                # g's wrapper starts its grandchild, then waits for the gate: it stays `starting`.
+                "g": model(
+                    shell_cmd(
+                        grandchild_script("g", g_pidfile)
+                        + f"while [ ! -e {gate.path} ]; do sleep 0.02; done; "
+                        + f"exec {upstream_cmd('g')}"
+                    )
+                ),
+                "c": model(upstream_cmd("c")),
+            },
+        }
+    )  # no groups: one model at a time
     assert server.chat("k").status == 200
     k_child = int(k_pidfile.read_text())
     assert pid_alive(k_child)
@@ -76,19 +81,26 @@ def test_eviction_and_sigterm_leave_no_process_and_answer_waiting_requests_503(s
 
 def test_preload_loads_coexisting_models_in_parallel_and_survives_a_failure(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"a": model(gate.wrap(upstream_cmd("a"))),
-                   "b": model(gate.wrap(upstream_cmd("b")), aliases=["bee"]),
-                   "bad": model(shell_cmd("echo 'cannot load weights' >&2; exit 7") + " ${PORT}")},
-        "matrix": {"sets": {"all": "a & b & bad"}},
-        "hooks": {"on_startup": {"preload": ["a", "bee", "bad"]}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "a": model(gate.wrap(upstream_cmd("a"))),
+                "b": model(gate.wrap(upstream_cmd("b")), aliases=["bee"]),
+                "bad": model(shell_cmd("echo 'cannot load weights' >&2; exit 7") + " ${PORT}"),
+            },
+            "matrix": {"sets": {"all": "a & b & bad"}},
+            "hooks": {"on_startup": {"preload": ["a", "bee", "bad"]}},
+        }
+    )
     # Both start before either can be ready: they load in parallel.
     server.wait(lambda: states(server) == {"a": "starting", "b": "starting"}, "a and b starting")
     server.wait(lambda: "PRELOAD FAILED for bad" in server.log(), "the failed preload to be logged")
-    assert re.search(r"(?m)^ERROR llamaswap\.serve: PRELOAD FAILED for bad: unspecific error: upstream "
-                     r"command exited prematurely \(exit code 7\): cannot load weights", server.log())
+    assert re.search(
+        r"(?m)^ERROR llamaswap\.serve: PRELOAD FAILED for bad: unspecific error: upstream "
+        r"command exited prematurely \(exit code 7\): cannot load weights",
+        server.log(),
+    )
     gate.open()
     server.wait(lambda: states(server) == {"a": "ready", "b": "ready"}, "a and b ready")
     # Serving goes on, and the preloaded models answer without a swap.
@@ -100,14 +112,18 @@ def test_preload_loads_coexisting_models_in_parallel_and_survives_a_failure(serv
 
 def test_loading_state_streams_progress_then_the_upstream_answer(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 30,
-        "sendLoadingState": True,
-        "models": {"slow": model(gate.wrap(upstream_cmd("slow"))),
-                   "next": model(upstream_cmd("next")),
-                   "quiet": model(upstream_cmd("quiet"), sendLoadingState=False)},
-        "matrix": {"sets": {"s": "slow", "n": "next & quiet"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "sendLoadingState": True,
+            "models": {
+                "slow": model(gate.wrap(upstream_cmd("slow"))),
+                "next": model(upstream_cmd("next")),
+                "quiet": model(upstream_cmd("quiet"), sendLoadingState=False),
+            },
+            "matrix": {"sets": {"s": "slow", "n": "next & quiet"}},
+        }
+    )
 
     def reasoning(payload: str) -> str | None:
         return json.loads(payload)["choices"][0]["delta"].get("reasoning_content")

@@ -11,18 +11,45 @@ import threading
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from serve_support import model, upstream_cmd
 
 from llamaswap.compiler.plan import CompileOptions, compile_text
 from llamaswap.runtime.app import build_app
 from llamaswap.runtime.keys import ROUTER
-from serve_support import model, upstream_cmd
 
 pytestmark = pytest.mark.e2e
 
-PLAN_KEYS = {"request", "model", "running", "evict", "set", "dsl", "target_set", "cost", "candidates",
-             "explanation"}
-RECORD_KEYS = {"id", "time", "model", "requested", "running_before", "evicted", "set", "dsl", "rule", "cost",
-               "target_set", "candidates", "waited", "load_seconds", "status", "error", "explanation"}
+PLAN_KEYS = {
+    "request",
+    "model",
+    "running",
+    "evict",
+    "set",
+    "dsl",
+    "target_set",
+    "cost",
+    "candidates",
+    "explanation",
+}
+RECORD_KEYS = {
+    "id",
+    "time",
+    "model",
+    "requested",
+    "running_before",
+    "evicted",
+    "set",
+    "dsl",
+    "rule",
+    "cost",
+    "target_set",
+    "candidates",
+    "waited",
+    "load_seconds",
+    "status",
+    "error",
+    "explanation",
+}
 
 
 def samples(server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,13 +68,17 @@ def value(metrics, name: str, **labels: str) -> float:
 
 
 def test_records_header_plan_and_metrics_follow_the_swaps(serve):
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"a": model(upstream_cmd("a"), aliases=["alpha"]),
-                   "b": model(upstream_cmd("b")),
-                   "c": model(upstream_cmd("c"))},
-        "matrix": {"evict_costs": {"b": 5}, "sets": {"pair": "a & b", "alone": "c"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "a": model(upstream_cmd("a"), aliases=["alpha"]),
+                "b": model(upstream_cmd("b")),
+                "c": model(upstream_cmd("c")),
+            },
+            "matrix": {"evict_costs": {"b": 5}, "sets": {"pair": "a & b", "alone": "c"}},
+        }
+    )
     before = samples(server)
     assert value(before, "llamaswap_queue_depth") == 0
     assert value(before, "llamaswap_model_state", model="a", state="stopped") == 1
@@ -79,11 +110,19 @@ def test_records_header_plan_and_metrics_follow_the_swaps(serve):
     newest, oldest = records
     assert set(newest) == RECORD_KEYS
     assert (oldest["requested"], oldest["running_before"], oldest["evicted"], oldest["set"]) == (
-        "alpha", [], [], "pair")
+        "alpha",
+        [],
+        [],
+        "pair",
+    )
     assert oldest["target_set"] == ["a", "b"] and oldest["cost"] == 0
     assert (newest["requested"], newest["running_before"], newest["evicted"]) == ("c", ["a"], ["a"])
-    assert (newest["set"], newest["dsl"], newest["cost"], newest["rule"]) == ("alone", "c", 1,
-                                                                                "cheapest combination")
+    assert (newest["set"], newest["dsl"], newest["cost"], newest["rule"]) == (
+        "alone",
+        "c",
+        1,
+        "cheapest combination",
+    )
     assert newest["candidates"] == []  # c fits one set only: no runner-up
     for record in records:
         assert record["status"] == "ok" and record["error"] is None
@@ -93,8 +132,11 @@ def test_records_header_plan_and_metrics_follow_the_swaps(serve):
     assert server.get("/api/decisions?limit=x").status == 400
 
     # One JSON log line per committed swap, with the record's fields.
-    logged = [json.loads(line.split("llamaswap.swaps: swap ", 1)[1])
-              for line in server.get("/logs").body.decode().splitlines() if "llamaswap.swaps: swap " in line]
+    logged = [
+        json.loads(line.split("llamaswap.swaps: swap ", 1)[1])
+        for line in server.get("/logs").body.decode().splitlines()
+        if "llamaswap.swaps: swap " in line
+    ]
     assert [r["id"] for r in logged] == [oldest["id"], newest["id"]]
     assert logged[1] == newest
 
@@ -119,18 +161,21 @@ def test_records_header_plan_and_metrics_follow_the_swaps(serve):
 
 def test_health_turns_503_with_the_reason_while_the_scheduler_makes_no_progress(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 120,
-        "routing": {"scheduler": {"settings": {"fifo": {"stall_timeout": 1}}}},
-        "models": {"stuck": model(gate.wrap(upstream_cmd("stuck")))},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 120,
+            "routing": {"scheduler": {"settings": {"fifo": {"stall_timeout": 1}}}},
+            "models": {"stuck": model(gate.wrap(upstream_cmd("stuck")))},
+        }
+    )
     assert server.get("/health").status == 200
     result: dict = {}
     waiter = threading.Thread(target=lambda: result.update(resp=server.chat("stuck")))
     waiter.start()
     try:
-        health = server.wait(lambda: (r := server.get("/health")).status == 503 and r,
-                             "/health to report the stall")
+        health = server.wait(
+            lambda: (r := server.get("/health")).status == 503 and r, "/health to report the stall"
+        )
         reason = health.body.decode()
         assert "stalled" in reason and "1 request(s) waiting" in reason, reason
         gauges = samples(server)
@@ -144,8 +189,11 @@ def test_health_turns_503_with_the_reason_while_the_scheduler_makes_no_progress(
 
 
 def test_health_reports_a_dead_scheduler_task():
-    plan = compile_text("models:\n  m:\n    cmd: sleep 1000\n    checkEndpoint: none\n    proxy: http://127.0.0.1:9\n",
-                        "inline.yaml", CompileOptions())
+    plan = compile_text(
+        "models:\n  m:\n    cmd: sleep 1000\n    checkEndpoint: none\n    proxy: http://127.0.0.1:9\n",
+        "inline.yaml",
+        CompileOptions(),
+    )
     assert plan.ok, plan.diagnostics
 
     async def scenario() -> tuple[int, str, int, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import openai
 import pytest
-
 from serve_support import API_KEY
 
 pytestmark = pytest.mark.e2e
@@ -14,8 +13,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def client(api_server):
-    with openai.OpenAI(base_url=api_server.url + "/v1", api_key=API_KEY, max_retries=0,
-                       timeout=30.0) as c:
+    with openai.OpenAI(base_url=api_server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30.0) as c:
         yield c
 
 
@@ -32,8 +30,11 @@ def test_chat_completion(client):
 
 def test_chat_completion_stream(client):
     stream = client.chat.completions.create(
-        model="chat-alias", messages=[{"role": "user", "content": "stream me"}], stream=True,
-        stream_options={"include_usage": True})
+        model="chat-alias",
+        messages=[{"role": "user", "content": "stream me"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("[chat:") and text.endswith("You said: stream me")
@@ -52,8 +53,7 @@ def test_text_completion_streaming_and_not(client):
 def test_embeddings(client):
     out = client.embeddings.create(model="org", input=["a", "b"])  # base64 on the wire
     assert [d.index for d in out.data] == [0, 1]
-    assert all(len(d.embedding) == 8 and all(isinstance(x, float) for x in d.embedding)
-               for d in out.data)
+    assert all(len(d.embedding) == 8 and all(isinstance(x, float) for x in d.embedding) for d in out.data)
     again = client.embeddings.create(model="org", input="a", encoding_format="float")
     assert again.data[0].embedding == pytest.approx(out.data[0].embedding, rel=1e-6)
 
@@ -76,10 +76,12 @@ def test_errors_raise_the_usual_exceptions(client, api_server):
 def test_streamed_answer_after_the_loading_state_preamble(client, api_server):
     api_server.post("/api/models/unload/reasoner")
     stream = client.chat.completions.create(
-        model="reasoner", messages=[{"role": "user", "content": "think"}], stream=True)
+        model="reasoner", messages=[{"role": "user", "content": "think"}], stream=True
+    )
     chunks = list(stream)
-    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
-                        for c in chunks if c.choices)
+    reasoning = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
+    )
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "loading model: reasoner" in reasoning and "Done! (" in reasoning
     assert content.startswith("[reasoner:") and content.endswith("You said: think")

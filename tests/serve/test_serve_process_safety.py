@@ -19,15 +19,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from serve_support import (PY, DEADLINE, descendants, free_port_block, in_groups, model,
-                           shell_cmd, upstream_cmd)
+from serve_support import (
+    DEADLINE,
+    PY,
+    descendants,
+    free_port_block,
+    in_groups,
+    model,
+    shell_cmd,
+    upstream_cmd,
+)
 from support.upstream import pid_alive, start_fake_upstream, wait_until
 
 STUBBORN = Path(__file__).resolve().parent.parent / "support" / "stubborn_upstream.py"
 
 
-def stubborn_cmd(*, pidfile: Path | None = None, fork: Path | None = None,
-                 ignore_term: bool = False, health: str = "ok") -> str:
+def stubborn_cmd(
+    *, pidfile: Path | None = None, fork: Path | None = None, ignore_term: bool = False, health: str = "ok"
+) -> str:
     parts = [PY, str(STUBBORN), "--port", "${PORT}", "--health", health]
     if pidfile is not None:
         parts += ["--pidfile", str(pidfile)]
@@ -45,6 +54,7 @@ def pids_in(path: Path, count: int = 1) -> list[int]:
         except (OSError, ValueError):
             return None
         return pids if len(pids) >= count else None
+
     return wait_until(read, timeout=DEADLINE, interval=0.02, message=f"{count} pid(s) in {path}")
 
 
@@ -71,17 +81,26 @@ def refused(url: str) -> bool:
 
 def eviction_count(server, model_id: str, reason: str) -> float:
     text = server.get("/metrics").body.decode()
-    match = re.search(rf'^llamaswap_evictions_total\{{model="{re.escape(model_id)}",'
-                      rf'reason="{reason}"\}} (\S+)$', text, re.M)
+    match = re.search(
+        rf'^llamaswap_evictions_total\{{model="{re.escape(model_id)}",'
+        rf'reason="{reason}"\}} (\S+)$',
+        text,
+        re.M,
+    )
     return float(match.group(1)) if match else 0.0
 
 
 # -- 1. no orphan, ever ------------------------------------------------------------------------
 
+
 def test_sigkill_of_llamaswap_takes_every_upstream_process_with_it(serve, tmp_path):
     leader_file, child_file = tmp_path / "leader", tmp_path / "child"
-    server = serve({"healthCheckTimeout": 30, "models": {
-        "m": model(stubborn_cmd(pidfile=leader_file, fork=child_file, ignore_term=True))}})
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {"m": model(stubborn_cmd(pidfile=leader_file, fork=child_file, ignore_term=True))},
+        }
+    )
     assert server.post("/v1/chat/completions", {"model": "m"}).status == 200
     leader, grandchild = pids_in(leader_file)[0], pids_in(child_file)[0]
     assert pid_alive(leader) and pid_alive(grandchild)
@@ -93,9 +112,13 @@ def test_sigkill_of_llamaswap_takes_every_upstream_process_with_it(serve, tmp_pa
     assert server.proc.wait(DEADLINE) == -signal.SIGKILL
     # The leader dies by its parent-death signal, the grandchild (which ignores SIGTERM) by
     # the watchdog, and the watchdog exits once it is done.
-    wait_until(lambda: not any(pid_alive(p) for p in everything), timeout=15, interval=0.02,
-               message=f"every process of the killed llamaswap to be gone: "
-                       f"{sorted(p for p in everything if pid_alive(p))}")
+    wait_until(
+        lambda: not any(pid_alive(p) for p in everything),
+        timeout=15,
+        interval=0.02,
+        message=f"every process of the killed llamaswap to be gone: "
+        f"{sorted(p for p in everything if pid_alive(p))}",
+    )
     assert not in_groups({leader})
     assert len(watchdogs) == 1, "one watchdog per llamaswap"
 
@@ -106,8 +129,10 @@ def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path, 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))  # the default runtime dir is under it
     rundir = xdg / "llamaswap"
     leader_file, child_file = tmp_path / "leader", tmp_path / "child"
-    config = {"healthCheckTimeout": 30, "models": {
-        "m": model(stubborn_cmd(pidfile=leader_file, fork=child_file))}}
+    config = {
+        "healthCheckTimeout": 30,
+        "models": {"m": model(stubborn_cmd(pidfile=leader_file, fork=child_file))},
+    }
     first = serve(config)
     assert first.post("/v1/chat/completions", {"model": "m"}).status == 200
     leader, grandchild = pids_in(leader_file)[0], pids_in(child_file)[0]
@@ -117,8 +142,9 @@ def test_a_new_llamaswap_stops_the_leftovers_of_an_earlier_one(serve, tmp_path, 
     [entry] = state["upstreams"]
     assert (entry["model"], entry["pid"], entry["pgid"]) == ("m", leader, leader)
     assert entry["port"] == int(first.upstream_url("m").rsplit(":", 1)[1])
-    assert entry["start_time"] == int(Path(f"/proc/{leader}/stat").read_bytes()
-                                      .rsplit(b")", 1)[1].split()[19])
+    assert entry["start_time"] == int(
+        Path(f"/proc/{leader}/stat").read_bytes().rsplit(b")", 1)[1].split()[19]
+    )
 
     try:
         second = leftover_scenario(serve, config, first, leader, grandchild, state_file)
@@ -157,20 +183,26 @@ def leftover_scenario(serve, config, first, leader, grandchild, state_file):
     second = serve(config)  # the same config file: it finds the state file
     # Cleaned up before the URL was printed: nothing to wait for.
     assert not pid_alive(grandchild)
-    assert f"stopping leftover upstream of an earlier llamaswap (pid {first.proc.pid}): " \
-           f"model 'm', process group {leader}" in second.log()
+    assert (
+        f"stopping leftover upstream of an earlier llamaswap (pid {first.proc.pid}): "
+        f"model 'm', process group {leader}" in second.log()
+    )
     assert json.loads(state_file.read_text())["pid"] == second.proc.pid
     assert second.post("/v1/chat/completions", {"model": "m"}).status == 200
     return second
 
 
 def test_a_second_llamaswap_of_the_same_config_is_refused(serve, tmp_path):
-    config = {"llamaswap": {"runtimeDir": str(tmp_path / "run")},
-              "models": {"m": model(upstream_cmd("m"))}}
+    config = {"llamaswap": {"runtimeDir": str(tmp_path / "run")}, "models": {"m": model(upstream_cmd("m"))}}
     first = serve(config)
     path = serve.write_config(config)
-    proc = subprocess.run([PY, "-m", "llamaswap", "serve", str(path), "--listen", "127.0.0.1:0"],
-                          capture_output=True, text=True, timeout=DEADLINE, cwd=tmp_path)
+    proc = subprocess.run(
+        [PY, "-m", "llamaswap", "serve", str(path), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert f"another llamaswap (pid {first.proc.pid}) is serving this config" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -181,8 +213,9 @@ def test_a_port_already_in_use_is_a_start_error_naming_its_holder(serve):
     port = free_port_block(1)
     impostor = start_fake_upstream(name="impostor", port=port)
     try:
-        server = serve({"startPort": port, "healthCheckTimeout": 30,
-                        "models": {"m": model(upstream_cmd("m"))}})
+        server = serve(
+            {"startPort": port, "healthCheckTimeout": 30, "models": {"m": model(upstream_cmd("m"))}}
+        )
         resp = server.chat("m")
         assert resp.status >= 500, resp
         message = resp.json()["error"]["message"]
@@ -197,6 +230,7 @@ def test_a_port_already_in_use_is_a_start_error_naming_its_holder(serve):
 
 # -- 2. SIGHUP and a closed terminal ------------------------------------------------------------
 
+
 def test_sighup_and_a_closed_terminal_keep_serving_and_orphan_nothing(serve, tmp_path):
     leader_file, child_file = tmp_path / "leader", tmp_path / "child"
     master, slave = os.openpty()
@@ -205,9 +239,15 @@ def test_sighup_and_a_closed_terminal_keep_serving_and_orphan_nothing(serve, tmp
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     try:
-        server = serve({"healthCheckTimeout": 30, "models": {
-            "m": model(stubborn_cmd(pidfile=leader_file, fork=child_file))}},
-            stdin=slave, start_new_session=True, preexec_fn=take_terminal)
+        server = serve(
+            {
+                "healthCheckTimeout": 30,
+                "models": {"m": model(stubborn_cmd(pidfile=leader_file, fork=child_file))},
+            },
+            stdin=slave,
+            start_new_session=True,
+            preexec_fn=take_terminal,
+        )
     finally:
         os.close(slave)
     assert server.post("/v1/chat/completions", {"model": "m"}).status == 200
@@ -215,14 +255,14 @@ def test_sighup_and_a_closed_terminal_keep_serving_and_orphan_nothing(serve, tmp
     server.extra_pids |= {leader, grandchild}
 
     server.proc.send_signal(signal.SIGHUP)
-    server.wait(lambda: server.log().count("SIGHUP: reloading the config") == 1,
-                "the SIGHUP to reload")
+    server.wait(lambda: server.log().count("SIGHUP: reloading the config") == 1, "the SIGHUP to reload")
     assert server.proc.poll() is None
     assert server.post("/v1/chat/completions", {"model": "m"}).status == 200
 
     os.close(master)  # the terminal goes away: the kernel sends SIGHUP to its session leader
-    server.wait(lambda: server.log().count("SIGHUP: reloading the config") == 2,
-                "the hang-up's SIGHUP to reload")
+    server.wait(
+        lambda: server.log().count("SIGHUP: reloading the config") == 2, "the hang-up's SIGHUP to reload"
+    )
     assert server.proc.poll() is None
     assert server.post("/v1/chat/completions", {"model": "m"}).status == 200
     assert pid_alive(leader) and pid_alive(grandchild)
@@ -232,9 +272,11 @@ def test_sighup_and_a_closed_terminal_keep_serving_and_orphan_nothing(serve, tmp
 
 # -- 3. drain before stop -----------------------------------------------------------------------
 
+
 def test_sigterm_lets_requests_in_flight_finish_and_answers_waiting_ones_503(serve):
-    server = serve({"healthCheckTimeout": 30, "models": {"a": model(upstream_cmd("a")),
-                                                         "b": model(upstream_cmd("b"))}})
+    server = serve(
+        {"healthCheckTimeout": 30, "models": {"a": model(upstream_cmd("a")), "b": model(upstream_cmd("b"))}}
+    )
     assert server.chat("a").status == 200
     stream = server.chat_call("a", stream=True, tokens=60, token_delay=0.05)  # about 3 s
     assert stream.response().status == 200
@@ -258,8 +300,13 @@ def test_sigterm_lets_requests_in_flight_finish_and_answers_waiting_ones_503(ser
 
 
 def test_the_drain_ends_at_the_shutdown_timeout(serve):
-    server = serve({"healthCheckTimeout": 30, "llamaswap": {"shutdownTimeout": 1.5},
-                    "models": {"a": model(upstream_cmd("a"))}})
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "llamaswap": {"shutdownTimeout": 1.5},
+            "models": {"a": model(upstream_cmd("a"))},
+        }
+    )
     stream = server.chat_call("a", stream=True, tokens=2000, token_delay=0.05)  # 100 s
     events = stream.events()
     next(events)
@@ -273,9 +320,14 @@ def test_the_drain_ends_at_the_shutdown_timeout(serve):
 
 
 def test_a_second_signal_ends_the_drain_at_once(serve):
-    server = serve({"healthCheckTimeout": 30, "llamaswap": {"shutdownTimeout": 1},
-                    "models": {"a": model(upstream_cmd("a"))}},
-                   args=("--shutdown-timeout", "120"))  # the flag wins over the config
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "llamaswap": {"shutdownTimeout": 1},
+            "models": {"a": model(upstream_cmd("a"))},
+        },
+        args=("--shutdown-timeout", "120"),
+    )  # the flag wins over the config
     stream = server.chat_call("a", stream=True, tokens=2000, token_delay=0.05)
     events = stream.events()
     next(events)
@@ -292,22 +344,30 @@ def test_a_second_signal_ends_the_drain_at_once(serve):
 
 # -- 4. exclusive means exclusive ---------------------------------------------------------------
 
+
 def overlap_check(pidfiles: list[Path], violations: Path) -> str:
     """Shell that records every PID listed in `pidfiles` still alive (zombies do not count)."""
     files = " ".join(shlex.quote(str(p)) for p in pidfiles)
-    return (f"for p in $(cat {files} 2>/dev/null); do "
-            f"s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1); "
-            f"case \"$s\" in ''|Z|X) ;; *) echo \"$p $s\" >> {shlex.quote(str(violations))};; esac; "
-            f"done; ")
+    return (
+        f"for p in $(cat {files} 2>/dev/null); do "
+        f"s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1); "
+        f'case "$s" in \'\'|Z|X) ;; *) echo "$p $s" >> {shlex.quote(str(violations))};; esac; '
+        f"done; "
+    )
 
 
 def test_a_model_that_failed_its_health_check_is_gone_before_the_next_one_starts(serve, tmp_path):
     a_pids, violations = tmp_path / "a.pids", tmp_path / "violations"
-    server = serve({"healthCheckTimeout": 4, "models": {
-        # fails its health check, ignores SIGTERM, and leaves a grandchild that does too
-        "a": model(stubborn_cmd(pidfile=a_pids, fork=a_pids, ignore_term=True, health="fail")),
-        "b": model(shell_cmd(overlap_check([a_pids], violations) + "exec " + upstream_cmd("b"))),
-    }})  # no groups: one model at a time
+    server = serve(
+        {
+            "healthCheckTimeout": 4,
+            "models": {
+                # fails its health check, ignores SIGTERM, and leaves a grandchild that does too
+                "a": model(stubborn_cmd(pidfile=a_pids, fork=a_pids, ignore_term=True, health="fail")),
+                "b": model(shell_cmd(overlap_check([a_pids], violations) + "exec " + upstream_cmd("b"))),
+            },
+        }
+    )  # no groups: one model at a time
     with ThreadPoolExecutor(2) as pool:
         failed = pool.submit(server.chat, "a")
         server.wait_state("a", "starting")
@@ -325,10 +385,15 @@ def test_a_model_that_failed_its_health_check_is_gone_before_the_next_one_starts
 def test_a_swap_starts_its_target_only_after_the_evicted_group_is_gone(serve, tmp_path):
     a_pids, violations = tmp_path / "a.pids", tmp_path / "violations"
     # healthCheckTimeout is also the eviction's graceful-stop timeout (as in llama-swap).
-    server = serve({"healthCheckTimeout": 2, "models": {
-        "a": model(stubborn_cmd(pidfile=a_pids, fork=a_pids, ignore_term=True)),
-        "b": model(shell_cmd(overlap_check([a_pids], violations) + "exec " + upstream_cmd("b"))),
-    }})
+    server = serve(
+        {
+            "healthCheckTimeout": 2,
+            "models": {
+                "a": model(stubborn_cmd(pidfile=a_pids, fork=a_pids, ignore_term=True)),
+                "b": model(shell_cmd(overlap_check([a_pids], violations) + "exec " + upstream_cmd("b"))),
+            },
+        }
+    )
     assert server.post("/v1/chat/completions", {"model": "a"}).status == 200
     pids = pids_in(a_pids, 2)
     server.extra_pids |= set(pids)
@@ -339,16 +404,21 @@ def test_a_swap_starts_its_target_only_after_the_evicted_group_is_gone(serve, tm
 
 # -- 11. crashes are counted as crashes -------------------------------------------------------
 
+
 def test_a_crash_is_counted_even_while_a_queued_request_was_about_to_evict(serve, tmp_path):
     gate, holder_file = tmp_path / "gate", tmp_path / "holder"
     # A helper in its own session keeps the log pipe open after the upstream dies (as a
     # daemonised helper would), so the exit is noticed late: the eviction comes first.
-    holder = (f"setsid sh -c 'while [ ! -e {gate} ]; do sleep 0.02; done' & "
-              f"echo $! > {holder_file}; ")
-    server = serve({"healthCheckTimeout": 30, "models": {
-        "a": model(shell_cmd(holder + "exec " + upstream_cmd("a"))),
-        "b": model(upstream_cmd("b")),
-    }})
+    holder = f"setsid sh -c 'while [ ! -e {gate} ]; do sleep 0.02; done' & echo $! > {holder_file}; "
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "a": model(shell_cmd(holder + "exec " + upstream_cmd("a"))),
+                "b": model(upstream_cmd("b")),
+            },
+        }
+    )
     try:
         stream = server.chat_call("a", stream=True, tokens=2000, token_delay=0.05)
         events = stream.events()
@@ -362,8 +432,7 @@ def test_a_crash_is_counted_even_while_a_queued_request_was_about_to_evict(serve
             except http.client.HTTPException:
                 pass  # cut off mid-chunk
             assert queued.result().status == 200
-        server.wait(lambda: eviction_count(server, "a", "crash") == 1,
-                    "the crash to be counted")
+        server.wait(lambda: eviction_count(server, "a", "crash") == 1, "the crash to be counted")
     finally:
         gate.touch()
     helper = pids_in(holder_file)[0]

@@ -56,8 +56,10 @@ def reload(server: Serve) -> dict:
 
 def wait_settled(server: Serve) -> dict:
     """Until no model is retiring (restarts, removals and evictions are done)."""
-    return server.wait(lambda: (s := server.scheduler())["retiring"] == {} and not s["swaps"] and s,
-                       "the reload's restarts and stops to finish")
+    return server.wait(
+        lambda: (s := server.scheduler())["retiring"] == {} and not s["swaps"] and s,
+        "the reload's restarts and stops to finish",
+    )
 
 
 def start_stream(server: Serve, model_id: str):
@@ -93,8 +95,10 @@ def test_editing_one_models_cmd_restarts_only_that_model(serve: ServeFactory, tm
     assert changes["restarted"] == ["b"] and changes["unchanged"] == ["a", "c"]
     assert changes["fields"] == {"b": ["cmd"]}
 
-    after = server.wait(lambda: (p := pids(server)).get("b") not in (None, before["b"]) and p,
-                        "b to run again with its new cmd")
+    after = server.wait(
+        lambda: (p := pids(server)).get("b") not in (None, before["b"]) and p,
+        "b to run again with its new cmd",
+    )
     assert after["a"] == before["a"] and after["c"] == before["c"]
     assert not pid_alive(before["b"])
     assert "--token-delay" in server.running()["b"]["cmd"]
@@ -131,7 +135,9 @@ def test_a_broken_config_changes_nothing_and_says_why(serve: ServeFactory, tmp_p
     resp = server.chat("a")
     assert resp.status == 200 and resp.headers["X-Upstream-Pid"] == str(before["a"])
     assert server.chat("b").status == 200
-    assert "config reload failed (api)" in server.log() and "still serving the previous config" in server.log()
+    assert (
+        "config reload failed (api)" in server.log() and "still serving the previous config" in server.log()
+    )
 
     path.write_text(good)  # fixed: the next reload works and /health forgets the failure
     assert reload(server)["ok"]
@@ -151,8 +157,10 @@ def test_removing_a_running_model_mid_stream_stops_it_after_the_stream(serve: Se
     del models["b"]
     write(path, config(models, port, **together("a")))
     server.send(signal.SIGHUP)  # the signal trigger
-    record = server.wait(lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0],
-                         "the SIGHUP reload to be recorded")
+    record = server.wait(
+        lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0],
+        "the SIGHUP reload to be recorded",
+    )
     assert record["ok"] and record["trigger"] == "SIGHUP" and record["changes"]["removed"] == ["b"]
     # Still streaming: the process lives, marked removed; new requests for b get 404.
     assert pid_alive(before["b"])
@@ -216,8 +224,9 @@ def test_the_watcher_notices_a_change_and_waits_out_partial_writes(serve: ServeF
         f.seek(0)
         f.write(text)
         f.truncate()
-    record = server.wait(lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0],
-                         "the watcher to reload")
+    record = server.wait(
+        lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0], "the watcher to reload"
+    )
     noticed = time.monotonic() - changed
     assert record["ok"] and record["trigger"] == "watch" and record["changes"]["added"] == ["c"]
     assert noticed < 4.0, f"the change took {noticed:.2f}s to be noticed"
@@ -281,12 +290,16 @@ def test_fifty_reloads_under_traffic_leave_no_orphan_or_duplicate(serve: ServeFa
     wait_settled(server)
     # Every request was served (a restart drains first: nobody gets an error).
     assert statuses["a"] and statuses["b"]
-    assert set(statuses["a"]) == {200} and set(statuses["b"]) == {200}, {m: sorted(set(s)) for m, s in statuses.items()}
+    assert set(statuses["a"]) == {200} and set(statuses["b"]) == {200}, {
+        m: sorted(set(s)) for m, s in statuses.items()
+    }
     # The unchanged model never restarted; b has exactly one process; the old ones are gone.
     assert pids(server)["a"] == a_pid
     assert fake_upstreams_named(server, "a") == [a_pid]
-    live_b = server.wait(lambda: len(fake_upstreams_named(server, "b")) <= 1 and fake_upstreams_named(server, "b"),
-                         "one process for b")
+    live_b = server.wait(
+        lambda: len(fake_upstreams_named(server, "b")) <= 1 and fake_upstreams_named(server, "b"),
+        "one process for b",
+    )
     assert len(live_b) == 1
     assert not [p for p in seen_b if p not in live_b and pid_alive(p)]
     assert not in_groups({p for p in seen_b if p not in live_b})
@@ -298,12 +311,15 @@ def test_a_config_dir_is_watched_and_a_new_file_adds_its_models(serve: ServeFact
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
     (conf_d / "b.yaml").write_text(yaml.safe_dump({"models": {"b": model(upstream_cmd("b"))}}))
-    server = serve(config({"a": model(upstream_cmd("a"))}, port),
-                   args=("--config-dir", str(conf_d), "--watch-config"))
+    server = serve(
+        config({"a": model(upstream_cmd("a"))}, port), args=("--config-dir", str(conf_d), "--watch-config")
+    )
     assert server.chat("b").status == 200
     write(conf_d / "c.yaml", {"models": {"c": model(upstream_cmd("c"))}})
-    record = server.wait(lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0],
-                         "the watcher to reload the directory")
+    record = server.wait(
+        lambda: (r := server.get("/api/reloads").json()["reloads"]) and r[0],
+        "the watcher to reload the directory",
+    )
     assert record["ok"] and record["changes"]["added"] == ["c"], record
     assert record["changes"]["unchanged"] == ["a", "b"]
     assert server.chat("c").status == 200

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import http.client as httpclient
 import json
-import os
 import re
 import socket
 import subprocess
@@ -16,15 +15,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from llamaswap.compiler.plan import CompileOptions, compile_text
 from serve_support import API_KEY, DEADLINE, PY, model, shell_cmd, start_serve, upstream_cmd
 from support.upstream import http
+
+from llamaswap.compiler.plan import CompileOptions, compile_text
 
 MiB = 1 << 20
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
 
 def host_port(server) -> tuple[str, int]:
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
@@ -75,21 +75,28 @@ def chat_body(model_id: str, **fields) -> dict:
 
 # -- 5. bounded waits -------------------------------------------------------------------------
 
+
 def test_timeouts_are_honoured_without_a_not_implemented_warning():
-    text = ("models:\n  m:\n    cmd: x --port ${PORT}\n"
-            "    timeouts: {connect: 5, responseHeader: 7, streamIdle: 9, idleConn: 11}\n")
+    text = (
+        "models:\n  m:\n    cmd: x --port ${PORT}\n"
+        "    timeouts: {connect: 5, responseHeader: 7, streamIdle: 9, idleConn: 11}\n"
+    )
     plan = compile_text(text, "c.yaml", CompileOptions(env={}))
     assert plan.ok
     assert [d.code for d in plan.diagnostics if d.code.startswith("LS40")] == []
 
 
 def test_an_upstream_that_never_answers_gets_504_and_does_not_starve_other_models(serve):
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"stuck": model(upstream_cmd("stuck"), timeouts={"responseHeader": 1}),
-                   "other": model(upstream_cmd("other"))},
-        "matrix": {"sets": {"s": "stuck", "o": "other"}},  # exclusive: other must evict stuck
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "stuck": model(upstream_cmd("stuck"), timeouts={"responseHeader": 1}),
+                "other": model(upstream_cmd("other")),
+            },
+            "matrix": {"sets": {"s": "stuck", "o": "other"}},  # exclusive: other must evict stuck
+        }
+    )
     with ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
         hung = pool.submit(server.chat, "stuck", delay=3600, timeout=20)
@@ -130,11 +137,13 @@ def test_a_stream_that_stalls_mid_way_ends_with_a_504_error_event(serve):
 
 def test_a_request_waiting_past_the_queue_deadline_gets_503_with_retry_after(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 60,
-        "models": {"slow": model(gate.wrap(upstream_cmd("slow")))},
-        "routing": {"scheduler": {"settings": {"fifo": {"queue_timeout": 1}}}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 60,
+            "models": {"slow": model(gate.wrap(upstream_cmd("slow")))},
+            "routing": {"scheduler": {"settings": {"fifo": {"queue_timeout": 1}}}},
+        }
+    )
     started = time.monotonic()
     resp = server.chat("slow", timeout=20)
     assert resp.status == 503
@@ -149,9 +158,9 @@ def test_a_request_waiting_past_the_queue_deadline_gets_503_with_retry_after(ser
 
 # -- 6. bounded memory ------------------------------------------------------------------------
 
+
 def test_a_declared_oversized_body_is_413_before_it_is_read(serve):
-    server = serve({"server": {"maxBodyBytes": MiB},
-                    "models": {"m": model(upstream_cmd("m"))}})
+    server = serve({"server": {"maxBodyBytes": MiB}, "models": {"m": model(upstream_cmd("m"))}})
     conn = httpclient.HTTPConnection(*host_port(server), timeout=10)
     conn.putrequest("POST", "/v1/chat/completions")
     conn.putheader("Content-Type", "application/json")
@@ -165,8 +174,7 @@ def test_a_declared_oversized_body_is_413_before_it_is_read(serve):
 
 
 def test_a_chunked_body_crossing_the_limit_is_413(serve):
-    server = serve({"server": {"maxBodyBytes": MiB},
-                    "models": {"m": model(upstream_cmd("m"))}})
+    server = serve({"server": {"maxBodyBytes": MiB}, "models": {"m": model(upstream_cmd("m"))}})
     conn = httpclient.HTTPConnection(*host_port(server), timeout=20)
     conn.putrequest("POST", "/upstream/m/v1/upload")
     conn.putheader("Content-Type", "application/octet-stream")
@@ -183,14 +191,16 @@ def test_a_chunked_body_crossing_the_limit_is_413(serve):
     assert resp.status == 413
     conn.close()
     # Under the limit it streams through.
-    small = server.post("/upstream/m/v1/upload", b"y" * (MiB - 10),
-                        headers={"Content-Type": "application/octet-stream"})
+    small = server.post(
+        "/upstream/m/v1/upload", b"y" * (MiB - 10), headers={"Content-Type": "application/octet-stream"}
+    )
     assert small.status == 200
     assert last_request(server, "m")["body_length"] == MiB - 10
 
 
-def _upload(server, path: str, content_type: str, parts: list[bytes], repeat: bytes, count: int,
-            tail: bytes) -> tuple[int, bytes]:
+def _upload(
+    server, path: str, content_type: str, parts: list[bytes], repeat: bytes, count: int, tail: bytes
+) -> tuple[int, bytes]:
     total = sum(map(len, parts)) + len(repeat) * count + len(tail)
     conn = httpclient.HTTPConnection(*host_port(server), timeout=60)
     conn.putrequest("POST", path)
@@ -216,9 +226,11 @@ def test_five_concurrent_100mb_uploads_stay_under_300mb_peak_rss(serve):
     server = serve({"models": {"audio": model(upstream_cmd("audio"))}})
     assert server.chat("audio").status == 200
     boundary = "llamaswap-boundary-7f3a"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\naudio\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\naudio\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     block = bytes(range(256)) * 4096  # 1 MiB
     tail = f"\r\n--{boundary}--\r\n".encode()
     sha = hashlib.sha256(head)
@@ -229,21 +241,31 @@ def test_five_concurrent_100mb_uploads_stay_under_300mb_peak_rss(serve):
 
     ctype = f"multipart/form-data; boundary={boundary}"
     with ThreadPoolExecutor(5) as pool:
-        results = list(pool.map(
-            lambda _: _upload(server, "/v1/audio/transcriptions", ctype, [head], block, 100, tail),
-            range(5)))
+        results = list(
+            pool.map(
+                lambda _: _upload(server, "/v1/audio/transcriptions", ctype, [head], block, 100, tail),
+                range(5),
+            )
+        )
     assert [status for status, _ in results] == [200] * 5
-    got = [(r["body_length"], r["body_sha256"]) for r in upstream_requests(server, "audio")
-           if r["path"] == "/v1/audio/transcriptions"]
+    got = [
+        (r["body_length"], r["body_sha256"])
+        for r in upstream_requests(server, "audio")
+        if r["path"] == "/v1/audio/transcriptions"
+    ]
     assert got == [expected] * 5  # every byte arrived, unchanged
 
     # Five 100 MB JSON bodies are over the default limit: refused, nothing kept.
     json_head = b'{"model": "audio", "messages": [{"role": "user", "content": "'
     with ThreadPoolExecutor(5) as pool:
-        refused = list(pool.map(
-            lambda _: _upload(server, "/v1/chat/completions", "application/json", [json_head],
-                              b"a" * MiB, 100, b'"}]}'),
-            range(5)))
+        refused = list(
+            pool.map(
+                lambda _: _upload(
+                    server, "/v1/chat/completions", "application/json", [json_head], b"a" * MiB, 100, b'"}]}'
+                ),
+                range(5),
+            )
+        )
     assert [status for status, _ in refused] == [413] * 5
     peak = vm_hwm_bytes(server.proc.pid)
     assert peak < 300 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
@@ -251,9 +273,14 @@ def test_five_concurrent_100mb_uploads_stay_under_300mb_peak_rss(serve):
 
 # -- 7. bounded connections -------------------------------------------------------------------
 
+
 def test_slow_headers_slow_bodies_and_idle_keepalive_connections_are_closed(serve):
-    server = serve({"server": {"headerTimeout": 1, "bodyTimeout": 1, "keepaliveTimeout": 1},
-                    "models": {"m": model(upstream_cmd("m"))}})
+    server = serve(
+        {
+            "server": {"headerTimeout": 1, "bodyTimeout": 1, "keepaliveTimeout": 1},
+            "models": {"m": model(upstream_cmd("m"))},
+        }
+    )
     started = time.monotonic()
     with raw_socket(server) as slow_head:
         slow_head.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
@@ -263,8 +290,10 @@ def test_slow_headers_slow_bodies_and_idle_keepalive_connections_are_closed(serv
 
     started = time.monotonic()
     with raw_socket(server) as slow_body:
-        slow_body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                          b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mod")
+        slow_body.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mod'
+        )
         answer = read_until_closed(slow_body)
     assert time.monotonic() - started < 10
     assert answer.startswith(b"HTTP/1.1 408 "), answer
@@ -303,8 +332,9 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_limit(serve, tmp_path):
     if soft == hard:
         pytest.skip("the hard limit is too low to tell")
     path = serve.write_config({"models": {"m": model(upstream_cmd("m"))}})
-    server = start_serve(path, cwd=tmp_path,
-                         executable=("prlimit", f"--nofile={soft}:{hard}", PY, "-m", "llamaswap"))
+    server = start_serve(
+        path, cwd=tmp_path, executable=("prlimit", f"--nofile={soft}:{hard}", PY, "-m", "llamaswap")
+    )
     serve.started.append(server)
     with open(f"/proc/{server.proc.pid}/limits") as f:
         line = next(line for line in f if line.startswith("Max open files"))
@@ -312,6 +342,7 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_limit(serve, tmp_path):
 
 
 # -- 8. faithful forwarding -------------------------------------------------------------------
+
 
 def test_path_and_query_reach_the_upstream_exactly_as_sent(serve):
     server = serve({"models": {"m": model(upstream_cmd("m"))}})
@@ -328,12 +359,16 @@ def test_path_and_query_reach_the_upstream_exactly_as_sent(serve):
 
 
 def test_llamaswaps_api_key_is_not_forwarded_and_a_models_own_key_replaces_it(serve):
-    server = serve({
-        "apiKeys": [API_KEY],
-        "models": {"plain": model(upstream_cmd("plain")),
-                   "keyed": model(upstream_cmd("keyed"), apiKey="upstream-key")},
-        "matrix": {"sets": {"all": "plain & keyed"}},
-    })
+    server = serve(
+        {
+            "apiKeys": [API_KEY],
+            "models": {
+                "plain": model(upstream_cmd("plain")),
+                "keyed": model(upstream_cmd("keyed"), apiKey="upstream-key"),
+            },
+            "matrix": {"sets": {"all": "plain & keyed"}},
+        }
+    )
     key = {"Authorization": f"Bearer {API_KEY}"}
     for m in ("keyed", "plain"):
         assert server.post("/v1/chat/completions", chat_body(m), headers=key).status == 200
@@ -342,14 +377,21 @@ def test_llamaswaps_api_key_is_not_forwarded_and_a_models_own_key_replaces_it(se
     def last_headers(model_id: str) -> dict:
         return http("GET", urls[model_id] + "/debug/last-request").json()["headers"]
 
-    for auth in ({"Authorization": f"Bearer {API_KEY}"}, {"Authorization": f"bearer {API_KEY}"},
-                 {"Authorization": f"BEARER {API_KEY}"}, {"x-api-key": API_KEY}):
+    for auth in (
+        {"Authorization": f"Bearer {API_KEY}"},
+        {"Authorization": f"bearer {API_KEY}"},
+        {"Authorization": f"BEARER {API_KEY}"},
+        {"x-api-key": API_KEY},
+    ):
         resp = server.post("/v1/chat/completions", chat_body("plain"), headers=auth)
         assert resp.status == 200, (auth, resp)
         headers = last_headers("plain")
         assert "authorization" not in headers and "x-api-key" not in headers, headers
-    resp = server.post("/upstream/keyed/v1/anything", b"{}",
-                       headers={"Authorization": f"Bearer {API_KEY}", "x-api-key": API_KEY})
+    resp = server.post(
+        "/upstream/keyed/v1/anything",
+        b"{}",
+        headers={"Authorization": f"Bearer {API_KEY}", "x-api-key": API_KEY},
+    )
     assert resp.status == 200
     headers = last_headers("keyed")
     assert headers["authorization"] == "Bearer upstream-key"
@@ -366,15 +408,18 @@ def test_bad_bodies_are_400_and_malformed_http_logs_one_line(serve):
     assert resp.status == 400
     assert resp.json()["error"]["message"] == "no model id could be identified"
 
-    malformed = [b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-                 b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-                 b"GET /\x01 HTTP/1.1\r\n\r\n"]
+    malformed = [
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+    ]
     for data in malformed:
         with raw_socket(server) as sock:
             sock.sendall(data)
             assert re.match(rb"HTTP/1\.[01] 400 ", read_until_closed(sock))
-    server.wait(lambda: server.log().count("bad HTTP request") >= len(malformed),
-                "one log line per malformed request")
+    server.wait(
+        lambda: server.log().count("bad HTTP request") >= len(malformed), "one log line per malformed request"
+    )
     log = server.log()
     assert "Traceback" not in log
     assert log.count("bad HTTP request") == len(malformed)
@@ -382,15 +427,18 @@ def test_bad_bodies_are_400_and_malformed_http_logs_one_line(serve):
 
 # -- 9. no cross-site control -----------------------------------------------------------------
 
+
 def test_cross_site_requests_and_foreign_hosts_cannot_control_the_server(serve):
-    server = serve({"server": {"allowedOrigins": ["http://ui.example"],
-                               "allowedHosts": ["llm.internal"]},
-                    "models": {"m": model(upstream_cmd("m"))}})
+    server = serve(
+        {
+            "server": {"allowedOrigins": ["http://ui.example"], "allowedHosts": ["llm.internal"]},
+            "models": {"m": model(upstream_cmd("m"))},
+        }
+    )
     _, port = host_port(server)
     evil = {"Origin": "http://evil.example"}
     text = {"Content-Type": "text/plain"}  # a CORS "simple" request: no preflight
-    resp = server.post("/v1/chat/completions", json.dumps(chat_body("m")).encode(),
-                       headers={**evil, **text})
+    resp = server.post("/v1/chat/completions", json.dumps(chat_body("m")).encode(), headers={**evil, **text})
     assert resp.status == 403 and "cross-site" in resp.json()["error"]["message"]
     assert server.running() == {}  # the model was not started
     assert server.get("/unload", headers={"Sec-Fetch-Site": "cross-site"}).status == 403
@@ -400,10 +448,20 @@ def test_cross_site_requests_and_foreign_hosts_cannot_control_the_server(serve):
 
     # Same origin, an allowed origin, and plain clients (no Origin) are fine.
     chat = "/v1/chat/completions"
-    assert server.post(chat, chat_body("m"), headers={"Origin": f"http://127.0.0.1:{port}",
-                                                      "Sec-Fetch-Site": "same-origin"}).status == 200
-    assert server.post(chat, chat_body("m"), headers={"Origin": "http://ui.example",
-                                                      "Sec-Fetch-Site": "cross-site"}).status == 200
+    assert (
+        server.post(
+            chat,
+            chat_body("m"),
+            headers={"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"},
+        ).status
+        == 200
+    )
+    assert (
+        server.post(
+            chat, chat_body("m"), headers={"Origin": "http://ui.example", "Sec-Fetch-Site": "cross-site"}
+        ).status
+        == 200
+    )
     assert server.get("/unload").status == 200
 
     # DNS rebinding: a name that is not ours is refused everywhere but /health.
@@ -418,9 +476,15 @@ def test_cross_site_requests_and_foreign_hosts_cannot_control_the_server(serve):
 
 def test_with_api_keys_a_keyed_cross_site_request_is_allowed(serve):
     server = serve({"apiKeys": [API_KEY], "models": {"m": model(upstream_cmd("m"))}})
-    resp = server.post("/v1/chat/completions", chat_body("m"),
-                       headers={"Authorization": f"Bearer {API_KEY}", "Origin": "http://any.example",
-                                "Sec-Fetch-Site": "cross-site"})
+    resp = server.post(
+        "/v1/chat/completions",
+        chat_body("m"),
+        headers={
+            "Authorization": f"Bearer {API_KEY}",
+            "Origin": "http://any.example",
+            "Sec-Fetch-Site": "cross-site",
+        },
+    )
     assert resp.status == 200
 
 
@@ -450,8 +514,16 @@ def test_env_values_are_redacted_from_running_and_logs(serve, monkeypatch):
 
 
 def test_a_failed_start_tells_the_client_the_reason_not_the_upstreams_output(serve):
-    server = serve({"models": {"broken": {"cmd": shell_cmd("echo 'password=hunter2 leaked'; exit 3"),
-                                          "proxy": "http://127.0.0.1:9"}}})
+    server = serve(
+        {
+            "models": {
+                "broken": {
+                    "cmd": shell_cmd("echo 'password=hunter2 leaked'; exit 3"),
+                    "proxy": "http://127.0.0.1:9",
+                }
+            }
+        }
+    )
     resp = server.chat("broken")
     assert resp.status == 500
     message = resp.json()["error"]["message"]

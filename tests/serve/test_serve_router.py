@@ -14,7 +14,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from serve_support import model, upstream_cmd
 from support.upstream import pid_alive
 
@@ -22,7 +21,8 @@ pytestmark = pytest.mark.e2e
 
 SWAP_HEADER = re.compile(
     r"^model=(?P<model>[^;]*); evicted=(?P<evicted>[^;]*); set=(?P<set>[^;]*); "
-    r"waited=(?P<waited>\d+\.\d{3})s$")
+    r"waited=(?P<waited>\d+\.\d{3})s$"
+)
 
 
 def swap_of(resp) -> dict[str, str]:
@@ -40,20 +40,28 @@ def answer_of(resp) -> str:
 
 def test_models_sharing_a_combination_load_in_parallel_then_a_conflicting_one_evicts_them(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"a": model(gate.wrap(upstream_cmd("a"))),
-                   "b": model(gate.wrap(upstream_cmd("b"))),
-                   "c": model(upstream_cmd("c"))},
-        "matrix": {"sets": {"pair": "a & b", "alone": "c"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "a": model(gate.wrap(upstream_cmd("a"))),
+                "b": model(gate.wrap(upstream_cmd("b"))),
+                "c": model(upstream_cmd("c")),
+            },
+            "matrix": {"sets": {"pair": "a & b", "alone": "c"}},
+        }
+    )
     with ThreadPoolExecutor(2) as pool:
         fa = pool.submit(server.chat, "a")
         fb = pool.submit(server.chat, "b")
         # Neither can become ready before the gate opens: seeing both starting at once
         # proves the second swap did not wait for the first.
-        server.wait(lambda: {m: e["state"] for m, e in server.running().items()}
-                    == {"a": "starting", "b": "starting"}, "a and b both starting")
+        server.wait(
+            lambda: (
+                {m: e["state"] for m, e in server.running().items()} == {"a": "starting", "b": "starting"}
+            ),
+            "a and b both starting",
+        )
         assert sorted(server.scheduler()["swaps"]) == ["a", "b"]
         gate.open()
         ra, rb = fa.result(), fb.result()
@@ -82,11 +90,13 @@ def test_models_sharing_a_combination_load_in_parallel_then_a_conflicting_one_ev
 
 def test_incompatible_request_waits_for_the_swap_in_flight_then_evicts(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"a": model(gate.wrap(upstream_cmd("a"))), "c": model(upstream_cmd("c"))},
-        "matrix": {"sets": {"only_a": "a", "only_c": "c"}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {"a": model(gate.wrap(upstream_cmd("a"))), "c": model(upstream_cmd("c"))},
+            "matrix": {"sets": {"only_a": "a", "only_c": "c"}},
+        }
+    )
     with ThreadPoolExecutor(2) as pool:
         fa = pool.submit(server.chat, "a")
         server.wait_state("a", "starting")
@@ -112,10 +122,14 @@ def test_incompatible_request_waits_for_the_swap_in_flight_then_evicts(serve):
 
 def test_request_collation_serves_abcabc_as_aabbcc(serve):
     gate = serve.gate()
-    models = {"a": model(gate.wrap(upstream_cmd("a"))), "b": model(upstream_cmd("b")),
-              "c": model(upstream_cmd("c"))}
-    server = serve({"healthCheckTimeout": 30, "models": models,
-                    "matrix": {"sets": {"sa": "a", "sb": "b", "sc": "c"}}})
+    models = {
+        "a": model(gate.wrap(upstream_cmd("a"))),
+        "b": model(upstream_cmd("b")),
+        "c": model(upstream_cmd("c")),
+    }
+    server = serve(
+        {"healthCheckTimeout": 30, "models": models, "matrix": {"sets": {"sa": "a", "sb": "b", "sc": "c"}}}
+    )
     order = ["a", "b", "c", "a", "b", "c"]
     with ThreadPoolExecutor(len(order)) as pool:
         futures = []
@@ -143,18 +157,26 @@ def test_request_collation_serves_abcabc_as_aabbcc(serve):
 
 def test_groups_default_runs_one_model_at_a_time_and_swap_false_group_runs_together(serve):
     gate = serve.gate()
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"x": model(upstream_cmd("x")),
-                   "p": model(gate.wrap(upstream_cmd("p"))),
-                   "q": model(gate.wrap(upstream_cmd("q")))},
-        "groups": {"team": {"swap": False, "exclusive": True, "members": ["p", "q"]}},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "x": model(upstream_cmd("x")),
+                "p": model(gate.wrap(upstream_cmd("p"))),
+                "q": model(gate.wrap(upstream_cmd("q"))),
+            },
+            "groups": {"team": {"swap": False, "exclusive": True, "members": ["p", "q"]}},
+        }
+    )
     with ThreadPoolExecutor(2) as pool:
         fp = pool.submit(server.chat, "p")
         fq = pool.submit(server.chat, "q")
-        server.wait(lambda: {m: e["state"] for m, e in server.running().items()}
-                    == {"p": "starting", "q": "starting"}, "p and q both starting")
+        server.wait(
+            lambda: (
+                {m: e["state"] for m, e in server.running().items()} == {"p": "starting", "q": "starting"}
+            ),
+            "p and q both starting",
+        )
         gate.open()
         rp, rq = fp.result(), fq.result()
     assert swap_of(rp)["evicted"] == swap_of(rq)["evicted"] == ""

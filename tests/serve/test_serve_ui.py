@@ -10,7 +10,6 @@ import sqlite3
 import time
 
 import pytest
-
 from serve_support import DEADLINE, model, upstream_cmd
 
 pytestmark = pytest.mark.e2e
@@ -30,10 +29,15 @@ def raw(server, method: str, path: str, headers: dict | None = None) -> httpclie
 
 
 def two_models(**extra) -> dict:
-    return {"healthCheckTimeout": 30,
-            "models": {"a": model(upstream_cmd("a", token_delay=0.01), aliases=["alpha"]),
-                       "b": model(upstream_cmd("b"))},
-            "matrix": {"sets": {"one": "a | b"}}, **extra}
+    return {
+        "healthCheckTimeout": 30,
+        "models": {
+            "a": model(upstream_cmd("a", token_delay=0.01), aliases=["alpha"]),
+            "b": model(upstream_cmd("b")),
+        },
+        "matrix": {"sets": {"one": "a | b"}},
+        **extra,
+    }
 
 
 def test_static_files_redirects_and_the_key_gate(serve):
@@ -53,8 +57,16 @@ def test_static_files_redirects_and_the_key_gate(serve):
     assert server.get("/ui/__init__.py").status == 404  # only the UI's own file types are served
 
     # Every data endpoint stays behind the key; the UI's calls get no Basic challenge.
-    for path in ("/api/models", "/api/live", "/api/graph", "/api/config", "/api/metrics/activity",
-                 "/api/metrics/stats", "/api/events", "/logs"):
+    for path in (
+        "/api/models",
+        "/api/live",
+        "/api/graph",
+        "/api/config",
+        "/api/metrics/activity",
+        "/api/metrics/stats",
+        "/api/events",
+        "/logs",
+    ):
         plain = raw(server, "GET", path)
         assert plain.status == 401 and plain.getheader("WWW-Authenticate") == 'Basic realm="llama-swap"', path
         ui = raw(server, "GET", path, {"X-Requested-With": "llamaswap-ui"})
@@ -86,22 +98,42 @@ def test_activity_records_every_request_in_llama_swaps_shape(serve):
     assert plain_rec["tokens"]["tokens_per_second"] > 0  # from the fake's timings
     assert plain_rec["wait_ms"] > 0  # the first request waited for a to load
     assert plain_rec["resp_content_type"] == "application/json"
-    assert (stream_rec["resp_content_type"], stream_rec["tokens"]["output_tokens"]) == ("text/event-stream", 6)
+    assert (stream_rec["resp_content_type"], stream_rec["tokens"]["output_tokens"]) == (
+        "text/event-stream",
+        6,
+    )
     assert stream_rec["tokens"]["input_tokens"] == 2
     assert 0 < stream_rec["tokens"]["tokens_per_second"] < 1000  # 10 ms between tokens
     assert stream_rec["duration_ms"] >= 50
     assert (missing["model"], missing["requested"], missing["resp_status_code"]) == ("(unknown)", "nope", 404)
     for r in page["data"]:
-        assert set(r) >= {"id", "timestamp", "model", "req_path", "resp_content_type", "resp_status_code",
-                          "tokens", "duration_ms", "has_capture"}
+        assert set(r) >= {
+            "id",
+            "timestamp",
+            "model",
+            "req_path",
+            "resp_content_type",
+            "resp_status_code",
+            "tokens",
+            "duration_ms",
+            "has_capture",
+        }
 
     assert [r["id"] for r in server.get("/api/metrics/activity?model=a").json()["data"]] == [2, 1]
     two = server.get("/api/metrics/activity?limit=2&page=2").json()
     assert ([r["id"] for r in two["data"]], two["total_pages"]) == ([1], 2)
     asc = server.get("/api/metrics/activity?sort=id&order=asc").json()
     assert [r["id"] for r in asc["data"]] == [1, 2, 3]
-    for bad in ("limit=0", "limit=1000", "page=0", "sort=bogus", "order=up", "start=yesterday",
-                "min_id=3&max_id=2", "start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z"):
+    for bad in (
+        "limit=0",
+        "limit=1000",
+        "page=0",
+        "sort=bogus",
+        "order=up",
+        "start=yesterday",
+        "min_id=3&max_id=2",
+        "start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z",
+    ):
         resp = server.get(f"/api/metrics/activity?{bad}")
         assert resp.status == 400, bad
         assert resp.json()["error"]["code"] == "bad_request"
@@ -159,18 +191,24 @@ def read_events(call, until, timeout: float = DEADLINE) -> list[tuple[str, objec
 def test_the_event_feed(serve):
     server = serve(two_models())
     call = server.call("GET", "/api/events")
-    initial = read_events(call, lambda ev: {"logData", "modelStatus", "uiConfig", "inflight", "queue"}
-                          <= {k for k, _ in ev})
+    initial = read_events(
+        call, lambda ev: {"logData", "modelStatus", "uiConfig", "inflight", "queue"} <= {k for k, _ in ev}
+    )
     kinds = dict(initial)
     assert kinds["inflight"] == {"operation": "snapshot", "requests": []}
     assert [(m["id"], m["state"], m["aliases"]) for m in kinds["modelStatus"]] == [
-        ("a", "stopped", ["alpha"]), ("b", "stopped", [])]
+        ("a", "stopped", ["alpha"]),
+        ("b", "stopped", []),
+    ]
     assert kinds["queue"]["queue"] == [] and kinds["queue"]["swaps"] == []
 
     assert server.chat("alpha").status == 200
 
     def done(ev):
-        return any(k == "activity" for k, _ in ev) and any(k == "decision" and d["status"] == "ok" for k, d in ev)
+        return any(k == "activity" for k, _ in ev) and any(
+            k == "decision" and d["status"] == "ok" for k, d in ev
+        )
+
     later = read_events(call, done)
     by_kind: dict[str, list] = {}
     for k, d in later:
@@ -181,7 +219,10 @@ def test_the_event_feed(serve):
     ops = [d["operation"] for d in by_kind["inflight"]]
     assert ops[0] == "upsert" and ops[-1] == "remove"
     assert by_kind["inflight"][0]["request"]["model"] == "a"
-    assert {d["request"]["state"] for d in by_kind["inflight"] if d["operation"] == "upsert"} == {"waiting", "serving"}
+    assert {d["request"]["state"] for d in by_kind["inflight"] if d["operation"] == "upsert"} == {
+        "waiting",
+        "serving",
+    }
     assert any(m["state"] == "ready" for d in by_kind["modelStatus"] for m in d if m["id"] == "a")
     assert any(q["swaps"] and q["swaps"][0]["model"] == "a" for q in by_kind["queue"])
     record = by_kind["activity"][0]

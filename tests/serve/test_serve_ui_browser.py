@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import openai
 import pytest
-
 from serve_support import model, upstream_cmd
 from support.upstream import http, pid_alive
 
@@ -26,10 +25,15 @@ pytestmark = pytest.mark.e2e
 KEY = "ui-sekrit"
 PAGES = ("models", "live", "decisions", "activity", "logs", "playground", "config")
 # The element each page draws once its data has arrived.
-READY = {"models": "#models tbody tr[data-model]", "live": "#coexist-graph g.node",
-         "decisions": "#decisions", "activity": "#activity-stats #stat-requests",
-         "logs": "#log-tabs button.active", "playground": "#play-model option",
-         "config": "#plan-summary"}
+READY = {
+    "models": "#models tbody tr[data-model]",
+    "live": "#coexist-graph g.node",
+    "decisions": "#decisions",
+    "activity": "#activity-stats #stat-requests",
+    "logs": "#log-tabs button.active",
+    "playground": "#play-model option",
+    "config": "#plan-summary",
+}
 T = 20_000  # ms: generous deadline for things that involve starting an upstream
 
 
@@ -67,8 +71,10 @@ class Page:
         self.base = base
         self.errors: list[str] = []
         self.requests: list[tuple[str, str, dict]] = []
-        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}")
-                     if m.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None,
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("request", lambda r: self.requests.append((r.method, r.url, r.headers)))
 
@@ -98,9 +104,11 @@ def three_models(**extra) -> dict:
     """a and b may run together; c runs alone (evicts both)."""
     return {
         "healthCheckTimeout": 30,
-        "models": {"a": model(upstream_cmd("a"), aliases=["alpha"]),
-                   "b": model(upstream_cmd("b")),
-                   "c": model(upstream_cmd("c"))},
+        "models": {
+            "a": model(upstream_cmd("a"), aliases=["alpha"]),
+            "b": model(upstream_cmd("b")),
+            "c": model(upstream_cmd("c")),
+        },
         "matrix": {"sets": {"pair": "a & b", "alone": "c"}},
         **extra,
     }
@@ -125,7 +133,9 @@ def test_an_openai_request_appears_in_activity_within_two_seconds(serve, tab):
     t.open("activity")
     t.page.wait_for_selector("body[data-feed=on]", timeout=T)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    reply = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "one two three"}])
+    reply = client.chat.completions.create(
+        model="alpha", messages=[{"role": "user", "content": "one two three"}]
+    )
     done = time.monotonic()
     row = t.page.locator('#activity tbody tr[data-model="a"]')
     row.wait_for(timeout=2000)
@@ -184,11 +194,16 @@ def test_unload_from_the_ui_stops_the_process(serve, tab):
 
 
 def test_the_playground_streams_a_reply_and_shows_the_loading_state(serve, tab):
-    server = serve({
-        "healthCheckTimeout": 30,
-        "models": {"slow": model(upstream_cmd("slow", startup_delay=1.0, token_delay=0.15),
-                                 sendLoadingState=True)},
-    })
+    server = serve(
+        {
+            "healthCheckTimeout": 30,
+            "models": {
+                "slow": model(
+                    upstream_cmd("slow", startup_delay=1.0, token_delay=0.15), sendLoadingState=True
+                )
+            },
+        }
+    )
     t = tab(server)
     t.open("playground")
     t.page.fill("#play-input", "hello there")
@@ -246,8 +261,13 @@ def test_with_api_keys_the_ui_asks_once_and_every_api_call_needs_the_key(serve, 
         if path.startswith("/ui/") or path in static:
             continue
         api_calls.setdefault((method, path), []).append(headers.get("authorization"))
-    assert {("GET", "/api/events"), ("GET", "/api/models"), ("GET", "/api/graph"),
-            ("GET", "/api/metrics/activity"), ("POST", "/v1/chat/completions")} <= set(api_calls)
+    assert {
+        ("GET", "/api/events"),
+        ("GET", "/api/models"),
+        ("GET", "/api/graph"),
+        ("GET", "/api/metrics/activity"),
+        ("POST", "/v1/chat/completions"),
+    } <= set(api_calls)
     refused = []
     for (method, path), sent in sorted(api_calls.items()):
         # after the key was entered every call carried it (before, only the first ones had none)

@@ -26,24 +26,42 @@ def cfg(**keys) -> ModelConfig:
 
 # -- filters -----------------------------------------------------------------------------------
 
-BODY = {"model": "asked", "temperature": 0.9, "secret": "s", "top_k": 40,
-        "nested": {"drop": 1, "keep": {"deep": 2}}, "messages": [{"role": "user", "content": "hi"}]}
+BODY = {
+    "model": "asked",
+    "temperature": 0.9,
+    "secret": "s",
+    "top_k": 40,
+    "nested": {"drop": 1, "keep": {"deep": 2}},
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def test_filters_apply_in_llama_swaps_order():
-    model = cfg(useModelName="served", filters=Filters(
-        stripParams="secret, nested.drop, temperature, model",
-        setParams={"temperature": 0.2, "options.seed": 7, "model": "never"},
-        setParamsByID={"fast": {"temperature": 0.1, "mode": "fast"}}))
+    model = cfg(
+        useModelName="served",
+        filters=Filters(
+            stripParams="secret, nested.drop, temperature, model",
+            setParams={"temperature": 0.2, "options.seed": 7, "model": "never"},
+            setParamsByID={"fast": {"temperature": 0.1, "mode": "fast"}},
+        ),
+    )
     out = filters.rewrite_body(BODY, model, "fast")
-    assert out == {"model": "served", "temperature": 0.1, "top_k": 40, "mode": "fast",
-                   "options": {"seed": 7}, "nested": {"keep": {"deep": 2}},
-                   "messages": [{"role": "user", "content": "hi"}]}
+    assert out == {
+        "model": "served",
+        "temperature": 0.1,
+        "top_k": 40,
+        "mode": "fast",
+        "options": {"seed": 7},
+        "nested": {"keep": {"deep": 2}},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
 
 
 def test_filters_never_touch_model_and_leave_the_body_alone():
     original = copy.deepcopy(BODY)
-    model = cfg(filters=Filters(stripParams="model, nested.keep.deep", setParams={"model": "x", "nested.new": 1}))
+    model = cfg(
+        filters=Filters(stripParams="model, nested.keep.deep", setParams={"model": "x", "nested.new": 1})
+    )
     out = filters.rewrite_body(BODY, model, "asked")
     assert out["model"] == "asked"
     assert out["nested"] == {"drop": 1, "keep": {}, "new": 1}
@@ -98,8 +116,9 @@ def test_multipart_model_field_is_read_and_replaced_byte_exactly():
     ctype = 'multipart/form-data; boundary="b0undary"'
     boundary = filters.multipart_boundary(ctype)
     assert boundary == b"b0undary"
-    raw = multipart("b0undary", [("file", BINARY, "a.wav"), ("model", b"asked", None),
-                                 ("language", b"en", None)])
+    raw = multipart(
+        "b0undary", [("file", BINARY, "a.wav"), ("model", b"asked", None), ("language", b"en", None)]
+    )
     assert filters.multipart_field(raw, boundary, "model") == b"asked"
     assert filters.multipart_field(raw, boundary, "file") == BINARY
     assert filters.multipart_field(raw, boundary, "missing") is None
@@ -117,63 +136,114 @@ def test_multipart_boundary_needs_form_data():
 
 # -- errors ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("status, type_, code", [
-    (400, "invalid_request_error", "bad_request"),
-    (401, "authentication_error", "unauthorized"),
-    (404, "invalid_request_error", "not_found"),
-    (409, "invalid_request_error", "conflict"),
-    (429, "rate_limit_error", "rate_limit_exceeded"),
-    (500, "server_error", "internal_error"),
-    (502, "server_error", "bad_gateway"),
-    (503, "server_error", "service_unavailable"),
-    (504, "server_error", "gateway_timeout"),
-    (418, "invalid_request_error", "invalid_request"),
-    (507, "server_error", "internal_error"),
-])
+
+@pytest.mark.parametrize(
+    "status, type_, code",
+    [
+        (400, "invalid_request_error", "bad_request"),
+        (401, "authentication_error", "unauthorized"),
+        (404, "invalid_request_error", "not_found"),
+        (409, "invalid_request_error", "conflict"),
+        (429, "rate_limit_error", "rate_limit_exceeded"),
+        (500, "server_error", "internal_error"),
+        (502, "server_error", "bad_gateway"),
+        (503, "server_error", "service_unavailable"),
+        (504, "server_error", "gateway_timeout"),
+        (418, "invalid_request_error", "invalid_request"),
+        (507, "server_error", "internal_error"),
+    ],
+)
 def test_error_envelope(status, type_, code):
     assert errors.envelope(status, "boom") == {
-        "src": "llama-swap", "error": {"message": "boom", "type": type_, "param": None, "code": code}}
+        "src": "llama-swap",
+        "error": {"message": "boom", "type": type_, "param": None, "code": code},
+    }
 
 
 def test_error_envelope_code_override_and_bytes():
     raw = errors.envelope_bytes(429, "Too many requests", "concurrency_limit")
-    assert json.loads(raw) == {"src": "llama-swap", "error": {
-        "message": "Too many requests", "type": "rate_limit_error", "param": None, "code": "concurrency_limit"}}
+    assert json.loads(raw) == {
+        "src": "llama-swap",
+        "error": {
+            "message": "Too many requests",
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "concurrency_limit",
+        },
+    }
     assert b" " not in raw.replace(b"Too many requests", b"")  # compact
 
 
 # -- headers -----------------------------------------------------------------------------------
 
+
 def test_hop_by_hop_headers_are_dropped_both_ways():
-    incoming = CIMultiDict([
-        ("Host", "llamaswap"), ("Content-Length", "12"), ("Connection", "keep-alive, X-Private"),
-        ("X-Private", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
-        ("Transfer-Encoding", "chunked"), ("Upgrade", "h2c"), ("Proxy-Authorization", "x"),
-        ("Authorization", "Bearer k"), ("Accept", "text/event-stream"), ("X-Trace", "a"), ("X-Trace", "b")])
+    incoming = CIMultiDict(
+        [
+            ("Host", "llamaswap"),
+            ("Content-Length", "12"),
+            ("Connection", "keep-alive, X-Private"),
+            ("X-Private", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"),
+            ("Proxy-Authorization", "x"),
+            ("Authorization", "Bearer k"),
+            ("Accept", "text/event-stream"),
+            ("X-Trace", "a"),
+            ("X-Trace", "b"),
+        ]
+    )
     up = proxy.upstream_headers(incoming)
-    assert list(up.items()) == [("Authorization", "Bearer k"), ("Accept", "text/event-stream"),
-                                ("X-Trace", "a"), ("X-Trace", "b")]
-    outgoing = CIMultiDict([("Content-Type", "text/event-stream"), ("Content-Length", "3"),
-                            ("Date", "x"), ("Server", "up"), ("Connection", "close"),
-                            ("Transfer-Encoding", "chunked"), ("X-Upstream-Name", "a")])
+    assert list(up.items()) == [
+        ("Authorization", "Bearer k"),
+        ("Accept", "text/event-stream"),
+        ("X-Trace", "a"),
+        ("X-Trace", "b"),
+    ]
+    outgoing = CIMultiDict(
+        [
+            ("Content-Type", "text/event-stream"),
+            ("Content-Length", "3"),
+            ("Date", "x"),
+            ("Server", "up"),
+            ("Connection", "close"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Upstream-Name", "a"),
+        ]
+    )
     assert list(proxy.downstream_headers(outgoing).items()) == [
-        ("Content-Type", "text/event-stream"), ("X-Upstream-Name", "a")]
+        ("Content-Type", "text/event-stream"),
+        ("X-Upstream-Name", "a"),
+    ]
     assert proxy.is_event_stream({"Content-Type": "text/event-stream; charset=utf-8"})
     assert not proxy.is_event_stream({"Content-Type": "application/json"})
 
 
 # -- the swap header ---------------------------------------------------------------------------
 
+
 def test_swap_header_format():
-    decision = Decision(target="m", running=("a", "b"), evict=("a", "b"), target_set=("m",),
-                        set="solo", dsl="m", cost=2, rule="r")
+    decision = Decision(
+        target="m",
+        running=("a", "b"),
+        evict=("a", "b"),
+        target_set=("m",),
+        set="solo",
+        dsl="m",
+        cost=2,
+        rule="r",
+    )
     record = SwapRecord(1, "m", decision, 0.0, 0.0)
     assert swap_header(Granted("m", record, 1.23449)) == {
-        "X-Llamaswap-Swap": "model=m; evicted=a,b; set=solo; waited=1.234s"}
+        "X-Llamaswap-Swap": "model=m; evicted=a,b; set=solo; waited=1.234s"
+    }
     assert swap_header(Granted("m")) == {}
 
 
 # -- settings ----------------------------------------------------------------------------------
+
 
 def plan_of(text: str):
     plan = compile_text(text, "t.yaml")
@@ -201,16 +271,23 @@ models:
 
 
 def test_unload_timeout_zero_means_ten_seconds():
-    plan = plan_of("unloadTimeout: 0\nmodels:\n  a: {cmd: \"x --port ${PORT}\"}\n")
+    plan = plan_of('unloadTimeout: 0\nmodels:\n  a: {cmd: "x --port ${PORT}"}\n')
     assert settings.effective_unload_timeout(plan, "a") == 10.0
 
 
 # -- cli, loop, demo ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, expected", [
-    ("127.0.0.1:8080", ("127.0.0.1", 8080)), ("0.0.0.0:0", ("0.0.0.0", 0)),
-    (":9000", ("0.0.0.0", 9000)), ("[::1]:80", ("::1", 80)), ("8081", ("127.0.0.1", 8081)),
-])
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        (":9000", ("0.0.0.0", 9000)),
+        ("[::1]:80", ("::1", 80)),
+        ("8081", ("127.0.0.1", 8081)),
+    ],
+)
 def test_parse_listen(value, expected):
     assert parse_listen(value) == expected
 
@@ -224,11 +301,12 @@ def test_parse_listen_rejects(value):
 def test_uvloop_is_chosen_when_importable():
     pytest.importorskip("uvloop")
     assert loop.loop_name() == "uvloop"
-    assert loop.run(lambda: _which_loop()) .startswith("uvloop")
+    assert loop.run(lambda: _which_loop()).startswith("uvloop")
 
 
 async def _which_loop() -> str:
     import asyncio
+
     return type(asyncio.get_running_loop()).__module__
 
 

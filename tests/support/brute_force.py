@@ -33,9 +33,10 @@ a reference from a compiled plan's resolved AST when no spec is at hand.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Union
 
 from llamaswap.compiler.decision import Candidate, Decision
 
@@ -50,6 +51,7 @@ Tree = Union[tuple[str, str], tuple[str, tuple["Tree", ...]]]
 
 # -- matrix --------------------------------------------------------------------------------
 
+
 def render_dsl(tree: Tree) -> str:
     """DSL text for a tree; composite children are always parenthesised."""
     kind = tree[0]
@@ -58,8 +60,7 @@ def render_dsl(tree: Tree) -> str:
     if kind == "ref":
         return "+" + tree[1]  # type: ignore[operator]
     op = " & " if kind == "and" else " | "
-    return op.join(render_dsl(c) if c[0] in ("leaf", "ref") else f"({render_dsl(c)})"
-                   for c in tree[1])  # type: ignore[union-attr]
+    return op.join(render_dsl(c) if c[0] in ("leaf", "ref") else f"({render_dsl(c)})" for c in tree[1])  # type: ignore[union-attr]
 
 
 def refs_of(tree: Tree) -> list[str]:
@@ -170,7 +171,7 @@ class MatrixSpec:
         trees = dict(self.sets)
         return sum(count(t, trees) for _, t in self.sets)
 
-    def reference(self) -> "BruteMatrix":
+    def reference(self) -> BruteMatrix:
         trees = dict(self.sets)
         order = solver_order(self.sets)
         return BruteMatrix(
@@ -185,7 +186,9 @@ class BruteMatrix:
     engine = "matrix"
     table = None  # no precomputed decisions: every answer is computed
 
-    def __init__(self, sets: Sequence[tuple[str, str, Sequence[Iterable[str]]]], evict_costs: Mapping[str, int]):
+    def __init__(
+        self, sets: Sequence[tuple[str, str, Sequence[Iterable[str]]]], evict_costs: Mapping[str, int]
+    ):
         self.sets = [(name, dsl, [frozenset(c) for c in combos]) for name, dsl, combos in sets]
         self.evict_costs = dict(evict_costs)
 
@@ -230,11 +233,17 @@ class BruteMatrix:
         return self.decide(target, running).evict
 
 
-def from_plan(plan) -> "BruteMatrix | BruteGroups":
+def from_plan(plan) -> BruteMatrix | BruteGroups:
     """A reference built from a compiled plan (its resolved trees and solver order)."""
     if plan.engine != "matrix":
-        return BruteGroups(plan.models, [(g.name, g.swap, g.exclusive, g.persistent, g.members)
-                                         for g in plan.groups if g.name != DEFAULT_GROUP])
+        return BruteGroups(
+            plan.models,
+            [
+                (g.name, g.swap, g.exclusive, g.persistent, g.members)
+                for g in plan.groups
+                if g.name != DEFAULT_GROUP
+            ],
+        )
     from llamaswap.compiler.ast import And, Leaf, Or, Ref
 
     def tree(n) -> Tree:
@@ -247,11 +256,13 @@ def from_plan(plan) -> "BruteMatrix | BruteGroups":
         return (kind, tuple(tree(c) for c in n.children))
 
     trees = {s.name: tree(s.expr) for s in plan.sets}
-    return BruteMatrix([(s.name, s.dsl, expand(trees[s.name], trees, {})) for s in plan.sets],
-                       dict(plan.evict_costs))
+    return BruteMatrix(
+        [(s.name, s.dsl, expand(trees[s.name], trees, {})) for s in plan.sets], dict(plan.evict_costs)
+    )
 
 
 # -- groups --------------------------------------------------------------------------------
+
 
 @dataclass
 class GroupSpec:
@@ -282,7 +293,7 @@ class GroupSpec:
                 lines.append(f"{indent}  members: [{', '.join(q(m) for m in members)}]")
         return "\n".join(lines) + "\n"
 
-    def reference(self) -> "BruteGroups":
+    def reference(self) -> BruteGroups:
         return BruteGroups(self.models, self.groups)
 
 
@@ -321,8 +332,9 @@ class BruteGroups:
         evict = tuple(m for m in run if m != target and self.evicts(target, m))
         kept = tuple(sorted((set(run) - set(evict)) | {target}))
         # The rule text is the policy's own wording; compare decisions on the other fields.
-        return Decision(target, run, evict, self.group_of[target], None, kept, len(evict), "",
-                        () if explain else None)
+        return Decision(
+            target, run, evict, self.group_of[target], None, kept, len(evict), "", () if explain else None
+        )
 
     def evict_for(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
         return self.decide(target, running).evict

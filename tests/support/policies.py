@@ -20,8 +20,8 @@ models actually running, as a Decision requires).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Mapping, Sequence
 
 from llamaswap.compiler.decision import Decision
 from support.brute_force import BruteGroups, BruteMatrix

@@ -19,8 +19,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -37,9 +38,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def fake_upstream_args(port: int, *, name: str = "fake", startup_delay: float = 0.0,
-                       fail_health: bool = False, exit_after: float | None = None,
-                       token_delay: float = 0.0, host: str = "127.0.0.1") -> list[str]:
+def fake_upstream_args(
+    port: int,
+    *,
+    name: str = "fake",
+    startup_delay: float = 0.0,
+    fail_health: bool = False,
+    exit_after: float | None = None,
+    token_delay: float = 0.0,
+    host: str = "127.0.0.1",
+) -> list[str]:
     args = [*FAKE_UPSTREAM, "--port", str(port), "--host", host, "--name", name]
     if startup_delay:
         args += ["--startup-delay", str(startup_delay)]
@@ -57,8 +65,9 @@ def fake_upstream_cmd(port: int, **options: Any) -> str:
     return shlex.join(fake_upstream_args(port, **options))
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01,
-               message: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, message: str = "condition"
+) -> T:
     """Poll `predicate` until it returns a truthy value (returned) or fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -70,8 +79,9 @@ def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float
         time.sleep(interval)
 
 
-async def wait_until_async(predicate: Callable[[], T], timeout: float = 5.0,
-                           interval: float = 0.01, message: str = "condition") -> T:
+async def wait_until_async(
+    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, message: str = "condition"
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -84,8 +94,10 @@ async def wait_until_async(predicate: Callable[[], T], timeout: float = 5.0,
 
 def run_async(coro: Awaitable[T], timeout: float = 30.0) -> T:
     """Run a coroutine to completion from a sync test, bounded by `timeout`."""
+
     async def bounded() -> T:
         return await asyncio.wait_for(coro, timeout)
+
     return asyncio.run(bounded())
 
 
@@ -103,7 +115,7 @@ def pid_alive(pid: int) -> bool:
             return False
         return True
     # The state follows the parenthesised command name, which may itself contain ')'.
-    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+    return stat[stat.rindex(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 @dataclass
@@ -116,8 +128,9 @@ class Response:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 5.0) -> Response:
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> Response:
     """A blocking HTTP request that returns error statuses instead of raising."""
     data = None
     headers = dict(headers or {})
@@ -166,14 +179,27 @@ class FakeUpstream:
         return self.proc.returncode
 
 
-def start_fake_upstream(*, name: str = "fake", startup_delay: float = 0.0,
-                        fail_health: bool = False, exit_after: float | None = None,
-                        token_delay: float = 0.0, host: str = "127.0.0.1", port: int = 0,
-                        timeout: float = 15.0) -> FakeUpstream:
+def start_fake_upstream(
+    *,
+    name: str = "fake",
+    startup_delay: float = 0.0,
+    fail_health: bool = False,
+    exit_after: float | None = None,
+    token_delay: float = 0.0,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 15.0,
+) -> FakeUpstream:
     """Start the fake upstream on `port` (0: any) and return once it printed its address."""
-    args = fake_upstream_args(port, name=name, startup_delay=startup_delay,
-                              fail_health=fail_health, exit_after=exit_after,
-                              token_delay=token_delay, host=host)
+    args = fake_upstream_args(
+        port,
+        name=name,
+        startup_delay=startup_delay,
+        fail_health=fail_health,
+        exit_after=exit_after,
+        token_delay=token_delay,
+        host=host,
+    )
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -188,8 +214,7 @@ def start_fake_upstream(*, name: str = "fake", startup_delay: float = 0.0,
             if ready:
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    raise AssertionError(
-                        f"fake upstream exited ({proc.wait()}) before listening: {out!r}")
+                    raise AssertionError(f"fake upstream exited ({proc.wait()}) before listening: {out!r}")
                 out += chunk
     except BaseException:
         proc.kill()

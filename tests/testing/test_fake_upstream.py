@@ -9,7 +9,6 @@ import time
 
 import aiohttp
 import pytest
-
 from support.upstream import (
     FakeUpstream,
     run_async,
@@ -30,7 +29,7 @@ def upstream():
 
 
 def sse_events(body: bytes) -> list[str]:
-    events = [line[len("data: "):] for line in body.decode().split("\n\n") if line]
+    events = [line[len("data: ") :] for line in body.decode().split("\n\n") if line]
     assert all(e for e in events)
     return events
 
@@ -43,9 +42,13 @@ def stream_chunks(body: bytes) -> list[dict]:
 
 def test_names_itself_everywhere(upstream: FakeUpstream):
     fingerprint = f"shared:{upstream.pid}"
-    for resp in (upstream.get("/"), upstream.get("/v1/models"), upstream.get("/health"),
-                 upstream.post(CHAT, {"model": "x", "messages": []}),
-                 upstream.post("/anything/else?q=1")):
+    for resp in (
+        upstream.get("/"),
+        upstream.get("/v1/models"),
+        upstream.get("/health"),
+        upstream.post(CHAT, {"model": "x", "messages": []}),
+        upstream.post("/anything/else?q=1"),
+    ):
         assert resp.status == 200
         assert resp.headers["X-Upstream-Name"] == "shared"
         assert resp.headers["X-Upstream-Pid"] == str(upstream.pid)
@@ -56,8 +59,9 @@ def test_names_itself_everywhere(upstream: FakeUpstream):
 
 
 def test_chat_non_streaming(upstream: FakeUpstream):
-    resp = upstream.post(CHAT, {"model": "requested-name",
-                                "messages": [{"role": "user", "content": "hi there"}]})
+    resp = upstream.post(
+        CHAT, {"model": "requested-name", "messages": [{"role": "user", "content": "hi there"}]}
+    )
     body = resp.json()
     assert body["object"] == "chat.completion"
     assert body["model"] == "requested-name"
@@ -68,21 +72,22 @@ def test_chat_non_streaming(upstream: FakeUpstream):
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 5
 
-    bounded = upstream.post(CHAT, {"model": "m", "max_tokens": 2,
-                                   "messages": [{"role": "user", "content": "a b c"}]}).json()
+    bounded = upstream.post(
+        CHAT, {"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "a b c"}]}
+    ).json()
     assert bounded["usage"]["completion_tokens"] == 2
     assert bounded["choices"][0]["finish_reason"] == "length"
     assert bounded["choices"][0]["message"]["content"].startswith(f"[shared:{upstream.pid}]")
 
 
 def test_chat_streaming_one_chunk_per_token(upstream: FakeUpstream):
-    resp = upstream.post(CHAT, {"model": "m", "stream": True, "tokens": 7,
-                                "messages": [{"role": "user", "content": "hello"}]})
+    resp = upstream.post(
+        CHAT, {"model": "m", "stream": True, "tokens": 7, "messages": [{"role": "user", "content": "hello"}]}
+    )
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     chunks = stream_chunks(resp.body)
-    content = [c["choices"][0]["delta"]["content"] for c in chunks
-               if "content" in c["choices"][0]["delta"]]
+    content = [c["choices"][0]["delta"]["content"] for c in chunks if "content" in c["choices"][0]["delta"]]
     assert len(content) == 7
     assert content[0] == f"[shared:{upstream.pid}] "
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -90,22 +95,41 @@ def test_chat_streaming_one_chunk_per_token(upstream: FakeUpstream):
     assert {c["model"] for c in chunks} == {"m"}
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
 
-    bounded = stream_chunks(upstream.post(CHAT, {
-        "model": "m", "stream": True, "tokens": 50, "max_tokens": 3, "messages": []}).body)
+    bounded = stream_chunks(
+        upstream.post(
+            CHAT, {"model": "m", "stream": True, "tokens": 50, "max_tokens": 3, "messages": []}
+        ).body
+    )
     assert sum("content" in c["choices"][0]["delta"] for c in bounded) == 3
     assert bounded[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_chat_reports_llama_server_timings(upstream: FakeUpstream):
-    plain = upstream.post(CHAT, {"model": "m", "tokens": 4, "token_delay": 0.01,
-                                 "messages": [{"role": "user", "content": "one two three"}]}).json()
+    plain = upstream.post(
+        CHAT,
+        {
+            "model": "m",
+            "tokens": 4,
+            "token_delay": 0.01,
+            "messages": [{"role": "user", "content": "one two three"}],
+        },
+    ).json()
     t = plain["timings"]
     assert (t["prompt_n"], t["predicted_n"]) == (3, 4)
     assert t["predicted_ms"] >= 30.0  # a non-streamed reply takes as long as its stream would
     assert t["predicted_per_second"] == pytest.approx(4000.0 / t["predicted_ms"], rel=1e-2)
-    chunks = stream_chunks(upstream.post(CHAT, {
-        "model": "m", "stream": True, "tokens": 5, "token_delay": 0.02,
-        "messages": [{"role": "user", "content": "hi"}]}).body)
+    chunks = stream_chunks(
+        upstream.post(
+            CHAT,
+            {
+                "model": "m",
+                "stream": True,
+                "tokens": 5,
+                "token_delay": 0.02,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        ).body
+    )
     final = chunks[-1]
     assert final["choices"][0]["finish_reason"] == "stop"
     assert final["timings"]["predicted_n"] == 5 and final["timings"]["prompt_n"] == 1
@@ -117,15 +141,15 @@ def test_chat_reports_llama_server_timings(upstream: FakeUpstream):
 
 def test_streaming_paces_tokens(upstream: FakeUpstream):
     began = time.monotonic()
-    resp = upstream.post(CHAT, {"model": "m", "stream": True, "tokens": 4,
-                                "token_delay": 0.05, "messages": []})
+    resp = upstream.post(
+        CHAT, {"model": "m", "stream": True, "tokens": 4, "token_delay": 0.05, "messages": []}
+    )
     assert time.monotonic() - began >= 0.15  # three gaps between four tokens
     assert len(stream_chunks(resp.body)) == 5
 
 
 def test_records_the_last_request(upstream: FakeUpstream):
-    upstream.post(CHAT, {"model": "m", "temperature": 0.5, "messages": []},
-                  headers={"X-Custom": "yes"})
+    upstream.post(CHAT, {"model": "m", "temperature": 0.5, "messages": []}, headers={"X-Custom": "yes"})
     upstream.get("/health")  # never recorded
     last = upstream.get("/debug/last-request").json()
     assert last["method"] == "POST" and last["path"] == CHAT
@@ -145,6 +169,7 @@ def test_bad_json_is_a_400(upstream: FakeUpstream):
 def test_delay_holds_a_request_in_flight_until_cancelled(upstream: FakeUpstream):
     async def scenario():
         async with aiohttp.ClientSession() as session:
+
             async def counters() -> dict:
                 async with session.get(upstream.url + "/debug/inflight") as r:
                     return await r.json()
@@ -153,14 +178,16 @@ def test_delay_holds_a_request_in_flight_until_cancelled(upstream: FakeUpstream)
             assert before["inflight"] == 0
 
             began = time.monotonic()
-            async with session.post(upstream.url + CHAT + "?delay=0.2",
-                                    json={"model": "m", "messages": []}) as r:
+            async with session.post(
+                upstream.url + CHAT + "?delay=0.2", json={"model": "m", "messages": []}
+            ) as r:
                 assert r.status == 200
             assert time.monotonic() - began >= 0.2
 
             async def slow():
-                async with session.post(upstream.url + CHAT,
-                                        json={"model": "m", "delay": 30, "messages": []}) as r:
+                async with session.post(
+                    upstream.url + CHAT, json={"model": "m", "delay": 30, "messages": []}
+                ) as r:
                     await r.read()
 
             task = asyncio.create_task(slow())
@@ -190,15 +217,17 @@ def test_openai_client_streaming_and_not(upstream: FakeUpstream):
     client = openai.OpenAI(base_url=upstream.url + "/v1", api_key="unused", max_retries=0)
     fingerprint = f"shared:{upstream.pid}"
 
-    chat = client.chat.completions.create(
-        model="alias", messages=[{"role": "user", "content": "ping"}])
+    chat = client.chat.completions.create(model="alias", messages=[{"role": "user", "content": "ping"}])
     assert chat.model == "alias"
     assert chat.system_fingerprint == fingerprint
     assert fingerprint in chat.choices[0].message.content
 
     stream = client.chat.completions.create(
-        model="alias", messages=[{"role": "user", "content": "ping"}], stream=True,
-        stream_options={"include_usage": True})
+        model="alias",
+        messages=[{"role": "user", "content": "ping"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == chat.choices[0].message.content
@@ -206,8 +235,9 @@ def test_openai_client_streaming_and_not(upstream: FakeUpstream):
 
     completion = client.completions.create(model="alias", prompt="abc")
     assert fingerprint in completion.choices[0].text
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="alias", prompt="abc", stream=True))
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(model="alias", prompt="abc", stream=True)
+    )
     assert streamed == completion.choices[0].text
 
     # The client asks for base64 by default and decodes it: both encodings must agree.
@@ -245,13 +275,16 @@ def test_health_turns_ok_after_the_startup_delay():
 def sigterm_during_a_stream_exits_0_promptly(fake: FakeUpstream) -> None:
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            async with session.post(fake.url + CHAT, json={
-                    "model": "m", "stream": True, "tokens": 1000, "token_delay": 0.05,
-                    "messages": []}) as resp:
+            async with session.post(
+                fake.url + CHAT,
+                json={"model": "m", "stream": True, "tokens": 1000, "token_delay": 0.05, "messages": []},
+            ) as resp:
                 await resp.content.readline()  # the stream has begun
                 fake.proc.send_signal(signal.SIGTERM)
-                await wait_until_async(lambda: fake.proc.poll() is not None, timeout=5,
-                                       message="the fake upstream to exit")
+                await wait_until_async(
+                    lambda: fake.proc.poll() is not None, timeout=5, message="the fake upstream to exit"
+                )
+
     run_async(scenario())
     assert fake.proc.returncode == 0
 
