@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from llamaswap.compiler.graph import build_graph
 from llamaswap.runtime.activity import ACTIVITY, SORT_KEYS, iso, parse_time
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, stream
 from llamaswap.runtime.keys import DECISIONS, LIVE, LOGS, PROCESSES, ROUTER
@@ -220,6 +219,9 @@ async def live(request: web.Request) -> web.Response:
 
 def graph_json(plan) -> dict[str, Any]:
     """The compiler's coexist view as JSON nodes and edges (the UI draws it)."""
+    # Here, not at the top: networkx is a slow import (~0.2-0.4 s, 13 MB) only this page needs.
+    from llamaswap.compiler.graph import build_graph
+
     g = build_graph(plan, "coexist")
     nodes = [
         {
