@@ -560,20 +560,21 @@ def derive_sets(
         return (), p.diagnostics
     out: list[SetEntry] = []
     width = len(str(len(combos)))
+    quoted = {m: quote_id(m) for m in res.models}  # once per model, not once per set
     for i, combo in enumerate(combos, 1):
         members = tuple(sorted(combo))
-        dsl, expr = _dsl(members)
+        dsl, expr = _dsl(members, quoted)
         out.append(SetEntry(f"{AUTO_PREFIX}{i:0{width}d}", dsl, expr, (members,), 1, 1, True))
     return tuple(out), p.diagnostics
 
 
-def _dsl(members: Sequence[str]) -> tuple[str, Node]:
+def _dsl(members: Sequence[str], quoted: Mapping[str, str]) -> tuple[str, Node]:
     leaves: list[Leaf] = []
     text = ""
     for i, m in enumerate(members):
         if i:
             text += " & "
-        q = quote_id(m)
+        q = quoted[m]
         leaves.append(Leaf(m, len(text), len(text) + len(q)))
         text += q
     if len(leaves) == 1:
