@@ -116,8 +116,8 @@ _PEER = _map(
         "proxy": _leaf(),
         "models": _leaf(),
         "apiKey": _leaf(),
-        "filters": _map({"stripParams": _leaf(), "setParams": FREE}),
-        "timeouts": _map({k: _leaf() for k in _TIMEOUTS.children or {} if k != "streamIdle"}),
+        "filters": _map({"stripParams": _leaf(), "setParams": FREE, "setParamsByID": FREE}),
+        "timeouts": _TIMEOUTS,
     }
 )
 
@@ -175,11 +175,7 @@ TOP = _map(
         ),
         "groups": Key(each=GROUP),
         "matrix": MATRIX,
-        "peers": Key(
-            each=_PEER,
-            status=UNIMPLEMENTED,
-            note="peers are checked and listed in /v1/models, but requests to them are not forwarded yet",
-        ),
+        "peers": Key(each=_PEER),
         "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
         "server": _map(
             {  # llamaswap extension: limits of the HTTP server (docs/guarantees.md)

@@ -10,9 +10,9 @@ reports every schema problem and the rest of the config is still checked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from llamaswap.compiler.config import Config
@@ -73,9 +73,20 @@ def _user_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 def validate_config(data: dict, report: PathReporter) -> Config:
     """pydantic validation that never gives up: each failing value is reported, dropped
     (from `data`, in place), and validation retried so the rest of the config is still checked."""
+    config = validate_part(Config, data, report)
+    return config if config is not None else Config.model_validate({"models": {}})
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_part(cls: type[M], data: Any, report: PathReporter, prefix: tuple[Any, ...] = ()) -> M | None:
+    """`data` validated as `cls`, each failing value reported (at `prefix` + its path in
+    `data`) and dropped from `data` (in place) until the rest validates; None when it never
+    does (`data` itself is of the wrong kind)."""
     for _ in range(200):
         try:
-            return Config.model_validate(data)
+            return cls.model_validate(data)
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
         # One report per value: a union gives one error per member type.
@@ -87,7 +98,7 @@ def validate_config(data: dict, report: PathReporter) -> Config:
         for loc in [loc for loc in by_loc if any(len(o) > len(loc) and o[: len(loc)] == loc for o in by_loc)]:
             del by_loc[loc]
         for loc, errs in by_loc.items():
-            _report(loc, errs, report)
+            _report(prefix + loc, errs, report)
         removed = False
         # Last first, so removing an item from a list does not shift the ones still to remove.
         for loc in reversed(list(by_loc)):
@@ -95,7 +106,7 @@ def validate_config(data: dict, report: PathReporter) -> Config:
                 removed = True
         if not removed:
             break
-    return Config.model_validate({"models": {}})
+    return None
 
 
 def _report(loc: tuple[Any, ...], errs: list[ErrorDetails], report: PathReporter) -> None:

@@ -15,9 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamaswap.compiler.config import Filters, Timeouts
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
-from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, to_python
+from llamaswap.compiler.goyaml import coerce
+from llamaswap.compiler.source import PathReporter, Pos, YMap, YNode, YScalar, YSeq, to_python
 from llamaswap.compiler.suggest import did_you_mean
+from llamaswap.compiler.validate import validate_part
 
 STRATEGIES = ("warm", "pin", "spillover")
 
@@ -28,9 +31,23 @@ class Peer:
     proxy: str
     api_key: str
     models: tuple[str, ...]  # de-duplicated, in written order
+    filters: Filters = field(default_factory=Filters)
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def fqn(self, model: str) -> str:
         return f"{self.id}/{model}"
+
+
+@dataclass(frozen=True)
+class PeerRoute:
+    """A name a request may use for a peer model: the peer, and the model's name there."""
+
+    peer: Peer
+    model: str
+
+    @property
+    def fqn(self) -> str:
+        return self.peer.fqn(self.model)
 
 
 @dataclass(frozen=True)
@@ -57,9 +74,31 @@ class Virtual:
     peers: tuple[Peer, ...] = ()
     selectors: tuple[Selector, ...] = ()
     profiles: tuple[Profile, ...] = ()
+    # Every name routed to a peer: each `peer/model`, and each bare model name exactly one
+    # peer lists (unless it is another peer's `peer/model`). Local IDs and aliases win over
+    # a bare name; the caller asks here only for names that are not local.
+    routes: Mapping[str, PeerRoute] = field(default_factory=dict, compare=False)
 
     def peer_fqns(self) -> tuple[str, ...]:
         return tuple(p.fqn(m) for p in self.peers for m in p.models)
+
+    def route(self, name: str) -> PeerRoute | None:
+        return self.routes.get(name)
+
+
+def peer_routes(peers: tuple[Peer, ...]) -> dict[str, PeerRoute]:
+    """The routing names of `peers` (see Virtual.routes), as llama-swap's peer router has them."""
+    routes: dict[str, PeerRoute] = {}
+    bare: dict[str, list[PeerRoute]] = {}
+    for p in peers:
+        for m in p.models:
+            route = PeerRoute(p, m)
+            routes.setdefault(route.fqn, route)
+            bare.setdefault(m, []).append(route)
+    for name, found in bare.items():
+        if len(found) == 1 and name not in routes:
+            routes[name] = found[0]
+    return routes
 
 
 def go_text(node: YNode | None) -> str | None:
@@ -192,7 +231,7 @@ def check_virtual(
     `aliases` maps every alias (setParamsByID names included) to its model; `can_coexist`
     says why spillover targets (real IDs) can never run together, or None when they can."""
     ck = _Check(file)
-    peers = _peers(root, ck)
+    peers = _peers(root, ck, PathReporter(file, root))
     selector_nodes = _entries(root.get("selectors"))
     selector_ids = {str(k.value) for k, _ in selector_nodes}
     profiles_node = root.get("profiles")
@@ -220,10 +259,35 @@ def check_virtual(
         root, selector_nodes, selector_ids, models, aliases, local, base, peer_model, can_coexist, ck
     )
     profiles = _profiles(profiles_node, selector_ids, base, ck)
-    return Virtual(tuple(peers), tuple(selectors), tuple(profiles)), ck.diags
+    return Virtual(tuple(peers), tuple(selectors), tuple(profiles), peer_routes(tuple(peers))), ck.diags
 
 
-def _peers(root: YMap, ck: _Check) -> list[Peer]:
+def _peer_part(value: YMap, pid: str, name: str, cls: type[Any], ck: _Check, at: PathReporter) -> Any:
+    """A peer's `filters` or `timeouts`, typed as a model's are (Go's decoder reads both into
+    the same structs); problems are reported at their place, and their values left out."""
+    node = value.get(name)
+    if node is None or (isinstance(node, YScalar) and node.value is None):
+        return cls()
+    data = to_python(node)
+    if isinstance(data, dict):
+        # An empty value means unset, as for models; a peer's filters have no legacy spelling.
+        data = {
+            k: v for k, v in data.items() if v is not None and not (cls is Filters and k == "strip_params")
+        }
+    data, notes = coerce(data, cls)
+    loc = ("peers", pid, name)
+    for where, note in notes:
+        at.warning_at("LS412", f"'peers.{pid}.{name}.{'.'.join(map(str, where))}': {note}", loc + where)
+    before = len(at.diagnostics)
+    part = validate_part(cls, data, at, loc)
+    if part is None and len(at.diagnostics) == before:
+        at.error_at("LS302", f"'peers.{pid}.{name}' must be a mapping", loc)
+    ck.diags.extend(at.diagnostics)
+    at.diagnostics.clear()
+    return part if part is not None else cls()
+
+
+def _peers(root: YMap, ck: _Check, at: PathReporter) -> list[Peer]:
     node = root.get("peers")
     if node is None or (isinstance(node, YScalar) and node.value is None):
         return []
@@ -280,7 +344,9 @@ def _peers(root: YMap, ck: _Check) -> list[Peer]:
                 hint="list the model IDs the peer serves",
             )
             continue
-        out.append(Peer(pid, proxy, api_key or "", tuple(dict.fromkeys(models))))
+        filters = _peer_part(value, pid, "filters", Filters, ck, at)
+        timeouts = _peer_part(value, pid, "timeouts", Timeouts, ck, at)
+        out.append(Peer(pid, proxy, api_key or "", tuple(dict.fromkeys(models)), filters, timeouts))
     return out
 
 

@@ -50,7 +50,7 @@ BATCH = 256
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the `peer` column
 
 # API sort keys -> record fields (the same keys as llama-swap's activity table).
 SORT_KEYS: dict[str, Callable[[ActivityRecord], Any]] = {
@@ -88,6 +88,7 @@ _COLUMNS = (
     "prompt_per_second",
     "tokens_per_second",
     "error",
+    "peer",
 )
 
 
@@ -248,6 +249,7 @@ class ActivityRecord:
     prompt_per_second: float = -1.0
     tokens_per_second: float = -1.0
     error: str = ""
+    peer: str = ""  # the peer that served it (runtime/peers.py); "" for a local model
 
     def to_json(self) -> dict[str, Any]:
         """llama-swap's ActivityLogEntry shape, plus `requested` and `wait_ms`."""
@@ -274,6 +276,8 @@ class ActivityRecord:
         }
         if self.error:
             out["error_msg"] = self.error
+        if self.peer:
+            out["peer"] = self.peer
         return out
 
     def row(self) -> tuple:
@@ -292,6 +296,7 @@ def make_record(
     duration_s: float,
     tap: ResponseTap | None,
     error: str = "",
+    peer: str = "",
 ) -> ActivityRecord:
     """A record (id 0 until stored) from what the request path measured."""
     t = tap.tokens() if tap is not None else Tokens()
@@ -323,6 +328,7 @@ def make_record(
         prompt_per_second=t.prompt_per_second,
         tokens_per_second=tps,
         error=error,
+        peer=peer,
     )
 
 
@@ -441,8 +447,11 @@ class ActivityStore:
             "wait_ms REAL NOT NULL, duration_ms REAL NOT NULL, input_tokens INTEGER NOT NULL, "
             "output_tokens INTEGER NOT NULL, cache_tokens INTEGER NOT NULL, draft_tokens INTEGER NOT NULL, "
             "draft_acc_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL, "
-            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL)"
+            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL, peer TEXT NOT NULL DEFAULT '')"
         )
+        columns = {row[1] for row in db.execute("PRAGMA table_info(activity)")}
+        if "peer" not in columns:  # a version 1 database
+            db.execute("ALTER TABLE activity ADD COLUMN peer TEXT NOT NULL DEFAULT ''")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self, timeout: float = 5.0) -> None:

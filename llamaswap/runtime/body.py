@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from llamaswap.runtime.filters import MultipartModelScanner
+from llamaswap.runtime.keys import LIMITS, LIVE
 
 READ_CHUNK = 1 << 16
 
@@ -110,3 +111,36 @@ async def read_multipart_head(
         buf += chunk
         if limits.max_bytes is not None and len(buf) > limits.max_bytes:
             raise _too_large(limits.max_bytes, key)
+
+
+@dataclass
+class Body:
+    """What was read of a request body before routing it.
+
+    Parsed bodies (JSON, urlencoded) are read whole (`raw`). Others are not: a multipart
+    body is read up to the end of its `model` field (`head`, the field's part ending at
+    `model_end`), any other body not at all; `rest` says that more is still to be streamed."""
+
+    raw: bytes | None = None
+    json: dict | None = None
+    model: str | None = None
+    head: bytes = b""
+    model_end: int | None = None
+    rest: bool = False
+
+
+def body_limits(request: web.Request) -> tuple[BodyLimits, str]:
+    limits = request.app[LIMITS].of(request.app[LIVE].plan)
+    size, key = limits.body_limit(request.content_type)
+    return BodyLimits(size, limits.body_timeout), key
+
+
+def upstream_body(request: web.Request, body: Body, head: bytes) -> bytes | StreamBody:
+    """The body to send upstream: `head` (what was read, maybe rewritten), then the rest as
+    it arrives."""
+    if not body.rest:
+        return head
+    limits, key = body_limits(request)
+    declared = request.content_length
+    length = None if declared is None else declared - len(body.head) + len(head)
+    return StreamBody(stream(request, limits, key, prefix=head, already=len(body.head)), length)

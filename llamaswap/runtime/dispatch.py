@@ -20,23 +20,24 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
+from llamaswap.compiler.virtual import PeerRoute
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
 from llamaswap.runtime.auth import upstream_auth
 from llamaswap.runtime.body import (
+    Body,
     BodyError,
-    BodyLimits,
     StreamBody,
+    body_limits,
     check_declared,
     read_all,
     read_multipart_head,
-    stream,
+    upstream_body,
 )
 from llamaswap.runtime.events import EVENTS, INFLIGHT
 from llamaswap.runtime.filters import (
@@ -58,6 +59,7 @@ from llamaswap.runtime.keys import (
     UPSTREAMS,
 )
 from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
+from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
     UpstreamBroke,
     UpstreamError,
@@ -77,28 +79,6 @@ LOADING_TICK = 0.75
 
 class BadBody(Exception):
     """The request body cannot be read for a model name (answered with 400)."""
-
-
-@dataclass
-class Body:
-    """What was read of a request body before routing it.
-
-    Parsed bodies (JSON, urlencoded) are read whole (`raw`). Others are not: a multipart
-    body is read up to the end of its `model` field (`head`, the field's part ending at
-    `model_end`), any other body not at all; `rest` says that more is still to be streamed."""
-
-    raw: bytes | None = None
-    json: dict | None = None
-    model: str | None = None
-    head: bytes = b""
-    model_end: int | None = None
-    rest: bool = False
-
-
-def body_limits(request: web.Request) -> tuple[BodyLimits, str]:
-    limits = request.app[LIMITS].of(request.app[LIVE].plan)
-    size, key = limits.body_limit(request.content_type)
-    return BodyLimits(size, limits.body_timeout), key
 
 
 def _parse_json(raw: bytes) -> object:
@@ -144,17 +124,6 @@ async def read_body(request: web.Request) -> Body:
     if body.model is None and request.query.get("model"):
         body.model = request.query["model"]
     return body
-
-
-def upstream_body(request: web.Request, body: Body, head: bytes) -> bytes | StreamBody:
-    """The body to send upstream: `head` (what was read, maybe rewritten), then the rest as
-    it arrives."""
-    if not body.rest:
-        return head
-    limits, key = body_limits(request)
-    declared = request.content_length
-    length = None if declared is None else declared - len(body.head) + len(head)
-    return StreamBody(stream(request, limits, key, prefix=head, already=len(body.head)), length)
 
 
 def _is_streaming(request: web.Request, body: Body) -> bool:
@@ -221,7 +190,9 @@ async def dispatch(
             body.json["model"] = target
             body.raw = json.dumps(body.json).encode()
         requested = target
-    model = plan.resolve_model(requested) or "(unknown)"
+    local = plan.resolve_model(requested)
+    peer = plan.virtual.route(requested) if local is None else None
+    model = local or (peer.fqn if peer is not None else "(unknown)")
     request["llamaswap.model"] = requested if model == "(unknown)" else model  # for the access line
     status = "cancelled"
     app = request.app
@@ -230,7 +201,10 @@ async def dispatch(
     measure = Measure(tracker.begin(model, requested, request.method, request.path, request.remote))
     resp: web.StreamResponse | None = None
     try:
-        resp = await _dispatch(request, body, requested, upstream_target, apply_filters, measure)
+        if peer is not None:
+            resp = await _peer(request, peer, requested, body, upstream_target, apply_filters, measure)
+        else:
+            resp = await _dispatch(request, body, requested, upstream_target, apply_filters, measure)
         status = str(resp.status)
         return resp
     except web.HTTPException as exc:
@@ -262,6 +236,7 @@ async def dispatch(
                     duration_s=duration,
                     tap=measure.tap,
                     error="" if code != 499 else "the client went away",
+                    peer="" if peer is None else peer.peer.id,
                 )
             )
 
@@ -285,10 +260,6 @@ async def _dispatch(
     router = app[ROUTER]
     model = plan.resolve_model(requested)
     if model is None:
-        if requested in plan.virtual.peer_fqns() or any(requested in p.models for p in plan.virtual.peers):
-            return error_response(
-                request, 502, f"{requested} is a peer model: llamaswap does not forward to peers yet"
-            )
         return error_response(request, 404, "no local server found for requested model")
     cfg = plan.config.models[model]  # type: ignore[union-attr]
     queue_timeout = app[LIMITS].of(plan).queue_timeout
@@ -408,6 +379,27 @@ async def _dispatch(
         # cancelled, a granted one reports serve_done.
         router.release(ticket)
         app[EVENTS].queue_changed()
+
+
+async def _peer(
+    request: web.Request,
+    route: PeerRoute,
+    requested: str,
+    body: Body,
+    upstream_target: str,
+    apply_filters: bool,
+    measure: Measure,
+) -> web.StreamResponse:
+    """A peer model's request: straight to the peer, no ticket, no swap (runtime/peers.py)."""
+    app = request.app
+    app[INFLIGHT].serving(measure.rid)
+    redact = app[REDACT].of(app[LIVE].plan)
+    try:
+        return await forward_to_peer(
+            request, route, requested, body, upstream_target, not apply_filters, measure.tap, redact
+        )
+    except BodyError as exc:
+        return await body_error_response(request, exc)
 
 
 def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:
@@ -536,7 +528,7 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
     The body is never parsed: it streams through."""
     plan = request.app[LIVE].plan
     rest = request.match_info["tail"]
-    names = sorted(set(plan.models) | set(plan.aliases), key=len, reverse=True)
+    names = sorted(set(plan.models) | set(plan.aliases) | set(plan.virtual.routes), key=len, reverse=True)
     _, query = _raw_target(request)
     for name in names:
         if rest == name:

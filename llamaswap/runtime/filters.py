@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from email.message import Message
 from typing import Any
 
-from llamaswap.compiler.config import ModelConfig
+from llamaswap.compiler.config import Filters, ModelConfig
 
 PROTECTED = frozenset({"model"})
 
@@ -66,16 +66,24 @@ def set_path(body: dict, path: str, value: Any) -> None:
 
 
 def needs_rewrite(model: ModelConfig, requested: str) -> bool:
-    f = model.filters
-    return bool(model.use_model_name or f.stripped_keys() or f.set_params or requested in f.set_params_by_id)
+    return bool(model.use_model_name) or filters_apply(model.filters, requested)
+
+
+def filters_apply(f: Filters, requested: str) -> bool:
+    return bool(f.stripped_keys() or f.set_params or requested in f.set_params_by_id)
 
 
 def rewrite_body(body: dict, model: ModelConfig, requested: str) -> dict:
     """The body to send upstream (a new dict; `body` is not changed, nested objects neither)."""
+    return apply_filters(body, model.filters, requested, model.use_model_name)
+
+
+def apply_filters(body: dict, f: Filters, requested: str, use_model_name: str = "") -> dict:
+    """`body` rewritten by `f` (a model's or a peer's filters) for the `requested` name,
+    `model` first set to `use_model_name` if given (a new dict; `body` is not changed)."""
     out = copy.deepcopy(body)
-    if model.use_model_name:
-        out["model"] = model.use_model_name
-    f = model.filters
+    if use_model_name:
+        out["model"] = use_model_name
     for key in f.stripped_keys():
         if split_path(key)[0] not in PROTECTED:
             delete_path(out, key)

@@ -16,6 +16,8 @@ Upstream (per model `timeouts:`, llama-swap's keys):
 - connect 30 s; responseHeader 600 s when unset (llama-swap: 0, no limit); streamIdle 300 s
   (a llamaswap extension: the longest gap between two body bytes of a response);
   idleConn 90 s (idle pooled connections are closed); keepalive 30 s (TCP keep-alive idle).
+  A peer's `timeouts:` are the same keys with the same defaults, except responseHeader:
+  60 s when unset, as in llama-swap.
 
 Queue (`routing.scheduler.settings.fifo.queue_timeout`): 600 s from admission to grant.
 
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from llamaswap.compiler.config import Timeouts
 from llamaswap.compiler.plan import Plan
 
 T = TypeVar("T")
@@ -43,6 +46,7 @@ DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_MAX_CONNECTIONS = 2048
 DEFAULT_RESPONSE_HEADER_TIMEOUT = 600.0
 DEFAULT_STREAM_IDLE_TIMEOUT = 300.0
+PEER_RESPONSE_HEADER_TIMEOUT = 60.0
 DEFAULT_QUEUE_TIMEOUT = 600.0
 
 
@@ -107,10 +111,18 @@ def server_limits(plan: Plan) -> ServerLimits:
 def upstream_timeouts(plan: Plan, model: str) -> UpstreamTimeouts:
     c = plan.config
     assert c is not None
-    t = c.models[model].timeouts
+    return read_timeouts(c.models[model].timeouts, DEFAULT_RESPONSE_HEADER_TIMEOUT)
+
+
+def peer_timeouts(t: Timeouts) -> UpstreamTimeouts:
+    """A peer's timeouts: a model's defaults, but 60 s for the response head (llama-swap's)."""
+    return read_timeouts(t, PEER_RESPONSE_HEADER_TIMEOUT)
+
+
+def read_timeouts(t: Timeouts, response_header: float) -> UpstreamTimeouts:
     return UpstreamTimeouts(
         connect=_bound(t.connect, 30),
-        response_header=_bound(t.response_header, DEFAULT_RESPONSE_HEADER_TIMEOUT),
+        response_header=_bound(t.response_header, response_header),
         stream_idle=_bound(t.stream_idle, DEFAULT_STREAM_IDLE_TIMEOUT),
         idle_conn=_bound(t.idle_conn, 90),
         keepalive=_bound(t.keepalive, 30),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 import string
 import time
@@ -305,9 +306,9 @@ class UpstreamPool:
                 f"cannot connect to {self.host}:{self.port} within {timeout:g}s", "connect"
             ) from None
         except OSError as exc:
-            raise UpstreamConnectError(
-                f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
-            ) from exc
+            # asyncio words a refusal "Connect call failed (addr)"; say what the errno means.
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc) or type(exc).__name__
+            raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {reason}") from exc
         if keepalive:
             sock = transport.get_extra_info("socket")
             if sock is not None:

@@ -1,5 +1,5 @@
 """Selectors answer requests (pin, warm, spillover as llama-swap resolves them); a peer
-model, listed but not forwarded yet, answers with a clear error."""
+model whose server is down answers 502 with the reason."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_warm_prefers_ready_then_starting_then_the_first():
 
 
 @pytest.mark.e2e
-def test_selectors_answer_requests_and_peers_say_they_are_not_forwarded(tmp_path: Path):
+def test_selectors_answer_requests_and_a_down_peer_says_why(tmp_path: Path):
     config = {
         "healthCheckTimeout": 30,
         "startPort": free_port_block(2),
@@ -78,6 +78,6 @@ def test_selectors_answer_requests_and_peers_say_they_are_not_forwarded(tmp_path
         listed = {r["id"]: r for r in server.get("/v1/models").json()["data"]}
         assert listed["warm"]["status"] == {"value": "loaded"} and "box/far" in listed
         peer = server.chat("box/far")
-        assert peer.status == 502 and "does not forward to peers yet" in peer.json()["error"]["message"]
+        assert peer.status == 502 and "peer proxy error: peer box:" in peer.json()["error"]["message"]
     finally:
         assert server.terminate() == 0, server.log()
