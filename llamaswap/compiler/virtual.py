@@ -346,6 +346,16 @@ def _peers(root: YMap, ck: _Check, at: PathReporter) -> list[Peer]:
             continue
         filters = _peer_part(value, pid, "filters", Filters, ck, at)
         timeouts = _peer_part(value, pid, "timeouts", Timeouts, ck, at)
+        for name, seconds in timeouts.model_dump(by_alias=True).items():
+            if seconds is not None and seconds < 0:
+                at.error_at(
+                    "LS303",
+                    f"peers.{pid}.timeouts.{name} must be >= 0 seconds",
+                    ("peers", pid, "timeouts", name),
+                    hint="0 turns the timeout off",
+                )
+        ck.diags.extend(at.diagnostics)
+        at.diagnostics.clear()
         out.append(Peer(pid, proxy, api_key or "", tuple(dict.fromkeys(models)), filters, timeouts))
     return out
 

@@ -36,6 +36,12 @@ class Pair:
         assert resp.status == 200, resp
         return resp.json()
 
+    def a_total(self) -> int:
+        """How many requests A's upstream has served."""
+        resp = self.a.get("/upstream/m/debug/inflight", headers={"Authorization": f"Bearer {KEY_A}"})
+        assert resp.status == 200, resp
+        return resp.json()["total"]
+
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
@@ -57,6 +63,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             {
                 "healthCheckTimeout": 30,
                 "apiKeys": [KEY_B],
+                "server": {"maxBodyBytes": 65536},
                 "models": {"local": model(upstream_cmd("b-local"))},
                 "peers": {
                     "a": {
@@ -148,6 +155,17 @@ def test_a_peer_model_answers_with_the_peer_key_and_filters(pair: Pair):
     snap = pair.b.scheduler()
     assert "a/m" not in snap["models"] and "m" not in snap["models"] and not snap["queue"]
     assert pair.b.get("/api/decisions").json()["decisions"] == []
+
+
+def test_b_checks_its_own_key_and_body_limit_first(pair: Pair):
+    before = pair.a_total()
+    unauthorized = pair.b.post(
+        "/v1/chat/completions", {"model": "a/m"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert unauthorized.status == 401
+    too_big = pair.b.chat("a/m", content="x" * 70000)
+    assert too_big.status == 413, too_big
+    assert pair.a_total() == before  # neither reached A
 
 
 def test_the_peer_key_is_what_a_checks(pair: Pair):
