@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from llamaswap.compiler.plan import CompileOptions, Plan
+    from llamaswap.compiler.virtual import PeerRoute
     from llamaswap.runtime.reload import ConfigSource
 
 EXIT_OK = 0
@@ -214,6 +215,25 @@ def resolve_or_exit(plan: Plan, name: str, what: str) -> str:
     return real
 
 
+def peer_route(plan: Plan, name: str) -> PeerRoute | None:
+    """The peer route of `name` when it is no local model (local IDs and aliases win)."""
+    return plan.virtual.route(name) if plan.resolve_model(name) is None else None
+
+
+def explain_peer(plan: Plan, request: str, route: PeerRoute, fmt: str) -> None:
+    """`plan --request` for a peer model: where it goes; nothing local changes."""
+    from llamaswap.compiler.diagnostics import dumps
+
+    if fmt == "json":
+        out = {"request": request, "peer": route.peer.id, "proxy": route.peer.proxy, "model": route.model}
+        click.echo(dumps({**out, "evict": [], "swap": False}))
+        return
+    click.echo(
+        f"{request} is a peer model: forwarded to peer {route.peer.id} ({route.peer.proxy}) as "
+        f"{route.model!r}, with no swap here: the running models stay as they are."
+    )
+
+
 PLAN_ALL_MAX = 2_000_000  # decisions `plan --all` / `--diff` / the transitions view will list
 
 
@@ -344,6 +364,10 @@ def plan_cmd(
 
     if trace_file is not None:
         run_trace(plan, trace_file, load_times, default_load_time, max_wait, verbose, fmt, compare)
+        return
+
+    if request is not None and (peer := peer_route(plan, request.strip())) is not None:
+        explain_peer(plan, request.strip(), peer, fmt)
         return
 
     if request is not None:

@@ -69,3 +69,31 @@ def test_wrong_peer_filters_and_timeouts_are_located():
     assert at(quoted) == locate(text, '"30"') and quoted.hint == "remove the quotes around the number"
     negative = found["peers.box.timeouts.responseHeader"]
     assert negative.code == "LS303" and at(negative) == locate(text, "-1")
+
+
+def test_plan_request_for_a_peer_model_says_where_it_goes(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from llamaswap.cli import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text(PEERS)
+
+    def plan(*args: str):
+        r = CliRunner().invoke(cli, ["plan", str(path), *args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.stdout
+
+    text = plan("--request", "llama", "--running", "local")
+    assert text.startswith("llama is a peer model: forwarded to peer box (http://10.0.0.2:8080) as 'llama'")
+    assert json.loads(plan("--request", "box/llama", "--format", "json")) == {
+        "request": "box/llama",
+        "peer": "box",
+        "proxy": "http://10.0.0.2:8080",
+        "model": "llama",
+        "evict": [],
+        "swap": False,
+    }
+    assert "peer model" not in plan("--request", "local")  # a local name stays local
