@@ -57,6 +57,9 @@ class Decision:
     rule: str
     # Ranked alternatives (best first); only filled when the caller asks to explain.
     candidates: tuple[Candidate, ...] | None = None
+    # With resources (`placer.py`): the device names the target occupies (empty: it needs
+    # nothing). None when the config declares no resources or nobody placed it.
+    devices: tuple[str, ...] | None = None
 
     def to_json(self, request: str | None = None) -> dict:
         out: dict[str, Any] = {
@@ -71,6 +74,8 @@ class Decision:
         }
         if self.candidates is not None:
             out["candidates"] = [c.to_json() for c in self.candidates]
+        if self.devices is not None:
+            out["devices"] = list(self.devices)
         return out
 
 

@@ -22,6 +22,7 @@ speculative queries must stay silent; the runtime logs committed swaps.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from llamaswap.compiler.decision import (
     RULE_ALONE,
@@ -74,6 +75,8 @@ class MatrixPolicy(_Tabled):
         # affects speed). A plain dict: a hit costs one lookup, no LRU bookkeeping.
         self._memo: dict[tuple[str, tuple[str, ...]], Decision] = {}
         self.table = None
+        # With resources, the plan sets the Placer the scheduler asks (`placer.py`).
+        self.placer: Any = None
         self._in_some_set = 0
         for cs in self.solver.sets:
             self._in_some_set |= cs.support

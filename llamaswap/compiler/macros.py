@@ -15,7 +15,9 @@ every substituted value keeps its position. llama-swap's rules (reference §2, �
 4. `${PORT}`: models in sorted ID order; only a model whose cmd holds `${PORT}` takes a port,
    counting up from startPort. A hot reload pins ports (`keep_ports`, when startPort is the
    one they were allocated from): a pinned model keeps its port, the others count up past them. `${PORT}` in proxy without it in cmd is an error.
-5. Nothing of the form `${…}` may remain, except `${PID}` in cmdStop.
+5. Nothing of the form `${…}` may remain, except `${PID}` in cmdStop and, in a model that
+   declares `resources`, `${GPU}` / `${GPUS}` in cmd, cmdStop and env (substituted when the
+   model starts, with the devices it was placed on; a user macro of that name wins).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
 ANY_REF = re.compile(r"\$\{([^}]*)\}")
 MACRO_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 RESERVED = ("PID", "PORT", "MODEL_ID")
+# Left in place by the compiler and substituted at start time with the model's placement
+# (resources): `${GPU}` the first device's id, `${GPUS}` all of them, comma-separated.
+DEVICE_MACROS = ("GPU", "GPUS")
+DEVICE_FIELDS = ("cmd", "cmdStop", "env")
 DEFAULT_PROXY = "http://localhost:${PORT}"
 
 
@@ -339,6 +345,7 @@ class _Pass:
                         self.apply(s, port_macro)
 
             known = [name for name, _ in merged] + ["PORT"]
+            placed = model.key_node("resources") is not None
             for k, v in model.items:
                 if k.value == "macros":
                     continue
@@ -346,7 +353,12 @@ class _Pass:
                     if k.value == "proxy" and proxy_has_port and not cmd_has_port:
                         continue  # already reported (LS308)
                     self.leftovers(
-                        s, path, known, allow_pid=(k.value == "cmdStop"), port_allocated=cmd_has_port
+                        s,
+                        path,
+                        known,
+                        allow_pid=(k.value == "cmdStop"),
+                        port_allocated=cmd_has_port,
+                        devices=(placed, k.value in DEVICE_FIELDS),
                     )
         # Leftovers outside models (global macros only).
         known_global = [name for name, _ in global_macros]
@@ -378,6 +390,7 @@ class _Pass:
         allow_pid: bool,
         model_scope: bool = True,
         port_allocated: bool = True,
+        devices: tuple[bool, bool] = (False, False),  # (model declares resources, cmd/cmdStop/env)
     ) -> None:
         if not isinstance(s.value, str) or "${" not in s.value:
             return
@@ -385,6 +398,8 @@ class _Pass:
             name = m.group(1)
             if name == "PID" and allow_pid:
                 continue
+            if name in DEVICE_MACROS and model_scope and all(devices):
+                continue  # substituted when the model starts, with its placement
             if ENV_REF.fullmatch(m.group(0)):
                 continue  # an unusable environment variable, already reported (LS305)
             length = len(m.group(0))
@@ -419,6 +434,24 @@ class _Pass:
                     hint="${PID} is the upstream's process ID, known only when stopping it",
                     length=length,
                 )
+            elif name in DEVICE_MACROS:
+                if not model_scope:
+                    message = f"macro '${{{name}}}' is only available inside a model ({where})"
+                    hint = "it names the devices a model is placed on"
+                elif not devices[0]:
+                    message = (
+                        f"macro '${{{name}}}' in {where} has no value: the model declares no resources, "
+                        "so it is placed on no device"
+                    )
+                    hint = (
+                        "add resources: {vram: ...} to the model (and devices under the top-level resources)"
+                    )
+                else:
+                    message = (
+                        f"macro '${{{name}}}' is only available in cmd, cmdStop and env (found in {where})"
+                    )
+                    hint = "${GPU} and ${GPUS} are substituted when the model starts, in what starts it"
+                self.report.error("LS307", message, pos, at_path, hint=hint, length=length)
             elif name == "PORT" and model_scope and not port_allocated:
                 self.report.error(
                     "LS307",

@@ -25,6 +25,7 @@ from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET, SetEntry
 from llamaswap.compiler.group import Group
 from llamaswap.compiler.lints import lint_matrix
 from llamaswap.compiler.load import check_scheduling_policy, load_config
+from llamaswap.compiler.placer import Placer
 from llamaswap.compiler.resolve import resolve_matrix
 from llamaswap.compiler.resources import Resources, check_sets, derive_sets, load_resources
 from llamaswap.compiler.source import Pos, YMap
@@ -95,6 +96,11 @@ class Plan:
         if self.ok:
             # Through the module, so a test can take the table away.
             policy.table = precompute.build_table(policy, self.sets, self.options.precompute_budget)
+            if self.resources is not None and isinstance(policy, MatrixPolicy):
+                # Where a starting model goes (the scheduler asks it when it is there).
+                placer = Placer(self.resources, policy)
+                placer.precompute()
+                policy.placer = placer
         return policy
 
     # -- JSON ------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ exactly as before. The schema, kept small:
     matrix:
       sets: auto                   # derive the sets (or write them by hand: they are checked)
 
+A device may also name its `index`: what the process environment calls it
+(`CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`, `${GPU}`/`${GPUS}`): a number or an id such
+as a GPU UUID; without it, the device's position in `resources` (0, 1, …).
+
 Sizes: a number with a unit — KiB, MiB, GiB, TiB (1024-based), KB, MB, GB, TB (1000-based),
 B — or a bare number, meaning MiB. Any resource name may be used; a device without it holds
 none. In a model's `resources`, `split` (devices sharing the model evenly) and `devices`
@@ -42,6 +46,8 @@ from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq
 from llamaswap.compiler.suggest import closest, did_you_mean
 
 RESERVED = ("split", "devices")
+DEVICE_INDEX = "index"  # the one reserved key of a device
+_INDEX = re.compile(r"[A-Za-z0-9_.:-]+")
 UNITS: dict[str, int] = {
     "B": 1,
     "KiB": 1 << 10,
@@ -64,6 +70,7 @@ class Device:
     name: str
     budgets: Mapping[str, int]  # resource -> bytes
     pos: Pos
+    index: str = ""  # what CUDA_VISIBLE_DEVICES / ${GPU} name it: `index:`, else its position
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,10 @@ class Resources:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "devices": [{"name": d.name, "budgets": dict(sorted(d.budgets.items()))} for d in self.devices],
+            "devices": [
+                {"name": d.name, "index": d.index, "budgets": dict(sorted(d.budgets.items()))}
+                for d in self.devices
+            ],
             "models": {
                 m: {
                     "needs": dict(sorted(n.amounts.items())),
@@ -257,6 +267,7 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
             hint="e.g. resources: {gpu0: {vram: 24GiB}, gpu1: {vram: 24GiB}}",
         )
     else:
+        indices: dict[str, str] = {}  # device index -> device name
         for k, dv in block.items:
             name = str(k.value)
             path = f"resources.{name}"
@@ -279,12 +290,28 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
                     hint=hint,
                     length=length,
                 )
-            else:
+            dev_index = str(len(devices))
+            if isinstance(dv, YMap):
                 for rk, rv in dv.items:
+                    if rk.value == DEVICE_INDEX:
+                        got = _device_index(p, name, rv, f"{path}.{DEVICE_INDEX}")
+                        if got is not None:
+                            dev_index = got
+                        continue
                     amount = _size(p, rv, f"{path}.{rk.value}", f"device {name}: {rk.value}", round_up=False)
                     if amount is not None:
                         budgets[str(rk.value)] = amount
-            devices.append(Device(name, budgets, k.pos))
+            if dev_index in indices:
+                p.error(
+                    "LS318",
+                    f"device {name}: index {dev_index} is already device {indices[dev_index]}'s",
+                    k.pos,
+                    path,
+                    length=len(name),
+                    hint=f"give it its own index: {name}: {{..., index: N}}",
+                )
+            indices.setdefault(dev_index, name)
+            devices.append(Device(name, budgets, k.pos, dev_index))
     broken_devices = bool(p.diagnostics)
     device_names = [d.name for d in devices]
 
@@ -344,6 +371,25 @@ def load_resources(root: YNode | None, file: str) -> tuple[Resources | None, lis
                 hint="add resources: {vram: ...}, or resources: {} if it really needs none",
             )
     return res, p.diagnostics
+
+
+def _device_index(p: Reporter, name: str, node: YNode, path: str) -> str | None:
+    """A device's `index`: a whole number or an id (a GPU UUID) as CUDA_VISIBLE_DEVICES takes it."""
+    value = node.value if isinstance(node, YScalar) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and _INDEX.fullmatch(value):
+        return value
+    pos, length = _span(node)
+    p.error(
+        "LS318",
+        f"device {name}: index must be a device number or id, got {_shown(value if value is not None else node)}",
+        pos,
+        path,
+        length=length,
+        hint="e.g. index: 0, or index: GPU-5fd2a5c4 (what CUDA_VISIBLE_DEVICES names it)",
+    )
+    return None
 
 
 def _model_need(p: Reporter, model: str, v: YMap, device_names: list[str]) -> ModelNeed | None:

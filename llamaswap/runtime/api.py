@@ -5,7 +5,8 @@
 They read process and scheduler state for people and probes, never to decide anything;
 a consistent scheduler view is read inside the router's owner task (`Router.call`).
 
-Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds`;
+Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds` (and
+`devices` where the scheduler placed the model, with resources);
 `GET /api/scheduler` is a consistent snapshot of the scheduler (per-model state, in-flight,
 reserved and waiting counts, the queue, swaps in progress).
 """
@@ -81,6 +82,7 @@ async def running(request: web.Request) -> web.Response:
                 "description": m.description if m is not None else "",
                 "pid": proc.pid,
                 "state_seconds": round(now - proc.state_since, 3),
+                **({} if proc.placement is None else {"devices": list(proc.placement.devices)}),
                 **({} if m is not None else {"removed": True}),
             }
         )

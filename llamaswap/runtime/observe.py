@@ -68,6 +68,7 @@ class DecisionRecord:
             "rule": d.rule,
             "cost": d.cost,
             "target_set": list(d.target_set),
+            **({} if d.devices is None else {"devices": list(d.devices)}),
             "candidates": self.candidates,
             "waited": [round(w, 6) for w in s.requests_waited],
             "load_seconds": None if s.load_seconds is None else round(s.load_seconds, 6),

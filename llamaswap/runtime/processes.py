@@ -200,11 +200,45 @@ class StartError(Exception):
 # --- the supervisor ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DevicePlacement:
+    """Where the scheduler placed a model (resources): device names and the ids the process
+    environment names them by (`index:` in `resources`, else the device's position)."""
+
+    devices: tuple[str, ...]
+    ids: tuple[str, ...]
+
+
+VISIBLE_DEVICES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+
+
+def with_devices(text: str, placement: DevicePlacement | None) -> str:
+    """`${GPUS}` (every id, comma-separated) and `${GPU}` (the first) substituted; the
+    compiler allows them only in models with resources, so they always have a value here."""
+    if placement is None or "${GPU" not in text:
+        return text
+    ids = placement.ids
+    return text.replace("${GPUS}", ",".join(ids)).replace("${GPU}", ids[0] if ids else "")
+
+
+def device_environment(spec: ProcessSpec, placement: DevicePlacement | None) -> dict[str, str]:
+    """`CUDA_VISIBLE_DEVICES` and `HIP_VISIBLE_DEVICES` for a placed model, unless its cmd or
+    env names either (then the model chose its devices itself), or it is placed nowhere."""
+    if placement is None or not placement.ids:
+        return {}
+    mentioned = spec.cmd + "\n" + "\n".join(spec.env)
+    if any(name in mentioned for name in VISIBLE_DEVICES):
+        return {}
+    value = ",".join(placement.ids)
+    return {name: value for name in VISIBLE_DEVICES}
+
+
 @dataclass(eq=False, slots=True)
 class _Run:
     """One spawn attempt. Fields other than `exited`/`returncode` are set by the owner."""
 
     first_log_seq: int
+    placement: DevicePlacement | None = None  # its devices, fixed for the run
     proc: asyncio.subprocess.Process | None = None
     pid: int | None = None
     spawned_at: float = 0.0
@@ -224,6 +258,7 @@ class _Run:
 @dataclass(slots=True)
 class _EnsureReady:
     reply: asyncio.Future
+    placement: DevicePlacement | None = None
 
 
 @dataclass(slots=True)
@@ -347,6 +382,7 @@ class ModelProcess:
         self._failed_start: StartError | None = None  # given to the start waiters once stopped
         self._shutting_down = False
         self._next_spec: ProcessSpec | None = None  # a reload's spec, taken at the next stop
+        self._next_placement: DevicePlacement | None = None  # for the next start
 
     # -- read-only views (for /running, metrics, tests; never to decide a start or stop) --
 
@@ -378,9 +414,16 @@ class ModelProcess:
 
     # -- commands ------------------------------------------------------------------------
 
-    async def ensure_ready(self) -> None:
-        """Return once the upstream is ready, starting it if needed; raise StartError."""
-        await self._command(lambda fut: _EnsureReady(fut))
+    @property
+    def placement(self) -> DevicePlacement | None:
+        """The devices of the current run (resources), else None."""
+        run = self._run
+        return run.placement if run is not None else None
+
+    async def ensure_ready(self, placement: DevicePlacement | None = None) -> None:
+        """Return once the upstream is ready, starting it if needed (on `placement`'s devices,
+        when given); raise StartError."""
+        await self._command(lambda fut: _EnsureReady(fut, placement))
 
     async def stop(self, timeout: float | None = None, reason: str = "stop") -> None:
         """Stop gracefully, SIGKILL after `timeout` (default: the spec's unload timeout),
@@ -518,8 +561,10 @@ class ModelProcess:
                 self._fail([msg.reply], self._error("shutdown", "shutdown"))
             else:
                 self._restart_waiters.append(msg.reply)
+                self._next_placement = msg.placement
         else:  # STOPPED
             self._start_waiters.append(msg.reply)
+            self._next_placement = msg.placement
             self._begin_start()
 
     def _on_stop(self, msg: _Stop) -> None:
@@ -622,8 +667,9 @@ class ModelProcess:
     # transitions
 
     def _begin_start(self) -> None:
+        placement = self._next_placement
         try:
-            argv = split_command(self.spec.cmd)
+            argv = split_command(with_devices(self.spec.cmd, placement))
         except CommandError as exc:
             why = (
                 f"model {self.spec.model} has no cmd: there is nothing to start"
@@ -632,7 +678,7 @@ class ModelProcess:
             )
             self._fail(self._start_waiters, self._error(why, "command"))
             return
-        run = self._run = _Run(first_log_seq=self.log.next_seq)
+        run = self._run = _Run(first_log_seq=self.log.next_seq, placement=placement)
         self._set_state(ProcessState.STARTING, shlex.join(argv))
         self._helper(self._spawn_run(run, argv))
 
@@ -699,12 +745,13 @@ class ModelProcess:
 
     # -- helper tasks: they do I/O and report facts, never touching state ----------------
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, run: _Run) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(device_environment(self.spec, run.placement))
         for entry in self.spec.env:
             key, sep, value = entry.partition("=")
             if sep and key:
-                env[key] = value
+                env[key] = with_devices(value, run.placement)
             else:
                 logger.warning("%s: ignoring env entry %r (expected K=V)", self.spec.model, entry)
         return env
@@ -751,7 +798,7 @@ class ModelProcess:
             )
             return
         try:
-            proc, done, transport = await self._spawn(argv, self._environment())
+            proc, done, transport = await self._spawn(argv, self._environment(run))
         except OSError as exc:
             self._inbox.put_nowait(
                 _SpawnFailed(run, self._error(f"unable to start upstream command: {exc}", "spawn"))
@@ -848,9 +895,9 @@ class ModelProcess:
         return self._session
 
     async def _run_cmd_stop(self, run: _Run) -> None:
-        command = self.spec.cmd_stop.replace("${PID}", str(run.pid))
+        command = with_devices(self.spec.cmd_stop.replace("${PID}", str(run.pid)), run.placement)
         try:
-            proc, _, _ = await self._spawn(split_command(command), self._environment())
+            proc, _, _ = await self._spawn(split_command(command), self._environment(run))
         except (CommandError, OSError) as exc:
             logger.warning("%s: cmdStop failed (%s); sending SIGTERM", self.spec.model, exc)
             _killpg(run.pid, signal.SIGTERM)

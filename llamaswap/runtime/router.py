@@ -57,7 +57,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
-from llamaswap.runtime.processes import ModelProcess, ProcessSpec, ProcessState, StartError, StateChanged
+from llamaswap.runtime.processes import (
+    DevicePlacement,
+    ModelProcess,
+    ProcessSpec,
+    ProcessState,
+    StartError,
+    StateChanged,
+)
 from llamaswap.runtime.reconfigure import forced_eviction
 from llamaswap.runtime.scheduler import Admission, ModelState, Scheduler, SchedulerSettings, SchedulingPolicy
 
@@ -851,12 +858,22 @@ class Router:
         self._notify(self._observer.swap_started, record, requested)
         for evicted in decision.evict:
             self._notify(self._observer.evicted, evicted, "swap")
+        placement = None
+        placer = getattr(self.policy, "placer", None)
+        if placer is not None and decision.devices is not None:
+            placement = DevicePlacement(decision.devices, placer.device_ids(decision.devices))
         self._spawn(
-            self._swap(model, decision.evict, command.stop_timeout, record), f"llamaswap:swap:{model}"
+            self._swap(model, decision.evict, command.stop_timeout, record, placement),
+            f"llamaswap:swap:{model}",
         )
 
     async def _swap(
-        self, model: str, evict: tuple[str, ...], stop_timeout: float, record: SwapRecord
+        self,
+        model: str,
+        evict: tuple[str, ...],
+        stop_timeout: float,
+        record: SwapRecord,
+        placement: DevicePlacement | None = None,
     ) -> None:
         """Stop `evict`, make `model` ready, and report how it went; changes nothing itself
         (`record` only travels back in the report)."""
@@ -870,7 +887,7 @@ class Router:
                     if isinstance(res, BaseException) and not isinstance(res, StartError):
                         logger.error("stopping an evicted model failed: %r", res)
             load_started = self.now()
-            await self.processes[model].ensure_ready()
+            await self.processes[model].ensure_ready(placement)
             load_seconds = self.now() - load_started
         except StartError as exc:
             error = str(exc)

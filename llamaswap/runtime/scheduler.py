@@ -67,6 +67,15 @@ time). Protection is re-evaluated at the start and end of every input, including
 it starts exactly when `now >= arrived + max_wait`; `next_deadline()` says when that, or a
 TTL, is due. See docs/scheduler.md for the guarantee and its limits.
 
+Placement (resources, issue 17). When the eviction policy carries a `placer` (a plan with
+`resources:`), every decision is asked of it instead, with the devices of each running model
+(the *placed state*): it picks the combination, the device(s) for the target and any extra
+eviction together (`compiler/placer.py`), and `decision.devices` says where the target goes.
+The scheduler keeps each model's devices from the start of its swap until it is STOPPED, so
+models that are STARTING or STOPPING count against their devices, and two swaps started in
+parallel never share room: the second is placed beside the first. A scheduling policy that
+chooses victims chooses first; the placer then only adds the evictions its device needs.
+
 TTL. A READY model with no request queued, waiting or in flight, idle since `last_used +
 ttl`, is stopped on `tick` (reason "ttl", its unload timeout). Never while requests use it.
 
@@ -354,6 +363,9 @@ class Scheduler:
         scheduling: SchedulingPolicy | None = None,
     ) -> None:
         self._policy = policy
+        self._placer = getattr(policy, "placer", None)
+        # Devices of every model that is not STOPPED and was placed (resources only).
+        self._devices: dict[str, tuple[str, ...]] = {}
         self._scheduling: SchedulingPolicy = FifoPolicy() if scheduling is None else scheduling
         self._chooses = bool(getattr(self._scheduling, "chooses_victims", False))
         self._settings = settings
@@ -584,6 +596,7 @@ class Scheduler:
             if model in known and self._state[model] is not ModelState.STOPPED:
                 retire(model, "evict")
         self._policy = policy
+        self._placer = getattr(policy, "placer", None)  # running models keep their devices
         self._settings = settings
         self._name = getattr(policy, "engine", "scheduler")
         self._models = tuple(settings.models) + tuple(sorted(self._gone))
@@ -713,6 +726,10 @@ class Scheduler:
     def in_flight(self, model: str) -> int:
         return self._in_flight[model]
 
+    def devices(self, model: str) -> tuple[str, ...] | None:
+        """The devices `model` occupies while it is not STOPPED (resources only), else None."""
+        return self._devices.get(model)
+
     def reserved(self, model: str) -> int:
         """Admitted requests for `model` that are queued, waiting on a swap or in flight."""
         return self._reserved[model]
@@ -796,15 +813,25 @@ class Scheduler:
         return True
 
     def _decide(self, model: str, running: tuple[str, ...], now: float) -> Decision:
+        placer = self._placer
+        if placer is not None and not self._chooses:
+            return placer.decide(model, self._placed(running))
         decision = self._policy.decide(model, running)
         if self._chooses:
             decision = self._scheduling.choose(self._policy, decision, now)
+            if placer is not None:
+                decision = placer.place(decision, self._placed(running))
         return decision
 
     def _evict_for(self, model: str, running: tuple[str, ...], now: float) -> tuple[str, ...]:
-        if self._chooses:
+        if self._chooses or self._placer is not None:
             return self._decide(model, running, now).evict
         return self._policy.evict_for(model, running)
+
+    def _placed(self, running: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The running models with their devices, the placer's key."""
+        devices = self._devices
+        return tuple((m, devices.get(m, ())) for m in running)
 
     def _holding(self, model: str, decision: Decision, now: float) -> bool:
         """Does the scheduling policy keep this swap's (idle) victims a little longer?"""
@@ -880,6 +907,8 @@ class Scheduler:
             self._transition(victim, "evicted")
             self._stopper[victim] = swap
         self._transition(decision.target, "swap_started")
+        if decision.devices is not None:
+            self._devices[decision.target] = decision.devices
         self._effects.start_swap(decision.target, decision, self._settings.swap_stop_timeout)
         self._scheduling.on_swap_started(decision, now)
 
@@ -931,6 +960,8 @@ class Scheduler:
             return
         self._active[model] = _Swap(decision, [], now)
         self._transition(model, "swap_started")
+        if decision.devices is not None:
+            self._devices[model] = decision.devices
         self._scheduling.on_swap_started(decision, now)
         self._effects.start_swap(model, decision, self._settings.swap_stop_timeout)
 
@@ -969,11 +1000,13 @@ class Scheduler:
 
     def _transition(self, model: str, event: str) -> None:
         try:
-            self._state[model] = _TRANSITIONS[self._state[model], event]
+            new = self._state[model] = _TRANSITIONS[self._state[model], event]
         except KeyError:
             raise SchedulerError(
                 f"{model!r}: {event} is impossible in state {self._state[model].value}"
             ) from None
+        if new is ModelState.STOPPED:
+            self._devices.pop(model, None)  # its devices are free
 
     def _shutdown_message(self) -> str:
         return f"{self._name} is shutting down"

@@ -165,6 +165,7 @@ class _World:
         self.swaps = 0
         self.loads: dict[str, int] = {}
         self.evictions: dict[str, int] = {}
+        self.decisions: list[Decision] = []  # committed, in start order
         self.served_order: list[str] = []
         self.granted_at: dict[int, float] = {}
         self.finished_at: dict[int, float] = {}
@@ -177,6 +178,7 @@ class _World:
     # Effects
     def start_swap(self, model: str, decision: Decision, stop_timeout: float) -> None:
         self.swaps += 1
+        self.decisions.append(decision)
         self.loads[model] = self.loads.get(model, 0) + 1
         for victim in decision.evict:
             self.evictions[victim] = self.evictions.get(victim, 0) + 1
@@ -227,7 +229,7 @@ def simulate(
     `scheduling`: the scheduling policy (None: FIFO). Pass a fresh one per run: policies
     that learn keep what they saw.
     Returns {"requests", "swaps", "loads", "evictions", "served_order", "wait", "makespan",
-    "rejected"} (+ "per_request" when verbose); waits are over granted requests, makespan
+    "rejected"} (+ "per_request" and "decisions", the committed swaps, when verbose); waits are over granted requests, makespan
     runs from the first arrival to the last request finished.
     """
     requests = list(requests)
@@ -318,6 +320,17 @@ def _report(ordered: list[TraceRequest], world: _World, verbose: bool) -> dict:
                 entry["rejected"] = {"status": world.rejected[i][0], "message": world.rejected[i][1]}
             per_request.append(entry)
         out["per_request"] = per_request
+        # Every committed swap decision, in start order, as serve's decision records say them.
+        out["decisions"] = [
+            {
+                "model": d.target,
+                "running_before": list(d.running),
+                "evicted": list(d.evict),
+                "set": d.set,
+                **({} if d.devices is None else {"devices": list(d.devices)}),
+            }
+            for d in world.decisions
+        ]
     return out
 
 

@@ -24,6 +24,8 @@ Contract a test can rely on:
   `json`); every body is counted (`body_length`) and hashed (`body_sha256`).
 - `/debug/last-request`, `/debug/requests`, `/debug/inflight`, `/debug/info` never count as
   traffic and are never recorded; neither is `/health`.
+- `/debug/info` echoes `CUDA_VISIBLE_DEVICES` and `HIP_VISIBLE_DEVICES` as its environment
+  had them (`visible_devices`; null when unset), so a test can see where it was placed.
 - Times in `/debug/info` are `time.monotonic()` values, which on Linux share one clock across
   processes, so a test can compare them with its own.
 - SIGTERM/SIGINT: clean exit 0. `exit_after`: abrupt exit with CRASH_EXIT_CODE.
@@ -58,6 +60,7 @@ SHUTDOWN_GRACE = 0.25
 REQUEST_HISTORY = 100
 RECORD_BODY = 1 << 20  # bodies up to this size are kept whole (handlers and the record)
 EMBEDDING_DIM = 8
+VISIBLE_DEVICES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")  # echoed by /debug/info
 
 _NOT_RECORDED = ("/health", "/debug/")
 _WORD = re.compile(r"\S+\s*")
@@ -499,6 +502,8 @@ async def debug_info(request: web.Request) -> web.Response:
             "inflight": st.inflight,
             "total": st.total,
             "cancelled": st.cancelled,
+            # The devices its environment lets it see (resources: llamaswap sets them).
+            "visible_devices": {name: os.environ.get(name) for name in VISIBLE_DEVICES},
         }
     )
 

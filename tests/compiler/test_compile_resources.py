@@ -254,3 +254,95 @@ def test_models_needing_nothing_join_every_derived_set():
 def test_derivation_is_deterministic():
     first = compile_yaml(BOX + "  sets: auto\n", dedent=False).compile_json()
     assert all(compile_yaml(BOX + "  sets: auto\n", dedent=False).compile_json() == first for _ in range(3))
+
+
+# -- Place: device ids and the ${GPU} / ${GPUS} macros ------------------------------------------
+
+
+def test_device_index_defaults_to_position_and_may_be_a_number_or_an_id():
+    text = """\
+    resources:
+      gpu0: {vram: 24GiB}
+      gpu1: {vram: 24GiB, index: GPU-5fd2a5c4}
+      gpu2: {vram: 24GiB, index: 7}
+    models:
+      a: {cmd: "x --port ${PORT}", resources: {vram: 1GiB}}
+    matrix:
+      sets: auto
+    """
+    plan = compile_yaml(text)
+    assert plan.ok, codes(plan)
+    assert [d.index for d in plan.resources.devices] == ["0", "GPU-5fd2a5c4", "7"]
+    assert plan.resources.devices[1].budgets == {"vram": 24 * GiB}  # index is no resource
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ("[0]", "device gpu1: index must be a device number or id, got a list"),
+        ("-1", "device gpu1: index must be a device number or id, got -1"),
+        ("0", "device gpu1: index 0 is already device gpu0's"),
+    ],
+)
+def test_a_bad_or_repeated_device_index_is_a_located_error(index, message):
+    text = f"""\
+    resources:
+      gpu0: {{vram: 24GiB}}
+      gpu1: {{vram: 24GiB, index: {index}}}
+    models:
+      a: {{cmd: "x --port ${{PORT}}", resources: {{vram: 1GiB}}}}
+    matrix:
+      sets: auto
+    """
+    d = one(compile_yaml(text), "LS318")
+    assert d.message == message
+    assert d.hint
+
+
+def test_gpu_macros_stay_for_start_time_in_models_with_resources():
+    text = """\
+    resources:
+      gpu0: {vram: 24GiB}
+    models:
+      a:
+        cmd: "x --port ${PORT} --device ${GPU}"
+        cmdStop: "stop ${PID} ${GPUS}"
+        env: ["MY_GPUS=${GPUS}"]
+        resources: {vram: 1GiB}
+    matrix:
+      sets: auto
+    """
+    plan = compile_yaml(text)
+    assert plan.ok, codes(plan)
+    model = plan.config.models["a"]
+    assert model.cmd.endswith("--device ${GPU}")
+    assert tuple(model.env) == ("MY_GPUS=${GPUS}",)
+
+
+def test_gpu_macro_in_a_model_without_resources_is_a_located_error():
+    text = """\
+    resources:
+      gpu0: {vram: 24GiB}
+    models:
+      a: {cmd: "x --port ${PORT}", resources: {vram: 1GiB}}
+      b: {cmd: "x --port ${PORT} --device ${GPU}"}
+    matrix:
+      sets: auto
+    """
+    d = one(compile_yaml(text), "LS307")
+    assert "the model declares no resources" in d.message
+    assert (d.line, d.column) == locate(text, "${GPU}")
+    assert "resources" in d.hint
+
+
+def test_gpu_macro_outside_cmd_and_env_is_a_located_error():
+    text = """\
+    resources:
+      gpu0: {vram: 24GiB}
+    models:
+      a: {cmd: "x --port ${PORT}", proxy: "http://h${GPU}:${PORT}", resources: {vram: 1GiB}}
+    matrix:
+      sets: auto
+    """
+    d = one(compile_yaml(text), "LS307")
+    assert d.message == "macro '${GPU}' is only available in cmd, cmdStop and env (found in models.a.proxy)"

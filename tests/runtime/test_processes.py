@@ -548,3 +548,21 @@ def test_an_owner_cancelled_without_shutdown_still_kills_its_upstream():
 
     pid = run(scenario())  # the runner cancels the owner task when it closes the loop
     wait_until(lambda: not pid_alive(pid), 5, message="upstream gone")
+
+
+# -- placement (resources): ${GPU}/${GPUS} and the visible-devices variables -------------------
+
+
+def test_device_macros_and_visible_devices_come_from_the_placement():
+    from llamaswap.runtime.processes import DevicePlacement, device_environment, with_devices
+
+    two = DevicePlacement(("gpu0", "gpu1"), ("0", "3"))
+    assert with_devices("srv --main-gpu ${GPU} --gpus ${GPUS}", two) == "srv --main-gpu 0 --gpus 0,3"
+    assert with_devices("srv ${GPU}", None) == "srv ${GPU}"
+    spec = ProcessSpec(model="m", cmd="srv", proxy="http://127.0.0.1:1")
+    assert device_environment(spec, two) == {"CUDA_VISIBLE_DEVICES": "0,3", "HIP_VISIBLE_DEVICES": "0,3"}
+    assert device_environment(spec, None) == {}
+    assert device_environment(spec, DevicePlacement((), ())) == {}  # placed nowhere: untouched
+    own_env = ProcessSpec(model="m", cmd="srv", proxy="http://127.0.0.1:1", env=("HIP_VISIBLE_DEVICES=1",))
+    own_cmd = ProcessSpec(model="m", cmd="env CUDA_VISIBLE_DEVICES=2 srv", proxy="http://127.0.0.1:1")
+    assert device_environment(own_env, two) == {} and device_environment(own_cmd, two) == {}
