@@ -13,6 +13,9 @@ deriving. Issue 17's target: 30 models on 4 devices derive in under 1 s. Shapes 
 - box-2x24: samples/valid/resources-two-gpus.yaml.
 - check-30: the pinned-30 models with 60 hand-written sets, every combination checked.
 
+Then the placement lookup: `Placer.decide(target, placed state)` on box-2x24's precomputed
+table, ns per decision (min over short batches of the mean, as bench/decide.py).
+
 Columns: wall-clock median and minimum, and the median CPU time of the process
 (`time.process_time`). On a shared machine the wall clock includes waiting for a core; as in
 bench/decide.py the verdict takes the minimum (the least-contended run), and the CPU time
@@ -118,6 +121,27 @@ def measure(name: str, text: str, budget: float) -> dict[str, Any]:
     }
 
 
+def placement_lookup(text: str, batches: int = 200, batch: int = 200) -> dict[str, Any]:
+    """ns per `Placer.decide` over the precomputed table's own keys (shuffled, deterministic),
+    as the minimum over short batches of the mean per call (like bench/decide.py)."""
+    import random
+
+    from llamaswap.compiler.plan import compile_text
+
+    placer = compile_text(text, "box").policy.placer
+    keys = [(t, st) for t, row in placer._rows.items() for st in row]
+    random.Random(17).shuffle(keys)
+    keys = (keys * (batch // max(1, len(keys)) + 1))[:batch]
+    decide = placer.decide
+    means = []
+    for _ in range(batches):
+        t0 = time.perf_counter_ns()
+        for target, state in keys:
+            decide(target, state)
+        means.append((time.perf_counter_ns() - t0) / len(keys))
+    return {"entries": placer.precomputed, "min_ns": min(means), "median_ns": common.median(means)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -165,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
             table,
         )
     )
-    common.write_result("resources", {"target_s": TARGET_S, "shapes": rows})
+    lookup = placement_lookup(box, batches=50 if args.quick else 200)
+    print(
+        f"\nplacement lookup (box-2x24, {lookup['entries']} precomputed entries): "
+        f"{lookup['min_ns']:.0f} ns min, {lookup['median_ns']:.0f} ns median per decision "
+        f"({verdict(lookup['min_ns'] <= 1000)} against 1 us)"
+    )
+    common.write_result("resources", {"target_s": TARGET_S, "shapes": rows, "placement_lookup": lookup})
     return 0
 
 

@@ -605,11 +605,12 @@ GRAPH_SUFFIXES = {
 @config_argument
 @click.option(
     "--view",
-    type=click.Choice(["coexist", "refs", "sets", "transitions"]),
+    type=click.Choice(["coexist", "refs", "sets", "transitions", "devices"]),
     required=True,
-    help="coexist: which models may run together; refs: sets and their +refs (groups and members); "
-    "sets: the maximal combinations; transitions: running states and the requests that move "
-    "between them.",
+    help="coexist: which models may run together (coloured by device, with resources); refs: sets "
+    "and their +refs (groups and members); sets: the maximal combinations; transitions: running "
+    "states and the requests that move between them; devices: each combination's placement as "
+    "per-device bars (resources).",
 )
 @format_option(
     GRAPH_FORMATS,

@@ -15,6 +15,11 @@ Views (`build_graph(plan, view, focus=...)`):
   combinations, so it is one node (count, DSL) with an edge to each model it may hold, and
   an expanded combination that a symbolic set can hold is shown through that set. Groups:
   the maximal reachable running states.
+- `devices` (resources only; no edges): one node per combination of the set table (a derived
+  set is one), its placement drawn as per-device bars: `bars` lists, per device and
+  resource with a budget, the budget and each model's share in the placement found for the
+  combination. The renderers draw the bars (DOT: an HTML table, cell widths by share) or
+  list them.
 - `transitions` (directed multigraph): reachable running states, and for every precomputed
   decision that changes the state an edge `running -> running - evict + target`, keyed and
   labelled by the requested model, and labelled with the evictions. A decision that leaves
@@ -22,8 +27,12 @@ Views (`build_graph(plan, view, focus=...)`):
   would be a self-loop for every model on every state. (A group decision may evict beside
   a model that already runs: that one is drawn.)
 
+With resources, model nodes carry `devices` (the devices the model may occupy), `placed`
+("split", "pinned", "any" or "none") and `colors` (each of those devices' colour), and the
+graph a `legend` (device -> colour); `coexist` colours its models by device with them.
+
 Every view holds every model (so models in no set show up standing apart), except
-`transitions`. `focus` keeps one model's part of a view (`focus_graph`).
+`transitions` and `devices`. `focus` keeps one model's part of a view (`focus_graph`).
 
 Conventions every renderer relies on: node IDs are strings, prefixed by kind where kinds
 mix (`model:`, `set:`, `group:`, `combo:`, `state:`); every node has `kind` and `label`
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -46,12 +56,15 @@ from llamaswap.compiler.decision import State
 from llamaswap.compiler.expand import COUNT_CAP
 from llamaswap.compiler.reachable import enumerate_states
 from llamaswap.compiler.resolve import SetDef, support
+from llamaswap.compiler.resources import format_size
 from llamaswap.compiler.solve import SymbolicSolver
 
 if TYPE_CHECKING:
     from llamaswap.compiler.plan import Plan
 
-VIEWS = ("coexist", "refs", "sets", "transitions")
+VIEWS = ("coexist", "refs", "sets", "transitions", "devices")
+# Device colours (Okabe-Ito, colour-blind safe), by device order; they repeat past eight.
+DEVICE_COLORS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 # Past these sizes a drawing (dot, mermaid, svg, png) is unreadable, and Graphviz takes
 # tens of seconds to lay it out (a 50-state, 600-edge transitions graph: about 20 s).
 DRAW_MAX_NODES = 200
@@ -127,6 +140,8 @@ def build_graph(
         g = sets_graph(plan)
     elif view == "transitions":
         g = transitions_graph(plan, states)
+    elif view == "devices":
+        g = devices_graph(plan)
     else:
         raise ValueError(f"unknown view {view!r}")
     if focus is not None:
@@ -138,7 +153,35 @@ def _new_graph(plan: Plan, view: str, directed: bool, notes: list[str], multi: b
     g = (nx.MultiDiGraph() if multi else nx.DiGraph()) if directed else nx.Graph()
     name = plan.file.replace("\\", "/").rsplit("/", 1)[-1]
     g.graph.update(view=view, engine=plan.engine, config=name, notes=notes)
+    if plan.resources is not None:
+        g.graph["legend"] = device_colors(plan)
     return g
+
+
+def device_colors(plan: Plan) -> dict[str, str]:
+    """Device name -> its colour, in device order."""
+    assert plan.resources is not None
+    return {d.name: DEVICE_COLORS[i % len(DEVICE_COLORS)] for i, d in enumerate(plan.resources.devices)}
+
+
+def _placement_attrs(plan: Plan, m: str) -> dict[str, Any]:
+    """Where a model may go (resources): its devices, how, their colours, a label line."""
+    res = plan.resources
+    assert res is not None
+    colors = device_colors(plan)
+    need = res.needs.get(m)
+    every = [d.name for d in res.devices]
+    if need is None or not any(need.amounts.values()):
+        devices, placed, line = [], "none", "needs no device"
+    elif need.split:
+        devices, placed = list(need.split), "split"
+        line = "split " + "+".join(devices)
+    elif need.devices and len(need.devices) < len(every):
+        devices, placed = list(need.devices), "pinned"
+        line = "on " + " or ".join(devices)
+    else:
+        devices, placed, line = every, "any", "any device"
+    return {"devices": devices, "placed": placed, "colors": [colors[d] for d in devices], "_line": line}
 
 
 def _add_models(g: nx.Graph, plan: Plan) -> None:
@@ -155,6 +198,10 @@ def _add_models(g: nx.Graph, plan: Plan) -> None:
         else:
             attrs["group"] = group_of.get(m)
             attrs["label"] = f"{m}\ngroup {group_of.get(m)}"
+        if plan.resources is not None:
+            placed = _placement_attrs(plan, m)
+            attrs["label"] += "\n" + placed.pop("_line")
+            attrs.update(placed)
         g.add_node(model_id(m), **attrs)
 
 
@@ -558,6 +605,80 @@ def transitions_graph(plan: Plan, states: Sequence[State] | None = None) -> nx.M
     return g
 
 
+# -- devices -----------------------------------------------------------------------------------
+
+
+def devices_graph(plan: Plan) -> nx.Graph:
+    """Each combination of the set table with its placement as per-device bars."""
+    res = plan.resources
+    if res is None:
+        raise GraphError(
+            "the devices view needs resources, and the config declares none",
+            hint="declare devices (resources: {gpu0: {vram: 24GiB}}) and each model's resources",
+        )
+    notes = ["bars: each device's budget per resource, and each model's share of it"]
+    if any(s.combinations is None for s in plan.sets):
+        notes.append("symbolic sets list no combinations, so they have no bars")
+    g = _new_graph(plan, "devices", directed=False, notes=notes)
+    colors = device_colors(plan)
+    seen: set[str] = set()
+    for s in plan.sets:
+        combos = s.combinations or ()
+        for i, combo in enumerate(combos):
+            node = combo_id(combo)
+            if node in seen:
+                continue  # the same combination from an earlier set
+            seen.add(node)
+            placement = res.placement(combo)
+            name = s.name if len(combos) == 1 else f"{s.name} #{i + 1}"
+            bars = []
+            lines = [f"{name}: {', '.join(combo)}"]
+            for dev in res.usage(placement or {}):
+                for r, use in dev["use"].items():
+                    if not use["budget"]:
+                        continue
+                    segments = [
+                        {"model": m, "amount": _share(res, m, r)} for m in dev["models"] if _share(res, m, r)
+                    ]
+                    bars.append(
+                        {
+                            "device": dev["device"],
+                            "resource": r,
+                            "budget": use["budget"],
+                            "used": use["used"],
+                            "color": colors[dev["device"]],
+                            "segments": segments,
+                        }
+                    )
+                    held = ", ".join(f"{x['model']} {format_size(x['amount'])}" for x in segments)
+                    lines.append(
+                        f"{dev['device']} {r} {format_size(use['used'])}/{format_size(use['budget'])}"
+                        + (f": {held}" if held else "")
+                    )
+            g.add_node(
+                node,
+                kind="placement",
+                set=s.name,
+                models=list(combo),
+                fits=placement is not None,
+                bars=bars,
+                label="\n".join(lines),
+            )
+    return g
+
+
+def _share(res: Any, model: str, resource: str) -> int | float:
+    """What one device carries of `model`'s need of `resource` (bytes)."""
+    need = res.needs.get(model)
+    if need is None:
+        return 0
+    amount = need.amounts.get(resource, 0)
+    if need.split:
+        q = Fraction(amount, len(need.split))
+        return q.numerator if q.denominator == 1 else float(q)
+    return amount
+
+
 # -- focus -------------------------------------------------------------------------------------
 
 
@@ -566,8 +687,8 @@ def focus_graph(g: nx.Graph, model: str) -> nx.Graph:
 
     coexist: the model, its neighbours and its edges. refs: the model and every set (or
     group) that holds it, directly or through refs, with the edges among them. sets: the
-    combinations and symbolic sets that hold it, with their models. transitions: see
-    `focus_transitions`."""
+    combinations and symbolic sets that hold it, with their models. devices: the
+    combinations that hold it. transitions: see `focus_transitions`."""
     view = g.graph["view"]
     if view == "transitions":
         return focus_transitions(g, model)
@@ -583,6 +704,9 @@ def focus_graph(g: nx.Graph, model: str) -> nx.Graph:
         heads = list(g.predecessors(mid))
         keep = set(heads) | {m for h in heads for m in g.successors(h)} | {mid}
         keep_edges = [(u, v) for u, v in g.edges if u in heads]
+    elif view == "devices":
+        keep = {n for n, d in g.nodes(data=True) if model in d["models"]}
+        keep_edges = []
     else:
         raise ValueError(f"unknown view {view!r}")
     out = _like(g, model)

@@ -14,6 +14,8 @@ from typing import Any
 
 import networkx as nx
 
+from llamaswap.compiler.resources import format_size
+
 FORMATS = ("dot", "mermaid", "json", "text")
 # Graphviz's dot lays an edge label out as a node of its own, which is what makes dense
 # graphs slow (a 226-edge state graph: 9 s with labels, 0.5 s without). Past this many
@@ -79,14 +81,31 @@ def render_dot(g: nx.Graph) -> str:
     # dot's layered layout suits the DAGs and state graphs; an undirected graph can be dense
     # (40 models, 700 pairs), which dot takes minutes to lay out and neato a fraction of a second.
     layout = "rankdir=LR" if directed else "layout=neato, overlap=false"
+    if g.graph["view"] == "devices":
+        layout = "rankdir=TB"  # bars stacked, no edges to lay out
+    legend = g.graph.get("legend")
+    colored = bool(legend) and any(d.get("colors") for _, d in g.nodes(data=True))
+    heading = title(g)
+    if colored:
+        names = ", ".join(f"{device} {COLOR_NAMES.get(color, color)}" for device, color in legend.items())
+        heading += f"\ndevice colours: {names} (a model that may use several devices: a wedge each)"
     lines = [
         f"{'digraph' if directed else 'graph'} {dot_quote(g.graph['view'])} {{",
-        f"  graph [label={dot_quote(title(g))}, labelloc=t, {layout}];",
+        f"  graph [label={dot_quote(heading)}, labelloc=t, {layout}];",
     ]
     for n, d in g.nodes(data=True):
+        if d.get("bars") is not None:
+            lines.append(f"  {dot_quote(n)} [label=<{_dot_bars(d)}>, shape=plain];")
+            continue
         attrs = [f"label={dot_quote(d['label'])}", _DOT_SHAPES.get(d["kind"], "shape=box")]
-        if d.get("alone"):
-            attrs.append("style=dashed")
+        styles = ["dashed"] if d.get("alone") else []
+        colors = d.get("colors") if colored else None
+        if colors:
+            # One device: filled with its colour; several: a wedge each (split or a choice).
+            styles.append("filled" if len(colors) == 1 else "wedged")
+            attrs.append(f"fillcolor={dot_quote(':'.join(colors))}")
+        if styles:
+            attrs.append(f"style={dot_quote(','.join(styles)) if len(styles) > 1 else styles[0]}")
         lines.append(f"  {dot_quote(n)} [{', '.join(attrs)}];")
     label = "label" if g.number_of_edges() <= DOT_EDGE_LABELS_MAX else "xlabel"
     for u, v, d in g.edges(data=True):
@@ -99,6 +118,57 @@ def render_dot(g: nx.Graph) -> str:
         lines.append(f"  {dot_quote(u)} {arrow} {dot_quote(v)}{tail};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+BAR_WIDTH = 240  # points for a whole budget in the devices view's bars
+CHAR_WIDTH = 7  # about what one character takes in a bar cell (a name shows where it fits)
+# graph.DEVICE_COLORS by name, for the legend in a drawing's title.
+COLOR_NAMES = {
+    "#E69F00": "orange",
+    "#56B4E9": "sky blue",
+    "#009E73": "green",
+    "#F0E442": "yellow",
+    "#0072B2": "blue",
+    "#D55E00": "vermillion",
+    "#CC79A7": "purple",
+    "#999999": "grey",
+}
+
+
+def html_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _dot_bars(d: dict) -> str:
+    """An HTML-like label: the combination's name, then one bar per device and resource, a
+    cell per model as wide as its share of the budget, and the free rest."""
+    head, *_ = d["label"].split("\n")
+    rows = [f'<TR><TD COLSPAN="3" ALIGN="LEFT"><B>{html_text(head)}</B></TD></TR>']
+    for bar in d["bars"]:
+        budget = bar["budget"] or 1
+        cells = []
+        used_width = 0
+        for seg in bar["segments"]:
+            w = max(1, round(BAR_WIDTH * seg["amount"] / budget))
+            used_width += w
+            name = seg["model"] if w >= CHAR_WIDTH * (len(seg["model"]) + 1) else " "
+            cells.append(
+                f'<TD WIDTH="{w}" BGCOLOR="{bar["color"]}" FIXEDSIZE="TRUE" HEIGHT="18" '
+                f'TOOLTIP="{html_text(seg["model"])}">{html_text(name)}</TD>'
+            )
+        free = BAR_WIDTH - used_width
+        if free > 0:
+            cells.append(f'<TD WIDTH="{free}" FIXEDSIZE="TRUE" HEIGHT="18"> </TD>')
+        inner = f'<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0"><TR>{"".join(cells)}</TR></TABLE>'
+        label = html_text(f"{bar['device']} {bar['resource']}")
+        rows.append(
+            f'<TR><TD ALIGN="LEFT">{label}</TD><TD>{inner}</TD><TD ALIGN="LEFT">{_used(bar)}</TD></TR>'
+        )
+    return f'<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="4">{"".join(rows)}</TABLE>'
+
+
+def _used(bar: dict) -> str:
+    return html_text(f"{format_size(bar['used'])}/{format_size(bar['budget'])}")
 
 
 # -- Mermaid -----------------------------------------------------------------------------------
@@ -129,6 +199,16 @@ def render_mermaid(g: nx.Graph) -> str:
     if dashed:
         lines.append("  classDef dashed stroke-dasharray: 5 5")
         lines.append(f"  class {','.join(dashed)} dashed")
+    legend = g.graph.get("legend") or {}
+    # Models on one device take its colour (Mermaid has no wedges for several).
+    by_device: dict[str, list[str]] = {}
+    for n, d in g.nodes(data=True):
+        if len(d.get("devices") or ()) == 1 and d["devices"][0] in legend:
+            by_device.setdefault(d["devices"][0], []).append(ids[n])
+    for i, (device, color) in enumerate(legend.items()):
+        if device in by_device:
+            lines.append(f"  classDef device{i} fill:{color}")
+            lines.append(f"  class {','.join(by_device[device])} device{i}")
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +254,10 @@ def render_text(g: nx.Graph) -> str:
     directed = g.is_directed()
     apart: list[str] = []
     for n, d in g.nodes(data=True):
+        if d.get("bars") is not None:  # the devices view: a block per combination
+            head, *rest = d["label"].split("\n")
+            lines += ["", head, *[f"  {line}" for line in rest]]
+            continue
         out = list(g.out_edges(n, data=True)) if directed else list(g.edges(n, data=True))
         if not out:
             if g.degree(n) == 0:

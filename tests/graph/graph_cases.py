@@ -56,6 +56,10 @@ def cases() -> list[Case]:
 
 
 CASES = cases()
+# The devices view needs resources: drawn for the samples that declare them.
+DEVICE_CASES = [c for c in CASES if c.name.startswith("samples/resources-")]
+# Every (case, view) with goldens.
+CASE_VIEWS = [(c, v) for c in CASES for v in VIEWS] + [(c, "devices") for c in DEVICE_CASES]
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 from golden_helper import assert_golden, stale_goldens, updating
-from graph_cases import CASES, GOLDEN, TEXT_FORMATS, VIEWS, outcome, run_graph
+from graph_cases import CASE_VIEWS, GOLDEN, TEXT_FORMATS, outcome, run_graph
 
 
 @pytest.mark.parametrize("fmt", TEXT_FORMATS)
-@pytest.mark.parametrize("view", VIEWS)
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case, view", CASE_VIEWS, ids=lambda x: str(x))
 def test_golden(case, view, fmt):
     suffix, text = outcome(run_graph(case, view, fmt))
     path = case.golden(view, fmt)
@@ -26,8 +25,7 @@ def test_golden(case, view, fmt):
 def test_no_orphan_goldens():
     expected = {
         c.golden(v, f).with_name(c.golden(v, f).name + s)
-        for c in CASES
-        for v in VIEWS
+        for c, v in CASE_VIEWS
         for f in TEXT_FORMATS
         for s in ("", ".err")
     }

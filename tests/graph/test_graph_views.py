@@ -265,3 +265,43 @@ def test_counts_saturate_like_the_set_table():
     weights = _weights(g)
     assert weights[("a", "b")] == COUNT_CAP
     assert g.edges[model_id("a"), model_id("b")]["label"] == f"at least {COUNT_CAP:,}"
+
+
+# -- resources: device colours and the devices view ---------------------------------------------
+
+
+def test_devices_view_bars_are_the_placement_of_each_combination():
+    case = _case("samples/resources-two-gpus")
+    plan = compile_config(str(case.config))
+    g = build_graph(plan, "devices")
+    assert g.number_of_edges() == 0
+    for _, d in g.nodes(data=True):
+        placement = plan.resources.placement(d["models"])
+        assert d["fits"] and placement is not None
+        for bar in d["bars"]:
+            on = [m for m, devs in placement.items() if bar["device"] in devs]
+            assert [s["model"] for s in bar["segments"]] == on
+            assert sum(s["amount"] for s in bar["segments"]) == bar["used"] <= bar["budget"]
+    focused = build_graph(plan, "devices", focus="llama-70b")
+    assert [d["models"] for _, d in focused.nodes(data=True)] == [["embed", "llama-70b", "whisper"]]
+
+
+def test_coexist_colours_models_by_their_devices():
+    case = _case("samples/resources-two-gpus")
+    g = build_graph(compile_config(str(case.config)), "coexist")
+    legend = g.graph["legend"]
+    assert list(legend) == ["gpu0", "gpu1"]
+    embed, big = g.nodes[model_id("embed")], g.nodes[model_id("llama-70b")]
+    assert (embed["placed"], embed["colors"]) == ("pinned", [legend["gpu1"]])
+    assert (big["placed"], big["colors"]) == ("split", [legend["gpu0"], legend["gpu1"]])
+    dot = run_graph(case, "coexist", "dot").stdout
+    assert (
+        f'"model:embed" [label="embed\\nevict cost 1\\non gpu1", shape=ellipse, fillcolor="{legend["gpu1"]}"'
+        in dot
+    )
+
+
+def test_devices_view_without_resources_is_an_error():
+    run = run_graph(_case("configs/matrix"), "devices", "text")
+    assert run.code != 0
+    assert "the devices view needs resources" in run.stderr
