@@ -23,8 +23,10 @@ evictions and its cost the total, with `devices`: the device names the target oc
 (empty for a model that needs nothing). A target already running keeps its devices.
 
 Pure and deterministic: a function of (target, placed state). `precompute` fills a table for
-every placed state reachable from nothing through the placer's own answers, within a budget;
-past it answers are memoised (bounded). Only for the matrix engine, and only for a plan that
+every placed state reachable from nothing through the placer's own answers, within a budget
+(none when the policy has no decision table, or the sets are so many that the table would
+take long to fill); past it answers are computed once and memoised (bounded): a new placed
+state costs one explained decision (milliseconds with thousands of sets), a known one a lookup. Only for the matrix engine, and only for a plan that
 compiled without errors (every combination fits, every model fits alone).
 """
 
@@ -44,6 +46,9 @@ from llamaswap.compiler.resources import Resources
 PlacedState = tuple[tuple[str, tuple[str, ...]], ...]
 
 DEFAULT_BUDGET = 5_000  # (placed state, target) entries precomputed
+# Each entry asks the policy to explain (every set's best combination: about 2 us a set), so
+# the budget shrinks with the sets: entries x sets stays under this (about 0.2 s).
+WORK_BUDGET = 100_000
 MEMO_SIZE = 4096
 MAX_BLOCKERS = 12  # models sharing the target's devices searched exhaustively (2^n subsets)
 
@@ -99,7 +104,11 @@ class Placer:
     # -- precompute --------------------------------------------------------------------------
     def precompute(self, budget: int = DEFAULT_BUDGET) -> bool:
         """Answer every (placed state, target) reachable from nothing, when there are at most
-        `budget` of them; False (and no table) past it."""
+        `budget` of them (fewer with many sets, see WORK_BUDGET); False (and no table) past
+        it, or when the policy has no decision table itself (its states are too many)."""
+        if self.policy.table is None:
+            return False
+        budget = min(budget, WORK_BUDGET // max(1, len(self.policy.dsl)))
         models = self.policy.models
         rows: dict[str, dict[PlacedState, Decision]] = {t: {} for t in models}
         seen: set[PlacedState] = {()}
