@@ -176,7 +176,7 @@ TOP = _map(
         "groups": Key(each=GROUP),
         "matrix": MATRIX,
         "peers": Key(each=_PEER),
-        "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
+        "upstream": _map({"ignorePaths": _leaf()}),
         "server": _map(
             {  # llamaswap extension: limits of the HTTP server (docs/guarantees.md)
                 k: _leaf()
