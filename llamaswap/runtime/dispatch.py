@@ -59,8 +59,10 @@ from llamaswap.runtime.keys import (
     UPSTREAMS,
 )
 from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
+from llamaswap.runtime.passthrough import ignored_path, is_ready
 from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
+    STARTED_RESPONSE,
     UpstreamBroke,
     UpstreamError,
     UpstreamTimedOut,
@@ -71,6 +73,7 @@ from llamaswap.runtime.proxy import (
 from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
+from llamaswap.runtime.settings import COMFYUI_MODEL
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -211,7 +214,15 @@ async def dispatch(
         status = str(exc.status)
         raise
     except asyncio.CancelledError:
-        raise
+        if not tracker.cancelled(measure.rid):  # the client went away: nobody to answer
+            raise
+        # Cancelled through the in-flight table (its ticket is released, its upstream closed).
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        resp = await cancelled_response(request, measure.rid)
+        status = str(resp.status)
+        return resp
     except Exception:
         status = "500"
         raise
@@ -402,6 +413,30 @@ async def _peer(
         return await body_error_response(request, exc)
 
 
+async def cancelled_response(request: web.Request, rid: str) -> web.StreamResponse:
+    """The answer to a request cancelled through `POST /api/inflight/{id}/cancel` (its upstream
+    connection is already closed and its ticket released). Not started: 502, as
+    llama-swap's reverse proxy answers a cancelled request. An event stream under way: an
+    error event, then a clean end (llama-swap ends it cleanly too). Any other response under
+    way: the connection is aborted, so a truncated body never passes for a whole one."""
+    message = f"request {rid} was cancelled (POST /api/inflight/{rid}/cancel)"
+    logger.info("%s", message)
+    started: web.StreamResponse | None = request.get(STARTED_RESPONSE)
+    if started is None:
+        return error_response(request, 502, message)
+    if isinstance(started, web.WebSocketResponse):
+        return started
+    if started.content_type == "text/event-stream":
+        try:
+            await started.write(sse_error(502, message))
+            await started.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
+    elif request.transport is not None:
+        request.transport.abort()
+    return started
+
+
 def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:
     """The model's upstream timeouts under the live plan (or, if a reload removed it, the
     plan the request was admitted under)."""
@@ -470,6 +505,7 @@ async def _loading_stream(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     await resp.prepare(request)
+    request[STARTED_RESPONSE] = resp
     started = time.monotonic()
     await resp.write(_loading_chunk(requested, f"━━━━━\nllamaswap loading model: {ticket.model}\n"))
     last_position: int | None = None
@@ -537,16 +573,51 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
                 web.HTTPMovedPermanently if request.method in ("GET", "HEAD") else web.HTTPPermanentRedirect
             )(location)
         if rest.startswith(name + "/"):
-            limits, key = body_limits(request)
-            try:
-                check_declared(request, limits, key)
-            except BodyError as exc:
-                return await body_error_response(request, exc)
-            body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
-            return await dispatch(
-                request, body, name, _raw_remainder(request, name, rest) + query, apply_filters=False
-            )
+            model = plan.resolve_model(name)
+            if (
+                model is not None
+                and ignored_path(plan, rest[len(name) :])
+                and not is_ready(request.app, model)
+            ):
+                return error_response(
+                    request, 409, f"model {model} is not loaded; path matches upstream.ignorePaths"
+                )
+            return await _passthrough(request, name, _raw_remainder(request, name, rest) + query)
     return error_response(request, 404, f"no model found in path /upstream/{rest}")
+
+
+async def _passthrough(request: web.Request, requested: str, target: str) -> web.StreamResponse:
+    """Forward a request whose model is in its path; its body streams through unread."""
+    limits, key = body_limits(request)
+    try:
+        check_declared(request, limits, key)
+    except BodyError as exc:
+        return await body_error_response(request, exc)
+    body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
+    return await dispatch(request, body, requested, target, apply_filters=False)
+
+
+async def comfyui_redirect(request: web.Request) -> web.StreamResponse:
+    """`/comfyui` -> `/comfyui/` (301 for GET and HEAD, 308 otherwise, as llama-swap)."""
+    _, query = _raw_target(request)
+    raise (web.HTTPMovedPermanently if request.method in ("GET", "HEAD") else web.HTTPPermanentRedirect)(
+        "/comfyui/" + query
+    )
+
+
+async def comfyui_route(request: web.Request) -> web.StreamResponse:
+    """`/comfyui/<path>`: passthrough to the fixed model comfyui_auto, without the prefix.
+    Only `/comfyui/` itself may start it: other paths get 409 while it is not ready."""
+    plan = request.app[LIVE].plan
+    if COMFYUI_MODEL not in plan.models:
+        return error_response(request, 404, f"local model {COMFYUI_MODEL} not found")
+    raw_path, query = _raw_target(request)
+    remaining = "/" + request.match_info["tail"].removeprefix("/")
+    if remaining != "/" and not is_ready(request.app, COMFYUI_MODEL):
+        return error_response(
+            request, 409, f"model {COMFYUI_MODEL} is not loaded; only /comfyui/ can start it"
+        )
+    return await _passthrough(request, COMFYUI_MODEL, raw_path[len("/comfyui") :] + query)
 
 
 def _raw_remainder(request: web.Request, name: str, rest: str) -> str:
