@@ -96,9 +96,7 @@ MODEL = _map(
         "sendLoadingState": _leaf(),
         "timeouts": _TIMEOUTS,
         "apiKey": _leaf(),  # llamaswap extension: the key sent upstream
-        "compat": _map(
-            {"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"
-        ),
+        "compat": _map({"ignoreWebsockets": _leaf()}),
         "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
         "healthCheckTimeout": _leaf(
             IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"

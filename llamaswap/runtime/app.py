@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import api, reload, webui
+from llamaswap.runtime import api, reload, websocket, webui
 from llamaswap.runtime.activity import ACTIVITY, ActivityStore, store_path
 from llamaswap.runtime.auth import OPEN_PATHS, refusal
 from llamaswap.runtime.crosssite import host_refusal, origin_refusal
@@ -292,6 +292,8 @@ def build_app(
         store_path(plan.config), max_in_memory=plan.config.metrics_max_in_memory if plan.config else 1000
     )
     app[webui.UI_FILES] = webui.load_ui_files()
+    app[websocket.OPEN_WEBSOCKETS] = set()
+    app.on_shutdown.append(websocket.close_all)
     app.on_shutdown.append(api.end_log_streams)
     app.on_shutdown.append(webui.end_event_streams)
     app.cleanup_ctx.append(_lifecycle)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
 from llamaswap.compiler.virtual import PeerRoute
+from llamaswap.runtime import websocket
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
 from llamaswap.runtime.auth import upstream_auth
 from llamaswap.runtime.body import (
@@ -59,7 +60,7 @@ from llamaswap.runtime.keys import (
     UPSTREAMS,
 )
 from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
-from llamaswap.runtime.passthrough import ignored_path, is_ready
+from llamaswap.runtime.passthrough import ignored_path, ignores_websockets, is_ready
 from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
     STARTED_RESPONSE,
@@ -197,6 +198,10 @@ async def dispatch(
     peer = plan.virtual.route(requested) if local is None else None
     model = local or (peer.fqn if peer is not None else "(unknown)")
     request["llamaswap.model"] = requested if model == "(unknown)" else model  # for the access line
+    if "Upgrade" in request.headers and ignores_websockets(plan, model) and websocket.is_upgrade(request):
+        if selector is not None:  # an unscheduled websocket does not count for its selector
+            selectors.release(selector, requested)
+        return await _unscheduled_websocket(request, model, upstream_target)
     status = "cancelled"
     app = request.app
     arrived_wall, began = time.time(), time.monotonic()
@@ -347,6 +352,15 @@ async def _dispatch(
             data = upstream_body(request, body, head)
         url = cfg.proxy.rstrip("/") + upstream_target
         drop, add = upstream_auth(request, cfg.api_key)
+        if websocket.is_upgrade(request):  # holds its ticket (in flight) until it closes
+            return await websocket.proxy(
+                request,
+                app[SESSION],
+                url,
+                drop_headers=drop,
+                add_headers=add,
+                handshake_timeout=_handshake_timeout(_timeouts(app, current, plan, model)),
+            )
         try:
             return await forward(
                 request,
@@ -435,6 +449,30 @@ async def cancelled_response(request: web.Request, rid: str) -> web.StreamRespon
     elif request.transport is not None:
         request.transport.abort()
     return started
+
+
+async def _unscheduled_websocket(request: web.Request, model: str, target: str) -> web.StreamResponse:
+    """compat.ignoreWebsockets: straight to a ready upstream, outside the scheduler."""
+    app = request.app
+    plan = app[LIVE].plan
+    cfg = plan.config.models[model]  # type: ignore[union-attr]
+    drop, add = upstream_auth(request, cfg.api_key)
+    return await websocket.unscheduled(
+        request,
+        app[SESSION],
+        model,
+        cfg.proxy.rstrip("/") + target,
+        drop_headers=drop,
+        add_headers=add,
+        handshake_timeout=_handshake_timeout(app[UPSTREAM_TIMEOUTS].of(plan).get(model)),
+    )
+
+
+def _handshake_timeout(t: UpstreamTimeouts | None) -> float | None:
+    """A websocket handshake is bounded as a request's head is: connect + response header."""
+    if t is None or t.response_header is None:
+        return None
+    return (t.connect or 0.0) + t.response_header
 
 
 def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:

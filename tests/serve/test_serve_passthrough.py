@@ -62,7 +62,8 @@ def one_inflight(server: Serve, model_id: str, state: str) -> dict:
 
 
 def test_the_features_compile_without_not_implemented_warnings():
-    text = json.dumps({"upstream": CONFIG["upstream"], "models": {"a": {"cmd": "x --port ${PORT}"}}})
+    a = {"cmd": "x --port ${PORT}", "compat": {"ignoreWebsockets": True}}
+    text = json.dumps({"upstream": CONFIG["upstream"], "models": {"a": a}})
     plan = compile_text(text, "c.yaml", CompileOptions(env={}))
     assert plan.ok and not plan.diagnostics, [d.message for d in plan.diagnostics]
 
