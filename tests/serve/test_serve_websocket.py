@@ -8,7 +8,10 @@ The client is aiohttp's, over real sockets; the upstream is the fake upstream's 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import signal
+import socket
 from collections.abc import Iterator
 
 import aiohttp
@@ -139,6 +142,29 @@ def test_a_websocket_can_be_cancelled_from_the_inflight_table(server):
             await poll(lambda: upstream_inflight(server, "a") == 0, "the upstream websocket to close")
 
     run_async(go(), timeout=60)
+
+
+def test_a_client_that_drops_its_connection_closes_the_upstream(server):
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /upstream/a/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {KEY}\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        server.wait(lambda: upstream_inflight(server, "a") == 1, "the upstream websocket to open")
+    # Gone without a close frame: the upstream's websocket is closed, the ticket released.
+    server.wait(lambda: upstream_inflight(server, "a") == 0, "the upstream websocket to close")
+    server.wait(lambda: sched(server, "a")["in_flight"] == 0, "the ticket to be released")
 
 
 def test_an_open_websocket_holds_its_model(server):
