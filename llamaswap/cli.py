@@ -787,27 +787,6 @@ def compile_sources(
     return plan
 
 
-def version_line() -> str:
-    """llama-swap's `-version` line: `version: X (commit), built at DATE`."""
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    commit, date = "unknown", "unknown"
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "log", "-1", "--format=%h %cI"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            stdin=subprocess.DEVNULL,
-        )
-        if out.returncode == 0 and out.stdout.strip() and (here.parent / ".git").exists():
-            commit, date = out.stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return f"version: {__version__} ({commit}), built at {date}"
-
-
 # -- trace -------------------------------------------------------------------------------------
 
 
@@ -1009,6 +988,8 @@ def serve_cmd(
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
 
     if show_version:
+        from llamaswap.buildinfo import version_line
+
         click.echo(version_line())
         return
     if config_arg is not None and config_opt is not None and config_arg != config_opt:

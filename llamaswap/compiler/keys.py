@@ -96,9 +96,7 @@ MODEL = _map(
         "sendLoadingState": _leaf(),
         "timeouts": _TIMEOUTS,
         "apiKey": _leaf(),  # llamaswap extension: the key sent upstream
-        "compat": _map(
-            {"ignoreWebsockets": _leaf()}, UNIMPLEMENTED, "websocket passthrough is not implemented"
-        ),
+        "compat": _map({"ignoreWebsockets": _leaf()}),
         "capabilities": _map({k: _leaf() for k in ("in", "out", "tools", "reranker", "context")}),
         "healthCheckTimeout": _leaf(
             IGNORED, "llama-swap always overwrites it with the global healthCheckTimeout"
@@ -176,7 +174,7 @@ TOP = _map(
         "groups": Key(each=GROUP),
         "matrix": MATRIX,
         "peers": Key(each=_PEER),
-        "upstream": _map({"ignorePaths": _leaf()}, UNIMPLEMENTED, "/upstream always starts the model"),
+        "upstream": _map({"ignorePaths": _leaf()}),
         "server": _map(
             {  # llamaswap extension: limits of the HTTP server (docs/guarantees.md)
                 k: _leaf()

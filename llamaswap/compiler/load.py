@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from llamaswap.compiler import goregexp
 from llamaswap.compiler.commands import CommandError, split_command
 from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
 from llamaswap.compiler.diagnostics import Diagnostic
@@ -768,25 +769,13 @@ def _check_blocks(c: Config, ck: PathReporter) -> None:
             hint="the SQLite file for the activity store, e.g. /var/lib/llama-swap/activity.db",
         )
     for i, pattern in enumerate(c.upstream.ignore_paths):
-        why = _regex_error(pattern)
-        if why is not None:
+        why = goregexp.translate(pattern)
+        if isinstance(why, goregexp.Refused):
             ck.error_at(
                 "LS303",
-                f"upstream.ignorePaths: invalid regular expression {pattern!r}: {why}",
+                f"upstream.ignorePaths: invalid regular expression {pattern!r}: {why.reason} "
+                f"(at character {why.column + 1} of the pattern)",
                 ("upstream", "ignorePaths", i),
-                hint="a regular expression (RE2 syntax) matched against the path",
+                hint="RE2 syntax (Go's regexp), searched in the path after /upstream/<model>, "
+                "e.g. '^/static/' or '\\.(js|css)$'; no look-around or back-references",
             )
-
-
-def _regex_error(pattern: str) -> str | None:
-    """Why Go's regexp (RE2) refuses `pattern` (approximated with Python's re, which is wider:
-    look-arounds and back-references are refused here as RE2 refuses them)."""
-    if re.search(r"\(\?(?:=|!|<=|<!)", pattern):
-        return "look-around is not supported (RE2 syntax)"
-    if re.search(r"\\[1-9]", pattern):
-        return "back-references are not supported (RE2 syntax)"
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return str(exc)
-    return None

@@ -1,6 +1,7 @@
 """API: llama-swap's and llamaswap's own non-dispatched endpoints — the model list,
 `/running`, unloading, `/health`, `/metrics`, `/api/scheduler`, `/api/decisions`,
-`/api/plan` (what-if), and the logs (`/logs`, `/logs/stream[/<which>]`).
+`/api/plan` (what-if), the logs (`/logs`, `/logs/stream[/<which>]`), `/api/version`, and
+the in-flight requests (`GET /api/inflight`, `POST /api/inflight/{id}/cancel`).
 
 They read process and scheduler state for people and probes, never to decide anything;
 a consistent scheduler view is read inside the router's owner task (`Router.call`).
@@ -8,7 +9,9 @@ a consistent scheduler view is read inside the router's owner task (`Router.call
 Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds` (and
 `devices` where the scheduler placed the model, with resources);
 `GET /api/scheduler` is a consistent snapshot of the scheduler (per-model state, in-flight,
-reserved and waiting counts, the queue, swaps in progress).
+reserved and waiting counts, the queue, swaps in progress); `GET /api/inflight` lists the
+in-flight table (the ids `POST /api/inflight/{id}/cancel` takes, as the UI's `inflight`
+events carry them).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import time
 
 from aiohttp import web
 
+from llamaswap.buildinfo import build_info
 from llamaswap.compiler.explain import explain
+from llamaswap.runtime.events import INFLIGHT
 from llamaswap.runtime.keys import (
     DECISIONS,
     LIVE,
@@ -246,3 +251,22 @@ async def end_log_streams(app: web.Application) -> None:
     """on_shutdown: end every live log stream, so none holds the exit up."""
     for closing in app[LOG_STREAMS].copy():
         closing.set()
+
+
+async def version(request: web.Request) -> web.Response:
+    """llama-swap's build metadata: {"version", "commit", "build_date"} (as `serve -version`)."""
+    return web.json_response(await asyncio.to_thread(build_info))
+
+
+async def inflight(request: web.Request) -> web.Response:
+    """The in-flight table: {"requests": [{id, model, requested, req_path, method, remote_ip,
+    state, timestamp, elapsed_ms}]}, oldest first."""
+    return web.json_response({"requests": request.app[INFLIGHT].snapshot()["requests"]})
+
+
+async def cancel_inflight(request: web.Request) -> web.Response:
+    """Cancel one in-flight request: its upstream connection is closed, the scheduler releases
+    it, and its client gets the answer dispatch.cancelled_response gives. Unknown id: 404."""
+    if not request.app[INFLIGHT].cancel(request.match_info["id"]):
+        return error_response(request, 404, "inflight request not found")
+    return web.json_response({"msg": "ok"})

@@ -25,11 +25,11 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import api, reload, webui
+from llamaswap.runtime import api, reload, websocket, webui
 from llamaswap.runtime.activity import ACTIVITY, ActivityStore, store_path
 from llamaswap.runtime.auth import OPEN_PATHS, refusal
 from llamaswap.runtime.crosssite import host_refusal, origin_refusal
-from llamaswap.runtime.dispatch import model_route, upstream_route
+from llamaswap.runtime.dispatch import comfyui_redirect, comfyui_route, model_route, upstream_route
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, EventsObserver, InflightTracker
 from llamaswap.runtime.keys import (
     DECISIONS,
@@ -138,7 +138,17 @@ async def gate_middleware(request: web.Request, handler):
 
 
 # Handlers that can change the server's state (start or stop models): cross-site checked.
-STATE_CHANGING = frozenset({model_route, upstream_route, api.unload_all, api.unload_one, webui.load_model})
+STATE_CHANGING = frozenset(
+    {
+        model_route,
+        upstream_route,
+        comfyui_route,
+        api.unload_all,
+        api.unload_one,
+        api.cancel_inflight,
+        webui.load_model,
+    }
+)
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -282,6 +292,8 @@ def build_app(
         store_path(plan.config), max_in_memory=plan.config.metrics_max_in_memory if plan.config else 1000
     )
     app[webui.UI_FILES] = webui.load_ui_files()
+    app[websocket.OPEN_WEBSOCKETS] = set()
+    app.on_shutdown.append(websocket.close_all)
     app.on_shutdown.append(api.end_log_streams)
     app.on_shutdown.append(webui.end_event_streams)
     app.cleanup_ctx.append(_lifecycle)
@@ -299,7 +311,12 @@ def build_app(
     r.add_post("/api/models/unload", api.unload_all)
     r.add_post("/api/models/unload/{model:.+}", api.unload_one)
     r.add_route("*", "/upstream/{tail:.+}", upstream_route)
+    r.add_route("*", "/comfyui", comfyui_redirect)
+    r.add_route("*", "/comfyui/{tail:.*}", comfyui_route)
     r.add_get("/api/scheduler", api.scheduler_state)
+    r.add_get("/api/version", api.version)
+    r.add_get("/api/inflight", api.inflight)
+    r.add_post("/api/inflight/{id}/cancel", api.cancel_inflight)
     r.add_get("/health", api.health)
     r.add_get("/metrics", api.metrics)
     r.add_get("/api/decisions", api.decisions)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
 from llamaswap.compiler.virtual import PeerRoute
+from llamaswap.runtime import websocket
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
 from llamaswap.runtime.auth import upstream_auth
 from llamaswap.runtime.body import (
@@ -59,8 +60,10 @@ from llamaswap.runtime.keys import (
     UPSTREAMS,
 )
 from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
+from llamaswap.runtime.passthrough import ignored_path, ignores_websockets, is_ready
 from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
+    STARTED_RESPONSE,
     UpstreamBroke,
     UpstreamError,
     UpstreamTimedOut,
@@ -71,6 +74,7 @@ from llamaswap.runtime.proxy import (
 from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
+from llamaswap.runtime.settings import COMFYUI_MODEL
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -194,6 +198,10 @@ async def dispatch(
     peer = plan.virtual.route(requested) if local is None else None
     model = local or (peer.fqn if peer is not None else "(unknown)")
     request["llamaswap.model"] = requested if model == "(unknown)" else model  # for the access line
+    if "Upgrade" in request.headers and ignores_websockets(plan, model) and websocket.is_upgrade(request):
+        if selector is not None:  # an unscheduled websocket does not count for its selector
+            selectors.release(selector, requested)
+        return await _unscheduled_websocket(request, model, upstream_target)
     status = "cancelled"
     app = request.app
     arrived_wall, began = time.time(), time.monotonic()
@@ -211,7 +219,15 @@ async def dispatch(
         status = str(exc.status)
         raise
     except asyncio.CancelledError:
-        raise
+        if not tracker.cancelled(measure.rid):  # the client went away: nobody to answer
+            raise
+        # Cancelled through the in-flight table (its ticket is released, its upstream closed).
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        resp = await cancelled_response(request, measure.rid)
+        status = str(resp.status)
+        return resp
     except Exception:
         status = "500"
         raise
@@ -336,6 +352,15 @@ async def _dispatch(
             data = upstream_body(request, body, head)
         url = cfg.proxy.rstrip("/") + upstream_target
         drop, add = upstream_auth(request, cfg.api_key)
+        if websocket.is_upgrade(request):  # holds its ticket (in flight) until it closes
+            return await websocket.proxy(
+                request,
+                app[SESSION],
+                url,
+                drop_headers=drop,
+                add_headers=add,
+                handshake_timeout=_handshake_timeout(_timeouts(app, current, plan, model)),
+            )
         try:
             return await forward(
                 request,
@@ -400,6 +425,54 @@ async def _peer(
         )
     except BodyError as exc:
         return await body_error_response(request, exc)
+
+
+async def cancelled_response(request: web.Request, rid: str) -> web.StreamResponse:
+    """The answer to a request cancelled through `POST /api/inflight/{id}/cancel` (its upstream
+    connection is already closed and its ticket released). Not started: 502, as
+    llama-swap's reverse proxy answers a cancelled request. An event stream under way: an
+    error event, then a clean end (llama-swap ends it cleanly too). Any other response under
+    way: the connection is aborted, so a truncated body never passes for a whole one."""
+    message = f"request {rid} was cancelled (POST /api/inflight/{rid}/cancel)"
+    logger.info("%s", message)
+    started: web.StreamResponse | None = request.get(STARTED_RESPONSE)
+    if started is None:
+        return error_response(request, 502, message)
+    if isinstance(started, web.WebSocketResponse):
+        return started
+    if started.content_type == "text/event-stream":
+        try:
+            await started.write(sse_error(502, message))
+            await started.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
+    elif request.transport is not None:
+        request.transport.abort()
+    return started
+
+
+async def _unscheduled_websocket(request: web.Request, model: str, target: str) -> web.StreamResponse:
+    """compat.ignoreWebsockets: straight to a ready upstream, outside the scheduler."""
+    app = request.app
+    plan = app[LIVE].plan
+    cfg = plan.config.models[model]  # type: ignore[union-attr]
+    drop, add = upstream_auth(request, cfg.api_key)
+    return await websocket.unscheduled(
+        request,
+        app[SESSION],
+        model,
+        cfg.proxy.rstrip("/") + target,
+        drop_headers=drop,
+        add_headers=add,
+        handshake_timeout=_handshake_timeout(app[UPSTREAM_TIMEOUTS].of(plan).get(model)),
+    )
+
+
+def _handshake_timeout(t: UpstreamTimeouts | None) -> float | None:
+    """A websocket handshake is bounded as a request's head is: connect + response header."""
+    if t is None or t.response_header is None:
+        return None
+    return (t.connect or 0.0) + t.response_header
 
 
 def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:
@@ -470,6 +543,7 @@ async def _loading_stream(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     await resp.prepare(request)
+    request[STARTED_RESPONSE] = resp
     started = time.monotonic()
     await resp.write(_loading_chunk(requested, f"━━━━━\nllamaswap loading model: {ticket.model}\n"))
     last_position: int | None = None
@@ -537,16 +611,51 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
                 web.HTTPMovedPermanently if request.method in ("GET", "HEAD") else web.HTTPPermanentRedirect
             )(location)
         if rest.startswith(name + "/"):
-            limits, key = body_limits(request)
-            try:
-                check_declared(request, limits, key)
-            except BodyError as exc:
-                return await body_error_response(request, exc)
-            body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
-            return await dispatch(
-                request, body, name, _raw_remainder(request, name, rest) + query, apply_filters=False
-            )
+            model = plan.resolve_model(name)
+            if (
+                model is not None
+                and ignored_path(plan, rest[len(name) :])
+                and not is_ready(request.app, model)
+            ):
+                return error_response(
+                    request, 409, f"model {model} is not loaded; path matches upstream.ignorePaths"
+                )
+            return await _passthrough(request, name, _raw_remainder(request, name, rest) + query)
     return error_response(request, 404, f"no model found in path /upstream/{rest}")
+
+
+async def _passthrough(request: web.Request, requested: str, target: str) -> web.StreamResponse:
+    """Forward a request whose model is in its path; its body streams through unread."""
+    limits, key = body_limits(request)
+    try:
+        check_declared(request, limits, key)
+    except BodyError as exc:
+        return await body_error_response(request, exc)
+    body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
+    return await dispatch(request, body, requested, target, apply_filters=False)
+
+
+async def comfyui_redirect(request: web.Request) -> web.StreamResponse:
+    """`/comfyui` -> `/comfyui/` (301 for GET and HEAD, 308 otherwise, as llama-swap)."""
+    _, query = _raw_target(request)
+    raise (web.HTTPMovedPermanently if request.method in ("GET", "HEAD") else web.HTTPPermanentRedirect)(
+        "/comfyui/" + query
+    )
+
+
+async def comfyui_route(request: web.Request) -> web.StreamResponse:
+    """`/comfyui/<path>`: passthrough to the fixed model comfyui_auto, without the prefix.
+    Only `/comfyui/` itself may start it: other paths get 409 while it is not ready."""
+    plan = request.app[LIVE].plan
+    if COMFYUI_MODEL not in plan.models:
+        return error_response(request, 404, f"local model {COMFYUI_MODEL} not found")
+    raw_path, query = _raw_target(request)
+    remaining = "/" + request.match_info["tail"].removeprefix("/")
+    if remaining != "/" and not is_ready(request.app, COMFYUI_MODEL):
+        return error_response(
+            request, 409, f"model {COMFYUI_MODEL} is not loaded; only /comfyui/ can start it"
+        )
+    return await _passthrough(request, COMFYUI_MODEL, raw_path[len("/comfyui") :] + query)
 
 
 def _raw_remainder(request: web.Request, name: str, rest: str) -> str:

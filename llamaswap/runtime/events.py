@@ -159,9 +159,16 @@ class EventHub:
             self._queue_running = False
 
 
+# The message of the CancelledError that `InflightTracker.cancel` throws into a request's task.
+CANCELLED_BY_API = "llamaswap: cancelled through POST /api/inflight/{id}/cancel"
+
+
 class InflightTracker:
     """Model-dispatched requests from arrival to the end of their response (llama-swap's
-    in-flight table), with our `state`: waiting (for a grant) or serving."""
+    in-flight table), with our `state`: waiting (for a grant) or serving.
+
+    `begin` runs in the request's handler task and keeps it: `cancel(id)` cancels that task
+    (with CANCELLED_BY_API), and the request's path answers the client (dispatch.py)."""
 
     def __init__(self, hub: EventHub) -> None:
         self.hub = hub
@@ -180,6 +187,7 @@ class InflightTracker:
             "remote_ip": remote or "",
             "state": "waiting",
             "_started": time.monotonic(),
+            "_task": asyncio.current_task(),
         }
         self._entries[rid] = entry
         self._publish_upsert(entry)
@@ -194,6 +202,23 @@ class InflightTracker:
     def end(self, rid: str) -> None:
         if self._entries.pop(rid, None) is not None and self.hub.active:
             self.hub.publish("inflight", {"operation": "remove", "id": rid})
+
+    def cancel(self, rid: str) -> bool:
+        """Cancel an in-flight request (False: no such request). Its handler sees a
+        CancelledError carrying CANCELLED_BY_API; asking twice cancels once."""
+        entry = self._entries.get(rid)
+        if entry is None:
+            return False
+        task = entry["_task"]
+        if not entry.get("_cancelled") and task is not None and not task.done():
+            entry["_cancelled"] = True
+            task.cancel(CANCELLED_BY_API)
+        return True
+
+    def cancelled(self, rid: str) -> bool:
+        """Whether `cancel` was called for this request (while it is in the table)."""
+        entry = self._entries.get(rid)
+        return entry is not None and bool(entry.get("_cancelled"))
 
     def _publish_upsert(self, entry: dict[str, Any]) -> None:
         if self.hub.active:

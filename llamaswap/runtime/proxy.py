@@ -52,6 +52,8 @@ HOP_BY_HOP = frozenset(
 _NOT_UPSTREAM = frozenset({"host", "content-length", "expect"})
 _NOT_DOWNSTREAM = frozenset({"content-length", "date", "server"})
 SMALL_BODY = 1 << 20
+# Request key: the client's response once it has been prepared (a cancel must end that one).
+STARTED_RESPONSE = "llamaswap.response"
 
 
 def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
@@ -337,7 +339,7 @@ async def _relay(
         if length is not None and length.isdigit():
             resp.content_length = int(length)
         await resp.prepare(request)
-        started = resp
+        started = request[STARTED_RESPONSE] = resp
         async for chunk in chunks():
             if tap is not None:
                 tap(chunk)

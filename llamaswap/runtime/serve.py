@@ -32,7 +32,7 @@ from importlib import resources
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import reaper
+from llamaswap.runtime import reaper, websocket
 from llamaswap.runtime.app import build_app
 from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
 from llamaswap.runtime.keys import LIMITS, ROUTER
@@ -178,6 +178,7 @@ async def serve(
             await site.stop()  # stop accepting connections
             if runner.server is not None:
                 runner.server.pre_shutdown()  # idle keep-alive connections close now
+            await websocket.close_all(app)  # 1001 now: an open websocket would hold the drain up
             router = app.get(ROUTER)
             if router is not None:
                 if not kill.is_set():

@@ -1,6 +1,7 @@
 """Settings: the scheduler's knobs, read off a compiled Plan. Pure (the simulator uses it too).
 
-- concurrency limit: `concurrencyLimit` (0 -> 10, applied by the scheduler);
+- concurrency limit: `concurrencyLimit` (0 -> 10, applied by the scheduler; llama-swap raises
+  `comfyui_auto`'s to at least 50);
 - priority: `routing.scheduler.settings.fifo.priority` (aliases resolved at compile time);
 - TTL: model `ttl`, where -1 means `globalTTL`; 0 = never;
 - unload timeout: model `unloadTimeout`, 0 -> the global one (0 -> 10 s);
@@ -19,6 +20,8 @@ from llamaswap.runtime.scheduler import (
 )
 
 _UNSET = object()
+COMFYUI_MODEL = "comfyui_auto"  # llama-swap's fixed model behind /comfyui/
+COMFYUI_CONCURRENCY = 50
 
 
 def effective_ttl(plan: Plan, model: str) -> float:
@@ -55,7 +58,10 @@ def scheduler_settings(plan: Plan, max_wait: object = _UNSET) -> SchedulerSettin
     glob_unload = c.unload_timeout if c.unload_timeout > 0 else DEFAULT_UNLOAD_TIMEOUT
     return SchedulerSettings(
         models=plan.models,
-        concurrency_limit={m: c.models[m].concurrency_limit for m in plan.models},
+        concurrency_limit={
+            m: max(c.models[m].concurrency_limit, COMFYUI_CONCURRENCY if m == COMFYUI_MODEL else 0)
+            for m in plan.models
+        },
         priority={m: p for m, p in plan.priority.items() if m in plan.models},
         ttl={m: effective_ttl(plan, m) for m in plan.models},
         unload_timeout={m: effective_unload_timeout(plan, m) for m in plan.models},

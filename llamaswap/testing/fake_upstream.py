@@ -22,6 +22,12 @@ Contract a test can rely on:
   received, still percent-encoded) and headers. Bodies are read as a stream, so uploads of
   any size work with bounded memory: bodies up to RECORD_BODY bytes are kept (`body`,
   `json`); every body is counted (`body_length`) and hashed (`body_sha256`).
+- `GET /props`: llama-server's props shape (`default_generation_settings.n_ctx`, `total_slots`,
+  `model_path`), plus the name and the `model` query it was asked with.
+- `/ws` (and `/ws/<anything>`): a WebSocket echo. It first sends one text frame
+  `{"hello": "NAME:PID", "path", "protocol"}` (subprotocols `echo` and `chat` are accepted),
+  then echoes every text and binary frame; the text `close:CODE[:REASON]` makes it close
+  with that code instead. An open websocket counts in `inflight` (`/debug/inflight`).
 - `/debug/last-request`, `/debug/requests`, `/debug/inflight`, `/debug/info` never count as
   traffic and are never recorded; neither is `/health`.
 - `/debug/info` echoes `CUDA_VISIBLE_DEVICES` and `HIP_VISIBLE_DEVICES` as its environment
@@ -50,7 +56,7 @@ import sys
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from llamaswap.runtime.loop import loop_factory
 
@@ -470,6 +476,38 @@ async def echo(request: web.Request) -> web.Response:
     )
 
 
+async def props(request: web.Request) -> web.Response:
+    """llama-server's GET /props (the fields clients read), and who answered."""
+    st = request.app[STATE]
+    return web.json_response(
+        {
+            "default_generation_settings": {"n_ctx": 4096, "params": {"temperature": 0.8}},
+            "total_slots": 1,
+            "model_path": f"/models/{st.name}.gguf",
+            "name": st.name,
+            "system_fingerprint": st.fingerprint,
+            "model": request.query.get("model", ""),
+        }
+    )
+
+
+async def websocket_echo(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    ws = web.WebSocketResponse(protocols=("echo", "chat"))
+    await ws.prepare(request)
+    await ws.send_json({"hello": st.fingerprint, "path": request.path, "protocol": ws.ws_protocol})
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            if msg.data.startswith("close:"):
+                _, code, reason = (msg.data + ":").split(":", 2)
+                await ws.close(code=int(code), message=reason.rstrip(":").encode())
+                break
+            await ws.send_str(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
+    return ws
+
+
 async def debug_last_request(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if not st.requests:
@@ -519,6 +557,9 @@ def make_app(state: _State) -> web.Application:
     r.add_post("/v1/chat/completions", chat_completions)
     r.add_post("/v1/completions", completions)
     r.add_post("/v1/embeddings", embeddings)
+    r.add_get("/props", props)
+    r.add_get("/ws", websocket_echo)
+    r.add_get("/ws/{tail:.*}", websocket_echo)
     r.add_get("/debug/last-request", debug_last_request)
     r.add_get("/debug/requests", debug_requests)
     r.add_get("/debug/inflight", debug_inflight)
