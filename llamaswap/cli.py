@@ -12,6 +12,7 @@ Exit codes are decided here and only here:
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -374,6 +375,15 @@ def plan_cmd(
         target = resolve_or_exit(plan, request.strip(), "--request")
         names = [n.strip() for n in (running or "").split(",") if n.strip()]
         state = tuple(sorted({resolve_or_exit(plan, n, "--running") for n in names}))
+        from llamaswap.compiler.reachable import why_unreachable
+
+        why = why_unreachable(plan, state)
+        if why is not None:
+            raise Fail(
+                f"error: --running {','.join(names)}: this state cannot happen: {why}\n"
+                f"hint: llamaswap graph {shlex.quote(config)} --view coexist --focus {shlex.quote(state[0])} "
+                f"shows what may run beside {state[0]}"
+            )
         d = plan.policy.decide(target, state, explain=explain)
         after = tuple(sorted({*(m for m in state if m not in d.evict), target}))
         if fmt == "json":

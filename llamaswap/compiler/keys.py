@@ -126,10 +126,21 @@ TOP = _map(
         "logTimeFormat": _leaf(),
         "logToStdout": _leaf(),
         "logRequests": _leaf(IGNORED, "llama-swap parses it but never uses it"),
-        "metricsMaxInMemory": _leaf(UNIMPLEMENTED, "there is no activity store yet"),
+        "metricsMaxInMemory": _leaf(),  # the activity store's in-memory window (runtime/activity.py)
         "captureBuffer": _leaf(UNIMPLEMENTED, "request/response capture is not implemented"),
-        "store": _map({"path": _leaf()}, UNIMPLEMENTED, "there is no activity store yet"),
-        "ui": Key(status=UNIMPLEMENTED, note="there is no web UI", free=True),
+        "store": _map({"path": _leaf()}),  # the activity store's SQLite file
+        # Sent to the web UI as its uiConfig event, as llama-swap does.
+        "ui": _map(
+            {
+                "activity": _map(
+                    {
+                        "session_id": _leaf(
+                            UNIMPLEMENTED, "the Activity page does not group requests by session ID"
+                        )
+                    }
+                )
+            }
+        ),
         "performance": _map(
             {"disabled": _leaf(), "every": _leaf()}, UNIMPLEMENTED, "hardware monitoring is not implemented"
         ),
