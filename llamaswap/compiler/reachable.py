@@ -13,6 +13,7 @@ from llamaswap.compiler.decision import State
 from llamaswap.compiler.precompute import group_states, matrix_states
 
 if TYPE_CHECKING:
+    from llamaswap.compiler.group import Group
     from llamaswap.compiler.plan import Plan
 
 # The default cap on a listing of every decision (`plan --all`, `--diff`, the transitions
@@ -88,7 +89,7 @@ def why_unreachable(plan: Plan, state: State) -> str | None:
                 d = policy.decide(a, (b,))
                 if b in d.evict:
                     stops[a][b] = d.rule
-    group_of = getattr(policy, "group_of", {})
+    group_of: dict[str, Group] = getattr(policy, "group_of", {})
     for i, a in enumerate(state):
         for b in state[i + 1 :]:
             if b in stops[a] and a in stops[b]:
