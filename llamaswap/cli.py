@@ -656,11 +656,20 @@ def graph_cmd(
         raise click.UsageError("png is binary: write it to a file with -o FILE")
     plan = compile_or_exit(config, expand_budget)
     real_focus = resolve_or_exit(plan, focus.strip(), "--focus") if focus is not None else None
-    suggestion = "draw one model's part with --focus MODEL, or use --format text or json"
+    example = f" (e.g. --focus {shlex.quote(plan.models[0])})" if plan.models else ""
+    suggestion = f"draw one model's part with --focus MODEL{example}, or use --format text or json"
 
     states = None
     if view == "transitions":
-        states = states_or_fail(plan)
+        from llamaswap.compiler.reachable import StatesError, reachable_states
+
+        try:
+            states = reachable_states(plan, PLAN_ALL_MAX)
+        except StatesError as exc:
+            raise Fail(
+                f"error: {exc.message}. The transitions view needs every state: draw one model's part of "
+                f"another view instead, --view coexist --focus MODEL{example}"
+            ) from None
         if draws and real_focus is None and len(states) > DRAW_MAX_NODES:
             raise Fail(
                 f"error: {len(states):,} reachable running states, too many to draw (limit "

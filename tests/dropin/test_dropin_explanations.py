@@ -147,3 +147,25 @@ def test_plan_refuses_a_running_state_that_cannot_happen(tmp_path: Path) -> None
     assert r.exit_code == 1
     assert r.stderr.startswith("error: unknown model 'nope' in --running")
     assert "Traceback" not in r.stderr
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "valid"
+
+
+def test_a_large_transitions_picture_is_refused_with_a_focus_that_works() -> None:
+    def graph(*args: str):
+        return CliRunner().invoke(cli, ["graph", *args], catch_exceptions=False)
+
+    sample = str(SAMPLES / "matrix-example.yaml")  # 97 requests: a 9,700-pixel-wide picture
+    r = graph(sample, "--view", "transitions", "--format", "dot")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert "too many to draw in one picture" in r.stderr
+    assert "--focus MODEL (e.g. --focus gemma-model)" in r.stderr
+    r = graph(sample, "--view", "transitions", "--format", "dot", "--focus", "gemma-model")
+    assert r.exit_code == 0 and r.stdout.startswith("digraph")
+    large = str(SAMPLES / "generated-large.yaml")  # its states cannot even be listed
+    r = graph(large, "--view", "transitions", "--format", "dot")
+    assert r.exit_code == 1
+    assert "--view coexist --focus MODEL (e.g. --focus audio-00)" in r.stderr
+    r = graph(large, "--view", "coexist", "--format", "dot", "--focus", "audio-00")
+    assert r.exit_code == 0 and r.stdout.startswith("graph")
