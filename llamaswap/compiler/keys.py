@@ -338,6 +338,8 @@ def _unknown_key(
         hint = f"move it to {elsewhere[0]}"
     elif close is not None:
         hint = f"did you mean '{close}'?"
+        if kind == "top" and isinstance(v, (YMap, YSeq)):
+            hint += f" (if it only holds YAML anchors, name it 'x-{name}')"
     else:
         folded = [p for n, ps in _KNOWN_AT.items() if _norm(n) == _norm(name) for p in ps]
         if folded:
