@@ -782,6 +782,16 @@ def _check_blocks(c: Config, ck: PathReporter) -> None:
             ("performance", "every"),
             hint=f"write the unit: {every}s",
         )
+    activity = c.ui.get("activity")
+    if isinstance(activity, dict) and "session_id" in activity:
+        names = activity["session_id"]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            ck.error_at(
+                "LS302",
+                "ui.activity.session_id must be a list of header names",
+                ("ui", "activity", "session_id"),
+                hint="e.g. session_id: [X-Session-ID]",
+            )
     if c.store is not None and c.store.path.strip() == "":
         ck.error_at(
             "LS303",
