@@ -449,9 +449,7 @@ class _Pass:
                         "add resources: {vram: ...} to the model (and devices under the top-level resources)"
                     )
                 else:
-                    message = (
-                        f"'${{{name}}}' has a value only in cmd, cmdStop and env{via}"
-                    )
+                    message = f"'${{{name}}}' has a value only in cmd, cmdStop and env{via}"
                     hint = "${GPU} and ${GPUS} are substituted when the model starts, in what starts it"
                 self.report.error("LS307", message, pos, at_path, hint=hint, length=length)
             elif name == "PORT" and model_scope and not port_allocated:
