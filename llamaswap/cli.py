@@ -12,6 +12,7 @@ Exit codes are decided here and only here:
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -374,6 +375,15 @@ def plan_cmd(
         target = resolve_or_exit(plan, request.strip(), "--request")
         names = [n.strip() for n in (running or "").split(",") if n.strip()]
         state = tuple(sorted({resolve_or_exit(plan, n, "--running") for n in names}))
+        from llamaswap.compiler.reachable import why_unreachable
+
+        why = why_unreachable(plan, state)
+        if why is not None:
+            raise Fail(
+                f"error: --running {','.join(names)}: this state cannot happen: {why}\n"
+                f"hint: llamaswap graph {shlex.quote(config)} --view coexist --focus {shlex.quote(state[0])} "
+                f"shows what may run beside {state[0]}"
+            )
         d = plan.policy.decide(target, state, explain=explain)
         after = tuple(sorted({*(m for m in state if m not in d.evict), target}))
         if fmt == "json":
@@ -646,11 +656,20 @@ def graph_cmd(
         raise click.UsageError("png is binary: write it to a file with -o FILE")
     plan = compile_or_exit(config, expand_budget)
     real_focus = resolve_or_exit(plan, focus.strip(), "--focus") if focus is not None else None
-    suggestion = "draw one model's part with --focus MODEL, or use --format text or json"
+    example = f" (e.g. --focus {shlex.quote(plan.models[0])})" if plan.models else ""
+    suggestion = f"draw one model's part with --focus MODEL{example}, or use --format text or json"
 
     states = None
     if view == "transitions":
-        states = states_or_fail(plan)
+        from llamaswap.compiler.reachable import StatesError, reachable_states
+
+        try:
+            states = reachable_states(plan, PLAN_ALL_MAX)
+        except StatesError as exc:
+            raise Fail(
+                f"error: {exc.message}. The transitions view needs every state: draw one model's part of "
+                f"another view instead, --view coexist --focus MODEL{example}"
+            ) from None
         if draws and real_focus is None and len(states) > DRAW_MAX_NODES:
             raise Fail(
                 f"error: {len(states):,} reachable running states, too many to draw (limit "

@@ -107,7 +107,9 @@ def test_utf8_bom_is_accepted(write):
 def test_text_format_reads_like_a_compiler(write):
     r = run(write("bad.yaml", BAD))
     lines = r.stdout.splitlines()
-    assert lines[0] == "bad.yaml:6:12: error[LS201]: set 's': unknown var or model 'nope' [at matrix.sets.s]"
+    assert (
+        lines[0] == "bad.yaml:6:12: error[LS201]: set 's': 'nope' is not a var or a model [at matrix.sets.s]"
+    )
     assert lines[1] == "   6 |     s: a & nope"
     assert lines[2] == "     |            ^^^^"
     assert lines[3].startswith("     = help: ")
@@ -128,7 +130,7 @@ def test_json_format_shape(write):
             {
                 "severity": "error",
                 "code": "LS201",
-                "message": "set 's': unknown var or model 'nope' (hint: use a model ID from 'models', or "
+                "message": "set 's': 'nope' is not a var or a model (hint: use a model ID from 'models', or "
                 "define a var for it under 'vars')",
                 "file": "bad.yaml",
                 "line": 6,
@@ -158,7 +160,7 @@ def test_github_format(write):
     r = run(write("w.yaml", BAD + "captureBuffer: 10\n"), "--format", "github", "--expand-budget", "0")
     lines = r.stdout.splitlines()
     assert lines[0].startswith(
-        "::error file=w.yaml,line=6,col=12,title=LS201::set 's': unknown var or model 'nope'"
+        "::error file=w.yaml,line=6,col=12,title=LS201::set 's': 'nope' is not a var or a model"
     )
     assert lines[1].startswith("::warning file=w.yaml,line=7,col=1,title=LS400::")
     assert all(
@@ -171,7 +173,7 @@ def test_github_format_escapes_properties_but_not_the_message(write):
     text = OK.replace("a & b", 'a & "x,y:z"')
     r = run(write("a,b:c.yaml", text), "--format", "github")
     assert r.stdout.startswith(
-        "::error file=a%2Cb%3Ac.yaml,line=6,col=12,title=LS201::set 's': unknown var or model 'x,y:z'"
+        "::error file=a%2Cb%3Ac.yaml,line=6,col=12,title=LS201::set 's': 'x,y:z' is not a var or a model"
     )
 
 

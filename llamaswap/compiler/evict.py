@@ -208,32 +208,75 @@ class GroupPolicy(_Tabled):
         if tg is None:
             raise KeyError(f"unknown model {target!r}")
         evict: list[str] = []
-        reasons: list[str] = []
+        # Why running models stop / stay: (sentence form, group named) -> models, in order.
+        stops: dict[tuple[str, str], list[str]] = {}
+        stays: dict[tuple[str, str], list[str]] = {}
         for m in run:
             og = self.group_of.get(m)
             if m == target:
                 continue
             if og is None:
                 evict.append(m)
-                reasons.append(f"{m} is not a configured model")
-                continue
-            if og is tg:
+                stops.setdefault(("unknown", ""), []).append(m)
+            elif og is tg:
                 if tg.swap:
                     evict.append(m)
-                    reasons.append(f"{m} shares swap group {tg.name!r}")
-            elif tg.exclusive and not og.persistent:
+                    stops.setdefault(("swap", tg.name), []).append(m)
+                else:
+                    stays.setdefault(("together", tg.name), []).append(m)
+            elif not tg.exclusive:
+                stays.setdefault(("open", tg.name), []).append(m)
+            elif og.persistent:
+                stays.setdefault(("persistent", og.name), []).append(m)
+            else:
                 evict.append(m)
-                reasons.append(f"group {tg.name!r} is exclusive")
-        kept = sorted(set(run) - set(evict) | {target})
+                stops.setdefault(("exclusive", og.name), []).append(m)
+        reasons = [_reason(kind, name, ms, tg.name) for (kind, name), ms in stops.items()]
+        kept = [_reason(kind, name, ms, tg.name) for (kind, name), ms in stays.items()]
+        after = tuple(sorted(set(run) - set(evict) | {target}))
         if reasons:
-            rule = "; ".join(dict.fromkeys(reasons))
+            rule = "; ".join(reasons + kept)
         elif target in run:
             rule = RULE_RUNNING
+        elif kept:
+            rule = "; ".join(kept)
         else:
-            rule = f"group {tg.name!r} may run beside the others"
+            rule = f"nothing else runs ({group_character(tg)})"
         return Decision(
-            target, run, tuple(evict), tg.name, None, tuple(kept), len(evict), rule, () if explain else None
+            target, run, tuple(evict), tg.name, None, after, len(evict), rule, () if explain else None
         )
+
+
+def _reason(kind: str, group: str, models: list[str], target_group: str) -> str:
+    """One sentence for the running models that stop (or stay) for the same reason."""
+    one = len(models) == 1
+    who = ", ".join(models)
+    if kind == "unknown":
+        return f"{who} {'is not a configured model' if one else 'are not configured models'}"
+    if kind == "swap":
+        return f"{who} {'shares' if one else 'share'} group {group!r}, which runs one member at a time"
+    if kind == "exclusive":
+        return f"{who} {'is' if one else 'are'} in group {group!r}, and group {target_group!r} is exclusive"
+    stay = "stays" if one else "stay"
+    if kind == "together":
+        return f"{who} {stay}: group {group!r} has swap: false, its members run together"
+    if kind == "open":
+        return f"{who} {stay}: group {group!r} is not exclusive, it never stops other groups"
+    return f"{who} {stay}: group {group!r} is persistent, no other group stops it"
+
+
+def group_character(g: Group) -> str:
+    """What a group's flags mean, in words (reference §4)."""
+    parts = [f"group {g.name!r} runs " + ("one member at a time" if g.swap else "its members together")]
+    if g.exclusive:
+        parts.append(
+            "is exclusive: starting a member stops the models of other groups that are not persistent"
+        )
+    else:
+        parts.append("is not exclusive: it never stops other groups")
+    if g.persistent:
+        parts.append("is persistent: no other group stops its models")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
 def _normal(running: Iterable[str]) -> tuple[str, ...]:

@@ -38,8 +38,7 @@ def explain(d: Decision, engine: str, request: str | None = None) -> str:
         return (
             f"Start {asked} in set '{d.set}' ({d.dsl}), combination [{_names(d.target_set)}]: {stop}{cost}."
         )
-    because = f" — {d.rule}" if d.evict else ""
-    return f"Start {asked} (group '{d.set}'): {stop}{because}."
+    return f"Start {asked} (group '{d.set}'): {stop} — {d.rule}."
 
 
 def explain_candidates(d: Decision) -> list[str]:

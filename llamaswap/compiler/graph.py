@@ -69,6 +69,9 @@ DEVICE_COLORS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00
 # tens of seconds to lay it out (a 50-state, 600-edge transitions graph: about 20 s).
 DRAW_MAX_NODES = 200
 DRAW_MAX_EDGES = 500
+# An unfocused transitions picture: past this many requests (edges) its parallel edges and
+# their labels make it thousands of pixels wide (matrix-example: 97 requests, 9,700 px).
+DRAW_MAX_TRANSITIONS = 50
 # Reachable group states enumerated for the coexist weights and the sets view.
 STATE_LIMIT = 200_000
 
@@ -112,6 +115,11 @@ def state_label(state: Sequence[str]) -> str:
 def too_large(g: nx.Graph) -> str | None:
     """Why `g` is too large to draw, or None when it can be drawn."""
     n, e = g.number_of_nodes(), g.number_of_edges()
+    if g.graph.get("view") == "transitions" and g.graph.get("focus") is None and e > DRAW_MAX_TRANSITIONS:
+        return (
+            f"the transitions graph has {n:,} running states and {e:,} requests between them, too many "
+            f"to draw in one picture (limit: {DRAW_MAX_TRANSITIONS} requests)"
+        )
     if n > DRAW_MAX_NODES or e > DRAW_MAX_EDGES:
         return (
             f"the {g.graph.get('view', '')} graph has {n:,} nodes and {e:,} edges, too many to draw "

@@ -126,10 +126,19 @@ TOP = _map(
         "logTimeFormat": _leaf(),
         "logToStdout": _leaf(),
         "logRequests": _leaf(IGNORED, "llama-swap parses it but never uses it"),
-        "metricsMaxInMemory": _leaf(UNIMPLEMENTED, "there is no activity store yet"),
+        "metricsMaxInMemory": _leaf(),  # the activity store's in-memory window (runtime/activity.py)
         "captureBuffer": _leaf(UNIMPLEMENTED, "request/response capture is not implemented"),
-        "store": _map({"path": _leaf()}, UNIMPLEMENTED, "there is no activity store yet"),
-        "ui": Key(status=UNIMPLEMENTED, note="there is no web UI", free=True),
+        "store": _map({"path": _leaf()}),  # the activity store's SQLite file
+        # Sent to the web UI as its uiConfig event, as llama-swap does.
+        "ui": _map(
+            {
+                "activity": _map(
+                    {
+                        "session_id": _leaf()  # headers whose value the Activity page shows
+                    }
+                )
+            }
+        ),
         "performance": _map(
             {"disabled": _leaf(), "every": _leaf()}, UNIMPLEMENTED, "hardware monitoring is not implemented"
         ),
@@ -327,6 +336,8 @@ def _unknown_key(
         hint = f"move it to {elsewhere[0]}"
     elif close is not None:
         hint = f"did you mean '{close}'?"
+        if kind == "top" and isinstance(v, (YMap, YSeq)):
+            hint += f" (if it only holds YAML anchors, name it 'x-{name}')"
     else:
         folded = [p for n, ps in _KNOWN_AT.items() if _norm(n) == _norm(name) for p in ps]
         if folded:

@@ -217,12 +217,18 @@ def _check_scalars(c: Config, ck: PathReporter) -> None:
     if c.log_to_stdout not in LOG_TO_STDOUT:
         ck.error_at(
             "LS303",
-            "logToStdout must be one of: proxy, upstream, both, none",
+            f"logToStdout {c.log_to_stdout!r} is not one of proxy, upstream, both, none",
             ("logToStdout",),
-            hint=did_you_mean(c.log_to_stdout, LOG_TO_STDOUT, cutoff=LOOSE),
+            hint=did_you_mean(c.log_to_stdout, LOG_TO_STDOUT, cutoff=LOOSE)
+            or "proxy: llamaswap's own lines; upstream: the models' output; both; or none",
         )
     if c.start_port < 1:
-        ck.error_at("LS303", "startPort must be greater than 1", ("startPort",))
+        ck.error_at(
+            "LS303",
+            f"startPort {c.start_port} is not a port",
+            ("startPort",),
+            hint="the first port ${PORT} hands out, e.g. 5800",
+        )
     if c.start_port > 65535:
         ck.warning_at(
             "LS411",
@@ -231,10 +237,15 @@ def _check_scalars(c: Config, ck: PathReporter) -> None:
             hint="ports are allocated one per model from startPort",
         )
     if c.global_ttl < 0:
-        ck.error_at("LS303", "globalTTL must be >= 0", ("globalTTL",), hint="0 means never unload")
+        ck.error_at(
+            "LS303", f"globalTTL {c.global_ttl} is negative", ("globalTTL",), hint="0 means never unload"
+        )
     if c.unload_timeout < 0:
         ck.error_at(
-            "LS303", "unloadTimeout must be >= 0", ("unloadTimeout",), hint="0 means the default, 10 s"
+            "LS303",
+            f"unloadTimeout {c.unload_timeout} is negative",
+            ("unloadTimeout",),
+            hint="0 means the default, 10 s",
         )
     if c.llamaswap.shutdown_timeout < 0:
         ck.error_at(
@@ -255,26 +266,34 @@ def _check_scalars(c: Config, ck: PathReporter) -> None:
         )
     for i, key in enumerate(c.api_keys):
         if key == "":
-            ck.error_at("LS311", "empty api key found in apiKeys", ("apiKeys", i))
+            ck.error_at("LS311", "an API key is empty", ("apiKeys", i), hint="remove the empty entry")
         elif " " in key:
-            ck.error_at("LS311", f"apiKeys[{i}]: api key cannot contain spaces", ("apiKeys", i))
+            ck.error_at(
+                "LS311",
+                "an API key contains a space",
+                ("apiKeys", i),
+                hint="clients send the key in an Authorization header, where a space ends it",
+            )
 
 
 def _build_aliases(c: Config, ck: PathReporter) -> dict[str, str]:
-    aliases: dict[str, str] = {}
+    aliases: dict[str, str] = {}  # alias -> the model it stands for (routing)
+    owner: dict[str, str] = {}  # every alias written, model IDs included (llama-swap's map)
     for model_id in sorted(c.models):
         m = c.models[model_id]
         for i, alias in enumerate(m.alias_ids()):
             loc: tuple[Any, ...] = ("models", model_id, "aliases", i)
-            if alias in aliases:
+            if alias in owner:
                 ck.error_at(
                     "LS309",
-                    f"duplicate alias {alias} found in model: {model_id}",
+                    f"model '{model_id}' lists alias '{alias}' twice"
+                    if owner[alias] == model_id
+                    else f"alias '{alias}' of model '{model_id}' is taken: model '{owner[alias]}' has it",
                     loc,
-                    hint=f"'{alias}' is already an alias of '{aliases[alias]}'; aliases are unique across "
-                    "models",
+                    hint="an alias names one model, once: remove one of them",
                 )
                 continue
+            owner[alias] = model_id
             if alias in c.models:
                 ck.warning_at(
                     "LS313",
@@ -293,19 +312,20 @@ def _build_aliases(c: Config, ck: PathReporter) -> dict[str, str]:
             if key in c.models:
                 ck.error_at(
                     "LS313",
-                    f"model {model_id} filters.setParamsByID: key '{key}' conflicts with an existing "
-                    "model ID",
+                    f"setParamsByID key '{key}' of model '{model_id}' is the ID of another model",
                     loc,
                     key=True,
+                    hint=f"every key but the model's own ID becomes an alias of '{model_id}': rename the key",
                 )
                 continue
             if key in aliases and aliases[key] != model_id:
                 ck.error_at(
                     "LS309",
-                    f"duplicate alias '{key}' in model {model_id} filters.setParamsByID, already used "
-                    f"by model {aliases[key]}",
+                    f"setParamsByID key '{key}' of model '{model_id}' is taken: it is an alias of model "
+                    f"'{aliases[key]}'",
                     loc,
                     key=True,
+                    hint=f"every key but the model's own ID becomes an alias of '{model_id}': rename the key",
                 )
                 continue
             aliases[key] = model_id
@@ -319,15 +339,16 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
         if m.ttl < -1:
             ck.error_at(
                 "LS303",
-                f"model {model_id}: invalid TTL value {m.ttl}",
+                f"ttl {m.ttl} is not a TTL",
                 base + ("ttl",),
                 hint="use -1 for globalTTL, 0 for never, or a number of seconds",
             )
         if m.unload_timeout < 0:
             ck.error_at(
                 "LS303",
-                f"model {model_id}: invalid unloadTimeout value {m.unload_timeout}",
+                f"unloadTimeout {m.unload_timeout} is negative",
                 base + ("unloadTimeout",),
+                hint="seconds a stop may take before the kill; 0 uses the global unloadTimeout",
             )
         if m.concurrency_limit < 0:
             ck.warning_at(
@@ -342,15 +363,14 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
                 if modality not in MODALITIES:
                     ck.error_at(
                         "LS303",
-                        f"model {model_id}: capabilities.{side}: invalid modality {modality!r}, "
-                        "must be one of: text, audio, image",
+                        f"{modality!r} is not a modality",
                         base + ("capabilities", side, i),
-                        hint=did_you_mean(modality, MODALITIES, cutoff=LOOSE),
+                        hint=did_you_mean(modality, MODALITIES, cutoff=LOOSE) or "one of: text, audio, image",
                     )
         if caps.context < 0:
             ck.error_at(
                 "LS303",
-                f"model {model_id}: capabilities.context: must be >= 0",
+                f"capabilities.context {caps.context} is negative",
                 base + ("capabilities", "context"),
                 hint="the context length in tokens; 0 = not given",
             )
@@ -402,7 +422,7 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
             if why is not None:
                 ck.error_at(
                     "LS310",
-                    f"model {model_id}: invalid proxy URL: {why}",
+                    f"proxy {m.proxy!r} is not a URL: {why}",
                     base + ("proxy",),
                     hint="write a base URL such as http://127.0.0.1:8080",
                 )
@@ -434,9 +454,7 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) 
         which = "matrix" if _present(root, ("matrix",)) else "groups"
         ck.error_at(
             "LS211",
-            "config uses both the legacy top-level 'matrix'/'groups' keys and the new "
-            "'routing.router' block; please migrate the top-level keys into 'routing.router' and "
-            "remove them",
+            f"the top-level '{which}' and the 'routing.router' block are both set: a config routes one way",
             (which,),
             key=True,
             hint="move them under routing.router.settings and set routing.router.use",
@@ -449,7 +467,7 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) 
         if _present(root, ("matrix",)) and c.groups:
             ck.error_at(
                 "LS212",
-                "config cannot use both 'groups' and 'matrix'",
+                "'groups' and 'matrix' are both set",
                 ("groups",),
                 key=True,
                 hint="a config uses either groups or a matrix",
@@ -462,8 +480,9 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) 
             if not _present(root, ("routing", "router", "settings", "matrix")):
                 ck.error_at(
                     "LS210",
-                    "routing.router.use is 'matrix' but routing.router.settings.matrix is not set",
+                    "routing.router.use is 'matrix', but there is no routing.router.settings.matrix",
                     ("routing", "router", "use"),
+                    hint="write the matrix (vars, sets) under routing.router.settings.matrix",
                 )
                 return
             use_matrix = True
@@ -490,9 +509,10 @@ def _normalise_routing(c: Config, root: YMap, loaded: Loaded, ck: PathReporter) 
         else:
             ck.error_at(
                 "LS216",
-                f"routing.router.use: unknown router {use!r} (valid: group, matrix)",
+                f"unknown router {use!r}",
                 ("routing", "router", "use"),
-                hint=did_you_mean(use, ("group", "matrix"), cutoff=LOOSE),
+                hint=did_you_mean(use, ("group", "matrix"), cutoff=LOOSE)
+                or "the routers are group and matrix",
             )
             return
     if use_matrix:
@@ -526,13 +546,13 @@ def _check_groups(
         for i, member in enumerate(g.members):
             loc = base + (gid, "members", i)
             if member in seen:
-                ck.error_at("LS213", f"duplicate model member {member} found in group: {gid}", loc)
+                ck.error_at("LS213", f"group '{gid}' lists '{member}' twice", loc, hint="remove one of them")
                 continue
             seen.add(member)
             if member in member_of:
                 ck.error_at(
                     "LS214",
-                    f"model member {member} is used in multiple groups: {member_of[member]} and {gid}",
+                    f"model '{member}' is in two groups, '{member_of[member]}' and '{gid}'",
                     loc,
                     hint="a model belongs to at most one group",
                 )
@@ -547,7 +567,7 @@ def _check_groups(
                     else did_you_mean(member, sorted(c.models), cutoff=LOOSE)
                     or "group members must be model IDs from 'models'"
                 )
-                ck.error_at("LS215", f"group {gid}: no model config for {member!r}", loc, hint=hint)
+                ck.error_at("LS215", f"group '{gid}' names '{member}', which is not a model", loc, hint=hint)
                 continue
             member_of[member] = gid
             members.append(member)
@@ -565,7 +585,7 @@ def _check_scheduler(c: Config, loaded: Loaded, ck: PathReporter) -> None:
     if sched.use != "fifo":
         ck.error_at(
             "LS217",
-            f"routing.scheduler.use: unknown scheduler {sched.use!r} (valid: fifo)",
+            f"unknown scheduler {sched.use!r}",
             ("routing", "scheduler", "use"),
             hint="fifo is the only scheduler",
         )
@@ -590,10 +610,11 @@ def _check_scheduler(c: Config, loaded: Loaded, ck: PathReporter) -> None:
         else:
             ck.error_at(
                 "LS218",
-                f"routing.scheduler.settings.fifo.priority references unknown model {model!r}",
+                f"a priority for {model!r}, which is not a model or an alias",
                 loc,
                 key=True,
-                hint=did_you_mean(model, sorted(c.models), cutoff=LOOSE),
+                hint=did_you_mean(model, sorted(c.models), cutoff=LOOSE)
+                or "priority keys are model IDs or aliases",
             )
     if fifo.stall_timeout is not None and fifo.stall_timeout <= 0:
         ck.error_at(
@@ -761,6 +782,16 @@ def _check_blocks(c: Config, ck: PathReporter) -> None:
             ("performance", "every"),
             hint=f"write the unit: {every}s",
         )
+    activity = c.ui.get("activity")
+    if isinstance(activity, dict) and "session_id" in activity:
+        names = activity["session_id"]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            ck.error_at(
+                "LS302",
+                "ui.activity.session_id must be a list of header names",
+                ("ui", "activity", "session_id"),
+                hint="e.g. session_id: [X-Session-ID]",
+            )
     if c.store is not None and c.store.path.strip() == "":
         ck.error_at(
             "LS303",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
+from llamaswap.compiler.keys import TOP
 from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, resolve_plain
 from llamaswap.compiler.suggest import did_you_mean
 
@@ -39,6 +40,7 @@ RESERVED = ("PID", "PORT", "MODEL_ID")
 # (resources): `${GPU}` the first device's id, `${GPUS}` all of them, comma-separated.
 DEVICE_MACROS = ("GPU", "GPUS")
 DEVICE_FIELDS = ("cmd", "cmdStop", "env")
+TOP_KEYS = frozenset(TOP.children or {})
 DEFAULT_PROXY = "http://localhost:${PORT}"
 
 
@@ -315,8 +317,7 @@ class _Pass:
                 at = proxy.position_of(proxy.value.index("${PORT}")) if explicit else mk.pos
                 self.report.error(
                     "LS308",
-                    f"model {model_id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available "
-                    "when used in cmd",
+                    "proxy uses ${PORT}, but cmd does not ask for a port",
                     at,
                     f"{mpath}.proxy",
                     hint=(
@@ -364,8 +365,8 @@ class _Pass:
         known_global = [name for name, _ in global_macros]
         self.origins = global_nodes
         for k, v in self.root.items:
-            if k.value in ("models", "macros") or str(k.value).startswith("x-"):
-                continue
+            if k.value in ("models", "macros") or str(k.value) not in TOP_KEYS:
+                continue  # llama-swap checks only the keys it knows (a `defs:` of anchors is free)
             for path, s in self.scalars(v, str(k.value)):
                 self.leftovers(s, path, known_global, allow_pid=False, model_scope=False)
         return ports
@@ -424,48 +425,46 @@ class _Pass:
                             else decl.position_of(str(decl.value).index(m.group(0)))
                         )
                         pos = found or decl.pos
-                        where, at_path = f"{path} (through macro '{macro}')", decl_path
+                        where, at_path = f"{path}, through macro '{macro}'", decl_path
+            via = "" if where == at_path else f" (in {where})"
             if name == "PID":
                 self.report.error(
                     "LS307",
-                    f"macro '${{PID}}' is only available in cmdStop (found in {where})",
+                    f"'${{PID}}' has a value only in cmdStop{via}",
                     pos,
                     at_path,
-                    hint="${PID} is the upstream's process ID, known only when stopping it",
+                    hint="${PID} is the upstream's process ID, known when it is stopped: e.g. cmdStop: kill ${PID}",
                     length=length,
                 )
             elif name in DEVICE_MACROS:
                 if not model_scope:
-                    message = f"macro '${{{name}}}' is only available inside a model ({where})"
+                    message = f"'${{{name}}}' has a value only inside a model{via}"
                     hint = "it names the devices a model is placed on"
                 elif not devices[0]:
                     message = (
-                        f"macro '${{{name}}}' in {where} has no value: the model declares no resources, "
-                        "so it is placed on no device"
+                        f"'${{{name}}}' has no value{via}: the model declares no resources, so it is placed "
+                        "on no device"
                     )
                     hint = (
                         "add resources: {vram: ...} to the model (and devices under the top-level resources)"
                     )
                 else:
-                    message = (
-                        f"macro '${{{name}}}' is only available in cmd, cmdStop and env (found in {where})"
-                    )
+                    message = f"'${{{name}}}' has a value only in cmd, cmdStop and env{via}"
                     hint = "${GPU} and ${GPUS} are substituted when the model starts, in what starts it"
                 self.report.error("LS307", message, pos, at_path, hint=hint, length=length)
             elif name == "PORT" and model_scope and not port_allocated:
                 self.report.error(
                     "LS307",
-                    f"macro '${{PORT}}' in {where} has no value: the model's cmd does not use "
-                    "${PORT}, so no port is allocated",
+                    f"'${{PORT}}' has no value{via}: the model's cmd does not use ${{PORT}}, so it gets no port",
                     pos,
                     at_path,
-                    hint="a port is allocated only to models whose cmd contains ${PORT}",
+                    hint="add --port ${PORT} to cmd, or write the port number",
                     length=length,
                 )
             elif name in ("PORT", "MODEL_ID") and model_scope:
                 self.report.error(
                     "LS307",
-                    f"macro '${{{name}}}' should have been substituted in {where}",
+                    f"'${{{name}}}' has no value here{via}",
                     pos,
                     at_path,
                     length=length,
@@ -473,7 +472,7 @@ class _Pass:
             elif name in ("PORT", "MODEL_ID"):
                 self.report.error(
                     "LS307",
-                    f"macro '${{{name}}}' is only available inside a model ({where})",
+                    f"'${{{name}}}' has a value only inside a model{via}",
                     pos,
                     at_path,
                     length=length,
@@ -483,11 +482,10 @@ class _Pass:
                 # macro can only use macros declared before it.
                 self.report.error(
                     "LS307",
-                    f"macro '${{{name}}}' should have been substituted in {where}",
+                    f"macro '${{{name}}}' is used before it is declared{via}",
                     pos,
                     at_path,
-                    hint=f"'{name}' is used by a macro declared before it; a macro can only use macros "
-                    "declared above it, so move its declaration up",
+                    hint=f"a macro can use only the macros declared above it: move '{name}' up",
                     length=length,
                 )
             else:
@@ -499,7 +497,7 @@ class _Pass:
                     hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
                 self.report.error(
                     "LS307",
-                    f"unknown macro '${{{name}}}' found in {where}",
+                    f"unknown macro '${{{name}}}'{via}",
                     pos,
                     at_path,
                     hint=hint,

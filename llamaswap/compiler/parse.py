@@ -113,7 +113,7 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
     if not dsl.strip():
         return SyntaxProblem(
             "LS100",
-            "empty DSL expression",
+            "the expression is empty",
             0,
             max(1, len(dsl)),
             hint='write at least one model, e.g. "a & b" or "a | b"',
@@ -125,7 +125,7 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
             if depth > MAX_DEPTH:
                 return SyntaxProblem(
                     "LS104",
-                    f"parse: parentheses nested deeper than {MAX_DEPTH} levels",
+                    f"parentheses nested deeper than {MAX_DEPTH} levels",
                     i,
                     hint="split the expression into several sets joined with +references",
                 )
@@ -141,14 +141,14 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         if ch == "+":
             return SyntaxProblem(
                 "LS102",
-                f"tokenize: expected set name after '+' at position {pos}",
+                "'+' is not followed by a set name",
                 pos,
                 hint="write +name with no space after '+'",
             )
         if ch == '"':
             return SyntaxProblem(
                 "LS106",
-                f"tokenize: unterminated quoted identifier at position {pos}",
+                "a quoted model ID is not closed",
                 pos,
                 len(dsl) - pos,
                 hint='close the quoted model ID with "',
@@ -158,9 +158,7 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
             hint = f'model IDs containing {ch!r} must be quoted, e.g. "org/model:q4", or named through a var'
         elif ch == ",":
             hint = "use '|' for alternatives and '&' for models that run together"
-        return SyntaxProblem(
-            "LS101", f"tokenize: unexpected character {ch!r} at position {pos}", pos, hint=hint
-        )
+        return SyntaxProblem("LS101", f"unexpected character {ch!r}", pos, hint=hint)
     except UnexpectedToken as exc:
         tok = exc.token
         accepts = set(exc.interactive_parser.accepts()) if exc.interactive_parser else set(exc.expected)
@@ -170,15 +168,15 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
             if "RPAR" in accepts:
                 return SyntaxProblem(
                     "LS103",
-                    "parse: missing closing parenthesis",
+                    "'(' is not closed",
                     _unclosed_paren(dsl, pos),
                     hint="add ')' to close the group opened here",
                 )
             return SyntaxProblem(
                 "LS104",
-                'parse: unexpected token ""',
+                "the expression ends too early",
                 max(0, pos - 1),
-                hint=f"the expression ends too early; expected {expected}",
+                hint=f"expected {expected}",
             )
         start = tok.start_pos if tok.start_pos is not None else 0
         text = str(tok)
@@ -188,27 +186,27 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
                 hint = f"join names with '&' (run together) or '|' (alternatives); expected {expected}"
             return SyntaxProblem(
                 "LS105",
-                f"parse: unexpected token {text!r} after expression".replace("'", '"'),
+                f'"{text}" after the end of the expression',
                 start,
                 max(1, len(text)),
                 hint=hint,
             )
         return SyntaxProblem(
             "LS104",
-            f"parse: unexpected token {text!r}".replace("'", '"'),
+            f'unexpected "{text}"',
             start,
             max(1, len(text)),
             hint=f"expected {expected}",
         )
     except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
-        return SyntaxProblem("LS104", f"parse: {exc.__class__.__name__}", 0)
+        return SyntaxProblem("LS104", f"cannot parse: {exc.__class__.__name__}", 0)
     node = _TO_AST.transform(tree) if isinstance(tree, Tree) else tree
     for n in _names(node):
         if n.quoted:
             if not n.text:
                 return SyntaxProblem(
                     "LS107",
-                    "parse: empty quoted identifier",
+                    "empty quoted model ID",
                     n.start,
                     n.end - n.start,
                     hint="write the model ID between the quotes",
@@ -219,7 +217,7 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
                 pos = n.start + i
                 return SyntaxProblem(
                     "LS101",
-                    f"tokenize: unexpected character {c!r} at position {pos}",
+                    f"unexpected character {c!r}",
                     pos,
                     hint="quote the model ID to use other characters",
                 )
@@ -227,7 +225,7 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         for i, c in enumerate(r.name):
             if not _valid_ident_char(c):
                 pos = r.start + 1 + i
-                return SyntaxProblem("LS101", f"tokenize: unexpected character {c!r} at position {pos}", pos)
+                return SyntaxProblem("LS101", f"unexpected character {c!r}", pos)
     return node
 
 

@@ -13,6 +13,7 @@ from llamaswap.compiler.decision import State
 from llamaswap.compiler.precompute import group_states, matrix_states
 
 if TYPE_CHECKING:
+    from llamaswap.compiler.group import Group
     from llamaswap.compiler.plan import Plan
 
 # The default cap on a listing of every decision (`plan --all`, `--diff`, the transitions
@@ -59,3 +60,51 @@ def reachable_states(plan: Plan, max_decisions: int = DECISIONS_MAX) -> list[Sta
             f"{max_decisions:,} decisions); too many to list"
         )
     return states
+
+
+def why_unreachable(plan: Plan, state: State) -> str | None:
+    """Why no sequence of requests leaves exactly the models of `state` running, or None when
+    one does (reference §3.4, §4). Matrix: some combination must hold them all (a model in
+    no set runs alone). Groups: the models must have a start order in which no start stops
+    a model started before it (eviction is decided pair by pair, and models outside the
+    state can only stop models, never keep one running)."""
+    if len(state) <= 1:
+        return None
+    policy = plan.policy
+    if plan.engine == "matrix":
+        solver = getattr(policy, "solver", None)
+        if solver is None:
+            return None
+        mask = 0
+        for m in state:
+            mask |= 1 << solver.index[m]
+        if solver.containing_all(mask) is not None:
+            return None
+        return f"no set lets {', '.join(state)} run together"
+    # stops[a] = the models of the state that starting a stops, with the rule that says so.
+    stops: dict[str, dict[str, str]] = {a: {} for a in state}
+    for a in state:
+        for b in state:
+            if a != b:
+                d = policy.decide(a, (b,))
+                if b in d.evict:
+                    stops[a][b] = d.rule
+    group_of: dict[str, Group] = getattr(policy, "group_of", {})
+    for i, a in enumerate(state):
+        for b in state[i + 1 :]:
+            if b in stops[a] and a in stops[b]:
+                g = group_of.get(a)
+                if g is not None and group_of.get(b) is g:
+                    return f"{a} and {b} are both in group {g.name!r}, which runs one member at a time"
+                return f"starting {a} stops {b} ({stops[a][b]}), and starting {b} stops {a} ({stops[b][a]})"
+    # a must start before b when starting a stops b: the order exists when that is acyclic.
+    left = set(state)
+    while left:
+        free = [b for b in left if not any(b in stops[a] for a in left if a != b)]
+        if not free:
+            return (
+                f"no start order leaves {', '.join(sorted(left))} running together: each start stops "
+                "one started before it"
+            )
+        left.difference_update(free)
+    return None

@@ -98,8 +98,7 @@ class _Resolver:
             if not VAR_KEY.match(key):
                 self.report.error(
                     "LS205",
-                    f"var key {key!r} must contain only alphanumeric, '-' or '.' characters and be 1-32 "
-                    "characters long",
+                    f"var key {key!r} is not 1 to 32 letters, digits, '-' or '.'",
                     k.pos,
                     kpath,
                     length=max(1, len(key)),
@@ -119,7 +118,7 @@ class _Resolver:
                 if target in self.aliases:
                     self.report.error(
                         "LS206",
-                        f"var key {key!r} references unknown model {target!r}",
+                        f"var {key!r} names {target!r}, which is not a model ID",
                         v.pos,
                         kpath,
                         hint=f"{target!r} is an alias of {self.aliases[target]!r}; vars must name "
@@ -129,7 +128,7 @@ class _Resolver:
                 else:
                     self.report.error(
                         "LS206",
-                        f"var key {key!r} references unknown model {target!r}",
+                        f"var {key!r} names {target!r}, which is not a model",
                         v.pos,
                         kpath,
                         hint=did_you_mean(target, sorted(self.models), partial=True)
@@ -172,10 +171,10 @@ class _Resolver:
                     shown = str(value)
                 self.report.error(
                     "LS207",
-                    f"evict_cost for {key!r} must be a positive integer, got {shown}",
+                    f"the evict cost of {key!r} is {shown}, not a whole number of at least 1",
                     v.pos,
                     kpath,
-                    hint="costs are whole numbers >= 1; unlisted models cost 1",
+                    hint="models without a cost cost 1",
                 )
                 value = None
             if key in vars_:
@@ -188,7 +187,7 @@ class _Resolver:
             elif key in self.aliases:
                 self.report.error(
                     "LS202",
-                    f"evict_costs: {key!r} is an alias, not a var or model",
+                    f"evict cost for {key!r}, an alias",
                     k.pos,
                     kpath,
                     hint=f"use the real model ID {self.aliases[key]!r}",
@@ -198,7 +197,7 @@ class _Resolver:
             else:
                 self.report.error(
                     "LS208",
-                    f"evict_costs: unknown var or model {key!r}",
+                    f"evict cost for {key!r}, which is not a var or a model",
                     k.pos,
                     kpath,
                     hint=self.unknown_hint(key, vars_),
@@ -234,7 +233,7 @@ class _Resolver:
             pos = key.pos if (key := self.block.key_node("sets")) else self.block.pos
             self.report.error(
                 "LS200",
-                "matrix must define at least one set",
+                "the matrix has no sets",
                 pos,
                 f"{self.path}.sets",
                 hint='add e.g. sets: {standard: "a & b"}',
@@ -251,7 +250,7 @@ class _Resolver:
             if not isinstance(v, YScalar) or v.value is None or isinstance(v.value, bool):
                 self.report.error(
                     "LS209",
-                    f"set {name!r}: the DSL must be a string",
+                    f"set {name!r} is not an expression (a string)",
                     v.pos,
                     spath,
                     hint='quote the expression, e.g. "a & b"',
@@ -319,7 +318,7 @@ class _Resolver:
                 elif n.quoted and n.text in vars_:
                     self.report.error(
                         "LS201",
-                        f"set {set_name!r}: unknown model {n.text!r}",
+                        f"set {set_name!r}: {n.text!r} is not a model",
                         pos,
                         spath,
                         hint=f"{n.text!r} is a var: write it without quotes",
@@ -328,7 +327,7 @@ class _Resolver:
                 else:
                     self.report.error(
                         "LS201",
-                        f"set {set_name!r}: unknown var or model {n.text!r}",
+                        f"set {set_name!r}: {n.text!r} is not a var or a model",
                         pos,
                         spath,
                         hint=self.unknown_hint(n.text, vars_),
@@ -340,7 +339,7 @@ class _Resolver:
                 if n.name not in set_names:
                     self.report.error(
                         "LS203",
-                        f"set {set_name!r} references undefined set {n.name!r}",
+                        f"set {set_name!r}: there is no set {n.name!r} to include",
                         scalar.position_of(n.start),
                         spath,
                         hint=did_you_mean(n.name, set_names, written="+{}", partial=True)
@@ -421,7 +420,7 @@ def resolve_matrix(
         pos, length = _ref_position(block, first, second, linked)
         r.report.error(
             "LS204",
-            f"circular reference detected involving set {first!r}: {' -> '.join(names)}",
+            f"set {first!r} includes itself: {' -> '.join(names)}",
             pos,
             f"{path}.sets.{first}",
             hint="a set cannot include itself, directly or through other sets",

@@ -50,7 +50,7 @@ BATCH = 256
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
-SCHEMA_VERSION = 2  # 2: the `peer` column
+SCHEMA_VERSION = 3  # 2: the `peer` column; 3: `session_id`
 
 # API sort keys -> record fields (the same keys as llama-swap's activity table).
 SORT_KEYS: dict[str, Callable[[ActivityRecord], Any]] = {
@@ -89,7 +89,11 @@ _COLUMNS = (
     "tokens_per_second",
     "error",
     "peer",
+    "session_id",
 )
+
+# llama-swap's default `ui.activity.session_id`: request headers that carry a session ID.
+DEFAULT_SESSION_HEADERS = ("X-Session-ID", "X-Litellm-Session-Id")
 
 
 def default_path() -> Path:
@@ -250,6 +254,7 @@ class ActivityRecord:
     tokens_per_second: float = -1.0
     error: str = ""
     peer: str = ""  # the peer that served it (runtime/peers.py); "" for a local model
+    session_id: str = ""  # from the first `ui.activity.session_id` header the request had
 
     def to_json(self) -> dict[str, Any]:
         """llama-swap's ActivityLogEntry shape, plus `requested` and `wait_ms`."""
@@ -278,6 +283,8 @@ class ActivityRecord:
             out["error_msg"] = self.error
         if self.peer:
             out["peer"] = self.peer
+        if self.session_id:
+            out["session_id"] = self.session_id
         return out
 
     def row(self) -> tuple:
@@ -297,6 +304,7 @@ def make_record(
     tap: ResponseTap | None,
     error: str = "",
     peer: str = "",
+    session_id: str = "",
 ) -> ActivityRecord:
     """A record (id 0 until stored) from what the request path measured."""
     t = tap.tokens() if tap is not None else Tokens()
@@ -329,6 +337,7 @@ def make_record(
         tokens_per_second=tps,
         error=error,
         peer=peer,
+        session_id=session_id,
     )
 
 
@@ -447,11 +456,14 @@ class ActivityStore:
             "wait_ms REAL NOT NULL, duration_ms REAL NOT NULL, input_tokens INTEGER NOT NULL, "
             "output_tokens INTEGER NOT NULL, cache_tokens INTEGER NOT NULL, draft_tokens INTEGER NOT NULL, "
             "draft_acc_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL, "
-            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL, peer TEXT NOT NULL DEFAULT '')"
+            "tokens_per_second REAL NOT NULL, error TEXT NOT NULL, peer TEXT NOT NULL DEFAULT '', "
+            "session_id TEXT NOT NULL DEFAULT '')"
         )
         columns = {row[1] for row in db.execute("PRAGMA table_info(activity)")}
         if "peer" not in columns:  # a version 1 database
             db.execute("ALTER TABLE activity ADD COLUMN peer TEXT NOT NULL DEFAULT ''")
+        if "session_id" not in columns:  # a store written before session IDs were kept
+            db.execute("ALTER TABLE activity ADD COLUMN session_id TEXT NOT NULL DEFAULT ''")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self, timeout: float = 5.0) -> None:
@@ -646,6 +658,51 @@ def _from_row(row: tuple) -> ActivityRecord:
 
 
 ACTIVITY = web.AppKey("activity", ActivityStore)
+
+
+_SESSION_MEMO: list[Any] = [None, DEFAULT_SESSION_HEADERS]  # [config, its headers]: one per plan
+
+
+def session_headers(config: Any) -> tuple[str, ...]:
+    """`ui.activity.session_id` as llama-swap reads it: names trimmed, empty ones dropped,
+    repeats (any case) dropped; unset means the defaults, an empty list means none."""
+    if config is not None and _SESSION_MEMO[0] is config:
+        return _SESSION_MEMO[1]
+    names = _session_headers(config)
+    _SESSION_MEMO[:] = [config, names]
+    return names
+
+
+def _session_headers(config: Any) -> tuple[str, ...]:
+    ui = getattr(config, "ui", None) or {}
+    activity = ui.get("activity") if isinstance(ui, dict) else None
+    names = activity.get("session_id") if isinstance(activity, dict) else None
+    if not isinstance(names, (list, tuple)):
+        return DEFAULT_SESSION_HEADERS
+    out: list[str] = []
+    for name in names:
+        name = str(name).strip()
+        if name and name.lower() not in {n.lower() for n in out}:
+            out.append(name)
+    return tuple(out)
+
+
+def session_of(headers: Any, names: tuple[str, ...]) -> str:
+    """The first session header the request carries (aiohttp's headers ignore case)."""
+    for name in names:
+        value = headers.get(name)
+        if value:
+            return value[:200]
+    return ""
+
+
+def ui_config(config: Any) -> dict[str, Any]:
+    """The `uiConfig` the web UI gets: the config's `ui`, with the session headers in effect."""
+    ui = dict(getattr(config, "ui", None) or {})
+    activity = dict(ui.get("activity") or {}) if isinstance(ui.get("activity"), dict) else {}
+    activity["session_id"] = list(session_headers(config))
+    ui["activity"] = activity
+    return ui
 
 
 def store_path(config: Any) -> Path | None:

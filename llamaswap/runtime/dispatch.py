@@ -28,7 +28,7 @@ from aiohttp import web
 from llamaswap.compiler.plan import Plan
 from llamaswap.compiler.virtual import PeerRoute
 from llamaswap.runtime import websocket
-from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record
+from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record, session_headers, session_of
 from llamaswap.runtime.auth import upstream_auth
 from llamaswap.runtime.body import (
     Body,
@@ -238,6 +238,7 @@ async def dispatch(
         duration = time.monotonic() - began
         ctype = resp.content_type if resp is not None else ""
         asked = requested
+        session = session_of(request.headers, session_headers(app[LIVE].plan.config))
 
         def record() -> None:
             app[ACTIVITY].record(
@@ -253,6 +254,7 @@ async def dispatch(
                     tap=measure.tap,
                     error="" if code != 499 else "the client went away",
                     peer="" if peer is None else peer.peer.id,
+                    session_id=session,
                 )
             )
 

@@ -51,6 +51,7 @@ import logging
 import os
 import shlex
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -330,6 +331,19 @@ def _port_of(proxy: str) -> tuple[str, int | None]:
     if port is None:
         port = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.hostname or "", port
+
+
+# A cmd whose program is this bare name runs the llamaswap that serves.
+OWN_PROGRAM = "llamaswap"
+
+
+def own_program(argv: list[str]) -> list[str]:
+    """`argv` with a bare `llamaswap` program replaced by this interpreter's `-m llamaswap`
+    (a llamaswap extension): `llamaswap fake-upstream ...` in a config then runs the serving
+    version, from a virtualenv that is not activated and whatever the upstream's PATH holds."""
+    if argv and argv[0] == OWN_PROGRAM:
+        return [sys.executable, "-m", "llamaswap", *argv[1:]]
+    return argv
 
 
 def _killpg(pgid: int | None, sig: int) -> bool:
@@ -669,7 +683,7 @@ class ModelProcess:
     def _begin_start(self) -> None:
         placement = self._next_placement
         try:
-            argv = split_command(with_devices(self.spec.cmd, placement))
+            argv = own_program(split_command(with_devices(self.spec.cmd, placement)))
         except CommandError as exc:
             why = (
                 f"model {self.spec.model} has no cmd: there is nothing to start"

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llamaswap.runtime.activity import ACTIVITY, SORT_KEYS, iso, parse_time
+from llamaswap.runtime.activity import ACTIVITY, SORT_KEYS, iso, parse_time, ui_config
 from llamaswap.runtime.events import EVENTS, INFLIGHT, EventHub, stream
 from llamaswap.runtime.keys import DECISIONS, LIVE, LOGS, PROCESSES, ROUTER
 from llamaswap.runtime.processes import ModelProcess
@@ -371,7 +371,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         ("logData", {"source": "proxy", "data": "".join(line + "\n" for line in logs.proxy.history())}),
         ("logData", {"source": "upstream", "data": "".join(line + "\n" for line in logs.upstream.history())}),
         ("modelStatus", model_status(app)),
-        ("uiConfig", config.ui if (config := app[LIVE].plan.config) is not None else {}),
+        ("uiConfig", ui_config(app[LIVE].plan.config)),
         ("inflight", app[INFLIGHT].snapshot()),
     ]
     try:

@@ -56,27 +56,27 @@ def test_spans_are_code_point_offsets():
 @pytest.mark.parametrize(
     "dsl, code, offset, message",
     [
-        ("", "LS100", 0, "empty DSL expression"),
-        ("  \t ", "LS100", 0, "empty DSL expression"),
-        ("a & org/b", "LS101", 7, "tokenize: unexpected character '/' at position 7"),
-        ("a @ b", "LS101", 2, "tokenize: unexpected character '@' at position 2"),
-        ("a, b", "LS101", 1, "tokenize: unexpected character ',' at position 1"),
-        ("qwen:7b", "LS101", 4, "tokenize: unexpected character ':' at position 4"),
-        ("a & ½", "LS101", 4, "tokenize: unexpected character '½' at position 4"),  # \w, but not a letter
-        ("模型 & !", "LS101", 5, "tokenize: unexpected character '!' at position 5"),  # rune index
-        ("+", "LS102", 0, "tokenize: expected set name after '+' at position 0"),
-        ("a & + b", "LS102", 4, "tokenize: expected set name after '+' at position 4"),
-        ("(a | b", "LS103", 0, "parse: missing closing parenthesis"),
-        ("a & (b | (c)", "LS103", 4, "parse: missing closing parenthesis"),
-        ("()", "LS104", 1, 'parse: unexpected token ")"'),
-        ("a &", "LS104", 2, 'parse: unexpected token ""'),
-        ("a & | b", "LS104", 4, 'parse: unexpected token "|"'),
-        ("& a", "LS104", 0, 'parse: unexpected token "&"'),
-        ("a b", "LS105", 2, 'parse: unexpected token "b" after expression'),
-        ("a)", "LS105", 1, 'parse: unexpected token ")" after expression'),
-        ("(a) (b)", "LS105", 4, 'parse: unexpected token "(" after expression'),
-        ('a & "org/m', "LS106", 4, "tokenize: unterminated quoted identifier at position 4"),
-        ('a & ""', "LS107", 4, "parse: empty quoted identifier"),
+        ("", "LS100", 0, "the expression is empty"),
+        ("  \t ", "LS100", 0, "the expression is empty"),
+        ("a & org/b", "LS101", 7, "unexpected character '/'"),
+        ("a @ b", "LS101", 2, "unexpected character '@'"),
+        ("a, b", "LS101", 1, "unexpected character ','"),
+        ("qwen:7b", "LS101", 4, "unexpected character ':'"),
+        ("a & ½", "LS101", 4, "unexpected character '½'"),  # \w, but not a letter
+        ("模型 & !", "LS101", 5, "unexpected character '!'"),  # rune index
+        ("+", "LS102", 0, "'+' is not followed by a set name"),
+        ("a & + b", "LS102", 4, "'+' is not followed by a set name"),
+        ("(a | b", "LS103", 0, "'(' is not closed"),
+        ("a & (b | (c)", "LS103", 4, "'(' is not closed"),
+        ("()", "LS104", 1, 'unexpected ")"'),
+        ("a &", "LS104", 2, "the expression ends too early"),
+        ("a & | b", "LS104", 4, 'unexpected "|"'),
+        ("& a", "LS104", 0, 'unexpected "&"'),
+        ("a b", "LS105", 2, '"b" after the end of the expression'),
+        ("a)", "LS105", 1, '")" after the end of the expression'),
+        ("(a) (b)", "LS105", 4, '"(" after the end of the expression'),
+        ('a & "org/m', "LS106", 4, "a quoted model ID is not closed"),
+        ('a & ""', "LS107", 4, "empty quoted model ID"),
     ],
 )
 def test_syntax_errors(dsl, code, offset, message):

@@ -57,7 +57,9 @@ def test_a_macro_can_only_use_macros_declared_before_it():
     """
     plan = compile_yaml(text)
     d = one(plan, "LS307")
-    assert d.message == "macro '${late}' should have been substituted in models.m.cmd (through macro 'early')"
+    assert (
+        d.message == "macro '${late}' is used before it is declared (in models.m.cmd, through macro 'early')"
+    )
     assert "declared" in (d.hint or "")
     assert at(d) == locate(text, "${late}")  # where the leftover is written
     assert d.path == "macros.early"
@@ -72,7 +74,7 @@ def test_a_leftover_from_a_macro_is_reported_once_at_its_declaration():
       m2: {{cmd: "{FAKE} --port ${{PORT}} ${{args}}"}}
     """
     d = one(compile_yaml(text), "LS307")
-    assert d.message == "unknown macro '${undeclared}' found in models.m1.cmd (through macro 'args')"
+    assert d.message == "unknown macro '${undeclared}' (in models.m1.cmd, through macro 'args')"
     assert at(d) == locate(text, "${undeclared}")
 
 
@@ -131,9 +133,7 @@ def test_port_in_explicit_proxy_without_cmd_points_at_port():
         proxy: "http://127.0.0.1:${{PORT}}"
     """
     d = one(compile_yaml(text), "LS308")
-    assert d.message == (
-        "model m: proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd"
-    )
+    assert d.message == ("proxy uses ${PORT}, but cmd does not ask for a port")
     assert at(d) == locate(text, '${PORT}"')
     assert d.path == "models.m.proxy"
 
@@ -159,7 +159,7 @@ def test_pid_only_in_cmd_stop():
     """
     plan = compile_yaml(text)
     d = one(plan, "LS307")
-    assert d.message == "macro '${PID}' is only available in cmdStop (found in models.m.env[0])"
+    assert d.message == "'${PID}' has a value only in cmdStop"
     assert at(d) == locate(text, '${PID}"')
     assert plan.config.models["m"].cmd_stop == "kill -TERM ${PID}"
 
@@ -173,7 +173,7 @@ def test_unknown_macro_with_hint_and_position():
         cmd: {FAKE} --port ${{PORT}} -c ${{contxt}}
     """
     d = one(compile_yaml(text), "LS307")
-    assert d.message == "unknown macro '${contxt}' found in models.m.cmd"
+    assert d.message == "unknown macro '${contxt}'"
     assert d.hint == "did you mean '${context}'?"
     assert at(d) == locate(text, "${contxt}")
 
@@ -185,7 +185,7 @@ def test_model_id_outside_a_model():
       m: {{cmd: "{FAKE} --port ${{PORT}}"}}
     """
     d = one(compile_yaml(text), "LS307")
-    assert "only available inside a model" in d.message
+    assert "has a value only inside a model" in d.message
 
 
 def test_comment_lines_in_cmd_are_dropped_before_expansion():

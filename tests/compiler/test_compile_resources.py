@@ -345,4 +345,4 @@ def test_gpu_macro_outside_cmd_and_env_is_a_located_error():
       sets: auto
     """
     d = one(compile_yaml(text), "LS307")
-    assert d.message == "macro '${GPU}' is only available in cmd, cmdStop and env (found in models.a.proxy)"
+    assert d.message == "'${GPU}' has a value only in cmd, cmdStop and env"

@@ -43,12 +43,13 @@ function row(r) {
     h("td", { class: "num" }, fmtCount(r.tokens.cache_tokens)),
     h("td", { class: "num" }, fmtRate(r.tokens.prompt_per_second)),
     h("td", { class: "num tps" }, fmtRate(r.tokens.tokens_per_second)),
-    h("td", { class: "small muted" }, r.req_path));
+    h("td", { class: "small muted" }, r.req_path),
+    h("td", { class: "small muted session" }, r.session_id || ""));
 }
 
 function draw() {
   const rows = view.rows;
-  clear(view.body, rows.length ? rows.map(row) : h("tr", {}, h("td", { colspan: 11, class: "empty" }, "No requests yet.")));
+  clear(view.body, rows.length ? rows.map(row) : h("tr", {}, h("td", { colspan: 12, class: "empty" }, "No requests yet.")));
   const ordered = [...rows].reverse();
   clear(view.speed, chart(ordered.filter((r) => r.tokens.tokens_per_second > 0)
     .map((r) => ({ t: Date.parse(r.timestamp), v: r.tokens.tokens_per_second })), { unit: "tokens/s", kind: "speed" }));
@@ -93,7 +94,7 @@ export default {
         h("div", { class: "panel" }, h("h2", {}, "Generation speed (tokens/s)"), view.speed),
         h("div", { class: "panel" }, h("h2", {}, "Wait for a grant (ms)"), view.wait)),
       h("div", { class: "panel", style: "margin-top:14px" }, h("table", { id: "activity" },
-        h("thead", {}, h("tr", {}, ["Time", "Model", "Status", "Wait", "Duration", "In", "Out", "Cached", "Prompt t/s", "Gen t/s", "Path"]
+        h("thead", {}, h("tr", {}, ["Time", "Model", "Status", "Wait", "Duration", "In", "Out", "Cached", "Prompt t/s", "Gen t/s", "Path", "Session"]
           .map((t, i) => h("th", { class: i >= 3 && i <= 9 ? "num" : "" }, t)))), view.body)));
     ctx.on("activity", (data) => {
       const r = data.record;
