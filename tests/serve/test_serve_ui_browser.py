@@ -171,6 +171,17 @@ def test_after_a_swap_the_graph_highlights_the_new_running_set(serve, tab):
     t.page.wait_for_selector('g.node.target[data-model="a"]', timeout=T)
     assert t.page.locator("g.node.evict").evaluate_all("ns => ns.map(n => n.dataset.model)") == ["c"]
     assert "stop c" in t.page.locator("#whatif-answer").inner_text()
+
+    # An in-flight request is listed with a Cancel button; cancelling it answers its client.
+    held = server.chat_call("c", delay=30)
+    row = t.page.locator('#inflight-requests tr[data-model="c"]')
+    row.wait_for(timeout=T)
+    row.locator("button.cancel").click()
+    resp = held.response()
+    resp.read()
+    held.disconnect()
+    assert resp.status == 502
+    row.wait_for(state="detached", timeout=T)
     assert t.errors == []
 
 
@@ -187,9 +198,12 @@ def test_unload_from_the_ui_stops_the_process(serve, tab):
     server.wait(lambda: not pid_alive(pid), f"pid {pid} to be gone")
     assert "a" not in server.running()
     # and loading it again from the UI starts a new process
+    assert t.page.locator('#models tr[data-model="a"] a.upstream').count() == 0
     t.page.locator('#models tr[data-model="a"] button.load').click()
     t.page.wait_for_selector('#models tr[data-model="a"][data-state="ready"]', timeout=T)
     assert server.running()["a"]["pid"] != pid
+    # A ready model links to its own server (GET /upstream redirects to this page).
+    assert t.page.locator('#models tr[data-model="a"] a.upstream').get_attribute("href") == "/upstream/a/"
     assert t.errors == []
 
 

@@ -1,7 +1,8 @@
 // Live: the coexistence graph with the running set highlighted, swaps in progress with their
-// elapsed load time, the queue, in-flight requests per model, and a what-if box (/api/plan).
+// elapsed load time, the queue, in-flight requests (per model, and each one with a Cancel
+// button: POST /api/inflight/{id}/cancel), and a what-if box (/api/plan).
 
-import { getJSON } from "../api.js";
+import { getJSON, post } from "../api.js";
 import { badge, clear, fmtSeconds, h, names, s } from "../dom.js";
 
 let view = null; // this mount's state
@@ -109,6 +110,27 @@ function drawQueue() {
     : h("p", { class: "empty" }, "No request in flight."));
 }
 
+function drawRequests() {
+  const rows = [...view.inflight.values()];
+  clear(view.requestsBox, rows.length ? h("table", {}, h("thead", {}, h("tr", {},
+    h("th", {}, "Request"), h("th", {}, "Model"), h("th", {}, "Path"), h("th", {}, "State"), h("th", {}, ""))),
+  h("tbody", {}, rows.map((r) => h("tr", { dataset: { id: r.id, model: r.model } },
+    h("td", { class: "num" }, `#${r.id}`), h("td", {}, r.model), h("td", { class: "small" }, `${r.method} ${r.req_path}`),
+    h("td", {}, badge(r.state)),
+    h("td", {}, h("button", { class: "cancel", onclick: (e) => cancel(e.target, r.id) }, "Cancel"))))))
+    : null);
+}
+
+async function cancel(button, id) {
+  button.disabled = true;
+  try {
+    await post(`/api/inflight/${encodeURIComponent(id)}/cancel`);
+  } catch (err) {
+    button.disabled = false;
+    button.title = err.message;
+  }
+}
+
 async function askWhatIf(model) {
   const out = view.whatifOut;
   if (!model) {
@@ -143,6 +165,8 @@ export default {
     view.swapsBox = h("div", { id: "swaps" });
     view.queueBox = h("div", { id: "queue" });
     view.flightBox = h("div", { id: "inflight" });
+    view.requestsBox = h("div", { id: "inflight-requests" });
+    view.inflight = ctx.latest.inflight;
     view.whatifOut = h("div", { id: "whatif-out", class: "stack" });
     const input = h("input", { id: "whatif-model", list: "whatif-models", placeholder: "model or alias" });
     const options = h("datalist", { id: "whatif-models" });
@@ -160,7 +184,12 @@ export default {
         h("div", { class: "panel" }, h("h2", {}, "What if a request came in for…"), form, view.whatifOut),
         h("div", { class: "panel" }, h("h2", {}, "Swaps in progress"), view.swapsBox),
         h("div", { class: "panel" }, h("h2", {}, "Queue"), view.queueBox),
-        h("div", { class: "panel" }, h("h2", {}, "In flight"), view.flightBox))));
+        h("div", { class: "panel" }, h("h2", {}, "In flight"), view.flightBox, view.requestsBox))));
+    ctx.on("inflight", () => {
+      view.inflight = ctx.latest.inflight; // app.js keeps the table (a snapshot replaces it)
+      drawRequests();
+    });
+    drawRequests();
     ctx.on("modelStatus", (data) => {
       view.models = data;
       paint();

@@ -1,5 +1,6 @@
 // Models: every model with its state and time in state, aliases, TTL, last decision, and
-// load/unload buttons. Kept current by `modelStatus` events.
+// load/unload buttons; a ready model links to its own server (/upstream/<id>/, where
+// GET /upstream redirects here). Kept current by `modelStatus` events.
 
 import { getJSON, post } from "../api.js";
 import { badge, clear, fmtSeconds, h } from "../dom.js";
@@ -31,7 +32,8 @@ function draw() {
     const id = encodeURIComponent(m.id).replace(/%2F/g, "/");
     const stopped = m.state === "stopped";
     return h("tr", { dataset: { model: m.id, state: m.state } },
-      h("td", {}, h("strong", {}, m.id), m.name ? h("div", { class: "muted small" }, m.name) : null),
+      h("td", {}, h("strong", {}, m.id), m.name ? h("div", { class: "muted small" }, m.name) : null,
+        m.state === "ready" ? h("a", { class: "upstream small", href: `/upstream/${id}/`, target: "_blank", rel: "noopener" }, "upstream ↗") : null),
       h("td", {}, badge(m.state)),
       h("td", { class: "num since" }, fmtSeconds(since(m))),
       h("td", {}, m.aliases && m.aliases.length ? m.aliases.join(", ") : h("span", { class: "muted" }, "–")),
