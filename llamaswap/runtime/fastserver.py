@@ -465,6 +465,7 @@ class Conn(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.header_timer: asyncio.TimerHandle | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.close_after = False  # close once the current response is written
         self.abort_after = False  # the same, without draining an unread body first
         self.no_more = False  # a chunked body was read: no request after it is
@@ -764,7 +765,9 @@ class Conn(asyncio.Protocol):
                 front.parked.append(self)
             return
         self._cancel_header_timer()
-        self._cancel_idle()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self.handed = True
         front.conns.discard(self)
         transport = self.transport
@@ -891,19 +894,29 @@ class Conn(asyncio.Protocol):
         self.close()
 
     def _arm_idle(self) -> None:
+        """The connection is idle from now on. One timer per connection, re-armed only when
+        it fires (a request costs a float store, not a timer)."""
+        self.idle_since = self.loop.time()
         t = self.front.keepalive_timeout
         if t is not None and self.idle_timer is None:
             self.idle_timer = self.loop.call_later(t, self._idle_late)
 
     def _cancel_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        pass  # busy now: `_idle_late` sees it and waits for the next idle spell
 
     def _idle_late(self) -> None:
         self.idle_timer = None
-        if self.request is None and not self.buf and not self.handed:
-            self.close()
+        t = self.front.keepalive_timeout
+        if self.closed or self.handed or t is None:
+            return
+        if self.request is not None or self.buf or self.draining:
+            self.idle_timer = self.loop.call_later(t, self._idle_late)  # busy: check again later
+            return
+        left = self.idle_since + t - self.loop.time()
+        if left > 0.001:
+            self.idle_timer = self.loop.call_later(left, self._idle_late)
+            return
+        self.close()
 
 
 class _Gone:
