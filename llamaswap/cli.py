@@ -732,7 +732,7 @@ def config_source(config: str | None, config_dir: str | None, expand_budget: int
     from llamaswap.compiler.diagnostics import sort_diagnostics
     from llamaswap.compiler.merge import Source, merge_sources
     from llamaswap.compiler.plan import Plan, compile_text
-    from llamaswap.runtime.reload import ConfigSource, SourceError, file_source, read_text_file
+    from llamaswap.runtime.sources import ConfigSource, SourceError, file_source, read_text_file
 
     options = compile_options(expand_budget)
     if config_dir is None:
@@ -796,7 +796,7 @@ def compile_sources(
     config: str | None, config_dir: str | None, expand_budget: int | None, source: ConfigSource | None = None
 ) -> Plan:
     """Compile what `config_source` names; an unreadable part is a usage error (exit 2)."""
-    from llamaswap.runtime.reload import SourceError
+    from llamaswap.runtime.sources import SourceError
 
     source = source or config_source(config, config_dir, expand_budget)
     try:
@@ -1003,8 +1003,8 @@ def serve_cmd(
     from llamaswap.runtime import loop as loops
     from llamaswap.runtime.logs import configure as configure_logs
     from llamaswap.runtime.reaper import AlreadyServing
-    from llamaswap.runtime.reload import text_source
     from llamaswap.runtime.serve import DEMO_NAME, demo_config_text, serve
+    from llamaswap.runtime.sources import text_source
 
     if show_version:
         from llamaswap.buildinfo import version_line

@@ -47,6 +47,10 @@ DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_DB_BYTES = 256 << 20
 QUEUE_SIZE = 10_000
 BATCH = 256
+# The writer sleeps this long after each batch instead of waking for every record: a put with
+# no waiting reader costs no thread switch (measured: ~10 % of a proxied request's CPU at 16
+# connections went to waking the writer per record).
+BATCH_DELAY = 0.05
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
@@ -640,6 +644,8 @@ class ActivityStore:
                     self._degrade(f"cannot write {self.path}: {exc}")
             for flag in flags:
                 flag.set()
+            if not stop:
+                time.sleep(BATCH_DELAY)
         try:
             if self.degraded is None:
                 db.execute(

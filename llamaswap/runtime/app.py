@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -109,10 +110,11 @@ def make_added_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
     return proc
 
 
-@web.middleware
-async def gate_middleware(request: web.Request, handler):
-    """CORS preflight (204), then apiKeys (401): one middleware layer, as cheap as possible
-    on the proxy's hot path."""
+def gate(request: web.Request, handler: Any) -> web.StreamResponse | None:
+    """CORS preflight (204), then apiKeys (401) or, without them, the Host and cross-site
+    checks (403): the answer for a request that may not reach `handler` (the route's own
+    handler), or None. The middleware runs it for aiohttp's routes, the fast front
+    (fastserver.py) for its own."""
     if request.method == "OPTIONS":
         return web.Response(
             status=204,
@@ -128,10 +130,16 @@ async def gate_middleware(request: web.Request, handler):
     if not live.api_keys and request.path not in OPEN_PATHS:
         limits = app[LIMITS].of(live.plan)
         refused = host_refusal(request, limits.allowed_hosts)
-        if refused is None and request.match_info.handler in STATE_CHANGING:
+        if refused is None and handler in STATE_CHANGING:
             refused = origin_refusal(request, limits.allowed_origins)
-    else:
-        refused = refusal(request)
+        return refused
+    return refusal(request)
+
+
+@web.middleware
+async def gate_middleware(request: web.Request, handler):
+    """`gate`, as one middleware layer, as cheap as possible on the proxy's hot path."""
+    refused = gate(request, request.match_info.handler)
     if refused is not None:
         return refused
     return await handler(request)
@@ -149,6 +157,27 @@ STATE_CHANGING = frozenset(
         webui.load_model,
     }
 )
+
+
+# Handlers the fast front (fastserver.py) runs itself, on the plain (GET/POST) routes that
+# name them: the model-dispatched routes, the model list, the health check.
+FAST_HANDLERS = frozenset({model_route, api.list_models, api.health})
+
+
+def fast_routes(app: web.Application) -> dict[tuple[str, str], Any]:
+    """(method, path) -> handler for the fast front, read off the app's own route table (so a
+    route added or re-pointed there is followed, and anything else stays aiohttp's)."""
+    routes: dict[tuple[str, str], Any] = {}
+    seen: set[tuple[str, str]] = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path")
+        if path is None or (route.method, path) in seen:
+            continue  # not a plain path; or an earlier route for it wins, as in aiohttp
+        seen.add((route.method, path))
+        if route.method in ("GET", "POST") and route.handler in FAST_HANDLERS:
+            routes[(route.method, path)] = route.handler
+    return routes
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ def check_declared(request: web.Request, limits: BodyLimits, key: str) -> None:
 
 
 async def _read_some(request: web.Request, limits: BodyLimits) -> bytes:
+    content = request.content
+    data = content.read_nowait()  # bytes already here (a small body comes with its head): no timer
+    if data or content.at_eof():
+        return data
     try:
         async with asyncio.timeout(limits.timeout):
             return await request.content.readany()

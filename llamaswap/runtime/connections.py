@@ -24,6 +24,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -179,27 +180,40 @@ class ConnectionGuard:
         self.limits = limits
         self._refused = 0
         self._refused_logged = 0.0
+        self.others: Callable[[], int] = lambda: 0  # connections the fast front holds
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
 
     def __call__(self) -> asyncio.Protocol:
-        server = self._server
+        refused = self.refusal()
+        return refused if refused is not None else self.handler()
+
+    def refusal(self) -> asyncio.Protocol | None:
+        """The refusing protocol for one more connection over the cap (counting the fast
+        front's connections, `others`, with aiohttp's), or None."""
         cap = self.limits.max_connections
-        if cap is not None and len(server._connections) >= cap:
-            self._refused += 1
-            now = time.monotonic()
-            if now - self._refused_logged >= REFUSED_LOG_EVERY:
-                self._refused_logged = now
-                logger.warning(
-                    "too many connections: %d open (server.maxConnections = %d); "
-                    "refused %d since the last report",
-                    len(server._connections),
-                    cap,
-                    self._refused,
-                )
-                self._refused = 0
-            return _Refuse(self)
+        if cap is None:
+            return None
+        count = len(self._server._connections) + self.others()
+        if count < cap:
+            return None
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSED_LOG_EVERY:
+            self._refused_logged = now
+            logger.warning(
+                "too many connections: %d open (server.maxConnections = %d); refused %d since the last report",
+                count,
+                cap,
+                self._refused,
+            )
+            self._refused = 0
+        return _Refuse(self)
+
+    def handler(self) -> asyncio.Protocol:
+        """aiohttp's protocol for one connection (bounded as described above)."""
+        server = self._server
         return _Handler(
             server, loop=server._loop, header_timeout=self.limits.header_timeout, **server._kwargs
         )

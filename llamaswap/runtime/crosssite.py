@@ -48,7 +48,9 @@ def _machine_names() -> frozenset[str]:
     return frozenset({name, name + ".local", name.split(".")[0]})
 
 
+@lru_cache(maxsize=256)
 def host_allowed(host_header: str | None, allowed: tuple[str, ...]) -> bool:
+    """Cached: clients send the same few Host values on every request."""
     if not host_header:
         return True  # HTTP/1.0 clients; browsers always send Host
     if "*" in allowed:

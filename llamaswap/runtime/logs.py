@@ -15,8 +15,6 @@ import collections
 import logging
 from collections.abc import AsyncGenerator, Callable
 
-from aiohttp.abc import AbstractAccessLogger
-
 # Listener failures are reported where they were before logs had a module of their own.
 logger = logging.getLogger("llamaswap.process")
 
@@ -284,9 +282,17 @@ def configure(level: str, log_to_stdout: str, time_format: str, fmt: str, stream
         target.propagate = False
 
 
-class AccessLog(AbstractAccessLogger):
-    """aiohttp's access logger: one line per request — method, path, model, status, seconds,
-    bytes — with the same fields as `extra` for the JSON format."""
+class AccessLog:
+    """The access logger (aiohttp's `access_log_class`, and the fast front's): one line per
+    request — method, path, model, status, seconds, bytes — with the same fields as `extra`
+    for the JSON format. aiohttp's AbstractAccessLogger interface, without importing aiohttp
+    (serve listens before the web framework is loaded)."""
+
+    __slots__ = ("logger", "log_format")
+
+    def __init__(self, logger: logging.Logger, log_format: str = "") -> None:
+        self.logger = logger
+        self.log_format = log_format
 
     @property
     def enabled(self) -> bool:
@@ -312,3 +318,8 @@ class AccessLog(AbstractAccessLogger):
                 "bytes": size,
             },
         )
+
+
+def access_logger() -> AccessLog:
+    """The access logger on `llamaswap.access` (what serve gives aiohttp, too)."""
+    return AccessLog(logging.getLogger("llamaswap.access"))

@@ -27,15 +27,15 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from llamaswap.compiler.diagnostics import Severity, render_text
-from llamaswap.compiler.plan import CompileOptions, Plan, compile_text
+from llamaswap.compiler.plan import Plan
 from llamaswap.runtime.keys import DECISIONS, LIVE, METRICS, ROUTER, SELECTORS
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
 from llamaswap.runtime.reconfigure import ReloadPlan, reload_plan
@@ -45,6 +45,13 @@ from llamaswap.runtime.settings import (
     health_check_timeout,
     scheduler_settings,
     scheduling_policy,
+)
+from llamaswap.runtime.sources import (  # noqa: F401 (file_source, read_text_file, text_source: re-exported)
+    ConfigSource,
+    SourceError,
+    file_source,
+    read_text_file,
+    text_source,
 )
 
 logger = logging.getLogger("llamaswap.reload")
@@ -78,60 +85,7 @@ def process_specs(plan: Plan) -> dict[str, ProcessSpec]:
 # -- where the config comes from ---------------------------------------------------------------
 
 
-class SourceError(Exception):
-    """The config cannot be read (the message names the file and why)."""
-
-
-@dataclass(frozen=True)
-class ConfigSource:
-    """Where the served config comes from: the paths `--watch-config` polls, how to read
-    them, and how to compile what was read."""
-
-    name: str
-    paths: tuple[str, ...]
-    read: Callable[[], dict[str, str]]  # file -> text; raises SourceError
-    build: Callable[[Mapping[str, str], CompileOptions], Plan]
-    options: CompileOptions = field(default_factory=CompileOptions)
-
-    def compile(
-        self, keep_ports: Mapping[str, int], keep_start_port: int | None
-    ) -> tuple[Plan, dict[str, str]]:
-        texts = self.read()
-        options = dataclasses.replace(
-            self.options, keep_ports=dict(keep_ports), keep_start_port=keep_start_port
-        )
-        return self.build(texts, options), texts
-
-
-def read_text_file(path: str) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise SourceError(f"{path}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-
-
-def file_source(path: str, options: CompileOptions) -> ConfigSource:
-    """One config file."""
-    return ConfigSource(
-        path,
-        (path,),
-        lambda: {path: read_text_file(path)},
-        lambda texts, opts: compile_text(texts[path], path, opts),
-        options,
-    )
-
-
-def text_source(text: str, name: str, options: CompileOptions) -> ConfigSource:
-    """A config that is not a file (the built-in demo): reloading it changes nothing."""
-    return ConfigSource(
-        name, (), lambda: {name: text}, lambda texts, opts: compile_text(texts[name], name, opts), options
-    )
+# ConfigSource and its readers live in sources.py (serve compiles before aiohttp is imported).
 
 
 # -- records -------------------------------------------------------------------------------------

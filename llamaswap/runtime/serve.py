@@ -14,11 +14,19 @@ drain and SIGKILLs every upstream group at once. No upstream process outlives th
 
 SIGHUP reloads the config as a diff (runtime/reload.py): what did not change keeps running.
 Closing the terminal sends SIGHUP too: it reloads, it never stops anything or orphans it.
+
+Start-up order (plain HTTP): the listener (runtime/fastserver.py) is bound first and answers
+`GET /v1/models` from the plan at once; the rest of the app (aiohttp and every module on it,
+~0.3-0.6 s of imports) is imported in a worker thread meanwhile, then built and started, and
+the front is attached to it: from then on it serves the model-dispatched routes itself and
+hands every other connection to aiohttp. Requests other than the early /v1/models wait for
+that, held on their connections. With TLS, aiohttp's own site serves everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import re
@@ -26,18 +34,19 @@ import signal
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from importlib import resources
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import reaper, websocket
-from llamaswap.runtime.app import build_app
-from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
-from llamaswap.runtime.keys import LIMITS, ROUTER
-from llamaswap.runtime.logs import AccessLog
-from llamaswap.runtime.reload import RELOADER, ConfigSource
+from llamaswap.runtime import reaper
+from llamaswap.runtime.fastserver import Front, early_models
+from llamaswap.runtime.limits import server_limits
+from llamaswap.runtime.sources import ConfigSource
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
@@ -84,6 +93,8 @@ def demo_config_text(start_port: int | None = None) -> str:
 
 def reload_requested(app: web.Application | None) -> None:
     """SIGHUP: reload the config (in the background; one reload at a time)."""
+    from llamaswap.runtime.reload import RELOADER
+
     reloader = app.get(RELOADER) if app is not None else None
     if reloader is None:
         logger.warning("SIGHUP: not serving yet; nothing to reload")
@@ -132,7 +143,7 @@ async def serve(
             stop.set()
             return
         kill.set()
-        router = app.get(ROUTER) if app is not None else None
+        router = _router(app)
         logger.warning("%s: killing every upstream process group now", sig.name)
         if router is not None:
             task = loop.create_task(router.kill())
@@ -149,8 +160,31 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload_requested(app))
+    front: Front | None = None
+    listener: Any = None
     try:
-        app = build_app(plan, source, watch, tracker=supervision)
+        if ssl_context is None:
+            limits = server_limits(plan)
+            front = Front(
+                header_timeout=limits.header_timeout,
+                keepalive_timeout=limits.keepalive_timeout,
+                max_connections=limits.max_connections,
+                early=early_models(plan, time.time()),
+            )
+            listener = await loop.create_server(front, host, port, reuse_address=True)
+        # The web framework and the app's modules, in a thread: the listener answers meanwhile.
+        await asyncio.to_thread(importlib.import_module, "llamaswap.runtime.app")
+        from aiohttp import web
+        from aiohttp.abc import AbstractAccessLogger
+
+        from llamaswap.runtime import app as app_module
+        from llamaswap.runtime import websocket
+        from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
+        from llamaswap.runtime.keys import LIMITS, ROUTER
+        from llamaswap.runtime.logs import AccessLog, access_logger
+
+        AbstractAccessLogger.register(AccessLog)  # it has that interface; logs.py does not import aiohttp
+        app = app_module.build_app(plan, source, watch, tracker=supervision)
         raise_open_files_limit()
         runner = GuardedRunner(
             app,
@@ -160,24 +194,42 @@ async def serve(
             access_log=logging.getLogger("llamaswap.access"),
             shutdown_timeout=5.0,
         )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+        site = None
         try:
-            await site.start()
-        except OSError:
+            await runner.setup()
+            if front is None:
+                site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+                await site.start()
+        except BaseException:
             await runner.cleanup()
             raise
+        if front is not None:
+            front.attach(
+                app,
+                app_module.fast_routes(app),
+                app_module.gate,
+                runner.server,
+                access_logger(),
+                web.HTTPException,
+            )
         try:
             # typeshed's AbstractServer lacks `sockets`; asyncio's and uvloop's servers have it.
-            sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
+            server: Any = listener if site is None else site._server
+            sockets = server.sockets if server is not None else []
             bound_port = sockets[0].getsockname()[1] if sockets else port
             if not stop.is_set():
                 on_ready(host, bound_port)
                 await stop.wait()
         finally:
-            await site.stop()  # stop accepting connections
+            # Stop accepting connections; idle keep-alive connections close now.
+            if site is not None:
+                await site.stop()
+            if listener is not None:
+                listener.close()
+            if front is not None:
+                front.close_idle()
             if runner.server is not None:
-                runner.server.pre_shutdown()  # idle keep-alive connections close now
+                runner.server.pre_shutdown()
             await websocket.close_all(app)  # 1001 now: an open websocket would hold the drain up
             router = app.get(ROUTER)
             if router is not None:
@@ -186,12 +238,26 @@ async def serve(
                     await _drain(router, drain_timeout, kill)
                 await router.shutdown(min(router.settings.swap_stop_timeout, SHUTDOWN_GRACE))
             await runner.cleanup()
+            if front is not None:
+                front.close_all()
             if killers:
                 await asyncio.gather(*killers, return_exceptions=True)
     finally:
+        if listener is not None:
+            listener.close()
+        if front is not None:
+            front.close_all()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         supervision.close()
+
+
+def _router(app: web.Application | None) -> Any:
+    if app is None:
+        return None
+    from llamaswap.runtime.keys import ROUTER
+
+    return app.get(ROUTER)
 
 
 async def _drain(router, timeout: float, kill: asyncio.Event) -> None:

@@ -1,0 +1,363 @@
+"""The fast front (runtime/fastserver.py) at the wire: framing, keep-alive, pipelining, chunked
+request bodies, hand-off to aiohttp (upgrades, other routes, anything llhttp refuses),
+smuggling attempts, limits and slow clients. One real `llamaswap serve` over real sockets, the
+fake upstream behind it; the upstream's own request log shows what reached it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from serve_support import DEADLINE, ServeFactory, model, upstream_cmd
+from support.upstream import http
+
+from llamaswap.compiler.plan import compile_text
+from llamaswap.runtime.fastserver import Request, early_models
+
+MAX_BODY = 4096
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    factory = ServeFactory(tmp_path_factory.mktemp("fastserver"))
+    srv = factory(
+        {
+            "healthCheckTimeout": 30,
+            "server": {"maxBodyBytes": MAX_BODY, "headerTimeout": 1, "bodyTimeout": 1, "maxConnections": 8},
+            "models": {"m": model(upstream_cmd("m"))},
+        }
+    )
+    assert srv.chat("m").status == 200  # the upstream runs from here on
+    try:
+        yield srv
+    finally:
+        factory.finish()
+
+
+def connect(server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=DEADLINE)
+
+
+class Reader:
+    """HTTP/1.1 responses read one after another off one socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def closed(self) -> bool:
+        """True when the server closed the connection (after what is buffered)."""
+        try:
+            return not self.buf and not self._fill()
+        except (ConnectionResetError, TimeoutError):
+            return True
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise EOFError(f"connection closed before a response head: {self.buf!r}")
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status == 100:
+            return self.response()
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in self.buf:
+                    self._fill()
+                size_line, self.buf = self.buf.split(b"\r\n", 1)
+                size = int(size_line, 16)
+                while len(self.buf) < size + 2:
+                    self._fill()
+                body, self.buf = body + self.buf[:size], self.buf[size + 2 :]
+                if size == 0:
+                    return status, headers, body
+        length = int(headers.get("content-length", "0"))
+        while len(self.buf) < length:
+            if not self._fill():
+                raise EOFError("connection closed mid-body")
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, headers, body
+
+
+def chat(content: str = "hi") -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}).encode()
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+
+
+def upstream_log(server) -> list[dict]:
+    resp = http("GET", server.upstream_url("m") + "/debug/requests")
+    assert resp.status == 200
+    return resp.json()["requests"]
+
+
+def chats_seen(server) -> list[str]:
+    return [
+        r["json"]["messages"][0]["content"]
+        for r in upstream_log(server)
+        if r["path"] == "/v1/chat/completions" and r["json"]
+    ]
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(server):
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(post("/v1/chat/completions", chat("one")))
+        status, _, body = r.response()
+        assert status == 200 and b"one" in body
+        # Pipelined in one write: fast, fast, then routes aiohttp serves (hand-off mid-connection).
+        sock.sendall(
+            post("/v1/chat/completions", chat("two"))
+            + get("/v1/models")
+            + post("/v1/chat/completions", chat("three"))
+            + get("/running")
+            + post("/v1/chat/completions", chat("four"))
+        )
+        answers = [r.response() for _ in range(5)]
+        assert [a[0] for a in answers] == [200] * 5
+        assert b"two" in answers[0][2] and b"three" in answers[2][2] and b"four" in answers[4][2]
+        assert json.loads(answers[1][2])["object"] == "list"
+        assert "running" in json.loads(answers[3][2])
+    assert chats_seen(server)[-4:] == ["one", "two", "three", "four"]
+
+
+def test_a_body_split_across_writes_and_expect_100_continue(server):
+    body = chat("split")
+    with connect(server) as sock:
+        r = Reader(sock)
+        head = post("/v1/chat/completions", b"", "Expect: 100-continue\r\n").replace(
+            b"Content-Length: 0", b"Content-Length: %d" % len(body)
+        )
+        sock.sendall(head)
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        for i in range(0, len(body), 7):
+            sock.sendall(body[i : i + 7])
+        status, _, answer = r.response()
+        assert status == 200 and b"split" in answer
+    assert chats_seen(server)[-1] == "split"
+
+
+def test_a_chunked_request_body_is_forwarded_whole_and_the_connection_closes_after(server):
+    body = chat("chunked")
+    parts = [body[:10], body[10:25], body[25:]]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + wire
+            + get("/v1/models")  # not read: the connection closes
+        )
+        status, headers, answer = r.response()
+        assert status == 200 and b"chunked" in answer
+        assert headers.get("connection", "").lower() == "close"
+        assert r.closed()
+    last = upstream_log(server)[-1]
+    assert last["json"]["messages"][0]["content"] == "chunked" and last["body_length"] == len(body)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",  # CL.TE
+        b"Transfer-Encoding: chunked\r\nContent-Length: 6\r\n",  # TE.CL
+        b"Content-Length: 6\r\nContent-Length: 40\r\n",  # duplicate, different
+        b"Content-Length: -6\r\n",
+        b"Content-Length: 6 6\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+    ],
+)
+def test_smuggling_framings_are_refused_and_nothing_extra_reaches_the_upstream(server, framing):
+    before = len(upstream_log(server))
+    smuggled = b"0\r\n\r\n" + post("/v1/chat/completions", chat("smuggled"))
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + framing
+            + b"\r\n"
+            + smuggled
+        )
+        status, _, _ = r.response()
+        assert status == 400
+        assert r.closed()
+    assert "smuggled" not in chats_seen(server)
+    assert len(upstream_log(server)) == before
+
+
+def test_bare_lf_heads_and_garbage_are_answered_by_aiohttp_as_before(server):
+    with connect(server) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 2\n\n{}")
+        data = sock.recv(65536)
+        assert data.startswith(b"HTTP/1.0 400 Bad Request\r\n"), data
+    with connect(server) as sock:
+        sock.sendall(b"\x16\x03\x01garbage\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert "bad HTTP request from 127.0.0.1" in server.log()
+
+
+def test_an_upgrade_request_is_handed_to_aiohttp(server):
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            get(
+                "/v1/models",
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            )
+        )
+        status, _, body = r.response()
+        # aiohttp's route is plain HTTP: it answers the list (no switch of protocols).
+        assert status == 200 and json.loads(body)["object"] == "list"
+
+
+def test_a_declared_oversized_body_is_413_and_the_client_reads_it_while_still_sending(server):
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (MAX_BODY * 10)
+        )
+        sock.sendall(b"x" * MAX_BODY * 2)  # keeps sending: the answer is not lost
+        status, _, body = r.response()
+        assert status == 413 and b"maxBodyBytes" in body
+        sock.sendall(b"x" * MAX_BODY * 8)  # the rest: drained, then the connection closes
+        assert r.closed()
+
+
+def test_a_body_growing_past_the_limit_in_chunks_is_413(server):
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        block = b"y" * 1024
+        for _ in range(MAX_BODY // 1024 + 2):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+        status, _, body = r.response()
+        assert status == 413 and b"maxBodyBytes" in body
+
+
+def test_slow_head_and_slow_body_get_408_and_an_idle_connection_is_kept_within_bounds(server):
+    started = time.monotonic()
+    with connect(server) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        r = Reader(sock)
+        status, _, body = r.response()
+        assert status == 408 and b"headerTimeout" in body
+        assert r.closed()
+    with connect(server) as sock:
+        sock.sendall(post("/v1/chat/completions", chat("slow"))[:-5])  # the last bytes never come
+        r = Reader(sock)
+        status, _, body = r.response()
+        assert status == 408 and b"bodyTimeout" in body
+        assert r.closed()
+    assert time.monotonic() - started < 15
+    assert "slow" not in chats_seen(server)
+
+
+def test_http_10_without_keep_alive_is_answered_then_closed(server):
+    body = chat("ten")
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        status, _, answer = r.response()
+        assert status == 200 and b"ten" in answer
+        assert r.closed()
+
+
+def test_the_connection_cap_counts_fast_and_handed_off_connections_together(server):
+    held = [connect(server) for _ in range(8)]
+    try:
+        for i, sock in enumerate(held):  # half served by the front, half handed to aiohttp
+            sock.sendall(get("/health" if i % 2 else "/running"))
+            assert Reader(sock).response()[0] == 200
+        with connect(server) as extra:
+            r = Reader(extra)
+            status, headers, body = r.response()
+            assert status == 503 and b"too many connections" in body and headers["retry-after"] == "1"
+    finally:
+        for sock in held:
+            sock.close()
+    server.wait(lambda: server.get("/health").status == 200, "a slot to be free again")
+
+
+def test_a_client_that_leaves_cancels_its_request(server):
+    before = len(upstream_log(server))
+    with connect(server) as sock:
+        sock.sendall(post("/v1/chat/completions", chat("gone"))[:-3])
+    # Nothing half-sent is forwarded, and the server goes on serving.
+    assert server.chat("m").status == 200
+    assert "gone" not in chats_seen(server)
+    assert len(upstream_log(server)) == before + 1
+
+
+def test_early_models_answers_only_what_every_gate_would_pass():
+    plan = compile_text(
+        "models:\n  a:\n    cmd: x --port ${PORT}\n    proxy: http://127.0.0.1:${PORT}\n", "c.yaml"
+    )
+    answer = early_models(plan, 1.0)
+
+    def req(host: str, path: str = "/v1/models") -> Request:
+        return _request(path, {"Host": host})
+
+    got = answer(req("127.0.0.1:8080"))
+    assert got is not None and got.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(got.split(b"\r\n\r\n", 1)[1])["data"][0]["id"] == "a"
+    assert answer(req("localhost")) is not None
+    assert answer(req("evil.example")) is None  # the Host check may refuse it: the app decides
+    assert answer(req("127.0.0.1", "/running")) is None
+    keyed = compile_text(
+        "apiKeys: [k]\nmodels:\n  a:\n    cmd: x --port ${PORT}\n    proxy: http://127.0.0.1:${PORT}\n",
+        "c.yaml",
+    )
+    assert early_models(keyed, 1.0)(req("127.0.0.1")) is None
+
+
+def _request(path: str, headers: dict[str, str]) -> Request:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from llamaswap.runtime import fastserver
+
+    class _NoConn:
+        front = type("F", (), {"app": None})()
+        peer = None
+
+    return Request(
+        _NoConn(),  # type: ignore[arg-type]
+        "GET",
+        path,
+        CIMultiDictProxy(CIMultiDict(headers)),
+        fastserver.HTTP11,
+        True,
+        False,
+    )
