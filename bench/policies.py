@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import json
 import sys
 import time
 from dataclasses import replace
@@ -183,12 +184,20 @@ def run(
     return rows
 
 
+def world_of(row: dict) -> str:
+    """The summary's grouping: every one-model-at-a-time variant together, else the variant."""
+    return "one at a time" if row["variant"] in ONE_SLOT else row["variant"]
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     base = {(r["kind"], r["seed"], r["variant"]): r for r in rows if r["policy"] == "fifo"}
     out = []
+    groups = dict.fromkeys((r["kind"], world_of(r)) for r in rows)
     for name in dict.fromkeys(r["policy"] for r in rows if r["policy"] != "fifo"):
-        for kind in dict.fromkeys(r["kind"] for r in rows):
-            mine = [r for r in rows if r["policy"] == name and r["kind"] == kind]
+        for kind, world in groups:
+            mine = [r for r in rows if r["policy"] == name and r["kind"] == kind and world_of(r) == world]
+            if not mine:
+                continue
             pairs = [(m, base[(m["kind"], m["seed"], m["variant"])]) for m in mine]
             dp95 = [m["p95"] - f["p95"] for m, f in pairs]
             dswaps = [m["swaps"] - f["swaps"] for m, f in pairs]
@@ -198,6 +207,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 {
                     "policy": name,
                     "kind": kind,
+                    "world": world,
                     "traces": len(mine),
                     **{k.lower(): n for k, n in counts.items()},
                     "p95_worse": sum(1 for d in dp95 if d > 0),
@@ -217,15 +227,15 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], summary: list[dict], took: float) -> str:
-    lines = ["## Against FIFO, per kind (worst case over every trace and variant)", ""]
+    lines = ["## Against FIFO, per kind and world (worst case over every trace and variant)", ""]
     lines.append(
-        "| policy | kind | traces | PASS | EQUAL | MISS | p95 worse on | swaps worse on "
+        "| policy | kind | world | traces | PASS | EQUAL | MISS | p95 worse on | swaps worse on "
         "| worst p95 change s | best p95 change s | worst swap change | swaps FIFO -> policy | verdict |"
     )
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for s in summary:
         lines.append(
-            f"| {s['policy']} | {s['kind']} | {s['traces']} | {s['pass']} | {s['equal']} | {s['miss']} "
+            f"| {s['policy']} | {s['kind']} | {s['world']} | {s['traces']} | {s['pass']} | {s['equal']} | {s['miss']} "
             f"| {s['p95_worse']} | {s['swaps_worse']} | {s['worst_p95_change']:+.2f} | {s['best_p95_change']:+.2f} "
             f"| {s['worst_swap_change']:+d} | {s['fifo_swaps']} -> {s['swaps']} ({s['swap_change_pct']:+.1f} %) "
             f"| {s['verdict']} |"
@@ -260,7 +270,17 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     ap.add_argument("--no-references", action="store_true", help="skip the perfect-foresight reference rows")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    ap.add_argument(
+        "--tables-from", type=Path, metavar="JSON", help="print the tables of a saved run instead of running"
+    )
     args = ap.parse_args()
+    if args.tables_from:
+        saved = json.loads(args.tables_from.read_text(encoding="utf-8"))
+        text = markdown(saved["runs"], summarise(saved["runs"]), saved.get("seconds", 0.0))
+        print(text)
+        if args.markdown:
+            args.markdown.write_text("# bench/policies.py\n\n" + text, encoding="utf-8")
+        return
     kinds = [k for k in args.kinds.split(",") if k]
     policies = [p for p in args.policies.split(",") if p]
     variants = [v for v in args.variants.split(",") if v]
@@ -287,6 +307,7 @@ def main() -> None:
                 "variants": {v: VARIANTS[v] for v in variants},
                 "policies": policies,
             },
+            "seconds": round(took, 1),
             "summary": summary,
             "runs": rows,
         },
