@@ -37,7 +37,9 @@ the one whose eviction is expected to cost least:
 - it learns, per model, how often it is asked for lately (each request weighted
   exp(-age / `horizon`)) and its load time (from the swaps it saw; before a model's first
   load, the mean of the others', `load_time` before any);
-- the expected cost of evicting a set of models is the sum of load time x recent rate;
+- the expected cost of evicting a set of models is the sum of each one's load time x the
+  chance it is asked for again within about `horizon` seconds (1 - exp(-decayed count): a
+  burst makes one reload likely, not many);
 - it replaces the eviction policy's choice only by a clearly cheaper one (cost below
   `margin` x the eviction policy's), so noise in the estimates keeps FIFO's order.
 Choices only ever come from the eviction policy's own candidates at its lowest cost (the
@@ -221,9 +223,10 @@ class LookaheadPolicy(FifoPolicy):
         return sum(self._loads.values()) / len(self._loads) if self._loads else self.load_time
 
     def eviction_cost(self, models: tuple[str, ...], now: float) -> float:
-        """What evicting `models` now is expected to cost: each one's load time times how
-        often it has been asked for lately."""
-        return sum(self.load_time_of(m) * self.rate(m, now) for m in models)
+        """What evicting `models` now is expected to cost: each one's load time times the
+        chance that it is asked for again within about `horizon` seconds, 1 - exp(-rate)
+        (a burst of requests makes a reload likely, not many reloads)."""
+        return sum(self.load_time_of(m) * -math.expm1(-self.rate(m, now)) for m in models)
 
     # -- the choice -------------------------------------------------------------------------
     def alternatives(self, eviction: EvictionPolicy, decision: Decision) -> tuple[Decision, ...]:

@@ -223,7 +223,7 @@ def test_lookahead_keeps_the_model_asked_for_more_and_fifo_evicts_by_set_order()
     settings = scheduler_settings(plan)
     loads = {"a": 1, "b": 1, "c": 1}
     fifo = simulate(plan.policy, settings, trace, loads, verbose=True)
-    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy())
+    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy(horizon=2))
     assert (fifo["swaps"], fifo["evictions"]) == (4, {"b": 1, "c": 1})
     assert (look["swaps"], look["evictions"]) == (3, {"a": 1})
     waits = [(f["wait"], m["wait"]) for f, m in zip(fifo["per_request"], look["per_request"])]
@@ -234,26 +234,25 @@ def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
     plan = pairs_plan()
     decision = plan.policy.decide("c", ("a", "b"))
     assert decision.evict == ("b",) and decision.set == "ac"
-    p = LookaheadPolicy(margin=0.25)
+    p = LookaheadPolicy(horizon=10, margin=0.25)
     options = p.alternatives(plan.policy, decision)
     assert [(d.evict, d.set, d.dsl, d.target_set) for d in options] == [
         (("b",), "ac", "a & c", ("a", "c")),
         (("a",), "bc", "b & c", ("b", "c")),
     ]
-    for t in (0, 1, 2):
+    for t in (10, 11, 12):
         p.on_request("b", t)
-    p.on_request("a", 2)
-    # b: ~3 recent requests, a: 1 -> evicting a costs a third of evicting b: not < 1/4.
-    assert p.choose(plan.policy, decision, 2).evict == ("b",)
-    p.on_request("b", 2)
-    p.on_request("b", 2)
-    assert p.choose(plan.policy, decision, 2).evict == ("a",)
-    assert p.choose(plan.policy, plan.policy.decide("a", ("b",)), 2).evict == ()  # no eviction
+    p.on_request("a", 0)
+    # At 12 a's one request is 12 s old: a is asked for again within the horizon with
+    # 1 - exp(-exp(-1.2)) = 26 % against b's 94 %: not below a quarter, FIFO's pick stays.
+    assert p.choose(plan.policy, decision, 12).evict == ("b",)
+    assert p.choose(plan.policy, decision, 16).evict == ("a",)  # a at 18 %, b at 84 %
+    assert p.choose(plan.policy, plan.policy.decide("a", ("b",)), 16).evict == ()  # no eviction
     # Learned load times weigh in: a 10x slower load makes a the one to keep.
     p.on_swap_done("a", 0, 40, True)
     p.on_swap_done("b", 0, 4, True)
     assert p.load_time_of("c") == 22  # unknown: the mean of the known ones
-    assert p.choose(plan.policy, decision, 2).evict == ("b",)
+    assert p.choose(plan.policy, decision, 16).evict == ("b",)
 
 
 def test_lookahead_options():
