@@ -23,6 +23,7 @@ Kinds:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -49,9 +50,11 @@ class World:
     def models(self) -> tuple[str, ...]:
         return tuple(sorted(self.load_times))
 
-    def config(self) -> str:
-        """A llama-swap config: every model in one swapping, exclusive group (one model runs
-        at a time, which is what bench/lowerbound.py's bound assumes)."""
+    def config(self, slots: int = 1) -> str:
+        """A llama-swap config. `slots` 1: every model in one swapping, exclusive group (one
+        model runs at a time, which is what bench/lowerbound.py's bound assumes). More: any
+        `slots` models fit together (a matrix with one set per combination), so a load has
+        a choice of victims."""
         lines = ["models:"]
         for m in self.models:
             # concurrencyLimit 100: the worlds' bursts (re-indexing, batches) would otherwise
@@ -61,8 +64,13 @@ class World:
                 f"    cmd: llamaswap fake-upstream --port ${{PORT}} --model {m}",
                 "    concurrencyLimit: 100",
             ]
-        lines += ["groups:", "  gpu:", "    swap: true", "    exclusive: true", "    members:"]
-        lines += [f"      - {m}" for m in self.models]
+        if slots <= 1:
+            lines += ["groups:", "  gpu:", "    swap: true", "    exclusive: true", "    members:"]
+            lines += [f"      - {m}" for m in self.models]
+        else:
+            lines += ["matrix:", "  sets:"]
+            for i, combo in enumerate(itertools.combinations(self.models, min(slots, len(self.models)))):
+                lines.append(f'    s{i}: "{" & ".join(combo)}"')
         return "\n".join(lines) + "\n"
 
 

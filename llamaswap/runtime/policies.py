@@ -27,16 +27,35 @@ is likely soon, measured on its own history, and for no longer than its reload i
   request, a reload once), whichever comes first.
 The scheduler never holds the request that bounded waiting protects, so `max_wait` still
 bounds every wait.
+
+`lookahead` (fewer swaps and shorter waits where a load has a choice of victims; exactly FIFO
+where it has none): it never delays anything. When the eviction policy rates several
+victims the same (a matrix whose sets give the target equally cheap places, e.g. "any two
+of these fit"), FIFO takes the first in solver order, which is arbitrary. `lookahead` takes
+the one whose eviction is expected to cost least:
+
+- it learns, per model, how often it is asked for lately (each request weighted
+  exp(-age / `horizon`)) and its load time (from the swaps it saw; before a model's first
+  load, the mean of the others', `load_time` before any);
+- the expected cost of evicting a set of models is the sum of each one's load time x the
+  chance it is asked for again within about `horizon` seconds (1 - exp(-decayed count): a
+  burst makes one reload likely, not many);
+- it replaces the eviction policy's choice only by a clearly cheaper one (cost below
+  `margin` x the eviction policy's), so noise in the estimates keeps FIFO's order.
+Choices only ever come from the eviction policy's own candidates at its lowest cost (the
+user's `evict_costs` are honoured); the groups engine never has a choice.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from llamaswap.compiler.decision import Decision
+from llamaswap.compiler.decision import Decision, EvictionPolicy
 from llamaswap.compiler.suggest import did_you_mean
 from llamaswap.runtime.scheduler import FifoPolicy, SchedulingPolicy
 
@@ -47,6 +66,7 @@ __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
     "HoldPolicy",
+    "LookaheadPolicy",
     "PolicyError",
     "PolicyOptionError",
     "available",
@@ -163,8 +183,101 @@ class HoldPolicy(FifoPolicy):
         return until
 
 
+class LookaheadPolicy(FifoPolicy):
+    """Choose, among the victims the eviction policy rates equally, the ones whose eviction
+    is expected to cost least (module docstring). Never delays anything: it only picks."""
+
+    name = "lookahead"
+    chooses_victims = True
+    OPTIONS = ("horizon", "margin", "load_time")
+
+    def __init__(self, horizon: float = 60.0, margin: float = 0.25, load_time: float = 10.0) -> None:
+        self.horizon = _number("horizon", horizon, 1e-3)
+        self.margin = _number("margin", margin, 0.0, 1.0)
+        self.load_time = _number("load_time", load_time, 0.0)
+        self._rate: dict[str, tuple[float, float]] = {}  # model -> (decayed count, as of when)
+        self._loads: dict[str, float] = {}
+        self._alternatives: dict[tuple[str, tuple[str, ...]], tuple[Decision, ...]] = {}
+
+    # -- learning ---------------------------------------------------------------------------
+    def on_request(self, model: str, now: float) -> None:
+        self._rate[model] = (self.rate(model, now) + 1.0, now)
+
+    def on_swap_done(self, model: str, started: float, now: float, ok: bool) -> None:
+        if ok:
+            took = now - started
+            old = self._loads.get(model)
+            self._loads[model] = took if old is None else 0.5 * old + 0.5 * took
+
+    def rate(self, model: str, now: float) -> float:
+        """Requests for `model` so far, each weighted exp(-age / horizon)."""
+        count, since = self._rate.get(model, (0.0, now))
+        return count * math.exp(-max(0.0, now - since) / self.horizon)
+
+    def load_time_of(self, model: str) -> float:
+        """The model's learned load time; before its first load, the mean of the others'
+        (the `load_time` option before any)."""
+        known = self._loads.get(model)
+        if known is not None:
+            return known
+        return sum(self._loads.values()) / len(self._loads) if self._loads else self.load_time
+
+    def eviction_cost(self, models: tuple[str, ...], now: float) -> float:
+        """What evicting `models` now is expected to cost: each one's load time times the
+        chance that it is asked for again within about `horizon` seconds, 1 - exp(-rate)
+        (a burst of requests makes a reload likely, not many reloads)."""
+        return sum(self.load_time_of(m) * -math.expm1(-self.rate(m, now)) for m in models)
+
+    # -- the choice -------------------------------------------------------------------------
+    def alternatives(self, eviction: EvictionPolicy, decision: Decision) -> tuple[Decision, ...]:
+        """`decision` first, then the other decisions the eviction policy rates as good (the
+        other sets' best combinations at the same cost) for the same target and running."""
+        key = (decision.target, decision.running)
+        found = self._alternatives.get(key)
+        if found is not None:
+            return found
+        out = [decision]
+        explained = eviction.decide(decision.target, decision.running, explain=True)
+        dsl = getattr(eviction, "dsl", None)
+        for c in explained.candidates or ():
+            if c.cost != decision.cost:
+                continue
+            keep = set(c.combination)
+            evict = tuple(m for m in decision.running if m not in keep)
+            if any(d.evict == evict for d in out):
+                continue
+            out.append(
+                replace(
+                    decision,
+                    evict=evict,
+                    set=c.set,
+                    dsl=dsl.get(c.set) if isinstance(dsl, Mapping) else None,
+                    target_set=tuple(sorted(c.combination)),
+                )
+            )
+        if len(self._alternatives) >= 4096:
+            self._alternatives.clear()
+        self._alternatives[key] = found = tuple(out)
+        return found
+
+    def choose(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision:
+        if not decision.evict or getattr(eviction, "engine", None) != "matrix":
+            return decision  # nothing to evict, or the groups engine (no choice there)
+        options = self.alternatives(eviction, decision)
+        if len(options) == 1:
+            return decision
+        costs = [self.eviction_cost(d.evict, now) for d in options]
+        best = min(range(len(options)), key=costs.__getitem__)
+        # Only a clearly cheaper choice replaces the eviction policy's own.
+        return options[best] if costs[best] < self.margin * costs[0] else decision
+
+
 # name -> factory(**options) -> SchedulingPolicy
-BUILTIN: Mapping[str, Callable[..., SchedulingPolicy]] = {"fifo": FifoPolicy, "hold": HoldPolicy}
+BUILTIN: Mapping[str, Callable[..., SchedulingPolicy]] = {
+    "fifo": FifoPolicy,
+    "hold": HoldPolicy,
+    "lookahead": LookaheadPolicy,
+}
 
 
 def _entry_points() -> dict[str, Any]:

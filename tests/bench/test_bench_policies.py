@@ -57,3 +57,25 @@ def test_no_schedule_beats_the_bound(kind, policy):
     )
     assert out["rejected"] == 0
     assert chain_bound(world.requests, out["wait"]["max"]) <= out["swaps"]
+
+
+def test_lookahead_is_fifo_without_a_choice_and_chooses_with_one():
+    """One model at a time: no victim to choose, so lookahead runs exactly FIFO's schedule.
+    Two slots: it keeps the slow, busy coder model loaded and saves swaps."""
+    world = generate("agentic", 0)
+    runs = {}
+    for slots in (1, 2):
+        plan = compile_text(world.config(slots), f"agentic-{slots}.yaml")
+        assert plan.ok, plan.diagnostics
+        for name in ("fifo", "lookahead"):
+            runs[slots, name] = simulate(
+                plan.policy,
+                scheduler_settings(plan),
+                world.requests,
+                world.load_times,
+                scheduling=make_policy(name),
+            )
+    assert runs[1, "lookahead"] == runs[1, "fifo"]
+    fifo, look = runs[2, "fifo"], runs[2, "lookahead"]
+    assert look["swaps"] < fifo["swaps"] and look["wait"]["p95"] <= fifo["wait"]["p95"]
+    assert look["evictions"].get("coder-32b", 0) < fifo["evictions"].get("coder-32b", 0)

@@ -14,8 +14,16 @@ from support.policies import RecordingEffects, StubPolicy
 
 from llamaswap.cli import cli
 from llamaswap.compiler.plan import CompileOptions, compile_text
-from llamaswap.runtime.policies import HoldPolicy, PolicyError, PolicyOptionError, check_policy, make_policy
+from llamaswap.runtime.policies import (
+    HoldPolicy,
+    LookaheadPolicy,
+    PolicyError,
+    PolicyOptionError,
+    check_policy,
+    make_policy,
+)
 from llamaswap.runtime.scheduler import Admission, FifoPolicy, ModelState, Scheduler, SchedulerSettings
+from llamaswap.runtime.settings import scheduler_settings
 from llamaswap.runtime.simulate import TraceRequest, simulate
 
 EXCLUSIVE = {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
@@ -188,6 +196,75 @@ def test_hold_learns_return_gaps_and_load_times():
     assert p.load_time_of("a") == 4
 
 
+# Any two of a, b, c fit together; one set per pair, so a load that must evict has two
+# equally cheap choices, and the eviction policy's own pick is the first set (solver order).
+PAIRS = f"""\
+models:
+  a: {{cmd: "{"llamaswap fake-upstream --port ${PORT}"}"}}
+  b: {{cmd: "{"llamaswap fake-upstream --port ${PORT}"}"}}
+  c: {{cmd: "{"llamaswap fake-upstream --port ${PORT}"}"}}
+matrix:
+  sets: {{ab: "a & b", ac: "a & c", bc: "b & c"}}
+"""
+
+
+def pairs_plan():
+    plan = compile_text(PAIRS, "pairs.yaml")
+    assert plan.ok, plan.diagnostics
+    return plan
+
+
+def test_lookahead_keeps_the_model_asked_for_more_and_fifo_evicts_by_set_order():
+    """b is asked for six times, a once: loading c, FIFO evicts b (set ac comes first), and
+    b's next request costs a swap back; lookahead evicts a. Nothing waits longer for it."""
+    plan = pairs_plan()
+    trace = [TraceRequest(0, "a", 0.1)] + [TraceRequest(0.5 * i, "b", 0.1) for i in range(1, 7)]
+    trace += [TraceRequest(4, "c", 0.1), TraceRequest(5, "b", 0.1)]
+    settings = scheduler_settings(plan)
+    loads = {"a": 1, "b": 1, "c": 1}
+    fifo = simulate(plan.policy, settings, trace, loads, verbose=True)
+    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy(horizon=2))
+    assert (fifo["swaps"], fifo["evictions"]) == (4, {"b": 1, "c": 1})
+    assert (look["swaps"], look["evictions"]) == (3, {"a": 1})
+    waits = [(f["wait"], m["wait"]) for f, m in zip(fifo["per_request"], look["per_request"])]
+    assert all(m <= f for f, m in waits) and waits[-1] == (1.1, 0.0)  # FIFO: c serves, then b reloads
+
+
+def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
+    plan = pairs_plan()
+    decision = plan.policy.decide("c", ("a", "b"))
+    assert decision.evict == ("b",) and decision.set == "ac"
+    p = LookaheadPolicy(horizon=10, margin=0.25)
+    options = p.alternatives(plan.policy, decision)
+    assert [(d.evict, d.set, d.dsl, d.target_set) for d in options] == [
+        (("b",), "ac", "a & c", ("a", "c")),
+        (("a",), "bc", "b & c", ("b", "c")),
+    ]
+    for t in (10, 11, 12):
+        p.on_request("b", t)
+    p.on_request("a", 0)
+    # At 12 a's one request is 12 s old: a is asked for again within the horizon with
+    # 1 - exp(-exp(-1.2)) = 26 % against b's 94 %: not below a quarter, FIFO's pick stays.
+    assert p.choose(plan.policy, decision, 12).evict == ("b",)
+    assert p.choose(plan.policy, decision, 16).evict == ("a",)  # a at 18 %, b at 84 %
+    assert p.choose(plan.policy, plan.policy.decide("a", ("b",)), 16).evict == ()  # no eviction
+    # Learned load times weigh in: a 10x slower load makes a the one to keep.
+    p.on_swap_done("a", 0, 40, True)
+    p.on_swap_done("b", 0, 4, True)
+    assert p.load_time_of("c") == 22  # unknown: the mean of the known ones
+    assert p.choose(plan.policy, decision, 16).evict == ("b",)
+
+
+def test_lookahead_options():
+    p = make_policy("lookahead", {"horizon": 30, "margin": 0.5, "load_time": 3})
+    assert isinstance(p, LookaheadPolicy) and (p.horizon, p.margin, p.load_time) == (30, 0.5, 3)
+    with pytest.raises(PolicyOptionError, match="'margin' must be between 0 and 1"):
+        make_policy("lookahead", {"margin": 2})
+    with pytest.raises(PolicyOptionError) as exc:
+        make_policy("lookahead", {"horizont": 1})
+    assert exc.value.hint == "did you mean 'horizon'?"
+
+
 # --- configuration ----------------------------------------------------------------------------
 
 FAKE = "llamaswap fake-upstream --port ${PORT}"
@@ -219,7 +296,7 @@ def test_config_policy_errors_are_located():
             "LS219",
             6,
             13,
-            "routing.scheduler.policy: unknown scheduling policy 'hodl' (available: fifo, hold)",
+            "routing.scheduler.policy: unknown scheduling policy 'hodl' (available: fifo, hold, lookahead)",
             "did you mean 'hold'?",
         )
     ]

@@ -1,0 +1,105 @@
+"""The same policy decides in `serve` and in `plan --trace`: a short trace replayed against a
+real server (real fake upstreams, real sockets) makes the swaps the simulator predicts.
+
+Each trace is built so that the policy and FIFO differ, and every decision has slack against
+real load times and timer jitter.
+
+`lookahead` (any two of a, b, c fit; one matrix set per pair): b is asked for ten times, a
+once; loading c, FIFO evicts b (set "ac" comes first in solver order) and b's next request
+costs a reload, 4 swaps; lookahead evicts a, 3 swaps.
+
+`hold` (a, b exclusive):
+
+- `a` is asked every 1.5 s (0.1 s each), so its return gaps are ~1.4 s;
+- `b` arrives 0.4 s after `a`'s last request ended: `a` is hot for ~1 s more, so `hold` keeps
+  it; `a`'s next request (0.5 s later) is served at once, and `b` loads after that.
+FIFO swaps to `b` at once and back to `a` for its next request: 3 swaps. `hold`: 2.
+The replay keeps the trace's own clock (each request is sent at its offset from the start).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from serve_support import model, upstream_cmd
+
+from llamaswap.cli import cli
+
+pytestmark = pytest.mark.e2e
+
+# (at s, model, duration s)
+PAIRS_TRACE = [
+    (0.0, "a", 0.1),
+    *((0.5 + 0.3 * i, "b", 0.1) for i in range(10)),
+    (4.0, "c", 0.1),
+    (5.0, "b", 0.1),
+]
+TRACE = [(0.0, "a", 0.1), (2.5, "a", 0.1), (4.0, "a", 0.1), (5.5, "a", 0.1), (6.0, "b", 0.1), (6.5, "a", 0.1)]
+# The hold cap (budget x a's load time) must not bind, however fast a real load is.
+POLICY = {"use": "hold", "quantile": 0.5, "min_history": 3, "budget": 20.0}
+
+
+def plan_swaps(config: dict, trace: list[tuple[float, str, float]], policy: str, tmp_path) -> int:
+    """`plan --trace --compare POLICY`'s swaps for the config and trace (1 s loads)."""
+    config_path, trace_path = tmp_path / "planned.yaml", tmp_path / "trace.jsonl"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    trace_path.write_text(
+        "".join(json.dumps({"at": at, "model": m, "duration": d}) + "\n" for at, m, d in trace)
+    )
+    args = ["plan", str(config_path), "--trace", str(trace_path), "--compare", policy, "--format", "json"]
+    for m in config["models"]:
+        args += ["--load-time", f"{m}=1"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)["policies"][policy]["swaps"]
+
+
+def replay(server, trace: list[tuple[float, str, float]]) -> None:
+    """Send each request at its offset from now (the trace's clock); all must succeed."""
+    statuses: list[int] = []
+    start = time.monotonic() + 0.2
+
+    def send(at: float, name: str, duration: float) -> None:
+        threading.Event().wait(max(0.0, start + at - time.monotonic()))
+        statuses.append(server.chat(name, delay=duration).status)
+
+    threads = [threading.Thread(target=send, args=entry) for entry in trace]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * len(trace)
+
+
+def test_serve_runs_lookahead_and_makes_the_swaps_plan_predicts(serve, tmp_path):
+    config = {
+        "healthCheckTimeout": 30,
+        "models": {m: model(upstream_cmd(m)) for m in ("a", "b", "c")},
+        "matrix": {"sets": {"ab": "a & b", "ac": "a & c", "bc": "b & c"}},
+        # A 2 s horizon: a's one request, 4 s old, is cold; b's ten are hot.
+        "routing": {"scheduler": {"policy": {"use": "lookahead", "horizon": 2, "margin": 0.5}}},
+    }
+    expected = plan_swaps(config, PAIRS_TRACE, "lookahead", tmp_path)
+    assert (expected, plan_swaps(config, PAIRS_TRACE, "fifo", tmp_path)) == (3, 4)
+    server = serve(config)
+    replay(server, PAIRS_TRACE)
+    assert server.scheduler()["swaps_started"] == expected
+
+
+def test_serve_runs_hold_and_makes_the_swaps_plan_predicts(serve, tmp_path):
+    config = {
+        "healthCheckTimeout": 30,
+        "models": {"a": model(upstream_cmd("a")), "b": model(upstream_cmd("b"))},
+        "groups": {"gpu": {"swap": True, "exclusive": True, "members": ["a", "b"]}},
+        "routing": {"scheduler": {"policy": POLICY}},
+    }
+    expected = plan_swaps(config, TRACE, "hold", tmp_path)
+    assert (expected, plan_swaps(config, TRACE, "fifo", tmp_path)) == (2, 3)
+    server = serve(config)
+    replay(server, TRACE)
+    assert server.scheduler()["swaps_started"] == expected
