@@ -18,7 +18,7 @@ Searches and their invariants:
   then the best placement found.
 - `maximal` lists every maximal fitting combination (fits, and no model can be added) in a
   deterministic order: by the definition indices of their models, lexicographically. Its
-  loads are packed integers (bench/resources.py: mixed-30 4.3 s -> about 0.7 s CPU).
+  loads are packed integers (bench/resources.py: mixed-30 4.3 s -> about 0.5 s).
 Feasibility is downward closed (dropping a model never breaks a placement), which is what
 makes the maximal combinations, with subset semantics, describe every fitting combination.
 """
