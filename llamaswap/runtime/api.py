@@ -7,17 +7,18 @@ They read process and scheduler state for people and probes, never to decide any
 a consistent scheduler view is read inside the router's owner task (`Router.call`).
 
 Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds` (and
-`devices` where the scheduler placed the model, with resources);
-`GET /api/scheduler` is a consistent snapshot of the scheduler (per-model state, in-flight,
-reserved and waiting counts, the queue, swaps in progress); `GET /api/inflight` lists the
-in-flight table (the ids `POST /api/inflight/{id}/cancel` takes, as the UI's `inflight`
-events carry them).
+`devices` where the scheduler placed the model, with resources); with resources `/api/plan`
+answers with the placer (and `devices`); `GET /api/scheduler` is a consistent snapshot of
+the scheduler (per-model state, in-flight, reserved and waiting counts, the queue, swaps in
+progress); `GET /api/inflight` lists the in-flight table (the ids
+`POST /api/inflight/{id}/cancel` takes, as the UI's `inflight` events carry them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -179,16 +180,20 @@ async def what_if(request: web.Request) -> web.Response:
     if real is None:
         return error_response(request, 404, f"no local server found for requested model {name!r}")
 
-    def running_now(sched) -> tuple[str, ...]:
+    def running_now(sched) -> tuple[tuple[str, tuple[str, ...]], ...]:
         live = {m for m in plan.models if sched.knows(m) and sched.state(m) is not ModelState.STOPPED}
         live.update(sched.swaps())
-        return tuple(sorted(live))
+        return tuple((m, sched.devices(m) or ()) for m in sorted(live))  # with their devices
 
     try:
-        running_set = await request.app[ROUTER].call(running_now)
+        placed = await request.app[ROUTER].call(running_now)
     except RuntimeError as exc:
         return error_response(request, 503, str(exc))
+    running_set = tuple(m for m, _ in placed)
     decision = plan.policy.decide(real, running_set, explain=True)
+    placer = getattr(plan.policy, "placer", None)
+    if placer is not None:  # resources: what the scheduler would do, with the device
+        decision = replace(placer.decide(real, placed), candidates=decision.candidates)
     return web.json_response(
         {**decision.to_json(request=name), "explanation": explain(decision, plan.engine, name)}
     )

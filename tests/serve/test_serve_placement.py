@@ -49,6 +49,8 @@ def test_placed_models_see_their_own_devices_and_plan_predicts_serve(serve, tmp_
     assert b["name"] == "b-on-5"  # ${GPU} in cmd, substituted at start
 
     # big needs a whole device: b (cost 1) goes rather than a (cost 5); big takes gpu1.
+    what_if = server.get("/api/plan?model=big").json()
+    assert (what_if["evict"], what_if["devices"]) == (["b"], ["gpu1"])
     assert server.chat("big").status == 200
     running = server.running()
     assert set(running) == {"a", "big"}
