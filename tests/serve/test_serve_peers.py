@@ -9,6 +9,7 @@ module; the last test stops A.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from serve_support import Serve, ServeFactory, model, start_serve, upstream_cmd
-from support.upstream import free_port
+from support.upstream import free_port, start_fake_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +28,8 @@ KEY_B = "key-of-b"
 
 
 class Pair:
-    def __init__(self, a: Serve, b: Serve, stall_port: int) -> None:
-        self.a, self.b, self.stall_port = a, b, stall_port
+    def __init__(self, a: Serve, b: Serve, stall_port: int, raw_url: str) -> None:
+        self.a, self.b, self.stall_port, self.raw_url = a, b, stall_port, raw_url
 
     def a_last_request(self) -> dict[str, Any]:
         """What A's upstream received last (asked through A's own passthrough)."""
@@ -51,6 +52,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     stall.listen(16)  # the kernel completes the handshakes; nothing ever reads or answers
     try:
         a_url = f"http://127.0.0.1:{free_port()}"
+        raw_url = f"http://127.0.0.1:{free_port()}"
         a_config = factory.write_config(
             {
                 "healthCheckTimeout": 30,
@@ -77,6 +79,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                         },
                     },
                     "wrongkey": {"proxy": a_url, "apiKey": "not-the-key", "models": ["m"]},
+                    # A plain fake upstream as a peer, started by the shutdown test.
+                    "raw": {"proxy": raw_url, "models": ["fake"]},
                     "stall": {
                         "proxy": f"http://127.0.0.1:{stall.getsockname()[1]}",
                         "models": ["slow"],
@@ -99,7 +103,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         a, b = factory.started
         assert a.url == a_url
         b.headers = {"Authorization": f"Bearer {KEY_B}"}
-        yield Pair(a, b, stall.getsockname()[1])
+        yield Pair(a, b, stall.getsockname()[1], raw_url)
         factory.finish()
     finally:
         stall.close()
@@ -248,3 +252,24 @@ def test_a_peer_that_is_down_answers_502_at_once(pair: Pair):
     assert f"127.0.0.1:{port}" in message and "connection refused" in message
     assert took < 1.0
     assert pair.b.chat("local").status == 200
+
+
+def test_a_peer_stream_in_flight_finishes_when_b_shuts_down(pair: Pair):
+    raw = start_fake_upstream(name="raw", port=int(pair.raw_url.rsplit(":", 1)[1]))
+    try:
+        call = pair.b.chat_call("raw/fake", stream=True, tokens=12, token_delay=0.1)
+        try:
+            events = call.events()
+            assert '"chat.completion.chunk"' in next(events)
+            pair.b.send(signal.SIGTERM)  # ~1 s of the stream is still to come
+            rest = list(events)
+        finally:
+            call.disconnect()
+        assert rest[-1] == "[DONE]" and len(rest) >= 12
+        assert pair.b.terminate(sig=None) == 0
+        # The drain waited for the peer request (the router never saw it): its access line
+        # comes before the drain's end, and the upstreams were stopped only after that.
+        log = pair.b.log()
+        assert log.index("every request in flight has finished") > log.index("raw/fake 200")
+    finally:
+        raw.stop()
