@@ -3,8 +3,9 @@
 A serves one fake-upstream model and requires its own API key. B requires another key, has
 its own local model, and lists as peers: A (with A's key, and filters), A again under a wrong
 key, and a "peer" that accepts connections but never answers (a listening socket nobody
-accepts on), with a one-second response-header timeout. One pair of servers serves the whole
-module; the last test stops A.
+accepts on), with a one-second response-header timeout. One pair of servers per test worker;
+every test makes the requests it checks (tests are spread over parallel workers), and the
+two that stop a server (A, then B) come last.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from serve_support import Serve, ServeFactory, model, start_serve, upstream_cmd
+from serve_support import Serve, ServeFactory, descendants, model, start_serve, upstream_cmd
 from support.upstream import free_port, start_fake_upstream
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +37,21 @@ class Pair:
         resp = self.a.get("/upstream/m/debug/last-request", headers={"Authorization": f"Bearer {KEY_A}"})
         assert resp.status == 200, resp
         return resp.json()
+
+    def wait_activity(self, found: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """B's activity records once one of them is `found` (records are written just after
+        the response)."""
+
+        def records() -> list[dict[str, Any]] | None:
+            data = self.b.get("/api/metrics/activity?limit=200").json()["data"]
+            return data if any(found(r) for r in data) else None
+
+        return self.b.wait(records, "the activity record")
+
+    def forget_peer_pids(self) -> None:
+        """B passes its peers' X-Upstream-Pid headers on: keep only B's own processes in the
+        set its exit check watches (A's upstream is A's to stop)."""
+        self.b.pids = {p for p in self.b.pids if p in descendants(self.b.proc.pid)}
 
     def a_total(self) -> int:
         """How many requests A's upstream has served."""
@@ -103,7 +119,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         a, b = factory.started
         assert a.url == a_url
         b.headers = {"Authorization": f"Bearer {KEY_B}"}
-        yield Pair(a, b, stall.getsockname()[1], raw_url)
+        pair = Pair(a, b, stall.getsockname()[1], raw_url)
+        yield pair
+        if b.proc.poll() is None:
+            pair.forget_peer_pids()
         factory.finish()
     finally:
         stall.close()
@@ -158,7 +177,7 @@ def test_a_peer_model_answers_with_the_peer_key_and_filters(pair: Pair):
     # B's scheduler never saw any of it, and B swapped nothing (A did, for itself).
     snap = pair.b.scheduler()
     assert "a/m" not in snap["models"] and "m" not in snap["models"] and not snap["queue"]
-    assert pair.b.get("/api/decisions").json()["decisions"] == []
+    assert all(d["model"] == "local" for d in pair.b.get("/api/decisions").json()["decisions"])
 
 
 def test_b_checks_its_own_key_and_body_limit_first(pair: Pair):
@@ -228,15 +247,18 @@ def test_a_stalled_peer_answers_504_and_never_blocks_local_models(pair: Pair):
     assert "peers.stall.timeouts.responseHeader" in message
     assert 0.9 <= result["took"] < 5
     assert local_done < result["done"]
+    stalled = pair.wait_activity(lambda r: r.get("peer") == "stall")
+    assert [r["resp_status_code"] for r in stalled if r.get("peer") == "stall"][0] == 504
 
 
 def test_peer_requests_are_in_the_activity_log(pair: Pair):
-    records = pair.b.get("/api/metrics/activity?limit=100").json()["data"]
+    assert pair.b.chat("a/m", content="recorded").status == 200
+    assert pair.b.chat("local").status == 200
+    records = pair.wait_activity(lambda r: r.get("peer") == "a" and r["model"] == "a/m")
     peer = [r for r in records if r.get("peer") == "a" and r["model"] == "a/m"]
-    assert peer and all(r["wait_ms"] == 0 for r in peer)
+    assert all(r["wait_ms"] == 0 for r in peer)
     assert any(r["resp_status_code"] == 200 and r["duration_ms"] >= 0 for r in peer)
-    stalled = [r for r in records if r.get("peer") == "stall"]
-    assert stalled and stalled[0]["resp_status_code"] == 504
+    records = pair.wait_activity(lambda r: r["model"] == "local")
     assert not any(r.get("peer") for r in records if r["model"] == "local")
 
 
@@ -261,6 +283,7 @@ def test_a_peer_stream_in_flight_finishes_when_b_shuts_down(pair: Pair):
         try:
             events = call.events()
             assert '"chat.completion.chunk"' in next(events)
+            pair.forget_peer_pids()
             pair.b.send(signal.SIGTERM)  # ~1 s of the stream is still to come
             rest = list(events)
         finally:
