@@ -8,6 +8,8 @@ Invariants:
 - Only `read_all` holds a body whole (a JSON or urlencoded body the proxy must parse, or
   rewrite); `stream` hands chunks over as they arrive, so an upload never sits in memory.
   For multipart bodies, `read_multipart_head` reads only up to the end of the `model` field.
+- `Body` is what routing read of a body; `upstream_body` sends that, then streams the rest
+  (local models through dispatch.py, peers through peers.py).
 """
 
 from __future__ import annotations

@@ -174,6 +174,7 @@ class InflightTracker:
         self.hub = hub
         self._ids = itertools.count(1)
         self._entries: dict[str, dict[str, Any]] = {}
+        self._idle: asyncio.Event | None = None
 
     def begin(self, model: str, requested: str, method: str, path: str, remote: str | None) -> str:
         rid = str(next(self._ids))
@@ -202,6 +203,15 @@ class InflightTracker:
     def end(self, rid: str) -> None:
         if self._entries.pop(rid, None) is not None and self.hub.active:
             self.hub.publish("inflight", {"operation": "remove", "id": rid})
+        if not self._entries and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is in the table (shutdown waits for peer requests here:
+        they are in flight without the router knowing)."""
+        while self._entries:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     def cancel(self, rid: str) -> bool:
         """Cancel an in-flight request (False: no such request). Its handler sees a

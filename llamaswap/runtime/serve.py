@@ -6,7 +6,7 @@ watchdog that kills every upstream process group if llamaswap itself is killed.
 
 Shutdown order (first SIGINT/SIGTERM): stop accepting connections and close idle ones; the
 router answers every waiting request, and every later one, with 503; requests in flight and
-their streams go on until none is left or the shutdown timeout passes (`llamaswap.
+their streams (peer requests' too) go on until none is left or the shutdown timeout passes (`llamaswap.
 shutdownTimeout`, `serve --shutdown-timeout`, default 30 s); then every upstream process
 group stops (SIGTERM or cmdStop, SIGKILL after min(healthCheckTimeout, SHUTDOWN_GRACE)),
 the remaining connections are closed and the app's cleanup runs. A second signal ends the
@@ -47,6 +47,8 @@ from llamaswap.runtime.sources import ConfigSource
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from llamaswap.runtime.events import InflightTracker
 
 logger = logging.getLogger("llamaswap.serve")
 DEMO_NAME = "<built-in demo>"
@@ -180,6 +182,7 @@ async def serve(
         from llamaswap.runtime import app as app_module
         from llamaswap.runtime import websocket
         from llamaswap.runtime.connections import GuardedRunner, raise_open_files_limit
+        from llamaswap.runtime.events import INFLIGHT
         from llamaswap.runtime.keys import LIMITS, ROUTER
         from llamaswap.runtime.logs import AccessLog, access_logger
 
@@ -235,7 +238,7 @@ async def serve(
             if router is not None:
                 if not kill.is_set():
                     # Waiting and later requests get 503; in-flight ones may finish.
-                    await _drain(router, drain_timeout, kill)
+                    await _drain(router, app.get(INFLIGHT), drain_timeout, kill)
                 await router.shutdown(min(router.settings.swap_stop_timeout, SHUTDOWN_GRACE))
             await runner.cleanup()
             if front is not None:
@@ -260,8 +263,23 @@ def _router(app: web.Application | None) -> Any:
     return app.get(ROUTER)
 
 
-async def _drain(router, timeout: float, kill: asyncio.Event) -> None:
-    drained = asyncio.ensure_future(router.drain(timeout))
+async def _drain(router, inflight: InflightTracker | None, timeout: float, kill: asyncio.Event) -> None:
+    """Let the requests in flight finish within `timeout`: the router's (local models), then
+    any still in the in-flight table (peer requests, which the router never sees)."""
+
+    async def everything() -> bool:
+        deadline = asyncio.get_running_loop().time() + max(0.0, timeout)
+        if not await router.drain(timeout):
+            return False
+        if inflight is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await inflight.idle()
+            except TimeoutError:
+                return False
+        return True
+
+    drained = asyncio.ensure_future(everything())
     killed = asyncio.ensure_future(kill.wait())
     try:
         await asyncio.wait((drained, killed), return_when=asyncio.FIRST_COMPLETED)

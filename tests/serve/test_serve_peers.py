@@ -3,22 +3,24 @@
 A serves one fake-upstream model and requires its own API key. B requires another key, has
 its own local model, and lists as peers: A (with A's key, and filters), A again under a wrong
 key, and a "peer" that accepts connections but never answers (a listening socket nobody
-accepts on), with a one-second response-header timeout. One pair of servers serves the whole
-module; the last test stops A.
+accepts on), with a one-second response-header timeout. One pair of servers per test worker;
+every test makes the requests it checks (tests are spread over parallel workers), and the
+two that stop a server (A, then B) come last.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from serve_support import Serve, ServeFactory, model, start_serve, upstream_cmd
-from support.upstream import free_port
+from serve_support import Serve, ServeFactory, descendants, model, start_serve, upstream_cmd
+from support.upstream import free_port, start_fake_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +29,29 @@ KEY_B = "key-of-b"
 
 
 class Pair:
-    def __init__(self, a: Serve, b: Serve, stall_port: int) -> None:
-        self.a, self.b, self.stall_port = a, b, stall_port
+    def __init__(self, a: Serve, b: Serve, stall_port: int, raw_url: str) -> None:
+        self.a, self.b, self.stall_port, self.raw_url = a, b, stall_port, raw_url
 
     def a_last_request(self) -> dict[str, Any]:
         """What A's upstream received last (asked through A's own passthrough)."""
         resp = self.a.get("/upstream/m/debug/last-request", headers={"Authorization": f"Bearer {KEY_A}"})
         assert resp.status == 200, resp
         return resp.json()
+
+    def wait_activity(self, found: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """B's activity records once one of them is `found` (records are written just after
+        the response)."""
+
+        def records() -> list[dict[str, Any]] | None:
+            data = self.b.get("/api/metrics/activity?limit=200").json()["data"]
+            return data if any(found(r) for r in data) else None
+
+        return self.b.wait(records, "the activity record")
+
+    def forget_peer_pids(self) -> None:
+        """B passes its peers' X-Upstream-Pid headers on: keep only B's own processes in the
+        set its exit check watches (A's upstream is A's to stop)."""
+        self.b.pids = {p for p in self.b.pids if p in descendants(self.b.proc.pid)}
 
     def a_total(self) -> int:
         """How many requests A's upstream has served."""
@@ -51,6 +68,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     stall.listen(16)  # the kernel completes the handshakes; nothing ever reads or answers
     try:
         a_url = f"http://127.0.0.1:{free_port()}"
+        raw_url = f"http://127.0.0.1:{free_port()}"
         a_config = factory.write_config(
             {
                 "healthCheckTimeout": 30,
@@ -77,6 +95,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                         },
                     },
                     "wrongkey": {"proxy": a_url, "apiKey": "not-the-key", "models": ["m"]},
+                    # A plain fake upstream as a peer, started by the shutdown test.
+                    "raw": {"proxy": raw_url, "models": ["fake"]},
                     "stall": {
                         "proxy": f"http://127.0.0.1:{stall.getsockname()[1]}",
                         "models": ["slow"],
@@ -99,7 +119,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         a, b = factory.started
         assert a.url == a_url
         b.headers = {"Authorization": f"Bearer {KEY_B}"}
-        yield Pair(a, b, stall.getsockname()[1])
+        pair = Pair(a, b, stall.getsockname()[1], raw_url)
+        yield pair
+        if b.proc.poll() is None:
+            pair.forget_peer_pids()
         factory.finish()
     finally:
         stall.close()
@@ -154,7 +177,7 @@ def test_a_peer_model_answers_with_the_peer_key_and_filters(pair: Pair):
     # B's scheduler never saw any of it, and B swapped nothing (A did, for itself).
     snap = pair.b.scheduler()
     assert "a/m" not in snap["models"] and "m" not in snap["models"] and not snap["queue"]
-    assert pair.b.get("/api/decisions").json()["decisions"] == []
+    assert all(d["model"] == "local" for d in pair.b.get("/api/decisions").json()["decisions"])
 
 
 def test_b_checks_its_own_key_and_body_limit_first(pair: Pair):
@@ -224,15 +247,18 @@ def test_a_stalled_peer_answers_504_and_never_blocks_local_models(pair: Pair):
     assert "peers.stall.timeouts.responseHeader" in message
     assert 0.9 <= result["took"] < 5
     assert local_done < result["done"]
+    stalled = pair.wait_activity(lambda r: r.get("peer") == "stall")
+    assert [r["resp_status_code"] for r in stalled if r.get("peer") == "stall"][0] == 504
 
 
 def test_peer_requests_are_in_the_activity_log(pair: Pair):
-    records = pair.b.get("/api/metrics/activity?limit=100").json()["data"]
+    assert pair.b.chat("a/m", content="recorded").status == 200
+    assert pair.b.chat("local").status == 200
+    records = pair.wait_activity(lambda r: r.get("peer") == "a" and r["model"] == "a/m")
     peer = [r for r in records if r.get("peer") == "a" and r["model"] == "a/m"]
-    assert peer and all(r["wait_ms"] == 0 for r in peer)
+    assert all(r["wait_ms"] == 0 for r in peer)
     assert any(r["resp_status_code"] == 200 and r["duration_ms"] >= 0 for r in peer)
-    stalled = [r for r in records if r.get("peer") == "stall"]
-    assert stalled and stalled[0]["resp_status_code"] == 504
+    records = pair.wait_activity(lambda r: r["model"] == "local")
     assert not any(r.get("peer") for r in records if r["model"] == "local")
 
 
@@ -248,3 +274,25 @@ def test_a_peer_that_is_down_answers_502_at_once(pair: Pair):
     assert f"127.0.0.1:{port}" in message and "connection refused" in message
     assert took < 1.0
     assert pair.b.chat("local").status == 200
+
+
+def test_a_peer_stream_in_flight_finishes_when_b_shuts_down(pair: Pair):
+    raw = start_fake_upstream(name="raw", port=int(pair.raw_url.rsplit(":", 1)[1]))
+    try:
+        call = pair.b.chat_call("raw/fake", stream=True, tokens=12, token_delay=0.1)
+        try:
+            events = call.events()
+            assert '"chat.completion.chunk"' in next(events)
+            pair.forget_peer_pids()
+            pair.b.send(signal.SIGTERM)  # ~1 s of the stream is still to come
+            rest = list(events)
+        finally:
+            call.disconnect()
+        assert rest[-1] == "[DONE]" and len(rest) >= 12
+        assert pair.b.terminate(sig=None) == 0
+        # The drain waited for the peer request (the router never saw it): its access line
+        # comes before the drain's end, and the upstreams were stopped only after that.
+        log = pair.b.log()
+        assert log.index("every request in flight has finished") > log.index("raw/fake 200")
+    finally:
+        raw.stop()
