@@ -141,7 +141,7 @@ def load_config(
         if port > 65535:
             ck.warning_at(
                 "LS411",
-                f"model {model_id}: ${{PORT}} would be {port}, above 65535: it cannot start",
+                f"${{PORT}} would be {port}, above 65535: it cannot start",
                 ("models", model_id),
                 key=True,
                 hint="lower startPort: ports are allocated one per model that uses ${PORT}",
@@ -353,7 +353,7 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
         if m.concurrency_limit < 0:
             ck.warning_at(
                 "LS412",
-                f"model {model_id}: concurrencyLimit {m.concurrency_limit} is read as the default, 10",
+                f"concurrencyLimit {m.concurrency_limit} is read as the default, 10",
                 base + ("concurrencyLimit",),
                 hint="0 means the default of 10",
             )
@@ -403,7 +403,7 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
             except CommandError as exc:
                 ck.warning_at(
                     "LS411",
-                    f"model {model_id}: {exc}: requests for it fail when it starts",
+                    f"{exc}: requests for it fail when it starts",
                     base + ("cmd",),
                     hint="cmd is split like a shell would; check the quotes",
                 )
@@ -413,7 +413,7 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
             except CommandError as exc:
                 ck.warning_at(
                     "LS411",
-                    f"model {model_id}: cmdStop: {exc}: it is stopped with SIGTERM instead",
+                    f"cmdStop: {exc}: it is stopped with SIGTERM instead",
                     base + ("cmdStop",),
                 )
         if "${PORT}" not in m.proxy and m.proxy != "":
@@ -429,8 +429,7 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
             elif parts.scheme not in ("http", "https") or not parts.netloc or not _port_ok(parts):
                 ck.warning_at(
                     "LS412",
-                    f"model {model_id}: proxy {m.proxy!r} is not an http(s)://host:port URL: "
-                    "requests for it fail",
+                    f"proxy {m.proxy!r} is not an http(s)://host:port URL: requests for it fail",
                     base + ("proxy",),
                     hint="write a base URL such as http://127.0.0.1:8080 (llama-swap accepts it too, and "
                     "fails the same way)",
@@ -439,8 +438,7 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
             if "=" not in entry or entry.startswith("="):
                 ck.warning_at(
                     "LS412",
-                    f"model {model_id}: env entry {entry!r} is not NAME=value; it is passed as "
-                    "is and sets nothing",
+                    f"env entry {entry!r} is not NAME=value; it is passed as is and sets nothing",
                     base + ("env", i),
                     hint="write NAME=value",
                 )

@@ -344,16 +344,16 @@ def test_values_llama_swap_reads_leniently_warn(line, code, message):
 @pytest.mark.parametrize(
     "field, code, message",
     [
-        ("concurrencyLimit: -1", "LS412", "model a: concurrencyLimit -1 is read as the default, 10"),
+        ("concurrencyLimit: -1", "LS412", "concurrencyLimit -1 is read as the default, 10"),
         (
             'env: ["NOVALUE"]',
             "LS412",
-            "model a: env entry 'NOVALUE' is not NAME=value; it is passed as is and sets nothing",
+            "env entry 'NOVALUE' is not NAME=value; it is passed as is and sets nothing",
         ),
         (
             'cmd: "x \'unbalanced"',
             "LS411",
-            "model a: cannot split command: No closing quotation: requests for it fail when it starts",
+            "cannot split command: No closing quotation: requests for it fail when it starts",
         ),
     ],
 )

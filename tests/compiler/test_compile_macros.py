@@ -314,5 +314,5 @@ def test_ports_past_65535_warn():
       b: {{cmd: "{FAKE} --port ${{PORT}}"}}
     """
     d = one(compile_yaml(text), "LS411")
-    assert d.message == "model b: ${PORT} would be 65536, above 65535: it cannot start"
+    assert d.message == "${PORT} would be 65536, above 65535: it cannot start"
     assert at(d) == locate(text, "b:")
