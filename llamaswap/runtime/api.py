@@ -58,6 +58,7 @@ async def list_models(request: web.Request) -> web.Response:
         int(request.app[STARTED]),
         loaded=lambda m: state(m) not in (ProcessState.STOPPED, ProcessState.SHUTDOWN),
         active=lambda m: state(m) in (ProcessState.STARTING, ProcessState.READY),
+        profile=request.app[ROUTER].profile,
     )
     headers = {}
     if "Origin" in request.headers:
