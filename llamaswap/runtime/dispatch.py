@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode
 
 from aiohttp import web
 
@@ -202,6 +202,8 @@ async def dispatch(
         if via.name and body.json is not None and body.json.get("model") == requested:
             body.json["model"] = via.name
             body.raw = json.dumps(body.json).encode()
+        elif apply_filters and via.name and body.json is None and request.query.get("model") == asked:
+            upstream_target = _query_model(upstream_target, asked, via.name)
         requested = via.name or requested
     refused = via is not None and via.status != 0
     local = None if refused else plan.resolve_model(requested)
@@ -357,12 +359,11 @@ async def _dispatch(
                     return error_response(request, 400, "invalid JSON body: nested too deeply")
         else:
             head = body.head
-            if apply_filters and cfg.use_model_name and body.model_end is not None:
+            new_model = _multipart_model(cfg, body, via, apply_filters)
+            if new_model is not None and body.model_end is not None:
                 boundary = multipart_boundary(request.headers.get("Content-Type", ""))
                 assert boundary is not None
-                head = replace_multipart_head_model(
-                    head, boundary, body.model_end, cfg.use_model_name.encode()
-                )
+                head = replace_multipart_head_model(head, boundary, body.model_end, new_model.encode())
             data = upstream_body(request, body, head)
         url = cfg.proxy.rstrip("/") + upstream_target
         drop, add = upstream_auth(request, cfg.api_key)
@@ -487,6 +488,26 @@ def _handshake_timeout(t: UpstreamTimeouts | None) -> float | None:
     if t is None or t.response_header is None:
         return None
     return (t.connect or 0.0) + t.response_header
+
+
+def _multipart_model(cfg, body: Body, via: Resolution | None, apply_filters: bool) -> str | None:
+    """The value a multipart body's `model` field is sent upstream with (None: as it is):
+    useModelName, else what a profile pin or selector resolved the asked ID to."""
+    if apply_filters and cfg.use_model_name:
+        return cfg.use_model_name
+    if via is not None and via.name and body.model == via.requested:
+        return via.name
+    return None
+
+
+def _query_model(target: str, asked: str, name: str) -> str:
+    """`target` (path and query) with `?model=asked` replaced by `name`, as llama-swap rewrites
+    a GET request's model; unchanged when the query names another model."""
+    path, sep, query = target.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not sep or ("model", asked) not in pairs:
+        return target
+    return path + "?" + urlencode([(k, name if k == "model" and v == asked else v) for k, v in pairs])
 
 
 def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:

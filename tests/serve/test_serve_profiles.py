@@ -89,6 +89,10 @@ def test_profiles_activate_route_list_and_reload_away(serve, tmp_path):
     coder = server.chat("coder")
     assert served_by(coder) == "c"
     assert coder.headers["X-Llamaswap-Resolution"] == "profile=coding; pin=coder->c; reason=pinned"
+    passthrough = server.get("/upstream/coder/props?x=1").json()  # the pin is a path prefix too
+    assert (passthrough["name"], passthrough["path"], passthrough["query"]) == ("c", "/props", {"x": "1"})
+    what_if = server.get("/api/plan?model=chat").json()  # dry run: resolved as a request would be now
+    assert (what_if["model"], what_if["resolution"]["reason"], what_if["evict"]) == ("a", "fallback", ["c"])
     off = server.chat("off")
     assert off.status == 404 and "disabled by the active profile 'coding'" in off.json()["error"]["message"]
 
@@ -109,6 +113,8 @@ def test_profiles_activate_route_list_and_reload_away(serve, tmp_path):
         "selector=fast; strategy=warm; target=a; reason=warm-ready"
     )
     assert "X-Llamaswap-Swap" not in again.headers
+    loras = server.get("/sdapi/v1/loras?model=chat").json()  # a GET's ?model= is rewritten
+    assert (loras["name"], loras["query"]) == ("a", {"model": "a"})
     spill = server.chat("spill")  # a is active and idle: below the spillover of 1
     assert served_by(spill) == "a" and spill.headers["X-Llamaswap-Resolution"].endswith("reason=least-busy")
 
