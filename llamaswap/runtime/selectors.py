@@ -20,7 +20,6 @@ class SelectorTracker:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.by_id: dict[str, Selector] = {s.id: s for s in plan.virtual.selectors}
-        self.profiles: frozenset[str] = frozenset(p.name for p in plan.virtual.profiles)
         self.inflight: dict[tuple[str, str], int] = {}
         self.rr: dict[str, int] = {}
 
@@ -29,7 +28,6 @@ class SelectorTracker:
         flight stay)."""
         self.plan = plan
         self.by_id = {s.id: s for s in plan.virtual.selectors}
-        self.profiles = frozenset(p.name for p in plan.virtual.profiles)
 
     def resolve(
         self, requested: str, profile: str | None, state_of: Callable[[str], str]
