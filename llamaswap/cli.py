@@ -210,7 +210,10 @@ def resolve_or_exit(plan: Plan, name: str, what: str) -> str:
     if real is None:
         from llamaswap.compiler.suggest import did_you_mean
 
-        hint = did_you_mean(name, list(plan.models) + list(plan.aliases), partial=True)
+        virtual = [s.id for s in plan.virtual.selectors] + [
+            pin for p in plan.virtual.profiles for pin, _ in p.pins
+        ]
+        hint = did_you_mean(name, list(plan.models) + list(plan.aliases) + virtual, partial=True)
         hint = f" ({hint})" if hint else ""
         raise Fail(f"error: unknown model {name!r} in {what}{hint}; known models: {', '.join(plan.models)}")
     return real
@@ -221,18 +224,96 @@ def peer_route(plan: Plan, name: str) -> PeerRoute | None:
     return plan.virtual.route(name) if plan.resolve_model(name) is None else None
 
 
-def explain_peer(plan: Plan, request: str, route: PeerRoute, fmt: str) -> None:
-    """`plan --request` for a peer model: where it goes; nothing local changes."""
+def explain_peer(plan: Plan, request: str, route: PeerRoute, fmt: str, via=None) -> None:
+    """`plan --request` for a peer model: where it goes; nothing local changes. `via`: the
+    profile pin / selector resolution that led to it (compiler/resolution.py), if any."""
     from llamaswap.compiler.diagnostics import dumps
 
     if fmt == "json":
         out = {"request": request, "peer": route.peer.id, "proxy": route.peer.proxy, "model": route.model}
+        if via is not None:
+            out["resolution"] = via.to_json()
         click.echo(dumps({**out, "evict": [], "swap": False}))
         return
+    if via is not None:
+        request = via.name
     click.echo(
         f"{request} is a peer model: forwarded to peer {route.peer.id} ({route.peer.proxy}) as "
         f"{route.model!r}, with no swap here: the running models stay as they are."
     )
+
+
+def plan_resolution(
+    plan: Plan, asked: str, profile: str | None, running: tuple[str, ...], in_flight: str | None
+):
+    """`plan --request` through the profile pins and selectors (compiler/resolution.py, as
+    serve resolves them): the resolution (None when the ID is a plain model or alias, and no
+    pin applies) and notes to print first. Running models count as ready."""
+    from llamaswap.compiler.resolution import find_selector, is_virtual, pinned_by, resolve
+    from llamaswap.compiler.suggest import did_you_mean
+
+    names = [p.name for p in plan.virtual.profiles]
+    notes: list[str] = []
+    if profile is not None and profile not in names:
+        hint = did_you_mean(profile, names) or (
+            f"profiles: {', '.join(names)}" if names else "the config has none"
+        )
+        raise Fail(f"error: unknown profile {profile!r} in --profile ({hint})")
+    known = plan.resolve_model(asked) is not None or find_selector(plan, asked) is not None
+    if profile is None and not known:
+        by = pinned_by(plan, asked)
+        if len(by) == 1:
+            profile = by[0]
+            notes.append(
+                f"note: '{asked}' is a pin of profile '{profile}' only; planned as if it were active "
+                "(none is when llamaswap starts: PUT /api/profiles/active)"
+            )
+        elif by:
+            raise Fail(
+                f"error: '{asked}' is a pin of profiles {', '.join(by)}: say which is active with --profile"
+            )
+    if not is_virtual(plan, asked, profile):
+        if in_flight is not None:
+            raise click.UsageError("--in-flight goes with a --request that a spillover selector resolves")
+        return None, notes
+    counts: dict[tuple[str, str], int] = {}
+    for item in (in_flight or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise click.BadParameter(f"{item!r}: expected TARGET=N with N >= 0", param_hint="--in-flight")
+        real = resolve_or_exit(plan, name.strip(), "--in-flight")
+        for sel in plan.virtual.selectors:
+            for t in sel.targets:
+                if plan.resolve_model(t) == real:
+                    counts[(sel.id, t)] = int(value)
+    ready = set(running)
+    via = resolve(
+        plan, asked, profile=profile, state_of=lambda m: "ready" if m in ready else "stopped", inflight=counts
+    )
+    return via, notes
+
+
+def show_refused(via, notes: list[str], fmt: str) -> None:
+    """`plan --request` for an ID the active profile disables, or a selector with no target."""
+    from llamaswap.compiler.diagnostics import dumps
+
+    if fmt == "json":
+        click.echo(
+            dumps(
+                {
+                    "request": via.requested,
+                    "resolution": via.to_json(),
+                    "status": via.status,
+                    "error": via.message,
+                }
+            )
+        )
+        return
+    for line in notes + via.lines():
+        click.echo(line)
+    click.echo(f"The request gets {via.status}: {via.message}.")
 
 
 PLAN_ALL_MAX = 2_000_000  # decisions `plan --all` / `--diff` / the transitions view will list
@@ -271,7 +352,22 @@ def iter_decisions(plan: Plan, states: list[tuple[str, ...]], show_progress: boo
 @click.option(
     "--running", default=None, metavar="A,B", help="Models running now (IDs or aliases, comma-separated)."
 )
-@click.option("--request", default=None, metavar="MODEL", help="The model a request asks for (ID or alias).")
+@click.option(
+    "--request",
+    default=None,
+    metavar="MODEL",
+    help="The model a request asks for (ID, alias, selector, or a pin of a profile).",
+)
+@click.option(
+    "--profile", default=None, metavar="NAME", help="With --request: the active profile (default: none)."
+)
+@click.option(
+    "--in-flight",
+    "in_flight",
+    default=None,
+    metavar="A=N,B=M",
+    help="With --request: requests of the spillover selector in flight per target.",
+)
 @click.option("--explain", is_flag=True, help="Also list every candidate set, best first.")
 @click.option("--all", "all_", is_flag=True, help="Print every precomputed decision.")
 @click.option(
@@ -324,6 +420,8 @@ def plan_cmd(
     config: str,
     running: str | None,
     request: str | None,
+    profile: str | None,
+    in_flight: str | None,
     explain: bool,
     all_: bool,
     diff_with: str | None,
@@ -341,6 +439,7 @@ def plan_cmd(
 
     \b
     llamaswap plan CONFIG --running a,b --request c [--explain]
+    llamaswap plan CONFIG --running a --request SELECTOR [--in-flight a=1] [--profile P]
     llamaswap plan CONFIG --all
     llamaswap plan OLD.yaml --diff NEW.yaml [--exit-code]
     llamaswap plan CONFIG --trace FILE [--load-time M=S ...] [--max-wait S] [--compare fifo,hold]
@@ -352,8 +451,8 @@ def plan_cmd(
     modes = [request is not None, all_, diff_with is not None, trace_file is not None]
     if sum(modes) != 1:
         raise click.UsageError("give exactly one of --request, --all, --diff NEW or --trace FILE")
-    if running is not None and request is None:
-        raise click.UsageError("--running goes with --request")
+    if (running is not None or profile is not None or in_flight is not None) and request is None:
+        raise click.UsageError("--running, --profile and --in-flight go with --request")
     if exit_code and diff_with is None:
         raise click.UsageError("--exit-code goes with --diff")
     if trace_file is None and (load_times or max_wait is not None or verbose or compare is not None):
@@ -367,12 +466,7 @@ def plan_cmd(
         run_trace(plan, trace_file, load_times, default_load_time, max_wait, verbose, fmt, compare)
         return
 
-    if request is not None and (peer := peer_route(plan, request.strip())) is not None:
-        explain_peer(plan, request.strip(), peer, fmt)
-        return
-
     if request is not None:
-        target = resolve_or_exit(plan, request.strip(), "--request")
         names = [n.strip() for n in (running or "").split(",") if n.strip()]
         state = tuple(sorted({resolve_or_exit(plan, n, "--running") for n in names}))
         from llamaswap.compiler.reachable import why_unreachable
@@ -384,10 +478,25 @@ def plan_cmd(
                 f"hint: llamaswap graph {shlex.quote(config)} --view coexist --focus {shlex.quote(state[0])} "
                 f"shows what may run beside {state[0]}"
             )
+        asked = request.strip()
+        via, notes = plan_resolution(plan, asked, profile, state, in_flight)
+        if via is not None and via.status:
+            show_refused(via, notes, fmt)
+            return
+        if (peer := peer_route(plan, via.name if via is not None else asked)) is not None:
+            if fmt == "text":
+                for line in notes + (via.lines() if via is not None else []):
+                    click.echo(line)
+            explain_peer(plan, asked, peer, fmt, via)
+            return
+        target = resolve_or_exit(plan, via.name if via is not None else asked, "--request")
         d = plan.policy.decide(target, state, explain=explain)
         after = tuple(sorted({*(m for m in state if m not in d.evict), target}))
+        asked_model = via.name if via is not None else asked
         if fmt == "json":
-            out = d.to_json(request=request.strip())
+            out = d.to_json(request=asked)
+            if via is not None:
+                out["resolution"] = via.to_json()
             if not explain:
                 out.pop("candidates", None)
             elif plan.resources is not None:
@@ -399,7 +508,9 @@ def plan_cmd(
                 }
             click.echo(dumps(out))
         else:
-            click.echo(explain_text(d, plan.engine, request.strip()))
+            for line in notes + (via.lines() if via is not None else []):
+                click.echo(line)
+            click.echo(explain_text(d, plan.engine, asked_model))
             if explain:
                 if d.candidates:
                     click.echo("candidates (best first):")

@@ -199,11 +199,7 @@ TOP = _map(
                 )
             }
         ),
-        "profiles": Key(
-            status=UNIMPLEMENTED,
-            free=True,
-            note="profiles are checked, but none can be activated yet (llama-swap starts with none active)",
-        ),
+        "profiles": Key(each=_map({"description": _leaf(), "pins": FREE})),
         "selectors": Key(
             each=_map(
                 {

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from llamaswap.buildinfo import build_info
 from llamaswap.compiler.explain import explain
+from llamaswap.compiler.resolution import resolve
 from llamaswap.runtime.events import INFLIGHT
 from llamaswap.runtime.keys import (
     DECISIONS,
@@ -34,6 +35,7 @@ from llamaswap.runtime.keys import (
     PROCESSES,
     REDACT,
     ROUTER,
+    SELECTORS,
     STARTED,
 )
 from llamaswap.runtime.listing import model_records
@@ -58,6 +60,7 @@ async def list_models(request: web.Request) -> web.Response:
         int(request.app[STARTED]),
         loaded=lambda m: state(m) not in (ProcessState.STOPPED, ProcessState.SHUTDOWN),
         active=lambda m: state(m) in (ProcessState.STARTING, ProcessState.READY),
+        profile=request.app[ROUTER].profile,
     )
     headers = {}
     if "Origin" in request.headers:
@@ -171,12 +174,25 @@ async def decisions(request: web.Request) -> web.Response:
 
 
 async def what_if(request: web.Request) -> web.Response:
-    """What would happen if `?model=X` were requested now, against the live running set."""
+    """What would happen if `?model=X` were requested now, against the live running set (a
+    profile pin or selector is resolved as a request would be now, reserving nothing)."""
     plan = request.app[LIVE].plan
     name = request.query.get("model", "").strip()
     if not name:
         return error_response(request, 400, "give the model to plan for: /api/plan?model=NAME")
-    real = plan.resolve_model(name)
+    tracker = request.app[SELECTORS]
+    procs = request.app[PROCESSES]
+    via = resolve(
+        plan,
+        name,
+        profile=request.app[ROUTER].profile,
+        state_of=lambda m: procs[m].state.value if m in procs else "stopped",
+        inflight=tracker.inflight,
+        turns=tracker.rr,
+    )
+    if via.status:
+        return error_response(request, via.status, via.message)
+    real = plan.resolve_model(via.name)
     if real is None:
         return error_response(request, 404, f"no local server found for requested model {name!r}")
 
@@ -194,8 +210,9 @@ async def what_if(request: web.Request) -> web.Response:
     placer = getattr(plan.policy, "placer", None)
     if placer is not None:  # resources: what the scheduler would do, with the device
         decision = replace(placer.decide(real, placed), candidates=decision.candidates)
+    extra = {"resolution": via.to_json()} if via.steps else {}
     return web.json_response(
-        {**decision.to_json(request=name), "explanation": explain(decision, plan.engine, name)}
+        {**decision.to_json(request=name), "explanation": explain(decision, plan.engine, via.name), **extra}
     )
 
 

@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
-from llamaswap.runtime import api, reload, websocket, webui
+from llamaswap.runtime import api, profiles, reload, websocket, webui
 from llamaswap.runtime.activity import ACTIVITY, ActivityStore, store_path
 from llamaswap.runtime.auth import OPEN_PATHS, refusal
 from llamaswap.runtime.crosssite import host_refusal, origin_refusal
@@ -349,6 +349,9 @@ def build_app(
     r.add_get("/health", api.health)
     r.add_get("/metrics", api.metrics)
     r.add_get("/api/decisions", api.decisions)
+    r.add_get("/api/profiles", profiles.list_profiles)
+    r.add_get("/api/profiles/active", profiles.active_profile)
+    r.add_put("/api/profiles/active", profiles.set_active_profile)
     r.add_get("/api/plan", api.what_if)
     r.add_post("/api/config/reload", reload.reload_now)
     r.add_get("/api/reloads", reload.reloads_view)

@@ -21,11 +21,12 @@ import logging
 import re
 import time
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode
 
 from aiohttp import web
 
 from llamaswap.compiler.plan import Plan
+from llamaswap.compiler.resolution import Resolution, upstream_pin
 from llamaswap.compiler.virtual import PeerRoute
 from llamaswap.runtime import websocket
 from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record, session_headers, session_of
@@ -154,15 +155,18 @@ def _loading_chunk(model: str, text: str) -> bytes:
     )
 
 
-def swap_header(granted: Granted) -> dict[str, str]:
-    """`X-Llamaswap-Swap` for a request that waited for a swap; {} otherwise."""
+def swap_header(granted: Granted, via: Resolution | None = None) -> dict[str, str]:
+    """`X-Llamaswap-Swap` for a request that waited for a swap, and `X-Llamaswap-Resolution`
+    for one a profile pin or a selector resolved; {} otherwise."""
+    out = {"X-Llamaswap-Resolution": via.header()} if via is not None else {}
     swap = granted.swap
     if swap is None:
-        return {}
-    return {
-        "X-Llamaswap-Swap": f"model={swap.model}; evicted={','.join(swap.decision.evict)}; "
+        return out
+    out["X-Llamaswap-Swap"] = (
+        f"model={swap.model}; evicted={','.join(swap.decision.evict)}; "
         f"set={swap.decision.set or ''}; waited={granted.waited:.3f}s"
-    }
+    )
+    return out
 
 
 class Measure:
@@ -179,37 +183,47 @@ class Measure:
 async def dispatch(
     request: web.Request, body: Body, requested: str, upstream_target: str, apply_filters: bool
 ) -> web.StreamResponse:
-    """The request path, counted in `llamaswap_requests_total{model, status}`. A selector ID
-    is first resolved to one of its targets (the body's model is rewritten to it).
+    """The request path, counted in `llamaswap_requests_total{model, status}`. The ID asked
+    for is first resolved through the active profile's pins and the selectors
+    (compiler/resolution.py; the JSON body's model is rewritten to the result).
     `upstream_target` is the path and query to send upstream, still percent-encoded."""
     plan = request.app[LIVE].plan
     selectors = request.app[SELECTORS]
-    selector = requested if requested in selectors.by_id else None
-    if selector is not None:
-        procs = request.app[PROCESSES]
-        target = selectors.choose(selector, lambda m: procs[m].state.value if m in procs else "stopped")
-        assert target is not None
-        logger.debug("selector: id=%s target=%s", selector, target)
-        if body.json is not None and body.json.get("model") == requested:
-            body.json["model"] = target
+    asked = requested
+    procs = request.app[PROCESSES]
+    via = selectors.resolve(
+        requested,
+        request.app[ROUTER].profile,
+        lambda m: procs[m].state.value if m in procs else "stopped",
+    )
+    if via is not None:
+        request["llamaswap.via"] = via
+        logger.debug("resolved %s: %s", asked, via.header())
+        if via.name and body.json is not None and body.json.get("model") == requested:
+            body.json["model"] = via.name
             body.raw = json.dumps(body.json).encode()
-        requested = target
-    local = plan.resolve_model(requested)
-    peer = plan.virtual.route(requested) if local is None else None
+        elif apply_filters and via.name and body.json is None and request.query.get("model") == asked:
+            upstream_target = _query_model(upstream_target, asked, via.name)
+        requested = via.name or requested
+    refused = via is not None and via.status != 0
+    local = None if refused else plan.resolve_model(requested)
+    peer = plan.virtual.route(requested) if local is None and not refused else None
     model = local or (peer.fqn if peer is not None else "(unknown)")
     request["llamaswap.model"] = requested if model == "(unknown)" else model  # for the access line
     if "Upgrade" in request.headers and ignores_websockets(plan, model) and websocket.is_upgrade(request):
-        if selector is not None:  # an unscheduled websocket does not count for its selector
-            selectors.release(selector, requested)
+        if via is not None:  # an unscheduled websocket does not count for its selector
+            selectors.done(via)
         return await _unscheduled_websocket(request, model, upstream_target)
     status = "cancelled"
     app = request.app
     arrived_wall, began = time.time(), time.monotonic()
     tracker = app[INFLIGHT]
-    measure = Measure(tracker.begin(model, requested, request.method, request.path, request.remote))
+    measure = Measure(tracker.begin(model, asked, request.method, request.path, request.remote))
     resp: web.StreamResponse | None = None
     try:
-        if peer is not None:
+        if via is not None and via.status:
+            resp = error_response(request, via.status, via.message)
+        elif peer is not None:
             resp = await _peer(request, peer, requested, body, upstream_target, apply_filters, measure)
         else:
             resp = await _dispatch(request, body, requested, upstream_target, apply_filters, measure)
@@ -237,7 +251,6 @@ async def dispatch(
         code = int(status) if status.isdigit() else 499
         duration = time.monotonic() - began
         ctype = resp.content_type if resp is not None else ""
-        asked = requested
         session = session_of(request.headers, session_headers(app[LIVE].plan.config))
 
         def record() -> None:
@@ -261,8 +274,8 @@ async def dispatch(
         # After this handler returns (a small response is then already on its way out):
         # reading the usage from the tail must not delay the answer.
         asyncio.get_running_loop().call_soon(record)
-        if selector is not None:
-            selectors.release(selector, requested)
+        if via is not None:
+            selectors.done(via)
 
 
 async def _dispatch(
@@ -282,7 +295,8 @@ async def _dispatch(
     cfg = plan.config.models[model]  # type: ignore[union-attr]
     queue_timeout = app[LIMITS].of(plan).queue_timeout
     redact = app[REDACT].of(plan)
-    ticket = router.submit(model, requested)
+    via = request.get("llamaswap.via")
+    ticket = router.submit(model, requested, via)
     app[EVENTS].queue_changed()
     deadline = None if queue_timeout is None else time.monotonic() + queue_timeout
     stream: web.StreamResponse | None = None
@@ -345,12 +359,11 @@ async def _dispatch(
                     return error_response(request, 400, "invalid JSON body: nested too deeply")
         else:
             head = body.head
-            if apply_filters and cfg.use_model_name and body.model_end is not None:
+            new_model = _multipart_model(cfg, body, via, apply_filters)
+            if new_model is not None and body.model_end is not None:
                 boundary = multipart_boundary(request.headers.get("Content-Type", ""))
                 assert boundary is not None
-                head = replace_multipart_head_model(
-                    head, boundary, body.model_end, cfg.use_model_name.encode()
-                )
+                head = replace_multipart_head_model(head, boundary, body.model_end, new_model.encode())
             data = upstream_body(request, body, head)
         url = cfg.proxy.rstrip("/") + upstream_target
         drop, add = upstream_auth(request, cfg.api_key)
@@ -371,7 +384,7 @@ async def _dispatch(
                 url,
                 data,
                 response=stream,
-                extra_headers=swap_header(outcome),
+                extra_headers=swap_header(outcome, via),
                 drop_headers=drop,
                 add_headers=add,
                 timeouts=_timeouts(app, current, plan, model),
@@ -475,6 +488,26 @@ def _handshake_timeout(t: UpstreamTimeouts | None) -> float | None:
     if t is None or t.response_header is None:
         return None
     return (t.connect or 0.0) + t.response_header
+
+
+def _multipart_model(cfg, body: Body, via: Resolution | None, apply_filters: bool) -> str | None:
+    """The value a multipart body's `model` field is sent upstream with (None: as it is):
+    useModelName, else what a profile pin or selector resolved the asked ID to."""
+    if apply_filters and cfg.use_model_name:
+        return cfg.use_model_name
+    if via is not None and via.name and body.model == via.requested:
+        return via.name
+    return None
+
+
+def _query_model(target: str, asked: str, name: str) -> str:
+    """`target` (path and query) with `?model=asked` replaced by `name`, as llama-swap rewrites
+    a GET request's model; unchanged when the query names another model."""
+    path, sep, query = target.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not sep or ("model", asked) not in pairs:
+        return target
+    return path + "?" + urlencode([(k, name if k == "model" and v == asked else v) for k, v in pairs])
 
 
 def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> UpstreamTimeouts | None:
@@ -604,8 +637,15 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
     The body is never parsed: it streams through."""
     plan = request.app[LIVE].plan
     rest = request.match_info["tail"]
-    names = sorted(set(plan.models) | set(plan.aliases) | set(plan.virtual.routes), key=len, reverse=True)
     _, query = _raw_target(request)
+    # The active profile's pins first (the longest pin the path starts with, as llama-swap):
+    # the pin is resolved like a requested model ID (its target, maybe a selector).
+    pinned = upstream_pin(plan, request.app[ROUTER].profile, rest)
+    names = (
+        [pinned[0]]
+        if pinned
+        else sorted(set(plan.models) | set(plan.aliases) | set(plan.virtual.routes), key=len, reverse=True)
+    )
     for name in names:
         if rest == name:
             location = f"/upstream/{name}/" + query

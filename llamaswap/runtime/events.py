@@ -3,7 +3,7 @@
 Wire format, as llama-swap's UI feed: every event is `event:message` whose data is
 `{"type": T, "data": "<JSON text>"}`. Types: llama-swap's `modelStatus` (the model list with
 states), `logData` ({source: proxy|upstream, data}), `activity` ({id, record}), `inflight`
-({operation: snapshot|upsert|remove, ...}); and ours: `decision` (a swap decision record,
+({operation: snapshot|upsert|remove, ...}), `profileChanged` ({active: name or null}); and ours: `decision` (a swap decision record,
 when it is committed and when it ends) and `queue` (the scheduler's queue, in-flight counts
 and swaps in progress, read inside its owner task).
 
@@ -306,6 +306,10 @@ class EventsObserver(AppObserver):
     def served(self, model: str) -> None:
         super().served(model)
         self.hub.queue_changed()
+
+    def profile_changed(self, old: str | None, new: str | None, reason: str) -> None:
+        super().profile_changed(old, new, reason)
+        self.hub.publish("profileChanged", {"active": new})
 
 
 EVENTS = web.AppKey("events", EventHub)

@@ -5,7 +5,8 @@ says which model it stands for); one per peer model (`peer/model`); one per list
 Capabilities are rendered as llama-swap renders them (architecture, capabilities,
 supported_parameters, context_length and `meta.n_ctx`); metadata keys those fields own are
 dropped. Records are sorted by ID; a model's aliases keep their declared order, and names
-registered by setParamsByID come after them.
+registered by setParamsByID come after them. With a profile active, one per pin (type `profile`)
+that no other record is named like.
 """
 
 from __future__ import annotations
@@ -109,10 +110,16 @@ def _record(
 
 
 def model_records(
-    plan: Plan, created: int, loaded: Callable[[str], bool], active: Callable[[str], bool] | None = None
+    plan: Plan,
+    created: int,
+    loaded: Callable[[str], bool],
+    active: Callable[[str], bool] | None = None,
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every `/v1/models` record. `loaded(model)`: the process is not stopped; `active(model)`:
-    it is starting or ready (a selector counts as loaded then); defaults to `loaded`."""
+    it is starting or ready (a selector counts as loaded then); defaults to `loaded`.
+    `profile`: the active profile, whose pins are listed (type `profile`) unless empty or
+    named like a model, alias, peer model or selector."""
     active = active or loaded
     c = plan.config
     data: list[dict[str, Any]] = []
@@ -177,5 +184,14 @@ def model_records(
         if sel.strategy == "spillover":
             internal["spillover"] = sel.spillover
         data.append(_record(sel.id, created, sel.name, sel.description, sel.metadata, None, status, internal))
+    pinned = next((p for p in plan.virtual.profiles if p.name == profile), None)
+    if pinned is not None:
+        taken = set(plan.models) | set(plan.aliases) | {s.id for s in plan.virtual.selectors}
+        for peer in plan.virtual.peers:
+            taken.update(peer.fqn(m) for m in peer.models)
+            taken.update(peer.models)
+        for pin, target in pinned.pins:
+            if target and pin not in taken:
+                data.append(_record(pin, created, "", "", None, None, "unloaded", {"type": "profile"}))
     data.sort(key=lambda r: r["id"])
     return data

@@ -75,6 +75,8 @@ class DecisionRecord:
             "status": status,
             "error": s.error,
             "explanation": explain(d, self.engine, self.requested),
+            # The profile pin / selector choice that led to this model (None: asked by name).
+            "resolution": s.via.to_json() if s.via is not None else None,
         }
 
 
@@ -302,3 +304,6 @@ class AppObserver:
 
     def evicted(self, model: str, reason: str) -> None:
         self.metrics.evictions.labels(model, reason).inc()
+
+    def profile_changed(self, old: str | None, new: str | None, reason: str) -> None:
+        pass  # the router logs it; the UI feed (events.EventsObserver) publishes it

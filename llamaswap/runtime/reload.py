@@ -258,6 +258,7 @@ class Reloader:
             resolve=new.resolve_model,
             make_process=lambda spec: self._make_process(self.app, spec),
             scheduling=scheduling,
+            profiles=[p.name for p in new.virtual.profiles],
         )
         if evict != changes.evict:  # what ran changed while the reload was computed
             changes = dataclasses.replace(changes, evict=evict, evict_reason=why)

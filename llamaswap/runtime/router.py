@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
+from llamaswap.compiler.resolution import Resolution
 from llamaswap.runtime.processes import (
     DevicePlacement,
     ModelProcess,
@@ -99,6 +100,7 @@ class SwapRecord:
     load_seconds: float | None = None
     error: str | None = None
     finished: float | None = None
+    via: Resolution | None = None  # how the request that started it was resolved (profile, selector)
 
 
 class Observer(Protocol):
@@ -114,6 +116,8 @@ class Observer(Protocol):
     def evicted(self, model: str, reason: str) -> None: ...
 
     def served(self, model: str) -> None: ...
+
+    def profile_changed(self, old: str | None, new: str | None, reason: str) -> None: ...
 
 
 class _Unobserved:
@@ -134,6 +138,9 @@ class _Unobserved:
     def served(self, model: str) -> None:
         pass
 
+    def profile_changed(self, old: str | None, new: str | None, reason: str) -> None:
+        pass
+
 
 class Ticket:
     """One request's passage through the scheduler."""
@@ -148,14 +155,22 @@ class Ticket:
         "position",
         "_position_event",
         "released",
+        "via",
     )
 
     def __init__(
-        self, req_id: int, model: str, requested: str, arrived: float, loop: asyncio.AbstractEventLoop
+        self,
+        req_id: int,
+        model: str,
+        requested: str,
+        arrived: float,
+        loop: asyncio.AbstractEventLoop,
+        via: Resolution | None = None,
     ) -> None:
         self.req_id = req_id
         self.model = model
         self.requested = requested
+        self.via = via  # the profile pin / selector choice that led to `requested`
         self.arrived = arrived
         self.admission: asyncio.Future[Admission] = loop.create_future()
         self.outcome: asyncio.Future[Granted | Rejected] = loop.create_future()
@@ -252,7 +267,20 @@ class ReconfigureRequested:
     resolve: Callable[[str], str | None]
     make_process: Callable[[ProcessSpec], ModelProcess]
     scheduling: SchedulingPolicy | None  # None: keep the current scheduling policy
+    profiles: frozenset[str] | None  # the profiles the new config has (None: not told)
     reply: asyncio.Future[tuple[tuple[str, ...], str]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ProfileSelected:
+    """Make `name` the active profile (None: none). `known(name)` is asked when the event is
+    handled (against the live config then); the reply is whether the active profile changed,
+    or a LookupError when the profile is unknown."""
+
+    name: str | None
+    known: Callable[[str], bool]
+    reason: str
+    reply: asyncio.Future[bool]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -272,6 +300,7 @@ Event = (
     | CloseRequested
     | ShutdownRequested
     | ReconfigureRequested
+    | ProfileSelected
     | QueryAsked
 )
 
@@ -390,6 +419,7 @@ class Router:
             CloseRequested: self._on_close_requested,
             ShutdownRequested: self._on_shutdown_requested,
             ReconfigureRequested: self._on_reconfigure_requested,
+            ProfileSelected: self._on_profile_selected,
             QueryAsked: self._on_query_asked,
         }
         self._waited_for: dict[int, SwapRecord] = {}  # req id -> swap it joined
@@ -409,6 +439,9 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: dict[str, Callable[[], None]] = {}  # model -> drop its listener
         self._retired: set[str] = set()  # removed by a reload; process kept until it stopped
+        # The active profile (None: none, as at startup). Written by the owner task only;
+        # the request path reads it once per request.
+        self.profile: str | None = None
         # When something last started, finished or was granted (for the stall check).
         self.last_advance = time.monotonic()
 
@@ -488,10 +521,10 @@ class Router:
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
-    def submit(self, model: str, requested: str | None = None) -> Ticket:
+    def submit(self, model: str, requested: str | None = None, via: Resolution | None = None) -> Ticket:
         """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` it."""
         assert self._loop is not None
-        ticket = Ticket(next(self._ids), model, requested or model, self._loop.time(), self._loop)
+        ticket = Ticket(next(self._ids), model, requested or model, self._loop.time(), self._loop, via)
         if self._closing:
             # The owner may already be gone; nobody would ever answer this ticket.
             ticket.admission.set_result(Admission.REJECTED)
@@ -540,6 +573,7 @@ class Router:
         resolve: Callable[[str], str | None],
         make_process: Callable[[ProcessSpec], ModelProcess],
         scheduling: SchedulingPolicy | None = None,
+        profiles: Iterable[str] | None = None,
     ) -> tuple[tuple[str, ...], str]:
         """Apply a hot reload (see the module docstring); returns once the owner applied it
         (models still draining stop later), with the models the new policy evicts and why."""
@@ -557,9 +591,22 @@ class Router:
                 resolve,
                 make_process,
                 scheduling,
+                None if profiles is None else frozenset(profiles),
                 reply,
             )
         )
+        return await reply
+
+    async def select_profile(
+        self, name: str | None, known: Callable[[str], bool], reason: str = "api"
+    ) -> bool:
+        """Make `name` the active profile (None: none); True if that changed it. Raises
+        LookupError when `known(name)` says no (asked inside the owner task)."""
+        assert self._loop is not None
+        if self._owner is None or self._owner.done():
+            raise RuntimeError("the scheduler task is not running")
+        reply: asyncio.Future[bool] = self._loop.create_future()
+        self._post(ProfileSelected(name, known, reason, reply))
         return await reply
 
     async def call(self, fn: Callable[[Scheduler], Any]) -> Any:
@@ -766,8 +813,30 @@ class Router:
             scheduling=event.scheduling,
         )
         self._carry_out(now)
+        if self.profile is not None and event.profiles is not None and self.profile not in event.profiles:
+            gone = self.profile
+            self.profile = None
+            logger.info('reload: profile "%s" is no longer in the config; no profile is active now', gone)
+            self._notify(self._observer.profile_changed, gone, None, "reload")
         if not event.reply.done():
             event.reply.set_result((evict, why))
+
+    def _on_profile_selected(self, event: ProfileSelected, now: float) -> None:
+        name = event.name or None
+        if name is not None and not event.known(name):
+            if not event.reply.done():
+                event.reply.set_exception(LookupError(f'profile "{name}" not found'))
+            return
+        old = self.profile
+        if old == name:
+            if not event.reply.done():
+                event.reply.set_result(False)
+            return
+        self.profile = name
+        logger.info('active profile changed to "%s"', name or "")
+        self._notify(self._observer.profile_changed, old, name, event.reason)
+        if not event.reply.done():
+            event.reply.set_result(True)
 
     def _dispose_retired(self) -> None:
         """Forget the processes of removed models the scheduler has forgotten (stopped)."""
@@ -851,6 +920,8 @@ class Router:
     def _start_swap(self, command: _StartSwap, arriving: Ticket | None) -> None:
         model, decision = command.model, command.decision
         record = SwapRecord(next(self._swap_ids), model, decision, time.time(), self.now())
+        if arriving is not None and arriving.model == model:
+            record.via = arriving.via
         self._swaps[model] = record
         self.swaps_started += 1
         self.last_advance = time.monotonic()

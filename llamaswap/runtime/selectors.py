@@ -1,13 +1,10 @@
-"""Selectors: a virtual model ID resolved to one of its targets per request, as llama-swap's
-selector middleware does, before aliases, filters and routing.
+"""Virtual model IDs at serve time: the active profile's pins and the selectors (pin, warm,
+spillover), resolved per request by compiler/resolution.py's `resolve` with the live state.
 
-- pin: always the first target;
-- warm: the first target that is ready, else the first that is starting, else the first;
-- spillover: the least busy active target (starting, ready, or with requests of this
-  selector in flight) while it has fewer than `spillover` of them; past that the first cold
-  target; when every target is busy, the least busy again (ties go round robin).
-
-The tracker counts only the requests it routed; it lives on the event loop (no locks).
+The tracker holds what that pure function needs besides the plan and the process states:
+the requests in flight of each spillover selector on each target (reserved by `choose`,
+freed by `release`) and each selector's round-robin turn. It lives on the event loop (no
+locks); a reload re-plans it and keeps the reservations in flight.
 """
 
 from __future__ import annotations
@@ -15,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from llamaswap.compiler.plan import Plan
+from llamaswap.compiler.resolution import Resolution, is_virtual, resolve
 from llamaswap.compiler.virtual import Selector
-
-ACTIVE = ("starting", "ready")
 
 
 class SelectorTracker:
@@ -28,54 +24,45 @@ class SelectorTracker:
         self.rr: dict[str, int] = {}
 
     def replan(self, plan: Plan) -> None:
-        """A hot reload: the selectors of `plan` from now on (reservations in flight stay)."""
+        """A hot reload: the selectors and profiles of `plan` from now on (reservations in
+        flight stay)."""
         self.plan = plan
         self.by_id = {s.id: s for s in plan.virtual.selectors}
 
-    def choose(self, selector_id: str, state_of: Callable[[str], str]) -> str | None:
-        """The target (as written) for one request to `selector_id`; None if it is not one.
-        A spillover choice is reserved until `release`."""
-        sel = self.by_id.get(selector_id)
-        if sel is None:
+    def resolve(
+        self, requested: str, profile: str | None, state_of: Callable[[str], str]
+    ) -> Resolution | None:
+        """How `requested` resolves under the active `profile`; None when neither a pin nor a
+        selector applies (the common case, one dict lookup). A spillover choice is reserved
+        until `release`."""
+        if requested not in self.by_id and (profile is None or not is_virtual(self.plan, requested, profile)):
             return None
-        real = {t: self.plan.resolve_model(t) for t in sel.targets}
+        res = resolve(
+            self.plan, requested, profile=profile, state_of=state_of, inflight=self.inflight, turns=self.rr
+        )
+        sel = res.selector
+        if sel is not None and res.turn_used:
+            self.rr[sel.name] = self.rr.get(sel.name, 0) + 1
+        if sel is not None and sel.strategy == "spillover" and sel.target:
+            key = (sel.name, sel.target)
+            self.inflight[key] = self.inflight.get(key, 0) + 1
+        return res
 
-        def state(target: str) -> str:
-            model = real[target]
-            return state_of(model) if model is not None else "peer"
-
-        if sel.strategy == "pin":
-            return sel.targets[0]
-        if sel.strategy == "warm":
-            for wanted in ("ready", "starting"):
-                for t in sel.targets:
-                    if state(t) == wanted:
-                        return t
-            return sel.targets[0]
-        active, cold = [], []
-        for t in sel.targets:
-            s = state(t)
-            if s in ("stopping", "shutdown"):
-                continue
-            if s in ACTIVE or self.inflight.get((sel.id, t), 0) > 0:
-                active.append(t)
-            else:
-                cold.append(t)
-        if not active:
-            return self._reserve(sel.id, cold[0]) if cold else sel.targets[0]
-        least = min(self.inflight.get((sel.id, t), 0) for t in active)
-        if least >= sel.spillover and cold:
-            return self._reserve(sel.id, cold[0])
-        tied = [t for t in active if self.inflight.get((sel.id, t), 0) == least]
-        turn = self.rr.get(sel.id, 0)
-        self.rr[sel.id] = turn + 1
-        return self._reserve(sel.id, tied[turn % len(tied)])
-
-    def _reserve(self, selector_id: str, target: str) -> str:
-        self.inflight[(selector_id, target)] = self.inflight.get((selector_id, target), 0) + 1
-        return target
+    def choose(self, selector_id: str, state_of: Callable[[str], str]) -> str | None:
+        """The target (as written) for one request to `selector_id` with no profile active;
+        None if it is not a selector."""
+        if selector_id not in self.by_id:
+            return None
+        res = self.resolve(selector_id, None, state_of)
+        return res.name if res is not None and res.name else None
 
     def release(self, selector_id: str, target: str) -> None:
         key = (selector_id, target)
         if self.inflight.get(key, 0) > 0:
             self.inflight[key] -= 1
+
+    def done(self, res: Resolution) -> None:
+        """The request `res` resolved is finished: free its spillover reservation."""
+        sel = res.selector
+        if sel is not None and sel.strategy == "spillover" and sel.target:
+            self.release(sel.name, sel.target)

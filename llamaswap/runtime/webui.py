@@ -374,6 +374,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         ("uiConfig", ui_config(app[LIVE].plan.config)),
         ("inflight", app[INFLIGHT].snapshot()),
     ]
+    router = app.get(ROUTER)
+    initial.append(("profileChanged", {"active": router.profile if router is not None else None}))
     try:
         initial.append(("queue", await live_snapshot(app)))
     except RuntimeError:

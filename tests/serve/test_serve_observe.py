@@ -49,6 +49,7 @@ RECORD_KEYS = {
     "status",
     "error",
     "explanation",
+    "resolution",  # the profile pin / selector choice (null: asked by name)
 }
 
 
@@ -108,7 +109,7 @@ def test_records_header_plan_and_metrics_follow_the_swaps(serve):
     records = server.get("/api/decisions?limit=10").json()["decisions"]
     assert [r["model"] for r in records] == ["c", "a"]  # newest first
     newest, oldest = records
-    assert set(newest) == RECORD_KEYS
+    assert set(newest) == RECORD_KEYS and newest["resolution"] is None
     assert (oldest["requested"], oldest["running_before"], oldest["evicted"], oldest["set"]) == (
         "alpha",
         [],

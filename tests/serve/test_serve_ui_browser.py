@@ -115,7 +115,7 @@ def three_models(**extra) -> dict:
 
 
 def test_every_page_loads_without_console_errors(serve, tab):
-    server = serve(three_models())
+    server = serve(three_models(profiles={"coding": {"description": "x", "pins": {"coder": "c"}}}))
     assert server.chat("a").status == 200  # something to show: a decision, an activity row
     t = tab(server)
     for page in PAGES:
@@ -124,6 +124,9 @@ def test_every_page_loads_without_console_errors(serve, tab):
         assert t.page.locator("#nav a.active").get_attribute("data-page") == page
     t.open("models")
     assert t.page.locator('#models tr[data-model="a"]').get_attribute("data-state") == "ready"
+    assert t.page.locator("#profile").is_hidden()  # none active
+    assert server.request("PUT", "/api/profiles/active", {"name": "coding"}).status == 200
+    t.page.wait_for_selector("#profile:text('profile: coding')", timeout=T)
     assert t.errors == []
 
 

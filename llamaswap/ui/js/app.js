@@ -16,7 +16,13 @@ const listeners = new Map(); // event type -> Set of callbacks
 // The latest of each snapshot-style event, so a page mounted later starts from it.
 export const latest = { modelStatus: null, queue: null, inflight: new Map() };
 
+const profile = document.getElementById("profile");
+
 function emit(type, data) {
+  if (type === "profileChanged") {
+    profile.textContent = data.active ? `profile: ${data.active}` : "";
+    profile.hidden = !data.active;
+  }
   if (type === "modelStatus") latest.modelStatus = data;
   else if (type === "queue") latest.queue = data;
   else if (type === "inflight") {
