@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urlencode
 from aiohttp import web
 
 from llamaswap.compiler.virtual import PeerRoute
+from llamaswap.runtime import websocket
 from llamaswap.runtime.body import Body, StreamBody, upstream_body
 from llamaswap.runtime.filters import (
     apply_filters,
@@ -132,6 +133,15 @@ async def forward_to_peer(
     drop, add = peer_auth(peer.api_key)
     logger.debug("peer: routing model %s to peer %s as %s", requested, peer.id, route.model)
     app = request.app
+    if passthrough and websocket.is_upgrade(request):
+        return await websocket.proxy(
+            request,
+            app[SESSION],
+            url,
+            drop_headers=drop,
+            add_headers=add,
+            handshake_timeout=websocket.handshake_timeout(peer_timeouts(peer.timeouts)),
+        )
     try:
         return await forward(
             request,

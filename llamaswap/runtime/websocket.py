@@ -1,7 +1,9 @@
 """WebSocket: an upgraded `/upstream/<model>/…` (or `/comfyui/…`) connection proxied to the
 model's upstream, frame by frame, until either side closes.
 
-Lifecycle (llama-swap HEAD's meaning):
+Lifecycle (llama-swap HEAD's meaning; a peer model's `/upstream/<peer>/<model>/…` upgrade
+goes to the peer's own `/upstream/<model>/…`, outside the local scheduler, as every peer
+request does):
 - Scheduled (the default): the upgrade goes through the scheduler like any request (load or
   swap first, concurrency limit, queue) and, once granted, holds its ticket while it is
   open: it is in flight, so no swap evicts its model under it (a swap that must evict it
@@ -32,6 +34,7 @@ import aiohttp
 import yarl
 from aiohttp import WSMsgType, web
 
+from llamaswap.runtime.limits import UpstreamTimeouts
 from llamaswap.runtime.passthrough import is_ready
 from llamaswap.runtime.proxy import STARTED_RESPONSE, error_response, upstream_headers
 
@@ -66,6 +69,13 @@ def is_upgrade(request: web.Request) -> bool:
         and _has_token(headers.getall("Upgrade", []), "websocket")
         and _has_token(headers.getall("Connection", []), "upgrade")
     )
+
+
+def handshake_timeout(t: UpstreamTimeouts | None) -> float | None:
+    """A websocket handshake is bounded as a request's head is: connect + response header."""
+    if t is None or t.response_header is None:
+        return None
+    return (t.connect or 0.0) + t.response_header
 
 
 def _sendable(code: int | None, fallback: int) -> int:

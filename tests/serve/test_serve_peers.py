@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 import pytest
 from serve_support import Serve, ServeFactory, descendants, model, start_serve, upstream_cmd
-from support.upstream import free_port, start_fake_upstream
+from support.upstream import free_port, run_async, start_fake_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -260,6 +261,21 @@ def test_peer_requests_are_in_the_activity_log(pair: Pair):
     assert any(r["resp_status_code"] == 200 and r["duration_ms"] >= 0 for r in peer)
     records = pair.wait_activity(lambda r: r["model"] == "local")
     assert not any(r.get("peer") for r in records if r["model"] == "local")
+
+
+def test_a_websocket_through_a_peer(pair: Pair):
+    async def go() -> tuple[str, str]:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                pair.b.url + "/upstream/a/m/ws", headers={"Authorization": f"Bearer {KEY_B}"}
+            )
+            hello = await ws.receive_json()
+            await ws.send_str("via b")
+            echoed = await ws.receive_str()
+            await ws.close()
+            return hello["hello"].split(":")[0], echoed
+
+    assert run_async(go()) == ("a-m", "via b")  # A's upstream answered, through B then A
 
 
 def test_a_peer_that_is_down_answers_502_at_once(pair: Pair):
