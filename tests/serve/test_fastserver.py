@@ -361,3 +361,20 @@ def _request(path: str, headers: dict[str, str]) -> Request:
         True,
         False,
     )
+
+
+def test_serve_listens_before_the_web_framework_is_imported():
+    """What `serve` runs before it binds (the CLI, compiling, the front) imports no aiohttp, so
+    /v1/models is answered while aiohttp loads (bench/startup.py measures it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import llamaswap.cli, llamaswap.runtime.serve, llamaswap.runtime.fastserver\n"
+        "import llamaswap.runtime.sources, llamaswap.runtime.logs, llamaswap.runtime.reaper\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
