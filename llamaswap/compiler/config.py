@@ -10,11 +10,16 @@ Field names are snake_case; the YAML spellings (camelCase) are the aliases.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Scalar = str | int | float | bool
+
+
+# peers, profiles and selectors are checked node by node in virtual.py, with their own messages;
+# a wrong shape here is left to it (one error, not two).
+_Checked = Annotated[dict[str, Any], BeforeValidator(lambda v: v if isinstance(v, dict) else {})]
 
 
 class _Strict(BaseModel):
@@ -232,9 +237,9 @@ class Config(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
     matrix: MatrixConfig | None = None
-    peers: dict[str, Any] = Field(default_factory=dict)
+    peers: _Checked = Field(default_factory=dict)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
-    profiles: dict[str, Any] = Field(default_factory=dict)
-    selectors: dict[str, Any] = Field(default_factory=dict)
+    profiles: _Checked = Field(default_factory=dict)
+    selectors: _Checked = Field(default_factory=dict)
     llamaswap: LlamaswapSettings = Field(default_factory=LlamaswapSettings)

@@ -320,7 +320,7 @@ def _peers(root: YMap, ck: _Check, at: PathReporter) -> list[Peer]:
         if proxy == "":
             ck.error(
                 "LS316",
-                f"peers.{pid}: proxy is required",
+                "a peer needs a 'proxy' URL",
                 value.get("proxy") or key,
                 f"{path}.proxy",
                 hint="the base URL of the other server, e.g. http://10.0.0.2:8080",
@@ -330,7 +330,7 @@ def _peers(root: YMap, ck: _Check, at: PathReporter) -> list[Peer]:
         if why is not None:
             ck.error(
                 "LS316",
-                f"peers.{pid}: invalid peer proxy URL ({proxy}): {why}",
+                f"proxy {proxy!r} is not a usable URL: {why}",
                 value.get("proxy"),
                 f"{path}.proxy",
             )
@@ -338,7 +338,7 @@ def _peers(root: YMap, ck: _Check, at: PathReporter) -> list[Peer]:
         if not models:
             ck.error(
                 "LS316",
-                f"peers.{pid}: peer models can not be empty",
+                "a peer must list at least one model",
                 value.get("models") or key,
                 f"{path}.models",
                 hint="list the model IDs the peer serves",
@@ -350,7 +350,7 @@ def _peers(root: YMap, ck: _Check, at: PathReporter) -> list[Peer]:
             if seconds is not None and seconds < 0:
                 at.error_at(
                     "LS303",
-                    f"peers.{pid}.timeouts.{name} must be >= 0 seconds",
+                    "a timeout cannot be negative",
                     ("peers", pid, "timeouts", name),
                     hint="0 turns the timeout off",
                 )
@@ -379,8 +379,8 @@ def _namespace(
                 other = owner[fqn]
                 ck.error(
                     "LS316",
-                    f"peer model name {fqn!r} is ambiguous between peers.{other[0]} model "
-                    f"{other[1]!r} and peers.{p.id} model {m!r}",
+                    f"{fqn!r} names two peer models: {other[1]!r} of peer {other[0]!r} "
+                    f"and {m!r} of peer {p.id!r}",
                     pnode,
                     f"peers.{p.id}.models",
                     hint="rename a peer or drop the model from one of them",
@@ -395,7 +395,7 @@ def _namespace(
             at = models_node.key_node(fqn) if isinstance(models_node, YMap) else None
             ck.error(
                 "LS316",
-                f"model ID {fqn!r} conflicts with fully qualified peer model name",
+                f"model ID {fqn!r} is also the name of a peer model",
                 at,
                 f"models.{fqn}",
                 hint=f"peer {owner[fqn][0]!r} serves {owner[fqn][1]!r} under this name; rename the model",
@@ -403,7 +403,7 @@ def _namespace(
         elif fqn in aliases:
             ck.error(
                 "LS316",
-                f"model {aliases[fqn]} alias {fqn!r} conflicts with fully qualified peer model name",
+                f"alias {fqn!r} of model {aliases[fqn]!r} is also the name of a peer model",
                 _alias_node(models_node, aliases[fqn], fqn),
                 f"models.{aliases[fqn]}.aliases",
                 hint="rename the alias",
@@ -412,7 +412,7 @@ def _namespace(
             sel = root.get("selectors")
             ck.error(
                 "LS316",
-                f"selector ID {fqn!r} conflicts with fully qualified peer model name",
+                f"selector ID {fqn!r} is also the name of a peer model",
                 sel.key_node(fqn) if isinstance(sel, YMap) else None,
                 f"selectors.{fqn}",
             )
@@ -421,7 +421,7 @@ def _namespace(
             if isinstance(pins, YMap) and pins.key_node(fqn) is not None:
                 ck.error(
                     "LS316",
-                    f"profile {pkey.value} pin {fqn!r} conflicts with fully qualified peer model name",
+                    f"pin {fqn!r} of profile {pkey.value!r} is also the name of a peer model",
                     pins.key_node(fqn),
                     f"profiles.{pkey.value}.pins.{fqn}",
                 )
@@ -474,11 +474,11 @@ def _selectors(
             continue
         errors = len(ck.diags)
         if sid.strip() == "":
-            ck.error("LS315", "selectors: selector names cannot be empty", key, path)
+            ck.error("LS315", "a selector needs a name", key, path)
         if sid in models:
             ck.error(
                 "LS315",
-                f"selectors.{sid}: name conflicts with model ID {sid!r}",
+                f"selector {sid!r} has the same name as a model",
                 key,
                 path,
                 hint="a selector is a new, virtual model ID: give it a name no model uses",
@@ -486,7 +486,7 @@ def _selectors(
         elif sid in aliases:
             ck.error(
                 "LS315",
-                f"selectors.{sid}: name conflicts with model alias {sid!r}",
+                f"selector {sid!r} has the same name as a model alias",
                 key,
                 path,
                 hint=f"'{sid}' is an alias of model '{aliases[sid]}'",
@@ -503,7 +503,7 @@ def _selectors(
         elif strategy == "":
             ck.error(
                 "LS315",
-                f"selectors.{sid}.strategy is required",
+                "a selector needs a 'strategy'",
                 value.get("strategy") or key,
                 f"{path}.strategy",
                 hint="one of: warm, pin, spillover",
@@ -511,7 +511,7 @@ def _selectors(
         elif strategy not in STRATEGIES:
             ck.error(
                 "LS315",
-                f"selectors.{sid}.strategy: unknown strategy {strategy!r} (valid: warm, pin, spillover)",
+                f"unknown strategy {strategy!r}",
                 value.get("strategy"),
                 f"{path}.strategy",
             )
@@ -519,7 +519,7 @@ def _selectors(
         if targets is not None and not targets:
             ck.error(
                 "LS315",
-                f"selectors.{sid}.targets must contain at least one entry",
+                "a selector needs at least one target",
                 value.get("targets") or key,
                 f"{path}.targets",
             )
@@ -547,8 +547,7 @@ def _selectors(
             if target in selector_ids:
                 ck.error(
                     "LS315",
-                    f"selectors.{sid}.targets[{i}] references selector {target!r}; selector chaining "
-                    "is not supported",
+                    f"{target!r} is a selector, and a selector's targets must be models",
                     at,
                     tpath,
                     hint="name models (or aliases) as targets",
@@ -557,7 +556,7 @@ def _selectors(
             if base(target) is None:
                 ck.error(
                     "LS315",
-                    f"selectors.{sid}.targets[{i}] references unknown model {target!r}",
+                    f"unknown model {target!r}",
                     at,
                     tpath,
                     hint=did_you_mean(target, sorted(set(models) | set(aliases)), partial=True)
@@ -584,7 +583,7 @@ def _selectors(
             if spill < 1:
                 ck.error(
                     "LS315",
-                    f"selectors.{sid}.settings.spillover must be >= 1",
+                    "spillover must be at least 1",
                     settings.get("spillover") if isinstance(settings, YMap) else key,
                     f"{path}.settings.spillover",
                 )
@@ -592,7 +591,7 @@ def _selectors(
             if dup:
                 ck.error(
                     "LS315",
-                    f"selectors.{sid}.targets contains duplicate resolved model {dup[0]!r}",
+                    f"two targets are the same model, {dup[0]!r}",
                     tnode,
                     f"{path}.targets",
                     hint="two targets name the same model (an alias and its model?)",
@@ -602,7 +601,7 @@ def _selectors(
                 if why is not None:
                     ck.error(
                         "LS315",
-                        f"selectors.{sid} {why}",
+                        why,
                         tnode,
                         f"{path}.targets",
                         hint="spillover sends requests to the next target while one is busy, so the targets "
@@ -625,9 +624,7 @@ def _selectors(
     return out
 
 
-LEGACY_PROFILES = (
-    "profile must be a mapping with description and pins; the legacy list syntax is no longer supported"
-)
+LEGACY_PROFILES = "a profile is a mapping with 'description' and 'pins'; the old list form is no longer read"
 
 
 def _profiles(
@@ -647,7 +644,7 @@ def _profiles(
         if not isinstance(value, YMap):
             ck.error(
                 "LS314",
-                f"profiles.{name}: {LEGACY_PROFILES}",
+                LEGACY_PROFILES,
                 value,
                 path,
                 hint=f"write it as  {name}: {{description: ..., pins: {{requested-id: model-id}}}}",
@@ -690,23 +687,23 @@ def _profiles(
         if len(ck.diags) != errors:
             continue
         if name.strip() == "":
-            ck.error("LS314", "profiles: profile names cannot be empty", key, path)
+            ck.error("LS314", "a profile needs a name", key, path)
         if not pins:
             ck.error(
                 "LS314",
-                f"profiles.{name}.pins must contain at least one entry",
+                "a profile needs at least one pin",
                 pins_node or key,
                 f"{path}.pins",
                 hint="pins map a requested model ID to the model that answers it",
             )
         for (pin, target), (pkey, pval) in zip(pins, _entries(pins_node)):
             if pin.strip() == "":
-                ck.error("LS314", f"profiles.{name}.pins: pin names cannot be empty", pkey, f"{path}.pins")
+                ck.error("LS314", "a pin needs a name", pkey, f"{path}.pins")
             if target == "" or base(target) is not None or target in selector_ids:
                 continue
             ck.error(
                 "LS314",
-                f"profiles.{name}.pins.{pin} references unknown model {target!r}",
+                f"unknown model {target!r}",
                 pval,
                 f"{path}.pins.{pin}",
                 hint="a pin's target is a model ID, alias, selector or peer model (null disables the pin)",
