@@ -374,7 +374,7 @@ async def _dispatch(
                 url,
                 drop_headers=drop,
                 add_headers=add,
-                handshake_timeout=_handshake_timeout(_timeouts(app, current, plan, model)),
+                handshake_timeout=websocket.handshake_timeout(_timeouts(app, current, plan, model)),
             )
         try:
             return await forward(
@@ -479,15 +479,8 @@ async def _unscheduled_websocket(request: web.Request, model: str, target: str) 
         cfg.proxy.rstrip("/") + target,
         drop_headers=drop,
         add_headers=add,
-        handshake_timeout=_handshake_timeout(app[UPSTREAM_TIMEOUTS].of(plan).get(model)),
+        handshake_timeout=websocket.handshake_timeout(app[UPSTREAM_TIMEOUTS].of(plan).get(model)),
     )
-
-
-def _handshake_timeout(t: UpstreamTimeouts | None) -> float | None:
-    """A websocket handshake is bounded as a request's head is: connect + response header."""
-    if t is None or t.response_header is None:
-        return None
-    return (t.connect or 0.0) + t.response_header
 
 
 def _multipart_model(cfg, body: Body, via: Resolution | None, apply_filters: bool) -> str | None:
