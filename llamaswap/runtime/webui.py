@@ -131,6 +131,23 @@ def model_status(app: web.Application) -> list[dict[str, Any]]:
                 },
             }
         )
+    for peer in plan.virtual.peers:  # as llama-swap lists them: no process here, nothing to load
+        for name in peer.models:
+            out.append(
+                {
+                    "id": peer.fqn(name),
+                    "name": name,
+                    "description": "",
+                    "state": "peer",
+                    "unlisted": False,
+                    "peerID": peer.id,
+                    "aliases": [],
+                    "ttl": 0,
+                    "pid": None,
+                    "state_since": None,
+                    "last_decision": None,
+                }
+            )
     return out
 
 

@@ -253,3 +253,13 @@ def test_ui_json_endpoints(serve, path):
         assert status["a"]["state"] == "ready" and status["a"]["pid"] > 0
         assert status["a"]["last_decision"]["status"] == "ok"
         assert server.post("/api/models/load/nope").status == 404
+
+
+def test_peer_models_are_listed_for_the_ui_without_a_process(serve):
+    # llama-swap's UI lists a peer's models with their peerID; nothing can be loaded here.
+    server = serve(two_models(peers={"box": {"proxy": "http://127.0.0.1:9", "models": ["big", "small"]}}))
+    status = server.get("/api/models").json()["models"]
+    assert [m["id"] for m in status] == ["a", "b", "box/big", "box/small"]
+    peer = status[2]
+    assert (peer["peerID"], peer["state"], peer["name"], peer["pid"]) == ("box", "peer", "big", None)
+    assert {m["peerID"] for m in status[:2]} == {""}

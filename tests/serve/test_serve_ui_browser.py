@@ -189,7 +189,7 @@ def test_after_a_swap_the_graph_highlights_the_new_running_set(serve, tab):
 
 
 def test_unload_from_the_ui_stops_the_process(serve, tab):
-    server = serve(three_models())
+    server = serve(three_models(peers={"box": {"proxy": "http://127.0.0.1:9", "models": ["big"]}}))
     assert server.chat("a").status == 200
     pid = server.running()["a"]["pid"]
     assert pid_alive(pid)
@@ -207,6 +207,10 @@ def test_unload_from_the_ui_stops_the_process(serve, tab):
     assert server.running()["a"]["pid"] != pid
     # A ready model links to its own server (GET /upstream redirects to this page).
     assert t.page.locator('#models tr[data-model="a"] a.upstream').get_attribute("href") == "/upstream/a/"
+    # A peer's model is listed with its peer, and offers nothing to load or unload here.
+    peer = t.page.locator('#models tr[data-model="box/big"]')
+    assert peer.get_attribute("data-state") == "peer" and "on peer box" in peer.inner_text()
+    assert peer.locator("button").count() == 0
     assert t.errors == []
 
 

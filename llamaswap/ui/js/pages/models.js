@@ -26,9 +26,23 @@ async function act(button, path, label) {
   }
 }
 
+// A peer's model runs on another server: requests for it are forwarded there, with no swap here.
+function peerRow(m) {
+  return h("tr", { dataset: { model: m.id, state: m.state } },
+    h("td", {}, h("strong", {}, m.id), h("div", { class: "muted small peer" }, `on peer ${m.peerID}`)),
+    h("td", {}, badge(m.state)),
+    h("td", { class: "num since" }, ""),
+    h("td", {}, h("span", { class: "muted" }, "–")),
+    h("td", { class: "num" }, ""),
+    h("td", { class: "num" }, ""),
+    h("td", { class: "small muted" }, "forwarded to the peer; nothing runs here"),
+    h("td", {}));
+}
+
 function draw() {
   if (!body) return;
   clear(body, rows.length ? rows.map((m) => {
+    if (m.peerID) return peerRow(m);
     const id = encodeURIComponent(m.id).replace(/%2F/g, "/");
     const stopped = m.state === "stopped";
     return h("tr", { dataset: { model: m.id, state: m.state } },
