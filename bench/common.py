@@ -10,6 +10,7 @@ SIGKILL to their own group after a timeout): nothing is ever killed by name.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -274,6 +275,16 @@ def children(pid: int) -> list[int]:
     except OSError:
         pass
     return out
+
+
+def add_nice_option(ap: argparse.ArgumentParser) -> None:
+    """--nice: the value `raise_priority` gives the benchmark and everything it starts."""
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=-10 if os.geteuid() == 0 else 0,
+        help="nice value for the benchmark and everything it starts (default -10 as root, else 0)",
+    )
 
 
 def raise_priority(nice: int) -> int:

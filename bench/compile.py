@@ -149,12 +149,7 @@ def main() -> int:
         "--budget", type=float, default=0.5, help="seconds of repeats per in-process case (default 0.5)"
     )
     ap.add_argument("--skip-large", action="store_true", help="skip the 10^5 product shape (a few seconds)")
-    ap.add_argument(
-        "--nice",
-        type=int,
-        default=-10 if os.geteuid() == 0 else 0,
-        help="nice value for the benchmark and everything it starts (default -10 as root, else 0)",
-    )
+    common.add_nice_option(ap)
     args = ap.parse_args()
     nice = common.raise_priority(args.nice)
     load_before = common.machine()["loadavg"]

@@ -283,12 +283,7 @@ def main() -> int:
     ap.add_argument(
         "--token-delay", type=float, default=0.01, help="seconds between SSE events (default 0.01)"
     )
-    ap.add_argument(
-        "--nice",
-        type=int,
-        default=-10 if common.os.geteuid() == 0 else 0,
-        help="nice value for the benchmark and everything it starts (default -10 as root, else 0)",
-    )
+    common.add_nice_option(ap)
     ap.add_argument(
         "--engine",
         choices=("matrix", "group"),

@@ -215,12 +215,7 @@ def main() -> int:
     )
     ap.add_argument("--probes", type=int, default=10, help="direct upstream starts measured (default 10)")
     ap.add_argument("--engine", choices=("group", "matrix", "both"), default="both")
-    ap.add_argument(
-        "--nice",
-        type=int,
-        default=-10 if common.os.geteuid() == 0 else 0,
-        help="nice value for the benchmark and everything it starts (default -10 as root, else 0)",
-    )
+    common.add_nice_option(ap)
     ap.add_argument(
         "--fast-upstream-exit",
         action="store_true",
