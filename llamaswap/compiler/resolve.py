@@ -8,7 +8,9 @@ llama-swap's newest rules (reference §3.3, HEAD):
 - in a set, a name is a var key first, else an exact model ID; aliases are rejected; a quoted
   name is always a model ID;
 - `+ref` must name a defined set; references form a networkx DiGraph and every cycle is an
-  error that shows the whole cycle (`a -> b -> a`);
+  error that shows the whole cycle (`a -> b -> a`). The valid path (no cycle) orders the
+  sets with the standard library's graphlib and never builds the DiGraph: networkx is a
+  slow import, loaded only when graphlib reports a cycle;
 - solver order: depth-first over sets in definition order, dependencies first.
 
 Every problem becomes a located Diagnostic; resolution goes on past errors so one run finds
@@ -17,6 +19,7 @@ them all. A set with an error (or depending on one) is left out of the solver or
 
 from __future__ import annotations
 
+import graphlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -395,43 +398,23 @@ def resolve_matrix(
         matrix = _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos)
         return matrix, r.report.diagnostics
 
-    import networkx as nx  # here, not at the top: a slow import only `+ref` configs need
-
-    graph = nx.DiGraph()
-    graph.add_nodes_from(order)
+    # Dependencies first (graphlib, the standard library): a valid config, however many
+    # `+ref`s it has, never loads networkx (a ~0.1-0.2 s import).
+    deps: dict[str, tuple[str, ...]] = {name: () for name in order}
     for name, d in linked.items():
-        for ref in d.refs:
-            graph.add_edge(name, ref)
+        deps[name] = tuple(dict.fromkeys(deps.get(name, ()) + d.refs))
+    try:
+        dependencies_first = list(graphlib.TopologicalSorter(deps).static_order())
+        in_cycle: set[str] = set()
+    except graphlib.CycleError:
+        # A cycle: networkx finds and reports every one, whole.
+        dependencies_first, in_cycle = _report_cycles(r, block, path, order, linked)
 
-    # Every cycle is an error showing the whole cycle, reported once per strongly connected
-    # component, at the first reference (in definition order) that closes it.
-    in_cycle: set[str] = set()
-    rank = {n: i for i, n in enumerate(order)}
-    for comp in nx.strongly_connected_components(graph):
-        if len(comp) == 1:
-            (only,) = comp
-            if not graph.has_edge(only, only):
-                continue
-        in_cycle |= comp
-        start = min(comp, key=rank.__getitem__)
-        cycle_edges = nx.find_cycle(graph.subgraph(comp), source=start)
-        names = [u for u, _ in cycle_edges] + [cycle_edges[-1][1]]
-        first, second = names[0], names[1]
-        pos, length = _ref_position(block, first, second, linked)
-        r.report.error(
-            "LS204",
-            f"set {first!r} includes itself: {' -> '.join(names)}",
-            pos,
-            f"{path}.sets.{first}",
-            hint="a set cannot include itself, directly or through other sets",
-            length=length,
-        )
-
-    # Solver order: DFS over sets in definition order, dependencies first (post-order).
-    # Sets that are broken, in a cycle or depend on either are left out.
+    # Sets that are broken, in a cycle or depend on either are left out of the solver order.
     bad = set(broken) | in_cycle
-    for name in reversed(list(nx.topological_sort(graph.subgraph(set(order) - in_cycle)))):
-        if any(dep in bad for dep in graph.successors(name)):
+    defined = set(order) - in_cycle
+    for name in dependencies_first:
+        if name in defined and any(dep in bad for dep in deps[name]):
             bad.add(name)
     solver = []
     seen: set[str] = set()
@@ -457,6 +440,45 @@ def resolve_matrix(
 
     matrix = _matrix(r, defs, solver, costs, vars_, used, referenced, set_pos, var_pos, cost_pos)
     return matrix, r.report.diagnostics
+
+
+def _report_cycles(
+    r: _Resolver, block: YMap, path: str, order: list[str], linked: Mapping[str, SetDef]
+) -> tuple[list[str], set[str]]:
+    """The references as a networkx DiGraph: every cycle an LS204 error showing the whole
+    cycle, once per strongly connected component, at the first reference (in definition
+    order) that closes it. Returns the sets outside any cycle, dependencies first, and the
+    sets in one."""
+    import networkx as nx  # here, not at the top: a slow import only a config with a cycle needs
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(order)
+    for name, d in linked.items():
+        for ref in d.refs:
+            graph.add_edge(name, ref)
+    in_cycle: set[str] = set()
+    rank = {n: i for i, n in enumerate(order)}
+    for comp in nx.strongly_connected_components(graph):
+        if len(comp) == 1:
+            (only,) = comp
+            if not graph.has_edge(only, only):
+                continue
+        in_cycle |= comp
+        start = min(comp, key=rank.__getitem__)
+        cycle_edges = nx.find_cycle(graph.subgraph(comp), source=start)
+        names = [u for u, _ in cycle_edges] + [cycle_edges[-1][1]]
+        first, second = names[0], names[1]
+        pos, length = _ref_position(block, first, second, linked)
+        r.report.error(
+            "LS204",
+            f"set {first!r} includes itself: {' -> '.join(names)}",
+            pos,
+            f"{path}.sets.{first}",
+            hint="a set cannot include itself, directly or through other sets",
+            length=length,
+        )
+    acyclic = graph.subgraph(set(order) - in_cycle)
+    return list(reversed(list(nx.topological_sort(acyclic)))), in_cycle
 
 
 def _matrix(

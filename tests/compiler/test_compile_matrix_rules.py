@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 from compiler_support import at, codes, combos, compile_yaml, errors, locate, one
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 HEAD = """\
 models:
@@ -257,3 +259,64 @@ def test_cycle_through_a_set_with_another_error_is_still_found():
     assert codes(plan) == ["LS204", "LS201"]
     assert one(plan, "LS204").message == "set 'a' includes itself: a -> b -> a"
     assert plan.sets == ()
+
+
+# -- 5b. references at random, against a brute-force reading ---------------------------------
+
+
+def _reaches_a_cycle(graph: dict[str, list[str]], start: str) -> tuple[bool, bool]:
+    """(start is on a cycle, start reaches a cycle) by plain search: the reference answer."""
+    on_cycle = False
+    reach = False
+    seen: set[str] = set()
+    stack = list(graph[start])
+    while stack:
+        n = stack.pop()
+        if n == start:
+            on_cycle = True
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(graph[n])
+    for n in seen:
+        # n is on a cycle when n reaches itself.
+        inner: set[str] = set()
+        todo = list(graph[n])
+        while todo:
+            m = todo.pop()
+            if m in inner:
+                continue
+            inner.add(m)
+            todo.extend(graph[m])
+        if n in inner:
+            reach = True
+    return on_cycle, reach or on_cycle
+
+
+@given(
+    st.integers(min_value=1, max_value=6).flatmap(
+        lambda n: st.lists(st.lists(st.integers(0, n - 1), max_size=3), min_size=n, max_size=n)
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_random_references_cycles_reported_and_solver_order_matches_brute_force(edges):
+    names = [f"s{i}" for i in range(len(edges))]
+    graph = {names[i]: [names[j] for j in dict.fromkeys(e)] for i, e in enumerate(edges)}
+    body = "  sets:\n" + "".join(
+        f"    {n}: {' | '.join(['gemma'] + ['+' + r for r in refs])}\n" for n, refs in graph.items()
+    )
+    plan = compile_yaml(config(body), dedent=False)
+    verdicts = {n: _reaches_a_cycle(graph, n) for n in names}
+    # Every cycle is reported, each showing the whole cycle: a path of references that
+    # comes back to where it started.
+    reported = [d.message for d in plan.diagnostics if d.code == "LS204"]
+    assert bool(reported) == any(on for on, _ in verdicts.values())
+    for message in reported:
+        path = message.split(": ", 1)[1].split(" -> ")
+        assert path[0] == path[-1] and all(b in graph[a] for a, b in zip(path, path[1:]))
+        assert verdicts[path[0]][0]
+    # The sets left out are exactly those on or reaching a cycle; dependencies come first.
+    solved = [s.name for s in plan.sets]
+    assert sorted(solved) == sorted(n for n in names if not verdicts[n][1])
+    for i, n in enumerate(solved):
+        assert all(r in solved[:i] for r in graph[n])

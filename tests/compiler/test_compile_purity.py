@@ -49,3 +49,33 @@ def test_compiler_imports_nothing_impure(tmp_path):
     report = json.loads(result.stdout)
     assert set(report["modules"]) == set(all_modules()) and report["modules"]
     assert report["loaded"] == [], f"impure modules loaded: {report['loaded']}"
+
+
+NETWORKX_PROBE = """
+import json, sys
+from llamaswap.compiler.plan import compile_text
+plan = compile_text(open(sys.argv[1]).read(), "x.yaml")
+print(json.dumps({"cycles": [d.message for d in plan.diagnostics if d.code == "LS204"],
+                  "networkx": "networkx" in sys.modules}))
+"""
+
+
+def _probe_refs(tmp_path, sets: str) -> dict:
+    sample = tmp_path / "refs.yaml"
+    sample.write_text(
+        "models:\n  a: {cmd: 'x --port ${PORT}'}\n  b: {cmd: 'x --port ${PORT}'}\nmatrix:\n  sets:\n" + sets
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", NETWORKX_PROBE, str(sample)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_valid_references_are_ordered_without_networkx_and_a_cycle_is_still_shown_whole(tmp_path):
+    # Start-up time: a valid config with `+ref`s is ordered by graphlib; networkx (a slow
+    # import) is loaded only to find and report a cycle, which it still shows whole.
+    valid = _probe_refs(tmp_path, "    x: a\n    y: +x & b\n    z: +y | +x\n")
+    assert valid == {"cycles": [], "networkx": False}
+    cycle = _probe_refs(tmp_path, "    x: +z & a\n    y: +x | b\n    z: +y\n    w: +x\n")
+    assert cycle == {"cycles": ["set 'x' includes itself: x -> z -> y -> x"], "networkx": True}
