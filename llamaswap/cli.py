@@ -105,10 +105,20 @@ def compile_config(path: str, expand_budget: int | None = None) -> Plan:
     return compile_source(read_config(path), path, expand_budget)
 
 
+def check_policy(name: str, options: Mapping[str, object]) -> tuple[str | None, str, str | None] | None:
+    """runtime.policies.check_policy, imported only for a policy other than the default:
+    plain `fifo` (built in, no options) is always valid, and a `compile` of a config that
+    does not name a policy need not load the runtime's scheduler (start-up time)."""
+    if name == "fifo" and not options:
+        return None
+    from llamaswap.runtime.policies import check_policy as check
+
+    return check(name, options)
+
+
 def compile_options(expand_budget: int | None = None) -> CompileOptions:
     """The process environment (for `${env.X}`), the installed policies, the --expand-budget."""
     from llamaswap.compiler.plan import CompileOptions
-    from llamaswap.runtime.policies import check_policy
 
     opts: dict = {"env": dict(os.environ), "policy_check": check_policy}
     if expand_budget is not None:

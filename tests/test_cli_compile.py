@@ -237,3 +237,67 @@ def test_entry_point_exit_codes(sample, code):
         timeout=120,
     )
     assert r.returncode == code, r.stderr
+
+
+# -- start-up: what `compile` loads -----------------------------------------------------------
+
+LOADS = """
+import os, runpy, sys
+watched = ("networkx", "lark", "aiohttp", "asyncio", "llamaswap.runtime.scheduler",
+           "llamaswap.runtime.policies", "llamaswap.compiler.resources", "llamaswap.compiler.placer",
+           "llamaswap.compiler.evict", "llamaswap.compiler.lints")
+real_exit = os._exit
+
+def report(code):  # short-lived commands end with os._exit (no interpreter teardown)
+    print("LOADED", code, " ".join(m for m in watched if m in sys.modules), flush=True)
+    real_exit(code)
+
+os._exit = report
+sys.argv = ["llamaswap", "compile", sys.argv[1]]
+runpy.run_module("llamaswap", run_name="__main__")
+"""
+
+
+def loaded_by_compile(path: Path) -> tuple[int, set[str]]:
+    """Exit code of `llamaswap compile PATH` in a fresh interpreter, and which of the slow or
+    unneeded modules it loaded."""
+    r = subprocess.run([sys.executable, "-c", LOADS, str(path)], capture_output=True, text=True, timeout=120)
+    line = [x for x in r.stdout.splitlines() if x.startswith("LOADED")]
+    assert line, r.stderr
+    _, code, *mods = line[-1].split(" ")
+    return int(code), {m for m in mods if m}
+
+
+def test_compile_of_a_groups_config_loads_only_what_it_uses(tmp_path):
+    # Start-up time: no matrix passes, no resources, no eviction policies, no scheduler.
+    code, mods = loaded_by_compile(VALID / "routing-groups.yaml")
+    assert (code, mods) == (0, set())
+
+
+def test_compile_of_matrix_references_loads_lark_but_not_networkx_or_the_runtime(tmp_path):
+    code, mods = loaded_by_compile(VALID / "three-gpus.yaml")
+    assert code == 0
+    assert "lark" in mods and not mods & {"networkx", "aiohttp", "asyncio", "llamaswap.runtime.scheduler"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ("fifo", None),
+        ("{use: fifo, budget: 1}", "policy 'fifo' takes no options (got 'budget')"),
+        ("hold", None),
+        ("nope", "unknown scheduling policy 'nope'"),
+    ],
+)
+def test_the_default_policy_is_checked_without_loading_the_runtime_and_others_still_are(
+    write, policy, message
+):
+    # `fifo` without options is answered without importing runtime.policies; the rest are
+    # checked by it, as before.
+    write("c.yaml", OK + f"routing:\n  scheduler:\n    policy: {policy}\n")
+    r = run("c.yaml", "--format", "json")
+    found = [d["message"] for d in json.loads(r.output)["diagnostics"] if d["severity"] == "error"]
+    if message is None:
+        assert (r.exit_code, found) == (0, [])
+    else:
+        assert r.exit_code == 1 and len(found) == 1 and message in found[0]

@@ -8,8 +8,6 @@ live in their own passes.
 Field names are snake_case; the YAML spellings (camelCase) are the aliases.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field

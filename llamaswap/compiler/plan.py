@@ -14,22 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llamaswap.compiler import precompute
 from llamaswap.compiler.config import Config
-from llamaswap.compiler.decision import EvictionPolicy
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter, has_errors, sort_diagnostics
-from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
-from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET, SetEntry, expand_sets
+from llamaswap.compiler.expand import COUNT_CAP, DEFAULT_EXPAND_BUDGET
 from llamaswap.compiler.group import Group
-from llamaswap.compiler.lints import lint_matrix
 from llamaswap.compiler.load import check_scheduling_policy, load_config
-from llamaswap.compiler.placer import Placer
-from llamaswap.compiler.resolve import resolve_matrix
-from llamaswap.compiler.resources import Resources, check_sets, derive_sets, load_resources
 from llamaswap.compiler.source import Pos, YMap
 from llamaswap.compiler.virtual import Virtual, check_virtual
+
+# The matrix passes, the resources extension and the eviction policies are imported where
+# they are used: a groups config never loads them, and `compile` stays quick (start-up time).
+if TYPE_CHECKING:
+    from llamaswap.compiler.decision import EvictionPolicy
+    from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
+    from llamaswap.compiler.expand import SetEntry
+    from llamaswap.compiler.resources import Resources
 
 PLAN_SCHEMA = "llamaswap.plan/1"
 DEFAULT_PRECOMPUTE_BUDGET = 250_000  # (running state, target) entries in the decision table
@@ -86,6 +87,9 @@ class Plan:
     def policy(self) -> EvictionPolicy:
         """The eviction policy for this plan (matrix or groups), with its precomputed
         decision table when the plan is ok and the table fits the budget; pure and thread-safe."""
+        from llamaswap.compiler import precompute
+        from llamaswap.compiler.evict import GroupPolicy, MatrixPolicy
+
         policy: MatrixPolicy | GroupPolicy
         if self.engine == "matrix":
             policy = MatrixPolicy(
@@ -98,6 +102,8 @@ class Plan:
             policy.table = precompute.build_table(policy, self.sets, self.options.precompute_budget)
             if self.resources is not None and isinstance(policy, MatrixPolicy):
                 # Where a starting model goes (the scheduler asks it when it is there).
+                from llamaswap.compiler.placer import Placer
+
                 placer = Placer(self.resources, policy)
                 placer.precompute()
                 policy.placer = placer
@@ -202,6 +208,8 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
     costs: dict[str, int] = {}
     res = None
     if config is not None and _declares_resources(loaded.doc.root):
+        from llamaswap.compiler.resources import load_resources
+
         res, rdiags = load_resources(loaded.doc.root, file)
         report.diagnostics.extend(rdiags)
         if res is not None and loaded.engine != "matrix":
@@ -214,6 +222,11 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
                 length=len("resources"),
             )
     if loaded.engine == "matrix" and loaded.matrix_block is not None and config is not None:
+        from llamaswap.compiler.expand import expand_sets
+        from llamaswap.compiler.lints import lint_matrix
+        from llamaswap.compiler.resolve import resolve_matrix
+        from llamaswap.compiler.resources import check_sets
+
         matrix, mdiags = resolve_matrix(
             file, loaded.matrix_block, loaded.matrix_path, config.models, loaded.aliases
         )
@@ -287,6 +300,8 @@ def _derive(
             hint="declare devices (resources: {gpu0: {vram: 24GiB}}) and each model's resources",
         )
         return ()
+    from llamaswap.compiler.resources import derive_sets
+
     sets, diags = derive_sets(res, loaded.file, loaded.matrix_path, where, options.expand_budget)
     report.diagnostics.extend(diags)
     return sets
@@ -314,6 +329,8 @@ def _why_apart(plan: Plan, targets: tuple[str, ...]) -> str | None:
     if plan.engine == "matrix":
         if not plan.ok:
             return None  # the matrix has its own errors; judged once it compiles
+        from llamaswap.compiler.evict import MatrixPolicy
+
         policy = MatrixPolicy(
             plan.models, [(s.name, s.dsl, s.expr) for s in plan.sets], dict(plan.evict_costs)
         )
