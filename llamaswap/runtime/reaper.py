@@ -485,10 +485,18 @@ class Supervision:
 
     @classmethod
     def begin(
-        cls, config_path: str | None, configured_dir: str = "", log: Callable[[str], None] = lambda line: None
+        cls,
+        config_path: str | None,
+        configured_dir: str = "",
+        log: Callable[[str], None] = lambda line: None,
+        *,
+        watchdog: bool = True,
     ) -> Supervision:
         """Raises AlreadyServing; a runtime dir that cannot be written only costs the
-        leftover cleanup of a later start (logged)."""
+        leftover cleanup of a later start (logged). `watchdog=False` leaves the watchdog
+        to `start_watchdog`, which must run before the first upstream is spawned (serve
+        starts it once its listener is up: a fresh interpreter is not on the way to the
+        first answer)."""
         real = os.path.realpath(config_path) if config_path is not None else None
         state: StateFile | None = StateFile(runtime_dir(configured_dir), config_key(config_path), real)
         try:
@@ -497,9 +505,14 @@ class Supervision:
         except OSError as exc:
             log(f"no state file ({exc}); leftovers of this run could not be found by the next")
             state = None
-        watchdog = Watchdog(state.path if state is not None else None)
-        watchdog.start()
-        return cls(state, watchdog)
+        supervision = cls(state, Watchdog(state.path if state is not None else None))
+        if watchdog:
+            supervision.start_watchdog()
+        return supervision
+
+    def start_watchdog(self) -> None:
+        if self.watchdog.proc is None:
+            self.watchdog.start()
 
     def spawned(self, model: str, pid: int, port: int | None) -> None:
         started = start_time(pid)

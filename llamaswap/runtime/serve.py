@@ -15,8 +15,10 @@ drain and SIGKILLs every upstream group at once. No upstream process outlives th
 SIGHUP reloads the config as a diff (runtime/reload.py): what did not change keeps running.
 Closing the terminal sends SIGHUP too: it reloads, it never stops anything or orphans it.
 
-Start-up order (plain HTTP): the listener (runtime/fastserver.py) is bound first and answers
-`GET /v1/models` from the plan at once; the rest of the app (aiohttp and every module on it,
+Start-up order (plain HTTP): the state file is taken (leftovers stopped, AlreadyServing
+raised) and the listener (runtime/fastserver.py) bound, which answers `GET /v1/models` from
+the plan at once; then the watchdog process is spawned (before anything that may spawn an
+upstream); the rest of the app (aiohttp and every module on it,
 ~0.3-0.6 s of imports) is imported in a worker thread meanwhile, then built and started, and
 the front is attached to it: from then on it serves the model-dispatched routes itself and
 hands every other connection to aiohttp. Requests other than the early /v1/models wait for
@@ -156,6 +158,7 @@ async def serve(
         None if plan.file == DEMO_NAME else plan.file,
         settings.runtime_dir if settings is not None else "",
         log=lambda line: logger.warning("%s", line),
+        watchdog=False,
     )
     # Installed before the app starts (preload may spawn upstreams) and kept until every
     # upstream is stopped: a signal must never kill llamaswap half-way and orphan them.
@@ -174,6 +177,8 @@ async def serve(
                 early=early_models(plan, time.time()),
             )
             listener = await loop.create_server(front, host, port, reuse_address=True)
+        # Before anything can spawn an upstream (the app's preload, the first request).
+        supervision.start_watchdog()
         # The web framework and the app's modules, in a thread: the listener answers meanwhile.
         await asyncio.to_thread(importlib.import_module, "llamaswap.runtime.app")
         from aiohttp import web
