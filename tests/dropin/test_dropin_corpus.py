@@ -87,6 +87,7 @@ def serve_and_list(case: Case, tmp_path) -> str | None:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(600)  # one serve per corpus config: minutes on a loaded 2-core machine
 def test_serve_lists_the_ids_llama_swap_lists(tmp_path) -> None:
     # Two servers at once: each spends its start-up on one core.
     with ThreadPoolExecutor(max_workers=2) as pool:
