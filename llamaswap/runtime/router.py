@@ -9,6 +9,14 @@ task takes events one at a time, looks up the handler for the event's type in on
 calls the matching scheduler input with `now` from the loop clock. Nothing else ever touches
 the scheduler, so there are no locks.
 
+The hot path's own events (a request arriving, finishing or giving up) are handled at once,
+in the poster's task, when the owner is idle with an empty inbox: the same handler the owner
+would run next, in the same order (on one event loop nothing can run in between), without
+the two loop iterations and the wake-up a round trip through the owner costs. A grant the
+scheduler can decide at once (the model is ready and has room) is then already resolved when
+`submit()` returns. The owner stays the only place that decides: it is woken afterwards only
+if the scheduler's next deadline moved earlier than the one it sleeps until.
+
 The scheduler answers through `_Recorder`, its `Effects`: each output is written down as a
 command, and the handler carries the commands out once the scheduler call has returned,
 passing what it knows as arguments (the arriving ticket, whose `requested` name the decision
@@ -305,6 +313,10 @@ Event = (
 )
 
 
+# Handled in the poster's task when the owner is idle (see the module docstring).
+_INLINE = frozenset({RequestArrived, ServeFinished, RequestCancelled})
+
+
 # -- commands: the scheduler's outputs, carried out by the owner after each input ------------
 
 
@@ -408,6 +420,8 @@ class Router:
         # (cheaper than asyncio.Queue on the proxy's hot path: two events per request).
         self._inbox: collections.deque[Event] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
+        self._sleeps_until: float | None = None  # the deadline the idle owner wakes at
+        self._inline = False  # an event is being handled in a poster's task
         self._handlers: dict[type, _Handler] = {
             RequestArrived: self._on_request_arrived,
             RequestCancelled: self._on_request_cancelled,
@@ -516,8 +530,26 @@ class Router:
 
     # -- the HTTP layer's side -----------------------------------------------------------
     def _post(self, event: Event) -> None:
-        self._inbox.append(event)
         wakeup = self._wakeup
+        if (
+            type(event) in _INLINE
+            and not self._inbox
+            and wakeup is not None
+            and not wakeup.done()
+            and not self._inline
+        ):
+            # The owner is idle and nothing is before this event: handle it now, here.
+            self._inline = True
+            try:
+                self._handle(event)
+            finally:
+                self._inline = False
+            deadline = self.scheduler.next_deadline()
+            until = self._sleeps_until
+            if deadline is not None and (until is None or deadline < until):
+                wakeup.set_result(None)  # the owner must sleep less long now
+            return
+        self._inbox.append(event)
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
@@ -647,6 +679,7 @@ class Router:
                     self._handle_tick()
                     continue
             self._wakeup = wakeup = loop.create_future()
+            self._sleeps_until = deadline
             if deadline is None:
                 await wakeup
             else:
@@ -654,6 +687,7 @@ class Router:
                     async with asyncio.timeout(delay):
                         await wakeup
                 except TimeoutError:
+                    self._wakeup = None
                     self._handle_tick()
             self._wakeup = None
 

@@ -55,6 +55,7 @@ async def running_router(
     evict: Mapping[str, list[str]] | None = None,
     models: tuple[str, ...] = ("a", "b"),
     startup_delay: Mapping[str, float] | None = None,
+    ttl: Mapping[str, float] | None = None,
 ) -> AsyncIterator[tuple[Router, dict[str, ModelProcess], RecordingObserver]]:
     processes = {}
     for model in models:
@@ -71,7 +72,7 @@ async def running_router(
         processes[model] = ModelProcess(spec)
     observer = RecordingObserver()
     reports: Observer = observer  # the test double fits the Protocol (a type checker says so)
-    router = Router(StubPolicy(evict), SchedulerSettings(models, max_wait=None), processes, observer=reports)
+    router = Router(StubPolicy(evict), SchedulerSettings(models, ttl=dict(ttl or {}), max_wait=None), processes, observer=reports)
     await router.start()
     try:
         yield router, processes, observer
@@ -199,6 +200,30 @@ def test_a_client_that_gives_up_before_the_grant_holds_nothing():
             after = router.submit("b")
             assert await after.admission is Admission.GRANTED
             router.release(after)
+
+    run_async(scenario())
+
+
+def test_a_ready_model_is_granted_inside_submit_and_its_ttl_still_counts_from_the_last_request():
+    async def scenario():
+        ttl = 0.6
+        async with running_router(ttl={"a": ttl}) as (router, procs, observer):
+            first = router.submit("a")
+            await granted(first)
+            router.release(first)  # a is idle: the owner now sleeps until a's TTL
+            assert await router.call(lambda s: s.in_flight("a")) == 0  # the owner is asleep again
+
+            # The owner is idle and a has room: the scheduler decides inside submit().
+            second = router.submit("a")
+            assert second.admission.done() and second.admission.result() is Admission.GRANTED
+            assert second.outcome.done() and isinstance(second.outcome.result(), Granted)
+            assert await router.call(lambda s: s.in_flight("a")) == 1
+            released = asyncio.get_running_loop().time()
+            router.release(second)  # its TTL starts again from here, not from the first release
+            assert observer.count("served", "a") == 2
+            await wait_for(lambda: procs["a"].state is ProcessState.STOPPED, "a unloaded by its TTL")
+            assert asyncio.get_running_loop().time() - released >= ttl * 0.9
+            assert observer.count("evicted", "a", "ttl") == 1
 
     run_async(scenario())
 
