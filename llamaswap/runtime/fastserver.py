@@ -9,7 +9,10 @@ only what those routes need, and nothing of what they promise changes, because t
 the same code: `app.gate` (CORS preflight aside: auth, Host and cross-site checks), the
 route's handler (`dispatch.model_route`: body limits, admission/429, the loading stream, the
 scheduler's grant and release, filters, upstream timeouts), aiohttp's own Response objects
-(prepared through the small writer below), the access log.
+(prepared through the small writer below), the access log. One exception: a small proxied
+answer (a Content-Length body up to proxy.SMALL_BODY, not an event stream) is written by
+`Request.answer` in one write, as bytes: the upstream's header lines as llhttp gave them
+(proxy.downstream_head drops the hop-by-hop ones), then the headers aiohttp would add.
 
 Framing (what the hostile tests pin):
 - A request head is parsed by httptools (llhttp) alone: malformed heads, Content-Length with
@@ -239,6 +242,7 @@ class Request:
         "_query",
         "_body_exists",
         "task",
+        "raw_headers",
     )
 
     scheme = "http"
@@ -268,6 +272,7 @@ class Request:
         self._query: MultiDictProxy[str] | None = None
         self._body_exists = body_exists
         self.task: asyncio.Task | None = None
+        self.raw_headers: list[tuple[bytes, bytes]] = []  # the head as llhttp gave it
 
     # -- what handlers read -------------------------------------------------------------
     @property
@@ -329,11 +334,99 @@ class Request:
     def get(self, key: str, default: Any = None) -> Any:
         return self._state.get(key, default)
 
+    # -- small answers, written as bytes -------------------------------------------------
+    def answer(
+        self, status: int, reason: bytes, lines: bytes, body: bytes, content_type: bytes | None
+    ) -> RawResponse:
+        """Write a complete answer now, in one write: the status line, `lines` (header lines
+        already encoded and filtered), Content-Length, Date, Server and the connection header
+        as aiohttp writes them; then the body. Nothing is written once the client is gone
+        (its handler is being cancelled)."""
+        version = self.version
+        keep = self.keep_alive
+        parts = [
+            b"HTTP/%d.%d %d %s\r\n" % (version[0], version[1], status, reason or _phrase(status)),
+            lines,
+        ]
+        if content_type is None and body:
+            parts.append(b"Content-Type: application/octet-stream\r\n")
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        parts.append(_date_line())
+        parts.append(self._conn.front.server_line)
+        if not keep:
+            if version == HTTP11:
+                parts.append(b"Connection: close\r\n")
+        elif version == HTTP10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"".join(parts))
+        ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
+        return RawResponse(status, ctype, len(body), keep)
+
     # -- what aiohttp's StreamResponse.prepare calls ------------------------------------
     async def _prepare_hook(self, response: Any) -> None:
         signal = self.app.on_response_prepare if self.app is not None else None
         if signal:
             await signal.send(self, response)
+
+
+class RawResponse:
+    """An answer `Request.answer` has already written: what the access log, the activity
+    record and the connection's keep-alive decision read of it."""
+
+    __slots__ = ("status", "content_type", "body_length", "keep_alive")
+
+    prepared = True
+
+    def __init__(self, status: int, content_type: str, body_length: int, keep_alive: bool) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.body_length = body_length
+        self.keep_alive = keep_alive
+
+    async def prepare(self, request: Any) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _media_type(raw: bytes) -> str:
+    """A Content-Type's media type, lower-case (aiohttp's `content_type`)."""
+    return raw.split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+_PHRASES: dict[int, bytes] = {}
+
+
+def _phrase(status: int) -> bytes:
+    phrase = _PHRASES.get(status)
+    if phrase is None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        _PHRASES[status] = phrase
+    return phrase
+
+
+_date_cache: list = [0, b""]
+
+
+def _date_line() -> bytes:
+    """`Date: ...` for this second (made once a second)."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        from email.utils import formatdate  # English names whatever the locale
+
+        _date_cache[1] = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+    return _date_cache[1]
 
 
 class _Head:
@@ -389,6 +482,7 @@ class Front:
         self.access_log: Any = None
         self.errors: tuple[type[BaseException], ...] = ()
         self.closing = False
+        self.server_line = b""  # `Server: ...` as aiohttp writes it (known once attached)
 
     def attach(
         self,
@@ -409,6 +503,9 @@ class Front:
         self.guard = guard
         self.access_log = access_log
         self.errors = (http_exception,)
+        from aiohttp.http import SERVER_SOFTWARE  # loaded with the app by now
+
+        self.server_line = f"Server: {SERVER_SOFTWARE}\r\n".encode()
         parked, self.parked = self.parked, []
         for conn in parked:
             conn.process()
@@ -671,6 +768,7 @@ class Conn(asyncio.Protocol):
             parser.should_keep_alive(),
             chunked or bool(length),
         )
+        req.raw_headers = h.headers
         self.request = req
         content = req.content
         if chunked:
@@ -956,8 +1054,7 @@ def early_models(plan: Any, started: float) -> Callable[[Request], bytes | None]
             if "\r" in origin or "\n" in origin:
                 return None
             extra = f"Access-Control-Allow-Origin: {origin}\r\n"
-        date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
-        return _simple_response(200, "OK", body, f"Date: {date}\r\n{extra}")
+        return _simple_response(200, "OK", body, _date_line().decode() + extra)
 
     return answer
 

@@ -92,6 +92,71 @@ def downstream_headers(headers: Mapping[str, str]) -> CIMultiDict:
     return out
 
 
+# The same sets as bytes, for heads kept as httptools gave them (the fast front's requests,
+# the lean client's responses): filtered and passed on as raw lines, no multidict between.
+_HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
+_NOT_UPSTREAM_B = frozenset(h.encode() for h in _NOT_UPSTREAM)
+_NOT_DOWNSTREAM_B = frozenset(h.encode() for h in _NOT_DOWNSTREAM)
+
+
+def _connection_tokens_raw(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            for tok in value.split(b","):
+                tok = tok.strip().lower()
+                if tok:
+                    tokens.add(tok)
+    return tokens
+
+
+def upstream_head(
+    raw: list[tuple[bytes, bytes]], drop: frozenset[str] = frozenset(), add: Mapping[str, str] | None = None
+) -> bytes:
+    """`upstream_headers` (then `add`) for a head kept as bytes: the encoded header lines."""
+    named = _connection_tokens_raw(raw) if any(n.lower() == b"connection" for n, _ in raw) else ()
+    out = []
+    for name, value in raw:
+        low = name.lower()
+        if low in _HOP_BY_HOP_B or low in _NOT_UPSTREAM_B or low in named:
+            continue
+        if drop and low.decode("latin-1") in drop:
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    if add:
+        for key, text in add.items():
+            out.append(f"{key}: {text}\r\n".encode("latin-1", "replace"))
+    return b"".join(out)
+
+
+def downstream_head(
+    raw: list[tuple[bytes, bytes]], extra: Mapping[str, str] | None = None
+) -> tuple[bytes, bytes | None, bytes | None] | None:
+    """`downstream_headers` (then `extra`, which replace headers of the same name) for a head
+    kept as bytes: (the encoded lines, Content-Length, Content-Type); None if an `extra` value
+    cannot be a header."""
+    named = _connection_tokens_raw(raw) if any(n.lower() == b"connection" for n, _ in raw) else ()
+    replaced = {k.lower().encode("latin-1", "replace") for k in extra} if extra else ()
+    out = []
+    length = ctype = None
+    for name, value in raw:
+        low = name.lower()
+        if low == b"content-length":
+            length = value
+            continue
+        if low == b"content-type":
+            ctype = value
+        if low in _HOP_BY_HOP_B or low in _NOT_DOWNSTREAM_B or low in named or low in replaced:
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    if extra:
+        for key, text in extra.items():
+            if "\r" in key or "\n" in key or "\r" in text or "\n" in text:
+                return None
+            out.append(f"{key}: {text}\r\n".encode())
+    return b"".join(out), length, ctype
+
+
 def is_event_stream(headers: Mapping[str, str]) -> bool:
     return headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/event-stream"
 
@@ -177,9 +242,14 @@ async def forward(
         port = parts.port or 80
     except ValueError as exc:
         raise UpstreamError(f"bad upstream URL {url!r}") from exc
-    headers = upstream_headers(request.headers, drop_headers)
-    if add_headers:
-        headers.extend(add_headers)
+    raw = getattr(request, "raw_headers", None)  # the fast front's requests keep their head as bytes
+    if raw is not None:
+        head: bytes | Any = upstream_head(raw, drop_headers, add_headers)
+    else:
+        headers = upstream_headers(request.headers, drop_headers)
+        if add_headers:
+            headers.extend(add_headers)
+        head = headers.items()
     t = timeouts
     if body is None:
         body = await request.read()
@@ -188,7 +258,7 @@ async def forward(
         upstream = await upstreams.pool(parts.hostname, port).request(
             request.method,
             target,
-            headers.items(),
+            head,
             data,
             length=length,
             **(
@@ -320,6 +390,27 @@ async def _relay(
                     tap(chunk)
                 await response.write(chunk)
             return response
+        answer = getattr(request, "answer", None)  # the fast front writes small answers as bytes
+        raw = getattr(upstream, "raw_headers", None)
+        if (
+            answer is not None
+            and raw is not None
+            and upstream.status >= 200
+            and upstream.status not in (204, 304)
+        ):
+            head = downstream_head(raw, extra_headers)
+            if head is not None:
+                lines, raw_length, ctype = head
+                if (
+                    raw_length is not None
+                    and raw_length.isdigit()
+                    and int(raw_length) <= SMALL_BODY
+                    and (ctype is None or ctype.split(b";")[0].strip().lower() != b"text/event-stream")
+                ):
+                    payload = await read()
+                    if tap is not None:
+                        tap(payload)
+                    return answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
         out_headers = downstream_headers(upstream.headers)
         if extra_headers:
             for k, v in extra_headers.items():

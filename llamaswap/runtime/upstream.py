@@ -215,12 +215,25 @@ class UpstreamResponse:
         self.idle_timeout = idle_timeout
         parser = conn.parser
         self.status: int = parser.get_status_code()
-        self.reason: str = conn.status_text.decode("latin-1", "replace")
-        self.headers: CIMultiDict = CIMultiDict(
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in conn.headers
-        )
+        self.raw_reason: bytes = conn.status_text
+        self.raw_headers: list[tuple[bytes, bytes]] = conn.headers  # as llhttp gave them
+        self._headers: CIMultiDict | None = None
         self._done = False
         self._bodyless = method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200
+
+    @property
+    def reason(self) -> str:
+        return self.raw_reason.decode("latin-1", "replace")
+
+    @property
+    def headers(self) -> CIMultiDict:
+        """The head as a multidict, made on first use (the proxy's small-answer path reads
+        `raw_headers` instead)."""
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers
+            )
+        return self._headers
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive."""
@@ -355,7 +368,7 @@ class UpstreamPool:
         self,
         method: str,
         target: str,
-        headers: Iterable[tuple[str, str]],
+        headers: Iterable[tuple[str, str]] | bytes,
         body: bytes | AsyncIterable[bytes] | None,
         *,
         length: int | None = None,
@@ -367,14 +380,18 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send a request; return once the response head has arrived.
 
-        `body` is bytes, or an async iterable of chunks sent as they come (with
+        `headers` are (name, value) pairs, or header lines already encoded (each ending in
+        CRLF). `body` is bytes, or an async iterable of chunks sent as they come (with
         `Content-Length: length`, or chunked when `length` is None)."""
         fixed = body if isinstance(body, (bytes, bytearray)) else None
         streamed = body is not None and fixed is None
         head = [method.encode("latin-1"), b" ", request_target(target), b" HTTP/1.1\r\n"]
         head.append(b"Host: " + self._host_header + b"\r\n")
-        for name, value in headers:
-            head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        if isinstance(headers, bytes):
+            head.append(headers)
+        else:
+            for name, value in headers:
+                head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
         if streamed:
             head.append(
                 b"Content-Length: %d\r\n" % length

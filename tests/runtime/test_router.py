@@ -72,7 +72,12 @@ async def running_router(
         processes[model] = ModelProcess(spec)
     observer = RecordingObserver()
     reports: Observer = observer  # the test double fits the Protocol (a type checker says so)
-    router = Router(StubPolicy(evict), SchedulerSettings(models, ttl=dict(ttl or {}), max_wait=None), processes, observer=reports)
+    router = Router(
+        StubPolicy(evict),
+        SchedulerSettings(models, ttl=dict(ttl or {}), max_wait=None),
+        processes,
+        observer=reports,
+    )
     await router.start()
     try:
         yield router, processes, observer

@@ -48,6 +48,7 @@ class Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
+        self.last_head = b""
 
     def _fill(self) -> bool:
         chunk = self.sock.recv(65536)
@@ -66,6 +67,7 @@ class Reader:
             if not self._fill():
                 raise EOFError(f"connection closed before a response head: {self.buf!r}")
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.last_head = head
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {}
@@ -293,6 +295,63 @@ def test_http_10_without_keep_alive_is_answered_then_closed(server):
         status, _, answer = r.response()
         assert status == 200 and b"ten" in answer
         assert r.closed()
+
+
+def test_a_small_answer_is_one_aiohttp_shaped_head_and_headers_pass_through_as_bytes(server):
+    """Proxied answers are written by the front itself (bytes, no aiohttp Response): the head
+    must still be what aiohttp wrote, and both heads pass through byte for byte minus the
+    hop-by-hop headers."""
+    hop = "Connection: keep-alive, X-Hop\r\nX-Hop: drop me\r\nKeep-Alive: timeout=5\r\nX-Note: café\r\n"
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(post("/v1/chat/completions", chat("raw"), hop))
+        status, headers, body = r.response()
+        raw_head = r.last_head
+        assert status == 200 and b"raw" in body and json.loads(body)["model"]
+        lines = raw_head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        names = [line.split(b":", 1)[0].lower() for line in lines[1:]]
+        for name in (b"content-length", b"content-type", b"date", b"server", b"x-upstream-name"):
+            assert names.count(name) == 1, (name, raw_head)
+        assert int(headers["content-length"]) == len(body)
+        assert headers["x-upstream-name"] == "m" and headers["server"].startswith("Python/")
+        assert headers["date"].endswith(" GMT") and len(headers["date"]) == 29
+        assert b"transfer-encoding" not in names and b"connection" not in names and b"keep-alive" not in names
+        # Kept alive: a second request on the same connection.
+        sock.sendall(post("/v1/chat/completions", chat("again")))
+        assert r.response()[0] == 200
+    seen = [q for q in upstream_log(server) if q["path"] == "/v1/chat/completions"][-2]
+    assert seen["json"]["messages"][0]["content"] == "raw"
+    assert seen["headers"]["x-note"] == "café"  # the bytes the client sent, not re-encoded
+    assert "x-hop" not in seen["headers"] and "keep-alive" not in seen["headers"]
+    assert seen["headers"].get("connection", "keep-alive").lower() == "keep-alive"
+
+
+@pytest.mark.parametrize(
+    "version, connection, answered, kept",
+    [("1.0", "keep-alive", "keep-alive", True), ("1.1", "close", "close", False), ("1.0", None, None, False)],
+)
+def test_the_answer_says_what_happens_to_the_connection(server, version, connection, answered, kept):
+    body = chat("conn")
+    extra = f"Connection: {connection}\r\n" if connection else ""
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            f"POST /v1/chat/completions HTTP/{version}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n".encode()
+            + body
+        )
+        status, headers, answer = r.response()
+        assert status == 200 and b"conn" in answer
+        assert r.last_head.startswith(f"HTTP/{version} 200 OK\r\n".encode())
+        assert headers.get("connection") == answered
+        if kept:
+            sock.sendall(
+                f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n".encode()
+            )
+            assert r.response()[0] == 200
+        else:
+            assert r.closed()
 
 
 def test_the_connection_cap_counts_fast_and_handed_off_connections_together(server):
