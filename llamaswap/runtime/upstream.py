@@ -207,6 +207,12 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+def _expire(waiter: asyncio.Future, message: str, phase: str) -> None:
+    """A bounded wait ran out: fail its future with UpstreamTimeout."""
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout(message, phase))
+
+
 class UpstreamResponse:
     """A response whose head has arrived; the body follows through `read`/`iter_chunks`."""
 
@@ -255,15 +261,17 @@ class UpstreamResponse:
                     break
                 if conn.error is not None:
                     raise conn.error
-                conn.wakeup = loop.create_future()
+                conn.wakeup = wakeup = loop.create_future()
                 if self.idle_timeout is None:
-                    await conn.wakeup
+                    await wakeup
                 else:
+                    timer = loop.call_later(
+                        self.idle_timeout, _expire, wakeup, f"no data for {self.idle_timeout:g}s", "idle"
+                    )
                     try:
-                        async with asyncio.timeout(self.idle_timeout):
-                            await conn.wakeup
-                    except TimeoutError:
-                        raise UpstreamTimeout(f"no data for {self.idle_timeout:g}s", "idle") from None
+                        await wakeup
+                    finally:
+                        timer.cancel()
                 conn.wakeup = None
         except BaseException:
             self._abort()
@@ -271,6 +279,18 @@ class UpstreamResponse:
         self._finish()
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if conn.complete and conn.error is None and not self._bodyless and not self._done:
+            # The whole body came with the head (a small answer): no generator, no wait.
+            chunks = conn.chunks
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            conn.buffered = 0
+            if conn.paused and conn.transport is not None:
+                conn.paused = False
+                conn.transport.resume_reading()
+            self._finish()
+            return data
         parts = [chunk async for chunk in self.iter_chunks()]
         return b"".join(parts)
 
@@ -423,13 +443,19 @@ class UpstreamPool:
                 if header_timeout is None:
                     await conn.head
                 else:
+                    # A timer that fails the head future (cheaper than asyncio.timeout's
+                    # cancellation on a path taken once per request).
+                    timer = loop.call_later(
+                        header_timeout,
+                        _expire,
+                        conn.head,
+                        f"no response header within {header_timeout:g}s",
+                        "header",
+                    )
                     try:
-                        async with asyncio.timeout(header_timeout):
-                            await conn.head
-                    except TimeoutError:
-                        raise UpstreamTimeout(
-                            f"no response header within {header_timeout:g}s", "header"
-                        ) from None
+                        await conn.head
+                    finally:
+                        timer.cancel()
             except UpstreamClosed:
                 if reused and attempt == 0 and not conn.got_bytes:
                     continue  # a stale keep-alive connection: try once more on a new one

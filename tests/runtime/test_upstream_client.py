@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError
+from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError, UpstreamTimeout
 
 OK_BODY = b'{"ok":true}'
 
@@ -214,3 +214,34 @@ def test_bodyless_statuses_and_giving_up_mid_stream():
 
     connections, idle = run(scenario())
     assert connections == 1 and idle == 0
+
+
+def test_bounded_waits_raise_upstream_timeout_and_the_connection_is_never_reused():
+    async def scenario():
+        release = asyncio.Event()
+
+        async def no_head(writer):
+            await release.wait()
+
+        async def half_body(writer):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+            await writer.drain()
+            await release.wait()
+
+        async with Server([[no_head], [half_body], [fixed()]]) as srv:
+            client = UpstreamClient()
+            pool = client.pool("127.0.0.1", srv.port)
+            with pytest.raises(UpstreamTimeout) as late:
+                await pool.request("POST", "/x", [], b"{}", header_timeout=0.2)
+            assert late.value.phase == "header" and "within 0.2s" in str(late.value)
+            resp = await pool.request("POST", "/x", [], b"{}", idle_timeout=0.2)
+            with pytest.raises(UpstreamTimeout) as idle:
+                await resp.read()
+            assert idle.value.phase == "idle" and "no data for 0.2s" in str(idle.value)
+            # Neither timed-out connection went back to the pool: this one is the third.
+            resp, body = await post(client, srv.port)
+            assert body == OK_BODY and srv.connections == 3
+            release.set()
+            client.close()
+
+    run(scenario())
