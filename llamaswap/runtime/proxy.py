@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -114,19 +115,24 @@ def upstream_head(
     raw: list[tuple[bytes, bytes]], drop: frozenset[str] = frozenset(), add: Mapping[str, str] | None = None
 ) -> bytes:
     """`upstream_headers` (then `add`) for a head kept as bytes: the encoded header lines."""
-    named = _connection_tokens_raw(raw) if any(n.lower() == b"connection" for n, _ in raw) else ()
     out = []
+    named = False
     for name, value in raw:
         low = name.lower()
-        if low in _HOP_BY_HOP_B or low in _NOT_UPSTREAM_B or low in named:
+        if low in _HOP_BY_HOP_B or low in _NOT_UPSTREAM_B:
+            named = named or low == b"connection"
             continue
         if drop and low.decode("latin-1") in drop:
             continue
-        out.append(b"%s: %s\r\n" % (name, value))
+        out.append((low, b"%s: %s\r\n" % (name, value)))
+    if named:  # headers the Connection header names are hop-by-hop too (rare)
+        tokens = _connection_tokens_raw(raw)
+        out = [item for item in out if item[0] not in tokens]
+    lines = [line for _, line in out]
     if add:
         for key, text in add.items():
-            out.append(f"{key}: {text}\r\n".encode("latin-1", "replace"))
-    return b"".join(out)
+            lines.append(f"{key}: {text}\r\n".encode("latin-1", "replace"))
+    return b"".join(lines)
 
 
 def downstream_head(
@@ -135,10 +141,10 @@ def downstream_head(
     """`downstream_headers` (then `extra`, which replace headers of the same name) for a head
     kept as bytes: (the encoded lines, Content-Length, Content-Type); None if an `extra` value
     cannot be a header."""
-    named = _connection_tokens_raw(raw) if any(n.lower() == b"connection" for n, _ in raw) else ()
     replaced = {k.lower().encode("latin-1", "replace") for k in extra} if extra else ()
     out = []
     length = ctype = None
+    named = False
     for name, value in raw:
         low = name.lower()
         if low == b"content-length":
@@ -146,15 +152,24 @@ def downstream_head(
             continue
         if low == b"content-type":
             ctype = value
-        if low in _HOP_BY_HOP_B or low in _NOT_DOWNSTREAM_B or low in named or low in replaced:
+        elif low in _HOP_BY_HOP_B or low in _NOT_DOWNSTREAM_B:
+            named = named or low == b"connection"
             continue
-        out.append(b"%s: %s\r\n" % (name, value))
+        if low in replaced:
+            continue
+        out.append((low, b"%s: %s\r\n" % (name, value)))
+    if named:  # headers the Connection header names are hop-by-hop too (rare)
+        tokens = _connection_tokens_raw(raw)
+        out = [item for item in out if item[0] not in tokens]
+        if b"content-type" in tokens:
+            ctype = None
+    lines = [line for _, line in out]
     if extra:
         for key, text in extra.items():
             if "\r" in key or "\n" in key or "\r" in text or "\n" in text:
                 return None
-            out.append(f"{key}: {text}\r\n".encode())
-    return b"".join(out), length, ctype
+            lines.append(f"{key}: {text}\r\n".encode())
+    return b"".join(lines), length, ctype
 
 
 def is_event_stream(headers: Mapping[str, str]) -> bool:
@@ -215,13 +230,16 @@ async def forward(
     the upstream body is written into it and its status/headers are not sent again.
     `tap` sees every body chunk relayed (the activity store reads usage from the tail).
     """
-    parts = urlsplit(url)
-    if (
-        parts.scheme != "http"
-        or request.method == "HEAD"
-        or "upgrade" in request.headers
-        or parts.hostname is None
-    ):
+    # The authority ends at the first "/", "?" or "#" after "//" (as urlsplit has it); the
+    # origin's host and port are worked out once per upstream, not per request.
+    start = url.find("://") + 3
+    end = len(url)
+    for sep in "/?#":
+        at = url.find(sep, start)
+        if 0 <= at < end:
+            end = at
+    origin = _plain_origin(url[:end]) if start > 2 else None
+    if origin is None or request.method == "HEAD" or "upgrade" in request.headers:
         return await _forward_aiohttp(
             request,
             session,
@@ -235,13 +253,12 @@ async def forward(
             tap=tap,
         )
     # Everything after the authority, untouched: urlsplit would drop a `#` and re-join parts.
-    target = url[url.index(parts.netloc, len(parts.scheme)) + len(parts.netloc) :] or "/"
+    target = url[end:] or "/"
     if not target.startswith("/"):
         target = "/" + target
-    try:
-        port = parts.port or 80
-    except ValueError as exc:
-        raise UpstreamError(f"bad upstream URL {url!r}") from exc
+    host, port = origin
+    if port < 0:
+        raise UpstreamError(f"bad upstream URL {url!r}")
     raw = getattr(request, "raw_headers", None)  # the fast front's requests keep their head as bytes
     if raw is not None:
         head: bytes | Any = upstream_head(raw, drop_headers, add_headers)
@@ -255,7 +272,7 @@ async def forward(
         body = await request.read()
     data, length = (body.chunks, body.length) if isinstance(body, StreamBody) else (body, None)
     try:
-        upstream = await upstreams.pool(parts.hostname, port).request(
+        upstream = await upstreams.pool(host, port).request(
             request.method,
             target,
             head,
@@ -288,6 +305,19 @@ async def forward(
         response,
         tap,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_origin(origin: str) -> tuple[str, int] | None:
+    """(host, port) of a plain-HTTP `scheme://authority` (port -1: not a valid port); None
+    when it is not plain HTTP or names no host (aiohttp's client takes those)."""
+    parts = urlsplit(origin)
+    if parts.scheme != "http" or parts.hostname is None:
+        return None
+    try:
+        return parts.hostname, parts.port or 80
+    except ValueError:
+        return parts.hostname, -1
 
 
 async def _forward_aiohttp(
