@@ -92,8 +92,14 @@ async def stream(
 
 async def read_all(request: web.Request, limits: BodyLimits, key: str) -> bytes:
     """The whole body (for a body that must be parsed)."""
-    buf = bytearray()
-    async for chunk in stream(request, limits, key):
+    content = request.content
+    data = content.read_nowait()
+    if limits.max_bytes is not None and len(data) > limits.max_bytes:
+        raise _too_large(limits.max_bytes, key)
+    if content.at_eof():
+        return data  # the whole body came with its head: no generator, no timer
+    buf = bytearray(data)
+    async for chunk in stream(request, limits, key, already=len(data)):
         buf += chunk
     return bytes(buf)
 

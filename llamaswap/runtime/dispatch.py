@@ -88,6 +88,10 @@ class BadBody(Exception):
 
 def _parse_json(raw: bytes) -> object:
     try:
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":
+            # UTF-8 for sure (json.loads would detect the encoding first, costing as much
+            # as parsing a small body).
+            return json.loads(raw.decode("utf-8", "surrogatepass"))
         return json.loads(raw)
     except RecursionError:
         raise BadBody("invalid JSON body: nested too deeply") from None

@@ -237,7 +237,7 @@ class Request:
         "content",
         "app",
         "_conn",
-        "_payload_writer",
+        "_writer",
         "_state",
         "_query",
         "_body_exists",
@@ -267,12 +267,19 @@ class Request:
         self.keep_alive = keep_alive
         self.content = Body(conn)
         self.app = conn.front.app
-        self._payload_writer = Writer(conn)
+        self._writer: Writer | None = None  # made when an aiohttp Response is prepared
         self._state: dict[str, Any] = {}
         self._query: MultiDictProxy[str] | None = None
         self._body_exists = body_exists
         self.task: asyncio.Task | None = None
         self.raw_headers: list[tuple[bytes, bytes]] = []  # the head as llhttp gave it
+
+    @property
+    def _payload_writer(self) -> Writer:
+        """What aiohttp's StreamResponse writes through (not made for answers written as bytes)."""
+        if self._writer is None:
+            self._writer = Writer(self._conn)
+        return self._writer
 
     # -- what handlers read -------------------------------------------------------------
     @property
