@@ -100,6 +100,10 @@ _NOT_UPSTREAM_B = frozenset(h.encode() for h in _NOT_UPSTREAM)
 _NOT_DOWNSTREAM_B = frozenset(h.encode() for h in _NOT_DOWNSTREAM)
 
 
+# `Connection` values that name no other header (what nearly every peer sends).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
+
 def _connection_tokens_raw(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in raw:
@@ -120,7 +124,7 @@ def upstream_head(
     for name, value in raw:
         low = name.lower()
         if low in _HOP_BY_HOP_B or low in _NOT_UPSTREAM_B:
-            named = named or low == b"connection"
+            named = named or (low == b"connection" and value.lower() not in _PLAIN_CONNECTION)
             continue
         if drop and low.decode("latin-1") in drop:
             continue
@@ -153,7 +157,7 @@ def downstream_head(
         if low == b"content-type":
             ctype = value
         elif low in _HOP_BY_HOP_B or low in _NOT_DOWNSTREAM_B:
-            named = named or low == b"connection"
+            named = named or (low == b"connection" and value.lower() not in _PLAIN_CONNECTION)
             continue
         if low in replaced:
             continue
