@@ -702,9 +702,11 @@ class Conn(asyncio.Protocol):
         if not buf:
             return
         end = buf.find(b"\r\n\r\n")
-        lf = buf.find(b"\n\n")
-        lf2 = buf.find(b"\n\r\n")
-        if (lf >= 0 and (end < 0 or lf < end)) or (lf2 >= 0 and (end < 0 or lf2 < end + 1)):
+        # A bare-LF end of head before the CRLF one (searched within the head only: the body
+        # that follows it may be large).
+        lf = buf.find(b"\n\n", 0, end + 1) if end >= 0 else buf.find(b"\n\n")
+        lf2 = buf.find(b"\n\r\n", 0, end + 3) if end >= 0 else buf.find(b"\n\r\n")
+        if lf >= 0 or lf2 >= 0:
             self._hand_off()  # a head ended with bare LFs: aiohttp's parser decides, as before
             return
         if end < 0:
