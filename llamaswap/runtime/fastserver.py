@@ -373,6 +373,39 @@ class Request:
         ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
         return RawResponse(status, ctype, len(body), keep)
 
+    def answer_stream(
+        self, status: int, reason: bytes, lines: bytes, length: int | None, content_type: bytes | None
+    ) -> RawStream:
+        """An answer whose body follows as it arrives (`RawStream.write`): the head as
+        `answer` writes it, with Content-Length when `length` is known, else chunked (HTTP/1.1)
+        or until the connection closes (HTTP/1.0). The head goes out with the first bytes."""
+        version = self.version
+        keep = self.keep_alive
+        parts = [
+            b"HTTP/%d.%d %d %s\r\n" % (version[0], version[1], status, reason or _phrase(status)),
+            lines,
+        ]
+        chunked = False
+        if content_type is None and length != 0:
+            parts.append(b"Content-Type: application/octet-stream\r\n")
+        if length is not None:
+            parts.append(b"Content-Length: %d\r\n" % length)
+        elif version == HTTP11:
+            chunked = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            keep = False  # an HTTP/1.0 body without a length ends with the connection
+        parts.append(_date_line())
+        parts.append(self._conn.front.server_line)
+        if not keep:
+            if version == HTTP11:
+                parts.append(b"Connection: close\r\n")
+        elif version == HTTP10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
+        return RawStream(self._conn, b"".join(parts), status, ctype, length, chunked, keep)
+
     # -- what aiohttp's StreamResponse.prepare calls ------------------------------------
     async def _prepare_hook(self, response: Any) -> None:
         signal = self.app.on_response_prepare if self.app is not None else None
@@ -399,6 +432,80 @@ class RawResponse:
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+class RawStream:
+    """An answer written as it arrives (`Request.answer_stream`): what aiohttp's StreamResponse
+    offers the proxy (write, write_eof, content_type, headers' Content-Type), with the head
+    sent in the same write as the first body bytes, chunked framing when there is no length,
+    never more bytes than a declared length, and the client's flow control (drain)."""
+
+    __slots__ = (
+        "_conn",
+        "_head",
+        "status",
+        "content_type",
+        "headers",
+        "_left",
+        "_chunked",
+        "keep_alive",
+        "body_length",
+        "_eof",
+    )
+
+    prepared = True
+
+    def __init__(
+        self,
+        conn: Conn,
+        head: bytes,
+        status: int,
+        content_type: str,
+        length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+    ) -> None:
+        self._conn = conn
+        self._head: bytes | None = head
+        self.status = status
+        self.content_type = content_type
+        self.headers = {"Content-Type": content_type}
+        self._left = length
+        self._chunked = chunked
+        self.keep_alive = keep_alive
+        self.body_length = 0
+        self._eof = False
+
+    async def prepare(self, request: Any) -> None:
+        return None
+
+    def _send(self, parts: list[bytes]) -> None:
+        if self._head is not None:
+            parts.insert(0, self._head)
+            self._head = None
+        if parts:
+            self._conn.writelines(parts)
+
+    async def write(self, data: bytes) -> None:
+        if self._eof:
+            raise RuntimeError("cannot write to a finished answer")
+        chunk = bytes(data)
+        if self._left is not None:
+            chunk = chunk[: self._left]
+            self._left -= len(chunk)
+        if chunk:
+            self.body_length += len(chunk)
+            self._send([b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self._chunked else [chunk])
+            await self._conn.drain()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._eof:
+            return
+        if data:
+            await self.write(data)
+        self._eof = True
+        self._send([b"0\r\n\r\n"] if self._chunked else [])
+        await self._conn.drain()
 
 
 def _media_type(raw: bytes) -> str:

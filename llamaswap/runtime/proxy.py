@@ -424,10 +424,13 @@ async def _relay(
                     tap(chunk)
                 await response.write(chunk)
             return response
-        answer = getattr(request, "answer", None)  # the fast front writes small answers as bytes
+        # The fast front writes its answers as bytes (fastserver.Request).
+        answer = getattr(request, "answer", None)
+        opener = getattr(request, "answer_stream", None)
         raw = getattr(upstream, "raw_headers", None)
         if (
             answer is not None
+            and opener is not None
             and raw is not None
             and upstream.status >= 200
             and upstream.status not in (204, 304)
@@ -435,16 +438,27 @@ async def _relay(
             head = downstream_head(raw, extra_headers)
             if head is not None:
                 lines, raw_length, ctype = head
-                if (
-                    raw_length is not None
-                    and raw_length.isdigit()
-                    and int(raw_length) <= SMALL_BODY
-                    and (ctype is None or ctype.split(b";")[0].strip().lower() != b"text/event-stream")
-                ):
+                event_stream = (
+                    ctype is not None and ctype.split(b";")[0].strip().lower() == b"text/event-stream"
+                )
+                length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
+                if length is not None and length <= SMALL_BODY and not event_stream:
                     payload = await read()
                     if tap is not None:
                         tap(payload)
                     return answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
+                if event_stream:
+                    relayed = downstream_head(raw, {**(extra_headers or {}), "X-Accel-Buffering": "no"})
+                    if relayed is not None:
+                        lines = relayed[0]
+                raw_stream = opener(upstream.status, upstream.raw_reason, lines, length, ctype)
+                started = request[STARTED_RESPONSE] = raw_stream
+                async for chunk in chunks():
+                    if tap is not None:
+                        tap(chunk)
+                    await raw_stream.write(chunk)
+                await raw_stream.write_eof()
+                return raw_stream
         out_headers = downstream_headers(upstream.headers)
         if extra_headers:
             for k, v in extra_headers.items():

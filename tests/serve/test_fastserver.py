@@ -354,6 +354,47 @@ def test_the_answer_says_what_happens_to_the_connection(server, version, connect
             assert r.closed()
 
 
+def stream_chat(content: str) -> bytes:
+    return json.dumps(
+        {"model": "m", "stream": True, "tokens": 3, "messages": [{"role": "user", "content": content}]}
+    ).encode()
+
+
+def test_an_event_stream_is_relayed_chunked_then_the_connection_is_kept(server):
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(post("/v1/chat/completions", stream_chat("flow")))
+        status, headers, body = r.response()
+        assert status == 200 and headers["content-type"].startswith("text/event-stream")
+        assert headers["transfer-encoding"] == "chunked" and "content-length" not in headers
+        assert headers["x-accel-buffering"] == "no" and headers["x-upstream-name"] == "m"
+        names = [line.split(b":", 1)[0].lower() for line in r.last_head.split(b"\r\n")[1:]]
+        assert names.count(b"transfer-encoding") == 1 and names.count(b"x-accel-buffering") == 1
+        events = [e for e in body.split(b"\n\n") if e]
+        assert events[-1] == b"data: [DONE]" and len(events) == 3 + 2  # tokens, finish, [DONE]
+        sock.sendall(post("/v1/chat/completions", chat("after")))  # the 0-chunk ended it cleanly
+        status, _, answer = r.response()
+        assert status == 200 and b"after" in answer
+
+
+def test_an_event_stream_to_an_http_10_client_ends_with_the_connection(server):
+    body = stream_chat("old")
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Connection: keep-alive\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        while b"\r\n\r\n" not in r.buf:
+            assert r._fill()
+        head, rest = r.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+        assert b"transfer-encoding" not in head.lower() and b"connection: keep-alive" not in head.lower()
+        while r._fill():  # no framing: the body ends when the server closes
+            pass
+        assert r.buf.rstrip().endswith(b"data: [DONE]")
+
+
 def test_the_connection_cap_counts_fast_and_handed_off_connections_together(server):
     held = [connect(server) for _ in range(8)]
     try:
