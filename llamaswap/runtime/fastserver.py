@@ -9,10 +9,12 @@ only what those routes need, and nothing of what they promise changes, because t
 the same code: `app.gate` (CORS preflight aside: auth, Host and cross-site checks), the
 route's handler (`dispatch.model_route`: body limits, admission/429, the loading stream, the
 scheduler's grant and release, filters, upstream timeouts), aiohttp's own Response objects
-(prepared through the small writer below), the access log. One exception: a small proxied
-answer (a Content-Length body up to proxy.SMALL_BODY, not an event stream) is written by
-`Request.answer` in one write, as bytes: the upstream's header lines as llhttp gave them
-(proxy.downstream_head drops the hop-by-hop ones), then the headers aiohttp would add.
+(prepared through the small writer below), the access log. One exception: a proxied answer
+is written as bytes — a small one (a Content-Length body up to proxy.SMALL_BODY, not an
+event stream) by `Request.answer` in one write, any other by `Request.answer_stream` (chunked
+frames or its Content-Length, the head with the first body bytes): the upstream's header
+lines as llhttp gave them (proxy.downstream_head drops the hop-by-hop ones), then the headers
+aiohttp would add.
 
 Framing (what the hostile tests pin):
 - A request head is parsed by httptools (llhttp) alone: malformed heads, Content-Length with
