@@ -539,6 +539,19 @@ def _check_groups(
     out: list[Group] = []
     member_of: dict[str, str] = {}
     for gid, g in groups.items():
+        if gid == DEFAULT_GROUP:
+            # llama-swap overwrites a written '(default)' with its own group of the models in no
+            # other group (swap and exclusive); it cannot be tuned. Models written into it stay
+            # in it here (llama-swap would leave them in no group, so nothing could start them).
+            ck.warning_at(
+                "LS412",
+                "group '(default)' is llama-swap's own group for the models in no other group: its "
+                "settings are replaced by swap: true, exclusive: true, persistent: false",
+                base + (gid,),
+                hint="to let those models run beside other groups, put them in a group of your own "
+                "with exclusive: false",
+                key=True,
+            )
         seen: set[str] = set()
         members: list[str] = []
         for i, member in enumerate(g.members):
@@ -569,8 +582,9 @@ def _check_groups(
                 continue
             member_of[member] = gid
             members.append(member)
-        out.append(Group(gid, g.swap, g.exclusive, g.persistent, tuple(members)))
-    orphans = sorted(m for m in c.models if m not in member_of)
+        if gid != DEFAULT_GROUP:
+            out.append(Group(gid, g.swap, g.exclusive, g.persistent, tuple(members)))
+    orphans = sorted(m for m in c.models if member_of.get(m, DEFAULT_GROUP) == DEFAULT_GROUP)
     if not groups:
         orphans = sorted(c.models)
     if orphans or not groups:

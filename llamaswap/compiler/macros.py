@@ -259,6 +259,7 @@ class _Pass:
 
         ports: dict[str, int] = {}
         if not isinstance(models, YMap):
+            self.global_leftovers(global_macros, global_nodes)
             return ports
         next_port = start_port
         present = {str(k.value) for k, _ in models.items}
@@ -298,7 +299,7 @@ class _Pass:
                     continue
                 for _, s in self.scalars(v, f"{mpath}.{k.value}"):
                     self.apply(s, merged)
-            self.rewrite_keys(model.get("filters"), merged)
+            self.rewrite_keys(model.get("filters"), merged, mpath)
 
             cmd = model.get("cmd")
             proxy = model.get("proxy")
@@ -361,7 +362,13 @@ class _Pass:
                         port_allocated=cmd_has_port,
                         devices=(placed, k.value in DEVICE_FIELDS),
                     )
-        # Leftovers outside models (global macros only).
+        self.global_leftovers(global_macros, global_nodes)
+        return ports
+
+    def global_leftovers(
+        self, global_macros: list[tuple[str, Any]], global_nodes: dict[str, tuple[str, YScalar]]
+    ) -> None:
+        """Leftovers outside models (global macros only), with or without a models block."""
         known_global = [name for name, _ in global_macros]
         self.origins = global_nodes
         for k, v in self.root.items:
@@ -369,19 +376,32 @@ class _Pass:
                 continue  # llama-swap checks only the keys it knows (a `defs:` of anchors is free)
             for path, s in self.scalars(v, str(k.value)):
                 self.leftovers(s, path, known_global, allow_pid=False, model_scope=False)
-        return ports
 
-    def rewrite_keys(self, filters: YNode | None, merged: list[tuple[str, Any]]) -> None:
-        """setParamsByID keys may hold macros (`${MODEL_ID}:high`)."""
+    def rewrite_keys(self, filters: YNode | None, merged: list[tuple[str, Any]], mpath: str) -> None:
+        """setParamsByID keys may hold macros (`${MODEL_ID}:high`). Two keys that expand to the
+        same name are refused, as llama-swap refuses them (it would keep one of the two)."""
         if not isinstance(filters, YMap):
             return
         by_id = filters.get("setParamsByID")
         if not isinstance(by_id, YMap):
             return
+        seen: dict[str, str] = {}
         for k, _ in by_id.items:
+            written = k.value if isinstance(k.value, str) else go_format(k.value)
             self.apply(k, merged)
             if not isinstance(k.value, str):
                 k.value = go_format(k.value)
+            if k.value in seen:
+                self.report.error(
+                    "LS304",
+                    f"setParamsByID keys '{seen[k.value]}' and '{written}' both resolve to '{k.value}'",
+                    k.pos,
+                    f"{mpath}.filters.setParamsByID",
+                    hint="each key names one requested model ID; merge the two entries",
+                    length=len(written),
+                )
+            else:
+                seen[k.value] = written
 
     def leftovers(
         self,

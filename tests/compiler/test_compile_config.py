@@ -476,6 +476,25 @@ def test_legacy_groups_and_default_group():
     ]
 
 
+def test_a_written_default_group_is_replaced_as_llama_swap_replaces_it():
+    # llama-swap overwrites a '(default)' group: swap and exclusive, with the models in no
+    # other group. Its members written here stay in it (there is one '(default)', not two).
+    text = (
+        M2
+        + "  c: {cmd: x, proxy: 'http://h:1'}\ngroups:\n  keep: {members: [a], swap: false, exclusive: false}\n"
+        + "  (default): {swap: false, exclusive: false, persistent: true, members: [b]}\n"
+    )
+    plan = compile_yaml(text, dedent=False)
+    assert plan.ok, plan.diagnostics
+    assert [(g.name, g.members, g.swap, g.exclusive, g.persistent) for g in plan.groups] == [
+        ("keep", ("a",), False, False, False),
+        ("(default)", ("b", "c"), True, True, False),
+    ]
+    d = one(plan, "LS412")
+    assert "replaced by swap: true, exclusive: true" in d.message
+    assert at(d) == locate(text, "(default)", dedent=False)
+
+
 def test_routing_groups():
     text = (
         M2

@@ -306,6 +306,37 @@ def test_set_params_by_id_keys_expand_macros_and_become_aliases():
     assert plan.aliases == {"gpt:high": "gpt"}
 
 
+def test_set_params_by_id_keys_that_expand_alike_are_refused():
+    text = f"""\
+    macros:
+      FIRST: shared
+    models:
+      gpt:
+        cmd: {FAKE} --port ${{PORT}}
+        filters:
+          setParamsByID:
+            shared: {{temperature: 0.1}}
+            "${{FIRST}}": {{temperature: 0.2}}
+    """
+    d = one(compile_yaml(text), "LS304")
+    assert d.is_error
+    assert d.message == "setParamsByID keys 'shared' and '${FIRST}' both resolve to 'shared'"
+    assert at(d) == locate(text, '"${FIRST}"')
+
+
+def test_unknown_macro_outside_models_is_refused_even_without_models():
+    text = """\
+    peers:
+      openrouter:
+        proxy: https://openrouter.ai/api
+        apiKey: "${KEY}"
+        models: [llama-3.1-8b]
+    """
+    d = one(compile_yaml(text), "LS307")
+    assert d.message == "unknown macro '${KEY}'" and d.path == "peers.openrouter.apiKey"
+    assert at(d) == locate(text, "${KEY}")
+
+
 def test_ports_past_65535_warn():
     text = f"""\
     startPort: 65535
