@@ -8,7 +8,8 @@ Invariants:
   leaving the `async with` closes the upstream connection, which cancels the upstream's work.
 - Before the response has started, an upstream failure becomes a 502 envelope; after it has
   started, the connection is aborted (`UpstreamBroke`): the status line is already gone, and
-  a clean end would pass a truncated answer off as complete.
+  a clean end would pass a truncated answer off as complete. An event stream first gets one
+  last SSE error event saying why (502: the upstream broke off), so that SSE clients report it.
 - Every wait on the upstream is bounded by the model's timeouts: connect, the response head
   (`UpstreamTimedOut` -> 504 before anything is sent) and the gap between two body chunks
   (before the response started: 504; after: an SSE error event for event streams, then the
@@ -494,22 +495,26 @@ async def _relay(
             message = _timeout_message(exc)
             if started is None:
                 raise UpstreamTimedOut(message) from exc
-            if (
-                is_event_stream(started.headers)
-                and request.transport is not None
-                and not request.transport.is_closing()
-            ):
-                try:
-                    await started.write(sse_error(504, f"upstream timeout: {message}"))
-                except (ConnectionError, RuntimeError):
-                    pass
+            await _last_event(request, started, 504, f"upstream timeout: {message}")
             raise UpstreamBroke(f"upstream timeout: {message}", started) from exc
         if isinstance(exc, broken):
             message = f"{type(exc).__name__}: {exc}"
             if started is None:
                 raise UpstreamError(message) from exc
+            # An event stream says why it ends (an SSE client such as the openai SDK raises
+            # this message instead of a bare connection error); the abort still follows.
+            await _last_event(request, started, 502, f"upstream failed mid-stream: {message}")
             raise UpstreamBroke(message, started) from exc
         raise
+
+
+async def _last_event(request: web.Request, started: web.StreamResponse, status: int, message: str) -> None:
+    """Write one last SSE error event into a started event stream, if the client is still there."""
+    if is_event_stream(started.headers) and request.transport is not None and not request.transport.is_closing():
+        try:
+            await started.write(sse_error(status, message))
+        except (ConnectionError, RuntimeError):
+            pass
 
 
 def error_response(

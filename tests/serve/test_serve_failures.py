@@ -137,6 +137,40 @@ def test_crash_mid_request_gives_502_and_the_next_request_restarts(serve):
     server.wait(lambda: consistent_and_idle(server.scheduler()), "an idle, consistent scheduler")
 
 
+def test_a_crash_mid_stream_ends_the_stream_with_an_error_event_the_openai_sdk_raises(serve):
+    import openai
+
+    server = serve({"healthCheckTimeout": 30, "models": {"m": model(upstream_cmd("m"))}})
+    first = server.chat("m")
+    pid = int(first.headers["X-Upstream-Pid"])
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=30.0) as client:
+        stream = client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            extra_body={"tokens": 100000, "token_delay": 0.05},
+        )
+        chunks = iter(stream)
+        assert next(chunks).choices[0].delta.content.startswith("[m:")
+        os.kill(pid, signal.SIGKILL)
+        # Not a bare "Connection error." (nor a clean end of a truncated answer): the SDK
+        # raises the stream's last event, which says what happened.
+        with pytest.raises(openai.APIError) as raised:
+            for _ in chunks:
+                pass
+    assert not isinstance(raised.value, openai.APIConnectionError)
+    assert raised.value.message.startswith("upstream failed mid-stream: ")
+    assert raised.value.body == {
+        "message": raised.value.message,
+        "type": "server_error",
+        "param": None,
+        "code": "bad_gateway",
+    }
+    server.wait(lambda: server.state("m") == "stopped", "m to be stopped")
+    again = server.chat("m")
+    assert again.status == 200 and int(again.headers["X-Upstream-Pid"]) != pid
+
+
 def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
     flag = tmp_path / "second-run"
     script = (
