@@ -102,7 +102,12 @@ def _log_transition(model: str, old: ProcessState, new: ProcessState, seconds: f
         logger.info("%s: ready in %.2fs", model, seconds, extra=extra)
     elif new is ProcessState.STOPPING:
         logger.info(
-            "%s: stopping after %.1fs ready%s", model, seconds, f" ({detail})" if detail else "", extra=extra
+            "%s: stopping after %.1fs %s%s",
+            model,
+            seconds,
+            "starting" if old is ProcessState.STARTING else "ready",
+            f" ({detail})" if detail else "",
+            extra=extra,
         )
     elif new is ProcessState.STOPPED and old is ProcessState.STOPPING:
         how = detail.removeprefix("stopped (").removesuffix(")") if detail.startswith("stopped (") else detail
@@ -355,6 +360,16 @@ def _killpg(pgid: int | None, sig: int) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def spawn_failure(program: str, exc: OSError) -> str:
+    """Why `program` (a cmd's first word) could not be started, naming it."""
+    if isinstance(exc, FileNotFoundError):
+        where = "" if "/" in program else " on PATH"
+        return f"unable to start upstream command: {program!r} not found{where}"
+    if isinstance(exc, PermissionError):
+        return f"unable to start upstream command: {program!r}: permission denied (is it executable?)"
+    return f"unable to start upstream command: {program!r}: {exc.strerror or exc}"
 
 
 def describe_exit(returncode: int) -> str:
@@ -636,8 +651,11 @@ class ModelProcess:
     def _on_health_timed_out(self, msg: _HealthTimedOut) -> None:
         if msg.run is not self._run or self._state is not ProcessState.STARTING:
             return
+        model = self.spec.model
         error = self._error(
-            f"health check timed out after {self.spec.health_check_timeout:g}s", "health_timeout"
+            f"health check timed out after {self.spec.health_check_timeout:g}s: model {model!r} never "
+            f"answered 200 at {self.spec.health_url}; its output is in /logs/stream/{model}",
+            "health_timeout",
         )
         logger.warning("%s: %s", self.spec.model, error)
         # The waiters hear of it once the process group is gone (see _enter_stopped).
@@ -814,9 +832,7 @@ class ModelProcess:
         try:
             proc, done, transport = await self._spawn(argv, self._environment(run))
         except OSError as exc:
-            self._inbox.put_nowait(
-                _SpawnFailed(run, self._error(f"unable to start upstream command: {exc}", "spawn"))
-            )
+            self._inbox.put_nowait(_SpawnFailed(run, self._error(spawn_failure(argv[0], exc), "spawn")))
             return
         if self._tracker is not None:
             try:

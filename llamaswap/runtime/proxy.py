@@ -510,7 +510,11 @@ async def _relay(
 
 async def _last_event(request: web.Request, started: web.StreamResponse, status: int, message: str) -> None:
     """Write one last SSE error event into a started event stream, if the client is still there."""
-    if is_event_stream(started.headers) and request.transport is not None and not request.transport.is_closing():
+    if (
+        is_event_stream(started.headers)
+        and request.transport is not None
+        and not request.transport.is_closing()
+    ):
         try:
             await started.write(sse_error(status, message))
         except (ConnectionError, RuntimeError):

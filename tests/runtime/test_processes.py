@@ -212,7 +212,11 @@ def test_health_check_timeout_kills_the_process():
             await process.ensure_ready()
         assert 0.5 <= time.monotonic() - began < 3
         assert info.value.kind == "health_timeout"
-        assert str(info.value) == "health check timed out after 0.5s"
+        # The message names the model, what was asked of it, and where its output is.
+        assert str(info.value) == (
+            f"health check timed out after 0.5s: model 'm' never answered 200 at "
+            f"{process.spec.health_url}; its output is in /logs/stream/m"
+        )
         stopped = await rec.wait_for(S.STOPPED)
         assert not pid_alive(stopped.pid)
         assert rec.transitions() == [
@@ -240,7 +244,7 @@ def test_concurrent_callers_share_one_failed_start():
     run(scenario())
 
 
-def test_command_and_spawn_errors():
+def test_command_and_spawn_errors(tmp_path):
     async def scenario():
         rec = Recorder()
         empty = ModelProcess(make_spec("  # only a comment\n\n"), on_state_change=rec)
@@ -256,9 +260,25 @@ def test_command_and_spawn_errors():
         with pytest.raises(StartError) as info:
             await missing.ensure_ready()
         assert info.value.kind == "spawn"
-        assert "unable to start upstream command" in str(info.value)
+        assert str(info.value) == "unable to start upstream command: '/nonexistent/llama-server' not found"
         assert rec.transitions() == [("stopped", "starting"), ("starting", "stopped")]
-        await asyncio.gather(empty.shutdown(), missing.shutdown())
+
+        # A bare program name is looked up on PATH; a file that is not executable says so.
+        unknown = ModelProcess(make_spec("llama-server-not-installed --port 1"))
+        with pytest.raises(StartError) as info:
+            await unknown.ensure_ready()
+        assert str(info.value) == (
+            "unable to start upstream command: 'llama-server-not-installed' not found on PATH"
+        )
+        plain = tmp_path / "server.sh"
+        plain.write_text("#!/bin/sh\n")
+        not_exec = ModelProcess(make_spec(f"{plain} --port 1"))
+        with pytest.raises(StartError) as info:
+            await not_exec.ensure_ready()
+        assert str(info.value) == (
+            f"unable to start upstream command: '{plain}': permission denied (is it executable?)"
+        )
+        await asyncio.gather(empty.shutdown(), missing.shutdown(), unknown.shutdown(), not_exec.shutdown())
 
     run(scenario())
 

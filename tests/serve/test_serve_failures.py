@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client as httpclient
 import json
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -171,6 +172,29 @@ def test_a_crash_mid_stream_ends_the_stream_with_an_error_event_the_openai_sdk_r
     assert again.status == 200 and int(again.headers["X-Upstream-Pid"]) != pid
 
 
+def test_a_cmd_whose_program_is_missing_gives_500_naming_it(serve):
+    server = serve(
+        {
+            "models": {
+                "gone": model("/opt/llama.cpp/build/bin/llama-server --port ${PORT} -m /m.gguf"),
+                "typo": model("lama-server --port ${PORT} -m /m.gguf"),
+            }
+        }
+    )
+    for name, why in [
+        ("gone", "'/opt/llama.cpp/build/bin/llama-server' not found"),
+        ("typo", "'lama-server' not found on PATH"),
+    ]:
+        resp = server.chat(name)
+        assert resp.status == 500
+        assert resp.json() == envelope(
+            f"unspecific error: unable to start upstream command: {why}", "server_error", "internal_error"
+        )
+        assert f"{name}: unable to start upstream command: {why}" in server.log()
+        assert server.state(name) == "stopped"
+    assert "Traceback" not in server.log()
+
+
 def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
     flag = tmp_path / "second-run"
     script = (
@@ -204,9 +228,14 @@ def test_health_check_timeout_gives_500_and_the_next_request_retries(serve):
     first = server.chat("h")
     assert time.monotonic() - started >= 0.99  # (ms granularity of the loop clock)
     assert first.status == 500
-    assert first.json() == envelope(
-        "unspecific error: health check timed out after 1s", "server_error", "internal_error"
-    )
+    body = first.json()
+    # The message names the model, the URL it never answered, and where its output is.
+    assert re.fullmatch(
+        r"unspecific error: health check timed out after 1s: model 'h' never answered 200 at "
+        r"http://127\.0\.0\.1:\d+/health; its output is in /logs/stream/h",
+        body["error"]["message"],
+    ), body
+    assert (body["error"]["type"], body["error"]["code"]) == ("server_error", "internal_error")
     second = server.chat("h")  # a fresh attempt, not a cached failure
     assert second.status == 500
     assert "health check timed out" in second.json()["error"]["message"]
