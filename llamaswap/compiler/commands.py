@@ -38,3 +38,38 @@ def split_command(text: str) -> list[str]:
     if not argv:
         raise CommandError("empty command")
     return argv
+
+
+def inline_comment(text: str) -> tuple[int, str] | None:
+    """The first unquoted `#` that starts a word on a kept line of `text` (a shell would read
+    it as a comment; llama-swap passes it and the rest of its line on as arguments): its index
+    in `text` and that rest of the line. None when there is none."""
+    quote: str | None = None
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if quote is None and line.lstrip().startswith("#"):
+            offset += len(line)
+            continue  # a comment line: dropped
+        word_start = True
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if quote is not None:
+                if ch == quote:
+                    quote = None
+                elif ch == "\\" and quote == '"':
+                    i += 1
+                word_start = False
+            elif ch == "\\":
+                i += 1
+                word_start = False
+            elif ch in "'\"":
+                quote = ch
+                word_start = False
+            elif ch == "#" and word_start:
+                return offset + i, line[i:].strip()
+            else:
+                word_start = ch.isspace()
+            i += 1
+        offset += len(line)
+    return None

@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llamaswap.compiler import goregexp
-from llamaswap.compiler.commands import CommandError, split_command
+from llamaswap.compiler.commands import CommandError, inline_comment, split_command
 from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
-from llamaswap.compiler.diagnostics import Diagnostic
+from llamaswap.compiler.diagnostics import Diagnostic, Severity
 from llamaswap.compiler.goyaml import coerce
 from llamaswap.compiler.group import DEFAULT_GROUP, Group
 from llamaswap.compiler.keys import TOP, Key, check_keys
@@ -407,6 +407,8 @@ def _check_models(c: Config, aliases: Mapping[str, str], ck: PathReporter) -> No
                     base + ("cmd",),
                     hint="cmd is split like a shell would; check the quotes",
                 )
+            else:
+                _warn_inline_comment(m.cmd, cmd_node, base, ck)
         if m.cmd_stop.strip():
             try:
                 split_command(m.cmd_stop)
@@ -531,6 +533,28 @@ def _present(root: YMap, loc: tuple[str, ...]) -> bool:
     if key is None or key.value != loc[-1]:
         return False
     return not (isinstance(node, YScalar) and node.value is None)
+
+
+def _warn_inline_comment(cmd: str, node: Any, base: tuple[str, ...], ck: PathReporter) -> None:
+    """A `# …` after arguments in cmd is no comment for llama-swap (only whole lines starting
+    with `#` are dropped): the program gets it as arguments, and llama-server refuses them."""
+    found = inline_comment(cmd)
+    if found is None:
+        return
+    index, rest = found
+    shown = rest if len(rest) <= 40 else rest[:37] + "..."
+    pos = None
+    if isinstance(node, YScalar):
+        pos = node.find_in_source(rest) if node.rewritten else node.position_of(index)
+    ck.add(
+        Severity.WARNING,
+        "LS412",
+        f"'#' after arguments in cmd is not a comment: the program gets {shown!r} as arguments",
+        pos,
+        format_path(base + ("cmd",)),
+        "only lines that start with '#' are dropped; put the comment on a line of its own",
+        len(rest.splitlines()[0]) if pos is not None else 1,
+    )
 
 
 def _check_groups(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from compiler_support import at, codes, compile_yaml, locate, one
 
+from llamaswap.compiler.commands import split_command
+
 FAKE = "llamaswap fake-upstream"
 
 
@@ -347,3 +349,35 @@ def test_ports_past_65535_warn():
     d = one(compile_yaml(text), "LS411")
     assert d.message == "${PORT} would be 65536, above 65535: it cannot start"
     assert at(d) == locate(text, "b:")
+
+
+def test_a_hash_after_arguments_in_cmd_is_not_a_comment():
+    # llama-swap drops whole '#' lines only; a trailing '# ...' goes to the program.
+    text = f"""\
+    models:
+      a:
+        cmd: |
+          {FAKE} --port ${{PORT}}
+          # a whole comment line: dropped
+          --name "x # quoted" --tag=#1 a#b
+          --ctx 8192   # bumped from 4096
+    """
+    plan = compile_yaml(text)
+    assert plan.ok
+    d = one(plan, "LS412")
+    assert d.message == (
+        "'#' after arguments in cmd is not a comment: the program gets '# bumped from 4096' as arguments"
+    )
+    assert at(d) == locate(text, "# bumped")
+    argv = split_command(plan.config.models["a"].cmd)
+    assert argv[-6:] == ["--ctx", "8192", "#", "bumped", "from", "4096"]  # as llama-swap runs it
+    assert "x # quoted" in argv and "--tag=#1" in argv and "a#b" in argv
+
+
+def test_no_inline_comment_warning_for_quoted_or_mid_word_hashes():
+    text = f"""\
+    models:
+      a:
+        cmd: {FAKE} --port ${{PORT}} --name "#x" '# y' a#b --c=#d \\#e
+    """
+    assert "LS412" not in codes(compile_yaml(text))
