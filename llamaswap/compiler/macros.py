@@ -322,10 +322,19 @@ class _Pass:
                     at,
                     f"{mpath}.proxy",
                     hint=(
-                        "put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
+                        (
+                            f"cmd listens on {fixed}: write proxy: {fixed}, or use --port ${{PORT}} in cmd"
+                            if (fixed := fixed_listen_url(cmd)) is not None
+                            else "put ${PORT} in cmd (e.g. --port ${PORT}) or set proxy to the server's real URL"
+                        )
                         if explicit
                         else "a model without cmd needs a proxy with its server's URL (e.g. http://192.168.1.10:8080)"
                         if not isinstance(cmd, YScalar) or not str(cmd.value or "").strip()
+                        else (
+                            f"the default proxy is http://localhost:${{PORT}}, but cmd listens on {fixed}: add "
+                            f"proxy: {fixed}, or use --port ${{PORT}} in cmd"
+                        )
+                        if (fixed := fixed_listen_url(cmd)) is not None
                         else "the default proxy is http://localhost:${PORT}: add --port ${PORT} to cmd, or set "
                         "proxy to the server's URL"
                     ),
@@ -530,6 +539,26 @@ class _Pass:
             if isinstance(decl.value, str) and text in decl.value:
                 return name, (decl_path, decl)
         return None
+
+
+_FIXED_PORT = re.compile(r"(?:^|\s)(?:--port|--listen-port|-p)(?:=|\s+)(\d{1,5})(?![\d.])")
+_FIXED_HOST = re.compile(r"(?:^|\s)--host(?:=|\s+)(\S+)")
+
+
+def fixed_listen_url(cmd: YNode | None) -> str | None:
+    """`http://host:port` for a cmd that names its own port (`--port 9602`), for a hint."""
+    if not isinstance(cmd, YScalar) or not isinstance(cmd.value, str):
+        return None
+    port = _FIXED_PORT.search(cmd.value)
+    if port is None or not 0 < int(port.group(1)) < 65536:
+        return None
+    host = _FIXED_HOST.search(cmd.value)
+    name = host.group(1).strip("'\"") if host is not None else "127.0.0.1"
+    if name in ("0.0.0.0", "::", "[::]", "") or "$" in name:
+        name = "127.0.0.1"
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return f"http://{name}:{port.group(1)}"
 
 
 def expand_macros(

@@ -148,7 +148,32 @@ def test_default_proxy_without_port_in_cmd_is_an_error_at_the_model():
     """
     d = one(compile_yaml(text), "LS308")
     assert at(d) == locate(text, "m:")
-    assert "default proxy" in (d.hint or "")
+    # An old config that gives the server a fixed port is told the proxy to write.
+    assert d.hint == (
+        "the default proxy is http://localhost:${PORT}, but cmd listens on http://127.0.0.1:9000: "
+        "add proxy: http://127.0.0.1:9000, or use --port ${PORT} in cmd"
+    )
+
+
+@pytest.mark.parametrize(
+    "cmd, url",
+    [
+        ("llama-server --host 0.0.0.0 --port 9602 -m x", "http://127.0.0.1:9602"),
+        ("llama-server --host=10.0.0.5 --port=8081", "http://10.0.0.5:8081"),
+        ("sd-server --listen-port 9999 --steps 8", "http://127.0.0.1:9999"),
+        ("docker run -p 9009:8000 vllm/vllm-openai", "http://127.0.0.1:9009"),
+        ("llama-server -m x", None),
+        ("llama-server --port 99999", None),
+        ("server --ports 80 --port-file x", None),
+    ],
+)
+def test_the_hint_finds_a_fixed_port_in_cmd(cmd, url):
+    text = f"models:\n  m:\n    cmd: {cmd}\n"
+    hint = one(compile_yaml(text, dedent=False), "LS308").hint or ""
+    if url is None:
+        assert "listens on" not in hint
+    else:
+        assert f"cmd listens on {url}: add proxy: {url}" in hint
 
 
 def test_pid_only_in_cmd_stop():
