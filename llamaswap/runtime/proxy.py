@@ -528,10 +528,27 @@ def error_response(
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """llama-swap's error envelope, or plain text when the client asks for text/plain."""
+    """llama-swap's error envelope; plain text when the client asks for text/plain, and a
+    small HTML page when it asks for text/html (a browser), as llama-swap answers them. A
+    client that also accepts JSON gets JSON."""
     accept = request.headers.get("Accept", "")
     hdrs = dict(headers or {})
-    if "text/plain" in accept and "application/json" not in accept:
-        return web.Response(status=status, text=f"llama-swap: {message}", headers=hdrs)
+    if "application/json" not in accept:
+        if "text/plain" in accept:
+            return web.Response(status=status, text=f"llama-swap: {message}", headers=hdrs)
+        if "text/html" in accept:
+            hdrs.pop("Content-Type", None)
+            page = _html_error(status, message)
+            return web.Response(status=status, text=page, content_type="text/html", headers=hdrs)
     hdrs["Content-Type"] = "application/json"
     return web.Response(status=status, body=envelope_bytes(status, message, code), headers=hdrs)
+
+
+def _html_error(status: int, message: str) -> str:
+    import html  # the error path of a browser only
+
+    text = html.escape(message)
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>llama-swap: {status}</title></head>'
+        f"<body><h1>llama-swap</h1><p>{status}: {text}</p></body></html>\n"
+    )

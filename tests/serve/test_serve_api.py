@@ -264,6 +264,16 @@ def test_errors_use_llama_swaps_envelope(api_server):
     assert resp.json() == envelope("invalid JSON body", "invalid_request_error", "bad_request")
     resp = api_server.post("/v1/chat/completions", {"model": "nope"}, headers={"Accept": "text/plain"})
     assert (resp.status, resp.body) == (404, b"llama-swap: no local server found for requested model")
+    # A browser (Accept: text/html, no JSON) gets a page, as from llama-swap; the message is escaped.
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    resp = api_server.get("/upstream/%3Cnope%3E/", headers=browser)
+    assert resp.status == 404 and resp.headers["Content-Type"].startswith("text/html")
+    page = resp.body.decode()
+    assert "<h1>llama-swap</h1>" in page and "404: no model found in path /upstream/&lt;nope&gt;/" in page
+    resp = api_server.post(
+        "/v1/chat/completions", {"model": "nope"}, headers={"Accept": "text/html, application/json"}
+    )
+    assert resp.status == 404 and resp.json()["error"]["code"] == "not_found"  # JSON when it takes JSON
 
 
 def test_upstream_passthrough(api_server):
