@@ -363,6 +363,8 @@ class _Pass:
                 for path, s in self.scalars(v, f"{mpath}.{k.value}"):
                     if k.value == "proxy" and proxy_has_port and not cmd_has_port:
                         continue  # already reported (LS308)
+                    if k.value == "cmd" and cmd_wrong_type:
+                        continue  # a cmd that is not a string has its own error (LS302)
                     self.leftovers(
                         s,
                         path,

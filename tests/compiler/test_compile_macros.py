@@ -406,3 +406,16 @@ def test_no_inline_comment_warning_for_quoted_or_mid_word_hashes():
         cmd: {FAKE} --port ${{PORT}} --name "#x" '# y' a#b --c=#d \\#e
     """
     assert "LS412" not in codes(compile_yaml(text))
+
+
+def test_a_cmd_written_as_a_list_is_one_error():
+    # llama-swap refuses it when decoding; the ${PORT} inside it is no second problem.
+    text = """\
+    models:
+      a:
+        cmd: [llama-server, --port, "${PORT}"]
+    """
+    plan = compile_yaml(text)
+    assert [(d.code, d.message) for d in plan.diagnostics if d.is_error] == [
+        ("LS302", "'models.a.cmd' must be a string, got a list")
+    ]
