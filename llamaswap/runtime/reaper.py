@@ -182,11 +182,21 @@ class PortHolder:
     port: int
     pid: int | None
     command: str
+    # When the holder is an upstream a llamaswap that is gone left behind: the config that
+    # llamaswap served, and the holder's process group.
+    leftover_of: str | None = None
+    pgid: int | None = None
 
     def describe(self) -> str:
         if self.pid is None:
             return f"port {self.port} is already in use (by a process llamaswap cannot inspect)"
-        return f"port {self.port} is already in use by pid {self.pid} ({self.command})"
+        text = f"port {self.port} is already in use by pid {self.pid} ({self.command})"
+        if self.leftover_of is not None:
+            text += (
+                f": an upstream left behind by an earlier llamaswap that served {self.leftover_of} "
+                f"and is gone; serving that config again stops it (or kill -TERM -{self.pgid})"
+            )
+        return text
 
 
 def _local(host: str) -> bool:
@@ -258,15 +268,61 @@ def command_of(pid: int) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def port_holder(host: str, port: int) -> PortHolder | None:
-    """Who listens on loopback/wildcard `port`, if `host` is local and anyone does."""
+def port_holder(host: str, port: int, directory: Path | None = None) -> PortHolder | None:
+    """Who listens on loopback/wildcard `port`, if `host` is local and anyone does; also
+    whether it is an upstream of a llamaswap that is gone (its state file in `directory`,
+    default `runtime_dir()`, still names the holder's process group)."""
     if not _local(host) or not port or not os.path.isdir("/proc/net"):
         return None
     inodes = _listening_inodes(port)
     if not inodes:
         return None
     pid = _socket_owner(set(inodes))
-    return PortHolder(port, pid, command_of(pid) if pid is not None else "")
+    if pid is None:
+        return PortHolder(port, None, "")
+    found = _leftover_of(pid, directory if directory is not None else runtime_dir())
+    config, pgid = found if found is not None else (None, None)
+    return PortHolder(port, pid, command_of(pid), config, pgid)
+
+
+def _leftover_of(pid: int, directory: Path) -> tuple[str, int] | None:
+    """(config, pgid) when `pid`'s process group is recorded in a state file whose owner is
+    gone, else None."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    pgid = int(fields[2])
+    try:
+        files = sorted(directory.glob("*.json"))
+    except OSError:
+        return None
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+            owner, owner_start = int(data["pid"]), data.get("start_time")
+            entries = list(data.get("upstreams", []))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if is_process(owner, owner_start) or (owner_start is None and _pid_exists(owner)):
+            continue  # its llamaswap lives: the upstream is in use, not left behind
+        for entry in entries:
+            try:
+                recorded, started = int(entry["pgid"]), entry.get("start_time")
+            except (KeyError, TypeError, ValueError):
+                continue
+            if recorded == pgid and ours(pgid, started):
+                return str(data.get("config") or path), pgid
+    return None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 # -- the state file ------------------------------------------------------------------------

@@ -163,6 +163,40 @@ def test_port_holder_names_the_listening_process():
     assert reaper.port_holder("127.0.0.1", port) is None
 
 
+def test_port_holder_says_when_it_is_an_upstream_left_by_a_llamaswap_that_is_gone(tmp_path):
+    # Seen as a new user: kill -9 llamaswap (and its watchdog), then serve a copy of the config;
+    # the copy's models cannot start while the old upstream holds the port. Say whose it was.
+    script = (
+        "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+        "print(s.getsockname()[1], flush=True); time.sleep(300)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        port = int(proc.stdout.readline())
+        run = tmp_path / "run"
+        entry = {"model": "w", "pid": proc.pid, "pgid": proc.pid, "start_time": reaper.start_time(proc.pid)}
+        state = reaper.StateFile(run, "k", "/x/config.yaml")
+        write_state(state, 999999999, [entry | {"port": port}])
+        data = json.loads(state.path.read_text()) | {"config": "/x/config.yaml", "start_time": 1}
+        state.path.write_text(json.dumps(data))
+        holder = reaper.port_holder("127.0.0.1", port, directory=run)
+        assert holder is not None and (holder.pid, holder.pgid) == (proc.pid, proc.pid)
+        assert holder.describe() == (
+            f"port {port} is already in use by pid {proc.pid} ({holder.command}): an upstream left "
+            "behind by an earlier llamaswap that served /x/config.yaml and is gone; serving that "
+            f"config again stops it (or kill -TERM -{proc.pid})"
+        )
+        # While that llamaswap lives, its upstream is in use, not left behind.
+        state.path.write_text(
+            json.dumps(data | {"pid": os.getpid(), "start_time": reaper.start_time(os.getpid())})
+        )
+        holder = reaper.port_holder("127.0.0.1", port, directory=run)
+        assert holder is not None and holder.leftover_of is None
+        assert holder.describe() == f"port {port} is already in use by pid {proc.pid} ({holder.command})"
+    finally:
+        cleanup(proc)
+
+
 def test_config_keys_follow_the_real_path(tmp_path):
     target = tmp_path / "config.yaml"
     target.write_text("models: {}\n")
