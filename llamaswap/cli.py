@@ -167,17 +167,40 @@ def write_output(path: str, data: str | bytes) -> None:
 
 
 @cli.command("compile")
-@config_argument
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also merge every *.yml/*.yaml file in DIR, in name order, as serve --config-dir does "
+    "(llama-swap's -config-dir); CONFIG may then be left out.",
+)
 @format_option(["text", "json", "github"], "text", help="Output format.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
 @output_option("Write the compiled plan as JSON (only when there are no errors).")
 @expand_budget_option
-def compile_cmd(config: str, fmt: str, strict: bool, output: str | None, expand_budget: int | None) -> None:
-    """Check CONFIG: every problem at once, located, with hints. Exit 0 when it has no errors
-    (warnings allowed unless --strict), 1 when it has, 2 on usage errors."""
+def compile_cmd(
+    config: str | None,
+    config_dir: str | None,
+    fmt: str,
+    strict: bool,
+    output: str | None,
+    expand_budget: int | None,
+) -> None:
+    """Check CONFIG (and/or the files in --config-dir): every problem at once, located, with
+    hints. Exit 0 when it has no errors (warnings allowed unless --strict), 1 when it has, 2 on
+    usage errors."""
     from llamaswap.compiler.diagnostics import Severity, dumps, summarize
 
-    plan = compile_config(config, expand_budget)
+    if config is None and config_dir is None:
+        raise click.UsageError("give a CONFIG file, --config-dir DIR, or both")
+    if config_dir is None:
+        assert config is not None
+        plan = compile_config(config, expand_budget)
+    else:
+        plan = compile_sources(config, config_dir, expand_budget)
+    config = plan.file
     failed = not plan.ok or (strict and any(d.severity is Severity.WARNING for d in plan.diagnostics))
     if fmt == "json":
         click.echo(dumps(plan.compile_json()))

@@ -90,6 +90,27 @@ def test_usage_errors_exit_2(write, args):
     assert r.exit_code == 2, r.output
 
 
+def test_config_dir_is_merged_and_checked_as_serve_merges_it(write):
+    # llama-swap's -config-dir: a config checked in CI is the one serve will read.
+    Path("conf.d").mkdir()
+    write("main.yaml", 'models:\n  a: {cmd: "llamaswap fake-upstream --port ${PORT}"}\n')
+    write("conf.d/10-b.yaml", 'models:\n  b: {cmd: "llamaswap fake-upstream --port ${PORT}"}\n')
+    write("conf.d/notes.txt", "not a config\n")
+    r = run("main.yaml", "--config-dir", "conf.d")
+    assert r.exit_code == 0, r.output
+    assert (
+        r.stdout == "conf.d (2 files merged): ok — 2 models, 1 group (group engine); 0 errors, 0 warnings\n"
+    )
+    assert json.loads(run("--config-dir", "conf.d", "--format", "json").stdout)["models"] == ["b"]
+    # A model defined twice is an error located in the file that repeats it.
+    write("conf.d/20-again.yaml", "# again\nmodels:\n  a: {cmd: x}\n")
+    r = run("main.yaml", "--config-dir", "conf.d")
+    assert r.exit_code == 1
+    assert r.stdout.startswith("conf.d/20-again.yaml:3:3: error[LS317]: duplicate models 'a'")
+    assert run("--config-dir", "missing").exit_code == 2
+    assert run("conf.d/10-b.yaml", "--config-dir", "conf.d").exit_code == 2  # in both: refused
+
+
 def test_non_utf8_file_exits_2(write):
     Path("latin1.yaml").write_bytes("models: {caf\xe9: {cmd: x}}\n".encode("latin-1"))
     r = run("latin1.yaml")
