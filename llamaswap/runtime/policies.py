@@ -189,19 +189,40 @@ class LookaheadPolicy(FifoPolicy):
 
     name = "lookahead"
     chooses_victims = True
-    OPTIONS = ("horizon", "margin", "load_time")
+    OPTIONS = ("horizon", "margin", "load_time", "history", "min_history")
 
-    def __init__(self, horizon: float = 60.0, margin: float = 0.25, load_time: float = 10.0) -> None:
+    def __init__(
+        self,
+        horizon: float = 60.0,
+        margin: float = 0.25,
+        load_time: float = 10.0,
+        history: int = 256,
+        min_history: int = 3,
+    ) -> None:
         self.horizon = _number("horizon", horizon, 1e-3)
         self.margin = _number("margin", margin, 0.0, 1.0)
         self.load_time = _number("load_time", load_time, 0.0)
+        self.history = int(_number("history", history, 1, integer=True))
+        self.min_history = int(_number("min_history", min_history, 1, integer=True))
         self._rate: dict[str, tuple[float, float]] = {}  # model -> (decayed count, as of when)
         self._loads: dict[str, float] = {}
+        self._last_active: dict[str, float] = {}
+        self._gaps: dict[str, deque[float]] = {}  # model -> its last `history` return gaps
         self._alternatives: dict[tuple[str, tuple[str, ...]], tuple[Decision, ...]] = {}
 
     # -- learning ---------------------------------------------------------------------------
     def on_request(self, model: str, now: float) -> None:
         self._rate[model] = (self.rate(model, now) + 1.0, now)
+        last = self._last_active.get(model)
+        if last is not None:
+            gaps = self._gaps.get(model)
+            if gaps is None:
+                gaps = self._gaps[model] = deque(maxlen=self.history)
+            gaps.append(now - last)
+        self._last_active[model] = now
+
+    def on_serve_done(self, model: str, now: float) -> None:
+        self._last_active[model] = now
 
     def on_swap_done(self, model: str, started: float, now: float, ok: bool) -> None:
         if ok:
@@ -227,6 +248,33 @@ class LookaheadPolicy(FifoPolicy):
         chance that it is asked for again within about `horizon` seconds, 1 - exp(-rate)
         (a burst of requests makes a reload likely, not many reloads)."""
         return sum(self.load_time_of(m) * -math.expm1(-self.rate(m, now)) for m in models)
+
+    def expected_idle(self, model: str, now: float) -> float | None:
+        """How long until `model` is asked for again, by its own return gaps: the mean of the
+        gaps longer than its current idle time, minus that time (math.inf when it has been
+        idle longer than any gap seen: cold). None before `min_history` gaps."""
+        gaps = self._gaps.get(model)
+        last = self._last_active.get(model)
+        if gaps is None or last is None or len(gaps) < self.min_history:
+            return None
+        idle = now - last
+        longer = [g for g in gaps if g > idle]
+        return sum(longer) / len(longer) - idle if longer else math.inf
+
+    def agrees(self, chosen: tuple[str, ...], instead_of: tuple[str, ...], now: float) -> bool:
+        """The second opinion: evicting `chosen` rather than `instead_of` loses models that
+        are, by their return gaps, needed later (sum of 1 / expected idle time lower). It
+        abstains (True) while any of them has too little history."""
+        soon = []
+        for models in (chosen, instead_of):
+            total = 0.0
+            for m in models:
+                idle = self.expected_idle(m, now)
+                if idle is None:
+                    return True
+                total += 1.0 / max(idle, 1e-3)
+            soon.append(total)
+        return soon[0] < soon[1]
 
     # -- the choice -------------------------------------------------------------------------
     def alternatives(self, eviction: EvictionPolicy, decision: Decision) -> tuple[Decision, ...]:
@@ -267,9 +315,14 @@ class LookaheadPolicy(FifoPolicy):
         if len(options) == 1:
             return decision
         costs = [self.eviction_cost(d.evict, now) for d in options]
-        best = min(range(len(options)), key=costs.__getitem__)
-        # Only a clearly cheaper choice replaces the eviction policy's own.
-        return options[best] if costs[best] < self.margin * costs[0] else decision
+        # Only a clearly cheaper choice replaces the eviction policy's own, and only when the
+        # return gaps agree that what it evicts is needed later.
+        for i in sorted(range(1, len(options)), key=costs.__getitem__):
+            if not costs[i] < self.margin * costs[0]:
+                break
+            if self.agrees(options[i].evict, decision.evict, now):
+                return options[i]
+        return decision
 
 
 # name -> factory(**options) -> SchedulingPolicy

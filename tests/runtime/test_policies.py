@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -230,6 +231,31 @@ def test_lookahead_keeps_the_model_asked_for_more_and_fifo_evicts_by_set_order()
     assert all(m <= f for f, m in waits) and waits[-1] == (1.1, 0.0)  # FIFO: c serves, then b reloads
 
 
+def test_lookahead_return_gaps_veto_a_recency_pick_that_evicts_a_regular_model():
+    """a is asked for every 20 s; b had a burst that is over. Loading c at 75, recency alone
+    (b's four requests just now, a's one 15 s ago) says evict a, which is due again at 80;
+    a's return gaps say it is needed in about 5 s and b, idle longer than any gap it had, is
+    cold: lookahead keeps FIFO's pick (b) and a's request at 80 needs no swap back."""
+    plan = pairs_plan()
+    trace = [TraceRequest(t, "a", 0.1) for t in (0, 20, 40, 60, 80)]
+    trace += [TraceRequest(t, "b", 0.1) for t in (70, 71, 72, 73)] + [TraceRequest(75, "c", 0.1)]
+    settings = scheduler_settings(plan)
+    loads = {"a": 1, "b": 1, "c": 1}
+    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy(horizon=10))
+    assert (look["swaps"], look["evictions"]) == (3, {"b": 1})
+    assert look["per_request"][-1]["model"] == "a" and look["per_request"][-1]["wait"] == 0
+    # Without enough history the second opinion abstains: recency alone evicts a.
+    blind = LookaheadPolicy(horizon=10, min_history=1000)
+    recency = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=blind)
+    assert (recency["swaps"], recency["evictions"]) == (4, {"a": 1, "c": 1})
+    assert recency["per_request"][-1]["wait"] == 1.0
+    p = LookaheadPolicy()
+    for t in (0, 20, 40, 60):
+        p.on_request("a", t)
+    assert p.expected_idle("a", 75) == 5.0 and p.expected_idle("a", 90) == math.inf
+    assert p.expected_idle("b", 75) is None
+
+
 def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
     plan = pairs_plan()
     decision = plan.policy.decide("c", ("a", "b"))
@@ -256,8 +282,13 @@ def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
 
 
 def test_lookahead_options():
-    p = make_policy("lookahead", {"horizon": 30, "margin": 0.5, "load_time": 3})
-    assert isinstance(p, LookaheadPolicy) and (p.horizon, p.margin, p.load_time) == (30, 0.5, 3)
+    p = make_policy(
+        "lookahead", {"horizon": 30, "margin": 0.5, "load_time": 3, "history": 16, "min_history": 2}
+    )
+    assert isinstance(p, LookaheadPolicy)
+    assert (p.horizon, p.margin, p.load_time, p.history, p.min_history) == (30, 0.5, 3, 16, 2)
+    with pytest.raises(PolicyOptionError, match="'history' must be an integer"):
+        make_policy("lookahead", {"history": 1.5})
     with pytest.raises(PolicyOptionError, match="'margin' must be between 0 and 1"):
         make_policy("lookahead", {"margin": 2})
     with pytest.raises(PolicyOptionError) as exc:

@@ -409,7 +409,10 @@ class _HoldsEverything(FifoPolicy):
 POLICIES: dict = {name: (name, {}) for name in BUILTIN if name != "fifo"}
 POLICIES["hold-eager"] = ("hold", {"min_history": 1, "quantile": 1.0, "budget": 3.0, "load_time": 2.0})
 POLICIES["holds-everything"] = _HoldsEverything
-POLICIES["lookahead-eager"] = ("lookahead", {"margin": 1.0, "horizon": 5.0, "load_time": 1.0})
+POLICIES["lookahead-eager"] = (
+    "lookahead",
+    {"margin": 1.0, "horizon": 5.0, "load_time": 1.0, "min_history": 1},
+)
 for _label, _spec in POLICIES.items():
     _machine = type(f"SchedulerMachine_{_label}", (SchedulerMachine,), {"scheduling": _spec})
     _machine.TestCase.settings = SETTINGS
