@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import write_result
 from lowerbound import chain_bound
-from traces import KINDS, World, generate
+from traces import KINDS, World, generate, renamed
 
 from llamaswap.compiler.plan import compile_text
 from llamaswap.runtime.policies import make_policy
@@ -50,23 +50,29 @@ from llamaswap.runtime.scheduler import FifoPolicy
 from llamaswap.runtime.settings import scheduler_settings
 from llamaswap.runtime.simulate import compare_table, simulate
 
-# name -> (load-time factor, arrival-time factor, models that fit at once): the same requests
-# in a different world.
+# name -> (load-time factor, arrival-time factor, models that fit at once, shuffled names): the
+# same requests in a different world.
 VARIANTS = {
-    "base": (1.0, 1.0, 1),
-    "fast-loads": (0.5, 1.0, 1),
-    "slow-loads": (2.0, 1.0, 1),
-    "busier": (1.0, 0.7, 1),  # arrivals 30 % closer together
-    "calmer": (1.0, 1.5, 1),
-    "two-slots": (1.0, 1.0, 2),  # any two models fit together: a load chooses its victim
-    "three-slots": (1.0, 1.0, 3),
+    "base": (1.0, 1.0, 1, False),
+    "fast-loads": (0.5, 1.0, 1, False),
+    "slow-loads": (2.0, 1.0, 1, False),
+    "busier": (1.0, 0.7, 1, False),  # arrivals 30 % closer together
+    "calmer": (1.0, 1.5, 1, False),
+    "two-slots": (1.0, 1.0, 2, False),  # any two models fit together: a load chooses its victim
+    "three-slots": (1.0, 1.0, 3, False),
+    # The same, under shuffled model names: FIFO's pick among equally cheap victims follows
+    # set order, which follows the names, so these give FIFO other (good or bad) luck.
+    "two-slots-renamed": (1.0, 1.0, 2, True),
+    "three-slots-renamed": (1.0, 1.0, 3, True),
 }
-ONE_SLOT = [name for name, (_, _, slots) in VARIANTS.items() if slots == 1]
+ONE_SLOT = [name for name, (_, _, slots, _) in VARIANTS.items() if slots == 1]
 REFERENCES = ("foresight", "foresight-cheap")
 
 
 def variant(world: World, name: str) -> World:
-    loads, times, _ = VARIANTS[name]
+    loads, times, _, names = VARIANTS[name]
+    if names:
+        world = renamed(world)
     if (loads, times) == (1.0, 1.0):
         return world
     return World(

@@ -18,6 +18,8 @@ Kinds:
 - `office`: an office day over six models with Zipf popularity: people arrive, work in
   sessions of a few requests with one model, and leave; lunch is quieter.
 
+`renamed(world)` is the same world under shuffled model names (so set order, and with it
+FIFO's pick among equally cheap victims, falls on other models).
 `write_trace(path, requests)` writes JSON lines; `python bench/traces.py KIND SEED` prints one.
 """
 
@@ -214,6 +216,22 @@ def generate(kind: str, seed: int) -> World:
         (TraceRequest(_r(r.at), r.model, _r(r.duration)) for r in requests), key=lambda r: (r.at, r.model)
     )
     return World(kind, seed, {m: _r(v) for m, v in loads.items()}, requests)
+
+
+def renamed(world: World) -> World:
+    """The same world with its models renamed by a seeded shuffle (`b-embed`, `a-tts`, ...):
+    the eviction policy's solver order, which follows the names, then favours other models.
+    FIFO's choice of victim among equally cheap sets is that order, so this is the world an
+    arbitrary naming gives it."""
+    order = list(world.models)
+    random.Random(f"names:{world.kind}:{world.seed}").shuffle(order)
+    name = {m: f"{chr(ord('a') + i)}-{m}" for i, m in enumerate(order)}
+    return World(
+        world.kind,
+        world.seed,
+        {name[m]: t for m, t in world.load_times.items()},
+        [TraceRequest(r.at, name[r.model], r.duration) for r in world.requests],
+    )
 
 
 def trace_lines(requests: list[TraceRequest]) -> list[str]:

@@ -40,8 +40,16 @@ the one whose eviction is expected to cost least:
 - the expected cost of evicting a set of models is the sum of each one's load time x the
   chance it is asked for again within about `horizon` seconds (1 - exp(-decayed count): a
   burst makes one reload likely, not many);
-- it replaces the eviction policy's choice only by a clearly cheaper one (cost below
-  `margin` x the eviction policy's), so noise in the estimates keeps FIFO's order.
+- it replaces the eviction policy's choice only by a cheaper one (cost below `margin` x the
+  eviction policy's; the default 1 takes any cheaper one, so the choice does not depend on
+  set order, i.e. on the models' names), and only when a second opinion agrees: each
+  model's *return gaps* (from its last activity to its next request, the last `history`
+  kept) give its expected time to the next request given how long it has been idle (the
+  mean of the gaps longer than that, minus it; cold when it has been idle longer than any),
+  and the models the replacement evicts must be needed later by that measure (a smaller
+  sum of 1 / expected time). Recency alone mistakes a burst that just ended for a hot model
+  and a regular one for a cold model; the gaps see both. The second opinion abstains while
+  a model has fewer than `min_history` gaps.
 Choices only ever come from the eviction policy's own candidates at its lowest cost (the
 user's `evict_costs` are honoured); the groups engine never has a choice.
 """
@@ -194,7 +202,7 @@ class LookaheadPolicy(FifoPolicy):
     def __init__(
         self,
         horizon: float = 60.0,
-        margin: float = 0.25,
+        margin: float = 1.0,
         load_time: float = 10.0,
         history: int = 256,
         min_history: int = 3,

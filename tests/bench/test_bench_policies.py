@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from lowerbound import chain_bound
-from traces import KINDS, generate, trace_lines
+from traces import KINDS, generate, renamed, trace_lines
 
 from llamaswap.compiler.plan import compile_text
 from llamaswap.runtime.policies import make_policy
@@ -79,3 +79,20 @@ def test_lookahead_is_fifo_without_a_choice_and_chooses_with_one():
     fifo, look = runs[2, "fifo"], runs[2, "lookahead"]
     assert look["swaps"] < fifo["swaps"] and look["wait"]["p95"] <= fifo["wait"]["p95"]
     assert look["evictions"].get("coder-32b", 0) < fifo["evictions"].get("coder-32b", 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_renamed_world_is_the_same_traffic_under_other_names(kind):
+    """Renaming is seeded and changes nothing but the names: one model at a time (no victim
+    to choose), FIFO makes exactly the same swaps and waits."""
+    world = generate(kind, 3)
+    other = renamed(world)
+    assert other == renamed(world) and sorted(other.load_times.values()) == sorted(world.load_times.values())
+    assert [(r.at, r.duration) for r in other.requests] == [(r.at, r.duration) for r in world.requests]
+    assert {m.split("-", 1)[1] for m in other.models} == set(world.models)
+    runs = []
+    for w in (world, other):
+        plan = compile_text(w.config(), "w.yaml")
+        assert plan.ok, plan.diagnostics
+        runs.append(simulate(plan.policy, scheduler_settings(plan), w.requests, w.load_times))
+    assert (runs[0]["swaps"], runs[0]["wait"]) == (runs[1]["swaps"], runs[1]["wait"])
