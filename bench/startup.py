@@ -1,7 +1,7 @@
 """Start-up benchmark: `serve` spawn -> first 200 on /v1/models, and `llamaswap compile` wall time.
 
 Usage: .venv/bin/python bench/startup.py [--runs 7] [--config samples/valid/matrix-example.yaml]
-                                          [--install wheel|editable]
+                                          [--install wheel|editable] [--against REV]
 
 1. `llamaswap serve CONFIG --listen 127.0.0.1:PORT --log-level warn` (a free port chosen
    beforehand), spawned `--runs` times one after another; for each: spawn -> the first
@@ -18,7 +18,8 @@ its sources as pip writes it, and no editable-install finder runs at interpreter
 `--install editable` measures the dev venv's `.venv/bin/llamaswap` instead, with a
 PYTHONPYCACHEPREFIX primed by one run (the source tree has no .pyc under
 PYTHONDONTWRITEBYTECODE): quicker to run while iterating. Either way one unmeasured run
-comes first. Targets (issue 18): serve <= 0.4 s, compile <= 0.35 s on every
+comes first. `--against REV` builds a second wheel from git revision REV and alternates
+the two, round by round, so a before/after comparison shares the machine's load. Targets (issue 18): serve <= 0.4 s, compile <= 0.35 s on every
 sample. Wall clock depends on the machine's load (printed with the tables); CPU time less so.
 Writes bench/results/startup.json.
 """
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,28 +64,43 @@ def first_answer(port: int, deadline: float) -> bool:
     return False
 
 
-def installed_wheel(scratch: Path, env: dict[str, str]) -> str:
-    """Build a wheel of the working tree and install it (with its bytecode) into a scratch
-    venv under `scratch`; the dependencies are the dev venv's. Returns its `llamaswap`."""
-    src = scratch / "src"
+def working_tree(dest: Path) -> Path:
+    """A copy of the working tree's tracked files (uncommitted edits included)."""
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=common.REPO, capture_output=True, check=True
     ).stdout.split(b"\0")
     for name in filter(None, (f.decode() for f in files)):
         if (common.REPO / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(common.REPO / name, src / name)
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(common.REPO / name, dest / name)
+    return dest
+
+
+def revision(rev: str, dest: Path) -> Path:
+    """The tracked files of a git revision (`--against`)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=common.REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def installed_wheel(src: Path, scratch: Path, env: dict[str, str]) -> str:
+    """Build a wheel of `src` and install it (with its bytecode) into a scratch venv under
+    `scratch`; the dependencies are the dev venv's. Returns its `llamaswap`."""
+    scratch.mkdir(parents=True, exist_ok=True)
     pip = [common.python_exe(), "-m", "pip"]
-    quiet = {"env": env, "stdout": subprocess.DEVNULL, "check": True}
-    subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(scratch / "dist"), str(src)], **quiet)
+
+    def quiet(argv: list[str]) -> None:
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+
+    quiet([*pip, "wheel", "-q", "--no-deps", "-w", str(scratch / "dist"), str(src)])
     (wheel,) = (scratch / "dist").glob("llamaswap-*.whl")
     venv = scratch / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], **quiet)
+    quiet([base, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
-    subprocess.run(
-        [*pip, "--python", str(python), "install", "-q", "--compile", "--no-deps", "--no-index", str(wheel)],
-        **quiet,
+    quiet(
+        [*pip, "--python", str(python), "install", "-q", "--compile", "--no-deps", "--no-index", str(wheel)]
     )
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -129,6 +146,7 @@ def serve_once(exe: str, config: Path, env: dict[str, str]) -> dict[str, float]:
     try:
         ok = first_answer(port, t0 + 30.0)
         answered = time.monotonic() - t0
+        cpu = process_cpu(proc.pid)
         if not ok:
             raise SystemExit(f"bench: serve did not answer /v1/models within 30 s ({' '.join(argv)})")
     finally:
@@ -139,7 +157,18 @@ def serve_once(exe: str, config: Path, env: dict[str, str]) -> dict[str, float]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-    return {"answered_s": answered}
+    return {"answered_s": answered, "cpu_s": cpu}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, from /proc (clock ticks; the
+    watchdog, a child, is not counted); NaN where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def compile_once(exe: str, sample: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -159,6 +188,43 @@ def compile_once(exe: str, sample: Path, env: dict[str, str]) -> tuple[float, fl
     return wall, usage.ru_utime + usage.ru_stime
 
 
+def measure(exe: str, args: argparse.Namespace, env: dict[str, str]) -> Iterator[tuple[str, float, float]]:
+    """One round: (what, wall, cpu) for serve and for every sample's compile."""
+    served = serve_once(exe, common.REPO / args.config, env)
+    yield "serve", served["answered_s"], served["cpu_s"]
+    if not args.skip_compile:
+        for sample in sorted((common.REPO / "samples" / "valid").glob("*.yaml")):
+            wall, cpu = compile_once(exe, sample, env)
+            yield sample.name, wall, cpu
+
+
+def summary(rounds: list[list[tuple[str, float, float]]]) -> dict[str, Any]:
+    by: dict[str, tuple[list[float], list[float]]] = {}
+    for one in rounds:
+        for what, wall, cpu in one:
+            walls, cpus = by.setdefault(what, ([], []))
+            walls.append(wall)
+            cpus.append(cpu)
+    serve_runs, serve_cpus = by.pop("serve")
+    return {
+        "serve": {
+            "answered_s": serve_runs,
+            "cpu_s": serve_cpus,
+            "median_s": common.median(serve_runs),
+            "cpu_median_s": common.median(serve_cpus),
+        },
+        "compile": {
+            name: {
+                "wall_s": walls,
+                "cpu_s": cpus,
+                "median_s": common.median(walls),
+                "cpu_median_s": common.median(cpus),
+            }
+            for name, (walls, cpus) in by.items()
+        },
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=7, help="spawns per measurement (median)")
@@ -170,35 +236,42 @@ def main() -> None:
         default="wheel",
         help="measure a wheel installed in a scratch venv (what a user gets; default) or the dev venv",
     )
+    ap.add_argument(
+        "--against",
+        metavar="REV",
+        default=None,
+        help="also measure a wheel of git revision REV, the two alternating round by round "
+        "(before/after under the same load)",
+    )
     args = ap.parse_args()
+    if args.against and args.install != "wheel":
+        raise SystemExit("bench: --against compares wheels (--install wheel)")
     load_before = os.getloadavg()[0]
     base_env = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
     }
     results: dict[str, Any] = {"runs": args.runs, "config": args.config, "install": args.install}
-    with tempfile.TemporaryDirectory(prefix="llamaswap-bench-startup-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="llamaswap-bench-startup-") as tmp:
+        scratch = Path(tmp)
         if args.install == "wheel":
             env = base_env
-            exe = installed_wheel(Path(scratch), env)
+            exes = {"this tree": installed_wheel(working_tree(scratch / "src"), scratch / "this", env)}
+            if args.against:
+                exes[args.against] = installed_wheel(
+                    revision(args.against, scratch / "against-src"), scratch / "against", env
+                )
         else:
-            env = dict(base_env, PYTHONPYCACHEPREFIX=scratch)
-            exe = common.llamaswap_exe()
-        config = common.REPO / args.config
-        serve_once(exe, config, env)  # prime the bytecode cache (editable) and the page cache
-        serve_runs = [serve_once(exe, config, env)["answered_s"] for _ in range(args.runs)]
-        results["serve"] = {"answered_s": serve_runs, "median_s": common.median(serve_runs)}
-        compiles: dict[str, Any] = {}
-        if not args.skip_compile:
-            for sample in sorted((common.REPO / "samples" / "valid").glob("*.yaml")):
-                compile_once(exe, sample, env)  # prime
-                walls, cpus = zip(*(compile_once(exe, sample, env) for _ in range(args.runs)))
-                compiles[sample.name] = {
-                    "wall_s": list(walls),
-                    "cpu_s": list(cpus),
-                    "median_s": common.median(walls),
-                    "cpu_median_s": common.median(cpus),
-                }
-        results["compile"] = compiles
+            env = dict(base_env, PYTHONPYCACHEPREFIX=str(scratch))
+            exes = {"this tree": common.llamaswap_exe()}
+        rounds: dict[str, list[list[tuple[str, float, float]]]] = {label: [] for label in exes}
+        for i in range(args.runs + 1):  # round 0 primes the bytecode and page caches
+            for label, exe in exes.items():
+                one = list(measure(exe, args, env))
+                if i:
+                    rounds[label].append(one)
+        results.update(summary(rounds["this tree"]))
+        if args.against:
+            results["against"] = {"rev": args.against, **summary(rounds[args.against])}
     load_after = os.getloadavg()[0]
     results["load"] = [load_before, load_after]
 
@@ -206,29 +279,50 @@ def main() -> None:
         f"\n### start-up (median of {args.runs}; {args.install} install, bytecode cached; "
         f"load {load_before:.2f} -> {load_after:.2f})\n"
     )
-    s = results["serve"]
-    rows = [
-        [
-            f"`serve {Path(args.config).name}`: spawn -> first 200 on /v1/models",
-            ms(s["median_s"], 0),
-            ms(min(s["answered_s"]), 0),
-            "—",
-            f"<= {TARGET_SERVE * 1000:.0f} ms",
-            verdict(s["median_s"] <= TARGET_SERVE),
+    before = results.get("against")
+
+    def cells(m: dict[str, Any], walls: str) -> list[str]:
+        return [ms(m["median_s"], 0), ms(min(m[walls]), 0), ms(m["cpu_median_s"], 0)]
+
+    def row(
+        what: str, now: dict[str, Any], then: dict[str, Any] | None, walls: str, goal: float
+    ) -> list[str]:
+        return [
+            what,
+            *(cells(then, walls) if then is not None else []),
+            *cells(now, walls),
+            f"<= {goal * 1000:.0f} ms",
+            verdict(now["median_s"] <= goal),
         ]
-    ]
-    for name, c in compiles.items():
-        rows.append(
-            [
-                f"`compile {name}`",
-                ms(c["median_s"], 0),
-                ms(min(c["wall_s"]), 0),
-                ms(c["cpu_median_s"], 0),
-                f"<= {TARGET_COMPILE * 1000:.0f} ms",
-                verdict(c["median_s"] <= TARGET_COMPILE),
-            ]
+
+    name = Path(args.config).name
+    rows = [
+        row(
+            f"`serve {name}`: spawn -> first 200 on /v1/models",
+            results["serve"],
+            before["serve"] if before else None,
+            "answered_s",
+            TARGET_SERVE,
         )
-    print(md_table(["command", "wall p50", "wall min", "CPU p50", "goal", "result"], rows, "lrrrrl"))
+    ]
+    for sample, c in results["compile"].items():
+        rows.append(
+            row(
+                f"`compile {sample}`",
+                c,
+                before["compile"][sample] if before else None,
+                "wall_s",
+                TARGET_COMPILE,
+            )
+        )
+    head = ["wall p50", "wall min", "CPU p50"]
+    if before:
+        head = [f"{args.against}: {h}" for h in head] + [f"this tree: {h}" for h in head]
+    print(md_table(["command", *head, "goal", "result"], rows, "l" + "r" * (len(head) + 1) + "l"))
+    if before:
+        print(
+            f"\n({args.against} and this tree alternate round by round; CPU of serve: the process until its first answer.)"
+        )
     common.write_result("startup", results)
 
 
