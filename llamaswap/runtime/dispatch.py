@@ -96,6 +96,11 @@ def _parse_json(raw: bytes) -> object:
     except RecursionError:
         raise BadBody("invalid JSON body: nested too deeply") from None
     except ValueError:
+        if raw[:2] == b"\x1f\x8b":  # a gzip member: a client that compresses its requests
+            raise BadBody(
+                "invalid JSON body: it is gzip-compressed; request bodies are not decompressed "
+                "(as in llama-swap): send it uncompressed"
+            ) from None
         raise BadBody("invalid JSON body") from None
 
 

@@ -5,6 +5,7 @@ hop-by-hop headers, the error envelope, /upstream passthrough, /running, logs.""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
 import uuid
@@ -262,6 +263,14 @@ def test_errors_use_llama_swaps_envelope(api_server):
     resp = api_server.post("/v1/chat/completions", b"{not json")
     assert resp.status == 400
     assert resp.json() == envelope("invalid JSON body", "invalid_request_error", "bad_request")
+    # A client that gzips its requests is told why (llama-swap does not decompress them either).
+    packed = gzip.compress(json.dumps({"model": "chat", "messages": []}).encode())
+    resp = api_server.post("/v1/chat/completions", packed, headers={"Content-Encoding": "gzip"})
+    assert resp.status == 400
+    assert resp.json()["error"]["message"] == (
+        "invalid JSON body: it is gzip-compressed; request bodies are not decompressed (as in llama-swap): "
+        "send it uncompressed"
+    )
     resp = api_server.post("/v1/chat/completions", {"model": "nope"}, headers={"Accept": "text/plain"})
     assert (resp.status, resp.body) == (404, b"llama-swap: no local server found for requested model")
     # A browser (Accept: text/html, no JSON) gets a page, as from llama-swap; the message is escaped.
