@@ -6,7 +6,9 @@ llama-swap, vLLM, OpenRouter: anything OpenAI-compatible), as llama-swap's peer 
   -> the model the body (JSON, form field) or `?model=` names is renamed to the peer's own
      name for it; `/upstream/<peer/model>/<path>` goes to the peer as `/upstream/<model>/<path>`
   -> forwarded by the same proxy and pooled client as a local model's request, under the
-     peer's timeouts, the answer streamed back as it arrives.
+     peer's timeouts, the answer streamed back as it arrives; through the forward proxy that
+     HTTP_PROXY / HTTPS_PROXY name unless NO_PROXY (or a loopback peer) says direct, as Go's
+     ProxyFromEnvironment does for llama-swap (envproxy.py).
 
 Invariants:
 - No scheduler: a peer request takes no ticket, starts no swap, waits in no queue and counts
@@ -14,6 +16,8 @@ Invariants:
   (Body limits, auth and the connection cap apply before dispatch, as for every request.)
 - The client's credentials never leave: `Authorization` and `x-api-key` are always dropped;
   the peer's `apiKey`, when set, is sent as `Authorization: Bearer` and `x-api-key`.
+- A forward proxy is only ever http:// or https://; another scheme (socks5) answers 502 and
+  never goes direct behind the operator's back.
 - A failure answers as soon as it is known and names the peer: unreachable -> 502
   `peer proxy error: ...` (e.g. connection refused to host:port); a bounded wait that ran out
   -> 504 (its key: `peers.<id>.timeouts.connect`, `responseHeader` or `streamIdle`); a failure
@@ -30,7 +34,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urlencode
 from aiohttp import web
 
 from llamaswap.compiler.virtual import PeerRoute
-from llamaswap.runtime import websocket
+from llamaswap.runtime import envproxy, websocket
 from llamaswap.runtime.body import Body, StreamBody, upstream_body
 from llamaswap.runtime.filters import (
     apply_filters,
@@ -131,7 +135,21 @@ async def forward_to_peer(
         return error_response(request, 400, str(exc))
     url = peer.proxy.rstrip("/") + peer_target(request, route, requested, target, passthrough)
     drop, add = peer_auth(peer.api_key)
-    logger.debug("peer: routing model %s to peer %s as %s", requested, peer.id, route.model)
+    via = envproxy.from_environment().proxy_for(url)
+    logger.debug(
+        "peer: routing model %s to peer %s as %s%s",
+        requested,
+        peer.id,
+        route.model,
+        f" via proxy {redact(envproxy.shown(via))}" if via else "",
+    )
+    if via is not None and not via.lower().startswith(("http://", "https://")):
+        message = redact(
+            f"peer proxy error: peer {peer.id}: proxy {envproxy.shown(via)} from the environment: "
+            "only http:// and https:// proxies are supported"
+        )
+        logger.warning("%s", message)
+        return error_response(request, 502, message)
     app = request.app
     if passthrough and websocket.is_upgrade(request):
         return await websocket.proxy(
@@ -141,6 +159,7 @@ async def forward_to_peer(
             drop_headers=drop,
             add_headers=add,
             handshake_timeout=websocket.handshake_timeout(peer_timeouts(peer.timeouts)),
+            via=via,
         )
     try:
         return await forward(
@@ -153,6 +172,7 @@ async def forward_to_peer(
             add_headers=add,
             timeouts=peer_timeouts(peer.timeouts),
             tap=tap,
+            via=via,
         )
     except UpstreamTimedOut as exc:
         message = redact(f"peer proxy error: peer {peer.id}: {_peer_keys(exc, peer.id)}")

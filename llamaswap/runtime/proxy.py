@@ -223,6 +223,7 @@ async def forward(
     response: web.StreamResponse | None = None,
     timeouts: UpstreamTimeouts | None = None,
     tap: Callable[[bytes], None] | None = None,
+    via: str | None = None,
 ) -> web.StreamResponse:
     """Send the request to `url` and relay the answer.
 
@@ -234,6 +235,7 @@ async def forward(
     With `response` (an already prepared stream, e.g. after a loading-state preamble), only
     the upstream body is written into it and its status/headers are not sent again.
     `tap` sees every body chunk relayed (the activity store reads usage from the tail).
+    `via`: a forward proxy's URL (envproxy.py) the request goes through (aiohttp's client).
     """
     # The authority ends at the first "/", "?" or "#" after "//" (as urlsplit has it); the
     # origin's host and port are worked out once per upstream, not per request.
@@ -244,7 +246,7 @@ async def forward(
         if 0 <= at < end:
             end = at
     origin = _plain_origin(url[:end]) if start > 2 else None
-    if origin is None or request.method == "HEAD" or "upgrade" in request.headers:
+    if via is not None or origin is None or request.method == "HEAD" or "upgrade" in request.headers:
         return await _forward_aiohttp(
             request,
             session,
@@ -256,6 +258,7 @@ async def forward(
             response=response,
             timeouts=timeouts,
             tap=tap,
+            via=via,
         )
     # Everything after the authority, untouched: urlsplit would drop a `#` and re-join parts.
     target = url[end:] or "/"
@@ -337,6 +340,7 @@ async def _forward_aiohttp(
     response: web.StreamResponse | None = None,
     timeouts: UpstreamTimeouts | None = None,
     tap: Callable[[bytes], None] | None = None,
+    via: str | None = None,
 ) -> web.StreamResponse:
     headers = upstream_headers(request.headers, drop_headers)
     if add_headers:
@@ -357,6 +361,7 @@ async def _forward_aiohttp(
             headers=headers,
             data=data,
             allow_redirects=False,
+            proxy=via,
             timeout=aiohttp.ClientTimeout(
                 total=None,
                 connect=timeouts.connect if timeouts else 30,

@@ -93,9 +93,11 @@ async def proxy(
     drop_headers: frozenset[str] = frozenset(),
     add_headers: Mapping[str, str] | None = None,
     handshake_timeout: float | None = None,
+    via: str | None = None,
 ) -> web.StreamResponse:
     """Open the upstream websocket at `url` (http[s]://…), accept the client's, relay until
-    one side closes; the client's WebSocketResponse (or the error answered instead)."""
+    one side closes; the client's WebSocketResponse (or the error answered instead).
+    `via`: a forward proxy's URL the handshake goes through."""
     headers = upstream_headers(request.headers, drop_headers | _HANDSHAKE)
     if add_headers:
         headers.extend(add_headers)
@@ -113,6 +115,7 @@ async def proxy(
                 protocols=protocols,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
                 max_msg_size=MAX_MESSAGE,
+                proxy=via,
             )
     except aiohttp.WSServerHandshakeError as exc:
         status = exc.status if exc.status >= 400 else 502

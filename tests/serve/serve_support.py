@@ -375,10 +375,12 @@ def start_serve(
     args: tuple[str, ...] = (),
     executable: tuple[str, ...] = (PY, "-m", "llamaswap"),
     timeout: float = DEADLINE,
+    env: dict[str, str] | None = None,
     **popen: Any,
 ) -> Serve:
     """Run `llamaswap serve [CONFIG] --listen 127.0.0.1:0` and wait for its URL (`popen`:
-    extra subprocess.Popen arguments, e.g. a controlling terminal)."""
+    extra subprocess.Popen arguments, e.g. a controlling terminal; `env`: variables set on
+    top of this environment, which loses its `*_proxy` variables first)."""
     stderr_path = cwd / f"serve-{time.monotonic_ns()}.stderr"
     argv = [
         *executable,
@@ -388,7 +390,9 @@ def start_serve(
         "127.0.0.1:0",
         *args,
     ]
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(extra)
     # The activity store's default place: one per test directory (a restart in the same
     # test finds its records; other tests do not see them).
     env["XDG_DATA_HOME"] = str(cwd / "data")
