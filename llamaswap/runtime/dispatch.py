@@ -248,7 +248,7 @@ async def dispatch(
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        resp = await cancelled_response(request, measure.rid)
+        resp = await cancelled_response(request, measure.rid, tracker.waiting(measure.rid))
         status = str(resp.status)
         return resp
     except Exception:
@@ -451,15 +451,28 @@ async def _peer(
         return await body_error_response(request, exc)
 
 
-async def cancelled_response(request: web.Request, rid: str) -> web.StreamResponse:
+async def cancelled_response(request: web.Request, rid: str, waiting: bool) -> web.StreamResponse:
     """The answer to a request cancelled through `POST /api/inflight/{id}/cancel` (its upstream
-    connection is already closed and its ticket released). Not started: 502, as
-    llama-swap's reverse proxy answers a cancelled request. An event stream under way: an
-    error event, then a clean end (llama-swap ends it cleanly too). Any other response under
-    way: the connection is aborted, so a truncated body never passes for a whole one."""
+    connection is already closed and its ticket released), as llama-swap answers it:
+    - still waiting for its model (queued, or waiting on a swap): an empty 200 (llama-swap's
+      handler returns without writing), or, with a loading-state stream under way, the stream
+      ends cleanly with nothing more written;
+    - granted, nothing sent yet: 502 (llama-swap's reverse proxy answers 502);
+    - an event stream under way: an error event, then a clean end (llama-swap ends it
+      cleanly too); any other response under way: the connection is aborted, so a
+      truncated body never passes for a whole one."""
     message = f"request {rid} was cancelled (POST /api/inflight/{rid}/cancel)"
-    logger.info("%s", message)
     started: web.StreamResponse | None = request.get(STARTED_RESPONSE)
+    if waiting:
+        logger.info("%s while it waited for its model", message)
+        if started is None:
+            return web.Response(status=200)
+        try:
+            await started.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
+        return started
+    logger.info("%s", message)
     if started is None:
         return error_response(request, 502, message)
     if isinstance(started, web.WebSocketResponse):

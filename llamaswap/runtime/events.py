@@ -225,6 +225,11 @@ class InflightTracker:
             task.cancel(CANCELLED_BY_API)
         return True
 
+    def waiting(self, rid: str) -> bool:
+        """Whether the request is still waiting for its grant (not yet being served)."""
+        entry = self._entries.get(rid)
+        return entry is not None and entry["state"] == "waiting"
+
     def cancelled(self, rid: str) -> bool:
         """Whether `cancel` was called for this request (while it is in the table)."""
         entry = self._entries.get(rid)

@@ -34,8 +34,9 @@ CONFIG = {
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     factory = ServeFactory(tmp_path_factory.mktemp("passthrough"))
     config = json.loads(json.dumps(CONFIG))
-    # `slow` never gets past starting (its gate stays shut): its requests wait.
-    config["models"]["slow"] = model(factory.gate("never").wrap(upstream_cmd("slow")))
+    # `slow` never gets past starting (its gate stays shut): its requests wait (a streamed
+    # chat request with the loading-state stream).
+    config["models"]["slow"] = model(factory.gate("never").wrap(upstream_cmd("slow")), sendLoadingState=True)
     server = factory(config)
     try:
         yield server
@@ -128,24 +129,42 @@ def test_api_version_is_what_serve_version_prints(server):
 
 
 def test_cancel_a_waiting_request(server):
+    # As llama-swap: a request cancelled while it waits for its model gets an empty 200 (its
+    # handler returns without writing anything).
     call = server.call("GET", "/upstream/slow/v1/models")
     entry = one_inflight(server, "slow", "waiting")
     assert entry["req_path"] == "/upstream/slow/v1/models" and entry["id"].isdigit()
     assert server.post(f"/api/inflight/{entry['id']}/cancel").json() == {"msg": "ok"}
     resp = call.response()
-    body = json.loads(resp.read())
+    body = resp.read()
     call.disconnect()
-    assert resp.status == 502
-    assert (
-        body["error"]["message"]
-        == f"request {entry['id']} was cancelled (POST /api/inflight/{entry['id']}/cancel)"
-    )
+    assert (resp.status, body, resp.getheader("Content-Length")) == (200, b"", "0")
     server.wait(
         lambda: server.scheduler()["models"]["slow"]["reserved"] == 0 and not inflight(server),
         "the scheduler to release the cancelled request",
     )
+    assert f"request {entry['id']} was cancelled" in server.log()
     missing = server.post(f"/api/inflight/{entry['id']}/cancel")
     assert missing.status == 404 and missing.json()["error"]["message"] == "inflight request not found"
+
+
+def test_cancel_a_request_waiting_with_the_loading_stream(server):
+    # The loading-state stream is under way: it ends cleanly, with nothing more written (no
+    # error event, no [DONE]), as llama-swap's does.
+    call = server.chat_call("slow", stream=True)
+    resp = call.response()
+    assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+    first = resp.readline()
+    assert first.startswith(b"data:") and b"reasoning_content" in first, first
+    entry = one_inflight(server, "slow", "waiting")
+    server.post(f"/api/inflight/{entry['id']}/cancel")
+    rest = resp.read()  # returns once the stream has ended cleanly (a chunked end)
+    call.disconnect()
+    assert b'"error"' not in rest and b"[DONE]" not in rest
+    server.wait(
+        lambda: server.scheduler()["models"]["slow"]["reserved"] == 0 and not inflight(server),
+        "the scheduler to release the cancelled request",
+    )
 
 
 def test_cancel_a_streaming_request_closes_the_upstream(server):
