@@ -194,7 +194,8 @@ async def dispatch(
 ) -> web.StreamResponse:
     """The request path, counted in `llamaswap_requests_total{model, status}`. The ID asked
     for is first resolved through the active profile's pins and the selectors
-    (compiler/resolution.py; the JSON body's model is rewritten to the result).
+    (compiler/resolution.py; the model a JSON or urlencoded body, or a GET's `?model=`, names
+    is rewritten to the result; a multipart body's when it is sent: _multipart_model).
     `upstream_target` is the path and query to send upstream, still percent-encoded."""
     plan = request.app[LIVE].plan
     selectors = request.app[SELECTORS]
@@ -211,6 +212,15 @@ async def dispatch(
         if via.name and body.json is not None and body.json.get("model") == requested:
             body.json["model"] = via.name
             body.raw = json.dumps(body.json).encode()
+        elif (
+            apply_filters
+            and via.name
+            and body.raw is not None
+            and request.content_type == "application/x-www-form-urlencoded"
+            and body.model == asked
+        ):
+            body.raw = _form_model(body.raw, asked, via.name)
+            body.model = via.name
         elif apply_filters and via.name and body.json is None and request.query.get("model") == asked:
             upstream_target = _query_model(upstream_target, asked, via.name)
         requested = via.name or requested
@@ -513,6 +523,20 @@ def _multipart_model(cfg, body: Body, via: Resolution | None, apply_filters: boo
     if via is not None and via.name and body.model == via.requested:
         return via.name
     return None
+
+
+def _form_model(raw: bytes, asked: str, name: str) -> bytes:
+    """An urlencoded body whose (first) `model` field is `asked`, with one `model` field,
+    `name`, in its place (as llama-swap's `PostForm.Set`); the other fields as they were."""
+    pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    out, named = [], False
+    for key, value in pairs:
+        if key == "model":
+            if named:
+                continue
+            value, named = name, True
+        out.append((key, value))
+    return urlencode(out).encode()
 
 
 def _query_model(target: str, asked: str, name: str) -> str:

@@ -138,3 +138,68 @@ def test_profiles_activate_route_list_and_reload_away(serve, tmp_path):
     assert 'profile "coding" is no longer in the config' in server.wait(
         lambda: "no longer in the config" in (log := server.log()) and log, "the reload's log line"
     )
+
+
+def _last_body(server, model_id: str) -> str:
+    from support.upstream import http
+
+    return http("GET", server.upstream_url(model_id) + "/debug/last-request").json()["body"]
+
+
+def test_form_bodies_name_the_resolved_model_upstream(serve):
+    # As llama-swap (ReplaceRequestModel): after a pin or selector resolved the asked ID, the
+    # `model` field of an urlencoded or multipart body names the result, as a JSON body's does.
+    server = serve(config())
+    assert put_active(server, "other").json() == {"active": "other"}  # chat -> a
+    speech = server.post(
+        "/v1/audio/speech",
+        b"input=hello+there&model=chat&voice=v%261",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert speech.status == 200 and speech.headers["X-Upstream-Name"] == "a", speech
+    assert _last_body(server, "a") == "input=hello+there&model=a&voice=v%261"
+
+    boundary = "form-boundary-1"
+    audio = bytes(range(200)) + b"\r\n--not-the-boundary\r\n"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nchat\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + audio
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    heard = server.post(
+        "/v1/audio/transcriptions",
+        multipart,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert heard.status == 200 and heard.headers["X-Upstream-Name"] == "a", heard
+    expected = multipart.replace(b"\r\n\r\nchat\r\n", b"\r\n\r\na\r\n")
+    assert _last_body(server, "a") == expected.decode("utf-8", "replace")
+
+    # A selector (warm: `a` is running) resolves `fast` the same way, for both encodings.
+    picked = server.post(
+        "/v1/audio/speech",
+        b"model=fast&input=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert picked.status == 200 and picked.headers["X-Upstream-Name"] == "a", picked
+    assert "selector=fast" in picked.headers["X-Llamaswap-Resolution"]
+    assert _last_body(server, "a") == "model=a&input=x"
+    heard = server.post(
+        "/v1/audio/transcriptions",
+        multipart.replace(b"\r\n\r\nchat\r\n", b"\r\n\r\nfast\r\n"),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert heard.status == 200 and _last_body(server, "a") == expected.decode("utf-8", "replace")
+
+    # A repeated `model` field: the first one decides, and one `model` goes upstream (as
+    # llama-swap's form Set does).
+    other = server.post(
+        "/v1/audio/speech",
+        b"model=chat&input=y&model=c",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert other.status == 200 and _last_body(server, "a") == "model=a&input=y"
