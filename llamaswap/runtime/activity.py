@@ -36,9 +36,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from llamaswap.compiler.resolution import Resolution
 
 logger = logging.getLogger("llamaswap.activity")
 
@@ -54,7 +57,7 @@ BATCH_DELAY = 0.05
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
-SCHEMA_VERSION = 3  # 2: the `peer` column; 3: `session_id`
+SCHEMA_VERSION = 4  # 2: the `peer` column; 3: `session_id`; 4: `resolution`
 
 # API sort keys -> record fields (the same keys as llama-swap's activity table).
 SORT_KEYS: dict[str, Callable[[ActivityRecord], Any]] = {
@@ -94,6 +97,7 @@ _COLUMNS = (
     "error",
     "peer",
     "session_id",
+    "resolution",
 )
 
 # llama-swap's default `ui.activity.session_id`: request headers that carry a session ID.
@@ -259,6 +263,9 @@ class ActivityRecord:
     error: str = ""
     peer: str = ""  # the peer that served it (runtime/peers.py); "" for a local model
     session_id: str = ""  # from the first `ui.activity.session_id` header the request had
+    # How a profile pin or selector resolved the ID asked for: compact JSON
+    # {"profile", "selector", "target", "reason"} (resolution_text); "" when nothing did.
+    resolution: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """llama-swap's ActivityLogEntry shape, plus `requested` and `wait_ms`."""
@@ -289,6 +296,11 @@ class ActivityRecord:
             out["peer"] = self.peer
         if self.session_id:
             out["session_id"] = self.session_id
+        if self.resolution:
+            try:
+                out["resolution"] = json.loads(self.resolution)
+            except ValueError:
+                pass
         return out
 
     def row(self) -> tuple:
@@ -309,6 +321,7 @@ def make_record(
     error: str = "",
     peer: str = "",
     session_id: str = "",
+    resolution: str = "",
 ) -> ActivityRecord:
     """A record (id 0 until stored) from what the request path measured."""
     t = tap.tokens() if tap is not None else Tokens()
@@ -342,6 +355,18 @@ def make_record(
         error=error,
         peer=peer,
         session_id=session_id,
+        resolution=resolution,
+    )
+
+
+def resolution_text(via: Resolution | None) -> str:
+    """A compiler.resolution.Resolution as a record keeps it: compact JSON of its profile,
+    selector, target and reason (the last step's: pinned, warm-ready, spillover, ...)."""
+    if via is None:
+        return ""
+    full = via.to_json()
+    return json.dumps(
+        {k: full[k] for k in ("profile", "selector", "target", "reason")}, separators=(",", ":")
     )
 
 
@@ -461,13 +486,15 @@ class ActivityStore:
             "output_tokens INTEGER NOT NULL, cache_tokens INTEGER NOT NULL, draft_tokens INTEGER NOT NULL, "
             "draft_acc_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL, "
             "tokens_per_second REAL NOT NULL, error TEXT NOT NULL, peer TEXT NOT NULL DEFAULT '', "
-            "session_id TEXT NOT NULL DEFAULT '')"
+            "session_id TEXT NOT NULL DEFAULT '', resolution TEXT NOT NULL DEFAULT '')"
         )
         columns = {row[1] for row in db.execute("PRAGMA table_info(activity)")}
         if "peer" not in columns:  # a version 1 database
             db.execute("ALTER TABLE activity ADD COLUMN peer TEXT NOT NULL DEFAULT ''")
         if "session_id" not in columns:  # a store written before session IDs were kept
             db.execute("ALTER TABLE activity ADD COLUMN session_id TEXT NOT NULL DEFAULT ''")
+        if "resolution" not in columns:  # a store written before resolutions were kept
+            db.execute("ALTER TABLE activity ADD COLUMN resolution TEXT NOT NULL DEFAULT ''")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self, timeout: float = 5.0) -> None:

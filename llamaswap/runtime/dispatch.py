@@ -29,7 +29,14 @@ from llamaswap.compiler.plan import Plan
 from llamaswap.compiler.resolution import Resolution, upstream_pin
 from llamaswap.compiler.virtual import PeerRoute
 from llamaswap.runtime import websocket
-from llamaswap.runtime.activity import ACTIVITY, ResponseTap, make_record, session_headers, session_of
+from llamaswap.runtime.activity import (
+    ACTIVITY,
+    ResponseTap,
+    make_record,
+    resolution_text,
+    session_headers,
+    session_of,
+)
 from llamaswap.runtime.auth import upstream_auth
 from llamaswap.runtime.body import (
     Body,
@@ -287,6 +294,7 @@ async def dispatch(
                     error="" if code != 499 else "the client went away",
                     peer="" if peer is None else peer.peer.id,
                     session_id=session,
+                    resolution=resolution_text(via),
                 )
             )
 

@@ -288,3 +288,62 @@ def test_a_disk_full_warning_from_the_writer_is_logged_in_the_event_loop(tmp_pat
         return threads
 
     assert asyncio.run(main()) == [threading.main_thread().name]  # once, in the loop's thread
+
+
+_V1_TABLE = (
+    "CREATE TABLE activity (id INTEGER PRIMARY KEY, ts REAL NOT NULL, model TEXT NOT NULL, "
+    "requested TEXT NOT NULL, req_path TEXT NOT NULL, status INTEGER NOT NULL, "
+    "content_type TEXT NOT NULL, wait_ms REAL NOT NULL, duration_ms REAL NOT NULL, "
+    "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cache_tokens INTEGER NOT NULL, "
+    "draft_tokens INTEGER NOT NULL, draft_acc_tokens INTEGER NOT NULL, "
+    "prompt_per_second REAL NOT NULL, tokens_per_second REAL NOT NULL, error TEXT NOT NULL"
+)
+V1_COLUMNS = (
+    "id, ts, model, requested, req_path, status, content_type, wait_ms, duration_ms, input_tokens, "
+    "output_tokens, cache_tokens, draft_tokens, draft_acc_tokens, prompt_per_second, "
+    "tokens_per_second, error"
+)
+OLD_SCHEMAS = {
+    1: _V1_TABLE + ")",
+    3: _V1_TABLE + ", peer TEXT NOT NULL DEFAULT '', session_id TEXT NOT NULL DEFAULT '')",
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_SCHEMAS))
+def test_a_store_in_an_older_schema_opens_keeps_its_rows_and_gains_resolutions(tmp_path, version):
+    path = tmp_path / "activity.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(OLD_SCHEMAS[version])
+    values = (1_700_000_000.0, "m", "m", "/v1/chat/completions", 200, "application/json")
+    numbers = (2.0, 20.0, 3, 5, -1, -1, -1, -1.0, 40.0, "")
+    for rid in (7, 8):
+        db.execute(f"INSERT INTO activity ({V1_COLUMNS}) VALUES (?{', ?' * 16})", (rid, *values, *numbers))
+    db.execute(f"PRAGMA user_version={version}")
+    db.commit()
+    db.close()
+
+    store = ActivityStore(path)
+    store.open()
+    assert store.persistent
+    old = store.records()
+    assert [(r.id, r.model, r.output_tokens, r.resolution) for r in old] == [(7, "m", 5, ""), (8, "m", 5, "")]
+    assert "resolution" not in old[0].to_json()
+    reason = '{"profile":null,"selector":"fast","target":"a","reason":"warm-ready"}'
+    new = store.record(rec(model="a", requested="fast", resolution=reason))
+    assert new.id == 9
+    assert new.to_json()["resolution"] == {
+        "profile": None,
+        "selector": "fast",
+        "target": "a",
+        "reason": "warm-ready",
+    }
+    assert store.flush()
+    store.close()
+
+    again = ActivityStore(path)
+    again.open()
+    assert [(r.id, r.resolution) for r in again.records()] == [(7, ""), (8, ""), (9, reason)]
+    again.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    db.close()

@@ -195,6 +195,21 @@ def test_form_bodies_name_the_resolved_model_upstream(serve):
     )
     assert heard.status == 200 and _last_body(server, "a") == expected.decode("utf-8", "replace")
 
+    # The activity log says how each was resolved (the newest record first).
+    def resolved() -> list[dict] | None:
+        data = server.get("/api/metrics/activity?limit=50").json()["data"]
+        return data if len(data) >= 4 else None
+
+    records = server.wait(resolved, "the activity records")
+    by_requested = {r["requested"]: r.get("resolution") for r in records}
+    assert by_requested["chat"] == {"profile": "other", "selector": None, "target": "a", "reason": "pinned"}
+    assert by_requested["fast"] == {
+        "profile": None,
+        "selector": "fast",
+        "target": "a",
+        "reason": "warm-ready",
+    }
+
     # A repeated `model` field: the first one decides, and one `model` goes upstream (as
     # llama-swap's form Set does).
     other = server.post(

@@ -34,7 +34,10 @@ function row(r) {
   const ok = r.resp_status_code < 400;
   return h("tr", { dataset: { id: r.id, model: r.model } },
     h("td", {}, fmtTime(r.timestamp)),
-    h("td", {}, r.model, r.requested && r.requested !== r.model ? h("span", { class: "muted small" }, ` (${r.requested})`) : null),
+    h("td", {}, r.model, r.requested && r.requested !== r.model ? h("span", { class: "muted small" }, ` (${r.requested})`) : null,
+      r.resolution ? h("div", { class: "muted small resolution", title: "how the ID asked for was resolved" },
+        [r.resolution.profile && `profile ${r.resolution.profile}`, r.resolution.selector && `selector ${r.resolution.selector}`, r.resolution.reason]
+          .filter(Boolean).join(" · ")) : null),
     h("td", { class: ok ? "" : "error" }, r.resp_status_code),
     h("td", { class: "num wait" }, fmtMs(r.wait_ms)),
     h("td", { class: "num duration" }, fmtMs(r.duration_ms)),
