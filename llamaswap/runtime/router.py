@@ -846,6 +846,17 @@ class Router:
             moves=moves,
             scheduling=event.scheduling,
         )
+        for model, devices in sched.adopted.items():
+            logger.info(
+                "reload: %s was running before resources were declared: counted on %s from now on "
+                "(its process keeps the devices it was started with; its next start is placed)",
+                model,
+                ", ".join(devices),
+            )
+        for model, why in sched.unplaced.items():
+            logger.warning(
+                "reload: %s runs without a placement: %s; it is not counted on any device", model, why
+            )
         self._carry_out(now)
         if self.profile is not None and event.profiles is not None and self.profile not in event.profiles:
             gone = self.profile

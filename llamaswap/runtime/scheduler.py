@@ -88,7 +88,9 @@ no swap) it is stopped (`stop_processes`, reason "reload"); once STOPPED it is d
 removed model is forgotten, a restarted one that the reload itself stopped is started again
 (a swap with no waiters) if that evicts nothing. Added models are available at once: a
 removed model still finishing its requests is outside the new policy, so it neither blocks
-nor is evicted by a load. Requests still waiting are re-resolved:
+nor is evicted by a load. A reload that brings `resources:` while models run gives each of
+them the devices the placer would start it on (`adopted`; `unplaced` when it fits nowhere
+beside the others), so later placements count them. Requests still waiting are re-resolved:
 `moves` names their new model (an alias that now points elsewhere) or None (gone: 404); the
 waiters of a retiring model's swap go back to the queue, to be served by the new process.
 """
@@ -395,6 +397,9 @@ class Scheduler:
         # ones (unknown to the policy); the ones whose stop the reload itself issued.
         self._retiring: dict[str, str] = {}
         self._gone: set[str] = set()
+        # The last reconfigure's placement of models that ran unplaced (see "Reconfigure").
+        self.adopted: dict[str, tuple[str, ...]] = {}
+        self.unplaced: dict[str, str] = {}
         self._reload_stopped: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
@@ -600,6 +605,7 @@ class Scheduler:
         self._settings = settings
         self._name = getattr(policy, "engine", "scheduler")
         self._models = tuple(settings.models) + tuple(sorted(self._gone))
+        self._place_unplaced()
         if scheduling is not None:
             self._scheduling = scheduling
             self._chooses = bool(getattr(scheduling, "chooses_victims", False))
@@ -635,6 +641,41 @@ class Scheduler:
         self._protected = None
         self._drain(now)
         self._finish(now)
+
+    def _place_unplaced(self) -> None:
+        """Models running without devices under a policy that places (a reload brought
+        `resources:`) get devices now, so the placer counts them: one after another in
+        definition order, each where the placer would start it beside those placed so far,
+        if that evicts nothing. Their processes keep running as they were started (nothing
+        told them their devices; their next start is placed as usual). A model that fits
+        nowhere beside the others, or that the reload evicts, stays unplaced (`unplaced`
+        says why) until it stops."""
+        self.adopted, self.unplaced = {}, {}
+        placer = self._placer
+        if placer is None:
+            return
+        needs = placer.res.needs
+        running = [
+            m
+            for m in self._settings.models
+            if self._state.get(m, ModelState.STOPPED) is not ModelState.STOPPED
+        ]
+        counted = [m for m in running if m in self._devices or m not in needs]
+        for model in running:
+            if model in counted:
+                continue
+            if self._retiring.get(model) == "evict":
+                self.unplaced[model] = "the reload stops it (the new config does not allow what runs)"
+                continue
+            state = tuple(sorted((m, self._devices.get(m, ())) for m in counted))
+            decision = placer.decide(model, state)
+            if decision.evict or decision.devices is None:
+                beside = ", ".join(m for m, _ in state) or "nothing"
+                self.unplaced[model] = f"it does not fit beside {beside} on any device"
+                continue
+            self._devices[model] = decision.devices
+            self.adopted[model] = decision.devices
+            counted.append(model)
 
     def close(self, now: float) -> None:
         """The first half of a graceful shutdown: everyone waiting (queued, or waiting on a

@@ -116,3 +116,55 @@ def test_a_config_without_resources_has_no_placer():
     s = Scheduler(p.policy, scheduler_settings(p), RecordingEffects())
     s.request(1, "a", 0)
     assert s.devices("a") is None
+
+
+WITHOUT_RESOURCES = """
+models:
+  a: {cmd: "run ${PORT}"}
+  b: {cmd: "run ${PORT}"}
+  c: {cmd: "run ${PORT}"}
+  free: {cmd: "run ${PORT}"}
+matrix:
+  sets: {all: "a & b & c & free"}
+"""
+WITH_RESOURCES = """
+resources:
+  gpu0: {vram: 24GiB}
+  gpu1: {vram: 24GiB}
+models:
+  a: {cmd: "run ${PORT}", resources: {vram: 20GiB}}
+  b: {cmd: "run ${PORT}", resources: {vram: 20GiB}}
+  c: {cmd: "run ${PORT}", resources: {vram: 20GiB}}
+  free: {cmd: "run ${PORT}"}
+matrix:
+  sets: auto
+"""
+
+
+def test_a_reload_that_brings_resources_places_the_running_models():
+    old, new = compile_text(WITHOUT_RESOURCES, "old.yaml"), compile_text(WITH_RESOURCES, "new.yaml")
+    assert old.ok and new.ok, [d.message for d in new.diagnostics]
+    s, eff = make(old)
+    for i, m in enumerate(("a", "b", "free")):
+        start(s, eff, m, i)
+    assert s.devices("a") is None
+    s.reconfigure(new.policy, scheduler_settings(new), 5)
+    # Counted where the placer would have started them, one after another.
+    assert s.adopted == {"a": ("gpu0",), "b": ("gpu1",)} and s.unplaced == {}
+    assert (s.devices("a"), s.devices("b"), s.devices("free")) == (("gpu0",), ("gpu1",), None)
+    # So c, which fits on neither device beside them, evicts one and takes its device
+    # (without the placement it would have gone to gpu0 as if both were empty).
+    decision = start(s, eff, "c", 6, finish=False)
+    assert len(decision.evict) == 1
+    assert decision.devices == s.devices(decision.evict[0])
+
+
+def test_a_running_model_the_reload_evicts_stays_unplaced_and_says_why():
+    old, new = compile_text(WITHOUT_RESOURCES, "old.yaml"), compile_text(WITH_RESOURCES, "new.yaml")
+    s, eff = make(old)
+    for i, m in enumerate(("a", "b", "c")):
+        start(s, eff, m, i)
+    s.reconfigure(new.policy, scheduler_settings(new), 5, evict=["c"])
+    assert s.adopted == {"a": ("gpu0",), "b": ("gpu1",)}
+    assert s.unplaced == {"c": "the reload stops it (the new config does not allow what runs)"}
+    assert s.devices("c") is None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from serve_support import DEADLINE, model, upstream_cmd
 from support.upstream import http
 
@@ -78,3 +79,29 @@ def test_placed_models_see_their_own_devices_and_plan_predicts_serve(serve, tmp_
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["decisions"] == served
+
+
+def test_a_reload_that_declares_resources_counts_the_running_models(serve, tmp_path):
+    plain = {m: model(upstream_cmd(m)) for m in ("a", "b", "big")}
+    sets = {"ab": "a & b", "a_big": "a & big", "b_big": "b & big"}
+    server = serve({"models": plain, "matrix": {"evict_costs": {"a": 5}, "sets": sets}})
+    assert server.chat("a").status == 200 and server.chat("b").status == 200
+    path = tmp_path / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["resources"] = CONFIG["resources"]
+    for m, need in (("a", "20GiB"), ("b", "20GiB"), ("big", "24GiB")):
+        cfg["models"][m]["resources"] = {"vram": need}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    record = server.post("/api/config/reload").json()
+    assert record["ok"], record
+    assert set(server.running()) == {"a", "b"}  # both keep running
+    log = server.wait(lambda: "counted on gpu1" in (text := server.log()) and text, "the placement log lines")
+    assert "reload: a was running before resources were declared: counted on gpu0" in log
+    assert "reload: b was running before resources were declared: counted on gpu1" in log
+    # big needs a whole device: b (cost 1) goes, and big takes b's device, gpu1; uncounted,
+    # both devices would have looked empty and big would have gone to gpu0, under a.
+    what_if = server.get("/api/plan?model=big").json()
+    assert (what_if["evict"], what_if["devices"]) == (["b"], ["gpu1"])
+    assert server.chat("big").status == 200
+    assert set(server.running()) == {"a", "big"}
+    assert visible(server, "big")["visible_devices"]["CUDA_VISIBLE_DEVICES"] == "5"
