@@ -434,10 +434,12 @@ async def _relay(
         answer = getattr(request, "answer", None)
         opener = getattr(request, "answer_stream", None)
         raw = getattr(upstream, "raw_headers", None)
+        # Only the lean client's responses (aiohttp's have raw_headers too, but no raw_reason).
         if (
             answer is not None
             and opener is not None
             and raw is not None
+            and hasattr(upstream, "raw_reason")
             and upstream.status >= 200
             and upstream.status not in (204, 304)
         ):
