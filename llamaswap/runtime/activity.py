@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as _dt
+import functools
 import json
 import logging
 import math
@@ -637,6 +638,7 @@ class ActivityStore:
         assert db is not None
         stop = False
         written = 0
+        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS))
         while not stop:
             item = self._queue.get()
             batch: list[ActivityRecord] = []
@@ -658,11 +660,13 @@ class ActivityStore:
                 try:
                     with db:
                         db.execute("BEGIN")
-                        db.executemany(
-                            f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                            [r.row() for r in batch],
-                        )
+                        # One multi-row statement, not executemany: the sqlite3 module
+                        # releases and retakes the GIL around every step, and under load each
+                        # retake waits for the event loop's thread (one handoff per batch, not
+                        # per row).
+                        for i in range(0, len(batch), per_statement):
+                            part = batch[i : i + per_statement]
+                            db.execute(_insert_sql(len(part)), [v for r in part for v in r.row()])
                         written += len(batch)
                         if written >= BATCH:
                             written = 0
@@ -682,6 +686,14 @@ class ActivityStore:
             pass
         db.close()
         self._db = None
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    """INSERT OR REPLACE of `rows` records in one statement (the writer keeps rows x columns
+    within the connection's bound-parameter limit)."""
+    one = f"({', '.join('?' * len(_COLUMNS))})"
+    return f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)}"
 
 
 def _from_row(row: tuple) -> ActivityRecord:
