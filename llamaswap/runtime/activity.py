@@ -55,6 +55,8 @@ BATCH = 256
 # no waiting reader costs no thread switch (measured: ~10 % of a proxied request's CPU at 16
 # connections went to waking the writer per record).
 BATCH_DELAY = 0.05
+# Rows per INSERT statement the writer uses (largest first; 1 must be last).
+INSERT_SIZES = (64, 16, 4, 1)
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
@@ -638,7 +640,11 @@ class ActivityStore:
         assert db is not None
         stop = False
         written = 0
-        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS))
+        # A few fixed statement sizes, not one per batch length: the connection caches every
+        # prepared statement, and a prepared many-row INSERT is large (one per length 1..BATCH
+        # grew serve by ~25 MB under load).
+        limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS)
+        sizes = [n for n in INSERT_SIZES if n <= limit] or [1]
         while not stop:
             item = self._queue.get()
             batch: list[ActivityRecord] = []
@@ -664,9 +670,12 @@ class ActivityStore:
                         # releases and retakes the GIL around every step, and under load each
                         # retake waits for the event loop's thread (one handoff per batch, not
                         # per row).
-                        for i in range(0, len(batch), per_statement):
-                            part = batch[i : i + per_statement]
-                            db.execute(_insert_sql(len(part)), [v for r in part for v in r.row()])
+                        i = 0
+                        while i < len(batch):
+                            rows = next(n for n in sizes if n <= len(batch) - i)
+                            part = batch[i : i + rows]
+                            db.execute(_insert_sql(rows), [v for r in part for v in r.row()])
+                            i += rows
                         written += len(batch)
                         if written >= BATCH:
                             written = 0

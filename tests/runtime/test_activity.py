@@ -347,3 +347,21 @@ def test_a_store_in_an_older_schema_opens_keeps_its_rows_and_gains_resolutions(t
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     db.close()
+
+
+def test_batches_of_every_shape_reach_the_database_whole_and_in_order(tmp_path):
+    # The writer splits a batch into INSERTs of a few fixed sizes (64, 16, 4, 1 rows): batches
+    # just below, at and above each size must all land, each record once.
+    path = tmp_path / "shapes.sqlite3"
+    store = ActivityStore(path, max_in_memory=10, max_rows=10_000)
+    store.open()
+    total = 0
+    for size in (1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 85, 200, 256):
+        for _ in range(size):
+            store.record(rec(model=f"m{size}"))
+        store.flush()
+        total += size
+    store.close()
+    rows = sqlite3.connect(path).execute("SELECT id, model FROM activity ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(1, total + 1))
+    assert [r[1] for r in rows][-256:] == ["m256"] * 256
