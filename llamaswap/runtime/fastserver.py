@@ -360,6 +360,17 @@ class Request:
         if content_type is None and body:
             parts.append(b"Content-Type: application/octet-stream\r\n")
         parts.append(b"Content-Length: %d\r\n" % len(body))
+        self._end_head(parts, version, keep)
+        parts.append(body)
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"".join(parts))
+        ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
+        return RawResponse(status, ctype, len(body), keep)
+
+    def _end_head(self, parts: list[bytes], version: Any, keep: bool) -> None:
+        """The head's last lines, shared by `answer` and `answer_stream`: Date, Server, the
+        Connection header the version needs, and the blank line."""
         parts.append(_date_line())
         parts.append(self._conn.front.server_line)
         if not keep:
@@ -368,12 +379,6 @@ class Request:
         elif version == HTTP10:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        parts.append(body)
-        transport = self._conn.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(b"".join(parts))
-        ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
-        return RawResponse(status, ctype, len(body), keep)
 
     def answer_stream(
         self, status: int, reason: bytes, lines: bytes, length: int | None, content_type: bytes | None
@@ -397,14 +402,7 @@ class Request:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep = False  # an HTTP/1.0 body without a length ends with the connection
-        parts.append(_date_line())
-        parts.append(self._conn.front.server_line)
-        if not keep:
-            if version == HTTP11:
-                parts.append(b"Connection: close\r\n")
-        elif version == HTTP10:
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
+        self._end_head(parts, version, keep)
         ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
         return RawStream(self._conn, b"".join(parts), status, ctype, length, chunked, keep)
 
