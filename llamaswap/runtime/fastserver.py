@@ -151,6 +151,15 @@ class Body:
         return b"".join(parts)
 
 
+def _send_after_head(conn: Conn, head: bytes | None, parts: list[bytes]) -> None:
+    """Writer's and RawStream's write: a head held back until the first body bytes goes out
+    with them in one writelines (the caller then forgets its head)."""
+    if head is not None:
+        parts.insert(0, head)
+    if parts:
+        conn.writelines(parts)
+
+
 class Writer:
     """What aiohttp's StreamResponse writes through (its `_payload_writer`): the head is held
     until the first body bytes (one packet for a small answer), chunked framing when enabled,
@@ -200,11 +209,8 @@ class Writer:
         return [chunk]
 
     def _send(self, parts: list[bytes]) -> None:
-        if self._head is not None:
-            parts.insert(0, self._head)
-            self._head = None
-        if parts:
-            self._conn.writelines(parts)
+        _send_after_head(self._conn, self._head, parts)
+        self._head = None
 
     async def write(self, chunk: bytes, *, drain: bool = True, LIMIT: int = 0) -> None:
         self._send(self._frame(bytes(chunk)))
@@ -480,11 +486,8 @@ class RawStream:
         return None
 
     def _send(self, parts: list[bytes]) -> None:
-        if self._head is not None:
-            parts.insert(0, self._head)
-            self._head = None
-        if parts:
-            self._conn.writelines(parts)
+        _send_after_head(self._conn, self._head, parts)
+        self._head = None
 
     async def write(self, data: bytes) -> None:
         if self._eof:
