@@ -82,7 +82,7 @@ def _envelope(status: int, message: str) -> bytes:
 class Body:
     """A request body as it arrives (`request.content`): readany(), read(), at_eof()."""
 
-    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_waiter", "_error")
+    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_waiter", "_error", "expect")
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
@@ -91,8 +91,17 @@ class Body:
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
+        # The client sent `Expect: 100-continue` and waits for the 100 before its body: it
+        # is sent when the handler first reads the body, so that a refusal (401, 403, 413,
+        # 429 ...) answered before any read costs the client no upload.
+        self.expect = False
+
+    def _continue(self) -> None:
+        self.expect = False
+        self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def feed(self, data: bytes) -> None:
+        self.expect = False  # the client sends its body without waiting for the 100
         self._chunks.append(data)
         self._size += len(data)
         if self._size > HIGH_WATER:
@@ -117,6 +126,8 @@ class Body:
 
     def read_nowait(self) -> bytes:
         """What has arrived (b"" if nothing has), without waiting."""
+        if self.expect:
+            self._continue()
         if not self._chunks:
             if self._error is not None and not self._eof:
                 raise self._error
@@ -128,6 +139,8 @@ class Body:
         return data
 
     async def readany(self) -> bytes:
+        if self.expect:
+            self._continue()
         while not self._chunks:
             if self._eof:
                 return b""
@@ -241,7 +254,7 @@ class Request:
         "query_string",
         "headers",
         "version",
-        "keep_alive",
+        "_keep_alive",
         "content",
         "app",
         "_conn",
@@ -272,7 +285,7 @@ class Request:
         self.path = path
         self.headers = headers
         self.version = version
-        self.keep_alive = keep_alive
+        self._keep_alive = keep_alive
         self.content = Body(conn)
         self.app = conn.front.app
         self._writer: Writer | None = None  # made when an aiohttp Response is prepared
@@ -281,6 +294,17 @@ class Request:
         self._body_exists = body_exists
         self.task: asyncio.Task | None = None
         self.raw_headers: list[tuple[bytes, bytes]] = []  # the head as llhttp gave it
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection may carry another request after this answer: not when the
+        answer comes before a body the client was waiting to be asked for (`Expect:
+        100-continue` unanswered; the client may never send it, RFC 9110 10.1.1)."""
+        return self._keep_alive and not self.content.expect
+
+    @keep_alive.setter
+    def keep_alive(self, value: bool) -> None:
+        self._keep_alive = value
 
     @property
     def _payload_writer(self) -> Writer:
@@ -915,7 +939,7 @@ class Conn(asyncio.Protocol):
             and headers.get("Expect", "").lower() == "100-continue"
             and version == HTTP11
         ):
-            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            content.expect = True
         req.task = self.loop.create_task(self._serve(req, handler))
 
     def _feed_chunked(self, data: bytes) -> None:

@@ -11,7 +11,7 @@ import socket
 import time
 
 import pytest
-from serve_support import DEADLINE, ServeFactory, model, upstream_cmd
+from serve_support import API_KEY, DEADLINE, ServeFactory, model, upstream_cmd
 from support.upstream import http
 
 from llamaswap.compiler.plan import compile_text
@@ -161,6 +161,59 @@ def test_a_body_split_across_writes_and_expect_100_continue(server):
         status, _, answer = r.response()
         assert status == 200 and b"split" in answer
     assert chats_seen(server)[-1] == "split"
+
+
+def expect_head(path: str, length: int, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n{extra}\r\n"
+    ).encode()
+
+
+def first_head(sock: socket.socket) -> bytes:
+    """The first response head the server sends (a 100 Continue counts as one)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def test_expect_100_continue_refused_at_its_head_gets_no_100_and_the_connection_closes(server):
+    # A body over maxBodyBytes is refused from its Content-Length: the client is told before
+    # it uploads anything (no 100 Continue), and the connection ends with the answer because
+    # the client may never send the body it announced.
+    with connect(server) as sock:
+        sock.sendall(expect_head("/v1/chat/completions", MAX_BODY * 10))
+        head = first_head(sock)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+        assert b"connection: close" in head.lower()
+        r = Reader(sock)
+        r.buf = head.split(b"\r\n\r\n", 1)[1]
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(r.buf) < length:
+            assert r._fill()
+        r.buf = r.buf[length:]
+        assert r.closed()
+
+
+def test_expect_100_continue_without_the_api_key_is_401_before_any_upload(api_server):
+    host, port = api_server.url.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "x"}]}).encode()
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        sock.sendall(expect_head("/v1/chat/completions", len(body)))
+        head = first_head(sock)
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        assert b"connection: close" in head.lower()
+    # With the key, the same request is asked for its body and answered.
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        sock.sendall(expect_head("/v1/chat/completions", len(body), f"Authorization: Bearer {API_KEY}\r\n"))
+        assert first_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        status, _, answer = Reader(sock).response()
+        assert status == 200 and json.loads(answer)["object"] == "chat.completion"
 
 
 def test_a_chunked_request_body_is_forwarded_whole_and_the_connection_closes_after(server):
