@@ -264,6 +264,7 @@ class Request:
         "_body_exists",
         "task",
         "raw_headers",
+        "answered",
     )
 
     scheme = "http"
@@ -294,6 +295,9 @@ class Request:
         self._body_exists = body_exists
         self.task: asyncio.Task | None = None
         self.raw_headers: list[tuple[bytes, bytes]] = []  # the head as llhttp gave it
+        # The streamed answer once begun: what the access log counts if the client leaves
+        # mid-answer (the handler is cancelled before it can return it).
+        self.answered: Any = None
 
     @property
     def keep_alive(self) -> bool:
@@ -434,10 +438,12 @@ class Request:
             keep = False  # an HTTP/1.0 body without a length ends with the connection
         self._end_head(parts, version, keep)
         ctype = "application/octet-stream" if content_type is None else _media_type(content_type)
-        return RawStream(self._conn, b"".join(parts), status, ctype, length, chunked, keep)
+        stream = self.answered = RawStream(self._conn, b"".join(parts), status, ctype, length, chunked, keep)
+        return stream
 
     # -- what aiohttp's StreamResponse.prepare calls ------------------------------------
     async def _prepare_hook(self, response: Any) -> None:
+        self.answered = response
         signal = self.app.on_response_prepare if self.app is not None else None
         if signal:
             await signal.send(self, response)
@@ -1039,7 +1045,8 @@ class Conn(asyncio.Protocol):
                 await resp.write_eof()
         except asyncio.CancelledError:
             self.close_after = True
-            resp = resp if resp is not None else _Gone()
+            if resp is None:
+                resp = req.answered if req.answered is not None else _Gone()
         except (ConnectionError, RuntimeError) as exc:
             if not isinstance(exc, ConnectionError) and "closing transport" not in str(exc):
                 logger.exception("error handling %s %s", req.method, req.path)

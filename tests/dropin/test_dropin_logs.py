@@ -123,3 +123,42 @@ def test_log_to_stdout_picks_what_reaches_the_terminal(tmp_path: Path, mode, pro
     log = server.log()
     assert bool(re.search(r"INFO llamaswap\.process: m: ready in", log)) is proxy_lines, log
     assert bool(re.search(r"^\[m\] ", log, re.M)) is upstream_lines, log
+
+
+@pytest.mark.e2e
+def test_access_lines_count_the_bytes_sent_also_for_a_stream_the_client_aborted(tmp_path: Path):
+    import socket
+
+    server = serve_with(tmp_path, "proxy", "--log-format", "json")
+    try:
+        assert server.chat("m").status == 200
+        assert server.get("/v1/models").status == 200  # an answer aiohttp's Response writes
+        body = json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True, "tokens": 100000}
+        ).encode()
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            seen = b""
+            while seen.count(b"data: ") < 5:  # the head and a few events, then the client leaves
+                chunk = sock.recv(65536)
+                assert chunk, seen
+                seen += chunk
+        server.wait(
+            lambda: server.log().count('"path": "/v1/chat/completions"') >= 2,
+            "the aborted stream's access line",
+        )
+    finally:
+        assert server.terminate() == 0
+    objs = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [o for o in objs if o["logger"] == "llamaswap.access"]
+    models = next(o for o in access if o["path"] == "/v1/models")
+    assert models["status"] == 200 and models["bytes"] > 0
+    chats = [o for o in access if o["path"] == "/v1/chat/completions"]
+    assert len(chats) == 2
+    aborted = chats[1]
+    # What reached the client before it left: the status it was sent and its body bytes so far.
+    assert aborted["status"] == 200 and aborted["bytes"] >= seen.count(b"data: ") * 10, aborted
