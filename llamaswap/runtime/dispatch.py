@@ -250,7 +250,16 @@ async def dispatch(
         if via is not None and via.status:
             resp = error_response(request, via.status, via.message)
         elif peer is not None:
-            resp = await _peer(request, peer, requested, body, upstream_target, apply_filters, measure)
+            resp = await _peer(
+                request,
+                peer,
+                requested,
+                body,
+                upstream_target,
+                apply_filters,
+                measure,
+                via.requested if via else None,
+            )
         else:
             resp = await _dispatch(request, body, requested, upstream_target, apply_filters, measure)
         status = str(resp.status)
@@ -456,14 +465,16 @@ async def _peer(
     upstream_target: str,
     apply_filters: bool,
     measure: Measure,
+    asked: str | None,
 ) -> web.StreamResponse:
-    """A peer model's request: straight to the peer, no ticket, no swap (runtime/peers.py)."""
+    """A peer model's request: straight to the peer, no ticket, no swap (runtime/peers.py).
+    `asked`: the ID the client named, when a pin or selector resolved it to `requested`."""
     app = request.app
     app[INFLIGHT].serving(measure.rid)
     redact = app[REDACT].of(app[LIVE].plan)
     try:
         return await forward_to_peer(
-            request, route, requested, body, upstream_target, not apply_filters, measure.tap, redact
+            request, route, requested, body, upstream_target, not apply_filters, measure.tap, redact, asked
         )
     except BodyError as exc:
         return await body_error_response(request, exc)

@@ -65,8 +65,12 @@ class BadPeerBody(Exception):
     """The body cannot be rewritten for the peer (answered with 400)."""
 
 
-def peer_body(request: web.Request, body: Body, route: PeerRoute, requested: str) -> bytes | StreamBody:
-    """The body for the peer: filtered, and its model renamed to the peer's name for it."""
+def peer_body(
+    request: web.Request, body: Body, route: PeerRoute, requested: str, asked: str | None = None
+) -> bytes | StreamBody:
+    """The body for the peer: filtered, and its model renamed to the peer's name for it.
+    `asked`: the ID the client named when a profile pin or selector resolved it to
+    `requested` (a multipart body still names it: its head is rewritten only as it is sent)."""
     rename = requested != route.model
     if body.raw is not None:
         if body.json is not None:
@@ -87,7 +91,7 @@ def peer_body(request: web.Request, body: Body, route: PeerRoute, requested: str
             return urlencode([(k, route.model if k == "model" else v) for k, v in pairs]).encode()
         return body.raw
     head = body.head
-    if rename and body.model == requested and body.model_end is not None:
+    if body.model_end is not None and body.model != route.model and body.model in (requested, asked):
         boundary = multipart_boundary(request.headers.get("Content-Type", ""))
         assert boundary is not None
         head = replace_multipart_head_model(head, boundary, body.model_end, route.model.encode())
@@ -120,6 +124,7 @@ async def forward_to_peer(
     passthrough: bool,
     tap: Callable[[bytes], None],
     redact: Redactor,
+    asked: str | None = None,
 ) -> web.StreamResponse:
     """Forward one request to its peer and relay the answer (see the module's invariants).
     `passthrough`: an `/upstream/...` request (no filters, the path names the model).
@@ -129,7 +134,7 @@ async def forward_to_peer(
         data = (
             upstream_body(request, body, body.head)
             if passthrough
-            else peer_body(request, body, route, requested)
+            else peer_body(request, body, route, requested, asked)
         )
     except BadPeerBody as exc:
         return error_response(request, 400, str(exc))

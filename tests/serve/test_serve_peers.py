@@ -84,6 +84,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                 "apiKeys": [KEY_B],
                 "server": {"maxBodyBytes": 65536},
                 "models": {"local": model(upstream_cmd("b-local"))},
+                "selectors": {"remote": {"strategy": "pin", "targets": ["a/m"]}},
                 "peers": {
                     "a": {
                         "proxy": a_url,
@@ -179,6 +180,36 @@ def test_a_peer_model_answers_with_the_peer_key_and_filters(pair: Pair):
     snap = pair.b.scheduler()
     assert "a/m" not in snap["models"] and "m" not in snap["models"] and not snap["queue"]
     assert all(d["model"] == "local" for d in pair.b.get("/api/decisions").json()["decisions"])
+
+
+def test_a_selector_resolved_to_a_peer_model_renames_every_body_encoding(pair: Pair):
+    # `remote` pins a/m: the peer gets its own name for the model, whichever way the body
+    # names it (JSON, urlencoded, multipart: the multipart head is rewritten as it is sent).
+    chat = pair.b.chat("remote")
+    assert chat.status == 200 and chat.headers["X-Upstream-Name"] == "a-m", chat
+    assert pair.a_last_request()["json"]["model"] == "m"
+    form = pair.b.post(
+        "/v1/audio/speech",
+        b"model=remote&input=hi",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status == 200, form
+    assert pair.a_last_request()["body"] == "model=m&input=hi"
+    boundary = "peer-boundary"
+    multipart = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nremote\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        f"Content-Type: audio/wav\r\n\r\nRIFF....\r\n--{boundary}--\r\n"
+    ).encode()
+    heard = pair.b.post(
+        "/v1/audio/transcriptions",
+        multipart,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert heard.status == 200 and heard.headers["X-Upstream-Name"] == "a-m", heard
+    assert (
+        pair.a_last_request()["body"] == multipart.replace(b"\r\n\r\nremote\r\n", b"\r\n\r\nm\r\n").decode()
+    )
 
 
 def test_b_checks_its_own_key_and_body_limit_first(pair: Pair):
