@@ -425,14 +425,14 @@ def iter_decisions(plan: Plan, states: list[tuple[str, ...]], show_progress: boo
     "load_times",
     multiple=True,
     metavar="MODEL=SECONDS",
-    help="With --trace: a model's load time (repeatable).",
+    help="With --trace: a model's load time (repeatable; over the trace's own load_times).",
 )
 @click.option(
     "--default-load-time",
     type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
-    help="With --trace: load time of models without --load-time.",
+    help="With --trace: load time of models with none from --load-time or the trace.",
 )
 @click.option(
     "--max-wait",
@@ -628,6 +628,7 @@ def run_trace(
         parse_trace,
         resolve_trace,
         simulate,
+        trace_load_times,
     )
 
     loads: dict[str, float] = {}
@@ -649,6 +650,19 @@ def run_trace(
         raise Fail(
             "\n".join(f"{trace_file}:{issue.line}: error: {issue.message}" for issue in exc.issues)
         ) from None
+    # Load times the trace carries (`trace export` writes the ones the server measured), for
+    # the models --load-time does not name; those of models the config no longer has are moot.
+    from_trace: dict[str, float] = {}
+    for name, seconds in trace_load_times(text.splitlines()).items():
+        model = plan.resolve_model(name)
+        if model is not None and model not in loads:
+            from_trace[model] = seconds
+    loads.update(from_trace)
+    note = (
+        "load times from the trace: " + ", ".join(f"{m}={v:g}s" for m, v in sorted(from_trace.items()))
+        if from_trace
+        else None
+    )
     override = KEEP if max_wait is None else (None if max_wait == 0 else max_wait)
     if compare is not None:
         names = list(dict.fromkeys(n.strip() for n in compare.split(",") if n.strip()))
@@ -675,6 +689,8 @@ def run_trace(
             click.echo(dumps({"trace": trace_file, "policies": rows}))
         else:
             click.echo(f"{len(resolved)} requests in {trace_file}")
+            if note:
+                click.echo(note)
             head = ("policy", "swaps", "load-s", "p50", "p95", "max", "mean", "makespan", "rejected")
             table = [head] + [
                 (
@@ -724,6 +740,8 @@ def run_trace(
         click.echo(
             f"{result['requests']} requests, {result['swaps']} swaps, makespan {result['makespan']:g}s"
         )
+        if note:
+            click.echo(note)
         click.echo(f"wait: mean {w['mean']:g}s, p50 {w['p50']:g}s, p95 {w['p95']:g}s, max {w['max']:g}s")
         for model in sorted(set(result["loads"]) | set(result["evictions"])):
             click.echo(
@@ -1000,11 +1018,13 @@ def trace_export_cmd(
 
     Each recorded request becomes {"at", "model", "duration"}: seconds after the first one,
     the real model ID it was served by, and the time the model spent on it (total minus the
-    wait for a grant). Requests for unknown models are left out."""
+    wait for a grant). Requests for unknown models are left out. A first line
+    {"load_times": {...}} gives each model's median load time (spawn to ready) as the server
+    measured it, which `plan --trace` uses unless --load-time says otherwise."""
     import sqlite3
 
-    from llamaswap.runtime.activity import parse_time, store_path
-    from llamaswap.runtime.simulate import format_trace, trace_from_activity
+    from llamaswap.runtime.activity import load_times, parse_time, store_path
+    from llamaswap.runtime.simulate import format_load_times, format_trace, trace_from_activity
 
     if db is None:
         if config is None:
@@ -1039,12 +1059,19 @@ def trace_export_cmd(
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             rows = con.execute(query + " ORDER BY ts, id", args).fetchall()
+            loads = load_times(con, bounds[0], bounds[1], models)
         finally:
             con.close()
     except sqlite3.Error as exc:
         raise Fail(f"{db}: cannot read the activity table: {exc}") from None
     requests = trace_from_activity(rows)
-    lines = [f"# {len(requests)} requests exported from {db}"] + format_trace(requests)
+    lines = [f"# {len(requests)} requests exported from {db}"]
+    if loads:
+        lines += [
+            "# load_times: the median seconds from spawn to ready of the loads recorded then",
+            format_load_times(loads),
+        ]
+    lines += format_trace(requests)
     text = "\n".join(lines) + "\n"
     if output is None:
         click.echo(text, nl=False)

@@ -60,7 +60,9 @@ INSERT_SIZES = (64, 16, 4, 1)
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
-SCHEMA_VERSION = 4  # 2: the `peer` column; 3: `session_id`; 4: `resolution`
+SCHEMA_VERSION = 5  # 2: the `peer` column; 3: `session_id`; 4: `resolution`; 5: the `loads` table
+# Model loads kept (the oldest go first): what `trace export` turns into load times.
+MAX_LOAD_ROWS = 10_000
 
 # API sort keys -> record fields (the same keys as llama-swap's activity table).
 SORT_KEYS: dict[str, Callable[[ActivityRecord], Any]] = {
@@ -439,6 +441,7 @@ class ActivityStore:
         self._dropped = 0
         self._warned_drop = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: dict[str, float] = {}  # model -> monotonic time its start began
 
     # lifecycle (event-loop side) ------------------------------------------------------------
     @property
@@ -490,6 +493,12 @@ class ActivityStore:
             "draft_acc_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL, "
             "tokens_per_second REAL NOT NULL, error TEXT NOT NULL, peer TEXT NOT NULL DEFAULT '', "
             "session_id TEXT NOT NULL DEFAULT '', resolution TEXT NOT NULL DEFAULT '')"
+        )
+        # Every model load seen (spawn to ready, in seconds): `trace export` gives a replay the
+        # load times this machine really had.
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS loads ("
+            "id INTEGER PRIMARY KEY, ts REAL NOT NULL, model TEXT NOT NULL, seconds REAL NOT NULL)"
         )
         columns = {row[1] for row in db.execute("PRAGMA table_info(activity)")}
         if "peer" not in columns:  # a version 1 database
@@ -545,6 +554,22 @@ class ActivityStore:
             except Exception:
                 logger.exception("activity listener failed")
         return rec
+
+    def process_changed(self, event: Any) -> None:
+        """A process state change (runtime/processes.py StateChanged): a `starting ->
+        ready` transition is a load, kept with its seconds from spawn to ready."""
+        new, old = str(event.new), str(event.old)
+        if new == "starting":
+            self._starting[event.model] = event.at
+        elif new == "ready" and old == "starting":
+            began = self._starting.pop(event.model, None)
+            if began is not None and self._thread is not None and self.degraded is None:
+                try:
+                    self._queue.put_nowait(_Load(time.time(), event.model, max(0.0, event.at - began)))
+                except queue.Full:
+                    pass  # as a request record: kept from the database when the writer is behind
+        else:
+            self._starting.pop(event.model, None)
 
     def subscribe(self, listener: Callable[[ActivityRecord], None]) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -649,11 +674,14 @@ class ActivityStore:
             item = self._queue.get()
             batch: list[ActivityRecord] = []
             flags: list[threading.Event] = []
+            loads: list[_Load] = []
             while True:
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, threading.Event):
                     flags.append(item)
+                elif isinstance(item, _Load):
+                    loads.append(item)
                 else:
                     batch.append(item)
                 if stop or len(batch) >= BATCH:
@@ -682,6 +710,15 @@ class ActivityStore:
                             db.execute("DELETE FROM activity WHERE id <= ?", (batch[-1].id - self.max_rows,))
                 except sqlite3.Error as exc:
                     self._degrade(f"cannot write {self.path}: {exc}")
+            if loads and self.degraded is None:
+                try:
+                    with db:
+                        db.executemany("INSERT INTO loads (ts, model, seconds) VALUES (?, ?, ?)", loads)
+                        db.execute(
+                            "DELETE FROM loads WHERE id <= (SELECT MAX(id) FROM loads) - ?", (MAX_LOAD_ROWS,)
+                        )
+                except sqlite3.Error as exc:
+                    self._degrade(f"cannot write {self.path}: {exc}")
             for flag in flags:
                 flag.set()
             if not stop:
@@ -695,6 +732,45 @@ class ActivityStore:
             pass
         db.close()
         self._db = None
+
+
+class _Load(tuple):
+    """One model load for the writer: (wall-clock time it became ready, model, seconds)."""
+
+    __slots__ = ()
+
+    def __new__(cls, ts: float, model: str, seconds: float) -> _Load:
+        return super().__new__(cls, (ts, model, seconds))
+
+
+def load_times(
+    con: sqlite3.Connection,
+    since: float | None = None,
+    until: float | None = None,
+    models: Iterable[str] = (),
+) -> dict[str, float]:
+    """Each model's median load time (seconds from spawn to ready) over the loads recorded
+    between `since` and `until` (epoch seconds, either open); a model with no load in that
+    window gets the median of all its recorded loads. {} for a store without loads (written
+    before schema version 5)."""
+    try:
+        rows = con.execute("SELECT ts, model, seconds FROM loads ORDER BY model, seconds").fetchall()
+    except sqlite3.OperationalError:  # no such table
+        return {}
+    wanted = set(models)
+    inside: dict[str, list[float]] = {}
+    every: dict[str, list[float]] = {}
+    for ts, model, seconds in rows:
+        if wanted and model not in wanted:
+            continue
+        every.setdefault(model, []).append(seconds)
+        if (since is None or ts >= since) and (until is None or ts < until):
+            inside.setdefault(model, []).append(seconds)
+    out = {}
+    for model, all_ in sorted(every.items()):
+        values = inside.get(model) or all_  # ascending (the query's order)
+        out[model] = round((values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2, 3)
+    return out
 
 
 @functools.lru_cache(maxsize=8)

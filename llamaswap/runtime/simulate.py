@@ -7,6 +7,8 @@ something about the server.
 Trace lines (blank lines and lines starting with `#` are skipped):
     {"at": 12.5, "model": "qwen", "duration": 3}   at seconds >= 0, duration >= 0 (default 1)
     qwen                                           a bare model name: at 0, duration 1
+    {"load_times": {"qwen": 20.8, "whisper": 2.4}}  seconds per model (`trace export` writes
+                                                   the median of the loads the server saw)
 
 The simulated world: a swap takes `stop_time` (when it evicts anything) plus the target's
 load time; a stop takes `stop_time`; a granted request holds its model for its duration;
@@ -32,6 +34,8 @@ __all__ = [
     "KEEP",
     "compare_table",
     "format_trace",
+    "format_load_times",
+    "trace_load_times",
     "trace_from_activity",
     "TraceError",
     "TraceIssue",
@@ -98,6 +102,10 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
             if not isinstance(item, dict):
                 issues.append(TraceIssue(number, "expected a JSON object"))
                 continue
+            if "load_times" in item:
+                _, problems = _load_times_item(item)
+                issues.extend(TraceIssue(number, p) for p in problems)
+                continue
             problems = [f"unknown key {key!r}" for key in sorted(set(item) - {"at", "model", "duration"})]
             model = item.get("model")
             if not isinstance(model, str) or not model:
@@ -125,6 +133,42 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
     if issues:
         raise TraceError(issues)
     return requests
+
+
+def _load_times_item(item: dict) -> tuple[dict[str, float], list[str]]:
+    """A `{"load_times": {MODEL: SECONDS, ...}}` line: the load times, and its problems."""
+    problems = [f'unknown key {key!r} beside "load_times"' for key in sorted(set(item) - {"load_times"})]
+    table = item["load_times"]
+    if not isinstance(table, dict):
+        return {}, [*problems, '"load_times" must be an object of model: seconds']
+    out: dict[str, float] = {}
+    for model, value in table.items():
+        seconds = _seconds(value)
+        if not model or seconds is None:
+            problems.append(f'"load_times": {model!r} must be a model name with a number of seconds >= 0')
+        else:
+            out[model] = seconds
+    return out, problems
+
+
+def trace_load_times(lines: Iterable[str]) -> dict[str, float]:
+    """The load times a trace's `load_times` lines give (a later line wins per model). The
+    lines must have passed `parse_trace`."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    out: dict[str, float] = {}
+    for raw in lines:
+        text = raw.strip()
+        if text.startswith("{") and '"load_times"' in text:
+            item = json.loads(text)
+            if isinstance(item, dict) and "load_times" in item:
+                out.update(_load_times_item(item)[0])
+    return out
+
+
+def format_load_times(loads: Mapping[str, float]) -> str:
+    """The trace line `trace_load_times` reads back as `loads`."""
+    return json.dumps({"load_times": dict(loads)})
 
 
 def resolve_trace(

@@ -310,7 +310,7 @@ OLD_SCHEMAS = {
 
 
 @pytest.mark.parametrize("version", sorted(OLD_SCHEMAS))
-def test_a_store_in_an_older_schema_opens_keeps_its_rows_and_gains_resolutions(tmp_path, version):
+def test_a_store_in_an_older_schema_opens_keeps_its_rows_and_gains_resolutions_and_loads(tmp_path, version):
     path = tmp_path / "activity.sqlite3"
     db = sqlite3.connect(path)
     db.execute(OLD_SCHEMAS[version])
@@ -345,7 +345,8 @@ def test_a_store_in_an_older_schema_opens_keeps_its_rows_and_gains_resolutions(t
     assert [(r.id, r.resolution) for r in again.records()] == [(7, ""), (8, ""), (9, reason)]
     again.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert db.execute("SELECT COUNT(*) FROM loads").fetchone()[0] == 0  # the table is there, empty
     db.close()
 
 

@@ -132,3 +132,90 @@ def test_export_errors_are_clear(tmp_path):
     assert r.exit_code == 2 and "not an RFC 3339 time" in r.output
     r = CliRunner().invoke(cli, ["trace", "export"])
     assert r.exit_code == 2 and "give CONFIG" in r.output
+
+
+# -- load times: recorded by serve, exported, replayed -------------------------------------------
+
+
+def changed(model: str, old: str, new: str, at: float):
+    from llamaswap.runtime.processes import ProcessState, StateChanged
+
+    return StateChanged(model, ProcessState(old), ProcessState(new), at, None, "")
+
+
+def record_loads(path, loads: list[tuple[str, float]]) -> None:
+    """Each (model, seconds) as the process table reports it: stopped -> starting -> ready."""
+    store = ActivityStore(path)
+    store.open()
+    for model, seconds in loads:
+        store.process_changed(changed(model, "stopped", "starting", 100.0))
+        store.process_changed(changed(model, "starting", "ready", 100.0 + seconds))
+        store.process_changed(changed(model, "ready", "stopping", 200.0))
+        store.process_changed(changed(model, "stopping", "stopped", 201.0))
+    # A start that failed is no load.
+    store.process_changed(changed("b", "stopped", "starting", 300.0))
+    store.process_changed(changed("b", "starting", "stopped", 330.0))
+    assert store.flush()
+    store.close()
+
+
+def test_loads_are_kept_and_exported_as_median_load_times(tmp_path):
+    from llamaswap.runtime.activity import load_times
+
+    db = tmp_path / "activity.sqlite3"
+    record_activity(db)
+    record_loads(db, [("a", 4.0), ("a", 5.0), ("a", 9.0), ("b", 2.5)])
+    with sqlite3.connect(db) as con:
+        assert load_times(con) == {"a": 5.0, "b": 2.5}
+        assert load_times(con, models=["b"]) == {"b": 2.5}
+        # A window with no loads in it: every model's median over all its loads.
+        assert load_times(con, since=0, until=1) == {"a": 5.0, "b": 2.5}
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 5
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG + f"store: {{path: {db}}}\n")
+    out = tmp_path / "trace.jsonl"
+    r = CliRunner().invoke(cli, ["trace", "export", str(config), "-o", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert '{"load_times": {"a": 5.0, "b": 2.5}}' in text.splitlines()
+    assert len(parse_trace(text)) == len(RECORDED)  # the load times line is no request
+
+    def replay(*extra: str) -> tuple[dict, str]:
+        args = ["plan", str(config), "--trace", str(out), "--compare", "fifo", *extra]
+        as_json = CliRunner().invoke(cli, [*args, "--format", "json"], catch_exceptions=False)
+        as_text = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert as_json.exit_code == 0 and as_text.exit_code == 0, as_json.output + as_text.output
+        return json.loads(as_json.output)["policies"]["fifo"], as_text.output
+
+    fifo, shown = replay()
+    # Swaps alternate a and b: every load of a costs 5 s, every load of b 2.5 s.
+    assert fifo["load_seconds"] == 5.0 * fifo["loads"]["a"] + 2.5 * fifo["loads"]["b"]
+    assert "load times from the trace: a=5s, b=2.5s" in shown
+    # --load-time wins over the trace for the model it names.
+    fifo, shown = replay("--load-time", "a=1")
+    assert fifo["load_seconds"] == 1.0 * fifo["loads"]["a"] + 2.5 * fifo["loads"]["b"]
+    assert "load times from the trace: b=2.5s" in shown
+
+
+def test_a_bad_load_times_line_is_a_located_error(tmp_path):
+    from llamaswap.runtime.simulate import TraceError, trace_load_times
+
+    good = '{"load_times": {"a": 3}}\n{"at": 0, "model": "a"}\n{"load_times": {"a": 4, "b": 0}}\n'
+    assert trace_load_times(good) == {"a": 4.0, "b": 0.0}
+    bad = '{"at": 0, "model": "a"}\n{"load_times": {"a": -1}, "x": 1}\n{"load_times": [1]}\n'
+    try:
+        parse_trace(bad)
+    except TraceError as exc:
+        assert [(i.line, i.message) for i in exc.issues] == [
+            (2, "unknown key 'x' beside \"load_times\""),
+            (2, "\"load_times\": 'a' must be a model name with a number of seconds >= 0"),
+            (3, '"load_times" must be an object of model: seconds'),
+        ]
+    else:
+        raise AssertionError("a bad load_times line was accepted")
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(bad)
+    r = CliRunner().invoke(cli, ["plan", str(config), "--trace", str(trace)])
+    assert r.exit_code == 1 and f"{trace}:3: error:" in r.output, r.output

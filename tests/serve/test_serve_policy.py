@@ -103,3 +103,41 @@ def test_serve_runs_hold_and_makes_the_swaps_plan_predicts(serve, tmp_path):
     server = serve(config)
     replay(server, TRACE)
     assert server.scheduler()["swaps_started"] == expected
+
+
+def test_serve_records_its_loads_and_trace_export_replays_with_them(serve, tmp_path):
+    # What a user does before switching policy: serve, export last week's traffic, replay it.
+    # The replay costs each load what the server measured (spawn to ready), not a guess.
+    db = tmp_path / "activity.sqlite3"
+    config = {
+        "healthCheckTimeout": 30,
+        "models": {"a": model(upstream_cmd("a", startup_delay=0.6)), "b": model(upstream_cmd("b"))},
+        "groups": {"gpu": {"swap": True, "exclusive": True, "members": ["a", "b"]}},
+        "store": {"path": str(db)},
+    }
+    server = serve(config)
+    for name in ("a", "b", "a"):
+        assert server.chat(name).status == 200
+    assert server.scheduler()["swaps_started"] == 3
+    config_path = tmp_path / "served.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    trace = tmp_path / "week.jsonl"
+
+    def exported() -> dict | None:  # the writer thread keeps records ~50 ms behind
+        r = CliRunner().invoke(
+            cli, ["trace", "export", str(config_path), "-o", str(trace)], catch_exceptions=False
+        )
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(line) for line in trace.read_text().splitlines() if line.startswith("{")]
+        loads = next((line["load_times"] for line in lines if "load_times" in line), {})
+        return loads if len(lines) == 4 and set(loads) == {"a", "b"} else None
+
+    loads = server.wait(exported, "the export of three requests and both models' loads")
+    assert 0.6 <= loads["a"] < 30 and 0 < loads["b"] < 30
+    r = CliRunner().invoke(
+        cli, ["plan", str(config_path), "--trace", str(trace), "--compare", "fifo", "--format", "json"]
+    )
+    assert r.exit_code == 0, r.output
+    fifo = json.loads(r.output)["policies"]["fifo"]
+    assert fifo["swaps"] == 3
+    assert fifo["load_seconds"] == pytest.approx(2 * loads["a"] + loads["b"], abs=0.01)
