@@ -57,6 +57,10 @@ BATCH = 256
 BATCH_DELAY = 0.05
 # Rows per INSERT statement the writer uses (largest first; 1 must be last).
 INSERT_SIZES = (64, 16, 4, 1)
+# The writer's SQLite page cache, KiB. It only appends rows (the rightmost pages of the table)
+# and trims the oldest (the leftmost), so a few pages suffice; SQLite's default (2 MiB)
+# filled up over a long run and was most of what serve grew by under load.
+PAGE_CACHE_KIB = 256
 # The tail of a response kept for the usage/timings scan. llama-server's last SSE event
 # (with `timings`) is well under 2 KiB; 64 KiB leaves room for long final chunks.
 TAIL_BYTES = 64 << 10
@@ -482,6 +486,7 @@ class ActivityStore:
     def _prepare(self, db: sqlite3.Connection) -> None:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
         page = db.execute("PRAGMA page_size").fetchone()[0]
         db.execute(f"PRAGMA max_page_count={max(16, self.max_db_bytes // page)}")
         db.execute(

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from llamaswap.runtime.activity import (
+    PAGE_CACHE_KIB,
     ActivityRecord,
     ActivityStore,
     ResponseTap,
@@ -366,3 +367,19 @@ def test_batches_of_every_shape_reach_the_database_whole_and_in_order(tmp_path):
     rows = sqlite3.connect(path).execute("SELECT id, model FROM activity ORDER BY id").fetchall()
     assert [r[0] for r in rows] == list(range(1, total + 1))
     assert [r[1] for r in rows][-256:] == ["m256"] * 256
+
+
+def test_the_writer_keeps_a_small_page_cache_and_still_trims_to_max_rows(tmp_path):
+    # SQLite's default page cache (2 MiB) filled up as the table grew and stayed resident in
+    # serve; the writer's connection caps it, and appends and trims still work under the cap.
+    path = tmp_path / "cache.sqlite3"
+    store = ActivityStore(path, max_in_memory=10, max_rows=300)
+    store.open()
+    assert store._db is not None
+    assert store._db.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
+    for i in range(2000):
+        store.record(rec(model=f"m{i % 7}", error="x" * (i % 50)))
+    store.close()
+    db = sqlite3.connect(path)
+    ids = [r[0] for r in db.execute("SELECT id FROM activity ORDER BY id")]
+    assert ids == list(range(1701, 2001))
