@@ -5,10 +5,13 @@
   the runner-up candidates, how long the requests waited and how long the load took. It is
   written once per committed swap — speculative what-if queries never produce one — and the
   same fields go to the log as one JSON line when the swap ends.
-- `Metrics` owns a private Prometheus registry (so several apps can live in one process):
+- `Metrics` owns a private set of Prometheus metrics (so several apps can live in one process):
   requests by model and status, in-flight requests, model state, swaps and evictions by
   model and reason, load-duration and queue-wait histograms, queue depth, the age of the
-  oldest waiting request, and config reloads by outcome.
+  oldest waiting request, and config reloads by outcome. The values are plain numbers here;
+  prometheus_client is imported at the first scrape, to write them in its exposition format
+  (the samples prometheus_client's own Counter, Gauge and Histogram would give; serve's
+  memory and start-up do not pay for the library until `/metrics` is asked for).
 - `health()` is 200 only while the scheduler's owner task is alive and making progress:
   503 with a reason when the task died, or when requests have been waiting with nothing
   started, finished or granted for longer than the stall window.
@@ -20,13 +23,12 @@ import collections
 import datetime as _dt
 import json
 import logging
+import math
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 
 from llamaswap.compiler.explain import explain
 
@@ -135,50 +137,169 @@ class DecisionLog:
         return len(self._records)
 
 
+class _Counter:
+    """One labelled child of a counter (prometheus_client's Counter child: a float total and
+    the time it was created)."""
+
+    __slots__ = ("value", "created")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        yield "_total", {}, self.value
+        if _CREATED:
+            yield "_created", {}, self.created
+
+
+class _Gauge:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        yield "", {}, self.value
+
+
+class _Histogram:
+    """One labelled child of a histogram: a count per bucket (the last one +Inf), the sum."""
+
+    __slots__ = ("bounds", "counts", "sum", "created")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0.0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        for i, bound in enumerate(self.bounds):
+            if amount <= bound:
+                self.counts[i] += 1.0
+                break
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        from prometheus_client.utils import floatToGoString
+
+        acc = 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            acc += count
+            yield "_bucket", {"le": floatToGoString(bound)}, acc
+        yield "_count", {}, acc
+        if self.bounds[0] >= 0:
+            yield "_sum", {}, self.sum
+        if _CREATED:
+            yield "_created", {}, self.created
+
+
+# prometheus_client's switch for the `_created` series, read the same way (at start).
+_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
+
+
+class _Family:
+    """A metric with labels: its children by label values, in the order they were created
+    (the order prometheus_client exposes them in)."""
+
+    def __init__(
+        self, kind: str, name: str, doc: str, labelnames: tuple[str, ...], buckets: tuple[float, ...] = ()
+    ) -> None:
+        self.kind, self.name, self.doc, self.labelnames = kind, name, doc, labelnames
+        self.bounds = tuple(float(b) for b in buckets) + ((math.inf,) if buckets else ())
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        got = self.children.get(values)
+        if got is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            values = tuple(str(v) for v in values)
+            got = self.children.get(values)
+            if got is None:
+                got = self.children[values] = (
+                    _Counter()
+                    if self.kind == "counter"
+                    else _Gauge()
+                    if self.kind == "gauge"
+                    else _Histogram(self.bounds)
+                )
+        return got
+
+    def metric(self) -> Any:
+        from prometheus_client.metrics_core import Metric
+
+        out = Metric(self.name, self.doc, self.kind)
+        for values, child in self.children.items():
+            series = dict(zip(self.labelnames, values, strict=True))
+            for suffix, extra, value in child.samples():
+                out.add_sample(self.name + suffix, {**series, **extra}, value)
+        return out
+
+
 class Metrics:
     """Prometheus metrics of one serve app."""
 
     def __init__(self, models: Iterable[str]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self.models = tuple(models)
-        self.requests = Counter(
+        self.requests = _Family(
+            "counter",
             "llamaswap_requests",
             "Model-dispatched requests by model and HTTP status.",
-            ["model", "status"],
-            registry=r,
+            ("model", "status"),
         )
-        self.in_flight = Gauge(
-            "llamaswap_requests_in_flight", "Requests being served, by model.", ["model"], registry=r
+        self.in_flight = _Family(
+            "gauge", "llamaswap_requests_in_flight", "Requests being served, by model.", ("model",)
         )
-        self.swaps = Counter(
-            "llamaswap_swaps",
-            "Committed swaps by target model and outcome.",
-            ["model", "outcome"],
-            registry=r,
+        self.swaps = _Family(
+            "counter", "llamaswap_swaps", "Committed swaps by target model and outcome.", ("model", "outcome")
         )
-        self.evictions = Counter(
+        self.evictions = _Family(
+            "counter",
             "llamaswap_evictions",
             "Models stopped, by model and reason (swap, ttl, unload, shutdown, crash).",
-            ["model", "reason"],
-            registry=r,
+            ("model", "reason"),
         )
-        self.load_duration = Histogram(
+        self.load_duration = _Family(
+            "histogram",
             "llamaswap_load_duration_seconds",
             "Time from a swap's start of loading to the upstream being ready.",
-            ["model"],
-            buckets=LOAD_BUCKETS,
-            registry=r,
+            ("model",),
+            LOAD_BUCKETS,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = _Family(
+            "histogram",
             "llamaswap_queue_wait_seconds",
             "Time from a request's arrival to its grant.",
-            ["model"],
-            buckets=WAIT_BUCKETS,
-            registry=r,
+            ("model",),
+            WAIT_BUCKETS,
         )
-        self.reloads = Counter(
-            "llamaswap_reloads", "Config reloads by outcome (ok, failed).", ["outcome"], registry=r
+        self.reloads = _Family(
+            "counter", "llamaswap_reloads", "Config reloads by outcome (ok, failed).", ("outcome",)
+        )
+        self._families = (
+            self.requests,
+            self.in_flight,
+            self.swaps,
+            self.evictions,
+            self.load_duration,
+            self.queue_wait,
+            self.reloads,
         )
         for outcome in ("ok", "failed"):
             self.reloads.labels(outcome)
@@ -187,9 +308,9 @@ class Metrics:
         self._children: dict[tuple, Any] = {}  # cached label children (the hot path)
         self._state_source: Any = None
         self._queue_source: Any = None
-        r.register(_Live(self))
+        self._registry: Any = None
 
-    def child(self, metric: Any, *labels: str) -> Any:
+    def child(self, metric: _Family, *labels: str) -> Any:
         key = (id(metric), labels)
         got = self._children.get(key)
         if got is None:
@@ -212,47 +333,51 @@ class Metrics:
         self._state_source = processes
         self._queue_source = router
 
+    def collect(self) -> Iterator[Any]:
+        """Every metric as prometheus_client's Metric, the live ones last."""
+        for family in self._families:
+            yield family.metric()
+        yield from _live(self)
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(self)
+        return generate_latest(self._registry)
 
 
-class _Live:
-    """Collector for values read at scrape time."""
+def _live(m: Metrics) -> Iterator[Any]:
+    """The values read at scrape time."""
+    from prometheus_client.core import GaugeMetricFamily
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        m = self.metrics
-        state = GaugeMetricFamily(
-            "llamaswap_model_state", "1 for each model's current process state.", labels=["model", "state"]
-        )
-        procs = m._state_source or {}
-        for model in m.models:
-            proc = procs.get(model)
-            current = proc.state.value if proc is not None else "stopped"
-            for s in ("stopped", "starting", "ready", "stopping", "shutdown"):
-                state.add_metric([model, s], 1.0 if s == current else 0.0)
-        yield state
-        depth = GaugeMetricFamily(
-            "llamaswap_queue_depth", "Requests waiting for a grant (queued or waiting on a swap)."
-        )
-        oldest = GaugeMetricFamily(
-            "llamaswap_oldest_waiting_seconds", "Age of the oldest request waiting for a grant (0 when none)."
-        )
-        router = m._queue_source
-        waiting = router.waiting_tickets() if router is not None else []
-        depth.add_metric([], float(len(waiting)))
-        if waiting and router is not None:
-            now = router.now()
-            oldest.add_metric([], max(0.0, now - min(t.arrived for t in waiting)))
-        else:
-            oldest.add_metric([], 0.0)
-        yield depth
-        yield oldest
+    state = GaugeMetricFamily(
+        "llamaswap_model_state", "1 for each model's current process state.", labels=["model", "state"]
+    )
+    procs = m._state_source or {}
+    for model in m.models:
+        proc = procs.get(model)
+        current = proc.state.value if proc is not None else "stopped"
+        for s in ("stopped", "starting", "ready", "stopping", "shutdown"):
+            state.add_metric([model, s], 1.0 if s == current else 0.0)
+    yield state
+    depth = GaugeMetricFamily(
+        "llamaswap_queue_depth", "Requests waiting for a grant (queued or waiting on a swap)."
+    )
+    oldest = GaugeMetricFamily(
+        "llamaswap_oldest_waiting_seconds", "Age of the oldest request waiting for a grant (0 when none)."
+    )
+    router = m._queue_source
+    waiting = router.waiting_tickets() if router is not None else []
+    depth.add_metric([], float(len(waiting)))
+    if waiting and router is not None:
+        now = router.now()
+        oldest.add_metric([], max(0.0, now - min(t.arrived for t in waiting)))
+    else:
+        oldest.add_metric([], 0.0)
+    yield depth
+    yield oldest
 
 
 def health(router: Router, stall_timeout: float) -> tuple[bool, str]:

@@ -1,0 +1,156 @@
+"""Serve's metrics keep plain numbers and import prometheus_client only to expose them: the
+exposition must be what prometheus_client's own Counter, Gauge and Histogram give for the same
+updates, and a fresh serve must not load the library before the first scrape."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from llamaswap.runtime.observe import LOAD_BUCKETS, WAIT_BUCKETS, Metrics, _live
+
+CREATED = re.compile(r"^(\S+_created(?:\{[^}]*\})?) \S+$", re.M)
+
+
+class _Ticket:
+    def __init__(self, arrived: float) -> None:
+        self.arrived = arrived
+
+
+class _Router:
+    def waiting_tickets(self):
+        return [_Ticket(10.0), _Ticket(12.5)]
+
+    def now(self) -> float:
+        return 14.0
+
+
+class _Proc:
+    def __init__(self, state: str) -> None:
+        self.state = type("S", (), {"value": state})()
+
+
+def reference(models: tuple[str, ...]):
+    """The same metrics built from prometheus_client's classes (what serve used before)."""
+    r = CollectorRegistry(auto_describe=True)
+    ref = {
+        "requests": Counter(
+            "llamaswap_requests",
+            "Model-dispatched requests by model and HTTP status.",
+            ["model", "status"],
+            registry=r,
+        ),
+        "in_flight": Gauge(
+            "llamaswap_requests_in_flight", "Requests being served, by model.", ["model"], registry=r
+        ),
+        "swaps": Counter(
+            "llamaswap_swaps",
+            "Committed swaps by target model and outcome.",
+            ["model", "outcome"],
+            registry=r,
+        ),
+        "evictions": Counter(
+            "llamaswap_evictions",
+            "Models stopped, by model and reason (swap, ttl, unload, shutdown, crash).",
+            ["model", "reason"],
+            registry=r,
+        ),
+        "load_duration": Histogram(
+            "llamaswap_load_duration_seconds",
+            "Time from a swap's start of loading to the upstream being ready.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        ),
+        "queue_wait": Histogram(
+            "llamaswap_queue_wait_seconds",
+            "Time from a request's arrival to its grant.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        ),
+        "reloads": Counter(
+            "llamaswap_reloads", "Config reloads by outcome (ok, failed).", ["outcome"], registry=r
+        ),
+    }
+    for outcome in ("ok", "failed"):
+        ref["reloads"].labels(outcome)
+    for m in models:
+        ref["in_flight"].labels(m).set(0)
+    return r, ref
+
+
+def test_exposition_matches_prometheus_clients_own_metrics():
+    models = ("a", "b/c", 'q"uote')
+    ours = Metrics(models)
+    registry, ref = reference(models)
+    live_source = Metrics(models)  # the scrape-time values, for the reference registry
+    for m in (ours, live_source):
+        m.bind({"a": _Proc("ready"), "b/c": _Proc("starting")}, _Router())
+    registry.register(
+        type("Live", (), {"collect": lambda self: _live(live_source), "describe": lambda self: []})()
+    )
+
+    def both(name: str, *labels: str):
+        return getattr(ours, name).labels(*labels), ref[name].labels(*labels)
+
+    for model, status in [("a", "200"), ("a", "200"), ("b/c", "502"), ("a", "429"), ('q"uote', "200")]:
+        ours.count_request(model, status)
+        ref["requests"].labels(model, status).inc()
+    for x, y in [both("in_flight", "a"), both("in_flight", "a"), both("in_flight", "b/c")]:
+        x.inc()
+        y.inc()
+    x, y = both("in_flight", "a")
+    x.dec()
+    y.dec()
+    for x, y in [both("swaps", "a", "ok"), both("swaps", "b/c", "error"), both("evictions", "a", "ttl")]:
+        x.inc()
+        y.inc()
+    for value in (0.0, 0.05, 0.07, 3.0, 599.9, 600.0, 601.0, 1e9):
+        x, y = both("load_duration", "a")
+        x.observe(value)
+        y.observe(value)
+    for value in (0.0, 0.0005, 0.001, 0.02, 299.0, 1000.0):
+        x, y = both("queue_wait", "b/c")
+        x.observe(value)
+        y.observe(value)
+    x, y = both("reloads", "failed")
+    x.inc()
+    y.inc()
+
+    got = ours.exposition().decode()
+    want = generate_latest(registry).decode()
+    assert CREATED.sub(r"\1 T", got) == CREATED.sub(r"\1 T", want)
+    assert 'llamaswap_requests_total{model="a",status="200"} 2.0' in got
+    assert 'llamaswap_load_duration_seconds_bucket{le="+Inf",model="a"} 8.0' in got
+    assert "llamaswap_oldest_waiting_seconds 4.0" in got
+    # A second scrape sees later updates (the registry is built once, the values read each time).
+    ours.count_request("a", "200")
+    assert 'llamaswap_requests_total{model="a",status="200"} 3.0' in ours.exposition().decode()
+
+
+def test_a_label_child_is_the_same_object_for_the_same_values():
+    m = Metrics(["a"])
+    assert m.swaps.labels("a", "ok") is m.swaps.labels("a", "ok")
+    assert m.child(m.requests, "a", "200") is m.requests.labels("a", "200")
+
+
+SERVE_START = """
+import sys
+import llamaswap.runtime.serve, llamaswap.runtime.app
+from llamaswap.runtime.observe import Metrics
+m = Metrics(["a"])
+m.count_request("a", "200")
+print("before", "prometheus_client" in sys.modules)
+m.exposition()
+print("after", "prometheus_client" in sys.modules)
+"""
+
+
+def test_serve_does_not_load_prometheus_client_before_the_first_scrape():
+    out = subprocess.run([sys.executable, "-c", SERVE_START], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["before", "False", "after", "True"]
