@@ -13,7 +13,6 @@ Deterministic: the same word and names always give the same answer.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 CUTOFF = 0.6
@@ -24,6 +23,8 @@ def closest(
     word: str, known: Iterable[str], *, cutoff: float = CUTOFF, fold: bool = False, partial: bool = False
 ) -> str | None:
     """The known name closest to `word`, or None when nothing is close."""
+    import difflib  # here, not at the top: only a misspelling needs it (serve's memory, start-up)
+
     pool = list(known)
     if fold:
         lower = {k.lower(): k for k in pool}

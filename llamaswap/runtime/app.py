@@ -320,7 +320,7 @@ def build_app(
     app[ACTIVITY] = ActivityStore(
         store_path(plan.config), max_in_memory=plan.config.metrics_max_in_memory if plan.config else 1000
     )
-    app[webui.UI_FILES] = webui.load_ui_files()
+    app[webui.UI_FILES] = webui.UiFiles()
     app[websocket.OPEN_WEBSOCKETS] = set()
     app.on_shutdown.append(websocket.close_all)
     app.on_shutdown.append(api.end_log_streams)

@@ -38,7 +38,6 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from llamaswap.compiler.plan import Plan
@@ -88,6 +87,8 @@ def free_port_block(count: int, preferred: int = DEMO_START_PORT, host: str = "1
 def demo_config_text(start_port: int | None = None) -> str:
     """The built-in demo config, wired to this interpreter's `llamaswap fake-upstream`, its
     upstreams on free ports (several demos, or llama-swap itself, may run on one machine)."""
+    from importlib import resources  # only the demo reads it (importlib.resources pulls in zipfile, tempfile)
+
     text = resources.files("llamaswap.runtime").joinpath("demo.yaml").read_text(encoding="utf-8")
     python = sys.executable.replace("\\", "\\\\").replace('"', '\\"')
     first = free_port_block(DEMO_MODELS) if start_port is None else start_port

@@ -1,8 +1,8 @@
 """Web UI: the static files under `/ui`, the JSON the pages read, the live feed's sources,
 and the activity endpoints (`/api/metrics/activity`, `/api/metrics/stats`).
 
-- The static files ship in the package (`llamaswap/ui/`, no build step) and are read once
-  when the app is built. They are public (they hold no data; the pages ask for the API key
+- The static files ship in the package (`llamaswap/ui/`, no build step) and are read once,
+  when the first one is asked for (serve's start-up and memory do not pay for them). They are public (they hold no data; the pages ask for the API key
   and send it with every call); every endpoint they call stays behind the key.
 - `/ui`, `/ui/` and `/ui/<page>` answer the page shell; the script picks the page from the
   path. `/` and `GET /upstream` redirect to the UI, as in llama-swap.
@@ -14,7 +14,6 @@ and the activity endpoints (`/api/metrics/activity`, `/api/metrics/stats`).
 from __future__ import annotations
 
 import time
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +27,20 @@ from llamaswap.runtime.reload import reload_state
 from llamaswap.runtime.router import Rejected
 from llamaswap.runtime.settings import effective_ttl
 
-UI_FILES = web.AppKey("ui_files", dict)
+
+class UiFiles:
+    """The shipped UI files by path under /ui/ -> (bytes, content type), read at first use."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[bytes, str]] | None = None
+
+    def files(self) -> dict[str, tuple[bytes, str]]:
+        if self._files is None:
+            self._files = load_ui_files()
+        return self._files
+
+
+UI_FILES = web.AppKey("ui_files", UiFiles)
 PAGES = ("models", "live", "decisions", "activity", "logs", "playground", "config")
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -40,6 +52,8 @@ _TYPES = {
 
 def load_ui_files() -> dict[str, tuple[bytes, str]]:
     """Every shipped UI file by its path under /ui/ -> (bytes, content type)."""
+    from importlib import resources
+
     out: dict[str, tuple[bytes, str]] = {}
 
     def walk(node, prefix: str) -> None:
@@ -61,7 +75,7 @@ def load_ui_files() -> dict[str, tuple[bytes, str]]:
 
 
 def _file(request: web.Request, name: str) -> web.Response:
-    got = request.app[UI_FILES].get(name)
+    got = request.app[UI_FILES].files().get(name)
     if got is None:
         return error_response(request, 404, f"no such UI file: /ui/{name}")
     body, ctype = got
@@ -73,7 +87,7 @@ def _file(request: web.Request, name: str) -> web.Response:
 
 async def ui_page(request: web.Request) -> web.Response:
     rest = request.match_info.get("rest", "")
-    if rest in request.app[UI_FILES] and rest != "index.html":
+    if rest in request.app[UI_FILES].files() and rest != "index.html":
         return _file(request, rest)
     if rest == "" or rest.split("/")[0] in PAGES:
         return _file(request, "index.html")
