@@ -1309,9 +1309,43 @@ def fake_upstream_cmd(
 SHORT_LIVED = frozenset({"compile", "plan", "graph"})
 
 
+def _without_pydantic_plugins() -> None:
+    """Answer pydantic's plugin lookup with "none" without importing importlib.metadata.
+
+    When pydantic builds its first model it imports `pydantic.plugin._loader`, which imports
+    importlib.metadata (with email, zipfile, csv, ...) to scan every installed distribution
+    for the `pydantic` entry-point group. No llamaswap command uses a pydantic plugin, and the
+    lookup cost `compile` and `serve` ~20 ms of CPU at every start (in-process A/B) and serve
+    ~0.4 MB. So the CLI registers a module of that name whose get_plugins() returns no
+    plugins, as pydantic's own does under PYDANTIC_DISABLE_PLUGINS=__all__; a name pydantic
+    may ask of it in a later version, other than get_plugins, loads pydantic's real module."""
+    import importlib
+    import types
+
+    name = "pydantic.plugin._loader"
+    if name in sys.modules:
+        return
+    module = types.ModuleType(name, "llamaswap: pydantic plugins are not looked up (cli.py)")
+
+    def get_plugins() -> tuple[()]:
+        return ()
+
+    def __getattr__(attr: str) -> object:
+        if attr.startswith("__"):  # the import system asks for __path__, __spec__, ...
+            raise AttributeError(attr)
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attr)
+
+    module.get_plugins = get_plugins  # type: ignore[attr-defined]
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[name] = module
+
+
 def main() -> None:
     from llamaswap.argv import normalise
 
+    _without_pydantic_plugins()
     args = normalise(sys.argv[1:])
     short = bool(args) and args[0] in SHORT_LIVED
     try:

@@ -266,7 +266,7 @@ LOADS = """
 import os, runpy, sys
 watched = ("networkx", "lark", "aiohttp", "asyncio", "llamaswap.runtime.scheduler",
            "llamaswap.runtime.policies", "llamaswap.compiler.resources", "llamaswap.compiler.placer",
-           "llamaswap.compiler.evict", "llamaswap.compiler.lints")
+           "llamaswap.compiler.evict", "llamaswap.compiler.lints", "importlib.metadata")
 real_exit = os._exit
 
 def report(code):  # short-lived commands end with os._exit (no interpreter teardown)
@@ -299,6 +299,29 @@ def test_compile_of_matrix_references_loads_lark_but_not_networkx_or_the_runtime
     code, mods = loaded_by_compile(VALID / "three-gpus.yaml")
     assert code == 0
     assert "lark" in mods and not mods & {"networkx", "aiohttp", "asyncio", "llamaswap.runtime.scheduler"}
+
+
+def test_the_cli_skips_pydantic_plugin_discovery_and_pydantic_still_validates(write):
+    # `compile` of a valid and of an invalid config: no importlib.metadata (pydantic's plugin
+    # scan), the same verdicts; any other name pydantic may ask of its plugin loader still
+    # comes from pydantic's own module.
+    code, mods = loaded_by_compile(VALID / "matrix-example.yaml")
+    assert code == 0 and "lark" in mods and "importlib.metadata" not in mods
+    bad = write("bad.yaml", OK.replace("models:", "healthCheckTimeout: soon\nmodels:"))
+    code, mods = loaded_by_compile(bad)
+    assert code == 1 and "importlib.metadata" not in mods
+    probe = (
+        "import sys\n"
+        "from llamaswap.cli import _without_pydantic_plugins\n"
+        "_without_pydantic_plugins()\n"
+        "from pydantic.plugin._loader import get_plugins\n"
+        "print(tuple(get_plugins()), 'importlib.metadata' in sys.modules)\n"
+        "from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP\n"
+        "print(PYDANTIC_ENTRY_POINT_GROUP)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["() False", "pydantic"]
 
 
 @pytest.mark.parametrize(

@@ -150,7 +150,7 @@ def report():
             break
         except OSError:
             time.sleep(0.02)
-    lazy = ("prometheus_client", "difflib")
+    lazy = ("prometheus_client", "difflib", "importlib.resources", "importlib.metadata", "zipfile")
     print("LOADED", *[m for m in lazy if m in sys.modules], flush=True)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     print("SCRAPED", b"llamaswap_requests_in_flight" in metrics, "prometheus_client" in sys.modules, flush=True)
@@ -165,7 +165,7 @@ main()
 
 def test_serve_loads_prometheus_client_and_other_rare_modules_only_when_used(tmp_path):
     # Up and serving, serve has not imported what only a rare path needs (the first scrape,
-    # a misspelt name); /metrics works.
+    # a misspelt name, the demo config or UI files, pydantic's plugin scan); /metrics works.
     import socket
 
     with socket.socket() as s:
