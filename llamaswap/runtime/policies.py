@@ -50,6 +50,14 @@ the one whose eviction is expected to cost least:
   sum of 1 / expected time). Recency alone mistakes a burst that just ended for a hot model
   and a regular one for a cold model; the gaps see both. The second opinion abstains while
   a model has fewer than `min_history` gaps.
+- and it trusts itself only where it has been right: every swap where its choice and the
+  eviction policy's differ is a *trial*, settled by the next request for one of the two
+  victims (the model it would have evicted asked for first: it was wrong). It replaces the
+  eviction policy's pick only while at least `trust` of the last `trials` settled trials
+  (and at least `min_trials` of them) went its way; the trials run whether or not it acted,
+  so FIFO's pick teaches it as well. Where the eviction policy's set order happens to keep
+  the right model (chat + embeddings + TTS when the embedding model sorts first), it stops
+  overriding instead of trading swaps for p95.
 Choices only ever come from the eviction policy's own candidates at its lowest cost (the
 user's `evict_costs` are honoured); the groups engine never has a choice.
 """
@@ -197,7 +205,7 @@ class LookaheadPolicy(FifoPolicy):
 
     name = "lookahead"
     chooses_victims = True
-    OPTIONS = ("horizon", "margin", "load_time", "history", "min_history")
+    OPTIONS = ("horizon", "margin", "load_time", "history", "min_history", "trials", "min_trials", "trust")
 
     def __init__(
         self,
@@ -206,6 +214,9 @@ class LookaheadPolicy(FifoPolicy):
         load_time: float = 10.0,
         history: int = 256,
         min_history: int = 3,
+        trials: int = 20,
+        min_trials: int = 5,
+        trust: float = 0.5,
     ) -> None:
         self.horizon = _number("horizon", horizon, 1e-3)
         self.margin = _number("margin", margin, 0.0, 1.0)
@@ -217,9 +228,21 @@ class LookaheadPolicy(FifoPolicy):
         self._last_active: dict[str, float] = {}
         self._gaps: dict[str, deque[float]] = {}  # model -> its last `history` return gaps
         self._alternatives: dict[tuple[str, tuple[str, ...]], tuple[Decision, ...]] = {}
+        self.trials = int(_number("trials", trials, 1, integer=True))
+        self.min_trials = int(_number("min_trials", min_trials, 0, integer=True))
+        self.trust = _number("trust", trust, 0.0, 1.0)
+        # (target, running) -> (the eviction policy's victims, the ones preferred), as last
+        # asked: the swap that starts with one of them opens a trial.
+        self._proposals: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        # Open trials: (models only the preferred choice evicts, models only the eviction
+        # policy's evicts); settled by the first request for either side.
+        self._open: deque[tuple[frozenset[str], frozenset[str]]] = deque(maxlen=64)
+        self._settled: deque[bool] = deque(maxlen=self.trials)  # True: the preference was right
 
     # -- learning ---------------------------------------------------------------------------
     def on_request(self, model: str, now: float) -> None:
+        if self._open:
+            self._settle(model)
         self._rate[model] = (self.rate(model, now) + 1.0, now)
         last = self._last_active.get(model)
         if last is not None:
@@ -232,11 +255,40 @@ class LookaheadPolicy(FifoPolicy):
     def on_serve_done(self, model: str, now: float) -> None:
         self._last_active[model] = now
 
+    def on_swap_started(self, decision: Decision, now: float) -> None:
+        proposal = self._proposals.get((decision.target, decision.running))
+        self._proposals.clear()
+        if proposal is None or proposal[0] == proposal[1]:
+            return
+        fifo, preferred = set(proposal[0]), set(proposal[1])
+        mine, theirs = frozenset(preferred - fifo), frozenset(fifo - preferred)
+        if mine and theirs:
+            self._open.append((mine, theirs))
+
+    def _settle(self, model: str) -> None:
+        """A request for `model` settles the open trials it is a victim of."""
+        still = []
+        for mine, theirs in self._open:
+            if model in mine:
+                self._settled.append(False)  # what it would evict came back first
+            elif model in theirs:
+                self._settled.append(True)
+            else:
+                still.append((mine, theirs))
+        if len(still) != len(self._open):
+            self._open.clear()
+            self._open.extend(still)
+
     def on_swap_done(self, model: str, started: float, now: float, ok: bool) -> None:
         if ok:
             took = now - started
             old = self._loads.get(model)
             self._loads[model] = took if old is None else 0.5 * old + 0.5 * took
+
+    def trusted(self) -> bool:
+        """Has its preference been right often enough lately to act on it (module docstring)?"""
+        n = len(self._settled)
+        return n >= self.min_trials and sum(self._settled) >= self.trust * n
 
     def rate(self, model: str, now: float) -> float:
         """Requests for `model` so far, each weighted exp(-age / horizon)."""
@@ -319,6 +371,15 @@ class LookaheadPolicy(FifoPolicy):
     def choose(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision:
         if not decision.evict or getattr(eviction, "engine", None) != "matrix":
             return decision  # nothing to evict, or the groups engine (no choice there)
+        pick = self.preferred(eviction, decision, now)
+        key = (decision.target, decision.running)
+        if len(self._proposals) >= 4096:
+            self._proposals.clear()
+        self._proposals[key] = (decision.evict, pick.evict)
+        return pick if pick is decision or self.trusted() else decision
+
+    def preferred(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision:
+        """The choice by expected cost and return gaps, before the self-check (`choose`)."""
         options = self.alternatives(eviction, decision)
         if len(options) == 1:
             return decision

@@ -217,18 +217,60 @@ def pairs_plan():
 
 def test_lookahead_keeps_the_model_asked_for_more_and_fifo_evicts_by_set_order():
     """b is asked for six times, a once: loading c, FIFO evicts b (set ac comes first), and
-    b's next request costs a swap back; lookahead evicts a. Nothing waits longer for it."""
+    b's next request costs a swap back; lookahead evicts a. Nothing waits longer for it.
+    (min_trials 0: act before the self-check has seen a trial; by default it first needs 5.)"""
     plan = pairs_plan()
     trace = [TraceRequest(0, "a", 0.1)] + [TraceRequest(0.5 * i, "b", 0.1) for i in range(1, 7)]
     trace += [TraceRequest(4, "c", 0.1), TraceRequest(5, "b", 0.1)]
     settings = scheduler_settings(plan)
     loads = {"a": 1, "b": 1, "c": 1}
     fifo = simulate(plan.policy, settings, trace, loads, verbose=True)
-    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy(horizon=2))
+    policy = LookaheadPolicy(horizon=2, min_trials=0)
+    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=policy)
     assert (fifo["swaps"], fifo["evictions"]) == (4, {"b": 1, "c": 1})
     assert (look["swaps"], look["evictions"]) == (3, {"a": 1})
     waits = [(f["wait"], m["wait"]) for f, m in zip(fifo["per_request"], look["per_request"])]
     assert all(m <= f for f, m in waits) and waits[-1] == (1.1, 0.0)  # FIFO: c serves, then b reloads
+    assert policy.trusted()  # b (kept) came back before a (evicted): the trial went its way
+    # With the default min_trials, one decision is no evidence: FIFO's pick, FIFO's schedule.
+    cautious = simulate(
+        plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy(horizon=2)
+    )
+    assert (cautious["swaps"], cautious["per_request"]) == (fifo["swaps"], fifo["per_request"])
+
+
+def test_lookahead_self_check_stops_overriding_fifo_when_its_preference_comes_back_first():
+    """Every 20 s: a, a burst of b, c, then a and c again. Loading c, recency says keep the
+    busy b and evict a, but a is the next one asked for, so each such override costs a
+    swap back (and the swaps after it); FIFO's pick (evict b) is right. Without the
+    self-check the preference keeps overriding: 20 swaps to FIFO's 9, p95 1.5 s to 1 s.
+    With it, the first override's trial is lost (a came back before b), lookahead stops
+    overriding, and from the next cycle on every request waits exactly as under FIFO."""
+    plan = pairs_plan()
+    trace = []
+    for t in (0, 20, 40, 60):
+        trace += [TraceRequest(t, "a", 0.1)] + [TraceRequest(t + 0.5 * i, "b", 0.1) for i in range(1, 7)]
+        trace += [TraceRequest(t + 4, "c", 0.1), TraceRequest(t + 5, "a", 0.1), TraceRequest(t + 6, "c", 0.1)]
+    settings = scheduler_settings(plan)
+    loads = {"a": 1, "b": 1, "c": 1}
+
+    def run(**options):
+        policy = LookaheadPolicy(horizon=2, min_history=1000, min_trials=0, **options)
+        return policy, simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=policy)
+
+    fifo = simulate(plan.policy, settings, trace, loads, verbose=True)
+    _, blind = run(trust=0.0)  # trust 0: every trial record is good enough, i.e. no self-check
+    policy, checked = run(trials=2)
+    assert (fifo["swaps"], fifo["wait"]["p95"]) == (9, 1.0)
+    assert (blind["swaps"], blind["wait"]["p95"], blind["evictions"]["a"]) == (20, 1.5, 8)
+    assert (checked["swaps"], checked["wait"]["p95"], checked["evictions"]["a"]) == (11, 1.0, 1)
+    later = [i for i, r in enumerate(trace) if r.at >= 20]
+    assert [checked["per_request"][i]["wait"] for i in later] == [
+        fifo["per_request"][i]["wait"] for i in later
+    ]
+    assert not policy.trusted()
+    # The trials go on while it defers (FIFO's picks are judged too): still losing, still FIFO.
+    assert fifo["decisions"][-1]["evicted"] == checked["decisions"][-1]["evicted"] == ["b"]
 
 
 def test_lookahead_return_gaps_veto_a_recency_pick_that_evicts_a_regular_model():
@@ -241,11 +283,18 @@ def test_lookahead_return_gaps_veto_a_recency_pick_that_evicts_a_regular_model()
     trace += [TraceRequest(t, "b", 0.1) for t in (70, 71, 72, 73)] + [TraceRequest(75, "c", 0.1)]
     settings = scheduler_settings(plan)
     loads = {"a": 1, "b": 1, "c": 1}
-    look = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=LookaheadPolicy(horizon=10))
+    look = simulate(
+        plan.policy,
+        settings,
+        trace,
+        loads,
+        verbose=True,
+        scheduling=LookaheadPolicy(horizon=10, min_trials=0),
+    )
     assert (look["swaps"], look["evictions"]) == (3, {"b": 1})
     assert look["per_request"][-1]["model"] == "a" and look["per_request"][-1]["wait"] == 0
     # Without enough history the second opinion abstains: recency alone evicts a.
-    blind = LookaheadPolicy(horizon=10, min_history=1000)
+    blind = LookaheadPolicy(horizon=10, min_history=1000, min_trials=0)
     recency = simulate(plan.policy, settings, trace, loads, verbose=True, scheduling=blind)
     assert (recency["swaps"], recency["evictions"]) == (4, {"a": 1, "c": 1})
     assert recency["per_request"][-1]["wait"] == 1.0
@@ -260,7 +309,7 @@ def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
     plan = pairs_plan()
     decision = plan.policy.decide("c", ("a", "b"))
     assert decision.evict == ("b",) and decision.set == "ac"
-    p = LookaheadPolicy(horizon=10, margin=0.25)
+    p = LookaheadPolicy(horizon=10, margin=0.25, min_trials=0)
     options = p.alternatives(plan.policy, decision)
     assert [(d.evict, d.set, d.dsl, d.target_set) for d in options] == [
         (("b",), "ac", "a & c", ("a", "c")),
@@ -283,10 +332,25 @@ def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
 
 def test_lookahead_options():
     p = make_policy(
-        "lookahead", {"horizon": 30, "margin": 0.5, "load_time": 3, "history": 16, "min_history": 2}
+        "lookahead",
+        {
+            "horizon": 30,
+            "margin": 0.5,
+            "load_time": 3,
+            "history": 16,
+            "min_history": 2,
+            "trials": 8,
+            "min_trials": 0,
+            "trust": 0.75,
+        },
     )
     assert isinstance(p, LookaheadPolicy)
     assert (p.horizon, p.margin, p.load_time, p.history, p.min_history) == (30, 0.5, 3, 16, 2)
+    assert (p.trials, p.min_trials, p.trust) == (8, 0, 0.75)
+    with pytest.raises(PolicyOptionError, match="'trials' must be >= 1"):
+        make_policy("lookahead", {"trials": 0})
+    with pytest.raises(PolicyOptionError, match="'trust' must be between 0 and 1"):
+        make_policy("lookahead", {"trust": 1.5})
     with pytest.raises(PolicyOptionError, match="'history' must be an integer"):
         make_policy("lookahead", {"history": 1.5})
     with pytest.raises(PolicyOptionError, match="'margin' must be between 0 and 1"):

@@ -411,7 +411,7 @@ POLICIES["hold-eager"] = ("hold", {"min_history": 1, "quantile": 1.0, "budget": 
 POLICIES["holds-everything"] = _HoldsEverything
 POLICIES["lookahead-eager"] = (
     "lookahead",
-    {"margin": 1.0, "horizon": 5.0, "load_time": 1.0, "min_history": 1},
+    {"margin": 1.0, "horizon": 5.0, "load_time": 1.0, "min_history": 1, "min_trials": 0, "trials": 2},
 )
 for _label, _spec in POLICIES.items():
     _machine = type(f"SchedulerMachine_{_label}", (SchedulerMachine,), {"scheduling": _spec})
