@@ -54,8 +54,9 @@ the one whose eviction is expected to cost least:
   eviction policy's differ is a *trial*, settled by the next request for one of the two
   victims (the model it would have evicted asked for first: it was wrong). It replaces the
   eviction policy's pick only while at least `trust` of the last `trials` settled trials
-  (and at least `min_trials` of them) went its way; the trials run whether or not it acted,
-  so FIFO's pick teaches it as well. Where the eviction policy's set order happens to keep
+  (and at least `min_trials` of them) went its way, counting the trials of the same pair
+  (these victims instead of those) once there are `min_trials` of them, all trials before;
+  the trials run whether or not it acted, so FIFO's pick teaches it as well. Where the eviction policy's set order happens to keep
   the right model (chat + embeddings + TTS when the embedding model sorts first), it stops
   overriding instead of trading swaps for p95.
 Choices only ever come from the eviction policy's own candidates at its lowest cost (the
@@ -237,7 +238,9 @@ class LookaheadPolicy(FifoPolicy):
         # Open trials: (models only the preferred choice evicts, models only the eviction
         # policy's evicts); settled by the first request for either side.
         self._open: deque[tuple[frozenset[str], frozenset[str]]] = deque(maxlen=64)
-        self._settled: deque[bool] = deque(maxlen=self.trials)  # True: the preference was right
+        # Settled trials, True where the preference was right: all of them, and per pair.
+        self._settled: deque[bool] = deque(maxlen=self.trials)
+        self._by_pair: dict[tuple[frozenset[str], frozenset[str]], deque[bool]] = {}
 
     # -- learning ---------------------------------------------------------------------------
     def on_request(self, model: str, now: float) -> None:
@@ -268,13 +271,19 @@ class LookaheadPolicy(FifoPolicy):
     def _settle(self, model: str) -> None:
         """A request for `model` settles the open trials it is a victim of."""
         still = []
-        for mine, theirs in self._open:
-            if model in mine:
-                self._settled.append(False)  # what it would evict came back first
-            elif model in theirs:
-                self._settled.append(True)
+        for pair in self._open:
+            mine, theirs = pair
+            if model in mine or model in theirs:
+                right = model in theirs  # else what it would evict came back first
+                self._settled.append(right)
+                record = self._by_pair.get(pair)
+                if record is None:
+                    if len(self._by_pair) >= 4096:
+                        self._by_pair.clear()
+                    record = self._by_pair[pair] = deque(maxlen=self.trials)
+                record.append(right)
             else:
-                still.append((mine, theirs))
+                still.append(pair)
         if len(still) != len(self._open):
             self._open.clear()
             self._open.extend(still)
@@ -285,10 +294,15 @@ class LookaheadPolicy(FifoPolicy):
             old = self._loads.get(model)
             self._loads[model] = took if old is None else 0.5 * old + 0.5 * took
 
-    def trusted(self) -> bool:
-        """Has its preference been right often enough lately to act on it (module docstring)?"""
-        n = len(self._settled)
-        return n >= self.min_trials and sum(self._settled) >= self.trust * n
+    def trusted(self, mine: frozenset[str] = frozenset(), theirs: frozenset[str] = frozenset()) -> bool:
+        """Has its preference been right often enough lately to act on it: evicting `mine`
+        where the eviction policy evicts `theirs` (module docstring)? Judged by that pair's
+        trials once it has `min_trials`, before that by all trials."""
+        record = self._by_pair.get((mine, theirs))
+        if record is None or len(record) < self.min_trials:
+            record = self._settled
+        n = len(record)
+        return n >= self.min_trials and sum(record) >= self.trust * n
 
     def rate(self, model: str, now: float) -> float:
         """Requests for `model` so far, each weighted exp(-age / horizon)."""
@@ -376,7 +390,10 @@ class LookaheadPolicy(FifoPolicy):
         if len(self._proposals) >= 4096:
             self._proposals.clear()
         self._proposals[key] = (decision.evict, pick.evict)
-        return pick if pick is decision or self.trusted() else decision
+        if pick is decision:
+            return decision
+        fifo, preferred = set(decision.evict), set(pick.evict)
+        return pick if self.trusted(frozenset(preferred - fifo), frozenset(fifo - preferred)) else decision
 
     def preferred(self, eviction: EvictionPolicy, decision: Decision, now: float) -> Decision:
         """The choice by expected cost and return gaps, before the self-check (`choose`)."""

@@ -305,6 +305,37 @@ def test_lookahead_return_gaps_veto_a_recency_pick_that_evicts_a_regular_model()
     assert p.expected_idle("b", 75) is None
 
 
+def test_lookahead_self_check_judges_each_pair_of_victims_by_its_own_trials():
+    """Two kinds of disagreement: loading c next to a and b (FIFO evicts b, the preference
+    the cold a), where the preference is right twice (b is asked for next), and loading a
+    next to b and c (FIFO evicts c, the preference the cold b), where it is wrong twice (b
+    is asked for next). All trials together are half right, which is trusted; but each
+    pair, with its own min_trials, is judged by its own record: it keeps overriding the
+    first kind and defers to FIFO on the second."""
+    plan = pairs_plan()
+    p = LookaheadPolicy(horizon=1, min_history=1000, min_trials=2, trials=4)
+    load_c, load_a = plan.policy.decide("c", ("a", "b")), plan.policy.decide("a", ("b", "c"))
+    assert (load_c.evict, load_a.evict) == (("b",), ("c",))  # FIFO's picks (set order)
+
+    def trial(t, hot, decision, back):
+        for i in range(3):
+            p.on_request(hot, t + 0.1 * i)
+        chosen = p.choose(plan.policy, decision, t + 0.5)
+        p.on_swap_started(chosen, t + 0.5)
+        p.on_request(back, t + 1)
+        return chosen.evict
+
+    p.on_request("a", 0)
+    # No evidence yet: FIFO's pick (evict b), but the trials run, and b is asked for first.
+    assert [trial(t, "b", load_c, "b") for t in (10, 20)] == [("b",), ("b",)]
+    # Trusted on that record, it evicts the cold b instead of c, and b is asked for first.
+    assert [trial(t, "c", load_a, "b") for t in (30, 40)] == [("b",), ("b",)]
+    assert p.trusted(frozenset("a"), frozenset("b")) and not p.trusted(frozenset("b"), frozenset("c"))
+    assert p.trusted()  # a pair without trials of its own: all trials, 2 of 4 right
+    assert trial(50, "c", load_a, "c") == ("c",)  # FIFO's pick for the losing pair ...
+    assert trial(60, "b", load_c, "b") == ("a",)  # ... the preference for the winning one
+
+
 def test_lookahead_choices_are_allowed_decisions_and_margin_keeps_fifos_pick():
     plan = pairs_plan()
     decision = plan.policy.decide("c", ("a", "b"))
