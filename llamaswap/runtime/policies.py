@@ -55,8 +55,9 @@ the one whose eviction is expected to cost least:
   victims (the model it would have evicted asked for first: it was wrong). It replaces the
   eviction policy's pick only while at least `trust` of the last `trials` settled trials
   (and at least `min_trials` of them) went its way, counting the trials of the same pair
-  (these victims instead of those) once there are `min_trials` of them, all trials before;
-  the trials run whether or not it acted, so FIFO's pick teaches it as well. Where the eviction policy's set order happens to keep
+  (these victims instead of those) once there are `min_trials` of them, before that all
+  trials (and the pair's own few may veto); the trials run whether or not it acted, so
+  FIFO's pick teaches it as well. Where the eviction policy's set order happens to keep
   the right model (chat + embeddings + TTS when the embedding model sorts first), it stops
   overriding instead of trading swaps for p95.
 Choices only ever come from the eviction policy's own candidates at its lowest cost (the
@@ -297,12 +298,15 @@ class LookaheadPolicy(FifoPolicy):
     def trusted(self, mine: frozenset[str] = frozenset(), theirs: frozenset[str] = frozenset()) -> bool:
         """Has its preference been right often enough lately to act on it: evicting `mine`
         where the eviction policy evicts `theirs` (module docstring)? Judged by that pair's
-        trials once it has `min_trials`, before that by all trials."""
+        trials once it has `min_trials`; before that by all trials, and the pair's few
+        trials so far may veto."""
         record = self._by_pair.get((mine, theirs))
-        if record is None or len(record) < self.min_trials:
-            record = self._settled
-        n = len(record)
-        return n >= self.min_trials and sum(record) >= self.trust * n
+        if record is not None and len(record) >= self.min_trials:
+            return sum(record) >= self.trust * len(record)
+        n = len(self._settled)
+        if n < self.min_trials or sum(self._settled) < self.trust * n:
+            return False
+        return not record or sum(record) >= self.trust * len(record)
 
     def rate(self, model: str, now: float) -> float:
         """Requests for `model` so far, each weighted exp(-age / horizon)."""

@@ -311,7 +311,7 @@ def test_lookahead_self_check_judges_each_pair_of_victims_by_its_own_trials():
     next to b and c (FIFO evicts c, the preference the cold b), where it is wrong twice (b
     is asked for next). All trials together are half right, which is trusted; but each
     pair, with its own min_trials, is judged by its own record: it keeps overriding the
-    first kind and defers to FIFO on the second."""
+    first kind and defers to FIFO on the second (whose first lost trial already vetoed)."""
     plan = pairs_plan()
     p = LookaheadPolicy(horizon=1, min_history=1000, min_trials=2, trials=4)
     load_c, load_a = plan.policy.decide("c", ("a", "b")), plan.policy.decide("a", ("b", "c"))
@@ -328,8 +328,9 @@ def test_lookahead_self_check_judges_each_pair_of_victims_by_its_own_trials():
     p.on_request("a", 0)
     # No evidence yet: FIFO's pick (evict b), but the trials run, and b is asked for first.
     assert [trial(t, "b", load_c, "b") for t in (10, 20)] == [("b",), ("b",)]
-    # Trusted on that record, it evicts the cold b instead of c, and b is asked for first.
-    assert [trial(t, "c", load_a, "b") for t in (30, 40)] == [("b",), ("b",)]
+    # Trusted on that record, it evicts the cold b instead of c, and b is asked for first;
+    # the pair's own one trial, lost, then vetoes the next (FIFO's pick, and b is first again).
+    assert [trial(t, "c", load_a, "b") for t in (30, 40)] == [("b",), ("c",)]
     assert p.trusted(frozenset("a"), frozenset("b")) and not p.trusted(frozenset("b"), frozenset("c"))
     assert p.trusted()  # a pair without trials of its own: all trials, 2 of 4 right
     assert trial(50, "c", load_a, "c") == ("c",)  # FIFO's pick for the losing pair ...

@@ -83,7 +83,9 @@ def test_serve_runs_lookahead_and_makes_the_swaps_plan_predicts(serve, tmp_path)
         "matrix": {"sets": {"ab": "a & b", "ac": "a & c", "bc": "b & c"}},
         # A 2 s horizon: a's one request, 4 s old, is cold; b's ten are hot. min_trials 0:
         # act on the first decision (the self-check has no trial yet).
-        "routing": {"scheduler": {"policy": {"use": "lookahead", "horizon": 2, "margin": 0.5, "min_trials": 0}}},
+        "routing": {
+            "scheduler": {"policy": {"use": "lookahead", "horizon": 2, "margin": 0.5, "min_trials": 0}}
+        },
     }
     expected = plan_swaps(config, PAIRS_TRACE, "lookahead", tmp_path)
     assert (expected, plan_swaps(config, PAIRS_TRACE, "fifo", tmp_path)) == (3, 4)
