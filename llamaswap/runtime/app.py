@@ -99,8 +99,11 @@ QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 
 
 def make_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
-    """The supervisor of one model's upstream (at startup, and for a model a reload adds)."""
-    return ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model), tracker=app.get(TRACKER))
+    """The supervisor of one model's upstream (at startup, and for a model a reload adds).
+    Its loads are kept in the activity store (for `trace export`)."""
+    proc = ModelProcess(spec, session=app[SESSION], log=app[LOGS].model(spec.model), tracker=app.get(TRACKER))
+    proc.add_listener(app[ACTIVITY].process_changed)
+    return proc
 
 
 def make_added_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:

@@ -429,10 +429,7 @@ def attach_sources(app: web.Application) -> None:
     decisions and queue changes; the request path, in-flight entries)."""
     hub: EventHub = app[EVENTS]
 
-    store = app[ACTIVITY]
-
-    def state_changed(event) -> None:
-        store.process_changed(event)  # loads are kept for `trace export`
+    def state_changed(_event) -> None:
         hub.publish_soon("modelStatus", lambda: model_status(app))
         hub.queue_changed()
 
@@ -447,7 +444,7 @@ def attach_sources(app: web.Application) -> None:
         if hub.active:
             hub.publish("activity", {"id": rec.id, "record": rec.to_json()})
 
-    store.subscribe(recorded)
+    app[ACTIVITY].subscribe(recorded)
     hub.set_queue_source(lambda: live_snapshot(app))
 
 
