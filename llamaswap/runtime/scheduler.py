@@ -374,7 +374,11 @@ class Scheduler:
         self._effects = effects
         self._name = getattr(policy, "engine", "scheduler")
         self._models = settings.models
+        # The models with a TTL (tick and next_deadline look only at these).
+        self._ttl_models = tuple(m for m in self._models if settings.ttl_of(m) > 0)
         self._state: dict[str, ModelState] = {m: ModelState.STOPPED for m in self._models}
+        # _running()'s answer until a model's state (or the removed set) changes.
+        self._running_memo: tuple[str, ...] | None = None
         # Who will report a STOPPING model stopped: the evicting _Swap, or _STOP_CALL.
         self._stopper: dict[str, object] = {}
         self._in_flight: dict[str, int] = {m: 0 for m in self._models}
@@ -582,6 +586,7 @@ class Scheduler:
             if current is None or strength[reason] > strength[current]:
                 self._retiring[model] = reason
 
+        self._running_memo = None
         for model in settings.models:
             if model not in self._state:
                 self._state[model] = ModelState.STOPPED
@@ -605,6 +610,8 @@ class Scheduler:
         self._settings = settings
         self._name = getattr(policy, "engine", "scheduler")
         self._models = tuple(settings.models) + tuple(sorted(self._gone))
+        self._ttl_models = tuple(m for m in self._models if settings.ttl_of(m) > 0)
+        self._running_memo = None  # the removed set changed
         self._place_unplaced()
         if scheduling is not None:
             self._scheduling = scheduling
@@ -730,7 +737,7 @@ class Scheduler:
         if self._shutting_down:
             return
         self._refresh_protection(now)
-        for model in self._models:
+        for model in self._ttl_models:
             ttl = self._settings.ttl_of(model)
             if ttl > 0 and self._idle(model) and now >= self._last_used[model] + ttl:
                 self._mark_stopping([model])
@@ -751,7 +758,7 @@ class Scheduler:
         if self._shutting_down:
             return None
         deadlines = []
-        for model in self._models:
+        for model in self._ttl_models:
             ttl = self._settings.ttl_of(model)
             if ttl > 0 and self._idle(model):
                 deadlines.append(self._last_used[model] + ttl)
@@ -919,12 +926,18 @@ class Scheduler:
         return model in after or not self._victims(guard, running, now).issuperset(after)
 
     def _running(self) -> tuple[str, ...]:
+        memo = self._running_memo
+        if memo is not None:
+            return memo
         if self._gone:  # removed models are unknown to the policy
             gone = self._gone
-            return tuple(
+            memo = tuple(
                 sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED and m not in gone)
             )
-        return tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
+        else:
+            memo = tuple(sorted(m for m, s in self._state.items() if s is not ModelState.STOPPED))
+        self._running_memo = memo
+        return memo
 
     def _settling(self, model: str) -> bool:
         return self._state[model] is ModelState.STOPPING or model in self._detached or model in self._retiring
@@ -984,10 +997,12 @@ class Scheduler:
                     restarts.append(model)
                 self._reload_stopped.discard(model)
                 if reason == "removed":
+                    self._running_memo = None
                     self._gone.discard(model)
                     for table in (self._state, self._in_flight, self._reserved, self._last_used):
                         table.pop(model, None)
                     self._models = tuple(m for m in self._models if m != model)
+                    self._ttl_models = tuple(m for m in self._ttl_models if m != model)
                 finished = True
         return finished, restarts
 
@@ -1040,6 +1055,7 @@ class Scheduler:
         self._reserved[req.model] -= 1
 
     def _transition(self, model: str, event: str) -> None:
+        self._running_memo = None
         try:
             new = self._state[model] = _TRANSITIONS[self._state[model], event]
         except KeyError:
