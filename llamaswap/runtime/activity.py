@@ -134,7 +134,7 @@ def parse_time(text: str) -> float:
 # -- token counts from a response tail -------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tokens:
     """What the upstream reported; -1 where it reported nothing."""
 
@@ -251,7 +251,7 @@ class ResponseTap:
 # -- records ---------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class ActivityRecord:
     id: int
     timestamp: float  # epoch seconds at arrival
