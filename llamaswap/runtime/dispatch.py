@@ -185,6 +185,64 @@ def swap_header(granted: Granted, via: Resolution | None = None) -> dict[str, st
     return out
 
 
+class _Hot:
+    """What the request path reads on every request, built once per app and plan (kept on
+    `app[LIVE].hot`; a reload's new plan builds a new one)."""
+
+    __slots__ = (
+        "plan",
+        "selectors",
+        "procs",
+        "router",
+        "tracker",
+        "metrics",
+        "activity",
+        "events",
+        "session_headers",
+        "queue_timeout",
+        "redact",
+        "upstreams",
+        "session",
+        "timeouts",
+        "rewrites",
+    )
+
+    def __init__(self, app: web.Application, plan: Plan) -> None:
+        self.plan = plan
+        self.selectors = app[SELECTORS]
+        self.procs = app[PROCESSES]
+        self.router = app[ROUTER]
+        self.tracker = app[INFLIGHT]
+        self.metrics = app[METRICS]
+        self.activity = app[ACTIVITY]
+        self.events = app[EVENTS]
+        self.session_headers = session_headers(plan.config)
+        self.queue_timeout = app[LIMITS].of(plan).queue_timeout
+        self.redact = app[REDACT].of(plan)
+        self.upstreams = app[UPSTREAMS]
+        self.session = app[SESSION]
+        self.timeouts = app[UPSTREAM_TIMEOUTS].of(plan)
+        # (model, ID asked for) -> does its body need rewriting (filters.needs_rewrite)
+        self.rewrites: dict[tuple[str, str], bool] = {}
+
+    def needs_rewrite(self, model: str, cfg: Any, requested: str) -> bool:
+        key = (model, requested)
+        found = self.rewrites.get(key)
+        if found is None:
+            if len(self.rewrites) > 4096:  # IDs asked for come from clients: stay bounded
+                self.rewrites.clear()
+            found = self.rewrites[key] = needs_rewrite(cfg, requested)
+        return found
+
+
+def hot(app: web.Application) -> _Hot:
+    live = app[LIVE]
+    found = live.hot
+    if not isinstance(found, _Hot) or found.plan is not live.plan:
+        found = live.hot = _Hot(app, live.plan)
+    return found
+
+
 class Measure:
     """What one request's path measures for its activity record."""
 
@@ -204,13 +262,15 @@ async def dispatch(
     (compiler/resolution.py; the model a JSON or urlencoded body, or a GET's `?model=`, names
     is rewritten to the result; a multipart body's when it is sent: _multipart_model).
     `upstream_target` is the path and query to send upstream, still percent-encoded."""
-    plan = request.app[LIVE].plan
-    selectors = request.app[SELECTORS]
+    app = request.app
+    h = hot(app)
+    plan = h.plan
+    selectors = h.selectors
     asked = requested
-    procs = request.app[PROCESSES]
+    procs = h.procs
     via = selectors.resolve(
         requested,
-        request.app[ROUTER].profile,
+        h.router.profile,
         lambda m: procs[m].state.value if m in procs else "stopped",
     )
     if via is not None:
@@ -241,9 +301,8 @@ async def dispatch(
             selectors.done(via)
         return await _unscheduled_websocket(request, model, upstream_target)
     status = "cancelled"
-    app = request.app
     arrived_wall, began = time.time(), time.monotonic()
-    tracker = app[INFLIGHT]
+    tracker = h.tracker
     measure = Measure(tracker.begin(model, asked, request.method, request.path, request.remote))
     resp: web.StreamResponse | None = None
     try:
@@ -261,7 +320,7 @@ async def dispatch(
                 via.requested if via else None,
             )
         else:
-            resp = await _dispatch(request, body, requested, upstream_target, apply_filters, measure)
+            resp = await _dispatch(request, h, body, requested, upstream_target, apply_filters, measure)
         status = str(resp.status)
         return resp
     except web.HTTPException as exc:
@@ -281,15 +340,16 @@ async def dispatch(
         status = "500"
         raise
     finally:
-        request.app[METRICS].count_request(model, status)
+        h.metrics.count_request(model, status)
         tracker.end(measure.rid)
         code = int(status) if status.isdigit() else 499
         duration = time.monotonic() - began
         ctype = resp.content_type if resp is not None else ""
-        session = session_of(request.headers, session_headers(app[LIVE].plan.config))
+        session = session_of(request.headers, h.session_headers)
+        activity = h.activity
 
         def record() -> None:
-            app[ACTIVITY].record(
+            activity.record(
                 make_record(
                     model=model,
                     requested=asked,
@@ -316,6 +376,7 @@ async def dispatch(
 
 async def _dispatch(
     request: web.Request,
+    h: _Hot,
     body: Body,
     requested: str,
     upstream_target: str,
@@ -323,17 +384,18 @@ async def _dispatch(
     measure: Measure,
 ) -> web.StreamResponse:
     app = request.app
-    plan = app[LIVE].plan
-    router = app[ROUTER]
+    plan = h.plan
+    router = h.router
     model = plan.resolve_model(requested)
     if model is None:
         return error_response(request, 404, "no local server found for requested model")
     cfg = plan.config.models[model]  # type: ignore[union-attr]
-    queue_timeout = app[LIMITS].of(plan).queue_timeout
-    redact = app[REDACT].of(plan)
+    queue_timeout = h.queue_timeout
+    redact = h.redact
     via = request.get("llamaswap.via")
     ticket = router.submit(model, requested, via)
-    app[EVENTS].queue_changed()
+    events = h.events
+    events.queue_changed()
     deadline = None if queue_timeout is None else time.monotonic() + queue_timeout
     stream: web.StreamResponse | None = None
     try:
@@ -379,16 +441,21 @@ async def _dispatch(
                 headers=outcome.headers,
             )
         current = app[LIVE].plan
-        if current is not plan or outcome.model != model:
+        reloaded = current is not plan or outcome.model != model
+        if reloaded:
             # A reload came while it waited: it may be served by another model (its alias
             # moved) or by a restarted process: use what the config says now.
             model = outcome.model
             cfg = _model_config(current, model) or _model_config(plan, model) or cfg
         measure.waited = outcome.waited
-        app[INFLIGHT].serving(measure.rid)
+        h.tracker.serving(measure.rid)
         if body.raw is not None:
             data: bytes | StreamBody = body.raw
-            if apply_filters and body.json is not None and needs_rewrite(cfg, requested):
+            if (
+                apply_filters
+                and body.json is not None
+                and (needs_rewrite(cfg, requested) if reloaded else h.needs_rewrite(model, cfg, requested))
+            ):
                 try:
                     data = json.dumps(rewrite_body(body.json, cfg, requested)).encode()
                 except RecursionError:
@@ -415,15 +482,15 @@ async def _dispatch(
         try:
             return await forward(
                 request,
-                app[UPSTREAMS],
-                app[SESSION],
+                h.upstreams,
+                h.session,
                 url,
                 data,
                 response=stream,
                 extra_headers=swap_header(outcome, via),
                 drop_headers=drop,
                 add_headers=add,
-                timeouts=_timeouts(app, current, plan, model),
+                timeouts=_timeouts(app, current, plan, model) if reloaded else h.timeouts.get(model),
                 tap=measure.tap,
             )
         except BodyError as exc:
@@ -454,7 +521,7 @@ async def _dispatch(
         # Also on cancellation (the client left) and on any error: a waiting ticket is
         # cancelled, a granted one reports serve_done.
         router.release(ticket)
-        app[EVENTS].queue_changed()
+        events.queue_changed()
 
 
 async def _peer(

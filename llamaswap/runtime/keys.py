@@ -28,11 +28,13 @@ class LiveConfig:
     """What a hot reload replaces: the serving plan and the API keys it accepts. Handlers
     read `app[LIVE].plan` once per request; only the reloader (runtime/reload.py) writes."""
 
-    __slots__ = ("plan", "api_keys")
+    __slots__ = ("plan", "api_keys", "hot")
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.api_keys: frozenset[str] = frozenset(plan.config.api_keys if plan.config else ())
+        # What the request path reads on every request, built once per plan (dispatch._Hot).
+        self.hot: object = None
 
 
 LIVE = web.AppKey("live", LiveConfig)
