@@ -123,6 +123,9 @@ models:
   {SSE_MODEL}:
     cmd: {common.llamaswap_exe()} fake-upstream --port {sse_port} --name {SSE_MODEL} --token-delay {sse_token_delay}
     proxy: http://127.0.0.1:{sse_port}
+# A store of its own in the bench's temporary directory: the real path, recording on.
+store:
+  path: {tmp / "activity.db"}
 """
         + routing(engine),
         encoding="utf-8",
