@@ -328,6 +328,9 @@ class UpstreamPool:
         self._host_header = (
             f"{host}:{port}".encode("latin-1") if ":" not in host else f"[{host}]:{port}".encode()
         )
+        # (method, target) -> its request line and Host header, encoded (bounded: targets
+        # come from clients).
+        self._lines: dict[tuple[str, str], bytes] = {}
 
     async def _connect(self, timeout: float | None, keepalive: float | None) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -405,8 +408,22 @@ class UpstreamPool:
         `Content-Length: length`, or chunked when `length` is None)."""
         fixed = body if isinstance(body, (bytes, bytearray)) else None
         streamed = body is not None and fixed is None
-        head = [method.encode("latin-1"), b" ", request_target(target), b" HTTP/1.1\r\n"]
-        head.append(b"Host: " + self._host_header + b"\r\n")
+        key = (method, target)
+        line = self._lines.get(key)
+        if line is None:
+            if len(self._lines) >= 256:
+                self._lines.clear()
+            line = self._lines[key] = b"".join(
+                (
+                    method.encode("latin-1"),
+                    b" ",
+                    request_target(target),
+                    b" HTTP/1.1\r\nHost: ",
+                    self._host_header,
+                    b"\r\n",
+                )
+            )
+        head = [line]
         if isinstance(headers, bytes):
             head.append(headers)
         else:
@@ -421,9 +438,9 @@ class UpstreamPool:
         elif fixed is not None and (fixed or method not in ("GET", "HEAD", "DELETE", "OPTIONS")):
             head.append(b"Content-Length: %d\r\n" % len(fixed))
         head.append(b"\r\n")
-        payload = b"".join(head)
         if fixed:
-            payload += bytes(fixed)
+            head.append(fixed)
+        payload = b"".join(head)
         for attempt in (0, 1):
             conn = None if streamed else self._take_idle(idle_conn)
             reused = conn is not None
