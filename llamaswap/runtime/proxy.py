@@ -177,6 +177,19 @@ def downstream_head(
     return b"".join(lines), length, ctype
 
 
+def _is_event_stream_type(ctype: bytes | None) -> bool:
+    return ctype is not None and ctype.split(b";")[0].strip().lower() == b"text/event-stream"
+
+
+def _raw_event_stream(raw: list[tuple[bytes, bytes]]) -> bool:
+    """Does a raw head's (last) Content-Type say text/event-stream?"""
+    ctype = None
+    for name, value in raw:
+        if len(name) == 12 and name.lower() == b"content-type":
+            ctype = value
+    return _is_event_stream_type(ctype)
+
+
 def is_event_stream(headers: Mapping[str, str]) -> bool:
     return headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/event-stream"
 
@@ -443,22 +456,27 @@ async def _relay(
             and upstream.status >= 200
             and upstream.status not in (204, 304)
         ):
-            head = downstream_head(raw, extra_headers)
+            # An event stream's head gets X-Accel-Buffering: the head is filtered once, with
+            # it when the upstream's Content-Type says so (again without it in the rare case
+            # that a Connection header names Content-Type, so the answer is no event stream).
+            sse = _raw_event_stream(raw)
+            head = downstream_head(
+                raw, {**(extra_headers or {}), "X-Accel-Buffering": "no"} if sse else extra_headers
+            )
             if head is not None:
                 lines, raw_length, ctype = head
-                event_stream = (
-                    ctype is not None and ctype.split(b";")[0].strip().lower() == b"text/event-stream"
-                )
+                event_stream = _is_event_stream_type(ctype)
+                if sse and not event_stream:
+                    head = downstream_head(raw, extra_headers)
+                    if head is None:
+                        raise AssertionError("the same extra headers were accepted with X-Accel-Buffering")
+                    lines = head[0]
                 length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
                 if length is not None and length <= SMALL_BODY and not event_stream:
                     payload = await read()
                     if tap is not None:
                         tap(payload)
                     return answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
-                if event_stream:
-                    relayed = downstream_head(raw, {**(extra_headers or {}), "X-Accel-Buffering": "no"})
-                    if relayed is not None:
-                        lines = relayed[0]
                 raw_stream = opener(upstream.status, upstream.raw_reason, lines, length, ctype)
                 started = request[STARTED_RESPONSE] = raw_stream
                 async for chunk in chunks():
