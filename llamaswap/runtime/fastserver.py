@@ -576,6 +576,73 @@ def _date_line() -> bytes:
     return _date_cache[1]
 
 
+# What split_head accepts in a header name (RFC 9110's tchar), and the control characters
+# it refuses in a value or a target (HTAB is allowed in a value).
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CTL = bytes(range(0x00, 0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
+_NO_OWS = b" \t"
+# What split_head accepts in a target (RFC 3986's unreserved and reserved characters but "#",
+# and "%"); anything else is llhttp's to judge.
+_URL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?[]@!$&'()*+,;=%"
+
+
+class Split(NamedTuple):
+    """A request head split_head read: target, header lines, Content-Length, keep-alive."""
+
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+    version: HttpVersion
+    length: int | None
+    keep_alive: bool
+
+
+def split_head(head: bytes) -> Split | None:
+    """Read a plain request head in one pass (CRLF lines, `name: value`), or None when it is
+    anything else, for llhttp to judge as before: another version than HTTP/1.0 or 1.1, a
+    target not in origin form or with other characters than RFC 3986's, a folded line (obs-fold), a name that is
+    not a token or has whitespace before its colon, a value with control characters or
+    trailing whitespace, a Content-Length that is not all digits or comes twice,
+    Transfer-Encoding, Upgrade. `head` ends with the empty line (CRLF CRLF) and has no bare
+    LF (the caller checks). Whatever it accepts, llhttp reads the same way."""
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        return None
+    _, url, proto = parts
+    if proto == b"HTTP/1.1":
+        version = HTTP11
+    elif proto == b"HTTP/1.0":
+        version = HTTP10
+    else:
+        return None
+    if url[:1] != b"/" or url.translate(None, _URL_CHARS):  # origin-form only
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    connection: list[bytes] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name.translate(None, _TCHAR):
+            return None  # no colon, an empty name, obs-fold (a line starting with SP/HTAB)
+        value = value.lstrip(_NO_OWS)
+        if value[-1:] in (b" ", b"\t") or len(value.translate(None, _CTL)) != len(value):
+            return None
+        low = name.lower()
+        if low == b"content-length":
+            if length is not None or not value.isdigit() or len(value) > 15:
+                return None
+            length = int(value)
+        elif low == b"transfer-encoding" or low == b"upgrade":
+            return None
+        elif low == b"connection":
+            connection.extend(t.strip(_NO_OWS).lower() for t in value.split(b","))
+        headers.append((name, value))
+    if b"upgrade" in connection or (b"close" in connection and b"keep-alive" in connection):
+        return None
+    keep = b"close" not in connection if version == HTTP11 else b"keep-alive" in connection
+    return Split(url, headers, version, length, keep)
+
+
 class _Head:
     """httptools' callbacks while one request head is parsed."""
 
@@ -874,53 +941,61 @@ class Conn(asyncio.Protocol):
         if head.count(b"\n") != head.count(b"\r\n"):
             self._hand_off()  # bare LF line ends: aiohttp's parser decides, as before
             return
-        h = _Head()
-        parser = httptools.HttpRequestParser(h)
-        try:
-            parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._hand_off()  # bad lengths, CL with TE, upgrades: aiohttp answers as before
-            return
-        if not h.done:
-            self._hand_off()
-            return
-        length: int | None = None
+        split = split_head(head)
         chunked = False
-        for name, value in h.headers:
-            low = name.lower()
-            if low == b"content-length":
-                length = int(value)
-            elif low == b"transfer-encoding":
-                chunked = True
-            elif low == b"upgrade":
+        h: _Head | None = None
+        if split is not None:  # a plain head (nearly every request): read in one pass
+            url, raw_headers, version, length, keep_alive = split
+        else:  # anything else: llhttp judges it, as before
+            h = _Head()
+            parser = httptools.HttpRequestParser(h)
+            try:
+                parser.feed_data(head)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                self._hand_off()  # bad lengths, CL with TE, upgrades: aiohttp answers as before
+                return
+            if not h.done:
                 self._hand_off()
                 return
-        if chunked and not h.complete and parser.get_http_version() != "1.1":
-            self._hand_off()
-            return
+            length = None
+            for name, value in h.headers:
+                low = name.lower()
+                if low == b"content-length":
+                    length = int(value)
+                elif low == b"transfer-encoding":
+                    chunked = True
+                elif low == b"upgrade":
+                    self._hand_off()
+                    return
+            if chunked and not h.complete and parser.get_http_version() != "1.1":
+                self._hand_off()
+                return
+            url, raw_headers = h.url, h.headers
+            version = HTTP11 if parser.get_http_version() == "1.1" else HTTP10
+            keep_alive = parser.should_keep_alive()
         self._cancel_header_timer()
         self._cancel_idle()
         del buf[:head_len]
-        version = HTTP11 if parser.get_http_version() == "1.1" else HTTP10
         headers = CIMultiDictProxy(
             CIMultiDict(
                 (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for n, v in h.headers
+                for n, v in raw_headers
             )
         )
         req = Request(
             self,
             method.decode("ascii"),
-            h.url.decode("utf-8", "surrogateescape"),
+            url.decode("utf-8", "surrogateescape"),
             headers,
             version,
-            parser.should_keep_alive(),
+            keep_alive,
             chunked or bool(length),
         )
-        req.raw_headers = h.headers
+        req.raw_headers = raw_headers
         self.request = req
         content = req.content
         if chunked:
+            assert h is not None
             req.keep_alive = False  # what follows a chunked body is not read
             self.close_after = True
             h.chunks = []

@@ -11,11 +11,13 @@ import socket
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serve_support import API_KEY, DEADLINE, ServeFactory, model, upstream_cmd
 from support.upstream import http
 
 from llamaswap.compiler.plan import compile_text
-from llamaswap.runtime.fastserver import Request, early_models
+from llamaswap.runtime.fastserver import MAX_HEAD, Request, early_models, split_head
 
 MAX_BODY = 4096
 
@@ -245,6 +247,11 @@ def test_a_chunked_request_body_is_forwarded_whole_and_the_connection_closes_aft
         b"Content-Length: -6\r\n",
         b"Content-Length: 6 6\r\n",
         b"Transfer-Encoding: chunked, identity\r\n",
+        b"Content-Length: 6\r\nContent-Length: 6\r\n",  # duplicate, same value
+        b"Content-Length: 6\r\n 40\r\n",  # obs-fold: a folded Content-Length
+        b"X-Folded: a\r\n\tContent-Length: 40\r\n",  # obs-fold hiding a Content-Length
+        b"Content-Length : 6\r\n",  # whitespace before the colon
+        b"Content-Length: +6\r\n",
     ],
 )
 def test_smuggling_framings_are_refused_and_nothing_extra_reaches_the_upstream(server, framing):
@@ -531,3 +538,136 @@ def test_serve_listens_before_the_web_framework_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_many_headers_within_the_head_limit_are_served_and_a_head_past_it_is_refused(server):
+    body = chat("many")
+    # ~18 kB in 90 lines: under MAX_HEAD, and under the fake upstream's own limit (aiohttp's, 128)
+    many = "".join(f"X-Extra-{i}: {'v' * 200}\r\n" for i in range(90))
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(post("/v1/chat/completions", body, many))
+        status, _, answer = r.response()
+        assert status == 200 and b"many" in answer, answer
+    seen = upstream_log(server)[-1]
+    assert seen["headers"].get("x-extra-89") == "v" * 200
+    before = len(upstream_log(server))
+    huge = f"X-Huge: {'v' * (MAX_HEAD + 10)}\r\n"  # past MAX_HEAD: aiohttp's, whose line limit refuses it
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(post("/v1/chat/completions", chat("huge"), huge))
+        status, _, _ = r.response()
+        assert status in (400, 431)
+    assert len(upstream_log(server)) == before
+
+
+# -- split_head: the one-pass head reader, against llhttp ------------------------------------
+
+
+class _Llhttp:
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+def _llhttp(head: bytes):
+    import httptools
+
+    h = _Llhttp()
+    p = httptools.HttpRequestParser(h)
+    try:
+        p.feed_data(head)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    return h, p
+
+
+def test_split_head_reads_a_plain_head_and_leaves_everything_unusual_to_llhttp():
+    head = (
+        b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"X-Empty:\r\nX-Tab: a\tb\r\nContent-Length: 12\r\nConnection: Keep-Alive\r\n\r\n"
+    )
+    split = split_head(head)
+    assert split is not None
+    assert split.url == b"/v1/chat/completions?x=1" and split.length == 12 and split.keep_alive
+    assert split.headers[3] == (b"X-Tab", b"a\tb") and split.headers[2] == (b"X-Empty", b"")
+    assert split_head(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n").keep_alive is False  # type: ignore[union-attr]
+    assert split_head(b"GET / HTTP/1.1\r\nConnection: x, close\r\n\r\n").keep_alive is False  # type: ignore[union-attr]
+    for odd in (
+        b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",  # obs-fold
+        b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA : b\r\n\r\n",  # whitespace before the colon
+        b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n",  # a control character in a value
+        b"GET / HTTP/1.1\r\nA: b \r\n\r\n",  # trailing whitespace
+        b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: empty-name\r\n\r\n",
+        b"GET / HTTP/2.0\r\nA: b\r\n\r\n",
+        b"GET /a\x7fb HTTP/1.1\r\n\r\n",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+    ):
+        assert split_head(odd) is None, odd
+
+
+_NAME = st.text(alphabet="abcXYZ-_!~0123456789", min_size=1, max_size=8)
+_VALUE = st.binary(max_size=12).filter(lambda v: b"\r" not in v and b"\n" not in v)
+
+
+@given(
+    version=st.sampled_from([b"1.0", b"1.1"]),
+    target=st.text(alphabet="/abz09?=&%~.-+", min_size=1, max_size=12),
+    headers=st.lists(
+        st.tuples(
+            st.one_of(_NAME, st.sampled_from(["Content-Length", "Connection", "content-length"])),
+            st.one_of(_VALUE, st.sampled_from([b"12", b"0", b"close", b"keep-alive", b" 7", b"x, Close"])),
+        ),
+        max_size=6,
+    ),
+)
+@settings(max_examples=400, deadline=None)
+def test_whatever_split_head_accepts_llhttp_reads_the_same(version, target, headers):
+    head = b"POST " + target.encode() + b" HTTP/" + version + b"\r\n"
+    head += b"".join(n.encode() + b":" + v + b"\r\n" for n, v in headers) + b"\r\n"
+    split = split_head(head)
+    if split is None:
+        return
+    parsed = _llhttp(head)
+    assert parsed is not None, head
+    h, p = parsed
+    assert split.url == h.url and split.headers == h.headers
+    assert split.version == tuple(int(x) for x in p.get_http_version().split("."))
+    if split.length:  # llhttp resets its flags once a bodyless message is complete (see below)
+        assert split.keep_alive == p.should_keep_alive()
+    lengths = [v for n, v in h.headers if n.lower() == b"content-length"]
+    assert split.length == (int(lengths[0]) if lengths else None)
+
+
+@pytest.mark.parametrize("version, connection, kept", [("1.1", "close", False), ("1.0", "keep-alive", True)])
+def test_a_bodyless_request_gets_the_connection_it_asked_for(server, version, connection, kept):
+    # llhttp forgets a bodyless message's Connection header once the message is complete (a
+    # GET with "Connection: close" was kept open); split_head reads it.
+    with connect(server) as sock:
+        r = Reader(sock)
+        sock.sendall(
+            f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: {connection}\r\n\r\n".encode()
+        )
+        assert r.response()[0] == 200
+        if kept:
+            sock.sendall(
+                f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n".encode()
+            )
+            assert r.response()[0] == 200
+        else:
+            assert r.closed()
