@@ -17,6 +17,7 @@ the typed keys of keys.py (and the activity/events modules' own keys).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -146,6 +147,36 @@ async def gate_middleware(request: web.Request, handler):
     if refused is not None:
         return refused
     return await handler(request)
+
+
+async def gated_expect(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` on aiohttp's routes (aiohttp answers it before any middleware
+    runs): a request `gate` refuses (401, 403) is answered at its head, before the client
+    uploads its body, and that answer closes the connection (the client may never send the
+    body it announced, RFC 9110 10.1.1); one that may pass is told to continue, as aiohttp
+    would. The fast front (fastserver.py) does the same for its own routes."""
+    refused = gate(request, request.match_info.handler)
+    if refused is not None:
+        refused.force_close()
+        return refused
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers.get('Expect')}")
+    if request.version >= aiohttp.HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
+class _GatedRoutes:
+    """The app's router, adding every route with `gated_expect` as its Expect handler."""
+
+    def __init__(self, router: web.UrlDispatcher) -> None:
+        self._router = router
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("add_"):
+            raise AttributeError(name)
+        add = getattr(self._router, name)
+        return functools.partial(add, expect_handler=gated_expect)
 
 
 # Handlers that can change the server's state (start or stop models): cross-site checked.
@@ -329,7 +360,7 @@ def build_app(
     app.on_shutdown.append(api.end_log_streams)
     app.on_shutdown.append(webui.end_event_streams)
     app.cleanup_ctx.append(_lifecycle)
-    r = app.router
+    r = _GatedRoutes(app.router)
     for path in JSON_ROUTES:
         r.add_post(path, model_route)
     for path in FORM_ROUTES:
