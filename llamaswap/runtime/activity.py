@@ -587,6 +587,24 @@ class ActivityStore:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     # reading ---------------------------------------------------------------------------------
+    def load_times(self, models: Iterable[str] = (), *, flush: bool = False) -> dict[str, float]:
+        """Each of `models`' median recorded load (every model's when empty; see `load_times`
+        below), read through a connection of its own. {} without a database. `flush` first
+        writes what the writer still holds (blocking: call it off the event loop)."""
+        if not self.persistent or self.path is None:
+            return {}
+        if flush:
+            self.flush()
+        try:
+            con = sqlite3.connect(self.path, timeout=5.0)
+            try:
+                return load_times(con, models=models)
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            logger.warning("activity store: cannot read load times from %s: %s", self.path, exc)
+            return {}
+
     def records(self) -> list[ActivityRecord]:
         return list(self._window)
 

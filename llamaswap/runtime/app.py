@@ -255,18 +255,23 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAMS] = UpstreamClient()
     processes = {m: make_process(app, spec) for m, spec in process_specs(plan).items()}
     observer = EventsObserver(app[DECISIONS], app[METRICS], app[EVENTS])
+    scheduling = scheduling_policy(plan)
     router = Router(
         plan.policy,
         scheduler_settings(plan),
         processes,
         observer=observer,
-        scheduling=scheduling_policy(plan),
+        scheduling=scheduling,
     )
     # The router's own table: a reload adds and removes processes there.
     app[PROCESSES] = router.processes
     app[METRICS].bind(router.processes, router)
     app[ROUTER] = router
     app[ACTIVITY].open()
+    # The policy starts from the loads recorded before this start (its scheduler is not running yet).
+    from llamaswap.runtime.policies import seed_load_times
+
+    seed_load_times(scheduling, app[ACTIVITY].load_times(plan.models), asyncio.get_running_loop().time())
     webui.attach_sources(app)
     await router.start()
     preload = asyncio.create_task(_preload(app), name="llamaswap:preload") if plan.preload else None

@@ -415,6 +415,15 @@ class LookaheadPolicy(FifoPolicy):
         return decision
 
 
+def seed_load_times(policy: SchedulingPolicy, times: Mapping[str, float], now: float) -> None:
+    """Tell a fresh policy the load times recorded before it existed (serve start, a reload
+    that changed the policy): each as one successful load of `model` that took `seconds` and
+    ended `now` (the scheduler's clock), through the policy's own `on_swap_done`, so that a
+    learning policy starts from this machine's costs instead of its `load_time` default."""
+    for model, seconds in times.items():
+        policy.on_swap_done(model, now - seconds, now, True)
+
+
 # name -> factory(**options) -> SchedulingPolicy
 BUILTIN: Mapping[str, Callable[..., SchedulingPolicy]] = {
     "fifo": FifoPolicy,

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from llamaswap.compiler.diagnostics import Severity, render_text
 from llamaswap.compiler.plan import Plan
+from llamaswap.runtime.activity import ACTIVITY
 from llamaswap.runtime.keys import DECISIONS, LIVE, METRICS, ROUTER, SELECTORS
 from llamaswap.runtime.processes import ModelProcess, ProcessSpec
 from llamaswap.runtime.reconfigure import ReloadPlan, reload_plan
@@ -242,6 +243,12 @@ class Reloader:
             if (was.policy_name, was.policy_options) != (now_.policy_name, now_.policy_options)
             else None
         )
+        store = self.app.get(ACTIVITY)
+        if scheduling is not None and store is not None:  # a fresh one starts from the loads so far
+            from llamaswap.runtime.policies import seed_load_times
+
+            times = await asyncio.to_thread(store.load_times, new.models, flush=True)
+            seed_load_times(scheduling, times, router.now())
         # The swap of the live plan and the router's event happen in one step (no await
         # between them): a request resolved against the new plan reaches the owner after it.
         live.plan = new

@@ -197,6 +197,41 @@ def test_hold_learns_return_gaps_and_load_times():
     assert p.load_time_of("a") == 4
 
 
+def test_the_load_times_a_store_recorded_seed_a_fresh_policy(tmp_path):
+    # What serve does at start and when a reload makes a new policy: the store's medians, for
+    # the configured models only, each told to the policy as one load it saw.
+    from llamaswap.runtime.activity import ActivityStore
+    from llamaswap.runtime.policies import seed_load_times
+    from llamaswap.runtime.processes import ProcessState, StateChanged
+
+    db = tmp_path / "activity.sqlite3"
+    store = ActivityStore(db)
+    store.open()
+    for model, seconds in (("a", 4.0), ("a", 30.0), ("a", 6.0), ("gone", 90.0)):
+        for old, new, at in (
+            ("stopped", "starting", 0.0),
+            ("starting", "ready", seconds),
+            ("ready", "stopped", 99.0),
+        ):
+            store.process_changed(StateChanged(model, ProcessState(old), ProcessState(new), at, None, ""))
+    assert store.load_times(["a", "b"], flush=True) == {"a": 6.0}
+    assert store.load_times() == {"a": 6.0, "gone": 90.0}
+    store.close()
+    assert ActivityStore(":memory:").load_times(["a"]) == {}
+
+    for policy in (LookaheadPolicy(load_time=10), HoldPolicy(load_time=10)):
+        seed_load_times(policy, {"a": 6.0}, now=1000.0)
+        assert policy.load_time_of("a") == 6.0
+        policy.on_swap_done("a", 1000.0, 1002.0, True)  # and goes on learning from real loads
+        assert policy.load_time_of("a") == 4.0
+    # A model never loaded: lookahead assumes the mean of the known ones, hold its default.
+    assert policy.load_time_of("b") == 10 and LookaheadPolicy().load_time_of("b") == 10
+    seeded = LookaheadPolicy(load_time=10)
+    seed_load_times(seeded, {"a": 6.0}, now=0.0)
+    assert seeded.load_time_of("b") == 6.0
+    seed_load_times(FifoPolicy(), {"a": 6.0}, now=0.0)  # a policy that learns nothing ignores it
+
+
 # Any two of a, b, c fit together; one set per pair, so a load that must evict has two
 # equally cheap choices, and the eviction policy's own pick is the first set (solver order).
 PAIRS = f"""\

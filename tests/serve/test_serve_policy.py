@@ -20,15 +20,17 @@ The replay keeps the trace's own clock (each request is sent at its offset from 
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from serve_support import model, upstream_cmd
+from serve_support import free_port_block, model, upstream_cmd
 
 from llamaswap.cli import cli
+from llamaswap.runtime.activity import load_times
 
 pytestmark = pytest.mark.e2e
 
@@ -144,3 +146,82 @@ def test_serve_records_its_loads_and_trace_export_replays_with_them(serve, tmp_p
     fifo = json.loads(r.output)["policies"]["fifo"]
     assert fifo["swaps"] == 3
     assert fifo["load_seconds"] == pytest.approx(2 * loads["a"] + loads["b"], abs=0.01)
+
+
+# -- load times recorded before a policy existed ------------------------------------------------
+# Any two of a, b, c fit; loading c with a and b running, FIFO evicts b (set "ac" comes first).
+# `a` is asked four times, `b` once: by request rates alone (every load time equal, the
+# `load_time` default) b is the cheaper one to lose, and lookahead evicts b too. When the policy
+# knows that b loads far slower than a, losing b costs more: it evicts a instead. Which one
+# `/running` shows next to c says which load times the policy decided with.
+SEEDED = {"use": "lookahead", "horizon": 600, "min_trials": 0}
+
+
+def pairs_config(port: int, db: str, b_delay: float, policy: object = "fifo") -> dict:
+    return {
+        "healthCheckTimeout": 30,
+        "startPort": port,
+        "models": {
+            "a": model(upstream_cmd("a")),
+            "b": model(upstream_cmd("b", startup_delay=b_delay)),
+            "c": model(upstream_cmd("c")),
+        },
+        "matrix": {"sets": {"ab": "a & b", "ac": "a & c", "bc": "b & c"}},
+        "store": {"path": db},
+        "routing": {"scheduler": {"policy": policy}},
+    }
+
+
+def load_c_after_a_and_b(server) -> str:
+    """a four times, b once (both running), then c: the model kept beside c."""
+    for name in ("a", "b", "a", "a", "a"):
+        assert server.chat(name).status == 200
+    assert set(server.running()) == {"a", "b"}
+    assert server.chat("c").status == 200
+    running = server.wait(
+        lambda: (
+            (r := {m for m, e in server.running().items() if e["state"] == "ready"}) and len(r) == 2 and r
+        ),
+        "one of a and b to be evicted for c",
+    )
+    assert "c" in running
+    return (running - {"c"}).pop()
+
+
+@pytest.mark.parametrize(("store", "kept"), [("activity.sqlite3", "b"), (":memory:", "a")])
+def test_a_policy_made_by_a_reload_starts_from_the_recorded_load_times(serve, tmp_path, store, kept):
+    # Serve with FIFO; b's loads take 1.5 s, a's a fraction of that. Switching the policy to
+    # lookahead makes a fresh one (it saw no load): with a store it is told what the store
+    # recorded and keeps the slow b; without one it knows no load time and keeps a.
+    port, db = free_port_block(3), str(tmp_path / store) if store != ":memory:" else store
+    server = serve(pairs_config(port, db, 1.5))
+    for name in ("a", "b"):
+        assert server.chat(name).status == 200
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(pairs_config(port, db, 1.5, SEEDED), sort_keys=False)
+    )
+    record = server.post("/api/config/reload").json()
+    assert record["ok"] and record["changes"]["restarted"] == [], record
+    assert load_c_after_a_and_b(server) == kept
+
+
+def test_serve_starts_its_policy_from_the_load_times_its_store_recorded(serve, tmp_path):
+    # A first serve records b's loads at 3 s. After a restart b happens to load fast (a warm
+    # disk cache); the policy weighs that one load with the history (each counts as a load
+    # seen) and still treats b as the costlier model to lose: it keeps b. Knowing only the
+    # loads of this run, it would keep a (the unseeded case of the reload test above).
+    port, db = free_port_block(3), str(tmp_path / "activity.sqlite3")
+    first = serve(pairs_config(port, db, 3.0))
+    for name in ("a", "b"):
+        assert first.chat(name).status == 200
+
+    def recorded() -> dict | None:  # the writer thread keeps loads ~50 ms behind
+        with sqlite3.connect(db) as con:
+            times = load_times(con)
+        return times if set(times) == {"a", "b"} else None
+
+    times = first.wait(recorded, "both loads in the store")
+    assert times["b"] >= 3.0 > times["a"]
+    assert first.terminate() == 0
+    second = serve(pairs_config(port, db, 0.0, SEEDED))
+    assert load_c_after_a_and_b(second) == "b"
