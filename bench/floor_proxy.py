@@ -5,11 +5,17 @@ upstream's body: what any proxy built on aiohttp pays per request, with nothing 
 (no routing, no scheduler, no header filtering). The gap between it and llamaswap is
 llamaswap's own cost; the gap between it and nginx is the framework's.
 
+With `--client stream` it relays the upstream's answer as it arrives (aiohttp's StreamResponse,
+chunk by chunk): the floor of an aiohttp proxy for streamed answers. With `--client relay` it is no
+HTTP proxy at all but a TCP byte relay on uvloop (each client connection gets its own upstream
+connection, bytes copied both ways as they come): the floor of any userspace proxy in Python,
+two extra loopback hops and nothing else.
+
 With `--client raw` the upstream leg uses a minimal keep-alive HTTP/1.1 client written on an
 asyncio Protocol (fixed-length bodies only) instead of aiohttp's ClientSession: it measures what
 a leaner upstream client would save (see bench/README.md).
 
-Usage: python bench/floor_proxy.py PORT UPSTREAM_BASE_URL [--client aiohttp|raw]
+Usage: python bench/floor_proxy.py PORT UPSTREAM_BASE_URL [--client aiohttp|raw|stream|relay]
 (prints "listening" when ready)
 """
 
@@ -87,7 +93,54 @@ class RawPool:
         return result
 
 
+class _Relay(asyncio.Protocol):
+    """One side of a byte relay: what it receives goes to its peer's transport as it comes."""
+
+    def __init__(self, upstream: tuple[str, int] | None, peer: _Relay | None = None) -> None:
+        self.upstream = upstream  # None on the upstream side
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.upstream is not None:
+            asyncio.get_running_loop().create_task(self._connect(*self.upstream))
+
+    async def _connect(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, peer = await loop.create_connection(lambda: _Relay(None, self), host, port)
+        except OSError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.peer = peer
+        for data in self.pending:
+            peer.transport.write(data)  # type: ignore[union-attr]
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.pending.append(data)
+        else:
+            peer.transport.write(data)
+
+    def connection_lost(self, exc) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
 async def main(port: int, upstream: str, client: str) -> None:
+    if client == "relay":
+        target = urlsplit(upstream)
+        where = (target.hostname or "127.0.0.1", target.port or 80)
+        server = await asyncio.get_running_loop().create_server(lambda: _Relay(where), "127.0.0.1", port)
+        print("listening", flush=True)
+        async with server:
+            await server.serve_forever()
     session = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0))
     raw = RawPool(upstream)
 
@@ -103,8 +156,21 @@ async def main(port: int, upstream: str, client: str) -> None:
             payload = await up.read()
             return web.Response(status=up.status, body=payload, content_type=up.content_type)
 
+    async def handle_stream(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with session.post(
+            upstream + request.path, data=body, headers={"Content-Type": request.content_type}
+        ) as up:
+            resp = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+
     app = web.Application()
-    app.router.add_post("/{tail:.*}", handle_raw if client == "raw" else handle)
+    handlers = {"raw": handle_raw, "stream": handle_stream}
+    app.router.add_post("/{tail:.*}", handlers.get(client, handle))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -208,9 +208,9 @@ async def one_stream(session, url: str, body: dict, token_delay: float) -> dict[
     }
 
 
-async def streaming(
-    direct_url: str, proxy_url: str, streams: int, tokens: int, token_delay: float
-) -> dict[str, Any]:
+async def streaming(urls: dict[str, str], streams: int, tokens: int, token_delay: float) -> dict[str, Any]:
+    """Streams through each of `urls` ("direct", "proxy" and any floors), one at a time, the
+    paths' order reversed every other round."""
     import aiohttp
 
     body = {
@@ -221,12 +221,13 @@ async def streaming(
         "messages": [{"role": "user", "content": "stream please"}],
     }
     expected = tokens + 2  # one event per token, the finish chunk, [DONE]
-    out: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        for url in (proxy_url, direct_url):  # the proxied one first: it starts the upstream
-            await one_stream(session, url, dict(body, tokens=2), 0.0)
+        # The proxied one first: it starts the upstream.
+        for name in sorted(urls, key=lambda n: n != "proxy"):
+            await one_stream(session, urls[name], dict(body, tokens=2), 0.0)
+        order = list(urls.items())
         for i in range(streams):
-            order = (("direct", direct_url), ("proxy", proxy_url))
             for name, url in order if i % 2 == 0 else order[::-1]:
                 out[name].append(await one_stream(session, url, body, token_delay))
     summary: dict[str, Any] = {
@@ -374,15 +375,41 @@ def main() -> int:
                     floor.stop()
             memory["after_proxy_run"] = common.rss(serve.pid)
             common.log("streaming")
-            stream = run_async(
-                streaming(
-                    f"http://127.0.0.1:{sse_port}/v1/chat/completions",
-                    proxied,
-                    args.streams,
-                    args.tokens,
-                    args.token_delay,
-                )
-            )
+            stream_urls = {"direct": f"http://127.0.0.1:{sse_port}/v1/chat/completions", "proxy": proxied}
+            stream_floors: list[common.Proc] = []
+            if not args.no_floor:
+                # The floors relay to the SSE upstream: a first request through llamaswap starts it.
+                sse_body = {"model": SSE_MODEL, "tokens": 1, "messages": [{"role": "user", "content": "up"}]}
+                status, _, payload = common.http("POST", proxied, sse_body, timeout=60)
+                if status != 200:
+                    raise SystemExit(
+                        f"bench: starting {SSE_MODEL} through llamaswap answered {status}: {payload[:300]!r}"
+                    )
+                # Streaming floors: a TCP byte relay (any userspace proxy's floor) and the
+                # smallest aiohttp proxy that relays a stream as it arrives.
+                for label, client in (("relay floor", "relay"), ("aiohttp floor", "stream")):
+                    floor_port = common.free_port()
+                    stream_floors.append(
+                        common.Proc(
+                            [
+                                common.python_exe(),
+                                str(common.BENCH / "floor_proxy.py"),
+                                str(floor_port),
+                                f"http://127.0.0.1:{sse_port}",
+                                "--client",
+                                client,
+                            ],
+                            name=f"streaming {label}",
+                            stderr_path=tmp / f"stream-floor-{client}.log",
+                        )
+                    )
+                    stream_urls[label] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+                    common.wait_http(stream_urls[label], ok=range(100, 600))  # any answer: it is up
+            try:
+                stream = run_async(streaming(stream_urls, args.streams, args.tokens, args.token_delay))
+            finally:
+                for floor in stream_floors:
+                    floor.stop()
             memory["after_streaming"] = common.rss(serve.pid)
             serve_pid = serve.pid
         # The other engine's idle footprint, from a second serve of the same models (not started).
@@ -462,8 +489,14 @@ def main() -> int:
         f"\n### streaming: {args.streams} streams each way, {args.tokens} tokens, "
         f"{args.token_delay * 1000:g} ms apart ({stream['expected_events']} SSE events per stream)\n"
     )
+    stream_floors_added = {
+        name: stream[name]["ttfb_p50"] - sd["ttfb_p50"]
+        for name in ("relay floor", "aiohttp floor")
+        if name in stream
+    }
     srows = []
-    for name, s in (("direct", sd), ("llamaswap", sp)):
+    shown = [("direct", sd), ("llamaswap", sp)] + [(n, stream[n]) for n in stream_floors_added]
+    for name, s in shown:
         srows.append(
             [
                 name,
@@ -540,7 +573,7 @@ def main() -> int:
             "streaming: added TTFB (p50)",
             f"{added_ttfb * 1000:.3f} ms",
             f"<= {TARGET_ADDED_TTFB * 1000:g} ms",
-            "—",
+            ", ".join(f"{v * 1000:.3f} ms ({n.split()[0]})" for n, v in stream_floors_added.items()) or "—",
             "—",
             verdict(added_ttfb <= TARGET_ADDED_TTFB),
         ]
