@@ -16,9 +16,11 @@ and installed with `pip install --compile` into a scratch venv, so its bytecode 
 its sources as pip writes it, and no editable-install finder runs at interpreter start-up
 (the dev venv's costs ~5-15 ms). The dependencies come from the dev venv (a .pth line).
 `--install editable` measures the dev venv's `.venv/bin/llamaswap` instead, with a
-PYTHONPYCACHEPREFIX primed by one run (the source tree has no .pyc under
-PYTHONDONTWRITEBYTECODE): quicker to run while iterating. Either way one unmeasured run
-comes first. `--against REV` builds a second wheel from git revision REV and alternates
+PYTHONPYCACHEPREFIX (the source tree has no .pyc under PYTHONDONTWRITEBYTECODE): quicker
+to run while iterating. Either way every module's bytecode is written before anything is
+measured (`compileall` over the tree and the dependencies; pip's `--compile` for the
+wheels), so no measured run compiles a module from source, and one unmeasured round comes
+first (page caches). `--against REV` builds a second wheel from git revision REV and alternates
 the two, round by round, so a before/after comparison shares the machine's load. Targets (issue 18): serve <= 0.4 s, compile <= 0.35 s on every
 sample. Wall clock depends on the machine's load (printed with the tables); CPU time less so.
 Writes bench/results/startup.json.
@@ -108,7 +110,27 @@ def installed_wheel(src: Path, scratch: Path, env: dict[str, str]) -> str:
         text=True,
         check=True,
     ).stdout.strip()
-    deps = subprocess.run(
+    Path(site, "llamaswap-bench-deps.pth").write_text(deps_dir() + "\n")
+    return str(venv / "bin" / "llamaswap")
+
+
+def prime_bytecode(env: dict[str, str], *trees: str) -> None:
+    """Write the bytecode of every module under `trees` before anything is measured
+    (`compileall`, with `env`'s PYTHONPYCACHEPREFIX if it has one): a module first imported
+    in a measured run would otherwise be compiled from source, and the .pyc written, there.
+    What is already compiled and current is left alone."""
+    subprocess.run(
+        [common.python_exe(), "-m", "compileall", "-q", "-j", "0", *trees],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,  # a dependency's unimportable test file must not stop the bench
+    )
+
+
+def deps_dir() -> str:
+    """The dev venv's site-packages (the dependencies every measured install uses)."""
+    return subprocess.run(
         [
             common.python_exe(),
             "-c",
@@ -118,8 +140,6 @@ def installed_wheel(src: Path, scratch: Path, env: dict[str, str]) -> str:
         text=True,
         check=True,
     ).stdout.strip()
-    Path(site, "llamaswap-bench-deps.pth").write_text(deps + "\n")
-    return str(venv / "bin" / "llamaswap")
 
 
 def serve_once(exe: str, config: Path, env: dict[str, str]) -> dict[str, float]:
@@ -260,9 +280,11 @@ def main() -> None:
                 exes[args.against] = installed_wheel(
                     revision(args.against, scratch / "against-src"), scratch / "against", env
                 )
+            prime_bytecode(env, deps_dir())
         else:
             env = dict(base_env, PYTHONPYCACHEPREFIX=str(scratch))
             exes = {"this tree": common.llamaswap_exe()}
+            prime_bytecode(env, deps_dir(), str(common.REPO / "llamaswap"))
         rounds: dict[str, list[list[tuple[str, float, float]]]] = {label: [] for label in exes}
         for i in range(args.runs + 1):  # round 0 primes the bytecode and page caches
             for label, exe in exes.items():
