@@ -96,24 +96,6 @@ def demo_config_text(start_port: int | None = None) -> str:
     return text.replace("@PYTHON@", python)
 
 
-def release_freed_heap() -> bool:
-    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`): start-up frees
-    most of what compiling the config and importing the app allocated (YAML and Lark trees,
-    pydantic's schema building, bytecode compiled from source), but glibc keeps those pages
-    mapped, ~2 MB of serve's resident memory. Nothing is freed that is in use. False where
-    the C library has no `malloc_trim` (musl, macOS)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes  # loaded already (reaper.py)
-
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim(0)
-    return True
-
-
 def reload_requested(app: web.Application | None) -> None:
     """SIGHUP: reload the config (in the background; one reload at a time)."""
     from llamaswap.runtime.reload import RELOADER
@@ -239,7 +221,6 @@ async def serve(
                 access_logger(),
                 web.HTTPException,
             )
-        release_freed_heap()
         try:
             # typeshed's AbstractServer lacks `sockets`; asyncio's and uvloop's servers have it.
             server: Any = listener if site is None else site._server

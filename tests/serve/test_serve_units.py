@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import click
 import pytest
@@ -18,7 +17,7 @@ from llamaswap.compiler.plan import compile_text
 from llamaswap.runtime import errors, filters, loop, proxy, settings
 from llamaswap.runtime.dispatch import swap_header
 from llamaswap.runtime.router import Granted, SwapRecord
-from llamaswap.runtime.serve import demo_config_text, release_freed_heap
+from llamaswap.runtime.serve import demo_config_text
 
 
 def cfg(**keys) -> ModelConfig:
@@ -320,24 +319,3 @@ def test_demo_config_compiles_to_three_models_two_of_which_run_together():
     assert plan.aliases == {"large": "chat-large", "small": "chat-small"}
     ports = sorted(int(plan.config.models[m].proxy.rsplit(":", 1)[1]) for m in plan.models)
     assert ports == [21000, 21001, 21002]
-
-
-# -- memory ------------------------------------------------------------------------------------
-
-
-def _rss_anon_kb() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim, /proc")
-def test_release_freed_heap_gives_freed_pages_back():
-    # 32 MB in C-heap blocks (bytes objects over pymalloc's 512-byte limit), a live block
-    # after them so glibc cannot shrink the heap from its top on its own, then freed.
-    blocks = [bytes(4000) + bytes([i % 256]) for i in range(8000)]
-    sentinel = bytes(4000) + b"!"
-    del blocks
-    held = _rss_anon_kb()
-    assert release_freed_heap() is True
-    assert _rss_anon_kb() < held - 16_000
-    assert sentinel.endswith(b"!")
