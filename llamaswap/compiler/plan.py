@@ -225,7 +225,6 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         from llamaswap.compiler.expand import expand_sets
         from llamaswap.compiler.lints import lint_matrix
         from llamaswap.compiler.resolve import resolve_matrix
-        from llamaswap.compiler.resources import check_sets
 
         matrix, mdiags = resolve_matrix(
             file, loaded.matrix_block, loaded.matrix_path, config.models, loaded.aliases
@@ -237,6 +236,8 @@ def compile_text(text: str, file: str, options: CompileOptions | None = None) ->
         else:
             sets = expand_sets(matrix.sets, options.expand_budget)
             if res is not None:
+                from llamaswap.compiler.resources import check_sets  # with its placement search
+
                 report.diagnostics.extend(check_sets(res, sets, file, loaded.matrix_path, matrix.set_pos))
         for s in sets if not matrix.auto else ():
             if s.combinations is None:
