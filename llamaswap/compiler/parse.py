@@ -1,6 +1,6 @@
 """Parse: one set-DSL string -> AST, or a located syntax error.
 
-Uses the LALR parser from `llamaswap.grammar`. Errors carry llama-swap's wording
+The grammar is `llamaswap/grammar/sets.lark`, parsed by hand (below). Errors carry llama-swap's wording
 (reference §3.3) plus what was expected, and the 0-based code-point offset of the offending
 character inside the DSL string; the caller turns that offset into a file position.
 
@@ -9,14 +9,11 @@ Invariant: never raises on any input string.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
-from lark import Token, Transformer, Tree
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedToken
-
 from llamaswap.compiler.ast import And, Name, Node, Or, Ref
-from llamaswap.grammar import sets_parser
 
 MAX_DEPTH = 100
 
@@ -60,51 +57,132 @@ def _valid_ident_char(c: str) -> bool:
     return cat.startswith("L") or cat == "Nd"
 
 
-def _span(tok: Token) -> tuple[int, int]:
-    assert tok.start_pos is not None and tok.end_pos is not None  # lark's lexer always sets them
-    return tok.start_pos, tok.end_pos
+# The grammar of `llamaswap/grammar/sets.lark`, parsed by hand: Lark's LALR parser with its
+# contextual lexer, import and all, cost serve ~1.6 MB and a matrix compile ~30 ms. The
+# terminals are the grammar's; an error is what that parser reports: a character no
+# terminal matches (`_BadChar`), or a token, or the end, where the parser state accepts
+# other terminals (`_BadToken`, with the terminals that state accepts). A property test
+# checks every outcome against the Lark parser (tests/compiler/test_parse_lark.py).
+_TOKEN = re.compile(
+    r'\s+|(?P<NAME>[\w.\-]+)|(?P<REF>\+[\w.\-]+)|(?P<QUOTED>"(?:[^"\\\n]|\\.)*")'
+    r"|(?P<AMPERSAND>&)|(?P<VBAR>\|)|(?P<LPAR>\()|(?P<RPAR>\))"
+)
+_OPERAND = frozenset({"NAME", "QUOTED", "REF", "LPAR"})
+_AFTER_TOP = frozenset({"AMPERSAND", "VBAR", "$END"})
+_AFTER_INNER = frozenset({"AMPERSAND", "VBAR", "RPAR"})
+_CLOSE = frozenset({"RPAR"})
+_END = frozenset({"$END"})
 
 
-class _ToAst(Transformer):
-    def name(self, items: list[Token]) -> Node:
-        tok = items[0]
-        return Name(str(tok), False, *_span(tok))
-
-    def quoted(self, items: list[Token]) -> Node:
-        tok = items[0]
-        raw = str(tok)[1:-1]
-        text = []
-        i = 0
-        while i < len(raw):
-            if raw[i] == "\\" and i + 1 < len(raw):
-                text.append(raw[i + 1])
-                i += 2
-            else:
-                text.append(raw[i])
-                i += 1
-        return Name("".join(text), True, *_span(tok))
-
-    def ref(self, items: list[Token]) -> Node:
-        tok = items[0]
-        return Ref(str(tok)[1:], *_span(tok))
-
-    def and_expr(self, items: list[Node]) -> Node:
-        return And(tuple(items), items[0].start, items[-1].end)
-
-    def or_expr(self, items: list[Node]) -> Node:
-        return Or(tuple(items), items[0].start, items[-1].end)
+class _BadChar(Exception):
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
 
 
-_TO_AST = _ToAst()
+class _BadToken(Exception):
+    def __init__(self, kind: str, text: str, start: int, accepts: frozenset[str]) -> None:
+        self.kind, self.text, self.start, self.accepts = kind, text, start, accepts
+
+
+def _unquote(raw: str) -> str:
+    text = []
+    i = 0
+    while i < len(raw):
+        if raw[i] == "\\" and i + 1 < len(raw):
+            text.append(raw[i + 1])
+            i += 2
+        else:
+            text.append(raw[i])
+            i += 1
+    return "".join(text)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0  # offset in `text` of the next token to lex
+        self.depth = 0
+
+    def _next(self, accepts: frozenset[str]) -> tuple[str, str, int, int]:
+        """The next token, which must be one of `accepts` (raises _BadChar, _BadToken)."""
+        text = self.text
+        while True:
+            if self.pos >= len(text):
+                tok = ("$END", "", len(text), len(text))
+                break
+            m = _TOKEN.match(text, self.pos)
+            if m is None:
+                raise _BadChar(self.pos)
+            self.pos = m.end()
+            if m.lastgroup is not None:
+                tok = (m.lastgroup, m.group(), m.start(), m.end())
+                break
+        if tok[0] not in accepts:
+            if accepts is not _OPERAND and tok[0] in ("RPAR", "$END"):
+                # The LALR tables reduce the expression so far on ')' or the end (one state
+                # after an operand, whatever the depth), then accept only this depth's closer.
+                accepts = _CLOSE if accepts is _AFTER_INNER else _END
+            raise _BadToken(tok[0], tok[1], tok[2], accepts)
+        return tok
+
+    def _after(self) -> frozenset[str]:
+        return _AFTER_INNER if self.depth else _AFTER_TOP
+
+    def parse(self) -> Node:
+        node, tok = self._or(self._next(_OPERAND))
+        assert tok[0] == "$END"
+        return node
+
+    def _or(self, tok: tuple[str, str, int, int]) -> tuple[Node, tuple[str, str, int, int]]:
+        """An or_expr starting at operand token `tok`; returns it and the token after it."""
+        first, tok = self._and(tok)
+        items = [first]
+        while tok[0] == "VBAR":
+            item, tok = self._and(self._next(_OPERAND))
+            items.append(item)
+        if len(items) == 1:
+            return first, tok
+        return Or(tuple(items), items[0].start, items[-1].end), tok
+
+    def _and(self, tok: tuple[str, str, int, int]) -> tuple[Node, tuple[str, str, int, int]]:
+        first = self._atom(tok)
+        items = [first]
+        tok = self._next(self._after())
+        while tok[0] == "AMPERSAND":
+            items.append(self._atom(self._next(_OPERAND)))
+            tok = self._next(self._after())
+        if len(items) == 1:
+            return first, tok
+        return And(tuple(items), items[0].start, items[-1].end), tok
+
+    def _atom(self, tok: tuple[str, str, int, int]) -> Node:
+        kind, text, start, end = tok
+        if kind == "NAME":
+            return Name(text, False, start, end)
+        if kind == "QUOTED":
+            return Name(_unquote(text[1:-1]), True, start, end)
+        if kind == "REF":
+            return Ref(text[1:], start, end)
+        # LPAR
+        self.depth += 1
+        node, close = self._or(self._next(_OPERAND))
+        assert close[0] == "RPAR"
+        self.depth -= 1
+        return node
+
+
+def _parse(text: str) -> Node:
+    """Raises _BadChar or _BadToken."""
+    return _Parser(text).parse()
 
 
 def _prefix_parses(text: str) -> bool:
     if not text.strip():
         return False
     try:
-        sets_parser().parse(text)
+        _parse(text)
         return True
-    except LarkError:
+    except (_BadChar, _BadToken):
         return False
 
 
@@ -133,10 +211,9 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
             depth -= 1
         deepest = max(deepest, depth)
     try:
-        tree = sets_parser().parse(dsl)
-    except UnexpectedCharacters as exc:
-        pos = exc.pos_in_stream
-        assert pos is not None  # always set for UnexpectedCharacters
+        node = _parse(dsl)
+    except _BadChar as exc:
+        pos = exc.pos
         ch = dsl[pos] if 0 <= pos < len(dsl) else ""
         if ch == "+":
             return SyntaxProblem(
@@ -159,11 +236,10 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
         elif ch == ",":
             hint = "use '|' for alternatives and '&' for models that run together"
         return SyntaxProblem("LS101", f"unexpected character {ch!r}", pos, hint=hint)
-    except UnexpectedToken as exc:
-        tok = exc.token
-        accepts = set(exc.interactive_parser.accepts()) if exc.interactive_parser else set(exc.expected)
+    except _BadToken as exc:
+        accepts = set(exc.accepts)
         expected = _expected(accepts)
-        if tok.type == "$END":
+        if exc.kind == "$END":
             pos = len(dsl.rstrip())
             if "RPAR" in accepts:
                 return SyntaxProblem(
@@ -178,11 +254,11 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
                 max(0, pos - 1),
                 hint=f"expected {expected}",
             )
-        start = tok.start_pos if tok.start_pos is not None else 0
-        text = str(tok)
+        start = exc.start
+        text = exc.text
         if _prefix_parses(dsl[:start]):
             hint = f"expected {expected}"
-            if tok.type in ("NAME", "QUOTED", "REF", "LPAR"):
+            if exc.kind in ("NAME", "QUOTED", "REF", "LPAR"):
                 hint = f"join names with '&' (run together) or '|' (alternatives); expected {expected}"
             return SyntaxProblem(
                 "LS105",
@@ -198,9 +274,6 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
             max(1, len(text)),
             hint=f"expected {expected}",
         )
-    except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
-        return SyntaxProblem("LS104", f"cannot parse: {exc.__class__.__name__}", 0)
-    node = _TO_AST.transform(tree) if isinstance(tree, Tree) else tree
     for n in _names(node):
         if n.quoted:
             if not n.text:
