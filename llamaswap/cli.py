@@ -1182,6 +1182,11 @@ def serve_cmd(
 
         click.echo(version_line())
         return
+    # The server reads the set DSL with the hand parser (same trees and errors as Lark's, no
+    # Lark import at start-up: compiler/parse.py); compile, plan and graph keep Lark's.
+    from llamaswap.compiler import parse as dsl_parse
+
+    dsl_parse.use_parser("hand")
     if config_arg is not None and config_opt is not None and config_arg != config_opt:
         raise click.UsageError("give the config once: as CONFIG or with --config")
     config = config_opt or config_arg

@@ -1,7 +1,10 @@
 """Parse: one set-DSL string -> AST, or a located syntax error.
 
-The grammar is `llamaswap/grammar/sets.lark`, parsed by hand (below). Errors carry llama-swap's wording
-(reference §3.3) plus what was expected, and the 0-based code-point offset of the offending
+The grammar is `llamaswap/grammar/sets.lark`. Two parsers read it and give the same trees and
+the same errors (a property test holds them to it): Lark's LALR parser, the default
+(`compile`, `plan`, `graph`, `check`), and a recursive descent of the same terminals that
+`serve` selects (`use_parser("hand")`): a server's start-up then imports no Lark (~1.5 MB of
+resident memory and ~50 ms less). Errors carry llama-swap's wording (reference §3.3) plus what was expected, and the 0-based code-point offset of the offending
 character inside the DSL string; the caller turns that offset into a file position.
 
 Invariant: never raises on any input string.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 from llamaswap.compiler.ast import And, Name, Node, Or, Ref
 
@@ -57,9 +61,9 @@ def _valid_ident_char(c: str) -> bool:
     return cat.startswith("L") or cat == "Nd"
 
 
-# The grammar of `llamaswap/grammar/sets.lark`, parsed by hand: Lark's LALR parser with its
-# contextual lexer, import and all, cost serve ~1.6 MB and a matrix compile ~30 ms. The
-# terminals are the grammar's; an error is what that parser reports: a character no
+# The grammar of `llamaswap/grammar/sets.lark`, parsed by hand, for serve (Lark's LALR parser
+# with its contextual lexer, import and all, costs a server ~1.6 MB). The terminals are the
+# grammar's; an error is what that parser reports: a character no
 # terminal matches (`_BadChar`), or a token, or the end, where the parser state accepts
 # other terminals (`_BadToken`, with the terminals that state accepts). A property test
 # checks every outcome against the Lark parser (tests/compiler/test_parse_lark.py).
@@ -171,9 +175,64 @@ class _Parser:
         return node
 
 
-def _parse(text: str) -> Node:
+class _Unparsable(Exception):
+    """Any other failure of Lark's parser (defensive: LALR reports only the two above)."""
+
+
+def _parse_hand(text: str) -> Node:
     """Raises _BadChar or _BadToken."""
     return _Parser(text).parse()
+
+
+def _lark_ast(tree: Any) -> Node:
+    """A Lark parse tree of sets.lark as the AST (the rules `name`, `quoted`, `ref`,
+    `and_expr`, `or_expr`; `?` rules with one child are inlined by Lark)."""
+    kind, kids = tree.data, tree.children
+    if kind in ("name", "quoted", "ref"):
+        tok = kids[0]
+        text, start, end = str(tok), tok.start_pos, tok.end_pos
+        if kind == "name":
+            return Name(text, False, start, end)
+        if kind == "quoted":
+            return Name(_unquote(text[1:-1]), True, start, end)
+        return Ref(text[1:], start, end)
+    items = tuple(_lark_ast(k) for k in kids)
+    if kind == "and_expr":
+        return And(items, items[0].start, items[-1].end)
+    if kind == "or_expr":
+        return Or(items, items[0].start, items[-1].end)
+    raise _Unparsable(f"unknown rule {kind}")
+
+
+def _parse_lark(text: str) -> Node:
+    """The design's parser: sets.lark through Lark (raises _BadChar, _BadToken, _Unparsable)."""
+    from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedToken
+
+    from llamaswap.grammar import sets_parser
+
+    try:
+        tree = sets_parser().parse(text)
+    except UnexpectedCharacters as exc:
+        raise _BadChar(exc.pos_in_stream or 0) from None
+    except UnexpectedToken as exc:
+        tok = exc.token
+        parser = exc.interactive_parser
+        accepts = frozenset(parser.accepts() if parser else exc.expected)
+        raise _BadToken(tok.type, str(tok), tok.start_pos or 0, accepts) from None
+    except LarkError as exc:
+        raise _Unparsable(exc.__class__.__name__) from None
+    return _lark_ast(tree)
+
+
+_PARSERS = {"lark": _parse_lark, "hand": _parse_hand}
+_parse = _parse_lark
+
+
+def use_parser(name: str) -> None:
+    """Which parser reads the DSL from now on in this process: "lark" (the default) or
+    "hand" (serve: no Lark import at start-up). Both give the same trees and errors."""
+    global _parse
+    _parse = _PARSERS[name]
 
 
 def _prefix_parses(text: str) -> bool:
@@ -182,7 +241,7 @@ def _prefix_parses(text: str) -> bool:
     try:
         _parse(text)
         return True
-    except (_BadChar, _BadToken):
+    except (_BadChar, _BadToken, _Unparsable):
         return False
 
 
@@ -274,6 +333,8 @@ def parse_dsl(dsl: str) -> Node | SyntaxProblem:
             max(1, len(text)),
             hint=f"expected {expected}",
         )
+    except _Unparsable as exc:  # pragma: no cover - defensive: any other parser failure
+        return SyntaxProblem("LS104", f"cannot parse: {exc}", 0)
     for n in _names(node):
         if n.quoted:
             if not n.text:

@@ -51,9 +51,9 @@ def by_lark(text: str) -> tuple:
     return ("ok", _ToAst().transform(tree) if isinstance(tree, Tree) else tree)
 
 
-def by_hand(text: str) -> tuple:
+def by_hand(text: str, parser=parse._parse_hand) -> tuple:
     try:
-        node = parse._parse(text)
+        node = parser(text)
     except parse._BadChar as exc:
         return ("char", exc.pos)
     except parse._BadToken as exc:
@@ -94,7 +94,9 @@ PIECES = [
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=12).map("".join))
 def test_the_hand_parser_agrees_with_lark(text):
-    assert by_hand(text) == by_lark(text)
+    # The reference above is Lark used directly; compile's own Lark path (parse._parse_lark,
+    # which serve does not use) must read it the same way.
+    assert by_hand(text) == by_lark(text) == by_hand(text, parse._parse_lark)
 
 
 @pytest.mark.parametrize(
@@ -119,4 +121,15 @@ def test_the_hand_parser_agrees_with_lark(text):
     ],
 )
 def test_the_hand_parser_agrees_with_lark_on_the_usual_mistakes(text):
-    assert by_hand(text) == by_lark(text)
+    assert by_hand(text) == by_lark(text) == by_hand(text, parse._parse_lark)
+
+
+def test_parse_dsl_gives_the_same_result_with_either_parser():
+    texts = ["a & (b | c)", "a &", "(a", "a b", '"x" & +s', "", "a,b", "+", '""', "a & | b"]
+    try:
+        parse.use_parser("hand")
+        by_hand_parser = [parse.parse_dsl(t) for t in texts]
+    finally:
+        parse.use_parser("lark")
+    assert [parse.parse_dsl(t) for t in texts] == by_hand_parser
+    assert any(isinstance(r, parse.SyntaxProblem) for r in by_hand_parser)
