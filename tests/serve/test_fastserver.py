@@ -165,6 +165,17 @@ def test_a_body_split_across_writes_and_expect_100_continue(server):
     assert chats_seen(server)[-1] == "split"
 
 
+def assert_kept_or_closed(sock: socket.socket, r: Reader, version: str, kept: bool) -> None:
+    """After an answer: a kept connection serves another request; otherwise it is closed."""
+    if kept:
+        sock.sendall(
+            f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n".encode()
+        )
+        assert r.response()[0] == 200
+    else:
+        assert r.closed()
+
+
 def expect_head(path: str, length: int, extra: str = "") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -405,13 +416,7 @@ def test_the_answer_says_what_happens_to_the_connection(server, version, connect
         assert status == 200 and b"conn" in answer
         assert r.last_head.startswith(f"HTTP/{version} 200 OK\r\n".encode())
         assert headers.get("connection") == answered
-        if kept:
-            sock.sendall(
-                f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n".encode()
-            )
-            assert r.response()[0] == 200
-        else:
-            assert r.closed()
+        assert_kept_or_closed(sock, r, version, kept)
 
 
 def stream_chat(content: str) -> bytes:
@@ -664,10 +669,4 @@ def test_a_bodyless_request_gets_the_connection_it_asked_for(server, version, co
             f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: {connection}\r\n\r\n".encode()
         )
         assert r.response()[0] == 200
-        if kept:
-            sock.sendall(
-                f"GET /health HTTP/{version}\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n".encode()
-            )
-            assert r.response()[0] == 200
-        else:
-            assert r.closed()
+        assert_kept_or_closed(sock, r, version, kept)
