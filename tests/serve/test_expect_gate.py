@@ -57,8 +57,8 @@ def test_an_operator_route_with_the_api_key_gets_100_continue_then_its_answer(ap
         sock.sendall(head("/api/models/unload", len(body), f"Authorization: Bearer {API_KEY}\r\n"))
         first, rest = read_head(sock)
         assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
-        assert rest == b""
         sock.sendall(body)
+        # The unload handler does not read the body: its answer may follow the 100 at once.
         answer_head, _ = read_head(sock, rest)
         assert answer_head.startswith(b"HTTP/1.1 200 "), answer_head
 
@@ -73,8 +73,8 @@ def test_a_foreign_host_is_403_before_the_upload_without_api_keys(serve):
         read_until_closed(sock, rest)
     with connect(server.url) as sock:  # the same request from a local Host continues
         sock.sendall(head("/api/models/unload", 2))
-        first, _ = read_head(sock)
+        first, rest = read_head(sock)
         assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"{}")
-        answer_head, _ = read_head(sock)
+        answer_head, _ = read_head(sock, rest)
         assert answer_head.startswith(b"HTTP/1.1 200 "), answer_head
