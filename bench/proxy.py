@@ -377,35 +377,39 @@ def main() -> int:
             common.log("streaming")
             stream_urls = {"direct": f"http://127.0.0.1:{sse_port}/v1/chat/completions", "proxy": proxied}
             stream_floors: list[common.Proc] = []
-            if not args.no_floor:
-                # The floors relay to the SSE upstream: a first request through llamaswap starts it.
-                sse_body = {"model": SSE_MODEL, "tokens": 1, "messages": [{"role": "user", "content": "up"}]}
-                status, _, payload = common.http("POST", proxied, sse_body, timeout=60)
-                if status != 200:
-                    raise SystemExit(
-                        f"bench: starting {SSE_MODEL} through llamaswap answered {status}: {payload[:300]!r}"
-                    )
-                # Streaming floors: a TCP byte relay (any userspace proxy's floor) and the
-                # smallest aiohttp proxy that relays a stream as it arrives.
-                for label, client in (("relay floor", "relay"), ("aiohttp floor", "stream")):
-                    floor_port = common.free_port()
-                    stream_floors.append(
-                        common.Proc(
-                            [
-                                common.python_exe(),
-                                str(common.BENCH / "floor_proxy.py"),
-                                str(floor_port),
-                                f"http://127.0.0.1:{sse_port}",
-                                "--client",
-                                client,
-                            ],
-                            name=f"streaming {label}",
-                            stderr_path=tmp / f"stream-floor-{client}.log",
-                        )
-                    )
-                    stream_urls[label] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
-                    common.wait_http(stream_urls[label], ok=range(100, 600))  # any answer: it is up
             try:
+                if not args.no_floor:
+                    # The floors relay to the SSE upstream: a first request through llamaswap starts it.
+                    sse_body = {
+                        "model": SSE_MODEL,
+                        "tokens": 1,
+                        "messages": [{"role": "user", "content": "up"}],
+                    }
+                    status, _, payload = common.http("POST", proxied, sse_body, timeout=60)
+                    if status != 200:
+                        raise SystemExit(
+                            f"bench: starting {SSE_MODEL} through llamaswap answered {status}: {payload[:300]!r}"
+                        )
+                    # Streaming floors: a TCP byte relay (any userspace proxy's floor) and the
+                    # smallest aiohttp proxy that relays a stream as it arrives.
+                    for label, client in (("relay floor", "relay"), ("aiohttp floor", "stream")):
+                        floor_port = common.free_port()
+                        stream_floors.append(
+                            common.Proc(
+                                [
+                                    common.python_exe(),
+                                    str(common.BENCH / "floor_proxy.py"),
+                                    str(floor_port),
+                                    f"http://127.0.0.1:{sse_port}",
+                                    "--client",
+                                    client,
+                                ],
+                                name=f"streaming {label}",
+                                stderr_path=tmp / f"stream-floor-{client}.log",
+                            )
+                        )
+                        stream_urls[label] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+                        common.wait_http(stream_urls[label], ok=range(100, 600))  # any answer: it is up
                 stream = run_async(streaming(stream_urls, args.streams, args.tokens, args.token_delay))
             finally:
                 for floor in stream_floors:
