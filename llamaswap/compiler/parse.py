@@ -4,8 +4,9 @@ The grammar is `llamaswap/grammar/sets.lark`. Two parsers read it and give the s
 the same errors (a property test holds them to it): Lark's LALR parser, the default
 (`compile`, `plan`, `graph`, `check`), and a recursive descent of the same terminals that
 `serve` selects (`use_parser("hand")`): a server's start-up then imports no Lark (~1.5 MB of
-resident memory and ~50 ms less). Errors carry llama-swap's wording (reference §3.3) plus what was expected, and the 0-based code-point offset of the offending
-character inside the DSL string; the caller turns that offset into a file position.
+resident memory and ~50 ms less). Errors carry llama-swap's wording (reference §3.3) plus
+what was expected, and the 0-based code-point offset of the offending character inside the
+DSL string; the caller turns that offset into a file position.
 
 Invariant: never raises on any input string.
 """
@@ -63,10 +64,10 @@ def _valid_ident_char(c: str) -> bool:
 
 # The grammar of `llamaswap/grammar/sets.lark`, parsed by hand, for serve (Lark's LALR parser
 # with its contextual lexer, import and all, costs a server ~1.6 MB). The terminals are the
-# grammar's; an error is what that parser reports: a character no
-# terminal matches (`_BadChar`), or a token, or the end, where the parser state accepts
-# other terminals (`_BadToken`, with the terminals that state accepts). A property test
-# checks every outcome against the Lark parser (tests/compiler/test_parse_lark.py).
+# grammar's; an error is what that parser reports: a character no terminal matches
+# (`_BadChar`), or a token, or the end, where the parser state accepts other terminals
+# (`_BadToken`, with the terminals that state accepts). A property test checks every outcome
+# against the Lark parser (tests/compiler/test_parse_lark.py).
 _TOKEN = re.compile(
     r'\s+|(?P<NAME>[\w.\-]+)|(?P<REF>\+[\w.\-]+)|(?P<QUOTED>"(?:[^"\\\n]|\\.)*")'
     r"|(?P<AMPERSAND>&)|(?P<VBAR>\|)|(?P<LPAR>\()|(?P<RPAR>\))"

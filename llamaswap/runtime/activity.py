@@ -752,9 +752,9 @@ class ActivityStore:
                 flag.set()
             if not stop and len(batch) < BATCH:
                 # Sleep only once the queue is drained: after a full batch more rows are
-                # waiting, and a writer that slept anyway kept up with at most BATCH rows per
-                # BATCH_DELAY (~5,000 a second) while the queue filled (to ~5 MB of records
-                # at 16 connections, and rows dropped past QUEUE_SIZE).
+                # waiting, and a writer that slept anyway stored at most BATCH rows per
+                # BATCH_DELAY (~5,000 a second) while the queue filled, dropping rows past
+                # QUEUE_SIZE.
                 time.sleep(BATCH_DELAY)
         try:
             if self.degraded is None:

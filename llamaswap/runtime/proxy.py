@@ -467,10 +467,7 @@ async def _relay(
                 lines, raw_length, ctype = head
                 event_stream = _is_event_stream_type(ctype)
                 if sse and not event_stream:
-                    head = downstream_head(raw, extra_headers)
-                    if head is None:
-                        raise AssertionError("the same extra headers were accepted with X-Accel-Buffering")
-                    lines = head[0]
+                    lines = (downstream_head(raw, extra_headers) or head)[0]
                 length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
                 if length is not None and length <= SMALL_BODY and not event_stream:
                     payload = await read()
