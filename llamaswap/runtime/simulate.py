@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llamaswap.compiler.decision import Decision, EvictionPolicy
+from llamaswap.compiler.suggest import did_you_mean
 from llamaswap.runtime.scheduler import ReqId, Scheduler, SchedulerSettings, SchedulingPolicy
 
 __all__ = [
@@ -106,12 +107,14 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
                 _, problems = _load_times_item(item)
                 issues.extend(TraceIssue(number, p) for p in problems)
                 continue
-            problems = [f"unknown key {key!r}" for key in sorted(set(item) - {"at", "model", "duration"})]
+            problems = [_unknown_key(key) for key in sorted(set(item) - set(_REQUEST_KEYS))]
             model = item.get("model")
             if not isinstance(model, str) or not model:
                 problems.append('"model" must be a non-empty string')
             at = _seconds(item["at"]) if "at" in item else None
-            if at is None:
+            if "at" not in item:
+                problems.append('"at" is missing: each request needs its arrival time in seconds')
+            elif at is None:
                 problems.append('"at" must be a number of seconds >= 0')
             duration = _seconds(item.get("duration", 1.0))
             if duration is None:
@@ -133,6 +136,14 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
     if issues:
         raise TraceError(issues)
     return requests
+
+
+_REQUEST_KEYS = ("at", "model", "duration")
+
+
+def _unknown_key(key: str) -> str:
+    hint = did_you_mean(key, _REQUEST_KEYS, written="{}")
+    return f"unknown key {key!r}" + (f" ({hint})" if hint else f" (a request has {', '.join(_REQUEST_KEYS)})")
 
 
 def _load_times_item(item: dict) -> tuple[dict[str, float], list[str]]:

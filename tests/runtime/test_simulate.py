@@ -182,10 +182,10 @@ def test_parse_trace_reports_every_bad_line_with_its_number():
         parse_trace(lines, models=["a"])
     assert [(i.line, i.message) for i in caught.value.issues] == [
         (2, '"at" must be a number of seconds >= 0'),
-        (3, "unknown key 'durtion'"),
+        (3, "unknown key 'durtion' (did you mean 'duration'?)"),
         (4, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
         (5, "a bare model name cannot contain spaces: 'two words'"),
-        (6, '"at" must be a number of seconds >= 0'),
+        (6, '"at" is missing: each request needs its arrival time in seconds'),
         (7, '"at" must be a number of seconds >= 0'),
         (8, "expected a JSON object"),
         (9, "unknown model 'zz'"),
