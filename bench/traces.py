@@ -52,11 +52,17 @@ class World:
     def models(self) -> tuple[str, ...]:
         return tuple(sorted(self.load_times))
 
-    def config(self, slots: int = 1) -> str:
+    def config(self, slots: int = 1, layout: str = "any") -> str:
         """A llama-swap config. `slots` 1: every model in one swapping, exclusive group (one
-        model runs at a time, which is what bench/lowerbound.py's bound assumes). More: any
-        `slots` models fit together (a matrix with one set per combination), so a load has
-        a choice of victims."""
+        model runs at a time, which is what bench/lowerbound.py's bound assumes). More: a
+        matrix whose sets follow `layout`, so a load has a choice of victims:
+
+        - `any`: any `slots` models fit together (one set per combination, in name order);
+        - `slow-first`: the same sets, listing the slowest-loading models first (the solver
+          tries sets in order, so FIFO's pick among equally cheap victims keeps slow models);
+        - `big-alone`: the slowest model runs alone; any `slots` of the others fit together;
+        - `big-plus-one`: the slowest model fits beside any one other; any `slots` + 1 of
+          the others fit together (a big model that takes most of the GPU)."""
         lines = ["models:"]
         for m in self.models:
             # concurrencyLimit 100: the worlds' bursts (re-indexing, batches) would otherwise
@@ -69,11 +75,26 @@ class World:
         if slots <= 1:
             lines += ["groups:", "  gpu:", "    swap: true", "    exclusive: true", "    members:"]
             lines += [f"      - {m}" for m in self.models]
-        else:
-            lines += ["matrix:", "  sets:"]
-            for i, combo in enumerate(itertools.combinations(self.models, min(slots, len(self.models)))):
-                lines.append(f'    s{i}: "{" & ".join(combo)}"')
+            return "\n".join(lines) + "\n"
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r} (layouts: {', '.join(LAYOUTS)})")
+        slowest = sorted(self.models, key=lambda m: (-self.load_times[m], m))
+        big, rest = slowest[0], [m for m in self.models if m != slowest[0]]
+        if layout == "any":
+            sets = list(itertools.combinations(self.models, min(slots, len(self.models))))
+        elif layout == "slow-first":
+            sets = list(itertools.combinations(slowest, min(slots, len(slowest))))
+        elif layout == "big-alone":
+            sets = [(big,), *itertools.combinations(rest, min(slots, len(rest)))]
+        else:  # big-plus-one
+            sets = [(big, m) for m in rest] + list(itertools.combinations(rest, min(slots + 1, len(rest))))
+        lines += ["matrix:", "  sets:"]
+        for i, combo in enumerate(sets):
+            lines.append(f'    s{i}: "{" & ".join(combo)}"')
         return "\n".join(lines) + "\n"
+
+
+LAYOUTS = ("any", "slow-first", "big-alone", "big-plus-one")
 
 
 def _jit(rng: random.Random, centre: float, spread: float = 0.25) -> float:
