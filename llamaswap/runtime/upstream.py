@@ -9,7 +9,9 @@ Invariants:
 - One request at a time per connection; a connection returns to its pool only after its
   response was read to the end and both sides allow keep-alive. Anything else closes it.
 - Body chunks are handed over as they arrive: never re-buffered into bigger pieces.
-- Reading pauses when the consumer falls behind (bounded memory per response).
+- Reading pauses when the consumer falls behind (bounded memory per response), and a
+  response head longer than MAX_HEAD fails the request (an upstream that never ends its
+  head costs 1 MiB, not all memory).
 - A request sent on a reused connection that dies before any response byte is retried once
   on a new connection (the server closed an idle keep-alive connection under our feet).
   A streamed request body cannot be replayed, so it always goes on a new connection.
@@ -35,6 +37,7 @@ import httptools
 from multidict import CIMultiDict
 
 HIGH_WATER = 1 << 20  # pause reading past this many unconsumed body bytes
+MAX_HEAD = 1 << 20  # a response head (status line and headers) may not be longer than this
 MAX_IDLE = 32  # idle connections kept per upstream
 
 
@@ -105,6 +108,9 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         self.paused = False
         self.keep_alive = False
+        self.head_bytes = 0  # bytes received while no final (non-1xx) head is complete
+        self.head_done = False
+        self.interim = False  # parsing a 1xx interim response
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -124,6 +130,12 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamClosed("upstream switched protocols; not supported here"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamClosed(f"malformed response from upstream: {exc}"))
+        if not self.head_done:
+            # llhttp keeps a header it has not seen the end of: an upstream that never ends
+            # its head would otherwise grow this process without bound.
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD:
+                self._fail(UpstreamClosed(f"upstream response head longer than {MAX_HEAD >> 10} KiB"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -174,6 +186,14 @@ class _Conn(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.parser.get_status_code() < 200:
+            # An interim response (100 Continue, 103 Early Hints; 101 raised Upgrade): not
+            # the answer. llhttp reads the final response after it on the same connection.
+            self.interim = True
+            self.status_text = b""
+            self.headers.clear()
+            return
+        self.head_done = True
         if self.head is not None and not self.head.done():
             self.head.set_result(None)
 
@@ -186,6 +206,9 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
         # Only meaningful now (llhttp decides once the message is complete).
         self.keep_alive = self.parser.should_keep_alive()
