@@ -1,7 +1,8 @@
 """Scheduling policies on generated traces: FIFO against the others, per trace, worst case first.
 
 For each trace kind of `bench/traces.py`, each seed and each *variant* of the world (the same
-requests with faster or slower loads, or arriving faster or slower), every policy replays the
+requests with faster or slower loads, or arriving faster or slower, or more models fitting at
+once under several matrix layouts), every policy replays the
 trace through the real scheduler (`runtime/simulate.py`, the engine of `plan --trace`), with the
 world's load times. Per run: swaps, load-seconds, p50/p95/max wait, makespan, rejections, and
 swaps divided by the lower bound of `bench/lowerbound.py` at the run's own max wait (fewest
@@ -64,6 +65,20 @@ VARIANTS = {
     # set order, which follows the names, so these give FIFO other (good or bad) luck.
     "two-slots-renamed": (1.0, 1.0, 2, True),
     "three-slots-renamed": (1.0, 1.0, 3, True),
+    # Other matrices a user writes (traces.LAYOUTS): the sets listing the slowest-loading
+    # models first (FIFO's pick then keeps the slow models), the slowest model alone beside
+    # any two others, the slowest beside any one other or any three others.
+    "two-slots-slow-first": (1.0, 1.0, 2, False),
+    "three-slots-slow-first": (1.0, 1.0, 3, False),
+    "big-alone": (1.0, 1.0, 2, False),
+    "big-plus-one": (1.0, 1.0, 2, False),
+}
+# variant -> the matrix layout of its sets (traces.World.config); "any" when not listed.
+LAYOUT = {
+    "two-slots-slow-first": "slow-first",
+    "three-slots-slow-first": "slow-first",
+    "big-alone": "big-alone",
+    "big-plus-one": "big-plus-one",
 }
 ONE_SLOT = [name for name, (_, _, slots, _) in VARIANTS.items() if slots == 1]
 REFERENCES = ("foresight", "foresight-cheap")
@@ -148,7 +163,9 @@ def run(
                 if slots > 1 and slots >= len(base.models):
                     continue  # everything fits at once: nothing to decide
                 world = variant(base, vname)
-                plan = compile_text(world.config(slots), f"{kind}-{seed}-{vname}.yaml")
+                plan = compile_text(
+                    world.config(slots, LAYOUT.get(vname, "any")), f"{kind}-{seed}-{vname}.yaml"
+                )
                 assert plan.ok, plan.diagnostics
                 settings = scheduler_settings(plan)
                 scheduling = {name: make_policy(name) for name in policies}
@@ -310,7 +327,7 @@ def main() -> None:
             "settings": {
                 "kinds": kinds,
                 "seeds": seeds,
-                "variants": {v: VARIANTS[v] for v in variants},
+                "variants": {v: [*VARIANTS[v], LAYOUT.get(v, "any")] for v in variants},
                 "policies": policies,
             },
             "seconds": round(took, 1),
