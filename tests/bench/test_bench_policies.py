@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from lowerbound import chain_bound
-from traces import KINDS, generate, renamed, trace_lines
+from traces import KINDS, LAYOUTS, generate, renamed, trace_lines
 
 from llamaswap.compiler.plan import compile_text
 from llamaswap.runtime.policies import make_policy
@@ -96,3 +96,26 @@ def test_renamed_world_is_the_same_traffic_under_other_names(kind):
         assert plan.ok, plan.diagnostics
         runs.append(simulate(plan.policy, scheduler_settings(plan), w.requests, w.load_times))
     assert (runs[0]["swaps"], runs[0]["wait"]) == (runs[1]["swaps"], runs[1]["wait"])
+
+
+def test_matrix_layouts_decide_as_their_sets_say():
+    """Every layout compiles; with the slowest model alone nothing runs beside it, beside
+    any one other it never has two companions, and listing the slowest first makes FIFO
+    keep it where `any` (name order) lets it go."""
+    world = generate("office", 0)
+    slowest = max(world.load_times, key=world.load_times.get)
+    others = [m for m in world.models if m != slowest]
+    plans = {}
+    for layout in LAYOUTS:
+        plans[layout] = plan = compile_text(world.config(2, layout), f"office-{layout}.yaml")
+        assert plan.ok, (layout, plan.diagnostics)
+    alone = plans["big-alone"].policy.decide(slowest, (others[0], others[1]))
+    assert set(alone.evict) == {others[0], others[1]}
+    beside = plans["big-plus-one"].policy.decide(others[0], (slowest, others[1]))
+    assert len(beside.evict) == 1
+    # A load of one small model while the slowest and another small one run: under
+    # slow-first FIFO evicts the small one, under name order it may evict the slowest.
+    kept = plans["slow-first"].policy.decide(others[0], (slowest, others[1]))
+    assert kept.evict == (others[1],)
+    with pytest.raises(ValueError, match="unknown layout"):
+        world.config(2, "nope")
