@@ -735,8 +735,17 @@ async def _loading_stream(
 
 
 def _raw_target(request: web.Request) -> tuple[str, str]:
-    """(path, "?query" or "") exactly as the client sent them, still percent-encoded."""
-    path, sep, query = request.raw_path.partition("?")
+    """(path, "?query" or "") exactly as the client sent them, still percent-encoded. An
+    absolute-form target (`POST http://host/v1/... HTTP/1.1`, which a server must accept)
+    is its path and query: the scheme and authority name llamaswap, not the upstream."""
+    target = request.raw_path
+    if not target.startswith("/"):
+        scheme, sep, rest = target.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
+            at = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+            target = rest[at:]
+            target = target if target.startswith("/") else "/" + target
+    path, sep, query = target.partition("?")
     return path, sep + query
 
 

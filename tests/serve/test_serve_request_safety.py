@@ -358,6 +358,27 @@ def test_path_and_query_reach_the_upstream_exactly_as_sent(serve):
     assert last_request(server, "m")["raw_path"] == "/chat/completions?k=%23"
 
 
+def test_an_absolute_form_target_reaches_the_upstream_as_its_path(serve):
+    """`POST http://host:port/v1/... HTTP/1.1` (what a client configured to use llamaswap as
+    its HTTP proxy sends; RFC 9112 says a server must accept it) routes like the path, and
+    the upstream gets the path and query only."""
+    server = serve({"models": {"m": model(upstream_cmd("m"))}})
+    for target, forwarded in (
+        (server.url + "/v1/chat/completions?x=%E2%9C%93", "/v1/chat/completions?x=%E2%9C%93"),
+        (server.url.replace("http://", "HTTP://") + "/upstream/m/props?a=1", "/props?a=1"),
+    ):
+        method, body = ("GET", None) if "/upstream/" in target else ("POST", json.dumps(chat_body("m")))
+        conn = httpclient.HTTPConnection(server.url.removeprefix("http://"), timeout=DEADLINE)
+        try:
+            conn.request(method, target, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+        assert resp.status == 200, (target, resp.status)
+        assert last_request(server, "m")["raw_path"] == forwarded
+
+
 def test_llamaswaps_api_key_is_not_forwarded_and_a_models_own_key_replaces_it(serve):
     server = serve(
         {
