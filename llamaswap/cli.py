@@ -11,6 +11,7 @@ Exit codes are decided here and only here:
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -33,6 +34,24 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds >= 0 (click's FloatRange lets inf and nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a finite number of seconds >= 0", param, ctx)
+        return number
+
+
+SECONDS = Seconds()
 
 
 class Fail(click.ClickException):
@@ -429,14 +448,14 @@ def iter_decisions(plan: Plan, states: list[tuple[str, ...]], show_progress: boo
 )
 @click.option(
     "--default-load-time",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=1.0,
     show_default=True,
     help="With --trace: load time of models with none from --load-time or the trace.",
 )
 @click.option(
     "--max-wait",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=None,
     help="With --trace: override routing.scheduler.settings.fifo.max_wait (0 turns it off).",
 )
@@ -1134,7 +1153,7 @@ def trace_export_cmd(
 )
 @click.option(
     "--shutdown-timeout",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=None,
     metavar="SECONDS",
     help="On SIGTERM/SIGINT, how long requests in flight may take to finish before "

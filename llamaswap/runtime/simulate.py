@@ -78,8 +78,21 @@ class TraceError(ValueError):
 def _seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal too large for a float
+        return None
     return value if math.isfinite(value) and value >= 0 else None
+
+
+def _json_line(text: str) -> tuple[Any, str | None]:
+    """A line's JSON value, or the reason it is not JSON."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
 
 
 def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> list[TraceRequest]:
@@ -95,10 +108,9 @@ def parse_trace(lines: Iterable[str], models: Iterable[str] | None = None) -> li
         if not text or text.startswith("#"):
             continue
         if text[0] in '{["':  # JSON; only an object is a request
-            try:
-                item = json.loads(text)
-            except json.JSONDecodeError as exc:
-                issues.append(TraceIssue(number, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+            item, problem = _json_line(text)
+            if problem is not None:
+                issues.append(TraceIssue(number, problem))
                 continue
             if not isinstance(item, dict):
                 issues.append(TraceIssue(number, "expected a JSON object"))
@@ -171,7 +183,7 @@ def trace_load_times(lines: Iterable[str]) -> dict[str, float]:
     for raw in lines:
         text = raw.strip()
         if text.startswith("{") and '"load_times"' in text:
-            item = json.loads(text)
+            item, _ = _json_line(text)
             if isinstance(item, dict) and "load_times" in item:
                 out.update(_load_times_item(item)[0])
     return out

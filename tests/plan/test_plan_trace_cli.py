@@ -89,3 +89,23 @@ def test_bad_traces_are_located_errors_not_tracebacks(tmp_path):
         cli, ["plan", str(tmp_path / "config.yaml"), "--trace", str(tmp_path / "nope")]
     )
     assert missing.exit_code == 2
+
+
+def test_numbers_json_or_floats_cannot_hold_are_errors_not_tracebacks(tmp_path):
+    """An integer too large for a float, JSON nested past the parser's depth, and infinite or
+    NaN seconds on the command line: each a located error (or a usage error), no traceback."""
+    trace = 'a\n{"at": 1' + "0" * 400 + ', "model": "b"}\n' + "[" * 100_000 + "\n"
+    trace += '{"load_times": {"a": 1' + "0" * 400 + "}}\n"
+    result = trace_run(tmp_path, trace)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert ':2: error: "at" must be a number of seconds >= 0' in result.stderr
+    assert ":3: error: invalid JSON: nested too deeply" in result.stderr
+    assert (
+        ":4: error: \"load_times\": 'a' must be a model name with a number of seconds >= 0" in result.stderr
+    )
+    for option in ("--default-load-time", "--max-wait"):
+        for value in ("inf", "nan", "-1", "soon"):
+            usage = trace_run(tmp_path, "a\n", option, value)
+            assert usage.exit_code == 2, (option, value, usage.output)
+            assert f"Invalid value for '{option}'" in usage.output

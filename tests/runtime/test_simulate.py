@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from support.policies import Group, GroupTestPolicy, MatrixTestPolicy
 
 from llamaswap.runtime.scheduler import SchedulerSettings
@@ -15,6 +18,7 @@ from llamaswap.runtime.simulate import (
     parse_trace,
     resolve_trace,
     simulate,
+    trace_load_times,
 )
 
 ALONE = MatrixTestPolicy([("a", [["a"]]), ("b", [["b"]]), ("c", [["c"]])])  # mutually exclusive
@@ -205,3 +209,37 @@ def test_resolve_trace_maps_aliases_to_ids_and_lists_every_unknown_model():
         TraceRequest(0.0, "b", 1.0, 2),
         TraceRequest(2.0, "a", 3.0, 4),
     ]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(["at", "model", "duration", "load_times", "t", "x"])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            _JSON.map(json.dumps),
+            st.dictionaries(_KEYS, _JSON, max_size=4).map(json.dumps),
+            st.integers(min_value=1, max_value=2000).map(lambda n: "[" * n),
+        ),
+        max_size=8,
+    )
+)
+def test_any_trace_text_parses_or_lists_located_issues(lines):
+    """Fuzz: whatever a trace file holds, parse_trace returns requests or raises TraceError
+    whose issues name lines of the file; trace_load_times never raises."""
+    try:
+        requests = parse_trace(lines)
+    except TraceError as exc:
+        assert exc.issues
+        assert all(1 <= issue.line <= len(lines) for issue in exc.issues)
+    else:
+        assert all(r.at >= 0 and r.duration >= 0 and r.model for r in requests)
+    loads = trace_load_times(lines)
+    assert all(isinstance(v, float) and v >= 0 for v in loads.values())
