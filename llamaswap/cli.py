@@ -41,7 +41,7 @@ class Seconds(click.ParamType):
 
     name = "seconds"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value, param, ctx):
         try:
             number = float(value)
         except (TypeError, ValueError):
