@@ -40,7 +40,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -244,6 +244,83 @@ class Writer:
         await self._conn.drain()
 
 
+class Headers(Mapping[str, str]):
+    """A request head's headers as the handlers read them (`request.headers`): `get` and `in`
+    answer from the head's bytes (what the request path asks: Host, Content-Type, Origin,
+    Upgrade ...); anything else (items, getall, iteration, [...]) from a CIMultiDictProxy
+    made on first use. Names and values read as UTF-8 with surrogate escapes, as before."""
+
+    __slots__ = ("_raw", "_first", "_full")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]], first: dict[bytes, bytes] | None = None) -> None:
+        self._raw = raw
+        self._full: CIMultiDictProxy[str] | None = None
+        if first is None:  # a head llhttp read: index it here
+            first = {}
+            for name, value in raw:
+                first.setdefault(name.lower(), value)
+        self._first = first
+
+    @property
+    def full(self) -> CIMultiDictProxy[str]:
+        """All of the head as a CIMultiDictProxy (made once)."""
+        if self._full is None:
+            self._full = CIMultiDictProxy(
+                CIMultiDict(
+                    (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                    for n, v in self._raw
+                )
+            )
+        return self._full
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Header names are tokens (ASCII): a name outside latin-1 can match none ("?" is no
+        # token character either).
+        value = self._first.get(key.lower().encode("latin-1", "replace"))
+        return default if value is None else value.decode("utf-8", "surrogateescape")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower().encode("latin-1", "replace") in self._first
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.full)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def keys(self) -> Any:
+        return self.full.keys()
+
+    def items(self) -> Any:
+        return self.full.items()
+
+    def values(self) -> Any:
+        return self.full.values()
+
+    def getall(self, key: str, *default: Any) -> Any:
+        return self.full.getall(key, *default)
+
+    def getone(self, key: str, *default: Any) -> Any:
+        return self.full.getone(key, *default)
+
+    def copy(self) -> CIMultiDict[str]:
+        return self.full.copy()
+
+    def __eq__(self, other: object) -> bool:
+        return self.full == (other.full if isinstance(other, Headers) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Headers({list(self.items())!r})>"
+
+
 class Request:
     """The part of aiohttp's `web.Request` that the fast routes' code reads."""
 
@@ -274,7 +351,7 @@ class Request:
         conn: Conn,
         method: str,
         target: str,
-        headers: CIMultiDictProxy[str],
+        headers: Headers | CIMultiDictProxy[str],
         version: HttpVersion,
         keep_alive: bool,
         body_exists: bool,
@@ -587,13 +664,15 @@ _URL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._
 
 
 class Split(NamedTuple):
-    """A request head split_head read: target, header lines, Content-Length, keep-alive."""
+    """A request head split_head read: target, header lines, Content-Length, keep-alive, and
+    each header name's first value by lower-case name (what `Headers.get` reads)."""
 
     url: bytes
     headers: list[tuple[bytes, bytes]]
     version: HttpVersion
     length: int | None
     keep_alive: bool
+    first: dict[bytes, bytes]
 
 
 def split_head(head: bytes) -> Split | None:
@@ -618,6 +697,7 @@ def split_head(head: bytes) -> Split | None:
     if url[:1] != b"/" or url.translate(None, _URL_CHARS):  # origin-form only
         return None
     headers: list[tuple[bytes, bytes]] = []
+    first: dict[bytes, bytes] = {}
     length: int | None = None
     connection: list[bytes] = []
     for line in lines[1:]:
@@ -637,10 +717,12 @@ def split_head(head: bytes) -> Split | None:
         elif low == b"connection":
             connection.extend(t.strip(_NO_OWS).lower() for t in value.split(b","))
         headers.append((name, value))
+        if low not in first:
+            first[low] = value
     if b"upgrade" in connection or (b"close" in connection and b"keep-alive" in connection):
         return None
     keep = b"close" not in connection if version == HTTP11 else b"keep-alive" in connection
-    return Split(url, headers, version, length, keep)
+    return Split(url, headers, version, length, keep, first)
 
 
 class _Head:
@@ -909,20 +991,21 @@ class Conn(asyncio.Protocol):
         if not buf:
             return
         end = buf.find(b"\r\n\r\n")
-        # A bare-LF end of head before the CRLF one (searched within the head only: the body
-        # that follows it may be large).
-        lf = buf.find(b"\n\n", 0, end + 1) if end >= 0 else buf.find(b"\n\n")
-        lf2 = buf.find(b"\n\r\n", 0, end + 3) if end >= 0 else buf.find(b"\n\r\n")
-        if lf >= 0 or lf2 >= 0:
-            self._hand_off()  # a head ended with bare LFs: aiohttp's parser decides, as before
-            return
         if end < 0:
+            if buf.find(b"\n\n") >= 0 or buf.find(b"\n\r\n") >= 0:
+                self._hand_off()  # a head ended with bare LFs: aiohttp's parser decides, as before
+                return
             if len(buf) > MAX_HEAD:
                 self._hand_off()
                 return
             self._arm_header_timer()
             return
         head_len = end + 4
+        # Any bare LF in the head (a bare-LF end of head before the CRLF one included): aiohttp's
+        # parser decides, as before. Counted within the head only: the body may be large.
+        if buf.count(b"\n", 0, head_len) != buf.count(b"\r\n", 0, head_len):
+            self._hand_off()
+            return
         line_end = buf.find(b"\r\n")
         request_line = bytes(buf[:line_end]).split(b" ")
         if len(request_line) != 3:
@@ -938,14 +1021,12 @@ class Conn(asyncio.Protocol):
             self._hand_off()
             return
         head = bytes(buf[:head_len])
-        if head.count(b"\n") != head.count(b"\r\n"):
-            self._hand_off()  # bare LF line ends: aiohttp's parser decides, as before
-            return
         split = split_head(head)
         chunked = False
         h: _Head | None = None
+        first: dict[bytes, bytes] | None = None
         if split is not None:  # a plain head (nearly every request): read in one pass
-            url, raw_headers, version, length, keep_alive = split
+            url, raw_headers, version, length, keep_alive, first = split
         else:  # anything else: llhttp judges it, as before
             h = _Head()
             parser = httptools.HttpRequestParser(h)
@@ -976,12 +1057,7 @@ class Conn(asyncio.Protocol):
         self._cancel_header_timer()
         self._cancel_idle()
         del buf[:head_len]
-        headers = CIMultiDictProxy(
-            CIMultiDict(
-                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for n, v in raw_headers
-            )
-        )
+        headers = Headers(raw_headers, first)
         req = Request(
             self,
             method.decode("ascii"),

@@ -670,3 +670,71 @@ def test_a_bodyless_request_gets_the_connection_it_asked_for(server, version, co
         )
         assert r.response()[0] == 200
         assert_kept_or_closed(sock, r, version, kept)
+
+
+# -- Headers: the request head as handlers read it, against a CIMultiDict --------------------
+
+
+@given(
+    headers=st.lists(
+        st.tuples(
+            st.one_of(_NAME, st.sampled_from(["Host", "host", "HOST", "Content-Type", "X-Dup"])),
+            st.one_of(_VALUE, st.sampled_from([b"a", b"caf\xc3\xa9", b"\xff\xfe", b""])),
+        ),
+        max_size=8,
+    ),
+    probe=st.one_of(
+        _NAME, st.sampled_from(["host", "CONTENT-TYPE", "x-dup", "Missing", "caf\u00e9", "\u2603"])
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_headers_answer_as_the_multidict_of_the_same_head(headers, probe):
+    from multidict import CIMultiDict
+
+    from llamaswap.runtime.fastserver import Headers
+
+    raw = [(n.encode(), v) for n, v in headers]
+    want = CIMultiDict(
+        (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw
+    )
+    head = b"GET / HTTP/1.1\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in raw) + b"\r\n"
+    split = split_head(head)
+    indexed = [Headers(raw)] + ([Headers(split.headers, split.first)] if split is not None else [])
+    for got in indexed:
+        assert got.get(probe) == want.get(probe)
+        assert got.get(probe, "d") == want.get(probe, "d")
+        assert (probe in got) == (probe in want)
+        assert got.getall(probe, []) == want.getall(probe, [])
+        assert list(got.items()) == list(want.items()) and len(got) == len(want)
+        assert got == want and dict(got) == dict(want)
+        if probe in want:
+            assert got[probe] == want[probe]
+        else:
+            with pytest.raises(KeyError):
+                got[probe]
+
+
+def test_the_gate_reads_the_raw_head_case_insensitively(server):
+    # The request path asks for single headers (Host, Content-Type, Upgrade ...): they come
+    # from the head's own bytes, whatever their case; the upstream still gets every header.
+    for host, want in (("evil.example", 403), ("127.0.0.1", 200)):
+        sock = connect(server)
+        with sock:
+            body = chat("odd-case")
+            sock.sendall(
+                f"POST /v1/chat/completions HTTP/1.1\r\nhOsT: {host}\r\ncontent-TYPE: application/json\r\n"
+                f"X-Dup: one\r\nX-Dup: two\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            status, _, _ = Reader(sock).response()
+        assert status == want, host
+    seen = [
+        r
+        for r in upstream_log(server)
+        if r.get("json", {}).get("messages", [{}])[0].get("content") == "odd-case"
+    ]
+    assert (
+        len(seen) == 1
+        and seen[0]["headers"]["x-dup"]
+        and seen[0]["headers"]["content-type"] == "application/json"
+    )
