@@ -41,6 +41,7 @@ from llamaswap.runtime.auth import upstream_auth
 from llamaswap.runtime.body import (
     Body,
     BodyError,
+    BodyLimits,
     StreamBody,
     body_limits,
     check_declared,
@@ -113,9 +114,9 @@ def _parse_json(raw: bytes) -> object:
 
 async def read_body(request: web.Request) -> Body:
     """Read as much of the body as routing needs (see Body)."""
-    limits, key = body_limits(request)
-    check_declared(request, limits, key)
     ctype = request.content_type
+    limits, key = hot(request.app).body_limits(ctype)
+    check_declared(request, limits, key)
     body = Body()
     if not request.body_exists:
         body.raw = b""
@@ -205,6 +206,8 @@ class _Hot:
         "session",
         "timeouts",
         "rewrites",
+        "_body_limits",
+        "_multipart_limits",
     )
 
     def __init__(self, app: web.Application, plan: Plan) -> None:
@@ -217,13 +220,23 @@ class _Hot:
         self.activity = app[ACTIVITY]
         self.events = app[EVENTS]
         self.session_headers = session_headers(plan.config)
-        self.queue_timeout = app[LIMITS].of(plan).queue_timeout
+        limits = app[LIMITS].of(plan)
+        self.queue_timeout = limits.queue_timeout
+        # body.body_limits' answer for the two kinds of body (the same BodyLimits each time).
+        size, key = limits.body_limit("")
+        self._body_limits = (BodyLimits(size, limits.body_timeout), key)
+        size, key = limits.body_limit("multipart/form-data")
+        self._multipart_limits = (BodyLimits(size, limits.body_timeout), key)
         self.redact = app[REDACT].of(plan)
         self.upstreams = app[UPSTREAMS]
         self.session = app[SESSION]
         self.timeouts = app[UPSTREAM_TIMEOUTS].of(plan)
         # (model, ID asked for) -> does its body need rewriting (filters.needs_rewrite)
         self.rewrites: dict[tuple[str, str], bool] = {}
+
+    def body_limits(self, content_type: str) -> tuple[BodyLimits, str]:
+        """body.body_limits for a body of this content type, made once per plan."""
+        return self._multipart_limits if content_type == "multipart/form-data" else self._body_limits
 
     def needs_rewrite(self, model: str, cfg: Any, requested: str) -> bool:
         key = (model, requested)
