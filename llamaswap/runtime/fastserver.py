@@ -592,6 +592,12 @@ class RawStream:
     async def prepare(self, request: Any) -> None:
         return None
 
+    @property
+    def unsent(self) -> bool:
+        """Nothing of this answer has reached the client yet (its head waits for the first
+        body bytes): it can still be replaced by another answer."""
+        return self._head is not None
+
     def _send(self, parts: list[bytes]) -> None:
         _send_after_head(self._conn, self._head, parts)
         self._head = None

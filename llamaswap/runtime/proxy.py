@@ -513,6 +513,19 @@ async def _relay(
         # connection instead of returning it to the pool, so the upstream sees the
         # disconnect and stops generating.
         close()
+        if (
+            started is not None
+            and started is not response
+            and getattr(started, "unsent", False)
+            and started.content_type != "text/event-stream"
+            and isinstance(exc, (UpstreamTimeout, *broken))
+        ):
+            # The fast front's answer sends its head with the first body bytes: none has
+            # gone yet, so the failure is answered as one before the response (502/504),
+            # not with an aborted connection. (An event stream says why in its last event.)
+            request[STARTED_RESPONSE] = None
+            request.answered = None
+            started = None
         if isinstance(exc, UpstreamTimeout):
             message = _timeout_message(exc)
             if started is None:

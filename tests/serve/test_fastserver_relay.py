@@ -116,3 +116,21 @@ def test_an_upstream_that_closes_after_a_content_length_head_is_a_502(relay):
         got = read_until(sock, b"", b"\r\n\r\n")
         head = got.split(b"\r\n\r\n")[0]
         assert head.startswith(b"HTTP/1.1 502 "), got
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/v1/images/generations"])
+def test_a_chunked_answer_that_breaks_before_its_first_byte_is_a_502(relay, path):
+    """The head of a chunked answer waits for its first body bytes; an upstream that breaks
+    before any (bad chunk framing, or a close) costs the client no empty reply: it gets a
+    502 saying why, and the access log says 502."""
+    srv = relay
+    sock = open_request(srv, path)
+    with sock:
+        got = read_until(sock, b"", b"\r\n\r\n")
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 502 "), got
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+    assert b"upstream error (m)" in body, body
+    srv.wait(lambda: f"POST {path} m 502" in srv.log(), f"the access log line of {path}")

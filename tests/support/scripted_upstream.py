@@ -58,6 +58,22 @@ def length_head_then_close(conn: socket.socket) -> bool:
     return False
 
 
+def chunked_head_then_bad_chunk(conn: socket.socket) -> bool:
+    """A chunked answer (no event stream) whose first chunk is not valid chunked framing."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n"
+    )
+    return False
+
+
+def chunked_head_then_close(conn: socket.socket) -> bool:
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    return False
+
+
 def small(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
         len(body),
@@ -81,6 +97,8 @@ SCRIPTS = {
     "/v1/completions": chunked_first_with_head,
     "/v1/embeddings": sse_head_then_close,
     "/v1/rerank": length_head_then_close,
+    "/v1/audio/speech": chunked_head_then_bad_chunk,
+    "/v1/images/generations": chunked_head_then_close,
     "/release": release,
     "/health": health,
 }
