@@ -624,6 +624,13 @@ class RawStream:
         await self._conn.drain()
 
 
+# What the first byte of a request may be: a method's token character, or the empty line
+# (CRLF) a client may send before the request line (RFC 9112 2.2).
+_REQUEST_START = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
+)
+
+
 def _media_type(raw: bytes) -> str:
     """A Content-Type's media type, lower-case (aiohttp's `content_type`)."""
     return raw.split(b";", 1)[0].strip().lower().decode("latin-1")
@@ -998,6 +1005,12 @@ class Conn(asyncio.Protocol):
             return
         end = buf.find(b"\r\n\r\n")
         if end < 0:
+            if buf[0] not in _REQUEST_START:
+                # No HTTP request starts so (a TLS handshake sent to this plain-HTTP port, a
+                # binary protocol): aiohttp's parser answers 400 at once, instead of the
+                # client waiting for a head that never completes until server.headerTimeout.
+                self._hand_off()
+                return
             if buf.find(b"\n\n") >= 0 or buf.find(b"\n\r\n") >= 0:
                 self._hand_off()  # a head ended with bare LFs: aiohttp's parser decides, as before
                 return

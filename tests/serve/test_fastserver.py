@@ -294,6 +294,24 @@ def test_bare_lf_heads_and_garbage_are_answered_by_aiohttp_as_before(server):
     assert "bad HTTP request from 127.0.0.1" in server.log()
 
 
+def test_a_tls_handshake_on_the_plain_port_is_refused_at_once_and_a_leading_crlf_is_not(server):
+    """`https://` to a plain-HTTP port: the ClientHello never completes a head, so it used to
+    wait for server.headerTimeout (here 1 s, then 408; by default 60 s). No request starts
+    with such a byte: 400 at once. The empty line a client may send before a request line
+    (RFC 9112 2.2) still starts a request."""
+    hello = bytes.fromhex("160301020001") + bytes.fromhex("0001fc0303") + bytes(range(32))  # no CRLF
+    with connect(server) as sock:
+        sock.sendall(hello)
+        data = sock.recv(65536)
+        # 400, not the header timeout's 408: refused on its first byte.
+        assert data.startswith(b"HTTP/1.0 400 Bad Request\r\n"), data
+        assert Reader(sock).closed()
+    with connect(server) as sock:
+        sock.sendall(b"\r\n" + get("/v1/models", "Connection: close\r\n"))
+        status, _, body = Reader(sock).response()
+        assert status == 200 and b'"data"' in body
+
+
 def test_an_upgrade_request_is_handed_to_aiohttp(server):
     with connect(server) as sock:
         r = Reader(sock)
