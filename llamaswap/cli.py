@@ -1003,7 +1003,8 @@ def trace_group() -> None:
     type=click.Path(dir_okay=False),
     default=None,
     metavar="PATH",
-    help="The activity database (default: the one CONFIG's serve writes, store.path).",
+    help="The activity database (default: the one CONFIG's serve writes, store.path; without "
+    "CONFIG, the default store, $XDG_DATA_HOME/llamaswap/activity.sqlite3).",
 )
 @click.option(
     "-o",
@@ -1045,9 +1046,13 @@ def trace_export_cmd(
     from llamaswap.runtime.activity import load_times, parse_time, store_path
     from llamaswap.runtime.simulate import format_load_times, format_trace, trace_from_activity
 
+    if db is None and config is None:
+        # `serve` without a config (the built-in demo), or with one that sets no store.path,
+        # writes here.
+        from llamaswap.runtime.activity import default_path
+
+        db = str(default_path())
     if db is None:
-        if config is None:
-            raise click.UsageError("give CONFIG (its store.path) or --db PATH")
         plan = compile_or_exit(config, expand_budget)
         path = store_path(plan.config)
         if path is None:

@@ -130,8 +130,22 @@ def test_export_errors_are_clear(tmp_path):
     assert r.exit_code == 1 and "cannot read the activity table" in r.output
     r = CliRunner().invoke(cli, ["trace", "export", "--db", str(other), "--since", "yesterday"])
     assert r.exit_code == 2 and "not an RFC 3339 time" in r.output
+
+
+def test_without_config_or_db_the_default_store_is_exported(tmp_path, monkeypatch):
+    """`serve` without a config (the demo) or with no store.path writes the default store:
+    `trace export` without CONFIG reads that one."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     r = CliRunner().invoke(cli, ["trace", "export"])
-    assert r.exit_code == 2 and "give CONFIG" in r.output
+    assert (
+        r.exit_code == 1
+        and f"{tmp_path / 'data' / 'llamaswap' / 'activity.sqlite3'}: no activity" in r.output
+    )
+    (tmp_path / "data" / "llamaswap").mkdir(parents=True)
+    record_activity(tmp_path / "data" / "llamaswap" / "activity.sqlite3")
+    r = CliRunner().invoke(cli, ["trace", "export"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert len(parse_trace(r.output)) == len(RECORDED)
 
 
 # -- load times: recorded by serve, exported, replayed -------------------------------------------
