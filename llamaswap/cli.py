@@ -1053,6 +1053,7 @@ def trace_export_cmd(
 
         db = str(default_path())
     if db is None:
+        assert config is not None
         plan = compile_or_exit(config, expand_budget)
         path = store_path(plan.config)
         if path is None:
