@@ -25,11 +25,12 @@ from llamaswap import __version__
 # The compiler and the runtime are imported inside the commands that need them, on purpose:
 # start-up time (`llamaswap compile` never loads aiohttp, `--help` loads neither).
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from llamaswap.compiler.plan import CompileOptions, Plan
     from llamaswap.compiler.virtual import PeerRoute
     from llamaswap.runtime.reload import ConfigSource
+    from llamaswap.runtime.simulate import TraceIssue
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -625,6 +626,31 @@ def plan_cmd(
         raise Fail()
 
 
+TRACE_ISSUES_SHOWN = 20  # a trace with more bad lines lists the first ones and a summary
+
+
+def _trace_issues(trace_file: str, issues: Sequence[TraceIssue], models: Iterable[str]) -> str:
+    """A trace's problems as `FILE:LINE: error: ...` lines: the first TRACE_ISSUES_SHOWN, then
+    how many more, and, when lines name models the config does not have, which ones."""
+    import re
+
+    lines = [f"{trace_file}:{issue.line}: error: {issue.message}" for issue in issues[:TRACE_ISSUES_SHOWN]]
+    if len(issues) > TRACE_ISSUES_SHOWN:
+        lines.append(f"{trace_file}: ... and {len(issues) - TRACE_ISSUES_SHOWN} more errors")
+    unknown: dict[str, int] = {}
+    for issue in issues:
+        found = re.fullmatch(r"unknown model '(.*)'", issue.message)
+        if found:
+            unknown[found.group(1)] = unknown.get(found.group(1), 0) + 1
+    if unknown:
+        named = ", ".join(f"{name} ({n} lines)" for name, n in sorted(unknown.items()))
+        lines.append(
+            f"{trace_file}: the config has no model {named}; the config's models: {', '.join(models)}"
+            " (a trace from `trace export CONFIG` or `--model M` keeps only those)"
+        )
+    return "\n".join(lines)
+
+
 def run_trace(
     plan: Plan,
     trace_file: str,
@@ -666,9 +692,7 @@ def run_trace(
     try:
         resolved = resolve_trace(parse_trace(text.splitlines()), plan.resolve_model)
     except TraceError as exc:
-        raise Fail(
-            "\n".join(f"{trace_file}:{issue.line}: error: {issue.message}" for issue in exc.issues)
-        ) from None
+        raise Fail(_trace_issues(trace_file, exc.issues, plan.models)) from None
     # Load times the trace carries (`trace export` writes the ones the server measured), for
     # the models --load-time does not name; those of models the config no longer has are moot.
     from_trace: dict[str, float] = {}

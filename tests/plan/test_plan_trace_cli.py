@@ -109,3 +109,20 @@ def test_numbers_json_or_floats_cannot_hold_are_errors_not_tracebacks(tmp_path):
             usage = trace_run(tmp_path, "a\n", option, value)
             assert usage.exit_code == 2, (option, value, usage.output)
             assert f"Invalid value for '{option}'" in usage.output
+
+
+def test_a_trace_of_another_config_lists_the_first_errors_and_the_models_it_lacks(tmp_path):
+    """A store shared by several configs exports requests for models this config lacks: the
+    replay lists the first 20 bad lines, counts the rest, and names the missing models once."""
+    lines = ["a"] + ["ghost"] * 30 + ["phantom"] * 5 + ["b"]
+    result = trace_run(tmp_path, "\n".join(lines) + "\n")
+    assert result.exit_code == 1
+    errors = result.stderr.splitlines()
+    assert errors[0].endswith("trace.jsonl:2: error: unknown model 'ghost'")
+    assert len([e for e in errors if ": error: " in e]) == 20
+    assert errors[20].endswith("trace.jsonl: ... and 15 more errors")
+    assert errors[21].endswith(
+        "trace.jsonl: the config has no model ghost (30 lines), phantom (5 lines); the config's "
+        "models: a, b, c (a trace from `trace export CONFIG` or `--model M` keeps only those)"
+    )
+    assert len(errors) == 22
