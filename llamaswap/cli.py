@@ -1062,7 +1062,8 @@ def trace_export_cmd(
 
     Each recorded request becomes {"at", "model", "duration"}: seconds after the first one,
     the real model ID it was served by, and the time the model spent on it (total minus the
-    wait for a grant). Requests for unknown models are left out. A first line
+    wait for a grant). With CONFIG, requests for models it does not have are left out (a
+    comment line counts them), so the trace replays against CONFIG. A first line
     {"load_times": {...}} gives each model's median load time (spawn to ready) as the server
     measured it, which `plan --trace` uses unless --load-time says otherwise."""
     import sqlite3
@@ -1076,9 +1077,9 @@ def trace_export_cmd(
         from llamaswap.runtime.activity import default_path
 
         db = str(default_path())
+    plan = None if config is None else compile_or_exit(config, expand_budget)
     if db is None:
-        assert config is not None
-        plan = compile_or_exit(config, expand_budget)
+        assert plan is not None
         path = store_path(plan.config)
         if path is None:
             raise Fail(f"{config}: store.path is ':memory:', so no activity was kept on disk")
@@ -1113,8 +1114,20 @@ def trace_export_cmd(
             con.close()
     except sqlite3.Error as exc:
         raise Fail(f"{db}: cannot read the activity table: {exc}") from None
+    left_out: dict[str, int] = {}
+    if plan is not None:  # a store several configs shared (the default one) holds others' models
+        known = set(plan.models)
+        for row in rows:
+            if row[1] not in known:
+                left_out[row[1]] = left_out.get(row[1], 0) + 1
+        if left_out:
+            rows = [row for row in rows if row[1] in known]
+            loads = {model: seconds for model, seconds in loads.items() if model in known}
     requests = trace_from_activity(rows)
     lines = [f"# {len(requests)} requests exported from {db}"]
+    if left_out:
+        counts = ", ".join(f"{model} ({n})" for model, n in sorted(left_out.items()))
+        lines.append(f"# left out, for models {config} does not have: {counts}")
     if loads:
         lines += [
             "# load_times: the median seconds from spawn to ready of the loads recorded then",

@@ -233,3 +233,39 @@ def test_a_bad_load_times_line_is_a_located_error(tmp_path):
     trace.write_text(bad)
     r = CliRunner().invoke(cli, ["plan", str(config), "--trace", str(trace)])
     assert r.exit_code == 1 and f"{trace}:3: error:" in r.output, r.output
+
+
+def test_with_config_requests_for_models_it_lacks_are_left_out_and_counted(tmp_path):
+    """A store that another config wrote to as well (the default store is shared): exported
+    for CONFIG, the trace holds only CONFIG's models and replays against it."""
+    db = tmp_path / "activity.sqlite3"
+    record_activity(db)
+    store = ActivityStore(db)
+    store.open()
+    for at in (1.0, 2.0, 3.0):
+        store.record(
+            make_record(
+                model="other-config-model",
+                requested="other-config-model",
+                req_path="/v1/chat/completions",
+                status=200,
+                content_type="application/json",
+                arrived_wall=T0 + at,
+                wait_s=0,
+                duration_s=1,
+                tap=None,
+            )
+        )
+    assert store.flush()
+    store.close()
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    r = CliRunner().invoke(cli, ["trace", "export", str(config), "--db", str(db)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert f"# left out, for models {config} does not have: other-config-model (3)" in r.output
+    assert [t.model for t in parse_trace(r.output)] == [
+        m for _, m, _, _ in sorted(RECORDED, key=lambda x: x[0])
+    ]
+    # Without CONFIG nothing is left out: the trace is the store's.
+    r = CliRunner().invoke(cli, ["trace", "export", "--db", str(db)], catch_exceptions=False)
+    assert sum(t.model == "other-config-model" for t in parse_trace(r.output)) == 3
