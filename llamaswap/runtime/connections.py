@@ -227,6 +227,9 @@ class GuardedRunner(web.AppRunner):
         kwargs.setdefault(
             "keepalive_timeout", limits.keepalive_timeout if limits.keepalive_timeout is not None else 1e9
         )
+        # Request bodies go upstream byte for byte, as llama-swap sends them: a decompressed
+        # body would be forwarded under its `Content-Encoding` and its old `Content-Length`.
+        kwargs.setdefault("auto_decompress", False)
         super().__init__(app, **kwargs)
         self._limits = limits
 

@@ -92,6 +92,17 @@ def health(conn: socket.socket) -> bool:
     return True
 
 
+def echo_body(conn: socket.socket, body: bytes) -> bool:
+    """The request body exactly as it arrived (to check it was forwarded byte for byte)."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    return True
+
+
+WITH_BODY = {"/echo-body": echo_body}
+
 SCRIPTS = {
     "/v1/chat/completions": sse_first_with_head,
     "/v1/completions": chunked_first_with_head,
@@ -125,8 +136,12 @@ def serve(conn: socket.socket) -> None:
                 if not data:
                     return
                 buf += data
-            buf = buf[length:]
+            body, buf = buf[:length], buf[length:]
             path = head.split(b" ")[1].decode().split("?")[0]
+            if path in WITH_BODY:
+                if not WITH_BODY[path](conn, body):
+                    return
+                continue
             script = SCRIPTS.get(path, health)
             if not script(conn):
                 return
