@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from llamaswap.runtime.errors import envelope
@@ -38,6 +38,10 @@ logger = logging.getLogger("llamaswap.serve")
 _SILENT = logging.getLogger("llamaswap.serve.aiohttp-silenced")
 _SILENT.disabled = True
 
+# The longest request line (method, target, version) aiohttp's parser takes: as long as a
+# whole head the fast front buffers before it hands a connection over (fastserver.MAX_HEAD),
+# so a long query string is served, or refused, the same on both paths (aiohttp: 8190).
+MAX_REQUEST_LINE = 1 << 16
 REFUSE_LINGER = 2.0  # seconds a refused connection may take to read its answer
 REFUSED_LOG_EVERY = 5.0  # at most one "too many connections" line per this many seconds
 
@@ -161,6 +165,17 @@ class _Handler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         reason = (getattr(exc, "message", "") or str(exc)).strip().splitlines()
+        if isinstance(exc, LineTooLong):
+            # aiohttp's text names neither what was too long nor the limit's reason, and
+            # echoes the line back: say which limit it is.
+            line = exc.args[1] == MAX_REQUEST_LINE
+            status = 414 if line else 431
+            message = (
+                f"request target longer than {MAX_REQUEST_LINE} bytes"
+                if line
+                else f"request header field longer than {exc.args[1]} bytes"
+            )
+            reason = [message]
         logger.warning(
             "bad HTTP request from %s: %s", self._peer(), (reason[0] if reason else type(exc).__name__)[:200]
         )
@@ -230,6 +245,7 @@ class GuardedRunner(web.AppRunner):
         # Request bodies go upstream byte for byte, as llama-swap sends them: a decompressed
         # body would be forwarded under its `Content-Encoding` and its old `Content-Length`.
         kwargs.setdefault("auto_decompress", False)
+        kwargs.setdefault("max_line_size", MAX_REQUEST_LINE)
         super().__init__(app, **kwargs)
         self._limits = limits
 

@@ -26,7 +26,7 @@ Framing (what the hostile tests pin):
   closes after its response (what follows it on the wire is not read).
 - Bounds: the head must be complete within `server.headerTimeout` of its first byte (408),
   an idle kept-alive connection closes after `server.keepaliveTimeout`, a head larger than
-  MAX_HEAD goes to aiohttp (which refuses it), body bytes not yet read by the handler are
+  MAX_HEAD (complete or not) goes to aiohttp, whose line limits decide, body bytes not yet read by the handler are
   held up to HIGH_WATER (then reading pauses), and the connection cap counts this front's
   connections and aiohttp's together. Body size and read timeouts are body.py's, as before.
 - A client that goes away cancels its handler (as aiohttp's `handler_cancellation`); a body
@@ -49,7 +49,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 logger = logging.getLogger("llamaswap.serve")
 
-MAX_HEAD = 1 << 16  # a request head larger than this is aiohttp's to refuse (its limit is 8190 per line)
+MAX_HEAD = 1 << 16  # a request head larger than this is aiohttp's to take or refuse (connections.py)
 HIGH_WATER = 1 << 16  # unread body bytes held before reading pauses
 MAX_PIPELINED = 1 << 20  # bytes of pipelined requests held while one is answered
 LINGER = 10.0  # seconds an unread body is drained before the connection closes (aiohttp's lingering_time)
@@ -1020,6 +1020,9 @@ class Conn(asyncio.Protocol):
             self._arm_header_timer()
             return
         head_len = end + 4
+        if head_len > MAX_HEAD:
+            self._hand_off()  # as an incomplete one: aiohttp's limits decide, whatever the segments
+            return
         # Any bare LF in the head (a bare-LF end of head before the CRLF one included): aiohttp's
         # parser decides, as before. Counted within the head only: the body may be large.
         if buf.count(b"\n", 0, head_len) != buf.count(b"\r\n", 0, head_len):

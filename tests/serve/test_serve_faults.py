@@ -45,3 +45,62 @@ def test_a_gzip_encoded_body_reaches_the_upstream_byte_for_byte(srv):
     )
     assert resp.status == 200, resp
     assert resp.body == body
+
+
+def raw_exchange(srv, request: bytes) -> bytes:
+    """Send `request` in one write; read until the server closes or a whole answer is in."""
+    host, port = srv.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        sock.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf or len(buf.partition(b"\r\n\r\n")[2]) < _length(buf):
+            data = sock.recv(65536)
+            if not data:
+                break
+            buf += data
+    return buf
+
+
+def _length(buf: bytes) -> int:
+    for line in buf.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 30
+
+
+def test_a_long_query_string_reaches_an_upstream_passthrough(srv):
+    """Before: a request line over 8190 bytes on /upstream/<model>/... (any route aiohttp
+    serves) was 400 `Got more than 8190 bytes when reading: bytearray(b'/upstream/...')`,
+    while the same query on /v1/chat/completions was served."""
+    query = "q=" + "a" * 20000
+    resp = http("GET", srv.url + "/upstream/m/health?" + query, timeout=DEADLINE)
+    assert resp.status == 200, resp
+    assert resp.json() == {"status": "ok"}  # the upstream's answer
+
+
+@pytest.mark.parametrize("path", ["/upstream/m/health", "/v1/chat/completions"])
+def test_a_request_target_over_64k_is_414_on_every_route(srv, path):
+    """Past 64 KiB a request target is refused with a status and a message that say so,
+    on the fast front's routes too (they took any head that came in one segment)."""
+    body = b'{"model":"m"}'
+    got = raw_exchange(
+        srv,
+        f"POST {path}?q={'a' * 70000} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+    head, _, text = got.partition(b"\r\n\r\n")
+    assert b" 414 " in head.split(b"\r\n")[0], got[:200]
+    assert text == b"request target longer than 65536 bytes"
+
+
+def test_a_header_field_over_8k_is_431_saying_so(srv):
+    """Before: 400 with aiohttp's `Got more than 8190 bytes when reading: b'aaaa...'`."""
+    got = raw_exchange(
+        srv, f"GET /upstream/m/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {'a' * 9000}\r\n\r\n".encode()
+    )
+    head, _, text = got.partition(b"\r\n\r\n")
+    assert b" 431 " in head.split(b"\r\n")[0], got[:200]
+    assert text == b"request header field longer than 8190 bytes"
+    srv.wait(lambda: "request header field longer than 8190 bytes" in srv.log(), "the warning line")
