@@ -747,6 +747,17 @@ async def _loading_stream(
     return resp
 
 
+def _no_model_why(request: web.Request, body: Body) -> str:
+    """Why a multipart body gave no model (a hand-made request's usual mistakes), or ""."""
+    if request.content_type != "multipart/form-data" or request.query.get("model"):
+        return ""
+    if multipart_boundary(request.headers.get("Content-Type", "")) is None:
+        return ": the multipart/form-data Content-Type names no boundary"
+    if body.model == "":
+        return ": the multipart body's model field is empty"
+    return ': the multipart body has no model field (a part with name="model" between the boundaries its Content-Type names)'
+
+
 def _raw_target(request: web.Request) -> tuple[str, str]:
     """(path, "?query" or "") exactly as the client sent them, still percent-encoded. An
     absolute-form target (`POST http://host/v1/... HTTP/1.1`, which a server must accept)
@@ -770,7 +781,7 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     except BodyError as exc:
         return await body_error_response(request, exc)
     if not body.model:
-        return error_response(request, 400, "no model id could be identified")
+        return error_response(request, 400, "no model id could be identified" + _no_model_why(request, body))
     path, query = _raw_target(request)
     if path.startswith("/v/"):
         path = path[2:]

@@ -104,3 +104,31 @@ def test_a_header_field_over_8k_is_431_saying_so(srv):
     assert b" 431 " in head.split(b"\r\n")[0], got[:200]
     assert text == b"request header field longer than 8190 bytes"
     srv.wait(lambda: "request header field longer than 8190 bytes" in srv.log(), "the warning line")
+
+
+@pytest.mark.parametrize(
+    "content_type, body, why",
+    [
+        ("multipart/form-data", b"RIFF....WAVE", "the multipart/form-data Content-Type names no boundary"),
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\n\r\n--B--\r\n',
+            "the multipart body's model field is empty",
+        ),
+        (
+            "multipart/form-data; boundary=XYZ",
+            b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n--B--\r\n',
+            'the multipart body has no model field (a part with name="model" between the boundaries its'
+            " Content-Type names)",
+        ),
+    ],
+)
+def test_a_multipart_body_that_names_no_model_says_why(srv, content_type, body, why):
+    """Before: each was 400 `no model id could be identified`, which does not tell a
+    hand-made request (curl -H 'Content-Type: multipart/form-data' --data-binary @a.wav)
+    what is wrong."""
+    resp = http(
+        "POST", srv.url + "/v1/audio/transcriptions", body, {"Content-Type": content_type}, timeout=DEADLINE
+    )
+    assert resp.status == 400, resp
+    assert resp.json()["error"]["message"] == "no model id could be identified: " + why
