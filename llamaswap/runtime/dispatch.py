@@ -72,6 +72,7 @@ from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
 from llamaswap.runtime.passthrough import ignored_path, ignores_websockets, is_ready
 from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
+    MOUNT,
     STARTED_RESPONSE,
     UpstreamBroke,
     UpstreamError,
@@ -84,6 +85,9 @@ from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
 from llamaswap.runtime.settings import COMFYUI_MODEL
+
+# Request key: the path a passthrough is mounted at (`/upstream/<model>`, `/comfyui`).
+MOUNT_PREFIX = "llamaswap.mount_prefix"
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -482,6 +486,8 @@ async def _dispatch(
                 head = replace_multipart_head_model(head, boundary, body.model_end, new_model.encode())
             data = upstream_body(request, body, head)
         url = cfg.proxy.rstrip("/") + upstream_target
+        if (prefix := request.get(MOUNT_PREFIX)) is not None:
+            request[MOUNT] = (cfg.proxy.rstrip("/"), prefix)
         drop, add = upstream_auth(request, cfg.api_key)
         if websocket.is_upgrade(request):  # holds its ticket (in flight) until it closes
             return await websocket.proxy(
@@ -832,6 +838,9 @@ async def _passthrough(request: web.Request, requested: str, target: str) -> web
     except BodyError as exc:
         return await body_error_response(request, exc)
     body = Body(raw=None if request.body_exists else b"", rest=request.body_exists)
+    raw_path, _ = _raw_target(request)
+    path = target.partition("?")[0]
+    request[MOUNT_PREFIX] = raw_path[: len(raw_path) - len(path)] if raw_path.endswith(path) else None
     return await dispatch(request, body, requested, target, apply_filters=False)
 
 

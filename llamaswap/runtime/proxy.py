@@ -56,6 +56,29 @@ _NOT_DOWNSTREAM = frozenset({"content-length", "date", "server"})
 SMALL_BODY = 1 << 20
 # Request key: the client's response once it has been prepared (a cancel must end that one).
 STARTED_RESPONSE = "llamaswap.response"
+# Request key: (the upstream's base URL, the path it is mounted at here) of a passthrough
+# (`/upstream/<model>`, `/comfyui`): its redirects are rewritten to stay under the mount.
+MOUNT = "llamaswap.mount"
+
+
+def mounted_location(location: str, base: str, mount: str) -> str:
+    """A passthrough upstream's `Location`, as the client must follow it: one on the
+    upstream's own base URL (what a server that builds absolute URLs from the Host header
+    it got sends) or root-relative (the upstream's root, within the base URL's path) goes
+    under `mount`; others stay as they are."""
+    if location.startswith("/") and not location.startswith("//"):
+        path = urlsplit(base).path.rstrip("/")
+        if not path:
+            return mount + location
+        if location == path or location.startswith((path + "/", path + "?")):
+            rest = location[len(path) :]
+            return mount + (rest if rest.startswith("/") else "/" + rest)
+        return location  # outside the base path: nothing here maps to it
+    n = len(base)
+    if location[:n].lower() == base.lower() and location[n : n + 1] in ("", "/", "?", "#"):
+        rest = location[n:]
+        return mount + (rest if rest.startswith("/") else "/" + rest)
+    return location
 
 
 def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
@@ -483,6 +506,9 @@ async def _relay(
                 await raw_stream.write_eof()
                 return raw_stream
         out_headers = downstream_headers(upstream.headers)
+        mount = request.get(MOUNT)
+        if mount is not None and "Location" in out_headers:
+            out_headers["Location"] = mounted_location(out_headers["Location"], *mount)
         if extra_headers:
             for k, v in extra_headers.items():
                 out_headers[k] = v

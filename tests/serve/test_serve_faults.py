@@ -132,3 +132,23 @@ def test_a_multipart_body_that_names_no_model_says_why(srv, content_type, body, 
     )
     assert resp.status == 400, resp
     assert resp.json()["error"]["message"] == "no model id could be identified: " + why
+
+
+@pytest.mark.parametrize(
+    "path, location",
+    [
+        ("/redirect-own", "/upstream/m/health?from=redirect"),
+        ("/redirect-root", "/upstream/m/health?from=root"),
+        ("/redirect-elsewhere", "https://example.com/login"),
+    ],
+)
+def test_a_passthrough_redirect_stays_under_upstream_model(srv, path, location):
+    """Before: the upstream's Location went out as it was, http://127.0.0.1:<its port>/...
+    (not llamaswap, unreachable from another machine) or /health (llamaswap's own root)."""
+    got = raw_exchange(srv, f"GET /upstream/m{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = got.partition(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 302 "), head
+    assert f"\r\nLocation: {location}\r\n" in head + "\r\n", head
+    if location.startswith("/"):  # and it leads to the upstream, through llamaswap
+        resp = http("GET", srv.url + location, timeout=DEADLINE)
+        assert resp.status == 200 and resp.json() == {"status": "ok"}, resp

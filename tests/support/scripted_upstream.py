@@ -101,6 +101,29 @@ def echo_body(conn: socket.socket, body: bytes) -> bool:
     return True
 
 
+PORT = 0  # this server's port (set in main)
+
+
+def redirect(location: bytes) -> bytes:
+    return b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location
+
+
+def redirect_to_own_origin(conn: socket.socket) -> bool:
+    """A redirect built from the Host header the upstream got: its own host and port."""
+    conn.sendall(redirect(b"http://127.0.0.1:%d/health?from=redirect" % PORT))
+    return True
+
+
+def redirect_root_relative(conn: socket.socket) -> bool:
+    conn.sendall(redirect(b"/health?from=root"))
+    return True
+
+
+def redirect_elsewhere(conn: socket.socket) -> bool:
+    conn.sendall(redirect(b"https://example.com/login"))
+    return True
+
+
 WITH_BODY = {"/echo-body": echo_body}
 
 SCRIPTS = {
@@ -111,6 +134,9 @@ SCRIPTS = {
     "/v1/audio/speech": chunked_head_then_bad_chunk,
     "/v1/images/generations": chunked_head_then_close,
     "/release": release,
+    "/redirect-own": redirect_to_own_origin,
+    "/redirect-root": redirect_root_relative,
+    "/redirect-elsewhere": redirect_elsewhere,
     "/health": health,
 }
 
@@ -151,6 +177,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
+    global PORT
+    PORT = args.port
     sock = socket.create_server(("127.0.0.1", args.port))
     while True:
         conn, _ = sock.accept()
