@@ -514,6 +514,15 @@ async def _relay(
                 out_headers[k] = v
         length = upstream.headers.get("Content-Length")
         stream = is_event_stream(upstream.headers)
+        if request.method == "HEAD" and length is not None and length.isdigit():
+            # No body, but the length a GET would have (what HEAD is for): said as it was.
+            resp = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason or None, headers=out_headers
+            )
+            resp.content_length = int(length)
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
         if length is not None and length.isdigit() and int(length) <= SMALL_BODY and not stream:
             payload = await read()
             if tap is not None:

@@ -152,3 +152,28 @@ def test_a_passthrough_redirect_stays_under_upstream_model(srv, path, location):
     if location.startswith("/"):  # and it leads to the upstream, through llamaswap
         resp = http("GET", srv.url + location, timeout=DEADLINE)
         assert resp.status == 200 and resp.json() == {"status": "ok"}, resp
+
+
+def test_a_passthrough_head_keeps_the_upstreams_content_length(srv):
+    """Before: HEAD /upstream/<model>/file of up to 1 MiB answered without Content-Length (a download
+    manager or `curl -I` could not tell the size)."""
+    host, port = srv.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        sock.sendall(b"HEAD /upstream/m/large-file HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = sock.recv(65536)
+            assert data, buf
+            buf += data
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"\r\nContent-Length: 12345" in head, head
+        assert rest == b""
+        # No body followed: the connection serves the next request.
+        sock.sendall(b"GET /upstream/m/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        buf = b""
+        while b'{"status":"ok"}' not in buf:
+            data = sock.recv(65536)
+            assert data, buf
+            buf += data
+        assert buf.startswith(b"HTTP/1.1 200 "), buf

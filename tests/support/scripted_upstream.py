@@ -124,6 +124,12 @@ def redirect_elsewhere(conn: socket.socket) -> bool:
     return True
 
 
+def head_of_a_large_file(conn: socket.socket) -> bool:
+    """A HEAD answer: the length a GET would have, no body."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: 12345\r\n\r\n")
+    return True
+
+
 WITH_BODY = {"/echo-body": echo_body}
 
 SCRIPTS = {
@@ -134,6 +140,7 @@ SCRIPTS = {
     "/v1/audio/speech": chunked_head_then_bad_chunk,
     "/v1/images/generations": chunked_head_then_close,
     "/release": release,
+    "/large-file": head_of_a_large_file,
     "/redirect-own": redirect_to_own_origin,
     "/redirect-root": redirect_root_relative,
     "/redirect-elsewhere": redirect_elsewhere,
