@@ -107,13 +107,22 @@ def _parse_json(raw: bytes) -> object:
         return json.loads(raw)
     except RecursionError:
         raise BadBody("invalid JSON body: nested too deeply") from None
-    except ValueError:
+    except ValueError as exc:
         if raw[:2] == b"\x1f\x8b":  # a gzip member: a client that compresses its requests
             raise BadBody(
                 "invalid JSON body: it is gzip-compressed; request bodies are not decompressed "
                 "(as in llama-swap): send it uncompressed"
             ) from None
-        raise BadBody("invalid JSON body") from None
+        raise BadBody(f"invalid JSON body: {_json_error(exc)}") from None
+
+
+def _json_error(exc: ValueError) -> str:
+    """Where and why a body is not JSON (json's own message has line, column and offset)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid {exc.encoding.upper()} (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    return str(exc) or type(exc).__name__
 
 
 async def read_body(request: web.Request) -> Body:

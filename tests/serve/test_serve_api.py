@@ -262,7 +262,11 @@ def test_errors_use_llama_swaps_envelope(api_server):
     assert resp.json() == envelope("no model id could be identified", "invalid_request_error", "bad_request")
     resp = api_server.post("/v1/chat/completions", b"{not json")
     assert resp.status == 400
-    assert resp.json() == envelope("invalid JSON body", "invalid_request_error", "bad_request")
+    assert resp.json() == envelope(
+        "invalid JSON body: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        "invalid_request_error",
+        "bad_request",
+    )
     # A client that gzips its requests is told why (llama-swap does not decompress them either).
     packed = gzip.compress(json.dumps({"model": "chat", "messages": []}).encode())
     resp = api_server.post("/v1/chat/completions", packed, headers={"Content-Encoding": "gzip"})

@@ -177,3 +177,20 @@ def test_a_passthrough_head_keeps_the_upstreams_content_length(srv):
             assert data, buf
             buf += data
         assert buf.startswith(b"HTTP/1.1 200 "), buf
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"model":"m",\n "messages": [}', "Expecting value: line 2 column 15 (char 28)"),
+        (b'{"model":"m","x":"\xff"}', "not valid UTF-8 (byte 0xff at offset 18)"),
+    ],
+)
+def test_a_body_that_is_not_json_says_where(srv, body, message):
+    """Before: 400 `invalid JSON body`, with no word on where (a hand-edited request with a
+    stray comma, a client that cut a multibyte character in two)."""
+    resp = http(
+        "POST", srv.url + "/v1/chat/completions", body, {"Content-Type": "application/json"}, timeout=DEADLINE
+    )
+    assert resp.status == 400, resp
+    assert resp.json()["error"]["message"] == "invalid JSON body: " + message
