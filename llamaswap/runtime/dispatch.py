@@ -763,8 +763,15 @@ async def _loading_stream(
 
 
 def _no_model_why(request: web.Request, body: Body) -> str:
-    """Why a multipart body gave no model (a hand-made request's usual mistakes), or ""."""
-    if request.content_type != "multipart/form-data" or request.query.get("model"):
+    """Why a body gave no model (a hand-made request's usual mistakes), or ""."""
+    if request.query.get("model"):
+        return ""
+    if request.content_type == "application/x-www-form-urlencoded" and (body.raw or b"").lstrip()[:1] == b"{":
+        return (
+            ": the body is JSON but its Content-Type is application/x-www-form-urlencoded"
+            " (what curl -d sends); send it with Content-Type: application/json"
+        )
+    if request.content_type != "multipart/form-data":
         return ""
     if multipart_boundary(request.headers.get("Content-Type", "")) is None:
         return ": the multipart/form-data Content-Type names no boundary"

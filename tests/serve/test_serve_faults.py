@@ -194,3 +194,20 @@ def test_a_body_that_is_not_json_says_where(srv, body, message):
     )
     assert resp.status == 400, resp
     assert resp.json()["error"]["message"] == "invalid JSON body: " + message
+
+
+def test_json_sent_as_a_form_says_which_content_type_to_use(srv):
+    """`curl URL -d '{"model": ...}'` (no -H) sends application/x-www-form-urlencoded. Before:
+    400 `no model id could be identified`, as if the model were missing."""
+    resp = http(
+        "POST",
+        srv.url + "/v1/chat/completions",
+        b'{"model": "m", "messages": []}',
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=DEADLINE,
+    )
+    assert resp.status == 400, resp
+    assert resp.json()["error"]["message"] == (
+        "no model id could be identified: the body is JSON but its Content-Type is"
+        " application/x-www-form-urlencoded (what curl -d sends); send it with Content-Type: application/json"
+    )
