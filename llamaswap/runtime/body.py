@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
@@ -109,6 +110,10 @@ async def read_multipart_head(
 ) -> tuple[bytes, str | None, int | None, bool]:
     """Read a multipart body up to the end of its `model` field.
 
+    The bytes read are the buffer they were gathered in (a bytearray, used as bytes: sliced,
+    searched, written), not a copy: with the model field after a large file part they may be
+    up to `server.maxMultipartBytes` long, and a copy doubled the peak.
+
     Returns (bytes read, the model or None, where the model field's part ends in those bytes
     (None if not found), whether the body ended)."""
     buf = bytearray()
@@ -116,10 +121,10 @@ async def read_multipart_head(
     while True:
         found = scanner.feed(buf)
         if found is not None:
-            return bytes(buf), found[0], found[1], False
+            return cast(bytes, buf), found[0], found[1], False
         chunk = await _read_some(request, limits)
         if not chunk:
-            return bytes(buf), None, None, True
+            return cast(bytes, buf), None, None, True
         buf += chunk
         if limits.max_bytes is not None and len(buf) > limits.max_bytes:
             raise _too_large(limits.max_bytes, key)

@@ -271,6 +271,36 @@ def test_five_concurrent_100mb_uploads_stay_under_300mb_peak_rss(serve):
     assert peak < 300 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
 
 
+def test_a_model_field_after_a_100mb_file_part_is_held_once(serve):
+    """The body is held up to the end of its model field (it comes last here): once, not
+    twice (the buffer was copied into bytes, ~200 MB over the server's RSS for 100 MB)."""
+    server = serve({"models": {"audio": model(upstream_cmd("audio"))}})
+    assert server.chat("audio").status == 200
+    boundary = "llamaswap-boundary-7f3a"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    block = bytes(range(256)) * 4096  # 1 MiB
+    tail = (
+        f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\naudio\r\n--{boundary}--\r\n'
+    )
+    sha = hashlib.sha256(head)
+    for _ in range(100):
+        sha.update(block)
+    sha.update(tail.encode())
+    before = vm_hwm_bytes(server.proc.pid)
+    ctype = f"multipart/form-data; boundary={boundary}"
+    status, _ = _upload(server, "/v1/audio/transcriptions", ctype, [head], block, 100, tail.encode())
+    assert status == 200
+    got = [r for r in upstream_requests(server, "audio") if r["path"] == "/v1/audio/transcriptions"]
+    assert [(r["body_length"], r["body_sha256"]) for r in got] == [
+        (len(head) + 100 * MiB + len(tail), sha.hexdigest())
+    ]
+    grown = vm_hwm_bytes(server.proc.pid) - before
+    assert grown < 150 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB for a 100 MiB body"
+
+
 # -- 7. bounded connections -------------------------------------------------------------------
 
 
