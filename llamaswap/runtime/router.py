@@ -318,22 +318,24 @@ _INLINE = frozenset({RequestArrived, ServeFinished, RequestCancelled})
 
 
 # -- commands: the scheduler's outputs, carried out by the owner after each input ------------
+# (Not frozen, unlike the events: they never leave the router, and a frozen dataclass's
+# __init__ costs one object.__setattr__ call per field, on every grant.)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _StartSwap:
     model: str
     decision: Decision
     stop_timeout: float
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _Grant:
     ticket: Ticket
     model: str
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _Reject:
     req_id: int
     status: int
@@ -341,13 +343,13 @@ class _Reject:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _QueuePosition:
     req_id: int
     position: int
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _StopProcesses:
     models: tuple[str, ...]
     reason: str
@@ -531,27 +533,34 @@ class Router:
     # -- the HTTP layer's side -----------------------------------------------------------
     def _post(self, event: Event) -> None:
         wakeup = self._wakeup
-        if (
-            type(event) in _INLINE
-            and not self._inbox
-            and wakeup is not None
-            and not wakeup.done()
-            and not self._inline
-        ):
-            # The owner is idle and nothing is before this event: handle it now, here.
-            self._inline = True
-            try:
-                self._handle(event)
-            finally:
-                self._inline = False
-            deadline = self.scheduler.next_deadline()
-            until = self._sleeps_until
-            if deadline is not None and (until is None or deadline < until):
-                wakeup.set_result(None)  # the owner must sleep less long now
+        if type(event) in _INLINE and self._idle_owner() is not None:
+            assert wakeup is not None
+            self._inline_handle(self._handlers[type(event)], event, type(event).__name__, wakeup)
             return
         self._inbox.append(event)
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+
+    def _idle_owner(self) -> asyncio.Future[None] | None:
+        """The idle owner's wake-up when an event may be handled at once in the poster's task
+        (the owner is idle, nothing is before it in the inbox, no inline handler runs)."""
+        wakeup = self._wakeup
+        if self._inbox or wakeup is None or wakeup.done() or self._inline:
+            return None
+        return wakeup
+
+    def _inline_handle(self, handler: _Handler, arg: Any, name: str, wakeup: asyncio.Future[None]) -> None:
+        """Handle an event now, here (see `_idle_owner`); `arg`: what its handler takes. The
+        request path's own events skip the event object and the handler table this way."""
+        self._inline = True
+        try:
+            self._handle_with(handler, arg, name)
+        finally:
+            self._inline = False
+        deadline = self.scheduler.next_deadline()
+        until = self._sleeps_until
+        if deadline is not None and (until is None or deadline < until):
+            wakeup.set_result(None)  # the owner must sleep less long now
 
     def submit(self, model: str, requested: str | None = None, via: Resolution | None = None) -> Ticket:
         """Ask for `model` (a real ID). Await `ticket.outcome`; then `release` it."""
@@ -564,7 +573,11 @@ class Router:
             ticket.released = True
             return ticket
         self._tickets[ticket.req_id] = ticket
-        self._post(RequestArrived(ticket))
+        wakeup = self._idle_owner()
+        if wakeup is not None:
+            self._inline_handle(self._arrive, ticket, "RequestArrived", wakeup)
+        else:
+            self._post(RequestArrived(ticket))
         return ticket
 
     def release(self, ticket: Ticket) -> None:
@@ -578,8 +591,12 @@ class Router:
             # Cancel now, in this task: a grant decided later must see that nobody is
             # waiting (grant() -> False), or the slot would stay in flight forever.
             outcome.cancel()
-        if not outcome.cancelled() and isinstance(outcome.result(), Granted):
-            self._post(ServeFinished(ticket.req_id))
+        if not outcome.cancelled() and type(outcome.result()) is Granted:
+            wakeup = self._idle_owner()
+            if wakeup is not None:
+                self._inline_handle(self._serve_finished, ticket.req_id, "ServeFinished", wakeup)
+            else:
+                self._post(ServeFinished(ticket.req_id))
         elif outcome.cancelled():
             self._post(RequestCancelled(ticket.req_id))
 
@@ -701,16 +718,22 @@ class Router:
         self._carry_out(now)
 
     def _handle(self, event: Event) -> None:
+        self._handle_with(self._handlers[type(event)], event, type(event).__name__)
+
+    def _handle_with(self, handler: _Handler, arg: Any, name: str) -> None:
+        """Run one event's handler with `now`; `arg`: the event (or what stands for it on the
+        inline path), `name`: the event's type, for the log."""
+        assert self._loop is not None
         try:
-            self._handlers[type(event)](event, self.now())
+            handler(arg, self._loop.time())
             if self._retired:
                 self._dispose_retired()
         except Exception as exc:
             # The scheduler raised on a protocol error: log loudly and keep serving; the
             # /health check reports the owner alive, and tests assert this never happens.
-            logger.exception("router: %s failed", type(event).__name__)
+            logger.exception("router: %s failed", name)
             self._carry_out(self.now())  # what the scheduler asked for before it raised
-            reply = getattr(event, "reply", None)
+            reply = getattr(arg, "reply", None)
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
         drained = self._drained
@@ -719,7 +742,9 @@ class Router:
 
     # -- handlers: one per event type, each the only place that feeds its scheduler input --
     def _on_request_arrived(self, event: RequestArrived, now: float) -> None:
-        ticket = event.ticket
+        self._arrive(event.ticket, now)
+
+    def _arrive(self, ticket: Ticket, now: float) -> None:
         if ticket.outcome.cancelled():  # the holder left before the owner saw the ticket
             self._tickets.pop(ticket.req_id, None)
             if not ticket.admission.done():
@@ -741,12 +766,19 @@ class Router:
         self._carry_out(now)
 
     def _on_serve_finished(self, event: ServeFinished, now: float) -> None:
-        done = self._tickets.pop(event.req_id, None)
+        self._serve_finished(event.req_id, now)
+
+    def _serve_finished(self, req_id: int, now: float) -> None:
+        done = self._tickets.pop(req_id, None)
         self.last_advance = time.monotonic()
-        self.scheduler.serve_done(event.req_id, now)
-        self._carry_out(now)
+        self.scheduler.serve_done(req_id, now)
+        if self._effects.commands:
+            self._carry_out(now)
         if done is not None:
-            self._notify(self._observer.served, done.model)
+            try:
+                self._observer.served(done.model)
+            except Exception:  # as _notify: observation must never break routing
+                logger.exception("observer served failed")
 
     def _on_swap_finished(self, event: SwapFinished, now: float) -> None:
         record = event.record
@@ -937,7 +969,10 @@ class Router:
             swap.requests_waited.append(waited)
         ticket.outcome.set_result(Granted(model, swap, waited))
         self.last_advance = time.monotonic()
-        self._notify(self._observer.granted, model, waited)
+        try:
+            self._observer.granted(model, waited)
+        except Exception:  # as _notify: observation must never break routing
+            logger.exception("observer granted failed")
 
     def _reject(self, command: _Reject) -> None:
         self.last_advance = time.monotonic()

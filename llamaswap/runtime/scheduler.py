@@ -353,6 +353,14 @@ class _Swap:
 _STOP_CALL = "stop_processes"  # owner tag of a model stopped through stop_processes
 
 
+def _per_model(settings: SchedulerSettings) -> tuple[dict[str, int], dict[str, int]]:
+    """Each model's concurrency limit and priority, as plain dicts (the request path's reads)."""
+    return (
+        {m: settings.limit(m) for m in settings.models},
+        {m: settings.priority_of(m) for m in settings.models},
+    )
+
+
 class Scheduler:
     """llama-swap's FIFO scheduler plus bounded waiting, driven by method calls."""
 
@@ -370,7 +378,12 @@ class Scheduler:
         self._devices: dict[str, tuple[str, ...]] = {}
         self._scheduling: SchedulingPolicy = FifoPolicy() if scheduling is None else scheduling
         self._chooses = bool(getattr(self._scheduling, "chooses_victims", False))
+        # False for the plain FifoPolicy, whose on_request / on_serve_done do nothing: the
+        # request path then skips those two calls.
+        self._learns = type(self._scheduling) is not FifoPolicy
         self._settings = settings
+        # settings.limit / priority_of per model, read on every request.
+        self._limits, self._priorities = _per_model(settings)
         self._effects = effects
         self._name = getattr(policy, "engine", "scheduler")
         self._models = settings.models
@@ -419,12 +432,13 @@ class Scheduler:
         if model not in self._state or model in self._gone:
             self._effects.reject(req_id, 404, NOT_FOUND_MESSAGE, NO_HEADERS)
             outcome = Admission.REJECTED
-        elif self._reserved[model] >= self._settings.limit(model):
+        elif self._reserved[model] >= (self._limits.get(model) or self._settings.limit(model)):
             self._effects.reject(req_id, 429, TOO_MANY_MESSAGE, RETRY_AFTER)
             outcome = Admission.REJECTED
         else:
-            self._scheduling.on_request(model, now)
-            req = _Request(req_id, model, now, self._seq, self._settings.priority_of(model))
+            if self._learns:
+                self._scheduling.on_request(model, now)
+            req = _Request(req_id, model, now, self._seq, self._priorities.get(model, 0))
             self._seq += 1
             self._requests[req_id] = req
             self._reserved[model] += 1
@@ -466,7 +480,8 @@ class Scheduler:
         model = req.model
         self._in_flight[model] -= 1
         self._last_used[model] = now
-        self._scheduling.on_serve_done(model, now)
+        if self._learns:
+            self._scheduling.on_serve_done(model, now)
         if self._in_flight[model] == 0:
             self._drain(now)
         self._finish(now)
@@ -608,6 +623,7 @@ class Scheduler:
         self._policy = policy
         self._placer = getattr(policy, "placer", None)  # running models keep their devices
         self._settings = settings
+        self._limits, self._priorities = _per_model(settings)
         self._name = getattr(policy, "engine", "scheduler")
         self._models = tuple(settings.models) + tuple(sorted(self._gone))
         self._ttl_models = tuple(m for m in self._models if settings.ttl_of(m) > 0)
@@ -616,6 +632,7 @@ class Scheduler:
         if scheduling is not None:
             self._scheduling = scheduling
             self._chooses = bool(getattr(scheduling, "chooses_victims", False))
+            self._learns = type(scheduling) is not FifoPolicy
             self._holds.clear()
             self._held.clear()
         for model in self._gone:
@@ -757,6 +774,8 @@ class Scheduler:
         request reaches max_wait), or None."""
         if self._shutting_down:
             return None
+        if not self._ttl_models and not self._holds and (self._protected is not None or not self._queue):
+            return None  # the common case: no TTL, no hold, nothing queued
         deadlines = []
         for model in self._ttl_models:
             ttl = self._settings.ttl_of(model)
@@ -1081,8 +1100,8 @@ class Scheduler:
         self._queue.insert(index, req)
 
     def _drain(self, now: float) -> None:
-        if self._shutting_down:
-            return
+        if self._shutting_down or not self._queue:
+            return  # (nothing queued: nothing to protect or to try)
         # The protected request goes first, and whenever it leaves, the next one that has
         # waited max_wait takes its place before anything else is tried.
         while True:
@@ -1130,6 +1149,8 @@ class Scheduler:
             for model in [m for m in self._holds if m not in queued]:
                 del self._holds[model]
             self._held &= queued
+        if not self._queue and not self._positions:
+            return  # no queue before, none now: no position changed
         positions = {req.id: i for i, req in enumerate(self._queue, 1)}
         for req_id, position in positions.items():
             if self._positions.get(req_id) != position:
