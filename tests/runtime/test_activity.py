@@ -4,6 +4,7 @@ usage/timings scan of response tails, and degrading to memory on an unwritable o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -16,6 +17,7 @@ from llamaswap.runtime.activity import (
     ActivityRecord,
     ActivityStore,
     ResponseTap,
+    Tokens,
     default_path,
     histogram,
     make_record,
@@ -383,3 +385,65 @@ def test_the_writer_keeps_a_small_page_cache_and_still_trims_to_max_rows(tmp_pat
     db = sqlite3.connect(path)
     ids = [r[0] for r in db.execute("SELECT id FROM activity ORDER BY id")]
     assert ids == list(range(1701, 2001))
+
+
+def test_make_record_puts_every_value_in_its_own_field():
+    timings = {
+        "prompt_n": 11,
+        "predicted_n": 12,
+        "cache_n": 13,
+        "draft_n": 14,
+        "draft_n_accepted": 15,
+        "prompt_per_second": 16.5,
+        "predicted_per_second": 17.5,
+        "prompt_ms": 100.0,
+        "predicted_ms": 2000.0,
+    }
+    tap = ResponseTap()
+    tap(sse({"choices": [], "timings": timings}))
+    r = make_record(
+        model="m",
+        requested="alias",
+        req_path="/v1/completions",
+        status=201,
+        content_type="text/event-stream",
+        arrived_wall=7.0,
+        wait_s=0.25,
+        duration_s=1.0,
+        tap=tap,
+        error="e",
+        peer="p",
+        session_id="s",
+        resolution='{"profile":"x"}',
+    )
+    assert dataclasses.asdict(r) == {
+        "id": 0,
+        "timestamp": 7.0,
+        "model": "m",
+        "requested": "alias",
+        "req_path": "/v1/completions",
+        "status": 201,
+        "content_type": "text/event-stream",
+        "wait_ms": 250.0,
+        "duration_ms": 2100.0,  # the upstream's own timings are longer than ours
+        "input_tokens": 11,
+        "output_tokens": 12,
+        "cache_tokens": 13,
+        "draft_tokens": 14,
+        "draft_acc_tokens": 15,
+        "prompt_per_second": 16.5,
+        "tokens_per_second": 17.5,
+        "error": "e",
+        "peer": "p",
+        "session_id": "s",
+        "resolution": '{"profile":"x"}',
+    }
+
+
+def test_usage_counts_fall_back_to_the_other_key_only_when_the_first_is_no_number():
+    both = tokens_from_tail(b'{"usage": {"prompt_tokens": 3, "input_tokens": 5, "completion_tokens": 0}}')
+    assert (both.input, both.output, both.reported) == (3, 0, True)
+    odd = tokens_from_tail(b'{"usage": {"prompt_tokens": true, "input_tokens": 5, "output_tokens": "7"}}')
+    assert (odd.input, odd.output) == (5, 0)
+    assert tokens_from_tail(b'{"x": 1}') == tokens_from_tail(b"") == Tokens()
+    assert not Tokens().reported and Tokens().cache == -1
