@@ -31,7 +31,6 @@ import logging
 import math
 import operator
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -438,6 +437,54 @@ def histogram(values: list[float]) -> dict[str, Any] | None:
 _STOP = object()
 
 
+class _Handoff:
+    """What the event loop hands the writer thread: a deque (append and popleft are atomic
+    under the GIL, no lock) and an Event the writer waits on only once it found nothing, set
+    by the loop only while it waits. A record costs the loop one append, not queue.Queue's
+    lock and condition (~1.4 us per record on both sides, at ~5,000 records a second)."""
+
+    __slots__ = ("items", "size", "_wake", "_waiting")
+
+    def __init__(self, size: int) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.size = size
+        self._wake = threading.Event()
+        self._waiting = False
+
+    def offer(self, item: Any) -> bool:
+        """Hand `item` over, unless `size` items are waiting already (False: dropped)."""
+        items = self.items
+        if len(items) >= self.size:
+            return False
+        items.append(item)
+        if self._waiting:
+            self._wake.set()
+        return True
+
+    def put(self, item: Any) -> None:
+        """Hand over a control item (flush, stop), whatever is waiting."""
+        self.items.append(item)
+        self._wake.set()
+
+    def get(self) -> Any:
+        """The next item, waiting for one (the writer thread)."""
+        items = self.items
+        while not items:
+            # Announce the wait, then look again: an item appended before the flag was
+            # seen is found here; one appended after it sets the Event.
+            self._wake.clear()
+            self._waiting = True
+            if not items:
+                self._wake.wait()
+            self._waiting = False
+        return items.popleft()
+
+    def get_nowait(self) -> Any:
+        """The next item, or None."""
+        items = self.items
+        return items.popleft() if items else None
+
+
 class ActivityStore:
     """The activity window in memory, persisted to SQLite by a writer thread."""
 
@@ -455,7 +502,7 @@ class ActivityStore:
         self.max_rows = max(self.max_in_memory, max_rows)
         self.max_db_bytes = max_db_bytes
         self._window: collections.deque[ActivityRecord] = collections.deque(maxlen=self.max_in_memory)
-        self._queue: queue.Queue = queue.Queue(queue_size)
+        self._queue = _Handoff(queue_size)
         self._listeners: list[Callable[[ActivityRecord], None]] = []
         self._next_id = 1
         self._thread: threading.Thread | None = None
@@ -537,10 +584,7 @@ class ActivityStore:
         """Write what is queued (bounded by `timeout`), then close the database."""
         thread = self._thread
         if thread is not None:
-            try:
-                self._queue.put(_STOP, timeout=timeout)
-            except queue.Full:
-                pass
+            self._queue.put(_STOP)
             thread.join(timeout)
             self._thread = None
 
@@ -549,10 +593,7 @@ class ActivityStore:
         if self._thread is None:
             return True
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.put(done)
         return done.wait(timeout)
 
     # recording (event-loop side, the request path) -------------------------------------------
@@ -561,9 +602,7 @@ class ActivityStore:
         self._next_id += 1
         self._window.append(rec)
         if self._thread is not None and self.degraded is None:
-            try:
-                self._queue.put_nowait(rec)
-            except queue.Full:
+            if not self._queue.offer(rec):
                 self._dropped += 1
                 if not self._warned_drop:
                     self._warned_drop = True
@@ -588,10 +627,8 @@ class ActivityStore:
         elif new == "ready" and old == "starting":
             began = self._starting.pop(event.model, None)
             if began is not None and self._thread is not None and self.degraded is None:
-                try:
-                    self._queue.put_nowait(_Load(time.time(), event.model, max(0.0, event.at - began)))
-                except queue.Full:
-                    pass  # as a request record: kept from the database when the writer is behind
+                # Dropped as a request record is when the writer is behind.
+                self._queue.offer(_Load(time.time(), event.model, max(0.0, event.at - began)))
         else:
             self._starting.pop(event.model, None)
 
@@ -728,9 +765,8 @@ class ActivityStore:
                     batch.append(item)
                 if stop or len(batch) >= BATCH:
                     break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
+                item = self._queue.get_nowait()
+                if item is None:
                     break
             if batch and self.degraded is None:
                 try:

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 
 import pytest
+from support.upstream import wait_until
 
 from llamaswap.runtime.activity import (
     PAGE_CACHE_KIB,
@@ -447,3 +448,43 @@ def test_usage_counts_fall_back_to_the_other_key_only_when_the_first_is_no_numbe
     assert (odd.input, odd.output) == (5, 0)
     assert tokens_from_tail(b'{"x": 1}') == tokens_from_tail(b"") == Tokens()
     assert not Tokens().reported and Tokens().cache == -1
+
+
+def test_a_writer_held_up_drops_records_past_its_queue_and_keeps_the_rest(tmp_path, caplog):
+    path = tmp_path / "a.db"
+    store = ActivityStore(path, queue_size=4)
+    store.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's next INSERT waits for this lock
+        store.record(rec())
+        wait_until(lambda: not store._queue.items, message="the writer took the first record")
+        with caplog.at_level(logging.WARNING, logger="llamaswap.activity"):
+            for _ in range(4 + 3):
+                store.record(rec())
+        assert store.describe()["dropped"] == 3
+        assert len(store.records()) == 8  # the window keeps every record
+        assert sum("the writer is behind" in r.getMessage() for r in caplog.records) == 1
+        blocker.execute("ROLLBACK")
+        assert store.flush()
+        ids = [row[0] for row in blocker.execute("SELECT id FROM activity ORDER BY id")]
+        assert ids == [1, 2, 3, 4, 5]  # the first, then the four that fitted
+    finally:
+        blocker.close()
+        store.close()
+
+
+def test_the_writer_wakes_for_a_record_that_comes_while_it_waits(tmp_path):
+    store = ActivityStore(tmp_path / "a.db")
+    store.open()
+    try:
+        for i in range(1, 4):
+            wait_until(lambda: store._queue._waiting, message="the writer waiting for work")
+            store.record(rec())
+            with sqlite3.connect(tmp_path / "a.db") as con:
+                wait_until(
+                    lambda: con.execute("SELECT COUNT(*) FROM activity").fetchone()[0] == i,
+                    message=f"record {i} written without a flush",
+                )
+    finally:
+        store.close()
