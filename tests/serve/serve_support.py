@@ -44,6 +44,13 @@ DEADLINE = 30.0
 # -- configs ----------------------------------------------------------------------------------
 
 
+def scripted_upstream_cmd() -> str:
+    """tests/support/scripted_upstream.py as a config `cmd`: a raw socket upstream whose
+    request path picks the exact bytes it answers with (see its SCRIPTS)."""
+    script = Path(__file__).resolve().parent.parent / "support" / "scripted_upstream.py"
+    return f"{shlex.quote(PY)} {shlex.quote(str(script))} --port ${{PORT}}"
+
+
 def upstream_cmd(
     name: str,
     *,

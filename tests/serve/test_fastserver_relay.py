@@ -7,24 +7,19 @@ byte and every segment is the test's own.
 
 from __future__ import annotations
 
-import shlex
 import socket
 import time
-from pathlib import Path
 
 import pytest
-from serve_support import DEADLINE, PY, ServeFactory, model
+from serve_support import DEADLINE, ServeFactory, model, scripted_upstream_cmd
 from support.scripted_upstream import DONE, FIRST, SECOND, chunk
 from support.upstream import http
-
-SCRIPT = Path(__file__).resolve().parent.parent / "support" / "scripted_upstream.py"
 
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory):
     factory = ServeFactory(tmp_path_factory.mktemp("relay"))
-    cmd = f"{shlex.quote(PY)} {shlex.quote(str(SCRIPT))} --port ${{PORT}}"
-    srv = factory({"healthCheckTimeout": 30, "models": {"m": model(cmd)}})
+    srv = factory({"healthCheckTimeout": 30, "models": {"m": model(scripted_upstream_cmd())}})
     try:
         yield srv
     finally:

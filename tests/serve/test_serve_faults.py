@@ -7,15 +7,11 @@ serve`; the client is a raw socket or urllib, so every byte is the test's own.
 from __future__ import annotations
 
 import gzip
-import shlex
 import socket
-from pathlib import Path
 
 import pytest
-from serve_support import DEADLINE, PY, ServeFactory, model
+from serve_support import DEADLINE, ServeFactory, model, scripted_upstream_cmd
 from support.upstream import http
-
-SCRIPT = Path(__file__).resolve().parent.parent / "support" / "scripted_upstream.py"
 
 pytestmark = pytest.mark.e2e
 
@@ -23,8 +19,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory):
     factory = ServeFactory(tmp_path_factory.mktemp("faults"))
-    cmd = f"{shlex.quote(PY)} {shlex.quote(str(SCRIPT))} --port ${{PORT}}"
-    srv = factory({"healthCheckTimeout": 30, "models": {"m": model(cmd)}})
+    srv = factory({"healthCheckTimeout": 30, "models": {"m": model(scripted_upstream_cmd())}})
     try:
         yield srv
     finally:
