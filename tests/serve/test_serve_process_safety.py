@@ -161,10 +161,18 @@ def test_the_watchdog_removes_the_state_of_a_killed_llamaswap(serve, tmp_path):
     server = serve({"llamaswap": {"runtimeDir": str(rundir)}, "models": {"m": model(upstream_cmd("m"))}})
     assert server.chat("m").status == 200
     assert sorted(p.suffix for p in rundir.iterdir()) == [".json", ".lock"]
+    watchdogs = watchdogs_of(server.proc.pid)
     serve.started.remove(server)
     server.proc.kill()
     server.proc.wait(DEADLINE)
-    server.wait(lambda: not any(rundir.iterdir()), "the watchdog to remove the state file and lock")
+    try:
+        server.wait(lambda: not any(rundir.iterdir()), "the watchdog to remove the state file and lock")
+    except AssertionError as exc:  # say what was left, and whether the watchdog still runs
+        left = {p.name: p.read_text(errors="replace")[:400] for p in rundir.iterdir()}
+        alive = [w for w in watchdogs if pid_alive(w)]
+        raise AssertionError(
+            f"{exc}; left in {rundir}: {left}; watchdogs {watchdogs}, alive {alive}"
+        ) from None
 
 
 def leftover_scenario(serve, config, first, leader, grandchild, state_file):
