@@ -49,6 +49,7 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 # How long a cleanup (watchdog or leftovers) waits for SIGKILLed groups to be gone.
 REAP_DEADLINE = 10.0
+LOCK_RELEASE_WAIT = 2.0  # how long the watchdog waits for its dead parent's lock to be released
 STATE_VERSION = 1
 
 
@@ -646,7 +647,18 @@ def _remove_state_of(parent: int, path: Path) -> None:
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The dead parent's lock may outlive its pipe by a moment: the kernel releases a
+        # dying process's files one by one, so the pipe's end (which woke us) can close
+        # before the lock's. Wait a little for it; a new llamaswap's lock stays.
+        end = time.monotonic() + LOCK_RELEASE_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    return
+                time.sleep(0.01)
         lock_path.unlink()
     except OSError:
         pass
