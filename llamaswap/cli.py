@@ -629,19 +629,15 @@ def plan_cmd(
 TRACE_ISSUES_SHOWN = 20  # a trace with more bad lines lists the first ones and a summary
 
 
-def _trace_issues(trace_file: str, issues: Sequence[TraceIssue], models: Iterable[str]) -> str:
+def _trace_issues(
+    trace_file: str, issues: Sequence[TraceIssue], unknown: Mapping[str, int], models: Iterable[str]
+) -> str:
     """A trace's problems as `FILE:LINE: error: ...` lines: the first TRACE_ISSUES_SHOWN, then
-    how many more, and, when lines name models the config does not have, which ones."""
-    import re
-
+    how many more, and, when lines name models the config does not have (`unknown`: each
+    one's number of lines), which ones."""
     lines = [f"{trace_file}:{issue.line}: error: {issue.message}" for issue in issues[:TRACE_ISSUES_SHOWN]]
     if len(issues) > TRACE_ISSUES_SHOWN:
         lines.append(f"{trace_file}: ... and {len(issues) - TRACE_ISSUES_SHOWN} more errors")
-    unknown: dict[str, int] = {}
-    for issue in issues:
-        found = re.fullmatch(r"unknown model '(.*)'", issue.message)
-        if found:
-            unknown[found.group(1)] = unknown.get(found.group(1), 0) + 1
     if unknown:
         named = ", ".join(f"{name} ({n} lines)" for name, n in sorted(unknown.items()))
         lines.append(
@@ -690,9 +686,17 @@ def run_trace(
         loads[resolve_or_exit(plan, name.strip(), "--load-time")] = seconds
     text = read_config(trace_file)
     try:
-        resolved = resolve_trace(parse_trace(text.splitlines()), plan.resolve_model)
+        parsed = parse_trace(text.splitlines())
     except TraceError as exc:
-        raise Fail(_trace_issues(trace_file, exc.issues, plan.models)) from None
+        raise Fail(_trace_issues(trace_file, exc.issues, {}, plan.models)) from None
+    try:
+        resolved = resolve_trace(parsed, plan.resolve_model)
+    except TraceError as exc:
+        unknown: dict[str, int] = {}
+        for r in parsed:
+            if plan.resolve_model(r.model) is None:
+                unknown[r.model] = unknown.get(r.model, 0) + 1
+        raise Fail(_trace_issues(trace_file, exc.issues, unknown, plan.models)) from None
     # Load times the trace carries (`trace export` writes the ones the server measured), for
     # the models --load-time does not name; those of models the config no longer has are moot.
     from_trace: dict[str, float] = {}
