@@ -583,10 +583,12 @@ class Supervision:
             self.state.remove(pid)
 
     def close(self) -> None:
-        """Clean exit, after every upstream stopped."""
-        self.watchdog.close()
+        """Clean exit, after every upstream stopped. The state goes first: a watchdog woken by
+        its closed pipe then finds nothing of ours to remove (else it would wait for the lock
+        this live process still holds)."""
         if self.state is not None:
             self.state.release()
+        self.watchdog.close()
 
 
 def watch(parent: int, state_path: str | None, fd: int = 0) -> int:
