@@ -119,3 +119,32 @@ def test_matrix_layouts_decide_as_their_sets_say():
     assert kept.evict == (others[1],)
     with pytest.raises(ValueError, match="unknown layout"):
         world.config(2, "nope")
+
+
+def test_the_adversary_cuts_a_trace_where_lookahead_parts_from_fifo_and_makes_it_worse():
+    """bench/adversary.py: the first n requests on which the two schedules differ, then one
+    request for what lookahead let go: lookahead decides as on the real trace and loses."""
+    from adversary import first_parting, punish
+
+    world = generate("office", 0)
+    plan = compile_text(world.config(2), "w.yaml")
+    settings = scheduler_settings(plan)
+    requests = sorted(world.requests, key=lambda r: r.at)
+    assert first_parting(plan, settings, requests, world.load_times, "fifo") is None
+    n = first_parting(plan, settings, requests, world.load_times, "lookahead")
+    assert n is not None and 1 <= n < len(requests)
+    fifo, mine = punish(plan, settings, requests, world.load_times, "lookahead", n)
+    assert mine["swaps"] > fifo["swaps"]
+    # One request fewer and the two schedules agree: n is the shortest such prefix.
+    short = [
+        simulate(
+            plan.policy,
+            settings,
+            requests[: n - 1],
+            world.load_times,
+            scheduling=make_policy(p),
+            verbose=True,
+        )
+        for p in ("fifo", "lookahead")
+    ]
+    assert short[0]["decisions"] == short[1]["decisions"]
