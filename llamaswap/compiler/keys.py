@@ -240,6 +240,11 @@ ADVICE: dict[tuple[str, str], str] = {
         "model",
         "unload",
     ): "llama-swap unloads after ttl seconds idle (models.<id>.ttl); unloadTimeout is the stop grace period",
+    (
+        "model",
+        "port",
+    ): "a model's address is its proxy (proxy: http://127.0.0.1:8081); for a port llama-swap picks, "
+    "write --port ${PORT} in cmd and leave proxy out",
 }
 
 
@@ -271,27 +276,24 @@ def _norm(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
 
 
-def _kind(path: str) -> str:
-    """What kind of mapping `path` is: top, model, group or other."""
-    parts = path.split(".")
-    if not path:
+def _kind(schema: Key) -> str:
+    """What kind of mapping `schema` describes: top, model, group or other. Decided by the
+    schema, not the dotted path: model and group IDs often hold dots (`qwen3.5-9b`)."""
+    if schema is TOP:
         return "top"
-    if len(parts) == 2 and parts[0] == "models":
+    if schema is MODEL:
         return "model"
-    if (len(parts) == 2 and parts[0] == "groups") or (
-        len(parts) == 5 and parts[:4] == ["routing", "router", "settings", "groups"]
-    ):
+    if schema is GROUP:
         return "group"
     return "other"
 
 
-def _unknown_key(
-    name: str, path: str, known: list[str], children: dict[str, Key], k: YScalar, v: YNode, report: Reporter
-) -> None:
+def _unknown_key(name: str, path: str, schema: Key, k: YScalar, v: YNode, report: Reporter) -> None:
     """LS408/LS409/LS410: a key llama-swap ignores here, with the most useful hint."""
     child_path = f"{path}.{name}" if path else name
     where = f"'{path}'" if path else "the top level"
-    kind = _kind(path)
+    kind = _kind(schema)
+    known = list(schema.children or {})
     code = "LS408"
     message = f"unknown key '{name}' in {where}; llama-swap ignores it"
     advice = ADVICE.get((kind, name))
@@ -358,7 +360,6 @@ def _check_map(node: YMap, schema: Key, path: str, report: Reporter) -> None:
             _check_value(v, schema.each, f"{path}.{k.value}" if path else str(k.value), report)
         return
     children = schema.children or {}
-    known = list(children)
     for k, v in node.items:
         name = str(k.value)
         child_path = f"{path}.{name}" if path else name
@@ -366,7 +367,7 @@ def _check_map(node: YMap, schema: Key, path: str, report: Reporter) -> None:
         if spec is None and not path and name.startswith(EXTENSION_PREFIX):
             continue  # an extension field: a place to keep YAML anchors (`x-base: &base ...`)
         if spec is None:
-            _unknown_key(name, path, known, children, k, v, report)
+            _unknown_key(name, path, schema, k, v, report)
             continue
         if spec.status in (UNIMPLEMENTED, IGNORED):
             code = "LS400" if spec.status == UNIMPLEMENTED else "LS407"
