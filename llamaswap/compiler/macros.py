@@ -33,6 +33,8 @@ from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, resolve_p
 from llamaswap.compiler.suggest import did_you_mean
 
 ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
+# What ${env.NAME} accepts as NAME.
+_ENV_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 ANY_REF = re.compile(r"\$\{([^}]*)\}")
 MACRO_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 RESERVED = ("PID", "PORT", "MODEL_ID")
@@ -520,12 +522,17 @@ class _Pass:
                     length=length,
                 )
             else:
-                hint = (
-                    did_you_mean(name, known, written="${{{}}}")
-                    or "declare it under 'macros' (globally or in the model) before using it"
-                )
+                hint = did_you_mean(name, known, written="${{{}}}")
                 if name.startswith("env."):
                     hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
+                elif hint is None and name.isupper() and _ENV_NAME.fullmatch(name):
+                    # ${HOME} as a shell reads it (an upper-case name, so the hint does not depend on the
+                    # environment): llama-swap's macros are not the environment.
+                    hint = (
+                        f"macros are not environment variables: write ${{env.{name}}} for the "
+                        f"environment's {name}, or declare {name} under 'macros'"
+                    )
+                hint = hint or "declare it under 'macros' (globally or in the model) before using it"
                 self.report.error(
                     "LS307",
                     f"unknown macro '${{{name}}}'{via}",
