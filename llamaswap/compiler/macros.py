@@ -522,17 +522,17 @@ class _Pass:
                     length=length,
                 )
             else:
-                hint = did_you_mean(name, known, written="${{{}}}")
+                suggestion = did_you_mean(name, known, written="${{{}}}")
                 if name.startswith("env."):
-                    hint = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
-                elif hint is None and name.isupper() and _ENV_NAME.fullmatch(name):
+                    suggestion = "environment references look like ${env.NAME} with NAME matching [a-zA-Z_][a-zA-Z0-9_]*"
+                elif suggestion is None and name.isupper() and _ENV_NAME.fullmatch(name):
                     # ${HOME} as a shell reads it (an upper-case name, so the hint does not depend on the
                     # environment): llama-swap's macros are not the environment.
-                    hint = (
+                    suggestion = (
                         f"macros are not environment variables: write ${{env.{name}}} for the "
                         f"environment's {name}, or declare {name} under 'macros'"
                     )
-                hint = hint or "declare it under 'macros' (globally or in the model) before using it"
+                hint = suggestion or "declare it under 'macros' (globally or in the model) before using it"
                 self.report.error(
                     "LS307",
                     f"unknown macro '${{{name}}}'{via}",
