@@ -239,7 +239,17 @@ def _offset_map_multiline(s: YScalar) -> list[Pos]:
 
 
 class _PyComposer(yaml.SafeLoader):
-    """SafeLoader whose scalars resolve with the YAML 1.2 core schema."""
+    """SafeLoader whose scalars resolve with the YAML 1.2 core schema, and where an anchor
+    may be defined again (YAML 1.2 and yaml.v3 allow it: an alias names the most recent
+    node with that anchor; PyYAML refuses it). libyaml's composer refuses it too, and
+    `_compose` then composes again with this one."""
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if not self.check_event(yaml.AliasEvent):
+            anchor = self.peek_event().anchor
+            if anchor is not None:
+                self.anchors.pop(anchor, None)
+        return super().compose_node(parent, index)
 
 
 # libyaml's parser when PyYAML has it (several times faster); marks are character indices
