@@ -22,9 +22,11 @@ every substituted value keeps its position. llama-swap's rules (reference ยง2, ย
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
@@ -55,12 +57,31 @@ def go_format(value: Any) -> str:
             return "NaN"
         if value in (float("inf"), float("-inf")):
             return "+Inf" if value > 0 else "-Inf"
-        if value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
+        return _go_float_text(value)
     if value is None:
         return "<nil>"
     return str(value)
+
+
+def _go_float_text(value: float) -> str:
+    """A finite float as Go's fmt %v writes it: the shortest digits that read back, in %e form
+    when the exponent is below -4 or 6 and above (1e+06, 1.5e-05), else plain (123456.7, 8)."""
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digit_tuple, exp = Decimal(repr(value)).as_tuple()
+    assert isinstance(exp, int)
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    exp += len(digit_tuple) - len(digits)
+    point = len(digits) + exp - 1  # the decimal exponent of the first digit
+    neg = "-" if sign else ""
+    if point < -4 or point >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{neg}{mantissa}e{'+' if point >= 0 else '-'}{abs(point):02d}"
+    if point >= 0:
+        whole, frac = digits[: point + 1].ljust(point + 1, "0"), digits[point + 1 :]
+    else:
+        whole, frac = "0", "0" * (-point - 1) + digits
+    return neg + whole + ("." + frac if frac else "")
 
 
 @dataclass

@@ -6,9 +6,9 @@ string (used to point at a token inside a set DSL). `PathReporter` reports a pro
 path in that tree.
 
 Invariants:
-- Scalars are resolved with the YAML 1.2 core schema (what llama-swap's yaml.v3 decoder
-  uses for untyped values): only true/false are booleans, `yes`/`on` stay strings, dates
-  stay strings.
+- Plain scalars are typed as llama-swap's yaml.v3 decoder types them (`resolve_plain`):
+  only true/false are booleans, `yes`/`on` stay strings, dates stay strings, and numbers
+  follow Go (`1_000`, `0x1F`, `0777` octal).
 - Merge keys (`<<: *anchor`) are applied; duplicate keys are reported, the last one wins.
 - Nothing here raises on bad input: syntax errors come back as diagnostics.
 """
@@ -25,33 +25,65 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter, Severity
 
-_CORE_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_CORE_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
-_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
-_CORE_FLOAT = re.compile(
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+# How yaml.v3 (llama-swap's decoder) types a plain scalar: its resolve table, not YAML 1.2's
+# core schema. It differs on numbers: `_` separators are dropped (`1_000`), Go's base prefixes
+# are read (`0x`, `0o`, `0b`, with a sign too) and so is a leading 0 as octal (`0777` is 511);
+# what fails as an integer but looks like a float is a float (`08` is 8.0, `1e3` 1000.0).
+_INF, _NAN = float("inf"), float("nan")
+_GO_WORDS: dict[str, Any] = {
+    **dict.fromkeys(("true", "True", "TRUE"), True),
+    **dict.fromkeys(("false", "False", "FALSE"), False),
+    **dict.fromkeys(("", "~", "null", "Null", "NULL"), None),
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), _NAN),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), _INF),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -_INF),
+}
+_GO_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_GO_INT = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|0[0-7]*|[1-9][0-9]*)$")
+_GO_TIMESTAMP = re.compile(
+    r"^[0-9]{4}-(?P<m>[0-9]{1,2})-(?P<d>[0-9]{1,2})"
+    r"(?:[Tt][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?(?:Z|[-+][0-9]{2}:[0-9]{2})"
+    r"| [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?)?$"
 )
 
 
-def resolve_plain(text: str) -> Any:
-    """Type a plain (unquoted) scalar the way YAML 1.2's core schema does."""
-    if _CORE_NULL.match(text):
+def is_go_timestamp(text: str) -> bool:
+    """Whether yaml.v3 reads this plain scalar as a time (2024-07-18, 2024-07-18T10:00:00Z)."""
+    m = _GO_TIMESTAMP.match(text)
+    return m is not None and 1 <= int(m["m"]) <= 12 and 1 <= int(m["d"]) <= 31
+
+
+def _go_int(plain: str) -> int | None:
+    """strconv.ParseInt(plain, 0, 64), then ParseUint for what is past int64."""
+    if not _GO_INT.match(plain):
         return None
-    if _CORE_BOOL.match(text):
-        return text.lower() == "true"
-    if _CORE_INT.match(text):
-        if text.startswith("0o"):
-            return int(text[2:], 8)
-        if text.startswith("0x"):
-            return int(text[2:], 16)
-        return int(text, 10)
-    if _CORE_FLOAT.match(text):
-        low = text.lower()
-        if low.endswith("inf"):
-            return float("-inf") if low.startswith("-") else float("inf")
-        if low.endswith("nan"):
-            return float("nan")
-        return float(text)
+    signed = plain[0] in "+-"
+    body = plain[1:] if signed else plain
+    base, digits = 10, body
+    if len(body) > 1 and body[0] == "0":
+        prefix = body[1].lower()
+        base, digits = ({"x": 16, "b": 2, "o": 8}[prefix], body[2:]) if prefix in "xbo" else (8, body[1:])
+    value = int(digits, base)
+    value = -value if plain[0] == "-" else value
+    if -(2**63) <= value < 2**63 or (not signed and value < 2**64):
+        return value
+    return None
+
+
+def resolve_plain(text: str) -> Any:
+    """Type a plain (unquoted) scalar the way yaml.v3 does. A timestamp stays a string
+    (yaml.v3 reads it as a time only where the target is untyped; see is_go_timestamp)."""
+    if text in _GO_WORDS:
+        return _GO_WORDS[text]
+    if text[0] == ".":
+        return float(text) if _GO_FLOAT.match(text) else text
+    if text[0] in "+-0123456789" and not is_go_timestamp(text):
+        plain = text.replace("_", "")
+        whole = _go_int(plain)
+        if whole is not None:
+            return whole
+        if _GO_FLOAT.match(plain):
+            return float(plain)
     return text
 
 

@@ -189,3 +189,41 @@ def test_a_shell_variable_used_as_a_macro_hints_at_env():
     text = "models:\n  m:\n    cmd: s --port ${PORT} -m ${HOME}/m.gguf\n"
     (err,) = [d for d in compile_text(text, "t.yaml").diagnostics if d.is_error]
     assert err.code == "LS307" and "${env.HOME}" in (err.hint or "")
+
+
+# What llama-swap substitutes for `--t ${x}` with `macros: {x: VALUE}` (recorded with its loader):
+# yaml.v3 types the plain scalar, Go's %v writes it.
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("1e6", "1e+06"),
+        ("1000000.0", "1e+06"),
+        ("1234567.5", "1.2345675e+06"),
+        ("123456.7", "123456.7"),
+        ("100000.0", "100000"),
+        ("0.00001", "1e-05"),
+        ("-2.5e-7", "-2.5e-07"),
+        ("1e21", "1e+21"),
+        ("1.0", "1"),
+        ("08", "8"),
+        ("0777", "511"),
+        ("1_000", "1000"),
+        ("0x10", "16"),
+        ("12345678901234567890", "12345678901234567890"),
+    ],
+)
+def test_a_macro_value_is_typed_and_written_as_llama_swap_does(value: str, text: str):
+    plan = compile_text(
+        f"macros:\n  x: {value}\nmodels:\n  m:\n    cmd: s --port ${{PORT}} --t ${{x}}\n", "t.yaml"
+    )
+    assert plan.ok and plan.config is not None
+    assert plan.config.models["m"].cmd == f"s --port 5800 --t {text}"
+
+
+@pytest.mark.parametrize(
+    ("value", "ttl"), [("1_000", 1000), ("0b101", 5), ("0o17", 15), ("+12", 12), ("0777", 511)]
+)
+def test_an_integer_key_reads_go_integers(value: str, ttl: int):
+    plan = compile_text(f"models:\n  m:\n    cmd: s --port ${{PORT}}\n    ttl: {value}\n", "t.yaml")
+    assert plan.ok and plan.config is not None
+    assert plan.config.models["m"].ttl == ttl
