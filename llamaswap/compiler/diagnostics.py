@@ -99,6 +99,7 @@ CODES: dict[str, str] = {
     "LS412": "value llama-swap accepts but reads differently",
     "LS413": "model declares no resources",
     "LS414": "resources ignored by the groups engine",
+    "LS415": "YAML document llama-swap does not read (after the first)",
     "LS450": "set kept symbolic (too large to expand)",
     "LS452": "symbolic set not checked against the resources",
 }

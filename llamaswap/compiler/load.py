@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from llamaswap.compiler import goregexp
 from llamaswap.compiler.commands import CommandError, inline_comment, split_command
 from llamaswap.compiler.config import Config, GroupConfig, ModelConfig
-from llamaswap.compiler.diagnostics import Diagnostic, Severity
+from llamaswap.compiler.diagnostics import Diagnostic, Severity, has_errors
 from llamaswap.compiler.goyaml import coerce
 from llamaswap.compiler.group import DEFAULT_GROUP, Group
 from llamaswap.compiler.keys import TOP, Key, check_keys
@@ -117,7 +117,7 @@ def load_config(
     loaded = Loaded(file=file, doc=doc, config=None, diagnostics=ck.diagnostics)
     ck.diagnostics.extend(doc.diagnostics)
     if root is None:
-        if not doc.diagnostics:
+        if not has_errors(doc.diagnostics):
             # llama-swap starts on an empty file, with every default and no models.
             ck.warning(
                 "LS303",

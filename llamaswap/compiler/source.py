@@ -38,6 +38,7 @@ _GO_WORDS: dict[str, Any] = {
     **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), _INF),
     **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -_INF),
 }
+_CORE_NULL_TEXT = dict.fromkeys(("", "~", "null", "Null", "NULL"), True)
 _GO_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 _GO_INT = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|0[0-7]*|[1-9][0-9]*)$")
 _GO_TIMESTAMP = re.compile(
@@ -423,16 +424,32 @@ class _Flattener(yaml.constructor.SafeConstructor):
 _FLATTENER = _Flattener()
 
 
-def _compose(text: str) -> Node | None:
+def _compose_first(
+    text: str, loader: type[yaml.SafeLoader | yaml.CSafeLoader]
+) -> tuple[Node | None, Pos | None]:
+    """The first document's node, as yaml.v3's Unmarshal reads only the first document;
+    and where a next document starts, if one does (it is not parsed)."""
+    ld = loader(text)
+    try:
+        node = ld.get_node() if ld.check_node() else None
+        if isinstance(node, ScalarNode) and not node.style and _CORE_NULL_TEXT.get(node.value, False):
+            node = None  # an empty (or null) document is an empty config to yaml.v3
+        following = None if ld.check_event(yaml.StreamEndEvent) else ld.peek_event()
+        return node, None if following is None else _mark_pos(following.start_mark)
+    finally:
+        ld.dispose()
+
+
+def _compose(text: str) -> tuple[Node | None, Pos | None]:
     """Compose with libyaml when available; on an error, compose again with the pure-Python
     parser so the message (part of golden output) does not depend on the installation."""
     if _Composer is _PyComposer:
-        return yaml.compose(text, Loader=_PyComposer)
+        return _compose_first(text, _PyComposer)
     try:
-        return yaml.compose(text, Loader=_Composer)
+        return _compose_first(text, _Composer)
     except yaml.YAMLError as fast_error:
         try:
-            return yaml.compose(text, Loader=_PyComposer)
+            return _compose_first(text, _PyComposer)
         except yaml.YAMLError:
             raise
         except Exception:  # pragma: no cover - the pure parser should fail the same way
@@ -443,7 +460,7 @@ def load_document(text: str, file: str) -> Document:
     """Parse YAML text into a located tree; syntax errors become LS300 diagnostics."""
     report = Reporter(file)
     try:
-        node = _compose(text)
+        node, more = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = Pos(mark.line + 1, mark.column + 1) if mark is not None else None
@@ -473,6 +490,14 @@ def load_document(text: str, file: str) -> Document:
     except RecursionError:
         report.error("LS300", "YAML nesting is too deep")
         return Document(file, text, None, report.diagnostics)
+    if more is not None:
+        report.warning(
+            "LS415",
+            "a second YAML document starts here: llama-swap reads only the first, and ignores the rest",
+            more,
+            hint="remove this '---' (and what follows it), or move what follows into the first document",
+            length=3,
+        )
     if node is None:
         return Document(file, text, None, report.diagnostics)
     if _expanded_size(node, {}) > MAX_VALUES:

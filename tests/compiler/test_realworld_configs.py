@@ -227,3 +227,18 @@ def test_an_integer_key_reads_go_integers(value: str, ttl: int):
     plan = compile_text(f"models:\n  m:\n    cmd: s --port ${{PORT}}\n    ttl: {value}\n", "t.yaml")
     assert plan.ok and plan.config is not None
     assert plan.config.models["m"].ttl == ttl
+
+
+@pytest.mark.parametrize("text", ["", "---\n", "null\n", "---\n---\nmodels: {m: {cmd: x}}\n"])
+def test_an_empty_first_document_is_an_empty_config(text: str):
+    # llama-swap reads the first document only, and an empty one is a config with no models.
+    plan = compile_text(text, "t.yaml")
+    assert plan.ok and plan.config is not None and plan.models == ()
+
+
+def test_a_second_document_is_ignored_with_a_warning():
+    text = "models:\n  m:\n    cmd: s --port ${PORT}\n---\nmodels: {n: {cmd: x}}\n"
+    plan = compile_text(text, "t.yaml")
+    assert plan.ok and plan.models == ("m",)
+    (w,) = plan.diagnostics
+    assert (w.code, w.line, w.column) == ("LS415", 4, 1)
