@@ -31,7 +31,7 @@ from typing import Any
 
 from llamaswap.compiler.diagnostics import Diagnostic, Reporter
 from llamaswap.compiler.keys import TOP
-from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, resolve_plain
+from llamaswap.compiler.source import Pos, YMap, YNode, YScalar, YSeq, is_go_timestamp, resolve_plain
 from llamaswap.compiler.suggest import did_you_mean
 
 ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
@@ -220,6 +220,18 @@ class _Pass:
                     "LS306", f"{prefix}macro '{name}' must be a string, number or boolean", v.pos, kpath
                 )
                 bad = True
+            elif v.style is None and isinstance(v.value, str) and is_go_timestamp(v.value):
+                # yaml.v3 reads a plain date as a time, which llama-swap refuses as a macro value.
+                self.report.error(
+                    "LS306",
+                    f"{prefix}macro '{name}' is a date to YAML ({v.value}); a macro must be a string, "
+                    "number or boolean",
+                    v.pos,
+                    kpath,
+                    hint=f'quote it: {name}: "{v.value}"',
+                    length=len(v.value),
+                )
+                bad = True
             elif isinstance(v.value, str) and f"${{{name}}}" in v.value:
                 self.report.error(
                     "LS306",
@@ -268,8 +280,6 @@ class _Pass:
 
     def run(self) -> dict[str, int]:
         self.substitute_env()
-        sp = self.root.get("startPort")
-        start_port = sp.value if isinstance(sp, YScalar) and type(sp.value) is int and sp.value >= 1 else 5800
         global_macros = self.declared(self.root.get("macros"), "macros", "")
         global_nodes = dict(self.last_nodes)
         models = self.root.get("models")
@@ -279,6 +289,9 @@ class _Pass:
                 continue
             for _, s in self.scalars(v, str(k.value)):
                 self.apply(s, global_macros)
+        # Read after the global macros, as llama-swap does: `startPort: ${base}` works.
+        sp = self.root.get("startPort")
+        start_port = sp.value if isinstance(sp, YScalar) and type(sp.value) is int and sp.value >= 1 else 5800
 
         ports: dict[str, int] = {}
         if not isinstance(models, YMap):

@@ -242,3 +242,20 @@ def test_a_second_document_is_ignored_with_a_warning():
     assert plan.ok and plan.models == ("m",)
     (w,) = plan.diagnostics
     assert (w.code, w.line, w.column) == ("LS415", 4, 1)
+
+
+def test_start_port_may_be_a_global_macro():
+    text = "macros:\n  base: 7000\nstartPort: ${base}\nmodels:\n  m:\n    cmd: s --port ${PORT}\n"
+    plan = compile_text(text, "t.yaml")
+    assert plan.ok and plan.ports == {"m": 7000}
+
+
+@pytest.mark.parametrize("value", ["2026-01-02", "2026-01-02T10:00:00Z", "2026-1-2 3:04:05"])
+def test_a_date_macro_is_refused_as_llama_swap_refuses_it(value: str):
+    text = f"macros:\n  x: {value}\nmodels:\n  m:\n    cmd: s --port ${{PORT}} ${{x}}\n"
+    errors = [d for d in compile_text(text, "t.yaml").diagnostics if d.is_error]
+    assert ("LS306", 2, 6) in {(d.code, d.line, d.column) for d in errors}
+    quoted = compile_text(
+        f'macros:\n  x: "{value}"\nmodels:\n  m:\n    cmd: s --port ${{PORT}} ${{x}}\n', "t.yaml"
+    )
+    assert quoted.ok
