@@ -593,13 +593,21 @@ def _check_groups(
                 )
                 continue
             if member not in c.models:
-                real = None
-                if member in (aliases := {a: mid for mid, m in c.models.items() for a in m.alias_ids()}):
-                    real = aliases[member]
+                aliases = {a: mid for mid, m in c.models.items() for a in m.alias_ids()}
+                if member in aliases:
+                    # llama-swap starts: it makes a process for the alias that no request
+                    # reaches (requests name the model), and puts the model in no group of
+                    # its own, so in '(default)'.
+                    ck.warning_at(
+                        "LS412",
+                        f"group '{gid}' names '{member}', an alias of '{aliases[member]}': llama-swap "
+                        f"ignores it, so '{aliases[member]}' is in no group here and runs in '(default)'",
+                        loc,
+                        hint=f"use the model ID: - {aliases[member]}",
+                    )
+                    continue
                 hint = (
-                    f"'{member}' is an alias; use the real model ID '{real}'"
-                    if real
-                    else did_you_mean(member, sorted(c.models), cutoff=LOOSE)
+                    did_you_mean(member, sorted(c.models), cutoff=LOOSE)
                     or "group members must be model IDs from 'models'"
                 )
                 ck.error_at("LS215", f"group '{gid}' names '{member}', which is not a model", loc, hint=hint)
