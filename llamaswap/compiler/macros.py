@@ -63,6 +63,16 @@ def go_format(value: Any) -> str:
     return str(value)
 
 
+def _reads_differently(value: str, style: str | None) -> bool:
+    """Whether text substituted into a scalar of this style changes how YAML parses it: in a
+    plain scalar a ' #' starts a comment and ': ' a mapping; in a single-quoted one a quote ends it."""
+    if style is None:
+        return " #" in value or ": " in value or value.endswith(":") or "\t#" in value
+    if style == "'":
+        return "'" in value
+    return False
+
+
 def _go_float_text(value: float) -> str:
     """A finite float as Go's fmt %v writes it: the shortest digits that read back, in %e form
     when the exponent is below -4 or 6 and above (1e+06, 1.5e-05), else plain (123456.7, 8)."""
@@ -160,6 +170,33 @@ class _Pass:
                     )
                     ok = False
                     continue
+                if s.style != '"':
+                    # llama-swap substitutes into the YAML text, escaping \ and " for a
+                    # double-quoted string; anywhere else the escapes stay in the value.
+                    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+                    if escaped != value:
+                        self.report.warning(
+                            "LS412",
+                            f"environment variable '{name}' holds a backslash or a double quote: "
+                            f"llama-swap escapes them, and outside double quotes the escapes stay "
+                            f"(it reads: {escaped})",
+                            s.position_of(m.start()),
+                            path.removesuffix(" (key)"),
+                            hint=f'write it in double quotes ("...${{env.{name}}}...") to get the value as it is',
+                            length=len(m.group(0)),
+                        )
+                        value = escaped
+                    if _reads_differently(value, s.style):
+                        self.report.warning(
+                            "LS412",
+                            f"the value of environment variable '{name}' changes how this YAML reads: "
+                            "llama-swap substitutes it into the text before parsing, so it is cut at a "
+                            "' #' comment, or breaks the line's syntax",
+                            s.position_of(m.start()),
+                            path.removesuffix(" (key)"),
+                            hint=f'write it in double quotes ("...${{env.{name}}}...")',
+                            length=len(m.group(0)),
+                        )
                 out.append(text[last : m.start()])
                 out.append(value)
                 last = m.end()

@@ -259,3 +259,32 @@ def test_a_date_macro_is_refused_as_llama_swap_refuses_it(value: str):
         f'macros:\n  x: "{value}"\nmodels:\n  m:\n    cmd: s --port ${{PORT}} ${{x}}\n', "t.yaml"
     )
     assert quoted.ok
+
+
+# llama-swap substitutes ${env.X} into the YAML text, escaping \ and " for double quotes:
+# outside double quotes the escapes stay (recorded with its loader).
+@pytest.mark.parametrize(
+    ("cmd", "value", "want", "warned"),
+    [
+        ("s ${env.X}", 'a"b', 's a\\"b', True),
+        ("s ${env.X}", "C:\\m\\x", "s C:\\\\m\\\\x", True),
+        ("'s ${env.X}'", "C:\\m", "s C:\\\\m", True),
+        ('"s ${env.X}"', 'C:\\m "q"', 's C:\\m "q"', False),
+        ("s ${env.X}", "plain", "s plain", False),
+    ],
+)
+def test_an_env_value_is_substituted_as_llama_swap_substitutes_it(
+    cmd: str, value: str, want: str, warned: bool
+):
+    text = f"models:\n  m:\n    cmd: {cmd}\n    proxy: http://127.0.0.1:9\n"
+    plan = compile_text(text, "t.yaml", CompileOptions(env={"X": value}))
+    assert plan.ok and plan.config is not None
+    assert plan.config.models["m"].cmd == want
+    assert any(d.code == "LS412" and "backslash" in d.message for d in plan.diagnostics) is warned
+
+
+def test_an_env_value_that_changes_the_yaml_is_warned_about():
+    text = "models:\n  m:\n    cmd: s ${env.X}\n    proxy: http://127.0.0.1:9\n"
+    plan = compile_text(text, "t.yaml", CompileOptions(env={"X": "a # b"}))
+    (w,) = [d for d in plan.diagnostics if d.code == "LS412" and "changes how" in d.message]
+    assert (w.line, w.column) == (3, 12)
