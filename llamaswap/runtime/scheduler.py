@@ -16,7 +16,7 @@ Inputs (facts the owner reports)       Outputs (`Effects`, imperatives)
   serve_done(req_id, now)                reject(req_id, status, message, headers)
   swap_done(model, now, error)           queue_position(req_id, position)
   stop_done(models, now)                 stop_processes(models, reason, timeout)
-  model_exited(model, now)
+  model_exited(model, now)               end_requests(req_ids, model, reason)
   unload(models, now, timeout)
   reconfigure(policy, settings, now, ...)
   close(now)
@@ -88,7 +88,16 @@ no swap) it is stopped (`stop_processes`, reason "reload"); once STOPPED it is d
 removed model is forgotten, a restarted one that the reload itself stopped is started again
 (a swap with no waiters) if that evicts nothing. Added models are available at once: a
 removed model still finishing its requests is outside the new policy, so it neither blocks
-nor is evicted by a load. A reload that brings `resources:` while models run gives each of
+nor is evicted by a load.
+
+The drain is bounded. Each retiring model gets a deadline when it starts retiring: the
+reload's time plus `settings.reload_drain_timeout` (a later reload never moves it later).
+At the first input at or after that deadline (`next_deadline()` names it, so the owner ticks
+then) every request still in flight on it is ended through one `end_requests(ids, model,
+"reload")`: the owner ends those responses and reports `serve_done` for each as usual (no
+second outcome: a request ended this way was granted, and its serve_done is still due).
+Nothing is granted to a retiring model, so no request can start on it after its deadline;
+once the last one is done it is stopped as above, and the queue goes to the new process. A reload that brings `resources:` while models run gives each of
 them the devices the placer would start it on (`adopted`; `unplaced` when it fits nowhere
 beside the others), so later placements count them. Requests still waiting are re-resolved:
 `moves` names their new model (an alias that now points elsewhere) or None (gone: 404); the
@@ -108,6 +117,7 @@ from llamaswap.compiler.decision import Decision, EvictionPolicy
 __all__ = [
     "DEFAULT_CONCURRENCY_LIMIT",
     "DEFAULT_MAX_WAIT",
+    "DEFAULT_RELOAD_DRAIN_TIMEOUT",
     "DEFAULT_SWAP_STOP_TIMEOUT",
     "DEFAULT_UNLOAD_TIMEOUT",
     "Admission",
@@ -127,6 +137,8 @@ DEFAULT_CONCURRENCY_LIMIT = 10  # llama-swap: concurrencyLimit 0 -> 10
 DEFAULT_MAX_WAIT = 60.0  # seconds; see docs/scheduler.md "Why 60 seconds"
 DEFAULT_SWAP_STOP_TIMEOUT = 120.0  # llama-swap: healthCheckTimeout
 DEFAULT_UNLOAD_TIMEOUT = 10.0  # llama-swap: unloadTimeout 0 -> 10
+# llama-swap's reload shuts its old server down with a 30 s deadline (llama-swap.go).
+DEFAULT_RELOAD_DRAIN_TIMEOUT = 30.0
 
 NOT_FOUND_MESSAGE = "no local server found for requested model"
 TOO_MANY_MESSAGE = "Too many requests"
@@ -193,6 +205,8 @@ class SchedulerSettings:
     max_wait: float | None = DEFAULT_MAX_WAIT  # None: off (llama-swap's behaviour)
     swap_stop_timeout: float = DEFAULT_SWAP_STOP_TIMEOUT  # graceful stop of evicted models
     default_unload_timeout: float = DEFAULT_UNLOAD_TIMEOUT  # TTL/API unloads
+    # Seconds a reload lets requests in flight on a retiring model finish; 0: end them now.
+    reload_drain_timeout: float = DEFAULT_RELOAD_DRAIN_TIMEOUT
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
@@ -209,6 +223,8 @@ class SchedulerSettings:
             object.__setattr__(self, name, MappingProxyType(table))
         if self.max_wait is not None and self.max_wait < 0:
             raise ValueError("SchedulerSettings.max_wait must be >= 0 or None")
+        if not self.reload_drain_timeout >= 0:
+            raise ValueError("SchedulerSettings.reload_drain_timeout must be >= 0")
         object.__setattr__(self, "models", models)
 
     def limit(self, model: str) -> int:
@@ -249,6 +265,11 @@ class Effects(Protocol):
         """Stop these models (asynchronously), graceful `timeout` each, and report
         `stop_done` for each once stopped. `reason`: "ttl", "unload" or "shutdown". Several
         calls from one `unload` come smallest timeout first; run them in that order."""
+
+    def end_requests(self, req_ids: tuple[ReqId, ...], model: str, reason: str) -> None:
+        """End these in-flight requests on `model` now (its drain ran out; `reason`:
+        "reload"), as cleanly as the client's protocol allows. Each still reports
+        `serve_done` once its response is over."""
 
 
 class SchedulingPolicy(Protocol):
@@ -418,6 +439,10 @@ class Scheduler:
         self.adopted: dict[str, tuple[str, ...]] = {}
         self.unplaced: dict[str, str] = {}
         self._reload_stopped: set[str] = set()
+        # Bounded drain: each retiring model's deadline, and the ones whose requests in
+        # flight were ended at it.
+        self._drain_until: dict[str, float] = {}
+        self._drain_ended: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -620,6 +645,10 @@ class Scheduler:
         for model in evict:
             if model in known and self._state[model] is not ModelState.STOPPED:
                 retire(model, "evict")
+        until = now + settings.reload_drain_timeout
+        for model in self._retiring:
+            if until < self._drain_until.get(model, until + 1):
+                self._drain_until[model] = until  # never later than an earlier reload's
         self._policy = policy
         self._placer = getattr(policy, "placer", None)  # running models keep their devices
         self._settings = settings
@@ -774,8 +803,13 @@ class Scheduler:
         request reaches max_wait), or None."""
         if self._shutting_down:
             return None
-        if not self._ttl_models and not self._holds and (self._protected is not None or not self._queue):
-            return None  # the common case: no TTL, no hold, nothing queued
+        if (
+            not self._ttl_models
+            and not self._holds
+            and not self._drain_until
+            and (self._protected is not None or not self._queue)
+        ):
+            return None  # the common case: no TTL, no hold, nothing queued, no drain
         deadlines = []
         for model in self._ttl_models:
             ttl = self._settings.ttl_of(model)
@@ -785,6 +819,7 @@ class Scheduler:
         if max_wait is not None and self._protected is None and self._queue:
             deadlines.append(min(r.arrived for r in self._queue) + max_wait)
         deadlines.extend(self._holds.values())
+        deadlines.extend(self._pending_drains().values())
         return min(deadlines, default=None)
 
     def state(self, model: str) -> ModelState:
@@ -812,6 +847,11 @@ class Scheduler:
     def retiring(self) -> Mapping[str, str]:
         """Models a reload retires, and why ("restart", "evict", "removed")."""
         return MappingProxyType(dict(self._retiring))
+
+    def draining(self) -> Mapping[str, float]:
+        """Retiring models with requests in flight, and when their drain ends (the same clock
+        as `now`); after that, whatever is still in flight on them is being ended."""
+        return MappingProxyType({m: d for m, d in self._drain_until.items() if self._in_flight.get(m, 0) > 0})
 
     def knows(self, model: str) -> bool:
         """True while the scheduler tracks `model` (a removed one until it has stopped)."""
@@ -1012,6 +1052,8 @@ class Scheduler:
                 and (reason != "removed" or self._reserved[model] == 0)
             ):
                 del self._retiring[model]
+                self._drain_until.pop(model, None)
+                self._drain_ended.discard(model)
                 if reason == "restart" and model in self._reload_stopped:
                     restarts.append(model)
                 self._reload_stopped.discard(model)
@@ -1024,6 +1066,24 @@ class Scheduler:
                     self._ttl_models = tuple(m for m in self._ttl_models if m != model)
                 finished = True
         return finished, restarts
+
+    def _pending_drains(self) -> dict[str, float]:
+        """Deadlines of the drains that still have requests in flight to end."""
+        return {
+            m: d
+            for m, d in self._drain_until.items()
+            if m not in self._drain_ended and self._in_flight.get(m, 0) > 0
+        }
+
+    def _end_overdue(self, now: float) -> None:
+        """End the requests still in flight on retiring models whose drain ran out."""
+        for model, until in self._pending_drains().items():
+            if now >= until:
+                self._drain_ended.add(model)
+                ids = tuple(
+                    r.id for r in self._requests.values() if r.model == model and r.phase is _Phase.SERVING
+                )
+                self._effects.end_requests(ids, model, "reload")
 
     def _restart(self, model: str, now: float) -> None:
         """Start a reload-restarted model again when that evicts nothing (else it waits for
@@ -1128,6 +1188,8 @@ class Scheduler:
             self._protected = oldest
 
     def _finish(self, now: float) -> None:
+        if self._drain_until and not self._shutting_down:
+            self._end_overdue(now)
         while self._retiring:
             finished, restarts = self._advance_retiring()
             if not finished:

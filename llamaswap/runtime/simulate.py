@@ -272,6 +272,9 @@ class _World:
     def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
         self.schedule(self.now + self.stop_time, "stop_done", models)
 
+    def end_requests(self, req_ids: tuple[ReqId, ...], model: str, reason: str) -> None:
+        raise AssertionError("a trace has no reloads, so no drain can run out")
+
 
 def _percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of a sorted, non-empty list."""

@@ -16,7 +16,12 @@ the scheduler's effects and its own completions, and checks after every step tha
     a stop); and while it is protected nothing new is granted to its victims nor started in a
     way that grows what it must evict;
 (g) hot reload (`reconfigure` with random restarts, evictions and moved requests): a reload
-    never stops a model with requests in flight, and every request still gets one outcome.
+    never stops a model with requests in flight, and every request still gets one outcome;
+(h) bounded drain: once an input reaches a retiring model's deadline (the reload that
+    retired it + reload_drain_timeout), every request in flight on it has been ended, by
+    exactly one end_requests that names all of them and nothing else, never before the
+    deadline; `next_deadline()` is never later than a drain still to end; ended requests
+    still finish with one serve_done, and at quiescence nothing is retiring.
 
 Hypothesis settings: the suite's profile (tests/conftest.py), 100 examples of 40 steps;
 LLAMASWAP_HYPOTHESIS_EXAMPLES=3000 runs a random, longer session (see tests/support/fuzz.py).
@@ -79,6 +84,7 @@ def configs(draw):
         ttl=per_model(st.sampled_from([0, 0, 2, 5])),
         unload_timeout=per_model(st.sampled_from([0, 1, 5])),
         max_wait=draw(st.sampled_from([None, 0, 0.5, 1, 1, 2, 3, 10])),
+        reload_drain_timeout=draw(st.sampled_from([0, 1, 3, 30])),
     )
     return policy, config
 
@@ -118,6 +124,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.waiters_before: set = set()
         self.seen = 0.0
         self.inputs = 0
+        self.retiring_since: dict[str, float] = {}  # model -> the reload that retired it
+        self.ended: set = set()  # requests end_requests named
         self.ready_to_run = True
 
     # ------------------------------------------------------- world helpers
@@ -135,7 +143,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.inputs += 1
         self.seen = self.now  # the scheduler only learns the time from its inputs
         self.waiters_before = {rid for m in self.models for rid in self.s.waiting(m)}
-        return method(*args, **kwargs)
+        result = method(*args, **kwargs)
+        retiring = self.s.retiring()
+        for model in list(self.retiring_since):
+            if model not in retiring:
+                del self.retiring_since[model]
+        for model in retiring:
+            self.retiring_since.setdefault(model, self.now)
+        return result
+
+    def drain_deadline(self, model):
+        return self.retiring_since.get(model, self.now) + self.settings.reload_drain_timeout
 
     def outcome(self, req_id) -> None:
         self.outcomes[req_id] += 1
@@ -202,6 +220,15 @@ class SchedulerMachine(RuleBasedStateMachine):
             if m in self.swaps:
                 self.swaps[m]["detached"] = True
 
+    def end_requests(self, req_ids, model, reason):
+        assert reason == "reload" and model in self.s.retiring(), "(h) ended outside a reload's drain"
+        assert self.seen >= self.drain_deadline(model), "(h) ended before the drain deadline"
+        assert set(req_ids) == self.in_flight[model] and len(set(req_ids)) == len(req_ids), (
+            "(h) end_requests must name exactly the requests in flight on the model"
+        )
+        assert not set(req_ids) & self.ended, "(h) a request was ended twice"
+        self.ended.update(req_ids)
+
     # ------------------------------------------------------------------ rules
 
     @rule(picks=st.lists(st.integers(0, 15), min_size=1, max_size=4), dt=st.sampled_from([0, 0.5, 1]))
@@ -265,6 +292,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         for reqs in self.in_flight.values():
             reqs.discard(rid)
         self.call(self.s.serve_done, rid, self.now)
+
+    @precondition(lambda self: any(r in self.ended for reqs in self.in_flight.values() for r in reqs))
+    @rule(data=st.data())
+    def ended_request_finishes(self, data):
+        """The runtime ended a response: its serve_done follows."""
+        ended = sorted(r for reqs in self.in_flight.values() for r in reqs if r in self.ended)
+        self._finish_serve(data.draw(st.sampled_from(ended)))
 
     @rule(dt=st.sampled_from([0.5, 1, 3, 10]), tick=st.booleans())
     def time_passes(self, dt, tick):
@@ -336,6 +370,23 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert held <= set(self.pending)
 
     @invariant()
+    def bounded_drain(self):
+        if not self.ready_to_run or self.s.shutting_down:
+            return
+        draining = {}
+        for model in self.retiring_since:
+            deadline = self.drain_deadline(model)
+            if self.in_flight.get(model):
+                draining[model] = deadline
+            left = self.in_flight.get(model, set()) - self.ended
+            if self.seen >= deadline:
+                assert not left, f"(h) {model}'s drain ran out but {sorted(left)} still run"
+            elif left:
+                nxt = self.s.next_deadline()
+                assert nxt is not None and nxt <= deadline, "(h) the owner would sleep past a drain"
+        assert dict(self.s.draining()) == draining, "(h) draining() disagrees"
+
+    @invariant()
     def bounded_waiting(self):
         if not self.ready_to_run or self.settings.max_wait is None or self.s.shutting_down:
             return
@@ -382,6 +433,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert not self.pending, f"(b) requests without an outcome: {sorted(self.pending)}"
         assert all(n == 1 for n in self.outcomes.values())
         assert self.s.queued() == (), "(e) queue not empty at quiescence"
+        assert dict(self.s.retiring()) == {}, "(h) a reload's drain never ended"
         for m in self.models:
             assert self.s.in_flight(m) == 0 and self.s.reserved(m) == 0, "(c)"
 

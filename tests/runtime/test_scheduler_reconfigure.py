@@ -210,3 +210,96 @@ def test_shutdown_after_a_reload_stops_removed_models_too():
     s.serve_done(1, 4)
     s.stop_done(("a", "b"), 5)
     assert not s.knows("b")
+
+
+# -- the bounded drain (reload_drain_timeout) ----------------------------------------------------
+
+
+def drained(*models: str, grace: float) -> SchedulerSettings:
+    return SchedulerSettings(models, reload_drain_timeout=grace)
+
+
+def test_a_long_request_on_a_restarted_model_is_ended_at_the_drain_deadline():
+    s, eff = make()
+    warm(s, eff, "a", "b")
+    s.request(1, "a", 1)  # a long stream on a
+    s.request(2, "b", 1)  # another model's request
+    s.reconfigure(StubPolicy(), drained("a", "b", "c", grace=5), 2, restart=("a",))
+    assert s.request(3, "a", 3) is Admission.QUEUED
+    assert s.next_deadline() == 7
+    assert dict(s.draining()) == {"a": 7}
+    s.tick(6.9)
+    assert eff.ended() == [] and eff.stops() == []
+    s.tick(7)
+    assert eff.ended() == [((1,), "a", "reload")]  # only a's, and only once
+    s.tick(8)
+    assert len(eff.ended()) == 1 and eff.stops() == []  # still in flight until its serve_done
+    s.serve_done(1, 8)
+    assert eff.stops() == [(("a",), "reload", 10.0)]
+    eff.clear()
+    s.stop_done(("a",), 9)
+    assert eff.of("start_swap") == [("start_swap", "a", ())]
+    s.swap_done("a", 10)
+    assert eff.granted() == [3]  # the queued request is served by the new process
+    assert s.retiring() == {} and dict(s.draining()) == {}
+    s.serve_done(2, 11)  # b's request was never touched
+    assert s.state("b") is ModelState.READY
+
+
+def test_a_request_that_ends_within_the_drain_is_not_ended():
+    s, eff = make()
+    warm(s, eff, "a")
+    s.request(1, "a", 1)
+    s.reconfigure(StubPolicy(), drained("a", "b", "c", grace=5), 2, restart=("a",))
+    s.serve_done(1, 6.5)
+    s.tick(7)
+    s.tick(100)
+    assert eff.ended() == []
+    assert eff.stops() == [(("a",), "reload", 10.0)]
+    assert s.next_deadline() is None
+
+
+def test_a_drain_of_zero_ends_requests_at_once_and_a_removed_model_too():
+    s, eff = make()
+    warm(s, eff, "a", "b")
+    s.request(1, "b", 1)
+    s.request(2, "b", 1)
+    s.reconfigure(StubPolicy(), drained("a", "c", grace=0), 2)
+    assert eff.ended() == [((1, 2), "b", "reload")]
+    s.serve_done(1, 2)
+    s.serve_done(2, 2)
+    assert eff.stops() == [(("b",), "reload", 10.0)]
+    s.stop_done(("b",), 3)
+    assert not s.knows("b")
+
+
+def test_a_later_reload_never_moves_the_drain_deadline_later():
+    s, eff = make()
+    warm(s, eff, "a")
+    s.request(1, "a", 1)
+    s.reconfigure(StubPolicy(), drained("a", "b", "c", grace=5), 2, restart=("a",))
+    s.reconfigure(StubPolicy(), drained("a", "b", "c", grace=30), 4, restart=("a",))
+    assert s.next_deadline() == 7
+    s.reconfigure(StubPolicy(), drained("a", "b", "c", grace=1), 5, restart=("a",))
+    assert s.next_deadline() == 6  # an earlier one does apply
+    s.tick(6)
+    assert eff.ended() == [((1,), "a", "reload")]
+
+
+def test_an_evicted_model_is_drained_by_its_deadline_too():
+    policy = StubPolicy(EXCLUSIVE)
+    s, eff = make(StubPolicy())
+    warm(s, eff, "a", "b")
+    s.request(1, "a", 1)
+    s.request(2, "b", 1)
+    s.reconfigure(policy, drained("a", "b", "c", grace=3), 2, evict=("b",))
+    assert s.retiring() == {"b": "evict"}
+    s.tick(5)
+    assert eff.ended() == [((2,), "b", "reload")]
+
+
+def test_the_drain_timeout_must_not_be_negative():
+    import pytest
+
+    with pytest.raises(ValueError, match="reload_drain_timeout"):
+        SchedulerSettings(("a",), reload_drain_timeout=-1)

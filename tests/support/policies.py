@@ -109,6 +109,9 @@ class RecordingEffects:
     def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
         self.calls.append(("stop", models, reason, timeout))
 
+    def end_requests(self, req_ids: tuple[Hashable, ...], model: str, reason: str) -> None:
+        self.calls.append(("end", tuple(req_ids), model, reason))
+
     # -- queries, in the vocabulary of llama-swap's fifo_test.go
 
     def of(self, kind: str) -> list[tuple]:
@@ -128,6 +131,10 @@ class RecordingEffects:
 
     def stops(self) -> list[tuple]:
         return [c[1:] for c in self.of("stop")]
+
+    def ended(self) -> list[tuple]:
+        """(request ids, model, reason) of each end_requests call."""
+        return [c[1:] for c in self.of("end")]
 
     def clear(self) -> None:
         self.calls.clear()
