@@ -195,6 +195,9 @@ class LlamaswapSettings(_Strict):
     """llamaswap's own settings (no llama-swap equivalent), under the `llamaswap` key."""
 
     shutdown_timeout: float = Field(30.0, alias="shutdownTimeout")  # drain deadline, seconds
+    # Seconds a reload lets requests in flight on a model it restarts, evicts or removes
+    # finish before they are ended (llama-swap's reload: a 30 s shutdown of its old server).
+    reload_drain_timeout: float = Field(30.0, alias="reloadDrainTimeout")
     runtime_dir: str = Field("", alias="runtimeDir")  # state files; "" = $XDG_RUNTIME_DIR/llamaswap
 
 

@@ -150,7 +150,7 @@ TOP = _map(
         "macros": FREE,
         "models": Key(each=MODEL),
         "apiKeys": _leaf(),
-        "llamaswap": _map({"shutdownTimeout": _leaf(), "runtimeDir": _leaf()}),
+        "llamaswap": _map({"shutdownTimeout": _leaf(), "reloadDrainTimeout": _leaf(), "runtimeDir": _leaf()}),
         "hooks": _map({"on_startup": _map({"preload": _leaf()})}),
         "routing": _map(
             {

@@ -254,6 +254,14 @@ def _check_scalars(c: Config, ck: PathReporter) -> None:
             ("llamaswap", "shutdownTimeout"),
             hint="seconds in-flight requests may take to finish at shutdown; 0 = stop at once",
         )
+    if not c.llamaswap.reload_drain_timeout >= 0:
+        ck.error_at(
+            "LS303",
+            "llamaswap.reloadDrainTimeout must be >= 0",
+            ("llamaswap", "reloadDrainTimeout"),
+            hint="seconds requests in flight on a model a reload restarts, evicts or removes may "
+            "take to finish; 0 = end them at once",
+        )
     if c.health_check_timeout < MIN_HEALTH_CHECK_TIMEOUT:
         ck.warning_at(
             "LS412",

@@ -42,6 +42,7 @@ from llamaswap.runtime.listing import model_records
 from llamaswap.runtime.observe import health as health_check
 from llamaswap.runtime.processes import ProcessState
 from llamaswap.runtime.proxy import error_response
+from llamaswap.runtime.reload import draining
 from llamaswap.runtime.reload import health_detail as reload_health
 from llamaswap.runtime.scheduler import ModelState
 from llamaswap.runtime.settings import effective_ttl, stall_timeout
@@ -135,6 +136,7 @@ async def scheduler_state(request: web.Request) -> web.Response:
                 if sched.knows(m)
             },
             "retiring": dict(sched.retiring()),  # models a reload restarts, evicts or removes
+            "draining": draining(sched, router.now()),  # ...with requests in flight, until when
             "queue": [{"id": rid, "model": router.ticket_model(rid)} for rid in sched.queued()],
             "swaps": list(sched.swaps()),
             "swaps_started": router.swaps_started,

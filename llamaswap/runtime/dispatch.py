@@ -16,6 +16,7 @@ for a swap gets `X-Llamaswap-Swap: model=M; evicted=a,b; set=S; waited=1.234s`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -49,7 +50,7 @@ from llamaswap.runtime.body import (
     read_multipart_head,
     upstream_body,
 )
-from llamaswap.runtime.events import EVENTS, INFLIGHT
+from llamaswap.runtime.events import EVENTS, INFLIGHT, InflightTracker
 from llamaswap.runtime.filters import (
     multipart_boundary,
     needs_rewrite,
@@ -72,6 +73,7 @@ from llamaswap.runtime.limits import UpstreamTimeouts, upstream_timeouts
 from llamaswap.runtime.passthrough import ignored_path, ignores_websockets, is_ready
 from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
+    ENDED_BY,
     MOUNT,
     STARTED_RESPONSE,
     UpstreamBroke,
@@ -475,6 +477,9 @@ async def _dispatch(
             cfg = _model_config(current, model) or _model_config(plan, model) or cfg
         measure.waited = outcome.waited
         h.tracker.serving(measure.rid)
+        ticket.on_end = functools.partial(_end, request, h.tracker, measure.rid)
+        if ticket.end_reason is not None:  # ended before this task resumed (a drain of 0 s)
+            ticket.on_end(ticket.end_reason)
         if body.raw is not None:
             data: bytes | StreamBody = body.raw
             if (
@@ -575,6 +580,13 @@ async def _peer(
         return await body_error_response(request, exc)
 
 
+def _end(request: web.Request, tracker: InflightTracker, rid: str, why: str) -> None:
+    """The router ends this served request (its model's reload drain ran out): as a cancel
+    through the in-flight table, with `why` for the client."""
+    request[ENDED_BY] = why
+    tracker.cancel(rid)
+
+
 async def cancelled_response(request: web.Request, rid: str, waiting: bool) -> web.StreamResponse:
     """The answer to a request cancelled through `POST /api/inflight/{id}/cancel` (its upstream
     connection is already closed and its ticket released), as llama-swap answers it:
@@ -584,8 +596,15 @@ async def cancelled_response(request: web.Request, rid: str, waiting: bool) -> w
     - granted, nothing sent yet: 502 (llama-swap's reverse proxy answers 502);
     - an event stream under way: an error event, then a clean end (llama-swap ends it
       cleanly too); any other response under way: the connection is aborted, so a
-      truncated body never passes for a whole one."""
+      truncated body never passes for a whole one.
+    A request the server ended (`ENDED_BY`: a reload's drain ran out) is answered the same
+    way with that reason, and 503 + Retry-After when nothing was sent yet (the new process
+    serves a retry); a WebSocket was closed with 1012 (websocket.py)."""
+    ended: str | None = request.get(ENDED_BY)
+    status = 502 if ended is None else 503
     message = f"request {rid} was cancelled (POST /api/inflight/{rid}/cancel)"
+    if ended is not None:
+        message = f"request {rid} ended: {ended}"
     started: web.StreamResponse | None = request.get(STARTED_RESPONSE)
     if waiting:
         logger.info("%s while it waited for its model", message)
@@ -598,12 +617,12 @@ async def cancelled_response(request: web.Request, rid: str, waiting: bool) -> w
         return started
     logger.info("%s", message)
     if started is None:
-        return error_response(request, 502, message)
+        return error_response(request, status, message, headers={"Retry-After": "1"} if ended else None)
     if isinstance(started, web.WebSocketResponse):
         return started
     if started.content_type == "text/event-stream":
         try:
-            await started.write(sse_error(502, message))
+            await started.write(sse_error(status, message))
             await started.write_eof()
         except (ConnectionError, RuntimeError):
             pass

@@ -16,6 +16,10 @@ owner applies the rest (`Router.reconfigure`) in the same step, so a request res
 against the new plan never reaches the scheduler before the new settings. Unchanged models
 keep their processes and their requests in flight; restarted ones are drained first;
 removed ones finish their requests, then stop. One log line per reload says what changed.
+The drain is bounded (`llamaswap.reloadDrainTimeout`, default 30 s, as llama-swap's reload
+gives its old server): what is still in flight then is ended (a stream gets an error event, a
+WebSocket a 1012 close, another response is aborted; runtime/scheduler.py "Reconfigure"), and
+`GET /api/reloads` and `GET /api/scheduler` name the models draining and their deadline.
 """
 
 from __future__ import annotations
@@ -285,6 +289,21 @@ class Reloader:
 # -- the watcher ------------------------------------------------------------------------------------
 
 
+def draining(sched: Any, now: float) -> dict[str, dict[str, Any]]:
+    """The models a reload retires that still have requests in flight: why, how many, and
+    seconds until their drain ends (<= 0: those requests are being ended). Run it inside the
+    router's owner task (`Router.call`), with `now` from its clock."""
+    reasons = sched.retiring()
+    return {
+        model: {
+            "reason": reasons.get(model),
+            "in_flight": sched.in_flight(model),
+            "deadline_in_s": round(until - now, 3),
+        }
+        for model, until in sorted(sched.draining().items())
+    }
+
+
 def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -380,7 +399,12 @@ async def reloads_view(request: web.Request) -> web.Response:
     except ValueError:
         limit = RECORDS
     records = list(request.app[RELOADER].records)[-max(0, limit) :] if limit > 0 else []
-    return web.json_response({"reloads": [r.to_json() for r in reversed(records)]})
+    router = request.app[ROUTER]
+    try:
+        now_draining = await router.call(lambda s: draining(s, router.now()))
+    except RuntimeError:  # the scheduler task is not running (shutting down)
+        now_draining = {}
+    return web.json_response({"reloads": [r.to_json() for r in reversed(records)], "draining": now_draining})
 
 
 async def reload_now(request: web.Request) -> web.Response:

@@ -50,7 +50,11 @@ gives each kept model's process its new spec (at once, or at its next stop when 
 restarted), makes processes for added models, re-resolves the waiting tickets by the name
 they asked for, swaps in the new policy and settings, and hands the rest to
 `Scheduler.reconfigure`. A removed model's process is shut down and forgotten once the
-scheduler has forgotten the model (it stopped after its last request).
+scheduler has forgotten the model (it stopped after its last request). When a retiring
+model's drain runs out (`reload_drain_timeout`), the scheduler asks to end what is still in
+flight on it: the owner logs which requests and why, and calls each ticket's `on_end` (set by
+the HTTP layer once it serves the ticket: it ends the response the way its protocol allows,
+and then releases the ticket as usual).
 """
 
 from __future__ import annotations
@@ -164,6 +168,8 @@ class Ticket:
         "_position_event",
         "released",
         "via",
+        "on_end",
+        "end_reason",
     )
 
     def __init__(
@@ -185,6 +191,10 @@ class Ticket:
         self.position: int | None = None
         self._position_event: asyncio.Event | None = None  # made on first use (rare)
         self.released = False
+        # Set by the holder while it serves the ticket: end the response now (the argument
+        # says why, for the client). `end_reason`: set when the router asked for that.
+        self.on_end: Callable[[str], None] | None = None
+        self.end_reason: str | None = None
 
     async def position_changed(self) -> None:
         if self._position_event is None:
@@ -356,7 +366,14 @@ class _StopProcesses:
     timeout: float
 
 
-_Command = _StartSwap | _Grant | _Reject | _QueuePosition | _StopProcesses
+@dataclass(slots=True, eq=False)
+class _EndRequests:
+    req_ids: tuple[Any, ...]
+    model: str
+    reason: str
+
+
+_Command = _StartSwap | _Grant | _Reject | _QueuePosition | _StopProcesses | _EndRequests
 
 
 class _Recorder:
@@ -390,12 +407,22 @@ class _Recorder:
     def stop_processes(self, models: tuple[str, ...], reason: str, timeout: float) -> None:
         self.commands.append(_StopProcesses(models, reason, timeout))
 
+    def end_requests(self, req_ids: tuple[Any, ...], model: str, reason: str) -> None:
+        self.commands.append(_EndRequests(tuple(req_ids), model, reason))
+
     def take(self) -> list[_Command]:
         commands, self.commands = self.commands, []
         return commands
 
 
 _Handler = Callable[[Any, float], None]
+
+# What a client whose request a reload's drain ended is told, by why the model retires.
+_DRAIN_ENDS = {
+    "restart": "restarts for a config reload",
+    "evict": "stops for a config reload (the new config does not let it run beside what runs)",
+    "removed": "was removed by a config reload",
+}
 
 
 class Router:
@@ -954,10 +981,43 @@ class Router:
                 ticket = self._tickets.get(command.req_id)
                 if ticket is not None:
                     ticket._set_position(command.position)
+            elif type(command) is _EndRequests:
+                self._end_requests(command)
             else:
                 assert type(command) is _StopProcesses
                 stops.append(self._start_stop(command))
         return stops
+
+    def _end_requests(self, command: _EndRequests) -> None:
+        """A retiring model's drain ran out: end what is still in flight on it (one log line
+        says which and why; each response's own end is logged where it happens)."""
+        model, grace = command.model, self.settings.reload_drain_timeout
+        why = _DRAIN_ENDS.get(self.scheduler.retiring().get(model, ""), "restarts for a config reload")
+        message = (
+            f"{model} {why}: the request was still running after the reload's drain timeout "
+            f"({grace:g}s, llamaswap.reloadDrainTimeout)"
+        )
+        tickets = [t for t in map(self._tickets.get, command.req_ids) if t is not None]
+        logger.warning(
+            "reload: %s still has %d request(s) in flight %ss after the reload (%s): ending them, "
+            "so that its old process stops (%s)",
+            model,
+            len(tickets),
+            f"{grace:g}",
+            ", ".join(f"#{t.req_id} ({t.requested})" for t in tickets) or "none",
+            why,
+        )
+        for ticket in tickets:
+            ticket.end_reason = message
+            on_end = ticket.on_end
+            if on_end is None:
+                # Not (yet) served through the proxy: a preload or load releases at once, and
+                # dispatch, not resumed since its grant, ends it when it sees end_reason.
+                continue
+            try:
+                on_end(message)
+            except Exception:  # one response's end must not stop the others'
+                logger.exception("ending request #%s failed", ticket.req_id)
 
     def _grant(self, command: _Grant, finishing: SwapRecord | None) -> None:
         ticket, model = command.ticket, command.model

@@ -6,7 +6,8 @@
 - TTL: model `ttl`, where -1 means `globalTTL`; 0 = never;
 - unload timeout: model `unloadTimeout`, 0 -> the global one (0 -> 10 s);
 - max_wait: `routing.scheduler.settings.fifo.max_wait`; unset -> DEFAULT_MAX_WAIT, 0 -> off;
-- swap stop timeout: `healthCheckTimeout` (llama-swap uses it as the eviction grace).
+- swap stop timeout: `healthCheckTimeout` (llama-swap uses it as the eviction grace);
+- reload drain timeout: `llamaswap.reloadDrainTimeout` (default 30 s, llama-swap's reload deadline).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def scheduler_settings(plan: Plan, max_wait: object = _UNSET) -> SchedulerSettin
         max_wait=mw,
         swap_stop_timeout=health_check_timeout(plan),
         default_unload_timeout=float(glob_unload),
+        reload_drain_timeout=float(c.llamaswap.reload_drain_timeout),
     )
 
 

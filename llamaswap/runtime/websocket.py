@@ -36,7 +36,7 @@ from aiohttp import WSMsgType, web
 
 from llamaswap.runtime.limits import UpstreamTimeouts
 from llamaswap.runtime.passthrough import is_ready
-from llamaswap.runtime.proxy import STARTED_RESPONSE, error_response, upstream_headers
+from llamaswap.runtime.proxy import ENDED_BY, STARTED_RESPONSE, error_response, upstream_headers
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -142,7 +142,9 @@ async def proxy(
         upstream_gone = upstream.closed
         with contextlib.suppress(Exception):
             if not client.closed:
-                if upstream_gone:
+                if request.get(ENDED_BY):  # a reload's drain ran out: the model restarts
+                    await client.close(code=1012, message=b"service restart: llamaswap config reload")
+                elif upstream_gone:
                     await client.close(code=_sendable(upstream.close_code, 1011), message=b"upstream gone")
                 else:
                     await client.close(code=1001, message=b"closed by llamaswap")

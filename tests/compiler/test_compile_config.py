@@ -638,3 +638,22 @@ def test_groups_under_matrix_router_are_ignored_with_a_warning():
 def test_yaml_error_messages_read_well(text, message, hint):
     d = one(compile_yaml(text, dedent=False), "LS300")
     assert d.message == message and (d.hint or "").startswith(hint)
+
+
+def test_the_reload_drain_timeout_is_checked_and_located():
+    plan = compile_yaml(M2 + "llamaswap:\n  reloadDrainTimeout: -1\n", dedent=False)
+    d = one(plan, "LS303")
+    assert d.message == "llamaswap.reloadDrainTimeout must be >= 0"
+    assert (d.path, d.line) == ("llamaswap.reloadDrainTimeout", 5)
+    plan = compile_yaml(M2 + "llamaswap:\n  reloadDrainTimeout: soon\n", dedent=False)
+    d = one(plan, "LS302")
+    assert (d.path, d.line) == ("llamaswap.reloadDrainTimeout", 5)
+    plan = compile_yaml(M2 + "llamaswap:\n  reloadDrainTimeout: 2.5\n", dedent=False)
+    assert plan.ok, plan.diagnostics
+    assert plan.config.llamaswap.reload_drain_timeout == 2.5
+    # Unset: llama-swap's 30 s (its reload shuts the old server down with that deadline).
+    assert compile_yaml(M2, dedent=False).config.llamaswap.reload_drain_timeout == 30.0
+    known = compile_yaml(M2 + "llamaswap: {reloadDrainTimeout: 0}\n", dedent=False)
+    assert known.ok and not [c for c in codes(known) if c.startswith("LS4")], (
+        known.diagnostics
+    )  # no unknown key
