@@ -76,6 +76,8 @@ def test_a_stream_open_across_a_reload_is_ended_at_the_deadline_and_the_new_proc
     endless = server.chat_call("a", **ENDLESS)
     events = endless.events()
     assert json.loads(next(events))["choices"][0]["delta"]["content"]
+    slow = server.chat_call("a", tokens=2000, token_delay=0.05)  # not streamed: 100 s to its head
+    server.wait(lambda: server.scheduler()["models"]["a"]["in_flight"] == 2, "the slow request to be served")
     other = server.chat_call("b", stream=True, tokens=200, token_delay=0.02)  # about 4 s on b
     other_events = other.events()
     next(other_events)
@@ -86,7 +88,7 @@ def test_a_stream_open_across_a_reload_is_ended_at_the_deadline_and_the_new_proc
     state = server.scheduler()
     assert state["retiring"] == {"a": "restart"}
     assert 0 < state["draining"]["a"]["deadline_in_s"] <= GRACE
-    assert state["draining"]["a"]["in_flight"] == 1
+    assert state["draining"]["a"]["in_flight"] == 2
     assert "a" in server.get("/api/reloads").json()["draining"]
     # A new request for a queues behind the drain (sent now, answered later).
     queued = server.chat_call("a", content="after the reload")
@@ -99,6 +101,12 @@ def test_a_stream_open_across_a_reload_is_ended_at_the_deadline_and_the_new_proc
     assert "restarts for a config reload" in error["message"] and "reloadDrainTimeout" in error["message"]
     assert "[DONE]" not in rest
     assert GRACE - 0.2 <= ended < GRACE + 10, ended  # not before the deadline; soon after it
+
+    # The plain response had sent nothing yet: a 503 the client may retry at once.
+    cut = slow.response()
+    assert cut.status == 503 and cut.headers["Retry-After"] == "1"
+    assert "restarts for a config reload" in json.loads(cut.read())["error"]["message"]
+    slow.disconnect()
 
     resp = queued.response()
     answered = time.monotonic() - reloaded
@@ -117,7 +125,7 @@ def test_a_stream_open_across_a_reload_is_ended_at_the_deadline_and_the_new_proc
     other.disconnect()
     assert ready_pid(server, "b") == pid_b
     log = server.log()
-    assert "reload: a still has 1 request(s) in flight 1.5s after the reload" in log
+    assert "reload: a still has 2 request(s) in flight 1.5s after the reload" in log
     assert "restarts for a config reload" in log
     state = server.scheduler()
     assert state["retiring"] == {} and state["draining"] == {}
@@ -164,13 +172,20 @@ def test_an_open_websocket_is_closed_with_1012_at_the_deadline(serve: ServeFacto
     assert server.chat("a").status == 200
 
 
-def test_a_request_of_another_model_is_never_ended(serve: ServeFactory, tmp_path: Path):
-    """Only the model the reload restarts is drained: b's endless stream outlives a's drain."""
+def test_a_failed_reload_or_another_models_drain_never_ends_a_request(serve: ServeFactory, tmp_path: Path):
+    """A reload that fails sets no drain; a reload drains only the model it restarts: b's
+    endless stream outlives a's drain."""
     server, models, port, path = serve_two(serve, tmp_path, grace=0.5)
     old_a = ready_pid(server, "a")
     on_b = server.chat_call("b", **ENDLESS)
     events = on_b.events()
     next(events)
+    good = path.read_text()
+    path.write_text(good.replace("reloadDrainTimeout: 0.5", "reloadDrainTimeout: -1"))
+    failed = server.post("/api/config/reload")
+    assert failed.status == 422 and "reloadDrainTimeout" in failed.json()["diagnostics_text"]
+    state = server.scheduler()
+    assert state["retiring"] == {} and state["draining"] == {}
     change_a(models, path, port, grace=0.5)
     reload(server)
     server.wait(lambda: ready_pid(server, "a") not in (None, old_a), "a to restart")
