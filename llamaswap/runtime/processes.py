@@ -28,6 +28,9 @@ Invariants:
   open cannot hide an exit. When the leader is gone, whatever is left of its group is
   SIGKILLed, and the exit is reported only once no live process is left in the group
   (bounded by REAP_DEADLINE): no orphan survives its upstream, and "stopped" means gone.
+  A process that left the group (setsid, a daemonizing fork) but still holds the group's
+  output pipe is the upstream's too: once the group is gone it is SIGKILLed with its own
+  group, so it cannot outlive llamaswap holding the model's port.
 - Stopping = `cmdStop` (`${PID}` substituted) or SIGTERM to the group; SIGKILL to the group
   once the graceful timeout passes; the state reaches `stopped` only when the group is gone.
 - A stop during `starting` aborts the start (`StartError`, kind "aborted"). A failed start
@@ -79,8 +82,10 @@ POLL_TIMEOUT = 5.0
 # Grace given to an upstream that failed its health check before it is killed.
 FAILED_START_GRACE = 5.0
 # How long to wait for the log pipe to drain after the leader exited (its group is killed
-# by then; only a process that left the group can still hold the pipe).
+# by then; only a process that left the group can still hold the pipe). After
+# ESCAPED_CHECK_AFTER of it, llamaswap looks for such a process and kills it.
 LOG_DRAIN_TIMEOUT = 1.0
+ESCAPED_CHECK_AFTER = 0.1
 START_ERROR_LINES = 10
 # How long an exit waits for the rest of a SIGKILLed process group to be gone.
 REAP_DEADLINE = reaper.REAP_DEADLINE
@@ -349,6 +354,14 @@ def own_program(argv: list[str]) -> list[str]:
     if argv and argv[0] == OWN_PROGRAM:
         return [sys.executable, "-m", "llamaswap", *argv[1:]]
     return argv
+
+
+async def _set_within(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _killpg(pgid: int | None, sig: int) -> bool:
@@ -847,12 +860,52 @@ class ModelProcess:
         run.returncode = returncode
         run.exited.set()
         await self._reap_group(run)
-        try:
-            await asyncio.wait_for(run.log_done.wait(), LOG_DRAIN_TIMEOUT)
-        except TimeoutError:
-            if run.log_transport is not None:
+        if not await _set_within(run.log_done, ESCAPED_CHECK_AFTER):
+            await self._reap_escaped(run)
+            if not await _set_within(run.log_done, LOG_DRAIN_TIMEOUT) and run.log_transport is not None:
                 run.log_transport.close()
         self._inbox.put_nowait(_Exited(run, returncode))
+
+    async def _reap_escaped(self, run: _Run) -> None:
+        """SIGKILL the processes that left the run's process group but still hold its output
+        pipe (and the groups they lead), and wait until they are gone, at most REAP_DEADLINE."""
+        pipe = run.log_transport.get_extra_info("pipe") if run.log_transport is not None else None
+        if pipe is None:
+            return
+        try:
+            inode = os.fstat(pipe.fileno()).st_ino
+        except (OSError, ValueError):
+            return
+        holders = {pid: reaper.start_time(pid) for pid in await asyncio.to_thread(reaper.pipe_holders, inode)}
+        if not holders:
+            return
+        logger.warning(
+            "%s: %s left process group %s but still held its output; killing %s",
+            self.spec.model,
+            ", ".join(f"pid {pid} ({reaper.command_of(pid)})" for pid in holders),
+            run.pid,
+            "it" if len(holders) == 1 else "them",
+        )
+        own_group = os.getpgrp()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REAP_DEADLINE
+        delay = 0.002
+        while live := [pid for pid, started in holders.items() if reaper.is_process(pid, started)]:
+            if loop.time() >= deadline:
+                logger.error(
+                    "%s: pids %s still alive %.0fs after SIGKILL", self.spec.model, live, REAP_DEADLINE
+                )
+                return
+            for pid in live:
+                try:
+                    if os.getpgid(pid) == pid != own_group:
+                        os.killpg(pid, signal.SIGKILL)
+                    else:
+                        os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def _reap_group(self, run: _Run) -> None:
         """SIGKILL whatever the leader left behind in its group, and wait until none of it

@@ -237,12 +237,13 @@ def _listening_inodes(port: int) -> list[int]:
     return inodes
 
 
-def _socket_owner(inodes: set[int]) -> int | None:
-    wanted = {f"socket:[{i}]" for i in inodes}
+def _holders(wanted: set[str], first: bool) -> list[int]:
+    """Processes with an open fd whose /proc link is in `wanted` (only the first if `first`)."""
+    found: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return None
+        return found
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -253,10 +254,30 @@ def _socket_owner(inodes: set[int]) -> int | None:
         for fd in fds:
             try:
                 if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
-                    return int(entry)
+                    found.append(int(entry))
+                    break
             except OSError:
                 continue
-    return None
+        if found and first:
+            break
+    return found
+
+
+def _socket_owner(inodes: set[int]) -> int | None:
+    found = _holders({f"socket:[{i}]" for i in inodes}, first=True)
+    return found[0] if found else None
+
+
+def pipe_holders(inode: int) -> list[int]:
+    """Live processes other than this one holding pipe `inode` open (an upstream's output
+    pipe: whoever still has it after its process group is gone left the group, e.g. by
+    setsid, and is still ours)."""
+    me = os.getpid()
+    return [
+        pid
+        for pid in _holders({f"pipe:[{inode}]"}, first=False)
+        if pid != me and (f := _stat_fields(pid)) is not None and f[0] not in (b"Z", b"X")
+    ]
 
 
 def command_of(pid: int) -> str:
