@@ -6,7 +6,8 @@ the in-flight requests (`GET /api/inflight`, `POST /api/inflight/{id}/cancel`).
 They read process and scheduler state for people and probes, never to decide anything;
 a consistent scheduler view is read inside the router's owner task (`Router.call`).
 
-Extensions beyond llama-swap's API: `/running` entries carry `pid` and `state_seconds` (and
+Extensions beyond llama-swap's API: `GET /v1/models/{model}` (OpenAI's model retrieve, the
+SDK's `models.retrieve`) answers one record of the list; `/running` entries carry `pid` and `state_seconds` (and
 `devices` where the scheduler placed the model, with resources); with resources `/api/plan`
 answers with the placer (and `devices`); `GET /api/scheduler` is a consistent snapshot of
 the scheduler (per-model state, in-flight, reserved and waiting counts, the queue, swaps in
@@ -48,7 +49,7 @@ from llamaswap.runtime.scheduler import ModelState
 from llamaswap.runtime.settings import effective_ttl, stall_timeout
 
 
-async def list_models(request: web.Request) -> web.Response:
+def _model_records(request: web.Request) -> list[dict]:
     plan = request.app[LIVE].plan
     procs = request.app[PROCESSES]
 
@@ -63,10 +64,31 @@ async def list_models(request: web.Request) -> web.Response:
         active=lambda m: state(m) in (ProcessState.STARTING, ProcessState.READY),
         profile=request.app[ROUTER].profile,
     )
-    headers = {}
-    if "Origin" in request.headers:
-        headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
-    return web.json_response({"object": "list", "data": data}, headers=headers)
+    return data
+
+
+def _cors(request: web.Request) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    return {"Access-Control-Allow-Origin": origin} if origin is not None else {}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": _model_records(request)}, headers=_cors(request))
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{model}` (OpenAI's model retrieve, e.g. the SDK's `models.retrieve`):
+    the record `/v1/models` lists under that ID, or the record of the model it is an alias of."""
+    name = request.match_info["model"]
+    records = _model_records(request)
+    found = next((r for r in records if r["id"] == name), None)
+    if found is None:
+        found = next(
+            (r for r in records if name in r.get("meta", {}).get("llamaswap", {}).get("aliases", ())), None
+        )
+    if found is None:
+        return error_response(request, 404, f"model not found: {name}", headers=_cors(request))
+    return web.json_response(found, headers=_cors(request))
 
 
 async def running(request: web.Request) -> web.Response:

@@ -374,6 +374,7 @@ def build_app(
         r.add_get(path, model_route)
     r.add_get("/v1/models", api.list_models)
     r.add_get("/models", api.list_models)
+    r.add_get("/v1/models/{model:.+}", api.get_model)
     r.add_get("/running", api.running)
     r.add_get("/unload", api.unload_all)
     r.add_post("/api/models/unload", api.unload_all)

@@ -1,10 +1,12 @@
 """Faults a new user runs into, found by trying `llamaswap serve` with real clients and real
-processes (probe 4): an upstream that leaves its process group, and a client library's model
-lookup."""
+processes (probe 4): an upstream that leaves its process group, and the openai SDK's model
+retrieve."""
 
 from __future__ import annotations
 
-from serve_support import model, shell_cmd, upstream_cmd
+import openai
+import pytest
+from serve_support import API_KEY, model, shell_cmd, upstream_cmd
 from support.upstream import pid_alive
 
 
@@ -35,3 +37,25 @@ def test_an_upstream_that_left_its_process_group_is_killed_when_its_model_stops(
     third = server.chat("escaper")
     assert third.status == 200, third
     server.extra_pids.add(int(third.headers["X-Upstream-Pid"]))
+
+
+def test_the_openai_sdk_retrieves_one_model_as_the_list_shows_it(api_server):
+    with openai.OpenAI(
+        base_url=api_server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30.0
+    ) as client:
+        listed = {m.id: m for m in client.models.list().data}
+        chat = client.models.retrieve("chat")
+        assert chat == listed["chat"] and chat.name == "Chat"
+        assert client.models.retrieve("chat-alias") == listed["chat"]  # an alias: its model's record
+        assert client.models.retrieve("org/model").id == "org/model"
+        for name in ("nope", "hidden"):  # unknown, and unlisted: not in the list, not found here
+            with pytest.raises(openai.NotFoundError) as err:
+                client.models.retrieve(name)
+            assert err.value.body == {
+                "message": f"model not found: {name}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found",
+            }
+    unauthorized = api_server.request("GET", "/v1/models/chat", headers={"Authorization": "Bearer wrong"})
+    assert unauthorized.status == 401
