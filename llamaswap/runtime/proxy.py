@@ -552,6 +552,14 @@ async def _relay(
         # disconnect and stops generating.
         close()
         if (
+            isinstance(exc, ConnectionError)
+            and not isinstance(exc, UpstreamClosed)
+            and (request.transport is None or request.transport.is_closing())
+        ):
+            # A write to the client failed: it left (its task's cancellation is on its way),
+            # the upstream did not break.
+            raise asyncio.CancelledError from exc
+        if (
             started is not None
             and started is not response
             and getattr(started, "unsent", False)
