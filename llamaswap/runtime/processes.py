@@ -309,6 +309,7 @@ class _Healthy:
 @dataclass(slots=True)
 class _HealthTimedOut:
     run: _Run
+    listening: list[str] | None = None  # where the run's group listens (None: unknown)
 
 
 @dataclass(slots=True)
@@ -330,6 +331,28 @@ def _leader_exited(run: _Run) -> bool:
         return True  # already reaped
     except OSError:
         return False
+
+
+def _listening_elsewhere(pgid: int, proxy: str) -> list[str] | None:
+    """Where group `pgid` listens, when nothing listens on the proxy's local port (else None:
+    the port is served, by the upstream or e.g. docker's proxy, or the proxy is remote)."""
+    host, port = _port_of(proxy)
+    if port is None or not reaper.is_local(host) or reaper.listening_on(port):
+        return None
+    return reaper.listening_addresses(pgid)
+
+
+def _listening_hint(proxy: str, listening: list[str] | None) -> str:
+    """What a timed-out health check adds about where the upstream listens (see
+    `_listening_elsewhere`); nothing when its port is served or that cannot be told."""
+    port = _port_of(proxy)[1]
+    if listening is None or port is None:
+        return ""
+    if not listening:
+        return f" (nothing listened on port {port}: still loading, or does cmd bind that port?)"
+    return (
+        f" (it listens on {', '.join(listening)}, not on the proxy's port {port}: does cmd bind that port?)"
+    )
 
 
 def _port_of(proxy: str) -> tuple[str, int | None]:
@@ -667,7 +690,8 @@ class ModelProcess:
         model = self.spec.model
         error = self._error(
             f"health check timed out after {self.spec.health_check_timeout:g}s: model {model!r} never "
-            f"answered 200 at {self.spec.health_url}; its output is in /logs/stream/{model}",
+            f"answered 200 at {self.spec.health_url}{_listening_hint(self.spec.proxy, msg.listening)}; "
+            f"its output is in /logs/stream/{model}",
             "health_timeout",
         )
         logger.warning("%s: %s", self.spec.model, error)
@@ -942,7 +966,7 @@ class ModelProcess:
         await asyncio.sleep(FIRST_POLL_DELAY)
         while not run.exited.is_set():
             began = loop.time()
-            if began >= progress_at:
+            if progress_at <= began < deadline:
                 logger.info(
                     "%s: still loading after %.0fs (waiting for %s to answer 200; giving up after %gs)",
                     self.spec.model,
@@ -957,7 +981,9 @@ class ModelProcess:
                 )
                 progress_at += PROGRESS_EVERY
             if began >= deadline:
-                self._inbox.put_nowait(_HealthTimedOut(run))
+                assert run.pid is not None
+                listening = await asyncio.to_thread(_listening_elsewhere, run.pid, self.spec.proxy)
+                self._inbox.put_nowait(_HealthTimedOut(run, listening))
                 return
             try:
                 timeout = aiohttp.ClientTimeout(total=min(deadline - began, POLL_TIMEOUT))

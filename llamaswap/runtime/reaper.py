@@ -210,8 +210,11 @@ def _local(host: str) -> bool:
     return addr.is_loopback or addr.is_unspecified
 
 
-def _listening_inodes(port: int) -> list[int]:
-    inodes = []
+def _listening(
+    port: int | None = None,
+) -> dict[int, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """Listening TCP sockets (of `port`, or every port): inode -> (address, port)."""
+    found: dict[int, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -223,7 +226,7 @@ def _listening_inodes(port: int) -> list[int]:
             if len(cols) < 10 or cols[3] != "0A":  # 0A = LISTEN
                 continue
             addr, _, hexport = cols[1].rpartition(":")
-            if int(hexport, 16) != port:
+            if port is not None and int(hexport, 16) != port:
                 continue
             raw = bytes.fromhex(addr)
             if len(raw) == 4:
@@ -232,9 +235,45 @@ def _listening_inodes(port: int) -> list[int]:
                 ip = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
                 if ip.ipv4_mapped is not None:
                     ip = ip.ipv4_mapped
-            if ip.is_loopback or ip.is_unspecified:
-                inodes.append(int(cols[9]))
-    return inodes
+            found[int(cols[9])] = (ip, int(hexport, 16))
+    return found
+
+
+def _listening_inodes(port: int) -> list[int]:
+    return [inode for inode, (ip, _) in _listening(port).items() if ip.is_loopback or ip.is_unspecified]
+
+
+def listening_on(port: int) -> bool:
+    """Whether anything listens on loopback/wildcard `port` (False where /proc cannot tell)."""
+    return bool(_listening_inodes(port))
+
+
+def is_local(host: str) -> bool:
+    """Whether `host` names this machine's loopback or wildcard address."""
+    return _local(host)
+
+
+def listening_addresses(pgid: int) -> list[str] | None:
+    """The TCP addresses (`host:port`, sorted) the live members of process group `pgid`
+    listen on; None where /proc cannot tell."""
+    if not os.path.isdir("/proc/net"):
+        return None
+    sockets = _listening()
+    out: set[str] = set()
+    for pid in group_members(pgid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and (entry := sockets.get(int(link[8:-1]))) is not None:
+                ip, port = entry
+                out.add(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+    return sorted(out)
 
 
 def _holders(wanted: set[str], first: bool) -> list[int]:

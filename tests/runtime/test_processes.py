@@ -213,9 +213,11 @@ def test_health_check_timeout_kills_the_process():
         assert 0.5 <= time.monotonic() - began < 3
         assert info.value.kind == "health_timeout"
         # The message names the model, what was asked of it, and where its output is.
+        port = process.spec.proxy.rsplit(":", 1)[1]
         assert str(info.value) == (
             f"health check timed out after 0.5s: model 'm' never answered 200 at "
-            f"{process.spec.health_url}; its output is in /logs/stream/m"
+            f"{process.spec.health_url} (nothing listened on port {port}: still loading, or does "
+            "cmd bind that port?); its output is in /logs/stream/m"
         )
         stopped = await rec.wait_for(S.STOPPED)
         assert not pid_alive(stopped.pid)
