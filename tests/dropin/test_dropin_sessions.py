@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from serve_support import start_serve, upstream_cmd
+from serve_support import free_port_block, start_serve, upstream_cmd
 
 from llamaswap.compiler.plan import compile_text
 from llamaswap.runtime.activity import session_headers, ui_config
@@ -37,6 +37,7 @@ def test_activity_records_carry_the_session_id(tmp_path: Path) -> None:
     config.write_text(
         yaml.safe_dump(
             {
+                "startPort": free_port_block(1),  # not 5800: a demo may be running
                 "store": {"path": ":memory:"},
                 "ui": {"activity": {"session_id": ["X-Trace-ID", "X-Session-ID"]}},
                 "models": {"a": {"cmd": upstream_cmd("a")}},
