@@ -424,12 +424,16 @@ class Upstream:
 class StateFile:
     """`<dir>/<key>.json` (what runs) and `<key>.lock` (held while its owner lives)."""
 
-    def __init__(self, directory: Path, key: str, config: str | None) -> None:
+    def __init__(
+        self, directory: Path, key: str, config: str | None, log: Callable[[str], None] = lambda line: None
+    ) -> None:
         self.directory = directory
         self.path = directory / f"{key}.json"
         self.lock_path = directory / f"{key}.lock"
         self.config = config
+        self.log = log  # told once when writes start failing (full disk, ...)
         self._lock_fd: int | None = None
+        self._failing = False
         self.upstreams: dict[int, Upstream] = {}
 
     def acquire(self) -> list[str]:
@@ -511,8 +515,19 @@ class StateFile:
         try:
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
             os.replace(tmp, self.path)
-        except OSError:
-            pass  # losing the file degrades leftover cleanup, never serving
+        except OSError as exc:  # losing the file degrades leftover cleanup, never serving
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            if not self._failing:
+                self._failing = True
+                self.log(
+                    f"cannot write the state file {self.path} ({exc}); until it can, the next llamaswap "
+                    "cannot find what this one runs"
+                )
+        else:
+            self._failing = False
 
     def release(self) -> None:
         """Clean exit: every upstream is stopped; remove the file and drop the lock."""
@@ -615,7 +630,7 @@ class Supervision:
         starts it once its listener is up: a fresh interpreter is not on the way to the
         first answer)."""
         real = os.path.realpath(config_path) if config_path is not None else None
-        state: StateFile | None = StateFile(runtime_dir(configured_dir), config_key(config_path), real)
+        state: StateFile | None = StateFile(runtime_dir(configured_dir), config_key(config_path), real, log)
         try:
             for line in state.acquire():  # type: ignore[union-attr]
                 log(line)
