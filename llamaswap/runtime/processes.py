@@ -29,8 +29,9 @@ Invariants:
   SIGKILLed, and the exit is reported only once no live process is left in the group
   (bounded by REAP_DEADLINE): no orphan survives its upstream, and "stopped" means gone.
   A process that left the group (setsid, a daemonizing fork) but still holds the group's
-  output pipe is the upstream's too: once the group is gone it is SIGKILLed with its own
-  group, so it cannot outlive llamaswap holding the model's port.
+  output pipe is the upstream's too: once the group is gone it is stopped with its own group
+  (SIGTERM, SIGKILL after ESCAPED_STOP_GRACE), so it cannot outlive llamaswap holding the
+  model's port.
 - Stopping = `cmdStop` (`${PID}` substituted) or SIGTERM to the group; SIGKILL to the group
   once the graceful timeout passes; the state reaches `stopped` only when the group is gone.
 - A stop during `starting` aborts the start (`StartError`, kind "aborted"). A failed start
@@ -86,6 +87,7 @@ FAILED_START_GRACE = 5.0
 # ESCAPED_CHECK_AFTER of it, llamaswap looks for such a process and kills it.
 LOG_DRAIN_TIMEOUT = 1.0
 ESCAPED_CHECK_AFTER = 0.1
+ESCAPED_STOP_GRACE = 5.0  # SIGTERM to such a process, then SIGKILL after this long
 START_ERROR_LINES = 10
 # How long an exit waits for the rest of a SIGKILLed process group to be gone.
 REAP_DEADLINE = reaper.REAP_DEADLINE
@@ -892,7 +894,8 @@ class ModelProcess:
 
     async def _reap_escaped(self, run: _Run) -> None:
         """SIGKILL the processes that left the run's process group but still hold its output
-        pipe (and the groups they lead), and wait until they are gone, at most REAP_DEADLINE."""
+        pipe (and the groups they lead): SIGTERM, SIGKILL after ESCAPED_STOP_GRACE; wait until
+        they are gone, at most REAP_DEADLINE more."""
         pipe = run.log_transport.get_extra_info("pipe") if run.log_transport is not None else None
         if pipe is None:
             return
@@ -904,7 +907,7 @@ class ModelProcess:
         if not holders:
             return
         logger.warning(
-            "%s: %s left process group %s but still held its output; killing %s",
+            "%s: %s left process group %s but still held its output; stopping %s",
             self.spec.model,
             ", ".join(f"pid {pid} ({reaper.command_of(pid)})" for pid in holders),
             run.pid,
@@ -912,22 +915,28 @@ class ModelProcess:
         )
         own_group = os.getpgrp()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + REAP_DEADLINE
+        kill_at = loop.time() + ESCAPED_STOP_GRACE
+        deadline = kill_at + REAP_DEADLINE
+        sent: int | None = None
         delay = 0.002
         while live := [pid for pid, started in holders.items() if reaper.is_process(pid, started)]:
-            if loop.time() >= deadline:
+            now = loop.time()
+            if now >= deadline:
                 logger.error(
                     "%s: pids %s still alive %.0fs after SIGKILL", self.spec.model, live, REAP_DEADLINE
                 )
                 return
-            for pid in live:
-                try:
-                    if os.getpgid(pid) == pid != own_group:
-                        os.killpg(pid, signal.SIGKILL)
-                    else:
-                        os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            sig = signal.SIGKILL if now >= kill_at else signal.SIGTERM
+            if sig != sent or sig == signal.SIGKILL:  # SIGTERM once, then SIGKILL until gone
+                sent = sig
+                for pid in live:
+                    try:
+                        if os.getpgid(pid) == pid != own_group:
+                            os.killpg(pid, sig)
+                        else:
+                            os.kill(pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 

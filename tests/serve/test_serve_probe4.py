@@ -11,7 +11,7 @@ from support.upstream import http as http_request
 from support.upstream import pid_alive
 
 
-def test_an_upstream_that_left_its_process_group_is_killed_when_its_model_stops(serve):
+def test_an_upstream_that_left_its_process_group_is_stopped_with_its_model(serve):
     # The wrapper starts the real server with setsid, as a daemonizing launcher does: the
     # server is then in a session and process group of its own, which a stop of the model's
     # group does not reach. It still holds the model's output pipe, so it is the model's.
@@ -26,6 +26,8 @@ def test_an_upstream_that_left_its_process_group_is_killed_when_its_model_stops(
     assert server.get("/unload").status == 200
     server.wait(lambda: not pid_alive(pid), f"the escaped upstream (pid {pid}) to be gone")
     assert f"pid {pid} (" in server.log() and "left process group" in server.log()
+    # It was asked first (SIGTERM: the fake upstream says so on its way out), as any stop asks.
+    assert "[escaper] escaper: shutting down" in server.get("/logs").body.decode()
     # Its port is free again: the model starts anew instead of failing with "port in use".
     again = server.chat("escaper")
     assert again.status == 200, again
