@@ -244,6 +244,19 @@ class Writer:
         await self._conn.drain()
 
 
+# Header names as `Headers` looks them up (lower-case bytes), by the name the code asks for.
+_KEYS: dict[str, bytes] = {}
+
+
+def _key(name: str) -> bytes:
+    # Header names are tokens (ASCII): a name outside latin-1 can match none ("?" is no
+    # token character either).
+    low = name.lower().encode("latin-1", "replace")
+    if len(_KEYS) < 1024:  # the names come from the code and the config: few
+        _KEYS[name] = low
+    return low
+
+
 class Headers(Mapping[str, str]):
     """A request head's headers as the handlers read them (`request.headers`): `get` and `in`
     answer from the head's bytes (what the request path asks: Host, Content-Type, Origin,
@@ -274,13 +287,11 @@ class Headers(Mapping[str, str]):
         return self._full
 
     def get(self, key: str, default: Any = None) -> Any:
-        # Header names are tokens (ASCII): a name outside latin-1 can match none ("?" is no
-        # token character either).
-        value = self._first.get(key.lower().encode("latin-1", "replace"))
+        value = self._first.get(_KEYS.get(key) or _key(key))
         return default if value is None else value.decode("utf-8", "surrogateescape")
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower().encode("latin-1", "replace") in self._first
+        return isinstance(key, str) and (_KEYS.get(key) or _key(key)) in self._first
 
     def __getitem__(self, key: str) -> str:
         value = self.get(key)
@@ -341,6 +352,7 @@ class Request:
         "_body_exists",
         "task",
         "raw_headers",
+        "upstream_lines",
         "answered",
     )
 
@@ -372,6 +384,8 @@ class Request:
         self._body_exists = body_exists
         self.task: asyncio.Task | None = None
         self.raw_headers: list[tuple[bytes, bytes]] = []  # the head as llhttp gave it
+        # Its header lines as they go upstream, when split_head read them (else None).
+        self.upstream_lines: bytes | None = None
         # The streamed answer once begun: what the access log counts if the client leaves
         # mid-answer (the handler is cancelled before it can return it).
         self.answered: Any = None
@@ -633,7 +647,15 @@ _REQUEST_START = frozenset(
 
 def _media_type(raw: bytes) -> str:
     """A Content-Type's media type, lower-case (aiohttp's `content_type`)."""
-    return raw.split(b";", 1)[0].strip().lower().decode("latin-1")
+    found = _MEDIA_TYPES.get(raw)
+    if found is None:
+        found = raw.split(b";", 1)[0].strip().lower().decode("latin-1")
+        if len(_MEDIA_TYPES) < 256 and len(raw) <= 256:  # an upstream's few Content-Types
+            _MEDIA_TYPES[raw] = found
+    return found
+
+
+_MEDIA_TYPES: dict[bytes, str] = {}
 
 
 _PHRASES: dict[int, bytes] = {}
@@ -676,9 +698,41 @@ _NO_OWS = b" \t"
 _URL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?[]@!$&'()*+,;=%"
 
 
+# Request headers never forwarded upstream as they came (proxy.upstream_head's hop-by-hop
+# headers and the ones it recomputes; a test checks that the two agree).
+NOT_FORWARDED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+    }
+)
+_PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b""})
+# Header lines split_head has read and accepted, with their (name, value, lower-case name, the
+# line as it goes upstream or None):
+# a client sends the same lines on every request. Not the lines split_head treats apart
+# (Content-Length, Connection, the ones it refuses); bounded in count and line length (the
+# lines come from clients).
+_LINES: dict[bytes, tuple[bytes, bytes, bytes, bytes | None]] = {}
+_LINES_MAX = 1024
+_LINE_CACHED = 256
+_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"connection"})
+
+
 class Split(NamedTuple):
-    """A request head split_head read: target, header lines, Content-Length, keep-alive, and
-    each header name's first value by lower-case name (what `Headers.get` reads)."""
+    """A request head split_head read: target, header lines, Content-Length, keep-alive,
+    each header name's first value by lower-case name (what `Headers.get` reads), and the
+    header lines to send upstream (`proxy.upstream_head(headers)`; None: work them out)."""
 
     url: bytes
     headers: list[tuple[bytes, bytes]]
@@ -686,6 +740,10 @@ class Split(NamedTuple):
     length: int | None
     keep_alive: bool
     first: dict[bytes, bytes]
+    upstream: bytes | None = None
+
+
+_new_split = tuple.__new__
 
 
 def split_head(head: bytes) -> Split | None:
@@ -713,7 +771,18 @@ def split_head(head: bytes) -> Split | None:
     first: dict[bytes, bytes] = {}
     length: int | None = None
     connection: list[bytes] = []
+    forward: list[bytes] = []  # the lines as they go upstream
+    seen = _LINES.get
     for line in lines[1:]:
+        known = seen(line)
+        if known is not None:  # a line read before (most of a client's lines, every time)
+            name, value, low, up = known
+            headers.append((name, value))
+            if low not in first:
+                first[low] = value
+            if up is not None:
+                forward.append(up)
+            continue
         name, sep, value = line.partition(b":")
         if not sep or not name or name.translate(None, _TCHAR):
             return None  # no colon, an empty name, obs-fold (a line starting with SP/HTAB)
@@ -721,6 +790,11 @@ def split_head(head: bytes) -> Split | None:
         if value[-1:] in (b" ", b"\t") or len(value.translate(None, _CTL)) != len(value):
             return None
         low = name.lower()
+        up = None if low in NOT_FORWARDED else b"%s: %s\r\n" % (name, value)
+        if low not in _SPECIAL and len(line) <= _LINE_CACHED:
+            if len(_LINES) >= _LINES_MAX:
+                _LINES.clear()
+            _LINES[line] = (name, value, low, up)
         if low == b"content-length":
             if length is not None or not value.isdigit() or len(value) > 15:
                 return None
@@ -732,10 +806,15 @@ def split_head(head: bytes) -> Split | None:
         headers.append((name, value))
         if low not in first:
             first[low] = value
+        if up is not None:
+            forward.append(up)
     if b"upgrade" in connection or (b"close" in connection and b"keep-alive" in connection):
         return None
-    keep = b"close" not in connection if version == HTTP11 else b"keep-alive" in connection
-    return Split(url, headers, version, length, keep, first)
+    keep = b"close" not in connection if version is HTTP11 else b"keep-alive" in connection
+    # A Connection header that names other headers makes them hop-by-hop too: proxy.upstream_head
+    # works that out (rare).
+    upstream = b"".join(forward) if _PLAIN_TOKENS.issuperset(connection) else None
+    return _new_split(Split, (url, headers, version, length, keep, first, upstream))  # without Split.__new__
 
 
 class _Head:
@@ -1047,8 +1126,9 @@ class Conn(asyncio.Protocol):
         chunked = False
         h: _Head | None = None
         first: dict[bytes, bytes] | None = None
+        upstream_lines = None
         if split is not None:  # a plain head (nearly every request): read in one pass
-            url, raw_headers, version, length, keep_alive, first = split
+            url, raw_headers, version, length, keep_alive, first, upstream_lines = split
         else:  # anything else: llhttp judges it, as before
             h = _Head()
             parser = httptools.HttpRequestParser(h)
@@ -1090,6 +1170,7 @@ class Conn(asyncio.Protocol):
             chunked or bool(length),
         )
         req.raw_headers = raw_headers
+        req.upstream_lines = upstream_lines
         self.request = req
         content = req.content
         if chunked:
@@ -1212,9 +1293,9 @@ class Conn(asyncio.Protocol):
                     resp = await handler(req)
             except front.errors as exc:  # web.HTTPException: it is its own response
                 resp = exc
-            if resp is not None and not resp.prepared:
-                await resp.prepare(req)
-            if resp is not None:
+            if resp is not None and type(resp) is not RawResponse:  # a RawResponse is written
+                if not resp.prepared:
+                    await resp.prepare(req)
                 await resp.write_eof()
         except asyncio.CancelledError:
             self.close_after = True
