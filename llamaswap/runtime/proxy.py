@@ -32,8 +32,15 @@ from multidict import CIMultiDict
 
 from llamaswap.runtime.body import StreamBody
 from llamaswap.runtime.errors import envelope_bytes
+from llamaswap.runtime.fastserver import Request as FastRequest
 from llamaswap.runtime.limits import UpstreamTimeouts
-from llamaswap.runtime.upstream import UpstreamClient, UpstreamClosed, UpstreamConnectError, UpstreamTimeout
+from llamaswap.runtime.upstream import (
+    UpstreamClient,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 HOP_BY_HOP = frozenset(
     {
@@ -161,9 +168,13 @@ def upstream_head(
         out = [item for item in out if item[0] not in tokens]
     lines = [line for _, line in out]
     if add:
-        for key, text in add.items():
-            lines.append(f"{key}: {text}\r\n".encode("latin-1", "replace"))
+        lines.append(_added(add))
     return b"".join(lines)
+
+
+def _added(add: Mapping[str, str]) -> bytes:
+    """`add_headers` as header lines."""
+    return b"".join(f"{key}: {text}\r\n".encode("latin-1", "replace") for key, text in add.items())
 
 
 def downstream_head(
@@ -203,17 +214,57 @@ def downstream_head(
     return b"".join(lines), length, ctype
 
 
+_XAB = b"x-accel-buffering"
+
+
+def relay_head(
+    raw: list[tuple[bytes, bytes]], extra: Mapping[str, str] | None = None
+) -> tuple[bytes, bytes | None, bytes | None, bool] | None:
+    """The client's head for a relayed answer, in one pass over the upstream's: what
+    `downstream_head(raw, extra)` gives, and when the answer is an event stream (its kept
+    Content-Type says text/event-stream) with `X-Accel-Buffering: no` last, in place of the
+    upstream's own; (lines, Content-Length, Content-Type, is it an event stream), or None
+    if an `extra` value cannot be a header."""
+    replaced = {k.lower().encode("latin-1", "replace") for k in extra} if extra else ()
+    out = []
+    length = ctype = None
+    named = xab = False
+    for name, value in raw:
+        low = name.lower()
+        if low == b"content-length":
+            length = value
+            continue
+        if low == b"content-type":
+            ctype = value
+        elif low in _HOP_BY_HOP_B or low in _NOT_DOWNSTREAM_B:
+            named = named or (low == b"connection" and value.lower() not in _PLAIN_CONNECTION)
+            continue
+        elif low == _XAB:
+            xab = True
+        if low in replaced:
+            continue
+        out.append((low, b"%s: %s\r\n" % (name, value)))
+    if named:  # headers the Connection header names are hop-by-hop too (rare)
+        tokens = _connection_tokens_raw(raw)
+        out = [item for item in out if item[0] not in tokens]
+        if b"content-type" in tokens:
+            ctype = None
+    event_stream = _is_event_stream_type(ctype)
+    if event_stream and xab:
+        out = [item for item in out if item[0] != _XAB]
+    lines = [line for _, line in out]
+    if extra:
+        for key, text in extra.items():
+            if "\r" in key or "\n" in key or "\r" in text or "\n" in text:
+                return None
+            lines.append(f"{key}: {text}\r\n".encode())
+    if event_stream:
+        lines.append(b"X-Accel-Buffering: no\r\n")
+    return b"".join(lines), length, ctype, event_stream
+
+
 def _is_event_stream_type(ctype: bytes | None) -> bool:
     return ctype is not None and ctype.split(b";")[0].strip().lower() == b"text/event-stream"
-
-
-def _raw_event_stream(raw: list[tuple[bytes, bytes]]) -> bool:
-    """Does a raw head's (last) Content-Type say text/event-stream?"""
-    ctype = None
-    for name, value in raw:
-        if len(name) == 12 and name.lower() == b"content-type":
-            ctype = value
-    return _is_event_stream_type(ctype)
 
 
 def is_event_stream(headers: Mapping[str, str]) -> bool:
@@ -307,8 +358,11 @@ async def forward(
     if port < 0:
         raise UpstreamError(f"bad upstream URL {url!r}")
     raw = getattr(request, "raw_headers", None)  # the fast front's requests keep their head as bytes
-    if raw is not None:
-        head: bytes | Any = upstream_head(raw, drop_headers, add_headers)
+    lines = request.upstream_lines if type(request) is FastRequest and not drop_headers else None
+    if lines is not None:  # what upstream_head(raw, add=add_headers) gives, read with the head
+        head: bytes | Any = lines + _added(add_headers) if add_headers else lines
+    elif raw is not None:
+        head = upstream_head(raw, drop_headers, add_headers)
     else:
         headers = upstream_headers(request.headers, drop_headers)
         if add_headers:
@@ -319,24 +373,22 @@ async def forward(
         body = await request.read()
     data, length = (body.chunks, body.length) if isinstance(body, StreamBody) else (body, None)
     try:
-        upstream = await upstreams.pool(host, port).request(
-            request.method,
-            target,
-            head,
-            data,
-            length=length,
-            **(
-                {}
-                if t is None
-                else {
-                    "connect_timeout": t.connect,
-                    "header_timeout": t.response_header,
-                    "idle_timeout": t.stream_idle,
-                    "idle_conn": t.idle_conn,
-                    "keepalive": t.keepalive,
-                }
-            ),
-        )
+        pool = upstreams.pool(host, port)
+        if t is None:
+            upstream = await pool.request(request.method, target, head, data, length=length)
+        else:
+            upstream = await pool.request(
+                request.method,
+                target,
+                head,
+                data,
+                length=length,
+                connect_timeout=t.connect,
+                header_timeout=t.response_header,
+                idle_timeout=t.stream_idle,
+                idle_conn=t.idle_conn,
+                keepalive=t.keepalive,
+            )
     except UpstreamTimeout as exc:
         raise UpstreamTimedOut(_timeout_message(exc)) from exc
     except (UpstreamConnectError, UpstreamClosed, OSError) as exc:
@@ -469,38 +521,25 @@ async def _relay(
                     tap(chunk)
                 await response.write(chunk)
             return response
-        # The fast front writes its answers as bytes (fastserver.Request).
-        answer = getattr(request, "answer", None)
-        opener = getattr(request, "answer_stream", None)
-        raw = getattr(upstream, "raw_headers", None)
-        # Only the lean client's responses (aiohttp's have raw_headers too, but no raw_reason).
+        # The fast front's requests (fastserver.Request) get the lean client's answers
+        # (UpstreamResponse) written as bytes.
         if (
-            answer is not None
-            and opener is not None
-            and raw is not None
-            and hasattr(upstream, "raw_reason")
+            type(upstream) is UpstreamResponse
+            and type(request) is FastRequest
             and upstream.status >= 200
             and upstream.status not in (204, 304)
         ):
-            # An event stream's head gets X-Accel-Buffering: the head is filtered once, with
-            # it when the upstream's Content-Type says so (again without it in the rare case
-            # that a Connection header names Content-Type, so the answer is no event stream).
-            sse = _raw_event_stream(raw)
-            head = downstream_head(
-                raw, {**(extra_headers or {}), "X-Accel-Buffering": "no"} if sse else extra_headers
-            )
+            # An event stream's head gets X-Accel-Buffering (relay_head: one pass).
+            head = relay_head(upstream.raw_headers, extra_headers)
             if head is not None:
-                lines, raw_length, ctype = head
-                event_stream = _is_event_stream_type(ctype)
-                if sse and not event_stream:
-                    lines = (downstream_head(raw, extra_headers) or head)[0]
+                lines, raw_length, ctype, event_stream = head
                 length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
                 if length is not None and length <= SMALL_BODY and not event_stream:
                     payload = await read()
                     if tap is not None:
                         tap(payload)
-                    return answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
-                raw_stream = opener(upstream.status, upstream.raw_reason, lines, length, ctype)
+                    return request.answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
+                raw_stream = request.answer_stream(upstream.status, upstream.raw_reason, lines, length, ctype)
                 started = request[STARTED_RESPONSE] = raw_stream
                 async for chunk in chunks():
                     if tap is not None:
