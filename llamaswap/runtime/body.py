@@ -130,7 +130,7 @@ async def read_multipart_head(
             raise _too_large(limits.max_bytes, key)
 
 
-@dataclass
+@dataclass(slots=True)
 class Body:
     """What was read of a request body before routing it.
 

@@ -138,7 +138,7 @@ async def read_body(request: web.Request) -> Body:
     elif ctype in ("application/json", "application/x-www-form-urlencoded", "", "application/octet-stream"):
         raw = body.raw = await read_all(request, limits, key)
         if ctype == "application/json" or (raw[:1] == b"{" and ctype != "application/x-www-form-urlencoded"):
-            if raw.strip():
+            if raw[:1] == b"{" or raw.strip():  # (no copy of the body for the usual one)
                 parsed = _parse_json(raw)
                 if isinstance(parsed, dict):
                     body.json = parsed

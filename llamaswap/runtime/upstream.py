@@ -86,6 +86,7 @@ POOL_DEFAULT = _PoolDefault()
 class _Conn(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used = 0
@@ -234,6 +235,11 @@ def _expire(waiter: asyncio.Future, message: str, phase: str) -> None:
     """A bounded wait ran out: fail its future with UpstreamTimeout."""
     if not waiter.done():
         waiter.set_exception(UpstreamTimeout(message, phase))
+
+
+def _header_late(waiter: asyncio.Future, timeout: float) -> None:
+    """The response head did not come within `timeout` (its message made only then)."""
+    _expire(waiter, f"no response header within {timeout:g}s", "header")
 
 
 class UpstreamResponse:
@@ -473,7 +479,7 @@ class UpstreamPool:
                     keepalive,
                 )
             conn.used += 1
-            loop = asyncio.get_running_loop()
+            loop = conn.loop
             conn.head = loop.create_future()
             assert conn.transport is not None
             conn.transport.write(payload)
@@ -485,13 +491,7 @@ class UpstreamPool:
                 else:
                     # A timer that fails the head future (cheaper than asyncio.timeout's
                     # cancellation on a path taken once per request).
-                    timer = loop.call_later(
-                        header_timeout,
-                        _expire,
-                        conn.head,
-                        f"no response header within {header_timeout:g}s",
-                        "header",
-                    )
+                    timer = loop.call_later(header_timeout, _header_late, conn.head, header_timeout)
                     try:
                         await conn.head
                     finally:
