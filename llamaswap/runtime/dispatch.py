@@ -371,35 +371,59 @@ async def dispatch(
         h.metrics.count_request(model, status)
         tracker.end(measure.rid)
         code = int(status) if status.isdigit() else 499
-        duration = time.monotonic() - began
-        ctype = resp.content_type if resp is not None else ""
-        session = session_of(request.headers, h.session_headers)
-        activity = h.activity
-
-        def record() -> None:
-            activity.record(
-                make_record(
-                    model=model,
-                    requested=asked,
-                    req_path=request.path,
-                    status=code,
-                    content_type=ctype,
-                    arrived_wall=arrived_wall,
-                    wait_s=measure.waited,
-                    duration_s=duration,
-                    tap=measure.tap,
-                    error="" if code != 499 else "the client went away",
-                    peer="" if peer is None else peer.peer.id,
-                    session_id=session,
-                    resolution=resolution_text(via),
-                )
-            )
-
         # After this handler returns (a small response is then already on its way out):
         # reading the usage from the tail must not delay the answer.
-        asyncio.get_running_loop().call_soon(record)
+        asyncio.get_running_loop().call_soon(
+            _record,
+            h.activity,
+            model,
+            asked,
+            request.path,
+            code,
+            resp.content_type if resp is not None else "",
+            arrived_wall,
+            measure,
+            time.monotonic() - began,
+            "" if peer is None else peer.peer.id,
+            session_of(request.headers, h.session_headers),
+            via,
+        )
         if via is not None:
             selectors.done(via)
+
+
+def _record(
+    activity: Any,
+    model: str,
+    asked: str,
+    path: str,
+    code: int,
+    ctype: str,
+    arrived_wall: float,
+    measure: Measure,
+    duration: float,
+    peer: str,
+    session: str,
+    via: Resolution | None,
+) -> None:
+    """One request's activity record (called soon after its handler returned)."""
+    activity.record(
+        make_record(
+            model=model,
+            requested=asked,
+            req_path=path,
+            status=code,
+            content_type=ctype,
+            arrived_wall=arrived_wall,
+            wait_s=measure.waited,
+            duration_s=duration,
+            tap=measure.tap,
+            error="" if code != 499 else "the client went away",
+            peer=peer,
+            session_id=session,
+            resolution=resolution_text(via),
+        )
+    )
 
 
 async def _dispatch(

@@ -424,8 +424,13 @@ class Request:
         raw = self.headers.get("Content-Type")
         if raw is None:
             return "application/octet-stream"
-        ctype = raw.split(";", 1)[0].strip().lower()
-        return ctype if ctype.count("/") == 1 else "text/plain"
+        ctype = _CONTENT_TYPES.get(raw)
+        if ctype is None:
+            ctype = raw.split(";", 1)[0].strip().lower()
+            ctype = ctype if ctype.count("/") == 1 else "text/plain"
+            if len(_CONTENT_TYPES) < 256 and len(raw) <= 256:  # clients send few of them
+                _CONTENT_TYPES[raw] = ctype
+        return ctype
 
     @property
     def content_length(self) -> int | None:
@@ -538,6 +543,10 @@ class Request:
         signal = self.app.on_response_prepare if self.app is not None else None
         if signal:
             await signal.send(self, response)
+
+
+# A request's Content-Type as `Request.content_type` gives it, by the header's value.
+_CONTENT_TYPES: dict[str, str] = {}
 
 
 class RawResponse:

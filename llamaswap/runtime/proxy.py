@@ -535,10 +535,15 @@ async def _relay(
                 lines, raw_length, ctype, event_stream = head
                 length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
                 if length is not None and length <= SMALL_BODY and not event_stream:
-                    payload = await read()
+                    payload = upstream.arrived()  # (it usually came with the head)
+                    if payload is None:
+                        payload = await read()
+                    answered = request.answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
+                    # After the client's write: the connection back to its pool, the tap.
+                    upstream.finish()
                     if tap is not None:
                         tap(payload)
-                    return request.answer(upstream.status, upstream.raw_reason, lines, payload, ctype)
+                    return answered
                 raw_stream = request.answer_stream(upstream.status, upstream.raw_reason, lines, length, ctype)
                 started = request[STARTED_RESPONSE] = raw_stream
                 async for chunk in chunks():

@@ -308,9 +308,18 @@ class UpstreamResponse:
         self._finish()
 
     async def read(self) -> bytes:
+        data = self.arrived()
+        if data is not None:
+            self._finish()
+            return data
+        parts = [chunk async for chunk in self.iter_chunks()]
+        return b"".join(parts)
+
+    def arrived(self) -> bytes | None:
+        """The whole body if it has arrived (a small answer comes with its head), else None;
+        the connection goes back to its pool with `finish` (or `read`)."""
         conn = self._conn
         if conn.complete and conn.error is None and not self._bodyless and not self._done:
-            # The whole body came with the head (a small answer): no generator, no wait.
             chunks = conn.chunks
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
@@ -318,10 +327,12 @@ class UpstreamResponse:
             if conn.paused and conn.transport is not None:
                 conn.paused = False
                 conn.transport.resume_reading()
-            self._finish()
             return data
-        parts = [chunk async for chunk in self.iter_chunks()]
-        return b"".join(parts)
+        return None
+
+    def finish(self) -> None:
+        """The body was read to its end (`arrived`): the connection may be reused."""
+        self._finish()
 
     def _finish(self) -> None:
         if self._done:
