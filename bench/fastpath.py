@@ -3,7 +3,13 @@ dispatch -> router -> upstream client -> relay), with real sockets: what issue 1
 pass iterated on.
 
 Usage: .venv/bin/python bench/fastpath.py [--requests 20000] [--conns 1,16] [--repeat 5]
-                                          [--profile FILE] [--stream 200]
+           [--only llamaswap|direct] [--warmup 2000] [--profile FILE] [--sample FILE] [--stream 200]
+
+Instructions per request (deterministic, unlike any timing on a shared machine; what the
+sixth pass compared trees by, bench/README.md): the "Collected" total of
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/fastpath.py \
+      --only llamaswap --requests 1500 --repeat 1 --warmup 200 --conns 16
+for two trees (same start-up; ~1,700 requests), or of two request counts for one tree.
 
 `serve()` runs in this process (uvloop) on bench/proxy.py's config (nginx as the upstream,
 started by serve as usual); a raw keep-alive client in the same loop sends the bench's
@@ -13,7 +19,8 @@ client's CPU per request straight to nginx (the client's own share), best of `re
 runs each: llamaswap's CPU per request, far steadier than wrk's figure on a busy machine
 (CPU time, not wall time; no other process in the figure). `--profile FILE` writes a
 cProfile of the loop thread over one proxied run at the largest `conns` (pstats format).
-`--stream N`: N streamed requests (the fake SSE upstream, 20 events) one at a time, through
+`--sample FILE` writes a sampled CPU-time profile (ITIMER_PROF) of the proxied runs in
+py-spy's raw format. `--stream N`: N streamed requests (the fake SSE upstream, 20 events) one at a time, through
 llamaswap and direct, alternating: the wall time from the request's write to the first
 body byte, median, and llamaswap's added part (the client shares the loop with serve, so
 this is the serve's critical path plus the client's, not bench/proxy.py's figure).
