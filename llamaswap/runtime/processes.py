@@ -97,6 +97,9 @@ REAP_DEADLINE = reaper.REAP_DEADLINE
 # PROGRESS_EVERY seconds.
 PROGRESS_AFTER = 5.0
 PROGRESS_EVERY = 10.0
+# A stop that has not ended this long after its signal says so once (with when SIGKILL
+# follows), when the graceful stop may last at least twice as long.
+STOP_NOTICE_AFTER = 5.0
 
 
 def _log_transition(model: str, old: ProcessState, new: ProcessState, seconds: float, detail: str) -> None:
@@ -262,6 +265,7 @@ class _Run:
     stop_requested: bool = False
     kill_at: float | None = None
     kill_handle: asyncio.TimerHandle | None = None
+    notice_handle: asyncio.TimerHandle | None = None  # the "still stopping" line
     health_task: asyncio.Task | None = None
     crashed: bool = False  # the leader was already dead when the stop came
     killed: bool = False  # we sent the group SIGKILL (graceful stop timed out)
@@ -776,12 +780,17 @@ class ModelProcess:
             self._set_state(ProcessState.STOPPING, reason)
             if run.proc is not None:
                 self._send_stop_signal(run)
+                loop = asyncio.get_running_loop()
+                if run.kill_at - loop.time() >= 2 * STOP_NOTICE_AFTER:
+                    run.notice_handle = loop.call_later(STOP_NOTICE_AFTER, self._still_stopping, run)
 
     def _enter_stopped(self, detail: str, crashed: bool = False) -> None:
         run, self._run = self._run, None
         if run is not None:
             if run.kill_handle is not None:
                 run.kill_handle.cancel()
+            if run.notice_handle is not None:
+                run.notice_handle.cancel()
             if run.health_task is not None:
                 run.health_task.cancel()
         if self._next_spec is not None:
@@ -802,6 +811,19 @@ class ModelProcess:
             run.kill_handle.cancel()
         assert run.kill_at is not None
         run.kill_handle = asyncio.get_running_loop().call_at(run.kill_at, self._kill, run)
+
+    def _still_stopping(self, run: _Run) -> None:
+        if run.returncode is not None or run.killed or run.kill_at is None:
+            return
+        left = run.kill_at - asyncio.get_running_loop().time()
+        how = "cmdStop" if self.spec.cmd_stop.strip() else "SIGTERM"
+        logger.info(
+            "%s: still running %gs after %s; waiting for it to exit, SIGKILL in %.0fs",
+            self.spec.model,
+            STOP_NOTICE_AFTER,
+            how,
+            max(0.0, left),
+        )
 
     def _kill(self, run: _Run) -> None:
         run.killed = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import sys
 import textwrap
@@ -342,6 +343,50 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored():
         assert rec.events[-1].detail == "stopped (exit code -9 (SIGKILL))"
         assert not pid_alive(pid)
         await process.shutdown()
+
+    run(scenario())
+
+
+def test_a_stop_that_lasts_says_so_once_with_when_sigkill_follows(monkeypatch, caplog):
+    """An upstream that ignores SIGTERM holds a stop (a swap, a shutdown) for its whole
+    timeout: after STOP_NOTICE_AFTER the log says it is still waiting and when SIGKILL comes;
+    a stop that ends sooner says nothing of the kind."""
+    import llamaswap.runtime.processes as processes
+
+    monkeypatch.setattr(processes, "STOP_NOTICE_AFTER", 0.2)
+    stubborn = py("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("trapped", flush=True)
+        while True:
+            time.sleep(1)
+    """)
+    polite = py("""
+        import time
+        print("up", flush=True)
+        while True:
+            time.sleep(1)
+    """)
+
+    async def scenario():
+        caplog.set_level("INFO", logger=processes.logger.name)
+        process = ModelProcess(make_spec(stubborn))
+        await process.ensure_ready()
+        await wait_for_log(process, "trapped")
+        await process.stop(timeout=1.5)
+        notices = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+        assert len(notices) == 1, notices
+        assert re.fullmatch(
+            r"m: still running 0\.2s after SIGTERM; waiting for it to exit, SIGKILL in 1s", notices[0]
+        ), notices
+        await process.shutdown()
+        caplog.clear()
+        process = ModelProcess(make_spec(polite))
+        await process.ensure_ready()
+        await wait_for_log(process, "up")
+        await process.stop(timeout=1.5)
+        await process.shutdown()
+        assert not [r for r in caplog.records if "still running" in r.getMessage()]
 
     run(scenario())
 
