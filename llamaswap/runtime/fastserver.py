@@ -13,7 +13,7 @@ scheduler's grant and release, filters, upstream timeouts), aiohttp's own Respon
 is written as bytes — a small one (a Content-Length body up to proxy.SMALL_BODY, not an
 event stream) by `Request.answer` in one write, any other by `Request.answer_stream` (chunked
 frames or its Content-Length, the head with the first body bytes): the upstream's header
-lines as llhttp gave them (proxy.downstream_head drops the hop-by-hop ones), then the headers
+lines as llhttp gave them (proxy.relay_head drops the hop-by-hop ones), then the headers
 aiohttp would add.
 
 Framing (what the hostile tests pin):

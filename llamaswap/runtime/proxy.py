@@ -177,54 +177,17 @@ def _added(add: Mapping[str, str]) -> bytes:
     return b"".join(f"{key}: {text}\r\n".encode("latin-1", "replace") for key, text in add.items())
 
 
-def downstream_head(
-    raw: list[tuple[bytes, bytes]], extra: Mapping[str, str] | None = None
-) -> tuple[bytes, bytes | None, bytes | None] | None:
-    """`downstream_headers` (then `extra`, which replace headers of the same name) for a head
-    kept as bytes: (the encoded lines, Content-Length, Content-Type); None if an `extra` value
-    cannot be a header."""
-    replaced = {k.lower().encode("latin-1", "replace") for k in extra} if extra else ()
-    out = []
-    length = ctype = None
-    named = False
-    for name, value in raw:
-        low = name.lower()
-        if low == b"content-length":
-            length = value
-            continue
-        if low == b"content-type":
-            ctype = value
-        elif low in _HOP_BY_HOP_B or low in _NOT_DOWNSTREAM_B:
-            named = named or (low == b"connection" and value.lower() not in _PLAIN_CONNECTION)
-            continue
-        if low in replaced:
-            continue
-        out.append((low, b"%s: %s\r\n" % (name, value)))
-    if named:  # headers the Connection header names are hop-by-hop too (rare)
-        tokens = _connection_tokens_raw(raw)
-        out = [item for item in out if item[0] not in tokens]
-        if b"content-type" in tokens:
-            ctype = None
-    lines = [line for _, line in out]
-    if extra:
-        for key, text in extra.items():
-            if "\r" in key or "\n" in key or "\r" in text or "\n" in text:
-                return None
-            lines.append(f"{key}: {text}\r\n".encode())
-    return b"".join(lines), length, ctype
-
-
 _XAB = b"x-accel-buffering"
 
 
 def relay_head(
     raw: list[tuple[bytes, bytes]], extra: Mapping[str, str] | None = None
 ) -> tuple[bytes, bytes | None, bytes | None, bool] | None:
-    """The client's head for a relayed answer, in one pass over the upstream's: what
-    `downstream_head(raw, extra)` gives, and when the answer is an event stream (its kept
-    Content-Type says text/event-stream) with `X-Accel-Buffering: no` last, in place of the
-    upstream's own; (lines, Content-Length, Content-Type, is it an event stream), or None
-    if an `extra` value cannot be a header."""
+    """The client's head for a relayed answer, in one pass over the upstream's: the headers
+    `downstream_headers` keeps, then `extra` (which replace headers of the same name), and
+    when the answer is an event stream (its kept Content-Type says text/event-stream)
+    `X-Accel-Buffering: no` last, in place of the upstream's own; (lines, Content-Length,
+    Content-Type, is it an event stream), or None if an `extra` value cannot be a header."""
     replaced = {k.lower().encode("latin-1", "replace") for k in extra} if extra else ()
     out = []
     length = ctype = None

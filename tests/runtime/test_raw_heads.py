@@ -1,7 +1,8 @@
-"""The proxy's byte-level head filters (`proxy.upstream_head`, `proxy.downstream_head`, used for
+"""The proxy's byte-level head filters (`proxy.upstream_head`, `proxy.relay_head`, used for
 the fast front's requests and the lean client's answers) against the multidict ones they
 replace on that path (`upstream_headers`, `downstream_headers`): the same headers, in the same
-order, for any mix of end-to-end, hop-by-hop and Connection-named headers (hypothesis)."""
+order, for any mix of end-to-end, hop-by-hop and Connection-named headers (hypothesis); an
+event stream's head ends with `X-Accel-Buffering: no` in place of the upstream's."""
 
 from __future__ import annotations
 
@@ -30,8 +31,23 @@ NAMES = [
     "Date",
     "Server",
     "X-Hop",
+    "X-Accel-Buffering",
+    "x-accel-buffering",
 ]
-VALUES = ["a", "keep-alive", "close", "X-Hop", "x-trace, keep-alive", "Upgrade", "text/event-stream", "5", ""]
+VALUES = [
+    "a",
+    "keep-alive",
+    "close",
+    "X-Hop",
+    "x-trace, keep-alive",
+    "Upgrade",
+    "text/event-stream",
+    "Text/Event-Stream; charset=utf-8",
+    "Content-Type",
+    "x-accel-buffering, keep-alive",
+    "5",
+    "",
+]
 
 heads = st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=12)
 
@@ -54,23 +70,32 @@ def test_upstream_head_filters_as_upstream_headers(head, drop):
     assert proxy.upstream_head(raw(head), drop, add) == lines(expected.items())
 
 
-@settings(max_examples=300, deadline=None)
-@given(heads, st.sampled_from([None, {"X-Llamaswap-Swap": "model=m; waited=0.1s"}, {"x-trace": "ours"}]))
-def test_downstream_head_filters_as_downstream_headers(head, extra):
+def relay_reference(head: list[tuple[str, str]], extra: dict[str, str] | None):
+    """What `relay_head` must give, built with the multidict filter."""
     expected = proxy.downstream_headers(CIMultiDict(head))
+    kept = expected.getall("Content-Type", [])
+    ctype = kept[-1].encode() if kept else None
+    lengths = [v for n, v in head if n.lower() == "content-length"]
     for k, v in (extra or {}).items():
         expected.popall(k, None)  # an `extra` header replaces the upstream's (and goes last)
         expected.add(k, v)
-    got = proxy.downstream_head(raw(head), extra)
-    assert got is not None
-    encoded, length, ctype = got
-    assert encoded == lines(expected.items())
-    lengths = [v for n, v in head if n.lower() == "content-length"]
-    assert length == (lengths[-1].encode() if lengths else None)
-    kept_ctype = expected.getall("Content-Type", [])
-    if kept_ctype and not (extra and "content-type" in {e.lower() for e in extra}):
-        assert ctype == kept_ctype[-1].encode()
+    event_stream = proxy._is_event_stream_type(ctype)
+    if event_stream:
+        expected.popall("X-Accel-Buffering", None)
+    encoded = lines(expected.items()) + (b"X-Accel-Buffering: no\r\n" if event_stream else b"")
+    return encoded, (lengths[-1].encode() if lengths else None), ctype, event_stream
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    heads,
+    st.sampled_from(
+        [None, {}, {"X-Llamaswap-Swap": "model=m; evicted=; set=; waited=0.100s"}, {"x-trace": "ours"}]
+    ),
+)
+def test_relay_head_filters_as_downstream_headers(head, extra):
+    assert proxy.relay_head(raw(head), extra) == relay_reference(head, extra)
 
 
 def test_a_header_value_that_cannot_be_one_is_refused():
-    assert proxy.downstream_head([(b"X-A", b"1")], {"X-Bad": "a\r\nInjected: 1"}) is None
+    assert proxy.relay_head([(b"X-A", b"1")], {"X-Bad": "a\r\nInjected: 1"}) is None
