@@ -181,7 +181,8 @@ def go_time(name: str, when: float) -> str:
     t = dt.datetime.fromtimestamp(when).astimezone()
     zone = t.strftime("%Z")
     offset = t.strftime("%z")
-    colon = offset[:3] + ":" + offset[3:] if offset else "Z"
+    # Go's "Z07:00": Z for a zero offset (UTC), else +hh:mm.
+    colon = offset[:3] + ":" + offset[3:] if offset and offset != "+0000" else "Z"
     frac = when - int(when)
     layouts: dict[str, Callable[[], str]] = {
         "ansic": lambda: t.strftime("%a %b ") + f"{t.day:>2}" + t.strftime(" %H:%M:%S %Y"),

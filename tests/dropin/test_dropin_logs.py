@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from serve_support import free_port_block, model, start_serve, upstream_cmd
 from llamaswap.runtime.logs import UPSTREAM, JsonFormatter, TextFormatter, go_time
 
 WHEN = 1767268800.123456  # 2026-01-01T12:00:00.123456Z
+HALF = 1767268800.5  # 2026-01-01T12:00:00.5Z, exact in a float
 
 
 @pytest.mark.parametrize(
@@ -31,6 +35,27 @@ WHEN = 1767268800.123456  # 2026-01-01T12:00:00.123456Z
 )
 def test_log_time_formats_are_llama_swaps_names(name, pattern):
     assert re.fullmatch(pattern, go_time(name, WHEN)), go_time(name, WHEN)
+
+
+@pytest.mark.parametrize(
+    "tz, name, expected",
+    [
+        # Go's "Z07:00" writes Z for a zero offset, the offset otherwise.
+        ("UTC", "rfc3339", "2026-01-01T12:00:00Z"),
+        ("UTC", "rfc3339nano", "2026-01-01T12:00:00.5Z"),
+        ("Asia/Kolkata", "rfc3339", "2026-01-01T17:30:00+05:30"),
+        ("America/New_York", "rfc3339nano", "2026-01-01T07:00:00.5-05:00"),
+        # "-0700" is always numeric.
+        ("UTC", "rfc1123z", "Thu, 01 Jan 2026 12:00:00 +0000"),
+    ],
+)
+def test_rfc3339_writes_the_zone_as_go_does(tz, name, expected):
+    # In a child process, so TZ takes effect without touching this one's zone.
+    code = f"from llamaswap.runtime.logs import go_time; print(go_time({name!r}, {HALF!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "TZ": tz}, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected
 
 
 def record(name: str, msg: str, **extra) -> logging.LogRecord:
