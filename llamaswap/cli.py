@@ -919,6 +919,10 @@ def graph_cmd(
 
 
 def parse_listen(value: str) -> tuple[str, int]:
+    if "/" in value:
+        # A URL (http://host:port/...): its host and port are what was meant.
+        address = value.split("://", 1)[-1].split("/", 1)[0] or "127.0.0.1:8080"
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT without a scheme or path, e.g. {address}")
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", value

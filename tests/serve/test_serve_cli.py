@@ -129,6 +129,9 @@ def test_a_config_with_errors_is_refused_with_its_diagnostics(tmp_path):
     [
         ("127.0.0.1:99999", "port must be between 0 and 65535"),
         ("127.0.0.1:http", "expected HOST:PORT, e.g. 127.0.0.1:8080"),
+        # A URL pasted from a browser: said plainly, not "Name or service not known".
+        ("http://127.0.0.1:8000", "expected HOST:PORT without a scheme or path, e.g. 127.0.0.1:8000"),
+        ("localhost:8000/v1", "expected HOST:PORT without a scheme or path, e.g. localhost:8000"),
     ],
 )
 def test_a_bad_listen_address_is_a_usage_error(tmp_path, listen, message):
