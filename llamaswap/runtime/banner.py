@@ -1,6 +1,7 @@
 """Banner: what `llamaswap serve` prints once it listens (pure string building).
 
-The curl lines work as printed: they name a model `/v1/models` lists, carry an API key
+The curl lines work as printed: they name a model `/v1/models` lists (one compile did not
+warn cannot start, LS411, when there is one), carry an API key
 placeholder when the config sets apiKeys, and write IPv6 addresses in brackets.
 """
 
@@ -29,12 +30,26 @@ def base_url(bound_host: str, port: int, tls: bool = False) -> str:
     return f"{'https' if tls else 'http'}://{display_host(bound_host)}:{port}"
 
 
+def cannot_start(plan: Plan) -> frozenset[str]:
+    """Models compile warned cannot start as written (LS411: no cmd, a cmd that cannot be
+    split, a port above 65535): a curl naming one would get a 500."""
+    paths = [d.path for d in plan.diagnostics if d.code == "LS411" and d.path]
+    return frozenset(
+        m for m in plan.models for p in paths if p == f"models.{m}" or p.startswith(f"models.{m}.")
+    )
+
+
 def example_model(plan: Plan) -> str | None:
-    """A model ID the listing shows: the first listed model, else a selector, else any."""
+    """A model ID the listing shows: the first listed model that can start, else the first
+    listed one, else a selector, else any."""
     c = plan.config
-    for mid in plan.models:
-        if c is None or not c.models[mid].unlisted:
+    listed = [mid for mid in plan.models if c is None or not c.models[mid].unlisted]
+    broken = cannot_start(plan)
+    for mid in listed:
+        if mid not in broken:
             return mid
+    if listed:
+        return listed[0]
     for sel in plan.virtual.selectors:
         if not sel.unlisted:
             return sel.id

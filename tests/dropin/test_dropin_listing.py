@@ -116,6 +116,27 @@ def test_banner_curl_uses_a_listed_model_and_a_key_placeholder():
     assert any("reachable from other hosts" in line for line in lines)
 
 
+def test_banner_curl_names_a_model_that_can_start():
+    # The first listed models have no cmd or one that cannot be split (LS411): their
+    # requests fail, so the printed curl names the first model that can start.
+    plan = plan_of("""\
+        models:
+          aaa-remote: {proxy: "http://127.0.0.1:9"}
+          bbb-quote: {cmd: "x --port ${PORT} --alias 'oops"}
+          ccc-null:
+          chat: {cmd: "x --port ${PORT}"}
+        """)
+    lines = [line for line, _ in banner(plan, "c.yaml", "127.0.0.1", 8080, "asyncio", "0")]
+    chat = next(shlex.split(line) for line in lines if "/v1/chat/completions" in line)
+    assert '"model": "chat"' in chat[chat.index("-d") + 1]
+
+
+def test_banner_curl_falls_back_to_a_listed_model_when_none_can_start():
+    plan = plan_of('models:\n  only: {proxy: "http://127.0.0.1:9"}\n')
+    lines = [line for line, _ in banner(plan, "c.yaml", "127.0.0.1", 8080, "asyncio", "0")]
+    assert any('"model": "only"' in line for line in lines)
+
+
 def test_ipv6_urls_are_bracketed():
     assert base_url("::1", 8080) == "http://[::1]:8080"
     assert base_url("::", 8080) == "http://[::1]:8080"
