@@ -171,7 +171,7 @@ def load_config(
     _check_scheduler(config, loaded, ck)
     _check_limits(config, ck)
     _check_preload(config, loaded, ck)
-    if not config.models:
+    if not config.models and not config.peers:  # peers' models are listed and served too
         ck.warning_at(
             "LS303", "the config defines no models", ("models",), hint="add models under 'models'", key=True
         )

@@ -97,3 +97,18 @@ def test_plan_request_for_a_peer_model_says_where_it_goes(tmp_path):
         "swap": False,
     }
     assert "peer model" not in plan("--request", "local")  # a local name stays local
+
+
+def test_a_config_of_peers_only_compiles_without_a_warning():
+    # A front host with no GPU of its own: every model is a peer's, and /v1/models lists
+    # them, so "the config defines no models" would be false (and fail `compile --strict`).
+    plan = compile_yaml(
+        "peers:\n  box:\n    proxy: http://10.0.0.2:8080\n    models: [llama]\n", dedent=False
+    )
+    assert plan.ok and not plan.diagnostics, plan.diagnostics
+    assert "box/llama" in plan.virtual.routes
+
+
+def test_a_config_with_neither_models_nor_peers_still_warns():
+    plan = compile_yaml("healthCheckTimeout: 60\n", dedent=False)
+    assert [(d.code, d.path) for d in plan.diagnostics] == [("LS303", "models")]
