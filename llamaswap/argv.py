@@ -4,7 +4,9 @@ llama-swap uses Go's flag package: `-config X`, `--config X`, `-config=X`, boole
 `-version` or `-watch-config=true`. click reads only `--long` options, so main() passes the
 command line through `normalise` first: each llama-swap flag is rewritten to its `--long`
 form, and a command line that starts with one (`llamaswap -config X -listen :8080`, the
-llama-swap way) runs `serve`. Everything else is left as it is. Pure.
+llama-swap way) runs `serve`. Any other single-dash word among serve's arguments becomes
+`--word` too, so click names it in its error (with a "did you mean"); values, negative
+numbers and everything outside serve are left as they are. Pure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ VALUED = frozenset(
     {"config", "config-dir", "listen", "tls-cert-file", "tls-key-file", "log-level", "log-format"}
 )
 BOOLEAN = frozenset({"version", "watch-config"})
+# serve's other valued options: the word after one is its value, never an option.
+SERVE_VALUED = frozenset({"shutdown-timeout", "expand-budget"})
 FALSE_WORDS = frozenset({"false", "0", "f", "F", "FALSE", "False"})
 TRUE_WORDS = frozenset({"true", "1", "t", "T", "TRUE", "True"})
 
@@ -32,6 +36,18 @@ def _flag(arg: str) -> tuple[str, str | None] | None:
     return None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _takes_value(arg: str) -> bool:
+    return arg.startswith("--") and "=" not in arg and arg[2:] in VALUED | SERVE_VALUED
+
+
 def _rewrite(args: list[str]) -> list[str]:
     out: list[str] = []
     for i, arg in enumerate(args):
@@ -39,6 +55,12 @@ def _rewrite(args: list[str]) -> list[str]:
             return out + args[i:]
         flag = _flag(arg)
         if flag is None:
+            value = bool(out) and _takes_value(out[-1])
+            if not value and arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+                if not _is_number(arg):
+                    # Any other Go-style word: serve has no short options but -h, so click
+                    # should name it (and suggest the option meant), not its first letter.
+                    arg = "-" + arg
             out.append(arg)
             continue
         name, value = flag

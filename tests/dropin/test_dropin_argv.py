@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from llamaswap.argv import normalise
@@ -35,9 +38,32 @@ from llamaswap.argv import normalise
         (["--version"], ["--version"]),
         (["compile", "-config", "x"], ["compile", "-config", "x"]),
         (["serve", "c.yaml", "--", "-config"], ["serve", "c.yaml", "--", "-config"]),
-        (["serve", "-configs", "x"], ["serve", "-configs", "x"]),
+        # Any other Go-style word is an option too (serve has no short options but -h), so
+        # click names it ("No such option '--listn'. Did you mean '--listen'?") instead of
+        # its first letter ("No such option '-l'").
+        (["serve", "-configs", "x"], ["serve", "--configs", "x"]),
+        (["-config", "c.yaml", "-listn", ":80"], ["serve", "--config", "c.yaml", "--listn", ":80"]),
+        (["serve", "-shutdown-timeout", "5"], ["serve", "--shutdown-timeout", "5"]),
+        # ... but not a value, a negative number or a lone dash
+        (["serve", "-config", "-odd.yaml"], ["serve", "--config", "-odd.yaml"]),
+        (["serve", "--expand-budget", "-1", "-"], ["serve", "--expand-budget", "-1", "-"]),
         ([], []),
     ],
 )
 def test_normalise(argv, expected):
     assert normalise(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-config", "c.yaml", "-listn", ":8080"], "No such option '--listn'. Did you mean '--listen'?"),
+        (["serve", "-watch-cofig"], "No such option '--watch-cofig'."),
+    ],
+)
+def test_a_misspelt_go_style_flag_is_named_in_the_error(argv, message):
+    out = subprocess.run(
+        [sys.executable, "-m", "llamaswap", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert message in out.stderr, out.stderr
