@@ -55,8 +55,8 @@ def _rewrite(args: list[str]) -> list[str]:
             return out + args[i:]
         flag = _flag(arg)
         if flag is None:
-            value = bool(out) and _takes_value(out[-1])
-            if not value and arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            is_value = bool(out) and _takes_value(out[-1])
+            if not is_value and arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
                 if not _is_number(arg):
                     # Any other Go-style word: serve has no short options but -h, so click
                     # should name it (and suggest the option meant), not its first letter.
