@@ -1,12 +1,15 @@
-"""The curl commands in README.md and docs/ work as written: one that sends a JSON body says
+"""The commands in README.md and docs/ work as written. A curl that sends a JSON body says
 it is JSON. `curl -d` alone sends `application/x-www-form-urlencoded`, and serve answers such a
 request with 400 (the model is read from a form, as in llama-swap), so a reader who pastes
-the command gets an error instead of an answer."""
+the command gets an error instead of an answer. The README's pytest commands select what
+their comments say."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +64,42 @@ def test_the_scan_finds_curls():
 
 def test_every_documented_json_curl_sends_a_json_content_type():
     assert json_curls_without_content_type() == []
+
+
+def readme_test_command(described: str) -> list[str]:
+    """The pytest arguments of the README's test command whose comment says `described`."""
+    for block in shell_blocks((ROOT / "README.md").read_text(encoding="utf-8")):
+        for line in block.splitlines():
+            if "-m pytest" in line and described in line:
+                argv = shlex.split(line, comments=True)
+                return argv[argv.index("pytest") + 1 :]
+    raise AssertionError(f"README.md has no pytest command described as {described!r}")
+
+
+def test_the_readme_command_without_the_e2e_tier_leaves_out_the_llamacpp_tier_too():
+    # `-m` replaces pyproject's `-m 'not llamacpp'`: a command that says it leaves tiers out
+    # must leave the llama.cpp tier out itself, or it builds llama-server (minutes) first.
+    args = readme_test_command("without the end-to-end")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *args,
+            "--collect-only",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:randomly",
+            "tests/llamacpp",
+            "tests/serve/test_serve_cli.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    collected = [line for line in out.stdout.splitlines() if "::" in line]
+    assert not collected, collected
+    assert "deselected" in out.stdout, out.stdout + out.stderr
