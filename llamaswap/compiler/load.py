@@ -171,7 +171,8 @@ def load_config(
     _check_scheduler(config, loaded, ck)
     _check_limits(config, ck)
     _check_preload(config, loaded, ck)
-    if not config.models and not config.peers:  # peers' models are listed and served too
+    models_refused = any(d.is_error and d.path == "models" for d in ck.diagnostics)  # said already
+    if not config.models and not config.peers and not models_refused:  # peers' models are served too
         ck.warning_at(
             "LS303", "the config defines no models", ("models",), hint="add models under 'models'", key=True
         )

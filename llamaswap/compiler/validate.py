@@ -134,6 +134,8 @@ def _report(loc: tuple[Any, ...], errs: list[ErrorDetails], report: PathReporter
         hint = "remove the quotes around the number"
     elif kinds == {"string_type"} and isinstance(value, (int, float, bool)):
         hint = "quote the value to make it a string"
+    elif loc == ("models",) and isinstance(value, (list, tuple)):
+        hint = "each model is a key under models, not a '- ' item: 'models:' then '  my-model:' then '    cmd: ...'"
     want_text = " or ".join(wants)
     report.error_at(
         "LS302", f"'{format_path(loc)}' must be {want_text}, got {_describe(value)}", loc, hint=hint

@@ -657,3 +657,15 @@ def test_the_reload_drain_timeout_is_checked_and_located():
     assert known.ok and not [c for c in codes(known) if c.startswith("LS4")], (
         known.diagnostics
     )  # no unknown key
+
+
+@pytest.mark.parametrize("text", ["models:\n  - name: a\n    cmd: x\n", "models: a\n"])
+def test_models_of_the_wrong_kind_is_one_error_not_also_no_models(text):
+    # The error says what is wrong; "the config defines no models" (LS303) beside it is noise.
+    plan = compile_yaml(text, dedent=False)
+    assert [(d.code, d.path) for d in plan.diagnostics] == [("LS302", "models")]
+
+
+def test_models_written_as_a_list_gets_a_hint():
+    d = one(compile_yaml("models:\n  - name: a\n    cmd: x\n", dedent=False), "LS302")
+    assert d.hint is not None and "models:" in d.hint and "- " in d.hint
