@@ -481,14 +481,16 @@ async def _dispatch(
         if isinstance(outcome, Rejected):
             if stream is not None:
                 await stream.write(
-                    _loading_chunk(requested, f"\nerror: {client_message(redact, outcome.message)}\n")
+                    _loading_chunk(
+                        requested, f"\nerror: {client_message(redact, outcome.message, ticket.model)}\n"
+                    )
                 )
                 await stream.write(b"data: [DONE]\n\n")
                 return stream
             return error_response(
                 request,
                 outcome.status,
-                client_message(redact, outcome.message),
+                client_message(redact, outcome.message, ticket.model),
                 code="concurrency_limit" if outcome.status == 429 else None,
                 headers=outcome.headers,
             )
@@ -725,9 +727,10 @@ def _model_config(plan: Plan, model: str):
 _START_OUTPUT = re.compile(r"(upstream command exited prematurely \([^)]*\)): .*", re.DOTALL)
 
 
-def client_message(redact: Redactor, message: str) -> str:
-    """A rejection's message as the client may see it: no upstream output, no secrets."""
-    message = _START_OUTPUT.sub(r"\1; its output is in /logs", message)
+def client_message(redact: Redactor, message: str, model: str) -> str:
+    """A rejection's message as the client may see it: no upstream output (it names where
+    `model`'s output is instead), no secrets."""
+    message = _START_OUTPUT.sub(lambda m: f"{m.group(1)}; its output is in /logs/stream/{model}", message)
     return redact(message)
 
 

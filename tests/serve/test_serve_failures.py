@@ -209,7 +209,7 @@ def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
     assert first.status == 500
     # The client gets the reason; the upstream's own output stays in the logs.
     assert first.json() == envelope(
-        "unspecific error: upstream command exited prematurely (exit code 3); its output is in /logs",
+        "unspecific error: upstream command exited prematurely (exit code 3); its output is in /logs/stream/f",
         "server_error",
         "internal_error",
     )
