@@ -74,6 +74,7 @@ from llamaswap.runtime.passthrough import ignored_path, ignores_websockets, is_r
 from llamaswap.runtime.peers import forward_to_peer
 from llamaswap.runtime.proxy import (
     ENDED_BY,
+    ENDED_FOR,
     MOUNT,
     STARTED_RESPONSE,
     UpstreamBroke,
@@ -505,7 +506,7 @@ async def _dispatch(
         h.tracker.serving(measure.rid)
         ticket.on_end = functools.partial(_end, request, h.tracker, measure.rid)
         if ticket.end_reason is not None:  # ended before this task resumed (a drain of 0 s)
-            ticket.on_end(ticket.end_reason)
+            ticket.on_end(*ticket.end_reason)
         if body.raw is not None:
             data: bytes | StreamBody = body.raw
             if (
@@ -606,10 +607,12 @@ async def _peer(
         return await body_error_response(request, exc)
 
 
-def _end(request: web.Request, tracker: InflightTracker, rid: str, why: str) -> None:
-    """The router ends this served request (its model's reload drain ran out): as a cancel
-    through the in-flight table, with `why` for the client."""
+def _end(request: web.Request, tracker: InflightTracker, rid: str, reason: str, why: str) -> None:
+    """The router ends this served request (`reason`: its model's reload drain ran out, or an
+    unload or a shutdown stops the model): as a cancel through the in-flight table, with
+    `why` for the client."""
     request[ENDED_BY] = why
+    request[ENDED_FOR] = reason
     tracker.cancel(rid)
 
 
@@ -623,9 +626,11 @@ async def cancelled_response(request: web.Request, rid: str, waiting: bool) -> w
     - an event stream under way: an error event, then a clean end (llama-swap ends it
       cleanly too); any other response under way: the connection is aborted, so a
       truncated body never passes for a whole one.
-    A request the server ended (`ENDED_BY`: a reload's drain ran out) is answered the same
-    way with that reason, and 503 + Retry-After when nothing was sent yet (the new process
-    serves a retry); a WebSocket was closed with 1012 (websocket.py)."""
+    A request the server ended (`ENDED_BY`: a reload's drain ran out, an unload or a shutdown
+    stopped its model) is answered the same way with that reason, and 503 + Retry-After when
+    nothing was sent yet (a retry is served by the new process, or starts the model again, or
+    goes to the server that replaces this one); a WebSocket was closed with 1012 or 1001
+    (websocket.py)."""
     ended: str | None = request.get(ENDED_BY)
     status = 502 if ended is None else 503
     message = f"request {rid} was cancelled (POST /api/inflight/{rid}/cancel)"

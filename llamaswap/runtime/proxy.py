@@ -63,9 +63,11 @@ _NOT_DOWNSTREAM = frozenset({"content-length", "date", "server"})
 SMALL_BODY = 1 << 20
 # Request key: the client's response once it has been prepared (a cancel must end that one).
 STARTED_RESPONSE = "llamaswap.response"
-# Request key: why the server ended this request while it was served (a reload's drain ran
-# out); set before its task is cancelled, so the answer says so (a WebSocket closes with 1012).
+# Request keys: why the server ended this request while it was served (the message for the
+# client; the scheduler's reason, "reload" | "unload" | "shutdown"); set before its task is
+# cancelled, so the answer says so (a WebSocket closes with 1012 after a reload, else 1001).
 ENDED_BY = "llamaswap.ended_by"
+ENDED_FOR = "llamaswap.ended_for"
 # Request key: (the upstream's base URL, the path it is mounted at here) of a passthrough
 # (`/upstream/<model>`, `/comfyui`): its redirects are rewritten to stay under the mount.
 MOUNT = "llamaswap.mount"

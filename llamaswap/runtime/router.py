@@ -51,8 +51,8 @@ restarted), makes processes for added models, re-resolves the waiting tickets by
 they asked for, swaps in the new policy and settings, and hands the rest to
 `Scheduler.reconfigure`. A removed model's process is shut down and forgotten once the
 scheduler has forgotten the model (it stopped after its last request). When a retiring
-model's drain runs out (`reload_drain_timeout`), the scheduler asks to end what is still in
-flight on it: the owner logs which requests and why, and calls each ticket's `on_end` (set by
+model's drain runs out (`reload_drain_timeout`), or an unload or a shutdown stops a model,
+the scheduler asks to end what is still in flight on it: the owner logs which requests and why, and calls each ticket's `on_end` (set by
 the HTTP layer once it serves the ticket: it ends the response the way its protocol allows,
 and then releases the ticket as usual).
 """
@@ -191,10 +191,11 @@ class Ticket:
         self.position: int | None = None
         self._position_event: asyncio.Event | None = None  # made on first use (rare)
         self.released = False
-        # Set by the holder while it serves the ticket: end the response now (the argument
-        # says why, for the client). `end_reason`: set when the router asked for that.
-        self.on_end: Callable[[str], None] | None = None
-        self.end_reason: str | None = None
+        # Set by the holder while it serves the ticket: end the response now (the arguments:
+        # the scheduler's reason, "reload" | "unload" | "shutdown", and the message for the
+        # client). `end_reason`: those two, set when the router asked for that.
+        self.on_end: Callable[[str, str], None] | None = None
+        self.end_reason: tuple[str, str] | None = None
 
     async def position_changed(self) -> None:
         if self._position_event is None:
@@ -989,33 +990,45 @@ class Router:
         return stops
 
     def _end_requests(self, command: _EndRequests) -> None:
-        """A retiring model's drain ran out: end what is still in flight on it (one log line
-        says which and why; each response's own end is logged where it happens)."""
-        model, grace = command.model, self.settings.reload_drain_timeout
-        why = _DRAIN_ENDS.get(self.scheduler.retiring().get(model, ""), "restarts for a config reload")
-        message = (
-            f"{model} {why}: the request was still running after the reload's drain timeout "
-            f"({grace:g}s, llamaswap.reloadDrainTimeout)"
-        )
+        """End what is still in flight on a model: a retiring model's drain ran out
+        ("reload"), or an unload or a shutdown stops it next ("unload", "shutdown"). One log
+        line says which requests and why; each response's own end is logged where it happens."""
+        model, reason = command.model, command.reason
         tickets = [t for t in map(self._tickets.get, command.req_ids) if t is not None]
-        logger.warning(
-            "reload: %s still has %d request(s) in flight %ss after the reload (%s): ending them, "
-            "so that its old process stops (%s)",
-            model,
-            len(tickets),
-            f"{grace:g}",
-            ", ".join(f"#{t.req_id} ({t.requested})" for t in tickets) or "none",
-            why,
-        )
+        which = ", ".join(f"#{t.req_id} ({t.requested})" for t in tickets) or "none"
+        if reason == "reload":
+            grace = self.settings.reload_drain_timeout
+            why = _DRAIN_ENDS.get(self.scheduler.retiring().get(model, ""), "restarts for a config reload")
+            message = (
+                f"{model} {why}: the request was still running after the reload's drain timeout "
+                f"({grace:g}s, llamaswap.reloadDrainTimeout)"
+            )
+            logger.warning(
+                "reload: %s still has %d request(s) in flight %ss after the reload (%s): ending them, "
+                "so that its old process stops (%s)",
+                model,
+                len(tickets),
+                f"{grace:g}",
+                which,
+                why,
+            )
+        elif reason == "unload":
+            message = f"{model} was unloaded while the request was running (an unload stops it at once)"
+            logger.warning("unload: ending %d request(s) in flight on %s (%s)", len(tickets), model, which)
+        else:
+            message = f"{self._shutdown_message()}: {model} was stopped while the request was still running"
+            logger.warning(
+                "shutdown: ending %d request(s) still in flight on %s (%s)", len(tickets), model, which
+            )
         for ticket in tickets:
-            ticket.end_reason = message
+            ticket.end_reason = (reason, message)
             on_end = ticket.on_end
             if on_end is None:
                 # Not (yet) served through the proxy: a preload or load releases at once, and
                 # dispatch, not resumed since its grant, ends it when it sees end_reason.
                 continue
             try:
-                on_end(message)
+                on_end(reason, message)
             except Exception:  # one response's end must not stop the others'
                 logger.exception("ending request #%s failed", ticket.req_id)
 

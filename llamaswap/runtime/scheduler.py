@@ -96,6 +96,9 @@ At the first input at or after that deadline (`next_deadline()` names it, so the
 then) every request still in flight on it is ended through one `end_requests(ids, model,
 "reload")`: the owner ends those responses and reports `serve_done` for each as usual (no
 second outcome: a request ended this way was granted, and its serve_done is still due).
+An unload or a shutdown that stops a model with requests in flight (llama-swap stops it
+anyway) first ends them the same way, `end_requests(ids, model, "unload" | "shutdown")`, so
+that each client hears why its response stops; a request is never ended twice.
 Nothing is granted to a retiring model, so no request can start on it after its deadline;
 once the last one is done it is stopped as above, and the queue goes to the new process. A reload that brings `resources:` while models run gives each of
 them the devices the placer would start it on (`adopted`; `unplaced` when it fits nowhere
@@ -267,9 +270,10 @@ class Effects(Protocol):
         calls from one `unload` come smallest timeout first; run them in that order."""
 
     def end_requests(self, req_ids: tuple[ReqId, ...], model: str, reason: str) -> None:
-        """End these in-flight requests on `model` now (its drain ran out; `reason`:
-        "reload"), as cleanly as the client's protocol allows. Each still reports
-        `serve_done` once its response is over."""
+        """End these in-flight requests on `model` now, as cleanly as the client's protocol
+        allows, and say why (`reason`): "reload" (a reload's drain ran out), "unload" or
+        "shutdown" (the model is stopped next, by the stop_processes that follows). Each
+        still reports `serve_done` once its response is over; no request is named twice."""
 
 
 class SchedulingPolicy(Protocol):
@@ -354,6 +358,7 @@ class _Request:
     seq: int
     priority: int
     phase: _Phase = _Phase.QUEUED
+    ended: bool = False  # named by an end_requests (still SERVING until its serve_done)
 
 
 @dataclass(slots=True, eq=False)
@@ -562,8 +567,9 @@ class Scheduler:
 
     def unload(self, models: Iterable[str] | None, now: float, timeout: float | None = None) -> None:
         """Unload `models` (None: all). Waiters of their swaps and their queued requests get
-        500 `<engine>: model unloaded`; the models are stopped (`timeout` if > 0, else each
-        model's unload timeout, smallest first); then the queue drains."""
+        500 `<engine>: model unloaded`; their requests in flight are ended (`end_requests`,
+        "unload"); the models are stopped (`timeout` if > 0, else each model's unload
+        timeout, smallest first); then the queue drains."""
         if self._shutting_down:
             return
         self._refresh_protection(now)
@@ -586,6 +592,8 @@ class Scheduler:
                 self._protected = None
             self._reject(req, 500, message)
         to_stop = self._mark_stopping(targets)
+        for model in to_stop:  # llama-swap cuts them off; the client is told why
+            self._end_serving(model, "unload")
         if timeout is not None and timeout > 0:
             if to_stop:
                 self._effects.stop_processes(tuple(to_stop), "unload", timeout)
@@ -752,7 +760,8 @@ class Scheduler:
 
     def shutdown(self, now: float, timeout: float | None = None) -> None:
         """Everyone waiting, and every later request, gets 503 `<engine> is shutting down`;
-        every model is stopped (`timeout` if > 0, else the swap stop timeout)."""
+        what is still in flight is ended (`end_requests`, "shutdown"); every model is stopped
+        (`timeout` if > 0, else the swap stop timeout)."""
         if self._shutting_down:
             return
         self._shutting_down = True
@@ -771,6 +780,8 @@ class Scheduler:
         self._holds.clear()
         self._held.clear()
         to_stop = self._mark_stopping(self._models)
+        for model in to_stop:  # the drain (if any) ran out before they finished
+            self._end_serving(model, "shutdown")
         if to_stop:
             stop_timeout = (
                 timeout if timeout is not None and timeout > 0 else self._settings.swap_stop_timeout
@@ -1080,10 +1091,18 @@ class Scheduler:
         for model, until in self._pending_drains().items():
             if now >= until:
                 self._drain_ended.add(model)
-                ids = tuple(
-                    r.id for r in self._requests.values() if r.model == model and r.phase is _Phase.SERVING
-                )
-                self._effects.end_requests(ids, model, "reload")
+                self._end_serving(model, "reload")
+
+    def _end_serving(self, model: str, reason: str) -> None:
+        """End the requests in flight on `model` that no earlier end_requests named (one
+        call, none when there are none)."""
+        ids = []
+        for r in self._requests.values():
+            if r.model == model and r.phase is _Phase.SERVING and not r.ended:
+                r.ended = True
+                ids.append(r.id)
+        if ids:
+            self._effects.end_requests(tuple(ids), model, reason)
 
     def _restart(self, model: str, now: float) -> None:
         """Start a reload-restarted model again when that evicts nothing (else it waits for

@@ -20,7 +20,8 @@ each side. A close from either side is passed on with its code and reason; a sid
 away without a close frame closes the other with 1011 (upstream lost) or 1001 (client gone).
 Auth, the Host/Origin checks and the connection cap apply to the upgrade as to any request;
 the upstream gets the same headers a proxied request gets (hop-by-hop and the handshake's own
-headers excepted). On shutdown every open websocket is closed with 1001.
+headers excepted). On shutdown every open websocket is closed with 1001; one whose model a
+reload's drain ends is closed with 1012 (service restart), one whose model is unloaded with 1001.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from aiohttp import WSMsgType, web
 
 from llamaswap.runtime.limits import UpstreamTimeouts
 from llamaswap.runtime.passthrough import is_ready
-from llamaswap.runtime.proxy import ENDED_BY, STARTED_RESPONSE, error_response, upstream_headers
+from llamaswap.runtime.proxy import ENDED_BY, ENDED_FOR, STARTED_RESPONSE, error_response, upstream_headers
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -142,8 +143,13 @@ async def proxy(
         upstream_gone = upstream.closed
         with contextlib.suppress(Exception):
             if not client.closed:
-                if request.get(ENDED_BY):  # a reload's drain ran out: the model restarts
+                ended = request.get(ENDED_FOR) if request.get(ENDED_BY) else None
+                if ended == "reload":  # a reload's drain ran out: the model restarts
                     await client.close(code=1012, message=b"service restart: llamaswap config reload")
+                elif ended == "unload":
+                    await client.close(code=1001, message=b"model unloaded")
+                elif ended == "shutdown":
+                    await client.close(code=1001, message=b"server shutting down")
                 elif upstream_gone:
                     await client.close(code=_sendable(upstream.close_code, 1011), message=b"upstream gone")
                 else:

@@ -21,7 +21,10 @@ the scheduler's effects and its own completions, and checks after every step tha
     retired it + reload_drain_timeout), every request in flight on it has been ended, by
     exactly one end_requests that names all of them and nothing else, never before the
     deadline; `next_deadline()` is never later than a drain still to end; ended requests
-    still finish with one serve_done, and at quiescence nothing is retiring.
+    still finish with one serve_done, and at quiescence nothing is retiring;
+(i) an unload or a shutdown that stops a model first ends the requests in flight on it (one
+    end_requests with its own reason, naming exactly those not ended before), so that no
+    response is cut off without a word.
 
 Hypothesis settings: the suite's profile (tests/conftest.py), 100 examples of 40 steps;
 LLAMASWAP_HYPOTHESIS_EXAMPLES=3000 runs a random, longer session (see tests/support/fuzz.py).
@@ -126,6 +129,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.inputs = 0
         self.retiring_since: dict[str, float] = {}  # model -> the reload that retired it
         self.ended: set = set()  # requests end_requests named
+        self.current = ""  # the input being fed (its effects are checked against it)
         self.ready_to_run = True
 
     # ------------------------------------------------------- world helpers
@@ -141,6 +145,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def call(self, method, *args, **kwargs):
         self.inputs += 1
+        self.current = method.__name__  # which input the effects come from
         self.seen = self.now  # the scheduler only learns the time from its inputs
         self.waiters_before = {rid for m in self.models for rid in self.s.waiting(m)}
         result = method(*args, **kwargs)
@@ -215,19 +220,31 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert not self.in_flight[m], "TTL stopped a model with requests in flight"
             if reason == "reload":
                 assert not self.in_flight[m], "(g) a reload stopped a model with requests in flight"
+            if reason in ("unload", "shutdown"):
+                assert not self.in_flight[m] - self.ended, (
+                    f"(i) {reason} stopped {m} without ending its requests"
+                )
             self.world[m] = "stopping"
             self.stop_calls.add(m)
             if m in self.swaps:
                 self.swaps[m]["detached"] = True
 
     def end_requests(self, req_ids, model, reason):
-        assert reason == "reload" and model in self.s.retiring(), "(h) ended outside a reload's drain"
-        assert self.seen >= self.drain_deadline(model), "(h) ended before the drain deadline"
-        assert set(req_ids) == self.in_flight[model] and len(set(req_ids)) == len(req_ids), (
-            "(h) end_requests must name exactly the requests in flight on the model"
+        named = set(req_ids)
+        assert named and len(named) == len(req_ids), "(h) an empty or repeating end_requests"
+        assert not named & self.ended, "(h) a request was ended twice"
+        assert named == self.in_flight[model] - self.ended, (
+            "(h) end_requests must name exactly the requests in flight on the model not yet ended"
         )
-        assert not set(req_ids) & self.ended, "(h) a request was ended twice"
-        self.ended.update(req_ids)
+        if reason == "reload":
+            assert model in self.s.retiring(), "(h) ended outside a reload's drain"
+            assert self.seen >= self.drain_deadline(model), "(h) ended before the drain deadline"
+        else:
+            assert reason in ("unload", "shutdown") and reason == self.current, (
+                f"(i) ended for {reason!r} during {self.current}"
+            )
+            assert self.world[model] in ("starting", "ready"), "(i) ended on a model that is not stopped next"
+        self.ended.update(named)
 
     # ------------------------------------------------------------------ rules
 
