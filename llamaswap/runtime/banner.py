@@ -118,5 +118,7 @@ def banner(
         )
     if auth:
         out.append((f"note: replace {KEY_PLACEHOLDER} with one of the config's apiKeys", True))
+    # The UI: models, live state, logs, load/unload (a browser asks for the key, if any).
+    out.append((f"web UI: {url}/ui/", False))
     out.append(("stop with Ctrl-C", True))
     return out

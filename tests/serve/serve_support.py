@@ -414,7 +414,7 @@ def start_serve(
         while True:
             text = out.decode(errors="replace")
             match = URL_LINE.search(text)
-            if match and "curl -s" in text and text.count("curl -s") >= 2 and text.endswith("\n"):
+            if match and text.count("curl -s") >= 2 and "\nweb UI: " in text and text.endswith("\n"):
                 break
             left = deadline - time.monotonic()
             if left <= 0:

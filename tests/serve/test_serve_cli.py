@@ -91,6 +91,11 @@ def test_readme_first_command_serves_the_demo_and_its_curl_works(tmp_path):
         code, out = run_curl(models_curl)
         assert code == 0
         assert [m["id"] for m in json.loads(out)["data"]] == ["chat-large", "chat-small", "embed"]
+        # ... and it names the web UI, which answers at that address.
+        ui = [line.split(": ", 1)[1] for line in server.banner if line.startswith("web UI: ")]
+        assert ui == [f"{server.url}/ui/"], server.banner
+        page = http("GET", ui[0], None, {}, timeout=60)
+        assert page.status == 200 and "<title>llamaswap</title>" in page.body.decode()
         server.running()  # remember the demo's upstream PIDs for the orphan check
         # Ctrl-C, as the banner says.
         assert server.terminate(signal.SIGINT) == 0
