@@ -822,6 +822,11 @@ def _no_model_why(request: web.Request, body: Body) -> str:
             ": the body is JSON but its Content-Type is application/x-www-form-urlencoded"
             " (what curl -d sends); send it with Content-Type: application/json"
         )
+    if request.content_type == "text/plain":  # aiohttp's data=str, fetch() with a string body
+        return (
+            ": the model is read from a JSON, form or multipart body or ?model=, and this body's"
+            " Content-Type is text/plain; send JSON with Content-Type: application/json"
+        )
     if request.content_type != "multipart/form-data":
         return ""
     if multipart_boundary(request.headers.get("Content-Type", "")) is None:

@@ -191,6 +191,25 @@ def test_a_body_that_is_not_json_says_where(srv, body, message):
     assert resp.json()["error"]["message"] == "invalid JSON body: " + message
 
 
+def test_json_sent_as_text_plain_says_which_content_type_to_use(srv):
+    """aiohttp's `session.post(url, data=json.dumps(payload))` and a browser's
+    `fetch(url, {body: JSON.stringify(payload)})` send text/plain. Before: 400 `no model id
+    could be identified`, as if the body had no model."""
+    resp = http(
+        "POST",
+        srv.url + "/v1/chat/completions",
+        b'{"model": "m", "messages": []}',
+        {"Content-Type": "text/plain; charset=utf-8"},
+        timeout=DEADLINE,
+    )
+    assert resp.status == 400, resp
+    assert resp.json()["error"]["message"] == (
+        "no model id could be identified: the model is read from a JSON, form or multipart body"
+        " or ?model=, and this body's Content-Type is text/plain; send JSON with Content-Type:"
+        " application/json"
+    )
+
+
 def test_json_sent_as_a_form_says_which_content_type_to_use(srv):
     """`curl URL -d '{"model": ...}'` (no -H) sends application/x-www-form-urlencoded. Before:
     400 `no model id could be identified`, as if the model were missing."""
