@@ -88,6 +88,7 @@ from llamaswap.runtime.redact import Redactor
 from llamaswap.runtime.router import Granted, Rejected, Ticket
 from llamaswap.runtime.scheduler import Admission
 from llamaswap.runtime.settings import COMFYUI_MODEL
+from llamaswap.runtime.upstream import UpstreamConnectError
 
 # Request key: the path a passthrough is mounted at (`/upstream/<model>`, `/comfyui`).
 MOUNT_PREFIX = "llamaswap.mount_prefix"
@@ -569,7 +570,9 @@ async def _dispatch(
             if stream is not None:
                 await stream.write(_loading_chunk(requested, f"\nupstream error: {exc}\n"))
                 return stream
-            return error_response(request, 502, f"upstream error ({model}): {exc}")
+            return error_response(
+                request, 502, f"upstream error ({model}): {exc}{_not_listening_yet(cfg, exc)}"
+            )
         except UpstreamBroke as exc:
             logger.warning(
                 "%s: upstream failed mid-response (%s); aborting the client connection", model, exc
@@ -725,6 +728,22 @@ def _timeouts(app: web.Application, current: Plan, plan: Plan, model: str) -> Up
 def _model_config(plan: Plan, model: str):
     c = plan.config
     return c.models.get(model) if c is not None else None
+
+
+def _not_listening_yet(cfg: Any, exc: UpstreamError) -> str:
+    """Why a model without a health check refused the connection, or "": with
+    `checkEndpoint: none` (or empty) it counts as ready as soon as its process starts, so the
+    first request usually comes before the server listens (llama-swap answers it 502 too)."""
+    endpoint = (getattr(cfg, "check_endpoint", None) or "").strip()
+    if endpoint and endpoint.lower() != "none":
+        return ""
+    if not isinstance(exc.__cause__, UpstreamConnectError):
+        return ""
+    return (
+        f" (checkEndpoint is {endpoint or 'empty'}: the model counts as ready once its process"
+        " starts, before its server listens; give checkEndpoint a path that answers 200 when it"
+        " is ready, e.g. /health, and requests wait for it)"
+    )
 
 
 # A failed start's message carries the upstream's last output lines (for the logs); the

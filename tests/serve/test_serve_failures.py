@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from serve_support import envelope, model, shell_cmd, upstream_cmd
+from serve_support import Gate, envelope, model, shell_cmd, upstream_cmd
 from support.upstream import http, pid_alive
 
 pytestmark = pytest.mark.e2e
@@ -192,6 +192,28 @@ def test_a_cmd_whose_program_is_missing_gives_500_naming_it(serve):
         )
         assert f"{name}: unable to start upstream command: {why}" in server.log()
         assert server.state(name) == "stopped"
+    assert "Traceback" not in server.log()
+
+
+def test_checkendpoint_none_not_listening_yet_says_why(serve, tmp_path):
+    """`checkEndpoint: none` makes a model ready as soon as its process starts (as in
+    llama-swap), so a first request usually reaches it before its server listens. Before:
+    502 `upstream error (n): cannot connect to 127.0.0.1:PORT: connection refused`, with no word
+    on why a model that /running says is ready refuses connections."""
+    gate = Gate(tmp_path / "gate")  # the process runs, its server does not listen yet
+    server = serve({"models": {"n": model(gate.wrap(upstream_cmd("n")), checkEndpoint="none")}})
+    resp = server.chat("n")
+    assert resp.status == 502, resp
+    message = resp.json()["error"]["message"]
+    assert re.fullmatch(
+        r"upstream error \(n\): cannot connect to 127\.0\.0\.1:\d+: connection refused \(checkEndpoint"
+        r" is none: the model counts as ready once its process starts, before its server listens;"
+        r" give checkEndpoint a path that answers 200 when it is ready, e\.g\. /health, and"
+        r" requests wait for it\)",
+        message,
+    ), message
+    gate.open()
+    server.wait(lambda: server.chat("n").status == 200, "n to answer once it listens")
     assert "Traceback" not in server.log()
 
 
