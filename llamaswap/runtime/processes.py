@@ -404,14 +404,14 @@ def _killpg(pgid: int | None, sig: int) -> bool:
         return False
 
 
-def spawn_failure(program: str, exc: OSError) -> str:
+def spawn_failure(program: str, exc: OSError, what: str = "unable to start upstream command") -> str:
     """Why `program` (a cmd's first word) could not be started, naming it."""
     if isinstance(exc, FileNotFoundError):
         where = "" if "/" in program else " on PATH"
-        return f"unable to start upstream command: {program!r} not found{where}"
+        return f"{what}: {program!r} not found{where}"
     if isinstance(exc, PermissionError):
-        return f"unable to start upstream command: {program!r}: permission denied (is it executable?)"
-    return f"unable to start upstream command: {program!r}: {exc.strerror or exc}"
+        return f"{what}: {program!r}: permission denied (is it executable?)"
+    return f"{what}: {program!r}: {exc.strerror or exc}"
 
 
 def describe_exit(returncode: int) -> str:
@@ -1036,14 +1036,31 @@ class ModelProcess:
 
     async def _run_cmd_stop(self, run: _Run) -> None:
         command = with_devices(self.spec.cmd_stop.replace("${PID}", str(run.pid)), run.placement)
+        argv: list[str] = []
         try:
-            proc, _, _ = await self._spawn(split_command(command), self._environment(run))
+            argv = split_command(command)
+            proc, _, _ = await self._spawn(argv, self._environment(run))
         except (CommandError, OSError) as exc:
-            logger.warning("%s: cmdStop failed (%s); sending SIGTERM", self.spec.model, exc)
+            why = spawn_failure(argv[0], exc, "cmdStop failed") if argv and isinstance(exc, OSError) else None
+            logger.warning("%s: %s; sending SIGTERM", self.spec.model, why or f"cmdStop failed ({exc})")
             _killpg(run.pid, signal.SIGTERM)
             return
         try:
-            await proc.wait()
+            code = await proc.wait()
         except asyncio.CancelledError:  # only at shutdown: leave nothing behind
             _killpg(proc.pid, signal.SIGKILL)
             raise
+        if code != 0 and run.returncode is None:
+            # (llama-swap logs this too; the stop goes on: SIGKILL when its timeout ends)
+            left = (
+                ""
+                if run.kill_at is None
+                else f", SIGKILL in {max(0.0, run.kill_at - asyncio.get_running_loop().time()):.0f}s"
+            )
+            logger.warning(
+                "%s: cmdStop failed (%s; its output is in /logs/stream/%s); waiting for the process to exit%s",
+                self.spec.model,
+                describe_exit(code),
+                self.spec.model,
+                left,
+            )

@@ -424,6 +424,50 @@ def test_cmd_stop_runs_with_the_pid_instead_of_sigterm(tmp_path: Path):
     run(scenario())
 
 
+def test_a_cmd_stop_that_fails_is_logged_with_why(caplog):
+    """llama-swap logs a cmdStop that fails. Before: a cmdStop whose program is missing logged
+    `cmdStop failed ([Errno 2] No such file or directory)` without naming it, and one that
+    exited 1 logged nothing: the stop then lasted its whole timeout and the log said only
+    `graceful stop timed out`."""
+    import llamaswap.runtime.processes as processes
+
+    polite = py("""
+        import time
+        print("up", flush=True)
+        while True:
+            time.sleep(1)
+    """)
+    failing_stop = f"{shlex.quote(sys.executable)} -c 'import sys; print(\"no such container\"); sys.exit(3)'"
+
+    async def scenario():
+        caplog.set_level("INFO", logger=processes.logger.name)
+        missing = ModelProcess(make_spec(polite, cmd_stop="/nonexistent/docker stop m"))
+        await missing.ensure_ready()
+        await wait_for_log(missing, "up")
+        await missing.stop(timeout=10)  # SIGTERM instead: ends at once
+        messages = [r.getMessage() for r in caplog.records]
+        assert "m: cmdStop failed: '/nonexistent/docker' not found; sending SIGTERM" in messages
+        await missing.shutdown()
+
+        caplog.clear()
+        failing = ModelProcess(make_spec(polite, cmd_stop=failing_stop))
+        await failing.ensure_ready()
+        await wait_for_log(failing, "up")
+        pid = failing.pid
+        await failing.stop(timeout=2)  # nothing stops it: SIGKILL at the timeout
+        assert not pid_alive(pid)
+        messages = [r.getMessage() for r in caplog.records if "cmdStop failed" in r.getMessage()]
+        assert len(messages) == 1 and re.fullmatch(
+            r"m: cmdStop failed \(exit code 3; its output is in /logs/stream/m\);"
+            r" waiting for the process to exit, SIGKILL in [0-2]s",
+            messages[0],
+        ), messages
+        assert "no such container" in await wait_for_log(failing, "no such container")
+        await failing.shutdown()
+
+    run(scenario())
+
+
 GRANDCHILD = """
     import os, signal, subprocess, sys, time
     child = subprocess.Popen([sys.executable, "-c",
