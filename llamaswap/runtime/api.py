@@ -304,6 +304,28 @@ async def version(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(build_info))
 
 
+# llama-swap's UI-data endpoints for features llamaswap leaves out (compile warns LS400 for
+# `performance` and `captureBuffer`): each answers what llama-swap answers when the feature
+# is off, saying why, instead of a bare 404 that reads as a wrong URL.
+
+
+async def performance(request: web.Request) -> web.Response:
+    """llama-swap's answer with `performance.disabled: true`: 503 {"enabled": false}."""
+    return web.json_response({"enabled": False}, status=503)
+
+
+async def hardware(request: web.Request) -> web.Response:
+    return error_response(request, 503, "hardware detection unavailable: llamaswap does not detect hardware")
+
+
+async def capture(request: web.Request) -> web.Response:
+    if not request.match_info["id"].lstrip("-").isdigit():
+        return error_response(request, 400, "invalid capture ID")
+    return error_response(
+        request, 404, "capture not found: llamaswap does not capture requests (captureBuffer has no effect)"
+    )
+
+
 async def inflight(request: web.Request) -> web.Response:
     """The in-flight table: {"requests": [{id, model, requested, req_path, method, remote_ip,
     state, timestamp, elapsed_ms}]}, oldest first."""

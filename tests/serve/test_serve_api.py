@@ -371,3 +371,30 @@ def test_scheduler_snapshot(api_server):
 def test_json_body_with_non_object_json_has_no_model(api_server, path):
     resp = api_server.post(path, json.dumps([1, 2]).encode())
     assert resp.status == 400 and resp.json()["error"]["message"] == "no model id could be identified"
+
+
+def test_llama_swap_ui_data_endpoints_for_left_out_features_say_why(api_server):
+    """llama-swap's /api/performance, /api/hardware and /api/captures/{id} (features llamaswap
+    leaves out; compile warns LS400 for `performance` and `captureBuffer`). Before: a bare
+    text/plain `404: Not Found`, which reads as a wrong URL or a wrong version. Now: what
+    llama-swap answers when the feature is off, saying why."""
+    resp = api_server.get("/api/performance")
+    assert (resp.status, resp.json()) == (503, {"enabled": False})
+    resp = api_server.get("/api/hardware")
+    assert resp.status == 503
+    assert resp.json() == envelope(
+        "hardware detection unavailable: llamaswap does not detect hardware",
+        "server_error",
+        "service_unavailable",
+    )
+    resp = api_server.get("/api/captures/7")
+    assert resp.status == 404
+    assert resp.json() == envelope(
+        "capture not found: llamaswap does not capture requests (captureBuffer has no effect)",
+        "invalid_request_error",
+        "not_found",
+    )
+    resp = api_server.get("/api/captures/x")
+    assert (resp.status, resp.json()["error"]["message"]) == (400, "invalid capture ID")
+    for path in ("/api/performance", "/api/hardware", "/api/captures/7"):  # behind apiKeys as in llama-swap
+        assert http("GET", api_server.url + path).status == 401, path
