@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -78,6 +78,25 @@ def cli() -> None:
 
 # Options and arguments more than one command takes, defined once.
 config_argument = click.argument("config", type=click.Path(dir_okay=False))
+
+
+class ConfigFile(click.Path):
+    """A config file for a command that also takes --config-dir: a directory given instead
+    says which option reads one (llama-swap's -config and -config-dir are easily mixed up)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and os.path.isdir(value):
+            self.fail(
+                f"{value!r} is a directory; to merge the *.yml/*.yaml files in it, use --config-dir"
+                f" {shlex.quote(value)} (llama-swap's -config-dir)",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
 
 expand_budget_option = click.option(
     "--expand-budget",
@@ -187,7 +206,7 @@ def write_output(path: str, data: str | bytes) -> None:
 
 
 @cli.command("compile")
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.argument("config", required=False, type=ConfigFile())
 @click.option(
     "--config-dir",
     type=click.Path(file_okay=False),
@@ -1151,11 +1170,11 @@ def trace_export_cmd(
 
 
 @cli.command("serve")
-@click.argument("config_arg", metavar="[CONFIG]", type=click.Path(dir_okay=False), required=False)
+@click.argument("config_arg", metavar="[CONFIG]", type=ConfigFile(), required=False)
 @click.option(
     "--config",
     "config_opt",
-    type=click.Path(dir_okay=False),
+    type=ConfigFile(),
     default=None,
     metavar="FILE",
     help="The config file (llama-swap's -config; the same as CONFIG).",

@@ -67,3 +67,26 @@ def test_a_misspelt_go_style_flag_is_named_in_the_error(argv, message):
     )
     assert out.returncode == 2
     assert message in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["-config", "{d}", "-listen", "127.0.0.1:0"], ["serve", "{d}"], ["compile", "{d}"]],
+)
+def test_a_directory_given_as_the_config_names_config_dir(tmp_path, argv):
+    """llama-swap's -config takes a file and -config-dir a directory. Before: `Invalid value
+    for '--config': File 'conf.d' is a directory.`, with no word on the option that reads one."""
+    conf = tmp_path / "conf d"
+    conf.mkdir()
+    (conf / "a.yaml").write_text("models: {}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "llamaswap", *(a.format(d=conf) for a in argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert (
+        f"{str(conf)!r} is a directory; to merge the *.yml/*.yaml files in it, use --config-dir"
+        f" '{conf}' (llama-swap's -config-dir)"
+    ) in out.stderr, out.stderr
