@@ -748,7 +748,8 @@ def _not_listening_yet(cfg: Any, exc: UpstreamError) -> str:
 
 # A failed start's message carries the upstream's last output lines (for the logs); the
 # client gets the reason only (the format is processes.py's `_on_exited`).
-_START_OUTPUT = re.compile(r"(upstream command exited prematurely \([^)]*\)): .*", re.DOTALL)
+# (One level of nested parentheses: a signal's exit is "(exit code -9 (SIGKILL))".)
+_START_OUTPUT = re.compile(r"(upstream command exited prematurely \((?:[^()]|\([^()]*\))*\)): .*", re.DOTALL)
 
 
 def client_message(redact: Redactor, message: str, model: str) -> str:

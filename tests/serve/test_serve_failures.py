@@ -243,6 +243,23 @@ def test_failed_start_gives_500_and_the_next_request_retries(serve, tmp_path):
     assert "DEBUG llamaswap.process: f: starting -> stopped" in server.log()  # a debug-only line
 
 
+def test_a_start_killed_by_a_signal_keeps_the_upstream_output_from_the_client(serve):
+    """The OOM killer (SIGKILL) or a crash (SIGSEGV) while a model loads. Before: the 500's
+    message carried the upstream's last output lines (`... (exit code -9 (SIGKILL)):
+    <output>`), which a failed start that exits with a code keeps in the logs."""
+    server = serve(
+        {"models": {"k": model(shell_cmd("echo 'token=s3cret loading'; kill -9 $$") + " ${PORT}")}}
+    )
+    resp = server.chat("k")
+    assert resp.status == 500
+    assert resp.json() == envelope(
+        "unspecific error: upstream command exited prematurely (exit code -9 (SIGKILL)); its output is in /logs/stream/k",
+        "server_error",
+        "internal_error",
+    )
+    assert "token=s3cret loading" in server.get("/logs").body.decode()
+
+
 def test_health_check_timeout_gives_500_and_the_next_request_retries(serve):
     # healthCheckTimeout is honoured as written (llama-swap would raise 1 to 15).
     server = serve({"healthCheckTimeout": 1, "models": {"h": model(upstream_cmd("h", fail_health=True))}})
