@@ -189,6 +189,19 @@ def _loading_chunk(model: str, text: str) -> bytes:
     )
 
 
+async def _loading_failed(
+    stream: web.StreamResponse, requested: str, status: int, message: str
+) -> web.StreamResponse:
+    """End a loading-state stream whose request failed before the upstream answered. Its 200
+    is out, so the failure is an error frame carrying the envelope a non-streamed request
+    would have had as its body (an SSE client such as the openai SDK raises it; llama-swap's
+    loadingWriter.sendError), then [DONE]. The loading text says it first, for a UI that
+    shows the reasoning box."""
+    await stream.write(_loading_chunk(requested, f"\nerror: {message}\n"))
+    await stream.write(sse_error(status, message) + b"data: [DONE]\n\n")
+    return stream
+
+
 def swap_header(granted: Granted, via: Resolution | None = None) -> dict[str, str]:
     """`X-Llamaswap-Swap` for a request that waited for a swap, and `X-Llamaswap-Resolution`
     for one a profile pin or a selector resolved; {} otherwise."""
@@ -476,19 +489,12 @@ async def _dispatch(
             )
             logger.warning("%s: %s", model, message)
             if stream is not None:
-                await stream.write(_loading_chunk(requested, f"\nerror: {message}\n"))
-                await stream.write(b"data: [DONE]\n\n")
-                return stream
+                return await _loading_failed(stream, requested, 503, message)
             return error_response(request, 503, message, headers={"Retry-After": "1"})
         if isinstance(outcome, Rejected):
             if stream is not None:
-                await stream.write(
-                    _loading_chunk(
-                        requested, f"\nerror: {client_message(redact, outcome.message, ticket.model)}\n"
-                    )
-                )
-                await stream.write(b"data: [DONE]\n\n")
-                return stream
+                message = client_message(redact, outcome.message, ticket.model)
+                return await _loading_failed(stream, requested, outcome.status, message)
             return error_response(
                 request,
                 outcome.status,
@@ -556,8 +562,7 @@ async def _dispatch(
             )
         except BodyError as exc:
             if stream is not None:
-                await stream.write(_loading_chunk(requested, f"\nerror: {exc}\n"))
-                return stream
+                return await _loading_failed(stream, requested, exc.status, str(exc))
             return await body_error_response(request, exc)
         except UpstreamTimedOut as exc:
             message = f"upstream timeout ({model}): {exc}"
@@ -568,8 +573,9 @@ async def _dispatch(
             return error_response(request, 504, message)
         except UpstreamError as exc:
             if stream is not None:
-                await stream.write(_loading_chunk(requested, f"\nupstream error: {exc}\n"))
-                return stream
+                return await _loading_failed(
+                    stream, requested, 502, f"upstream error ({model}): {exc}{_not_listening_yet(cfg, exc)}"
+                )
             return error_response(
                 request, 502, f"upstream error ({model}): {exc}{_not_listening_yet(cfg, exc)}"
             )

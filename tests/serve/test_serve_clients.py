@@ -1,0 +1,73 @@
+"""Real clients as users run them — the official `openai` SDK, curl, raw sockets — against a
+real `llamaswap serve` over the fake upstream: what each of them relies on (an error it can
+raise, a header, a framing) holds. What test_serve_openai.py covers is not repeated here."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from serve_support import model, shell_cmd, upstream_cmd
+
+pytestmark = pytest.mark.e2e
+
+
+def _sdk(server, **options) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=30.0, **options)
+
+
+# -- the loading-state stream -----------------------------------------------------------------
+
+
+def test_a_loading_stream_whose_model_fails_to_start_raises_in_the_sdk(serve):
+    """The 200 of the loading stream is out before the start fails: the failure must come as an
+    error frame (the envelope a non-streamed request gets as its body), which the SDK raises,
+    then [DONE] — not only as loading text, which passed the failure off as a reply."""
+    server = serve(
+        {
+            "sendLoadingState": True,
+            "models": {"bad": model(shell_cmd("echo cannot load weights; exit 7 # ${PORT}"))},
+        }
+    )
+    with _sdk(server) as client:
+        stream = client.chat.completions.create(
+            model="bad", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        with pytest.raises(openai.APIError) as err:
+            for _ in stream:
+                pass
+    assert "upstream command exited prematurely (exit code 7)" in err.value.message
+    assert err.value.body["type"] == "server_error"
+
+    events = list(server.chat_call("bad", stream=True).events())
+    assert events[-1] == "[DONE]"
+    last = json.loads(events[-2])
+    assert last["src"] == "llama-swap" and last["error"]["code"] == "internal_error"
+    # The loading text still says why, for a UI that shows the reasoning box.
+    reasoning = "".join(
+        json.loads(e)["choices"][0]["delta"].get("reasoning_content", "") for e in events[:-2]
+    )
+    assert "error: unspecific error: upstream command exited prematurely" in reasoning
+
+
+def test_a_loading_stream_past_the_queue_deadline_ends_with_a_503_error_frame(serve):
+    gate = serve.gate()
+    server = serve(
+        {
+            "healthCheckTimeout": 60,
+            "sendLoadingState": True,
+            "models": {"slow": model(gate.wrap(upstream_cmd("slow")))},
+            "routing": {"scheduler": {"settings": {"fifo": {"queue_timeout": 1}}}},
+        }
+    )
+    with _sdk(server) as client:
+        stream = client.chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        with pytest.raises(openai.APIError) as err:
+            for _ in stream:
+                pass
+    assert "waited 1s without being served" in err.value.message
+    assert err.value.body["code"] == "service_unavailable"
+    gate.open()
