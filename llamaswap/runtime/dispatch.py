@@ -202,6 +202,30 @@ async def _loading_failed(
     return stream
 
 
+NAME_ECHO = 200  # characters of an unknown model name a 404 repeats
+SUGGEST_CUTOFF = 0.75  # stricter than the compiler's: a wrong guess sends a client astray
+
+
+def not_found_message(plan: Plan, requested: str) -> str:
+    """llama-swap's 404 for a model it does not know, with the name asked for and what to
+    do: the listed name (ID or alias, as GET /v1/models shows them) it most likely meant, or
+    where the names are. Only the error path pays for it."""
+    from llamaswap.compiler.suggest import closest
+    from llamaswap.runtime.listing import model_records
+
+    guess = None
+    if len(requested) <= NAME_ECHO:  # (difflib's cost grows with the name's length)
+        known: list[str] = []
+        for rec in model_records(plan, 0, loaded=lambda m: False):
+            known.append(rec["id"])
+            known.extend(rec.get("meta", {}).get("llamaswap", {}).get("aliases", ()))
+        guess = closest(requested, known, cutoff=SUGGEST_CUTOFF, fold=True)
+    else:
+        requested = requested[:NAME_ECHO] + "..."
+    hint = f"did you mean {guess!r}?" if guess else "GET /v1/models lists the models"
+    return f"no local server found for requested model {requested!r} ({hint})"
+
+
 def swap_header(granted: Granted, via: Resolution | None = None) -> dict[str, str]:
     """`X-Llamaswap-Swap` for a request that waited for a swap, and `X-Llamaswap-Resolution`
     for one a profile pin or a selector resolved; {} otherwise."""
@@ -455,7 +479,7 @@ async def _dispatch(
     router = h.router
     model = plan.resolve_model(requested)
     if model is None:
-        return error_response(request, 404, "no local server found for requested model")
+        return error_response(request, 404, not_found_message(plan, requested))
     cfg = plan.config.models[model]  # type: ignore[union-attr]
     queue_timeout = h.queue_timeout
     redact = h.redact

@@ -255,7 +255,9 @@ def test_errors_use_llama_swaps_envelope(api_server):
     resp = api_server.chat("no-such-model")
     assert resp.status == 404
     assert resp.json() == envelope(
-        "no local server found for requested model", "invalid_request_error", "not_found"
+        "no local server found for requested model 'no-such-model' (GET /v1/models lists the models)",
+        "invalid_request_error",
+        "not_found",
     )
     resp = api_server.post("/v1/chat/completions", {"messages": []})
     assert resp.status == 400  # llama-swap says 404; a request without a model is malformed
@@ -276,7 +278,10 @@ def test_errors_use_llama_swaps_envelope(api_server):
         "send it uncompressed"
     )
     resp = api_server.post("/v1/chat/completions", {"model": "nope"}, headers={"Accept": "text/plain"})
-    assert (resp.status, resp.body) == (404, b"llama-swap: no local server found for requested model")
+    assert (resp.status, resp.body) == (
+        404,
+        b"llama-swap: no local server found for requested model 'nope' (GET /v1/models lists the models)",
+    )
     # A browser (Accept: text/html, no JSON) gets a page, as from llama-swap; the message is escaped.
     browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
     resp = api_server.get("/upstream/%3Cnope%3E/", headers=browser)

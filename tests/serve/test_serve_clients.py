@@ -71,3 +71,40 @@ def test_a_loading_stream_past_the_queue_deadline_ends_with_a_503_error_frame(se
     assert "waited 1s without being served" in err.value.message
     assert err.value.body["code"] == "service_unavailable"
     gate.open()
+
+
+# -- errors a client can act on ---------------------------------------------------------------
+
+
+def test_an_unknown_model_is_named_in_the_404_with_the_listed_name_it_likely_meant(serve):
+    """The SDK shows the error's message: llama-swap's bare 'no local server found for
+    requested model' said neither which name nor what to send instead."""
+    server = serve(
+        {
+            "models": {
+                "qwen-coder": model(upstream_cmd("qwen-coder"), aliases=["coder"]),
+                "secret-model": model(upstream_cmd("secret-model"), unlisted=True),
+            }
+        }
+    )
+    with _sdk(server) as client:
+        for asked, hint in [
+            ("Qwen-Coder", "did you mean 'qwen-coder'?"),
+            ("codr", "did you mean 'coder'?"),
+            ("secret-modl", "GET /v1/models lists the models"),  # unlisted names are not offered
+            ("gpt-4o", "GET /v1/models lists the models"),
+        ]:
+            with pytest.raises(openai.NotFoundError) as err:
+                client.chat.completions.create(model=asked, messages=[{"role": "user", "content": "x"}])
+            assert err.value.body == {
+                "message": f"no local server found for requested model {asked!r} ({hint})",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found",
+            }
+    long = "m" * 5000
+    resp = server.chat(long)
+    assert resp.status == 404
+    message = resp.json()["error"]["message"]
+    assert message.startswith("no local server found for requested model 'mmm") and len(message) < 300
+    assert server.running() == {}

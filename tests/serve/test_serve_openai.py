@@ -67,7 +67,9 @@ def test_errors_raise_the_usual_exceptions(client, api_server):
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 404
-    assert err.value.body["message"] == "no local server found for requested model"
+    assert err.value.body["message"] == (
+        "no local server found for requested model 'nope' (GET /v1/models lists the models)"
+    )
     with openai.OpenAI(base_url=api_server.url + "/v1", api_key="wrong", max_retries=0) as bad:
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
