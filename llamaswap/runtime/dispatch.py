@@ -863,19 +863,44 @@ async def _loading_stream(
     return resp
 
 
+# Bodies read for their model field (read_body); any other is streamed on unread.
+_MODEL_BODIES = frozenset(
+    {
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "",
+        "application/octet-stream",
+        "multipart/form-data",
+    }
+)
+
+
 def _no_model_why(request: web.Request, body: Body) -> str:
     """Why a body gave no model (a hand-made request's usual mistakes), or ""."""
     if request.query.get("model"):
         return ""
+    if request.method == "GET":
+        return ": a GET names its model in the query (?model=...)"
     if request.content_type == "application/x-www-form-urlencoded" and (body.raw or b"").lstrip()[:1] == b"{":
         return (
             ": the body is JSON but its Content-Type is application/x-www-form-urlencoded"
             " (what curl -d sends); send it with Content-Type: application/json"
         )
-    if request.content_type == "text/plain":  # aiohttp's data=str, fetch() with a string body
+    if body.json is not None:
+        model = body.json.get("model")
+        if model is None and "model" not in body.json:
+            return ': the JSON body has no "model" field (GET /v1/models lists the names it takes)'
+        if model == "":
+            return ": the JSON body's model is empty"
+        return f": the JSON body's model is {json.dumps(model)[:40]}, not a string"
+    if body.raw is not None and body.raw.lstrip()[:1] == b"[":
+        return ": the JSON body is an array; send an object with a model field"
+    ctype = request.content_type
+    # text/plain: aiohttp's data=str, a browser's fetch() with a string body
+    if ctype not in _MODEL_BODIES and body.rest and request.body_exists:
         return (
-            ": the model is read from a JSON, form or multipart body or ?model=, and this body's"
-            " Content-Type is text/plain; send JSON with Content-Type: application/json"
+            f": a {ctype} body is not read for a model; send JSON with Content-Type: "
+            "application/json (or a form, or ?model=)"
         )
     if request.content_type != "multipart/form-data":
         return ""

@@ -261,7 +261,12 @@ def test_errors_use_llama_swaps_envelope(api_server):
     )
     resp = api_server.post("/v1/chat/completions", {"messages": []})
     assert resp.status == 400  # llama-swap says 404; a request without a model is malformed
-    assert resp.json() == envelope("no model id could be identified", "invalid_request_error", "bad_request")
+    assert resp.json() == envelope(
+        'no model id could be identified: the JSON body has no "model" field (GET /v1/models lists the names'
+        " it takes)",
+        "invalid_request_error",
+        "bad_request",
+    )
     resp = api_server.post("/v1/chat/completions", b"{not json")
     assert resp.status == 400
     assert resp.json() == envelope(
@@ -375,7 +380,9 @@ def test_scheduler_snapshot(api_server):
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v/chat/completions"])
 def test_json_body_with_non_object_json_has_no_model(api_server, path):
     resp = api_server.post(path, json.dumps([1, 2]).encode())
-    assert resp.status == 400 and resp.json()["error"]["message"] == "no model id could be identified"
+    assert resp.status == 400 and resp.json()["error"]["message"] == (
+        "no model id could be identified: the JSON body is an array; send an object with a model field"
+    )
 
 
 def test_llama_swap_ui_data_endpoints_for_left_out_features_say_why(api_server):

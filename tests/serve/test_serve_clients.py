@@ -108,3 +108,44 @@ def test_an_unknown_model_is_named_in_the_404_with_the_listed_name_it_likely_mea
     message = resp.json()["error"]["message"]
     assert message.startswith("no local server found for requested model 'mmm") and len(message) < 300
     assert server.running() == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "why"),
+    [
+        (
+            {"messages": []},
+            {},
+            ': the JSON body has no "model" field (GET /v1/models lists the names it takes)',
+        ),
+        ({"model": "", "messages": []}, {}, ": the JSON body's model is empty"),
+        ({"model": None}, {}, ": the JSON body's model is null, not a string"),
+        ({"model": {"id": "m"}}, {}, ': the JSON body\'s model is {"id": "m"}, not a string'),
+        (b'[{"model": "m"}]', {}, ": the JSON body is an array; send an object with a model field"),
+        (
+            b'{"model": "m"}',
+            {"Content-Type": "text/plain"},
+            ": a text/plain body is not read for a model; send JSON with Content-Type: application/json"
+            " (or a form, or ?model=)",
+        ),
+    ],
+    ids=["no-model", "empty", "null", "object", "array", "text-plain"],
+)
+def test_a_body_that_names_no_model_is_told_why(serve, body, headers, why):
+    """curl users (llama-server takes requests without a model) got the bare 'no model id
+    could be identified'."""
+    server = serve({"models": {"m": model(upstream_cmd("m"))}})
+    resp = server.post("/v1/chat/completions", body, headers=headers)
+    assert resp.status == 400
+    assert resp.json()["error"]["message"] == "no model id could be identified" + why
+    assert server.running() == {}
+
+
+def test_a_get_without_its_model_query_is_told_to_add_one(serve):
+    server = serve({"models": {"m": model(upstream_cmd("m"))}})
+    resp = server.get("/props")
+    assert resp.status == 400
+    assert resp.json()["error"]["message"] == (
+        "no model id could be identified: a GET names its model in the query (?model=...)"
+    )
+    assert server.get("/props?model=m").status == 200

@@ -204,9 +204,8 @@ def test_json_sent_as_text_plain_says_which_content_type_to_use(srv):
     )
     assert resp.status == 400, resp
     assert resp.json()["error"]["message"] == (
-        "no model id could be identified: the model is read from a JSON, form or multipart body"
-        " or ?model=, and this body's Content-Type is text/plain; send JSON with Content-Type:"
-        " application/json"
+        "no model id could be identified: a text/plain body is not read for a model; send JSON"
+        " with Content-Type: application/json (or a form, or ?model=)"
     )
 
 

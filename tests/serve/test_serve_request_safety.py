@@ -457,7 +457,10 @@ def test_bad_bodies_are_400_and_malformed_http_logs_one_line(serve):
     assert resp.status == 400 and resp.json()["error"]["code"] == "bad_request"
     resp = server.post("/v1/chat/completions", {"messages": []})
     assert resp.status == 400
-    assert resp.json()["error"]["message"] == "no model id could be identified"
+    assert resp.json()["error"]["message"] == (
+        'no model id could be identified: the JSON body has no "model" field (GET /v1/models lists the names'
+        " it takes)"
+    )
 
     malformed = [
         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
