@@ -171,6 +171,31 @@ async def scheduler_state(request: web.Request) -> web.Response:
         return error_response(request, 503, str(exc))
 
 
+# OpenAI paths without their /v1: what a client whose base_url lacks it asks for
+# (openai.OpenAI(base_url="http://127.0.0.1:8080") posts /chat/completions).
+MISSING_V1 = (
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/responses",
+    "/messages",
+    "/audio/transcriptions",
+    "/audio/speech",
+    "/images/generations",
+)
+
+
+async def missing_v1(request: web.Request) -> web.Response:
+    """404, as llama-swap answers these paths, but saying what to send instead (and in the
+    error envelope the client reads, not aiohttp's `404: Not Found`)."""
+    return error_response(
+        request,
+        404,
+        f"no route for {request.path}: did you mean /v1{request.path}? "
+        "(an OpenAI client's base_url ends in /v1: http://HOST:PORT/v1)",
+    )
+
+
 async def health(request: web.Request) -> web.Response:
     """200 while the scheduler task is alive and making progress; 503 with the reason."""
     ok, reason = health_check(request.app[ROUTER], stall_timeout(request.app[LIVE].plan))

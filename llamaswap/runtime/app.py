@@ -372,6 +372,8 @@ def build_app(
         r.add_post(path, model_route)
     for path in QUERY_ROUTES:
         r.add_get(path, model_route)
+    for path in api.MISSING_V1:
+        r.add_route("*", path, api.missing_v1)
     r.add_get("/v1/models", api.list_models)
     r.add_get("/models", api.list_models)
     r.add_get("/v1/models/{model:.+}", api.get_model)

@@ -149,3 +149,22 @@ def test_a_get_without_its_model_query_is_told_to_add_one(serve):
         "no model id could be identified: a GET names its model in the query (?model=...)"
     )
     assert server.get("/props?model=m").status == 200
+
+
+def test_an_sdk_whose_base_url_lacks_v1_is_told_to_add_it(serve):
+    """openai.OpenAI(base_url="http://HOST:PORT") posts /chat/completions: it got aiohttp's
+    plain-text `404: Not Found`, which the SDK shows as the whole message."""
+    server = serve({"models": {"m": model(upstream_cmd("m"))}})
+    with openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=30.0) as client:
+        with pytest.raises(openai.NotFoundError) as err:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert err.value.body["message"] == (
+            "no route for /chat/completions: did you mean /v1/chat/completions? "
+            "(an OpenAI client's base_url ends in /v1: http://HOST:PORT/v1)"
+        )
+        with pytest.raises(openai.NotFoundError) as err:
+            client.embeddings.create(model="m", input="x")
+        assert "did you mean /v1/embeddings?" in err.value.body["message"]
+    assert server.running() == {}  # nothing was started for them
+    # The paths llama-swap serves without /v1 still work.
+    assert server.post("/completion", {"model": "m", "prompt": "hi"}).status == 200
