@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import openai
 import pytest
-from serve_support import model, upstream_cmd
+from serve_support import model, shell_cmd, upstream_cmd
 from support.upstream import http, pid_alive
 
 pytestmark = pytest.mark.e2e
@@ -248,6 +248,30 @@ def test_the_playground_streams_a_reply_and_shows_the_loading_state(serve, tab):
     assert "Done!" in loading.inner_text()
     assert "tokens/s" in t.page.locator("#play-status").inner_text()
     assert t.errors == []
+
+
+def test_the_playground_shows_a_failed_start_as_an_error(serve, tab):
+    # With sendLoadingState the stream is under way (200) when the start fails: the error
+    # frame before [DONE] must read as an error, not as an empty reply "done in 0.1 s".
+    server = serve(
+        {
+            "models": {
+                "broken": model(shell_cmd("echo no GPU >&2; exit 3") + " ${PORT}", sendLoadingState=True)
+            }
+        }
+    )
+    t = tab(server)
+    t.open("playground")
+    t.page.fill("#play-input", "hello")
+    t.page.click("#play-send")
+    reply = t.page.locator("#chat .msg.assistant").last
+    t.page.wait_for_function(
+        "() => document.querySelector('#chat .msg.assistant:last-child')?.dataset.done", timeout=T
+    )
+    status = t.page.locator("#play-status").inner_text()
+    assert reply.get_attribute("data-done") == "error", status
+    assert "upstream command exited prematurely (exit code 3)" in status, status
+    assert "no GPU" not in status  # the upstream's output stays in /logs
 
 
 def test_with_api_keys_the_ui_asks_once_and_every_api_call_needs_the_key(serve, tab):

@@ -44,6 +44,8 @@ async function send() {
     for await (const { data } of sseEvents(resp)) {
       if (data === "[DONE]") break;
       const chunk = JSON.parse(data);
+      // An error frame (a failed start, an unload, an upstream that broke off) ends the reply.
+      if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
       if (chunk.timings) timings = chunk.timings;
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
       if (!delta) continue;
