@@ -129,6 +129,13 @@ def _json_error(exc: ValueError) -> str:
     return str(exc) or type(exc).__name__
 
 
+# Content types read whole for their model field (a multipart body's head is read too; any
+# other body is streamed on unread).
+_READ_WHOLE = frozenset(
+    {"application/json", "application/x-www-form-urlencoded", "", "application/octet-stream"}
+)
+
+
 async def read_body(request: web.Request) -> Body:
     """Read as much of the body as routing needs (see Body)."""
     ctype = request.content_type
@@ -137,7 +144,7 @@ async def read_body(request: web.Request) -> Body:
     body = Body()
     if not request.body_exists:
         body.raw = b""
-    elif ctype in ("application/json", "application/x-www-form-urlencoded", "", "application/octet-stream"):
+    elif ctype in _READ_WHOLE:
         raw = body.raw = await read_all(request, limits, key)
         if ctype == "application/json" or (raw[:1] == b"{" and ctype != "application/x-www-form-urlencoded"):
             if raw[:1] == b"{" or raw.strip():  # (no copy of the body for the usual one)
@@ -596,13 +603,10 @@ async def _dispatch(
                 return stream
             return error_response(request, 504, message)
         except UpstreamError as exc:
+            message = f"upstream error ({model}): {exc}{_not_listening_yet(cfg, exc)}"
             if stream is not None:
-                return await _loading_failed(
-                    stream, requested, 502, f"upstream error ({model}): {exc}{_not_listening_yet(cfg, exc)}"
-                )
-            return error_response(
-                request, 502, f"upstream error ({model}): {exc}{_not_listening_yet(cfg, exc)}"
-            )
+                return await _loading_failed(stream, requested, 502, message)
+            return error_response(request, 502, message)
         except UpstreamBroke as exc:
             logger.warning(
                 "%s: upstream failed mid-response (%s); aborting the client connection", model, exc
@@ -863,18 +867,6 @@ async def _loading_stream(
     return resp
 
 
-# Bodies read for their model field (read_body); any other is streamed on unread.
-_MODEL_BODIES = frozenset(
-    {
-        "application/json",
-        "application/x-www-form-urlencoded",
-        "",
-        "application/octet-stream",
-        "multipart/form-data",
-    }
-)
-
-
 def _no_model_why(request: web.Request, body: Body) -> str:
     """Why a body gave no model (a hand-made request's usual mistakes), or ""."""
     if request.query.get("model"):
@@ -897,7 +889,7 @@ def _no_model_why(request: web.Request, body: Body) -> str:
         return ": the JSON body is an array; send an object with a model field"
     ctype = request.content_type
     # text/plain: aiohttp's data=str, a browser's fetch() with a string body
-    if ctype not in _MODEL_BODIES and body.rest and request.body_exists:
+    if ctype not in _READ_WHOLE and ctype != "multipart/form-data" and body.rest and request.body_exists:
         return (
             f": a {ctype} body is not read for a model; send JSON with Content-Type: "
             "application/json (or a form, or ?model=)"

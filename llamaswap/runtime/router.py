@@ -52,9 +52,9 @@ they asked for, swaps in the new policy and settings, and hands the rest to
 `Scheduler.reconfigure`. A removed model's process is shut down and forgotten once the
 scheduler has forgotten the model (it stopped after its last request). When a retiring
 model's drain runs out (`reload_drain_timeout`), or an unload or a shutdown stops a model,
-the scheduler asks to end what is still in flight on it: the owner logs which requests and why, and calls each ticket's `on_end` (set by
-the HTTP layer once it serves the ticket: it ends the response the way its protocol allows,
-and then releases the ticket as usual).
+the scheduler asks to end what is still in flight on it: the owner logs which requests and
+why, and calls each ticket's `on_end` (set by the HTTP layer once it serves the ticket: it
+ends the response the way its protocol allows, and then releases the ticket as usual).
 """
 
 from __future__ import annotations

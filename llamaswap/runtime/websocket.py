@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 
 from llamaswap.runtime.limits import UpstreamTimeouts
 from llamaswap.runtime.passthrough import is_ready
-from llamaswap.runtime.proxy import ENDED_BY, ENDED_FOR, STARTED_RESPONSE, error_response, upstream_headers
+from llamaswap.runtime.proxy import ENDED_FOR, STARTED_RESPONSE, error_response, upstream_headers
 
 logger = logging.getLogger("llamaswap.serve")
 
@@ -143,7 +143,7 @@ async def proxy(
         upstream_gone = upstream.closed
         with contextlib.suppress(Exception):
             if not client.closed:
-                ended = request.get(ENDED_FOR) if request.get(ENDED_BY) else None
+                ended = request.get(ENDED_FOR)  # set with ENDED_BY by dispatch._end
                 if ended == "reload":  # a reload's drain ran out: the model restarts
                     await client.close(code=1012, message=b"service restart: llamaswap config reload")
                 elif ended == "unload":
