@@ -254,6 +254,40 @@ async def streaming(urls: dict[str, str], streams: int, tokens: int, token_delay
     return summary
 
 
+# The same request-path work (the fast front's head split and the body's JSON parse, as serve
+# does them), timed in a fresh interpreter hot (back to back) and after the process slept:
+# between streams llamaswap sleeps as long as a stream lasts (--tokens x --token-delay).
+COLD_WORK = r"""
+import json, select, statistics, sys, time
+from llamaswap.runtime.fastserver import split_head
+head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\n"
+        b"Accept: */*\r\nContent-Type: application/json\r\nContent-Length: 120\r\n\r\n")
+body = json.dumps({"model": "bench-sse", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+def work():
+    t = time.perf_counter()
+    split_head(head)
+    json.loads(body)
+    return time.perf_counter() - t
+out = {}
+for name, idle in (("hot", 0.0), ("idle_10ms", 0.01), ("idle_stream", float(sys.argv[1]))):
+    runs = []
+    for _ in range(int(sys.argv[2])):
+        if idle:
+            select.select([], [], [], idle)
+        runs.append(work())
+    out[name] = statistics.median(runs)
+print(json.dumps(out))
+"""
+
+
+def cold_work(idle: float, runs: int = 25) -> dict[str, float]:
+    """COLD_WORK's medians in seconds: hot, after 10 ms idle, after `idle` seconds idle."""
+    done = subprocess.run(
+        [sys.executable, "-c", COLD_WORK, str(idle), str(runs)], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
 def run_async(coro):
     """Run on uvloop when available, like llamaswap and the fake upstream."""
     try:
@@ -415,6 +449,7 @@ def main() -> int:
                 for floor in stream_floors:
                     floor.stop()
             memory["after_streaming"] = common.rss(serve.pid)
+            cold = cold_work(args.tokens * args.token_delay)
             serve_pid = serve.pid
         # The other engine's idle footprint, from a second serve of the same models (not started).
         other = "group" if args.engine == "matrix" else "matrix"
@@ -529,6 +564,34 @@ def main() -> int:
             ],
             srows,
         )
+    )
+
+    print(
+        "\n### the same request-path work, hot and after sleeping (this machine; a fresh interpreter: "
+        "the front's head split and the body's JSON parse)\n"
+    )
+    print(
+        md_table(
+            [
+                "hot (back to back)",
+                "after 10 ms asleep",
+                f"after {args.tokens * args.token_delay * 1000:g} ms asleep (a stream)",
+                "ratio",
+            ],
+            [
+                [
+                    f"{cold['hot'] * 1e6:.1f} us",
+                    f"{cold['idle_10ms'] * 1e6:.1f} us",
+                    f"{cold['idle_stream'] * 1e6:.1f} us",
+                    f"{cold['idle_stream'] / cold['hot']:.1f}x",
+                ]
+            ],
+            align="rrrr",
+        )
+    )
+    print(
+        "\nA proxied stream's request finds llamaswap asleep for that long (the direct stream ran "
+        "meanwhile): its whole request path runs at the slower figure, and TTFB waits on it."
     )
 
     c16, c1 = cases.get(16), cases.get(1)
@@ -663,6 +726,7 @@ def main() -> int:
             "cases": {str(c): v for c, v in cases.items()},
             "streaming": stream,
             "added_ttfb_s": added_ttfb,
+            "cold_work_s": cold,
             "targets": targets,
             "llama_swap": LLAMA_SWAP,
         },
