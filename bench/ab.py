@@ -1,5 +1,5 @@
 """A/B of two trees' `llamaswap serve` in the same minutes: CPU per request (16 conns), p50 at
-1 conn and streaming TTFB, each pair of runs back to back, the order flipped every round.
+1 conn and streaming TTFB (and req/s at 16 conns), each pair of runs back to back, the order flipped every round.
 
 Usage: .venv/bin/python bench/ab.py OTHER_TREE [--rounds 6] [--duration 3] [--streams 10]
 
@@ -33,7 +33,9 @@ def main() -> int:
     args = ap.parse_args()
     tools = common.ensure_debian_tools({"nginx": "nginx-light", "wrk": "wrk"})
     other_exe = str(args.other.resolve() / ".venv" / "bin" / "llamaswap")
-    rows: dict[str, dict[str, list[float]]] = {t: {"cpu16": [], "p50_1": [], "ttfb": []} for t in "AB"}
+    rows: dict[str, dict[str, list[float]]] = {
+        t: {"cpu16": [], "rps16": [], "p50_1": [], "ttfb": []} for t in "AB"
+    }
     with tempfile.TemporaryDirectory(prefix="llamaswap-bench-ab-") as tmpdir:
         tmp = Path(tmpdir)
         serves, urls, streams = {}, {}, {}
@@ -60,6 +62,7 @@ def main() -> int:
                         tools["wrk"], lua, urls[tag], 16, 1, args.duration, cpu_pid=serves[tag].pid
                     )
                     rows[tag]["cpu16"].append(run["cpu_us_per_request"])
+                    rows[tag]["rps16"].append(run["rps"])
                 if not args.no_1:
                     for tag in order:
                         run = bench_proxy.run_wrk(tools["wrk"], lua, urls[tag], 1, 1, args.duration)
@@ -72,7 +75,7 @@ def main() -> int:
                     )
                     rows[order[0]]["ttfb"].append(got["proxy"]["ttfb_p50"] * 1e6)
                     rows[order[1]]["ttfb"].append(got["other"]["ttfb_p50"] * 1e6)
-                for key in ("cpu16", "p50_1", "ttfb"):
+                for key in ("cpu16", "rps16", "p50_1", "ttfb"):
                     if rows["A"][key]:
                         a, b = rows["A"][key][-1], rows["B"][key][-1]
                         line.append(f"{key} A {a:.0f} B {b:.0f} ({b - a:+.0f})")
@@ -80,8 +83,8 @@ def main() -> int:
         finally:
             for serve in serves.values():
                 serve.__exit__(None, None, None)
-    print("\nmedians (us); B lower in k of n pairs")
-    for key in ("cpu16", "p50_1", "ttfb"):
+    print("\nmedians (us; rps16: requests per second at 16 conns); B lower in k of n pairs")
+    for key in ("cpu16", "rps16", "p50_1", "ttfb"):
         a, b = rows["A"][key], rows["B"][key]
         if a:
             lower = sum(1 for x, y in zip(a, b, strict=True) if y < x)
