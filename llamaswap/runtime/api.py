@@ -171,23 +171,10 @@ async def scheduler_state(request: web.Request) -> web.Response:
         return error_response(request, 503, str(exc))
 
 
-# OpenAI paths without their /v1: what a client whose base_url lacks it asks for
-# (openai.OpenAI(base_url="http://127.0.0.1:8080") posts /chat/completions).
-MISSING_V1 = (
-    "/chat/completions",
-    "/completions",
-    "/embeddings",
-    "/responses",
-    "/messages",
-    "/audio/transcriptions",
-    "/audio/speech",
-    "/images/generations",
-)
-
-
 async def missing_v1(request: web.Request) -> web.Response:
-    """404, as llama-swap answers these paths, but saying what to send instead (and in the
-    error envelope the client reads, not aiohttp's `404: Not Found`)."""
+    """An OpenAI path without its /v1 (app.MISSING_V1): 404, as llama-swap answers it, but
+    saying what to send instead (and in the error envelope the client reads, not aiohttp's
+    `404: Not Found`)."""
     return error_response(
         request,
         404,

@@ -97,6 +97,15 @@ JSON_ROUTES = (
 FORM_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
 # Routes whose query string names the model (GET).
 QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
+# The model routes' /v1 paths without their /v1, where that is no route itself: what a client
+# whose base_url lacks /v1 asks for (openai.OpenAI(base_url="http://127.0.0.1:8080") posts
+# /chat/completions); api.missing_v1 says what to send instead.
+MISSING_V1 = tuple(
+    sorted(
+        {p[3:] for p in (*JSON_ROUTES, *FORM_ROUTES) if p.startswith("/v1/")}
+        - {*JSON_ROUTES, *FORM_ROUTES, *QUERY_ROUTES}
+    )
+)
 
 
 def make_process(app: web.Application, spec: ProcessSpec) -> ModelProcess:
@@ -372,7 +381,7 @@ def build_app(
         r.add_post(path, model_route)
     for path in QUERY_ROUTES:
         r.add_get(path, model_route)
-    for path in api.MISSING_V1:
+    for path in MISSING_V1:
         r.add_route("*", path, api.missing_v1)
     r.add_get("/v1/models", api.list_models)
     r.add_get("/models", api.list_models)
